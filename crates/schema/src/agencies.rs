@@ -1,0 +1,164 @@
+//! The agency registry: which agencies exist, of what kind, and how to reach them. Agencies are
+//! configuration (`deploy/agencies.toml`), read by the streams, the policy and the demo.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use crate::ids::AgencyId;
+
+/// The kinds of agency the sharing policy distinguishes (the columns of DOMAIN.md §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgencyKind {
+    ChildrensSocialCare,
+    Police,
+    HealthUnscheduled,
+    HealthCommunity,
+    School,
+    Mash,
+    YouthJustice,
+    Voluntary,
+}
+
+impl AgencyKind {
+    pub const ALL: [AgencyKind; 8] = [
+        Self::ChildrensSocialCare,
+        Self::Police,
+        Self::HealthUnscheduled,
+        Self::HealthCommunity,
+        Self::School,
+        Self::Mash,
+        Self::YouthJustice,
+        Self::Voluntary,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ChildrensSocialCare => "childrens-social-care",
+            Self::Police => "police",
+            Self::HealthUnscheduled => "health-unscheduled",
+            Self::HealthCommunity => "health-community",
+            Self::School => "school",
+            Self::Mash => "mash",
+            Self::YouthJustice => "youth-justice",
+            Self::Voluntary => "voluntary",
+        }
+    }
+}
+
+impl fmt::Display for AgencyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AgencyKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
+            let known: Vec<_> = Self::ALL.iter().map(|k| k.as_str()).collect();
+            format!("unknown agency kind {s:?} (known: {})", known.join(", "))
+        })
+    }
+}
+
+/// One registered agency.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Agency {
+    pub id: AgencyId,
+    pub kind: AgencyKind,
+    /// Shown to people: "Rotherham Children's Social Care".
+    pub name: String,
+    /// Given out with a status flag so a clinician can call the owning authority.
+    #[serde(default)]
+    pub office_hours_phone: String,
+    #[serde(default)]
+    pub out_of_hours_phone: String,
+}
+
+/// All registered agencies, by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Registry {
+    agencies: BTreeMap<AgencyId, Agency>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryFile {
+    agency: Vec<Agency>,
+}
+
+/// Why a registry file was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("agency registry: {0}")]
+    Parse(String),
+    #[error("agency registry: agency {0} is listed twice")]
+    Duplicate(AgencyId),
+}
+
+impl Registry {
+    /// Parses the TOML registry (`[[agency]]` tables).
+    pub fn from_toml(src: &str) -> Result<Self, RegistryError> {
+        let file: RegistryFile = toml::from_str(src).map_err(|e| RegistryError::Parse(e.to_string()))?;
+        let mut agencies = BTreeMap::new();
+        for agency in file.agency {
+            if let Some(dup) = agencies.insert(agency.id.clone(), agency) {
+                return Err(RegistryError::Duplicate(dup.id));
+            }
+        }
+        Ok(Self { agencies })
+    }
+
+    pub fn get(&self, id: &AgencyId) -> Option<&Agency> {
+        self.agencies.get(id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Agency> {
+        self.agencies.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.agencies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.agencies.is_empty()
+    }
+
+    /// The first agency of a kind, in id order.
+    pub fn first_of_kind(&self, kind: AgencyKind) -> Option<&Agency> {
+        self.iter().find(|a| a.kind == kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rejects_duplicates_and_unknown_kinds() {
+        let one = r#"
+            [[agency]]
+            id = "police-sy"
+            kind = "police"
+            name = "South Yorkshire Police"
+        "#;
+        let r = Registry::from_toml(one).unwrap();
+        assert_eq!(r.first_of_kind(AgencyKind::Police).unwrap().name, "South Yorkshire Police");
+        let twice = format!("{one}\n{one}");
+        assert!(matches!(Registry::from_toml(&twice), Err(RegistryError::Duplicate(_))));
+        let bad = one.replace("\"police\"", "\"constabulary\"");
+        assert!(Registry::from_toml(&bad).unwrap_err().to_string().contains("constabulary"));
+    }
+
+    #[test]
+    fn the_shipped_registry_is_valid_and_covers_every_kind() {
+        let r = Registry::from_toml(include_str!("../../../deploy/agencies.toml")).unwrap();
+        for kind in AgencyKind::ALL {
+            assert!(r.first_of_kind(kind).is_some(), "no {kind} agency in deploy/agencies.toml");
+        }
+    }
+}

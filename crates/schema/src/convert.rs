@@ -1,0 +1,239 @@
+//! Conversions between generated and domain types: data categories, event kinds, timestamps.
+
+use std::fmt;
+use std::str::FromStr;
+
+use time::OffsetDateTime;
+
+use crate::pb;
+use crate::pb::event::Kind;
+
+/// A data category of DOMAIN.md §4, `D0`..`D13`. The unit the sharing policy decides on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Category(u8);
+
+impl Category {
+    pub const COUNT: u8 = 14;
+    pub const IDENTITY: Self = Self(0);
+    pub const STATUS_FLAG: Self = Self(1);
+    pub const CONTACT_REFERRAL: Self = Self(2);
+    pub const ASSESSMENT: Self = Self(3);
+    pub const STRATEGY_S47: Self = Self(4);
+    pub const CONFERENCE_PLAN: Self = Self(5);
+    pub const HEALTH_CLINICAL: Self = Self(6);
+    pub const SEXUAL_HEALTH: Self = Self(7);
+    pub const POLICE_INTELLIGENCE: Self = Self(8);
+    pub const ATTENDANCE: Self = Self(9);
+    pub const MISSING: Self = Self(10);
+    pub const EXPLOITATION: Self = Self(11);
+    pub const REFERRER_IDENTITY: Self = Self(12);
+    pub const ACCESS_LOG: Self = Self(13);
+
+    pub fn new(n: u8) -> Option<Self> {
+        (n < Self::COUNT).then_some(Self(n))
+    }
+
+    pub fn index(self) -> u8 {
+        self.0
+    }
+
+    pub fn all() -> impl Iterator<Item = Self> {
+        (0..Self::COUNT).map(Self)
+    }
+
+    pub fn name(self) -> &'static str {
+        [
+            "identity and identifiers",
+            "status flag",
+            "contact / referral summary",
+            "assessment outcome and factors",
+            "strategy discussion and s47",
+            "conference minutes and CP plan",
+            "health clinical detail",
+            "sexual health / termination / SARC",
+            "police intelligence",
+            "attendance / exclusion",
+            "missing episodes, return interviews",
+            "exploitation indicators and risk",
+            "referrer / third-party identity",
+            "access log about a child",
+        ][usize::from(self.0)]
+    }
+
+    pub fn to_pb(self) -> pb::DataCategory {
+        pb::DataCategory::try_from(i32::from(self.0) + 1).expect("every category has a wire value")
+    }
+
+    pub fn from_pb(c: pb::DataCategory) -> Option<Self> {
+        match c {
+            pb::DataCategory::Unspecified => None,
+            other => Self::new((other as i32 - 1) as u8),
+        }
+    }
+
+    pub fn from_wire(value: i32) -> Option<Self> {
+        pb::DataCategory::try_from(value).ok().and_then(Self::from_pb)
+    }
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "D{}", self.0)
+    }
+}
+
+impl FromStr for Category {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.strip_prefix('D')
+            .and_then(|n| n.parse::<u8>().ok())
+            .and_then(Self::new)
+            .ok_or_else(|| format!("unknown data category {s:?} (expected D0 to D13)"))
+    }
+}
+
+impl TryFrom<String> for Category {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Category> for String {
+    fn from(c: Category) -> String {
+        c.to_string()
+    }
+}
+
+macro_rules! event_kinds {
+    ($($variant:ident => $category:ident),* $(,)?) => {
+        /// Facts about each event kind.
+        pub trait EventKindExt {
+            /// The event's name, e.g. `ReferralReceived`.
+            fn type_name(&self) -> &'static str;
+            /// The category an event of this kind normally falls in.
+            fn default_category(&self) -> Category;
+        }
+
+        impl EventKindExt for Kind {
+            fn type_name(&self) -> &'static str {
+                match self { $(Kind::$variant(_) => stringify!($variant),)* }
+            }
+            fn default_category(&self) -> Category {
+                match self { $(Kind::$variant(_) => Category::$category,)* }
+            }
+        }
+
+        /// Every event kind's name, in wire order.
+        pub const EVENT_TYPE_NAMES: &[&str] = &[$(stringify!($variant)),*];
+    };
+}
+
+event_kinds! {
+    ContactReceived => CONTACT_REFERRAL,
+    ReferralReceived => CONTACT_REFERRAL,
+    ReferralDecisionRecorded => CONTACT_REFERRAL,
+    ReferralAcknowledged => CONTACT_REFERRAL,
+    AgencyCheckRequested => CONTACT_REFERRAL,
+    AgencyCheckResponded => CONTACT_REFERRAL,
+    AssessmentStarted => ASSESSMENT,
+    AssessmentCompleted => ASSESSMENT,
+    StrategyDiscussionHeld => STRATEGY_S47,
+    Section47EnquiryStarted => STRATEGY_S47,
+    Section47EnquiryConcluded => STRATEGY_S47,
+    InitialConferenceHeld => CONFERENCE_PLAN,
+    ChildProtectionPlanStarted => STATUS_FLAG,
+    CategoryChanged => CONFERENCE_PLAN,
+    ChildProtectionPlanEnded => STATUS_FLAG,
+    CoreGroupMeetingHeld => CONFERENCE_PLAN,
+    ReviewConferenceHeld => CONFERENCE_PLAN,
+    LookedAfterPeriodStarted => STATUS_FLAG,
+    LookedAfterPeriodEnded => STATUS_FLAG,
+    LookedAfterReviewHeld => CONFERENCE_PLAN,
+    PoliceProtectionStarted => STRATEGY_S47,
+    PoliceProtectionEnded => STRATEGY_S47,
+    EmergencyProtectionOrderMade => STRATEGY_S47,
+    MissingEpisodeReported => MISSING,
+    MissingEpisodeClosed => MISSING,
+    ReturnHomeInterviewCompleted => MISSING,
+    AttendanceConcernRecorded => ATTENDANCE,
+    ExclusionRecorded => ATTENDANCE,
+    HealthAttendanceRecorded => HEALTH_CLINICAL,
+    PoliceIntelligenceRecorded => POLICE_INTELLIGENCE,
+    ExploitationIndicatorRecorded => EXPLOITATION,
+    ConcernRecorded => CONTACT_REFERRAL,
+    InvolvementStarted => IDENTITY,
+    InvolvementEnded => IDENTITY,
+    ConsentRecorded => IDENTITY,
+    ConsentWithdrawn => IDENTITY,
+    ConsentExemptionRecorded => IDENTITY,
+    ShareDecisionRecorded => ACCESS_LOG,
+    OriginatorApprovalGranted => ACCESS_LOG,
+    IdentifierLinked => IDENTITY,
+    RecordCorrected => IDENTITY,
+    SeriousIncidentNotified => CONTACT_REFERRAL,
+    RapidReviewCompleted => CONTACT_REFERRAL,
+}
+
+/// Milliseconds since the Unix epoch, for sort keys. Saturates rather than overflowing.
+pub fn timestamp_millis(ts: &prost_types::Timestamp) -> i64 {
+    ts.seconds.saturating_mul(1000).saturating_add(i64::from(ts.nanos / 1_000_000))
+}
+
+pub fn timestamp_from_millis(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+}
+
+pub fn timestamp_from_datetime(dt: OffsetDateTime) -> prost_types::Timestamp {
+    let nanos = dt.unix_timestamp_nanos();
+    prost_types::Timestamp {
+        seconds: (nanos.div_euclid(1_000_000_000)) as i64,
+        nanos: nanos.rem_euclid(1_000_000_000) as i32,
+    }
+}
+
+pub fn datetime_from_timestamp(ts: &prost_types::Timestamp) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts.seconds) * 1_000_000_000 + i128::from(ts.nanos)).ok()
+}
+
+/// RFC 3339 in UTC, for display.
+pub fn format_timestamp(ts: &prost_types::Timestamp) -> String {
+    datetime_from_timestamp(ts)
+        .and_then(|dt| dt.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| format!("{}s", ts.seconds))
+}
+
+/// Parses RFC 3339 (`2026-03-01T09:00:00Z`) or a bare date (`2026-03-01`, midnight UTC).
+pub fn parse_timestamp(s: &str) -> Result<prost_types::Timestamp, String> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(dt) = OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok(timestamp_from_datetime(dt));
+    }
+    let date = time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
+        .map_err(|_| format!("{s:?} is not a time: use RFC 3339 (2026-03-01T09:00:00Z) or a date (2026-03-01)"))?;
+    Ok(timestamp_from_datetime(date.midnight().assume_utc()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categories_round_trip() {
+        for c in Category::all() {
+            assert_eq!(Category::from_pb(c.to_pb()), Some(c));
+            assert_eq!(c.to_string().parse::<Category>(), Ok(c));
+        }
+        assert!("D14".parse::<Category>().is_err());
+        assert_eq!(Category::from_pb(pb::DataCategory::Unspecified), None);
+    }
+
+    #[test]
+    fn timestamps_round_trip() {
+        let ts = parse_timestamp("2026-03-01T09:30:00.250Z").unwrap();
+        assert_eq!(timestamp_from_millis(timestamp_millis(&ts)), ts);
+        assert_eq!(format_timestamp(&parse_timestamp("2026-03-01").unwrap()), "2026-03-01T00:00:00Z");
+        assert!(parse_timestamp("yesterday").unwrap_err().contains("RFC 3339"));
+    }
+}

@@ -1,0 +1,28 @@
+//! Halcyon's wire contract and domain types: the generated protobuf (`pb`), identifiers that are valid
+//! by construction, and envelope validation that reports every problem it finds. No I/O.
+#![forbid(unsafe_code)]
+
+pub mod agencies;
+pub mod convert;
+pub mod ids;
+pub mod nhs;
+pub mod subject;
+pub mod upn;
+pub mod validate;
+
+/// Generated protobuf types and gRPC stubs for `halcyon.v1`.
+pub mod pb {
+    #![allow(clippy::all, missing_docs, rust_2018_idioms)]
+    tonic::include_proto!("halcyon.v1");
+
+    /// The encoded `FileDescriptorSet`, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/halcyon_descriptor.bin"));
+}
+
+pub use agencies::{Agency, AgencyKind, Registry};
+pub use convert::{Category, EventKindExt};
+pub use ids::{AgencyId, CaseId, ChildId, EventId, IdError};
+pub use nhs::NhsNumber;
+pub use subject::{StreamName, audit_subject, event_subject, parse_event_subject};
+pub use upn::Upn;
+pub use validate::{Problem, SCHEMA_VERSION, validate_envelope};

@@ -1,0 +1,365 @@
+//! Envelope validation: every problem found, by field name, so a publisher fixes them all at once and the
+//! projector can quarantine with a complete reason.
+
+use crate::convert::{Category, timestamp_millis};
+use crate::ids::{AgencyId, CaseId, EventId};
+use crate::nhs::NhsNumber;
+use crate::pb;
+use crate::pb::event::Kind;
+use crate::upn::Upn;
+
+/// The envelope schema version this build understands.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One thing wrong with an event. `Display` names the field first.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "problem", rename_all = "snake_case")]
+pub enum Problem {
+    #[error("{field}: missing")]
+    Missing { field: String },
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("schema_version: unknown version {version} (this node knows {known})")]
+    UnknownSchemaVersion { version: u32, known: u32 },
+    #[error("agency_id: envelope claims {claimed:?} but was published on agency {subject_agency:?}'s subject")]
+    AgencyMismatch { claimed: String, subject_agency: String },
+    #[error("payload: cannot decode as a halcyon.v1.Envelope: {reason}")]
+    Undecodable { reason: String },
+    #[error("subject: {reason}")]
+    BadSubject { reason: String },
+}
+
+impl Problem {
+    fn missing(field: &str) -> Self {
+        Self::Missing { field: field.to_owned() }
+    }
+
+    fn invalid(field: &str, reason: impl std::fmt::Display) -> Self {
+        Self::Invalid { field: field.to_owned(), reason: reason.to_string() }
+    }
+}
+
+/// An envelope that passed validation, with its identifiers parsed.
+#[derive(Debug, Clone)]
+pub struct ValidEnvelope {
+    pub event_id: EventId,
+    pub agency: AgencyId,
+    pub case: CaseId,
+    pub nhs: Option<NhsNumber>,
+    pub upn: Option<Upn>,
+    pub local_id: Option<String>,
+    pub category: Category,
+    pub occurred_at_ms: i64,
+    pub recorded_at_ms: i64,
+    pub envelope: pb::Envelope,
+}
+
+impl ValidEnvelope {
+    pub fn kind(&self) -> &Kind {
+        self.envelope.event.as_ref().and_then(|e| e.kind.as_ref()).expect("validated envelopes have an event")
+    }
+}
+
+/// Maximum length of an agency-local child identifier.
+pub const LOCAL_ID_MAX_LEN: usize = 64;
+
+/// Checks an envelope and returns it with parsed identifiers, or every problem found.
+pub fn validate_envelope(envelope: pb::Envelope) -> Result<ValidEnvelope, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut parse = |field: &str, value: &str| -> Option<()> {
+        if value.is_empty() {
+            problems.push(Problem::missing(field));
+            None
+        } else {
+            Some(())
+        }
+    };
+    let event_id = parse("event_id", &envelope.event_id).map(|_| envelope.event_id.parse::<EventId>());
+    let case = parse("case_id", &envelope.case_id).map(|_| envelope.case_id.parse::<CaseId>());
+    let agency = parse("agency_id", &envelope.agency_id).map(|_| envelope.agency_id.parse::<AgencyId>());
+    let event_id = keep(&mut problems, "event_id", event_id);
+    let case = keep(&mut problems, "case_id", case);
+    let agency = keep(&mut problems, "agency_id", agency);
+
+    let occurred_at_ms = envelope.occurred_at.as_ref().map(timestamp_millis);
+    let recorded_at_ms = envelope.recorded_at.as_ref().map(timestamp_millis);
+    if occurred_at_ms.is_none() {
+        problems.push(Problem::missing("occurred_at"));
+    }
+    if recorded_at_ms.is_none() {
+        problems.push(Problem::missing("recorded_at"));
+    }
+    for (field, ts) in [("occurred_at", &envelope.occurred_at), ("recorded_at", &envelope.recorded_at)] {
+        if let Some(ts) = ts
+            && !(0..1_000_000_000).contains(&ts.nanos)
+        {
+            problems.push(Problem::invalid(field, "nanos must be within 0..1e9"));
+        }
+    }
+    match &envelope.actor {
+        None => problems.push(Problem::missing("actor")),
+        Some(actor) if actor.practitioner_id.is_empty() && actor.system.is_empty() => {
+            problems.push(Problem::missing("actor.practitioner_id"))
+        }
+        Some(_) => {}
+    }
+
+    let (mut nhs, mut upn, mut local_id) = (None, None, None);
+    match &envelope.child {
+        None => problems.push(Problem::missing("child")),
+        Some(child) => {
+            if child.nhs_number.is_empty() && child.upn.is_empty() && child.local_id.is_empty() {
+                problems.push(Problem::missing("child.nhs_number (or child.upn or child.local_id)"));
+            }
+            if !child.nhs_number.is_empty() {
+                nhs = keep(&mut problems, "child.nhs_number", Some(child.nhs_number.parse()));
+            }
+            if !child.upn.is_empty() {
+                upn = keep(&mut problems, "child.upn", Some(child.upn.parse()));
+            }
+            if !child.local_id.is_empty() {
+                if child.local_id.len() > LOCAL_ID_MAX_LEN || child.local_id.chars().any(char::is_control) {
+                    problems.push(Problem::invalid(
+                        "child.local_id",
+                        format!("must be at most {LOCAL_ID_MAX_LEN} printable characters"),
+                    ));
+                } else {
+                    local_id = Some(child.local_id.clone());
+                }
+            }
+            if !child.date_of_birth.is_empty()
+                && time::Date::parse(&child.date_of_birth, time::macros::format_description!("[year]-[month]-[day]"))
+                    .is_err()
+            {
+                problems.push(Problem::invalid("child.date_of_birth", "must be a date, YYYY-MM-DD"));
+            }
+        }
+    }
+
+    let category = match pb::DataCategory::try_from(envelope.category) {
+        Ok(pb::DataCategory::Unspecified) => {
+            problems.push(Problem::missing("category"));
+            None
+        }
+        Ok(c) => Category::from_pb(c),
+        Err(_) => {
+            problems.push(Problem::invalid("category", format!("unknown value {}", envelope.category)));
+            None
+        }
+    };
+    if envelope.schema_version != SCHEMA_VERSION {
+        problems.push(Problem::UnknownSchemaVersion { version: envelope.schema_version, known: SCHEMA_VERSION });
+    }
+    match pb::LawfulBasis::try_from(envelope.lawful_basis) {
+        Ok(pb::LawfulBasis::Unspecified) => problems.push(Problem::missing("lawful_basis")),
+        Ok(_) => {}
+        Err(_) => problems.push(Problem::invalid("lawful_basis", format!("unknown value {}", envelope.lawful_basis))),
+    }
+    match envelope.event.as_ref().and_then(|e| e.kind.as_ref()) {
+        None => problems.push(Problem::missing("event")),
+        Some(kind) => check_event(kind, nhs.is_some(), &mut problems),
+    }
+
+    match (event_id, agency, case, category, occurred_at_ms, recorded_at_ms) {
+        (Some(event_id), Some(agency), Some(case), Some(category), Some(occurred_at_ms), Some(recorded_at_ms))
+            if problems.is_empty() =>
+        {
+            Ok(ValidEnvelope {
+                event_id,
+                agency,
+                case,
+                nhs,
+                upn,
+                local_id,
+                category,
+                occurred_at_ms,
+                recorded_at_ms,
+                envelope,
+            })
+        }
+        _ => Err(problems),
+    }
+}
+
+fn keep<T, E: std::fmt::Display>(problems: &mut Vec<Problem>, field: &str, r: Option<Result<T, E>>) -> Option<T> {
+    match r? {
+        Ok(v) => Some(v),
+        Err(e) => {
+            problems.push(Problem::invalid(field, e));
+            None
+        }
+    }
+}
+
+/// Checks the fields an event kind cannot do without.
+fn check_event(kind: &Kind, has_nhs: bool, problems: &mut Vec<Problem>) {
+    let agency = |problems: &mut Vec<Problem>, field: &str, value: &str| {
+        if value.is_empty() {
+            problems.push(Problem::missing(field));
+        } else if let Err(e) = value.parse::<AgencyId>() {
+            problems.push(Problem::invalid(field, e));
+        }
+    };
+    let categories = |problems: &mut Vec<Problem>, field: &str, values: &[i32]| {
+        if values.is_empty() {
+            problems.push(Problem::missing(field));
+        }
+        for v in values {
+            if Category::from_wire(*v).is_none() {
+                problems.push(Problem::invalid(field, format!("unknown category value {v}")));
+            }
+        }
+    };
+    match kind {
+        Kind::StrategyDiscussionHeld(e) => {
+            for a in &e.participant_agency_ids {
+                agency(problems, "event.strategy_discussion_held.participant_agency_ids", a);
+            }
+        }
+        Kind::InitialConferenceHeld(e) => {
+            for a in &e.core_group_agency_ids {
+                agency(problems, "event.initial_conference_held.core_group_agency_ids", a);
+            }
+        }
+        Kind::InvolvementStarted(pb::InvolvementStarted { involved_agency_id, kind })
+        | Kind::InvolvementEnded(pb::InvolvementEnded { involved_agency_id, kind }) => {
+            agency(problems, "event.involvement.involved_agency_id", involved_agency_id);
+            if !matches!(pb::InvolvementKind::try_from(*kind), Ok(k) if k != pb::InvolvementKind::Unspecified) {
+                problems.push(Problem::missing("event.involvement.kind"));
+            }
+        }
+        Kind::ConsentRecorded(e) => categories(problems, "event.consent_recorded.categories", &e.categories),
+        Kind::ConsentWithdrawn(e) => categories(problems, "event.consent_withdrawn.categories", &e.categories),
+        Kind::ConsentExemptionRecorded(e) => {
+            categories(problems, "event.consent_exemption_recorded.categories", &e.categories);
+            if !matches!(pb::ExemptionReason::try_from(e.reason), Ok(r) if r != pb::ExemptionReason::Unspecified) {
+                problems.push(Problem::missing("event.consent_exemption_recorded.reason"));
+            }
+        }
+        Kind::OriginatorApprovalGranted(e) => {
+            if let Err(err) = e.approved_event_id.parse::<EventId>() {
+                problems.push(Problem::invalid("event.originator_approval_granted.approved_event_id", err));
+            }
+            agency(problems, "event.originator_approval_granted.recipient_agency_id", &e.recipient_agency_id);
+        }
+        Kind::ShareDecisionRecorded(e) => {
+            agency(problems, "event.share_decision_recorded.recipient_agency_id", &e.recipient_agency_id);
+            if e.reason.is_empty() {
+                problems.push(Problem::missing("event.share_decision_recorded.reason"));
+            }
+        }
+        Kind::IdentifierLinked(e) => {
+            if !has_nhs {
+                problems.push(Problem::missing("child.nhs_number (an IdentifierLinked event links to it)"));
+            }
+            if e.upn.is_empty() && e.local_id.is_empty() {
+                problems.push(Problem::missing("event.identifier_linked.upn (or local_id)"));
+            }
+            if !e.upn.is_empty()
+                && let Err(err) = e.upn.parse::<Upn>()
+            {
+                problems.push(Problem::invalid("event.identifier_linked.upn", err));
+            }
+            if !e.local_id.is_empty() {
+                agency(problems, "event.identifier_linked.local_agency_id", &e.local_agency_id);
+            }
+        }
+        Kind::RecordCorrected(e) => {
+            if let Err(err) = e.corrected_event_id.parse::<EventId>() {
+                problems.push(Problem::invalid("event.record_corrected.corrected_event_id", err));
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::parse_timestamp;
+
+    fn valid() -> pb::Envelope {
+        pb::Envelope {
+            event_id: EventId::new().to_string(),
+            case_id: "C-1".into(),
+            agency_id: "csc-rotherham".into(),
+            occurred_at: Some(parse_timestamp("2026-03-02T09:00:00Z").unwrap()),
+            recorded_at: Some(parse_timestamp("2026-03-02T09:05:00Z").unwrap()),
+            actor: Some(pb::Actor { practitioner_id: "sw-17".into(), role: "social worker".into(), system: "mosaic".into() }),
+            child: Some(pb::ChildIdentifiers { nhs_number: "9434765919".into(), ..Default::default() }),
+            category: pb::DataCategory::D2ContactReferral as i32,
+            schema_version: SCHEMA_VERSION,
+            lawful_basis: pb::LawfulBasis::PublicTask as i32,
+            event: Some(pb::Event {
+                kind: Some(Kind::ReferralReceived(pb::ReferralReceived {
+                    referrer: Some(pb::ReferrerDetails { source_code: "2A".into(), ..Default::default() }),
+                    summary: "school reports bruising".into(),
+                })),
+            }),
+        }
+    }
+
+    fn problems(e: pb::Envelope) -> Vec<String> {
+        validate_envelope(e).unwrap_err().iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_valid_envelope_passes_with_parsed_ids() {
+        let v = validate_envelope(valid()).unwrap();
+        assert_eq!(v.agency.as_str(), "csc-rotherham");
+        assert_eq!(v.category, Category::CONTACT_REFERRAL);
+        assert_eq!(v.nhs.unwrap().as_str(), "9434765919");
+    }
+
+    #[test]
+    fn every_problem_is_reported_by_name() {
+        let mut e = valid();
+        e.event_id.clear();
+        e.child = Some(pb::ChildIdentifiers { nhs_number: "9876544321".into(), ..Default::default() });
+        e.schema_version = 7;
+        e.occurred_at = None;
+        e.lawful_basis = 0;
+        let p = problems(e);
+        assert_eq!(p.len(), 5, "{p:?}");
+        assert!(p.contains(&"event_id: missing".to_string()), "{p:?}");
+        assert!(p.iter().any(|s| s.starts_with("child.nhs_number: invalid NHS number")), "{p:?}");
+        assert!(p.iter().any(|s| s.starts_with("schema_version: unknown version 7")), "{p:?}");
+        assert!(p.contains(&"occurred_at: missing".to_string()), "{p:?}");
+        assert!(p.contains(&"lawful_basis: missing".to_string()), "{p:?}");
+    }
+
+    #[test]
+    fn missing_child_event_and_category_are_named() {
+        let mut e = valid();
+        e.child = Some(pb::ChildIdentifiers::default());
+        e.event = None;
+        e.category = 0;
+        e.actor = None;
+        let p = problems(e);
+        assert!(p.iter().any(|s| s.starts_with("child.nhs_number (or child.upn or child.local_id): missing")), "{p:?}");
+        assert!(p.contains(&"event: missing".to_string()), "{p:?}");
+        assert!(p.contains(&"category: missing".to_string()), "{p:?}");
+        assert!(p.contains(&"actor: missing".to_string()), "{p:?}");
+    }
+
+    #[test]
+    fn bad_identifiers_are_named() {
+        let mut e = valid();
+        e.event_id = "9b2a4f6e-1c3d-4e5f-8a7b-6c5d4e3f2a1b".into();
+        e.agency_id = "Police SY".into();
+        e.child = Some(pb::ChildIdentifiers { upn: "Q207000016049".into(), ..Default::default() });
+        let p = problems(e);
+        assert!(p.iter().any(|s| s.starts_with("event_id: invalid event id: must be a UUIDv7")), "{p:?}");
+        assert!(p.iter().any(|s| s.starts_with("agency_id: invalid agency id")), "{p:?}");
+        assert!(p.iter().any(|s| s.starts_with("child.upn: invalid UPN: check letter")), "{p:?}");
+    }
+
+    #[test]
+    fn event_content_is_checked() {
+        let mut e = valid();
+        e.event = Some(pb::Event {
+            kind: Some(Kind::ConsentWithdrawn(pb::ConsentWithdrawn { categories: vec![] })),
+        });
+        assert_eq!(problems(e), vec!["event.consent_withdrawn.categories: missing"]);
+    }
+}
