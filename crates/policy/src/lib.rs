@@ -1,0 +1,1 @@
+//! The sharing policy (being written).
