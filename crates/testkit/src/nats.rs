@@ -90,8 +90,10 @@ impl NatsServer {
             if sync_always { "  sync_interval: always\n" } else { "" },
         );
         if auth == Auth::Deploy {
+            // Includes resolve relative to the config file, so the accounts file sits beside it.
             let accounts = crate::workspace_root().join("deploy/nats/accounts.conf");
-            text.push_str(&format!("include \"{}\"\n", accounts.display()));
+            std::fs::copy(&accounts, dir.path().join("accounts.conf")).expect("copy deploy/nats/accounts.conf");
+            text.push_str("include \"accounts.conf\"\n");
         }
         std::fs::write(&config, text).expect("write nats config");
         let mut server = Self { child: None, port, monitor_port, dir, config, auth };

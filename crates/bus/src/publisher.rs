@@ -1,0 +1,157 @@
+//! The publisher agency systems embed: validates before sending, sends the event id as `Nats-Msg-Id`,
+//! waits for JetStream's acknowledgement, retries with the same id, and pipelines bulk loads within a
+//! bounded window. Returns the position as a consistency token.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::PublishErrorKind};
+use futures::{Stream, StreamExt};
+use halcyon_schema::{AgencyId, Problem, event_subject, pb, validate_envelope};
+use prost::Message;
+
+use crate::Position;
+
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    /// Publishes awaiting acknowledgement at once in bulk loads.
+    pub window: usize,
+    /// Attempts per event for timeouts and "no responders", with exponential backoff.
+    pub attempts_max: u32,
+    pub backoff_initial: Duration,
+    pub ack_timeout: Duration,
+    /// When set, refuse envelopes of any other agency before they reach the server (which would refuse
+    /// them too, but only as a timeout).
+    pub agency: Option<AgencyId>,
+}
+
+impl Default for PublisherConfig {
+    fn default() -> Self {
+        Self {
+            window: 1024,
+            attempts_max: 6,
+            backoff_initial: Duration::from_millis(50),
+            ack_timeout: Duration::from_secs(5),
+            agency: None,
+        }
+    }
+}
+
+/// Why an event was not stored. Each variant says what the publisher should do next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// Fix the event: every problem is listed.
+    #[error("invalid event: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<Problem>),
+    /// Someone else wrote to the case first: reload and decide again.
+    #[error("conflict on {subject}: expected last sequence {expected}, the stream has {actual}")]
+    Conflict { subject: String, expected: u64, actual: String },
+    /// NATS or the stream is not there; safe to retry later with the same event id.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// This identity may not publish that event.
+    #[error("denied: {0}")]
+    Denied(String),
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub position: Position,
+    /// JetStream had already stored this event id (a retry or a re-send within the duplicate window).
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    js: jetstream::Context,
+    config: PublisherConfig,
+}
+
+impl Publisher {
+    pub fn new(client: async_nats::Client, config: PublisherConfig) -> Self {
+        let js = jetstream::context::ContextBuilder::new()
+            .timeout(config.ack_timeout)
+            .max_ack_inflight(config.window.max(1))
+            .backpressure_on_inflight(true)
+            .build(client);
+        Self { js, config }
+    }
+
+    /// Validates, encodes and publishes one event; optionally only if the case subject's last sequence is
+    /// `expected_last_sequence` (0: the case has no events yet).
+    pub async fn publish(
+        &self,
+        envelope: &pb::Envelope,
+        expected_last_sequence: Option<u64>,
+    ) -> Result<Published, PublishError> {
+        let valid = validate_envelope(envelope.clone()).map_err(PublishError::Invalid)?;
+        if let Some(me) = &self.config.agency
+            && me != &valid.agency
+        {
+            return Err(PublishError::Denied(format!(
+                "this publisher speaks for agency {me}, not {}",
+                valid.agency
+            )));
+        }
+        let subject = event_subject(&valid.agency, &valid.case);
+        let payload = bytes::Bytes::from(envelope.encode_to_vec());
+        let msg_id = valid.event_id.to_string();
+        let mut backoff = self.config.backoff_initial;
+        let mut attempt = 1;
+        loop {
+            let mut publish = jetstream::message::PublishMessage::build().payload(payload.clone()).message_id(&msg_id);
+            if let Some(expected) = expected_last_sequence {
+                publish = publish.expected_last_subject_sequence(expected);
+            }
+            let result = match self.js.send_publish(subject.clone(), publish).await {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(ack) => {
+                    return Ok(Published {
+                        position: Position { stream: ack.stream, sequence: ack.sequence },
+                        duplicate: ack.duplicate,
+                    });
+                }
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    let detail = e.to_string();
+                    let actual = detail.rsplit(' ').next().unwrap_or("unknown").trim().to_owned();
+                    return Err(PublishError::Conflict {
+                        subject,
+                        expected: expected_last_sequence.unwrap_or_default(),
+                        actual,
+                    });
+                }
+                Err(e) if retryable(e.kind()) && attempt < self.config.attempts_max => {
+                    tracing::debug!(attempt, error = %e, "publish not acknowledged; retrying with the same id");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    attempt += 1;
+                }
+                Err(e) if retryable(e.kind()) => {
+                    return Err(PublishError::Unavailable(format!(
+                        "{subject}: no acknowledgement after {attempt} attempts ({e})"
+                    )));
+                }
+                Err(e) => return Err(PublishError::Unavailable(format!("{subject}: {e}"))),
+            }
+        }
+    }
+
+    /// Publishes many events with up to `window` awaiting acknowledgement; results come back in input
+    /// order, one per event.
+    pub fn publish_all<'a, I>(&'a self, envelopes: I) -> impl Stream<Item = Result<Published, PublishError>> + 'a
+    where
+        I: IntoIterator<Item = pb::Envelope> + 'a,
+        I::IntoIter: 'a,
+    {
+        futures::stream::iter(envelopes)
+            .map(move |e| async move { self.publish(&e, None).await })
+            .buffered(self.config.window.max(1))
+    }
+}
+
+fn retryable(kind: PublishErrorKind) -> bool {
+    matches!(kind, PublishErrorKind::TimedOut | PublishErrorKind::StreamNotFound | PublishErrorKind::BrokenPipe)
+}

@@ -1,0 +1,94 @@
+//! Key layout of the single `model` tree. One tree so that a batch (facts + identity + checkpoint) is
+//! atomic with `apply_batch`. Big-endian numbers so keys sort as the numbers do.
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `C` | stream | checkpoint: last applied sequence (u64) |
+//! | `E` | event id (16) | position of the copy that was projected |
+//! | `D` | stream 0 seq | duplicate: position of the copy already projected |
+//! | `F` | child (16) occurred_ms (8) agency 0 seq (8) | stored fact |
+//! | `I` | identifier key | child (16) |
+//! | `Q` | stream 0 seq | quarantine record (JSON) |
+
+use halcyon_schema::ChildId;
+
+pub const CHECKPOINT: u8 = b'C';
+pub const EVENT: u8 = b'E';
+pub const DUPLICATE: u8 = b'D';
+pub const FACT: u8 = b'F';
+pub const IDENTITY: u8 = b'I';
+pub const QUARANTINE: u8 = b'Q';
+
+pub fn checkpoint(stream: &str) -> Vec<u8> {
+    let mut k = vec![CHECKPOINT];
+    k.extend_from_slice(stream.as_bytes());
+    k
+}
+
+pub fn event(event_id: &uuid::Uuid) -> Vec<u8> {
+    let mut k = vec![EVENT];
+    k.extend_from_slice(event_id.as_bytes());
+    k
+}
+
+pub fn position(prefix: u8, stream: &str, sequence: u64) -> Vec<u8> {
+    let mut k = vec![prefix];
+    k.extend_from_slice(stream.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&sequence.to_be_bytes());
+    k
+}
+
+/// Signed milliseconds mapped to an order-preserving unsigned big-endian value.
+fn ordered_i64(v: i64) -> [u8; 8] {
+    ((v as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+pub fn child_facts_prefix(child: &ChildId) -> Vec<u8> {
+    let mut k = vec![FACT];
+    k.extend_from_slice(child.as_bytes());
+    k
+}
+
+/// Facts of a child sort by (occurred at, agency, sequence): the order views are derived in, whatever the
+/// order the streams were read in.
+pub fn fact(child: &ChildId, occurred_ms: i64, agency: &str, sequence: u64) -> Vec<u8> {
+    let mut k = child_facts_prefix(child);
+    k.extend_from_slice(&ordered_i64(occurred_ms));
+    k.extend_from_slice(agency.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&sequence.to_be_bytes());
+    k
+}
+
+pub fn identity(identifier: &str) -> Vec<u8> {
+    let mut k = vec![IDENTITY];
+    k.extend_from_slice(identifier.as_bytes());
+    k
+}
+
+pub fn decode_u64(v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(v.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fact_keys_sort_by_time_then_agency_then_sequence() {
+        let c = ChildId::from_bytes([7; 16]);
+        let mut keys = vec![
+            fact(&c, 5, "b", 1),
+            fact(&c, -3, "z", 9),
+            fact(&c, 5, "a", 2),
+            fact(&c, 5, "a", 1),
+            fact(&c, 1_700_000_000_000, "a", 0),
+        ];
+        keys.sort();
+        assert_eq!(
+            keys,
+            vec![fact(&c, -3, "z", 9), fact(&c, 5, "a", 1), fact(&c, 5, "a", 2), fact(&c, 5, "b", 1), fact(&c, 1_700_000_000_000, "a", 0)]
+        );
+    }
+}

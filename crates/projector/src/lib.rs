@@ -1,0 +1,18 @@
+//! The projector: turns the agency streams into read models in sled. It consumes a stream of
+//! (position, bytes) that the caller wires to the bus, so it knows nothing of NATS.
+//!
+//! Every batch of messages from one stream is applied in one sled batch together with that stream's
+//! checkpoint, so a crash anywhere gives exactly-once effect. Invalid events are quarantined with their
+//! reasons, never dropped, and never stop the projector.
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod keys;
+pub mod quarantine;
+pub mod state;
+pub mod store;
+
+pub use error::ProjectorError;
+pub use quarantine::QuarantineRecord;
+
+pub use store::{ApplyOutcome, Fact, Identifier, Incoming, Projector};

@@ -1,0 +1,1 @@
+//! The sharing state of a child (pending the policy crate).

@@ -1,0 +1,495 @@
+//! The sled store: applying batches of messages exactly once, and reading facts, identities, checkpoints
+//! and quarantine back.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use halcyon_schema::pb::event::Kind;
+use halcyon_schema::validate::ValidEnvelope;
+use halcyon_schema::{AgencyId, ChildId, NhsNumber, Problem, Upn, parse_event_subject, pb, validate_envelope};
+use prost::Message;
+use tokio::sync::watch;
+
+use crate::error::ProjectorError;
+use crate::keys;
+use crate::quarantine::QuarantineRecord;
+
+/// One message from an agency stream, as the bus delivered it.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub sequence: u64,
+    pub subject: String,
+    pub payload: Bytes,
+    pub stored_at_ms: i64,
+}
+
+/// What a fact is stored as: where it came from and the envelope as published.
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredFact {
+    #[prost(string, tag = "1")]
+    stream: String,
+    #[prost(uint64, tag = "2")]
+    sequence: u64,
+    #[prost(int64, tag = "3")]
+    stored_at_ms: i64,
+    #[prost(message, optional, tag = "4")]
+    envelope: Option<pb::Envelope>,
+}
+
+/// A projected fact about a child.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fact {
+    pub stream: String,
+    pub sequence: u64,
+    pub stored_at_ms: i64,
+    pub envelope: pb::Envelope,
+}
+
+impl Fact {
+    pub fn kind(&self) -> Option<&Kind> {
+        self.envelope.event.as_ref().and_then(|e| e.kind.as_ref())
+    }
+
+    pub fn occurred_ms(&self) -> i64 {
+        self.envelope.occurred_at.as_ref().map(halcyon_schema::convert::timestamp_millis).unwrap_or_default()
+    }
+}
+
+/// An identifier a child can be looked up by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identifier {
+    Nhs(NhsNumber),
+    Upn(Upn),
+    Local { agency: AgencyId, local_id: String },
+}
+
+impl Identifier {
+    fn key(&self) -> String {
+        match self {
+            Self::Nhs(n) => format!("nhs:{n}"),
+            Self::Upn(u) => format!("upn:{u}"),
+            Self::Local { agency, local_id } => format!("local:{agency}:{local_id}"),
+        }
+    }
+
+    /// The child this identifier denotes unless a link event says otherwise.
+    fn derived_child(&self) -> ChildId {
+        match self {
+            Self::Nhs(n) => ChildId::from_nhs(n),
+            Self::Upn(u) => ChildId::from_upn(u),
+            Self::Local { agency, local_id } => ChildId::from_local(agency, local_id),
+        }
+    }
+}
+
+/// What one `apply` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    pub projected: u64,
+    pub quarantined: u64,
+    /// Events whose id had already been projected (re-sent after the dedupe window).
+    pub duplicates: u64,
+    /// Messages at or below the checkpoint (already applied before).
+    pub skipped: u64,
+    /// Children whose facts changed.
+    pub children: BTreeSet<ChildId>,
+}
+
+/// Writes pending for one batch, readable before they are applied.
+struct Overlay<'a> {
+    tree: &'a sled::Tree,
+    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'a> Overlay<'a> {
+    fn new(tree: &'a sled::Tree) -> Self {
+        Self { tree, pending: BTreeMap::new() }
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, sled::Error> {
+        match self.pending.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => Ok(self.tree.get(key)?.map(|v| v.to_vec())),
+        }
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.pending.insert(key, Some(value));
+    }
+
+    fn remove(&mut self, key: Vec<u8>) {
+        self.pending.insert(key, None);
+    }
+
+    /// Every (key, value) under `prefix`, pending writes included.
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, sled::Error> {
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for kv in self.tree.scan_prefix(prefix) {
+            let (k, v) = kv?;
+            merged.insert(k.to_vec(), v.to_vec());
+        }
+        for (k, v) in self.pending.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)) {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        Ok(merged.into_iter().collect())
+    }
+
+    fn into_batch(self) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        for (k, v) in self.pending {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        batch
+    }
+}
+
+/// The read models of one node.
+#[derive(Debug)]
+pub struct Projector {
+    db: sled::Db,
+    model: sled::Tree,
+    positions: watch::Sender<BTreeMap<String, u64>>,
+}
+
+impl Projector {
+    /// Opens (or creates) the read models in `path`.
+    pub fn open(path: &Path) -> Result<Self, ProjectorError> {
+        let db = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|source| ProjectorError::Open { path: path.display().to_string(), source })?;
+        Self::with_db(db)
+    }
+
+    /// Read models that vanish when dropped (tests, benchmarks, as-of reconstruction).
+    pub fn temporary() -> Result<Self, ProjectorError> {
+        Self::with_db(sled::Config::new().temporary(true).open()?)
+    }
+
+    fn with_db(db: sled::Db) -> Result<Self, ProjectorError> {
+        let model = db.open_tree("model")?;
+        let mut positions = BTreeMap::new();
+        for kv in model.scan_prefix([keys::CHECKPOINT]) {
+            let (k, v) = kv?;
+            let stream = String::from_utf8_lossy(&k[1..]).into_owned();
+            positions.insert(stream, keys::decode_u64(&v).unwrap_or_default());
+        }
+        let (positions, _) = watch::channel(positions);
+        Ok(Self { db, model, positions })
+    }
+
+    /// The last sequence applied from `stream` (0: nothing yet).
+    pub fn checkpoint(&self, stream: &str) -> u64 {
+        self.positions.borrow().get(stream).copied().unwrap_or(0)
+    }
+
+    pub fn checkpoints(&self) -> BTreeMap<String, u64> {
+        self.positions.borrow().clone()
+    }
+
+    pub fn subscribe_positions(&self) -> watch::Receiver<BTreeMap<String, u64>> {
+        self.positions.subscribe()
+    }
+
+    /// Waits until every `(stream, sequence)` has been applied, or fails after `timeout`.
+    pub async fn wait_for(&self, wanted: &[(String, u64)], timeout: Duration) -> Result<(), ProjectorError> {
+        let reached = |p: &BTreeMap<String, u64>| wanted.iter().all(|(s, q)| p.get(s).copied().unwrap_or(0) >= *q);
+        let mut rx = self.positions.subscribe();
+        match tokio::time::timeout(timeout, rx.wait_for(reached)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => {
+                let now = self.checkpoints();
+                let missing: Vec<String> = wanted
+                    .iter()
+                    .filter(|(s, q)| now.get(s).copied().unwrap_or(0) < *q)
+                    .map(|(s, q)| format!("{s}:{q} (at {})", now.get(s).copied().unwrap_or(0)))
+                    .collect();
+                Err(ProjectorError::NotYet { waited_ms: timeout.as_millis() as u64, missing: missing.join(", ") })
+            }
+        }
+    }
+
+    /// Applies a batch of consecutive messages from one stream, with that stream's checkpoint, atomically.
+    /// Messages at or below the checkpoint are skipped, so a redelivered batch changes nothing.
+    pub fn apply(&self, stream: &str, messages: &[Incoming]) -> Result<ApplyOutcome, ProjectorError> {
+        let mut last = self.checkpoint(stream);
+        let mut overlay = Overlay::new(&self.model);
+        let mut outcome = ApplyOutcome::default();
+        for m in messages {
+            if m.sequence <= last {
+                outcome.skipped += 1;
+                continue;
+            }
+            last = m.sequence;
+            self.apply_one(stream, m, &mut overlay, &mut outcome)?;
+        }
+        if outcome.skipped as usize == messages.len() {
+            return Ok(outcome);
+        }
+        overlay.put(keys::checkpoint(stream), last.to_be_bytes().to_vec());
+        self.model.apply_batch(overlay.into_batch())?;
+        self.positions.send_modify(|p| {
+            p.insert(stream.to_owned(), last);
+        });
+        Ok(outcome)
+    }
+
+    fn apply_one(
+        &self,
+        stream: &str,
+        m: &Incoming,
+        overlay: &mut Overlay<'_>,
+        outcome: &mut ApplyOutcome,
+    ) -> Result<(), ProjectorError> {
+        let valid = match check(m) {
+            Ok(valid) => valid,
+            Err((problems, agency, event_id)) => {
+                let record = QuarantineRecord {
+                    stream: stream.to_owned(),
+                    sequence: m.sequence,
+                    subject: m.subject.clone(),
+                    agency,
+                    event_id,
+                    problems,
+                    stored_at_ms: m.stored_at_ms,
+                };
+                tracing::warn!(stream, sequence = m.sequence, reasons = %record.reasons(), "event quarantined");
+                let value = serde_json::to_vec(&record).expect("quarantine records serialise");
+                overlay.put(keys::position(keys::QUARANTINE, stream, m.sequence), value);
+                outcome.quarantined += 1;
+                return Ok(());
+            }
+        };
+        let here = keys::position(keys::DUPLICATE, stream, m.sequence)[1..].to_vec();
+        let event_key = keys::event(&valid.event_id.uuid());
+        if let Some(first) = overlay.get(&event_key)? {
+            tracing::debug!(stream, sequence = m.sequence, "event id already projected; recorded as duplicate");
+            overlay.put(keys::position(keys::DUPLICATE, stream, m.sequence), first);
+            outcome.duplicates += 1;
+            return Ok(());
+        }
+        overlay.put(event_key, here);
+
+        let child = match primary_identifier(&valid) {
+            Some(id @ Identifier::Nhs(_)) => id.derived_child(),
+            Some(id) => resolve_in(overlay, &id)?,
+            None => unreachable!("validation requires an identifier"),
+        };
+        if let Kind::IdentifierLinked(link) = valid.kind() {
+            self.link(overlay, child, link, outcome)?;
+        }
+        let stored = StoredFact {
+            stream: stream.to_owned(),
+            sequence: m.sequence,
+            stored_at_ms: m.stored_at_ms,
+            envelope: Some(valid.envelope.clone()),
+        };
+        overlay.put(keys::fact(&child, valid.occurred_at_ms, valid.agency.as_str(), m.sequence), stored.encode_to_vec());
+        outcome.projected += 1;
+        outcome.children.insert(child);
+        Ok(())
+    }
+
+    /// Points a UPN or agency-local id at `child`, moving the facts that reached this child only through
+    /// that identifier (events without an NHS number). Never triggered by a matching number alone.
+    fn link(
+        &self,
+        overlay: &mut Overlay<'_>,
+        child: ChildId,
+        link: &pb::IdentifierLinked,
+        outcome: &mut ApplyOutcome,
+    ) -> Result<(), ProjectorError> {
+        let mut identifiers = Vec::new();
+        if let Ok(upn) = link.upn.parse::<Upn>() {
+            identifiers.push(Identifier::Upn(upn));
+        }
+        if let (Ok(agency), false) = (link.local_agency_id.parse::<AgencyId>(), link.local_id.is_empty()) {
+            identifiers.push(Identifier::Local { agency, local_id: link.local_id.clone() });
+        }
+        for id in identifiers {
+            let old = resolve_in(overlay, &id)?;
+            overlay.put(keys::identity(&id.key()), child.as_bytes().to_vec());
+            if old == child {
+                continue;
+            }
+            let prefix = keys::child_facts_prefix(&old);
+            for (key, value) in overlay.scan_prefix(&prefix)? {
+                let fact = decode_fact(&key, &value)?;
+                let routed_by_this = fact.envelope.child.as_ref().is_some_and(|c| {
+                    c.nhs_number.is_empty()
+                        && match &id {
+                            Identifier::Upn(u) => c.upn == u.as_str(),
+                            Identifier::Local { agency, local_id } => {
+                                fact.envelope.agency_id == agency.as_str() && &c.local_id == local_id
+                            }
+                            Identifier::Nhs(_) => false,
+                        }
+                });
+                if routed_by_this {
+                    let moved = prefix_swapped(&key, &child);
+                    overlay.remove(key);
+                    overlay.put(moved, value);
+                    outcome.children.insert(old);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The child an identifier denotes now.
+    pub fn resolve(&self, id: &Identifier) -> Result<ChildId, ProjectorError> {
+        Ok(resolve_in(&Overlay::new(&self.model), id)?)
+    }
+
+    /// A child's facts in (occurred at, agency, sequence) order.
+    pub fn facts(&self, child: &ChildId) -> Result<Vec<Fact>, ProjectorError> {
+        self.model
+            .scan_prefix(keys::child_facts_prefix(child))
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode_fact(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Quarantined events, all or one publishing agency's, in stream order.
+    pub fn quarantine(&self, agency: Option<&AgencyId>) -> Result<Vec<QuarantineRecord>, ProjectorError> {
+        let mut out = Vec::new();
+        for kv in self.model.scan_prefix([keys::QUARANTINE]) {
+            let (k, v) = kv?;
+            let record: QuarantineRecord = serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?;
+            if agency.is_none_or(|a| record.agency.as_deref() == Some(a.as_str())) {
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counts of projected facts, quarantined and duplicate messages.
+    pub fn counts(&self) -> Result<(u64, u64, u64), ProjectorError> {
+        let count = |p: u8| -> Result<u64, sled::Error> {
+            let mut n = 0;
+            for kv in self.model.scan_prefix([p]) {
+                kv?;
+                n += 1;
+            }
+            Ok(n)
+        };
+        Ok((count(keys::FACT)?, count(keys::QUARANTINE)?, count(keys::DUPLICATE)?))
+    }
+
+    /// A deterministic dump of every read model: one line per record, in key order, as hex. Two nodes (or a
+    /// node and a rebuild) that projected the same events produce byte-identical exports.
+    pub fn export(&self, out: &mut dyn Write) -> Result<(), ProjectorError> {
+        for kv in self.model.iter() {
+            let (k, v) = kv?;
+            writeln!(out, "{} {} {}", k[0] as char, hex::encode(&k[1..]), hex::encode(&v))?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything applied so far durable.
+    pub fn flush(&self) -> Result<(), ProjectorError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn size_on_disk(&self) -> Result<u64, ProjectorError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+fn corrupt(key: &[u8], e: impl std::fmt::Display) -> ProjectorError {
+    ProjectorError::Corrupt { key: hex::encode(key), reason: e.to_string() }
+}
+
+fn decode_fact(key: &[u8], value: &[u8]) -> Result<Fact, ProjectorError> {
+    let stored = StoredFact::decode(value).map_err(|e| corrupt(key, e))?;
+    Ok(Fact {
+        stream: stored.stream,
+        sequence: stored.sequence,
+        stored_at_ms: stored.stored_at_ms,
+        envelope: stored.envelope.ok_or_else(|| corrupt(key, "fact without envelope"))?,
+    })
+}
+
+/// The same fact key under another child.
+fn prefix_swapped(key: &[u8], child: &ChildId) -> Vec<u8> {
+    let mut k = keys::child_facts_prefix(child);
+    k.extend_from_slice(&key[17..]);
+    k
+}
+
+fn resolve_in(overlay: &Overlay<'_>, id: &Identifier) -> Result<ChildId, sled::Error> {
+    Ok(match overlay.get(&keys::identity(&id.key()))? {
+        Some(bytes) if bytes.len() == 16 => ChildId::from_bytes(bytes.try_into().expect("16 bytes")),
+        _ => id.derived_child(),
+    })
+}
+
+/// The identifier a fact is filed under: the NHS number when the agency gave one, else the UPN, else its
+/// own local id.
+fn primary_identifier(valid: &ValidEnvelope) -> Option<Identifier> {
+    if let Some(nhs) = &valid.nhs {
+        return Some(Identifier::Nhs(nhs.clone()));
+    }
+    if let Some(upn) = &valid.upn {
+        return Some(Identifier::Upn(upn.clone()));
+    }
+    valid.local_id.as_ref().map(|local_id| Identifier::Local { agency: valid.agency.clone(), local_id: local_id.clone() })
+}
+
+type Rejection = (Vec<Problem>, Option<String>, Option<String>);
+
+/// Re-validates a message as the projector must: subject, decoding, envelope, and that the envelope speaks
+/// for the agency whose subject it arrived on.
+fn check(m: &Incoming) -> Result<ValidEnvelope, Rejection> {
+    let subject = parse_event_subject(&m.subject);
+    let subject_agency = subject.as_ref().ok().map(|(a, _)| a.to_string());
+    let envelope = match pb::Envelope::decode(m.payload.as_ref()) {
+        Ok(e) => e,
+        Err(e) => {
+            let mut problems = vec![Problem::Undecodable { reason: e.to_string() }];
+            if let Err(e) = &subject {
+                problems.push(Problem::BadSubject { reason: e.to_string() });
+            }
+            return Err((problems, subject_agency, None));
+        }
+    };
+    let event_id = (!envelope.event_id.is_empty()).then(|| envelope.event_id.clone());
+    let mut problems = Vec::new();
+    match &subject {
+        Err(e) => problems.push(Problem::BadSubject { reason: e.to_string() }),
+        Ok((agency, case)) => {
+            if envelope.agency_id != agency.as_str() {
+                problems.push(Problem::AgencyMismatch {
+                    claimed: envelope.agency_id.clone(),
+                    subject_agency: agency.to_string(),
+                });
+            }
+            if envelope.case_id != case.as_str() && !envelope.case_id.is_empty() {
+                problems.push(Problem::Invalid {
+                    field: "case_id".into(),
+                    reason: format!("envelope says {:?} but the subject says {:?}", envelope.case_id, case.as_str()),
+                });
+            }
+        }
+    }
+    match validate_envelope(envelope) {
+        Ok(valid) if problems.is_empty() => Ok(valid),
+        Ok(_) => Err((problems, subject_agency, event_id)),
+        Err(mut more) => {
+            problems.append(&mut more);
+            Err((problems, subject_agency, event_id))
+        }
+    }
+}

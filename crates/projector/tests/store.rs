@@ -1,0 +1,125 @@
+//! Given/when/then tests of the store: exactly-once batches, dedupe by event id, quarantine, identity links,
+//! and order independence.
+
+use bytes::Bytes;
+use halcyon_projector::{Identifier, Incoming, Projector};
+use halcyon_schema::pb;
+use halcyon_testkit::{Scenario, ScenarioAgencies, ScenarioConfig};
+use prost::Message;
+
+fn incoming(seq: u64, envelope: &pb::Envelope) -> Incoming {
+    Incoming { sequence: seq, subject: Scenario::subject(envelope), payload: Bytes::from(envelope.encode_to_vec()), stored_at_ms: 1 }
+}
+
+fn scenario(children: usize) -> Scenario {
+    Scenario::generate(&ScenarioConfig { children, ..Default::default() }, &ScenarioAgencies::deploy())
+}
+
+/// Splits a scenario into per-stream message lists, numbered as JetStream would.
+fn streams(s: &Scenario) -> std::collections::BTreeMap<String, Vec<Incoming>> {
+    let mut out: std::collections::BTreeMap<String, Vec<Incoming>> = Default::default();
+    for e in &s.envelopes {
+        let stream = halcyon_schema::StreamName::for_agency(&e.agency_id.parse().unwrap()).to_string();
+        let list = out.entry(stream).or_default();
+        let seq = list.len() as u64 + 1;
+        list.push(incoming(seq, e));
+    }
+    out
+}
+
+fn export(p: &Projector) -> String {
+    let mut out = Vec::new();
+    p.export(&mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn a_replayed_batch_is_applied_once() {
+    let s = scenario(3);
+    let p = Projector::temporary().unwrap();
+    for (stream, msgs) in streams(&s) {
+        let first = p.apply(&stream, &msgs).unwrap();
+        assert_eq!(first.projected as usize, msgs.len());
+        let again = p.apply(&stream, &msgs).unwrap();
+        assert_eq!((again.projected, again.skipped as usize), (0, msgs.len()));
+        assert_eq!(p.checkpoint(&stream), msgs.len() as u64);
+    }
+    let (facts, quarantined, duplicates) = p.counts().unwrap();
+    assert_eq!((facts as usize, quarantined, duplicates), (s.envelopes.len(), 0, 0));
+}
+
+#[test]
+fn the_same_event_id_later_in_the_stream_is_a_recorded_duplicate() {
+    let s = scenario(1);
+    let e = &s.envelopes[0];
+    let p = Projector::temporary().unwrap();
+    let out = p.apply("EVENTS_X", &[incoming(1, e), incoming(2, e)]).unwrap();
+    assert_eq!((out.projected, out.duplicates), (1, 1));
+    assert_eq!(p.counts().unwrap(), (1, 0, 1));
+}
+
+#[test]
+fn bad_messages_are_quarantined_with_reasons_and_do_not_stop_the_batch() {
+    let s = scenario(1);
+    let good = &s.envelopes[0];
+    let mut other_agency = good.clone();
+    other_agency.agency_id = "police-sy".into();
+    other_agency.event_id = halcyon_schema::EventId::new().to_string();
+    let garbage = Incoming { sequence: 2, subject: Scenario::subject(good), payload: Bytes::from_static(b"\xff\xff\xff"), stored_at_ms: 1 };
+    let p = Projector::temporary().unwrap();
+    let mut msgs = vec![incoming(1, good), garbage, incoming(3, &other_agency)];
+    msgs[2].subject = Scenario::subject(good);
+    let out = p.apply("EVENTS_SCHOOL_OAKWOOD", &msgs).unwrap();
+    assert_eq!((out.projected, out.quarantined), (1, 2));
+    let q = p.quarantine(None).unwrap();
+    assert!(q[0].reasons().starts_with("payload: cannot decode"), "{}", q[0].reasons());
+    assert!(q[1].reasons().contains("agency_id: envelope claims \"police-sy\""), "{}", q[1].reasons());
+    assert_eq!(p.quarantine(Some(&"school-oakwood".parse().unwrap())).unwrap().len(), 2);
+    assert_eq!(p.quarantine(Some(&"police-sy".parse().unwrap())).unwrap().len(), 0);
+}
+
+#[test]
+fn interleaving_of_streams_does_not_change_the_read_models() {
+    let s = scenario(8);
+    let streams = streams(&s);
+    let forwards = Projector::temporary().unwrap();
+    for (stream, msgs) in &streams {
+        for chunk in msgs.chunks(7) {
+            forwards.apply(stream, chunk).unwrap();
+        }
+    }
+    let backwards = Projector::temporary().unwrap();
+    for (stream, msgs) in streams.iter().rev() {
+        backwards.apply(stream, msgs).unwrap();
+    }
+    assert_eq!(export(&forwards), export(&backwards));
+}
+
+#[test]
+fn a_local_id_is_linked_only_by_an_explicit_event_and_facts_follow_it() {
+    let s = scenario(1);
+    let child = &s.children[0];
+    let police = s.envelopes.iter().find(|e| e.agency_id == "police-sy").unwrap();
+    let mut local_only = police.clone();
+    local_only.child.as_mut().unwrap().nhs_number.clear();
+    let p = Projector::temporary().unwrap();
+    p.apply("EVENTS_POLICE_SY", &[incoming(1, &local_only)]).unwrap();
+    let nhs_child = p.resolve(&Identifier::Nhs(child.nhs.clone())).unwrap();
+    let local = Identifier::Local { agency: "police-sy".parse().unwrap(), local_id: child.police_local_id.clone() };
+    assert_ne!(p.resolve(&local).unwrap(), nhs_child, "no automatic link");
+    assert_eq!(p.facts(&nhs_child).unwrap().len(), 0);
+
+    let mut link = police.clone();
+    link.event_id = halcyon_schema::EventId::new().to_string();
+    link.event = Some(pb::Event {
+        kind: Some(pb::event::Kind::IdentifierLinked(pb::IdentifierLinked {
+            upn: String::new(),
+            local_agency_id: "police-sy".into(),
+            local_id: child.police_local_id.clone(),
+            reason: "confirmed by date of birth and address".into(),
+        })),
+    });
+    p.apply("EVENTS_POLICE_SY", &[incoming(2, &link)]).unwrap();
+    assert_eq!(p.resolve(&local).unwrap(), nhs_child);
+    assert_eq!(p.facts(&nhs_child).unwrap().len(), 2, "the local-only fact moved to the linked child");
+}
