@@ -1,0 +1,251 @@
+//! Field minimisation: cut an event to what a projection allows, so a recipient gets only the fields its
+//! permit covers. Every event kind is listed, so a new kind in the wire contract does not compile until
+//! someone decides what each projection keeps of it.
+
+use halcyon_schema::pb;
+use halcyon_schema::pb::event::Kind;
+
+use crate::vocabulary::Projection;
+
+/// Cuts an event to a projection.
+///
+/// - `Flag` keeps the event kind and only the status-flag fields: plan category, unborn, legal status and
+///   the owning authority's phone numbers on plan and looked-after starts. (Start and end dates are the
+///   envelope's `occurred_at`.) Legal status stays with the looked-after flag because it tells an
+///   unscheduled-care clinician who can consent to treatment (s20: the parents; s31: shared with the local
+///   authority). Every other kind keeps just its kind, with empty content.
+/// - `Summary` drops free-text narratives (summary, rationale, minutes, clinical summary, detail,
+///   circumstances, found location, justification, free-text reasons) and referrer details entirely.
+/// - `Full` keeps everything except referrer identity (`referrer_name`, `referrer_contact`) unless
+///   `referrer_identity_granted` (D12 was permitted for this principal).
+pub fn minimise(event: &pb::Event, projection: Projection, referrer_identity_granted: bool) -> pb::Event {
+    let kind = event.kind.as_ref().map(|kind| match projection {
+        Projection::Flag => flag(kind),
+        Projection::Summary => summary(kind.clone()),
+        Projection::Full => full(kind.clone(), referrer_identity_granted),
+    });
+    pb::Event { kind }
+}
+
+/// The kind with only status-flag fields.
+fn flag(kind: &Kind) -> Kind {
+    match kind {
+        Kind::ChildProtectionPlanStarted(e) => Kind::ChildProtectionPlanStarted(pb::ChildProtectionPlanStarted {
+            category: e.category,
+            unborn: e.unborn,
+            office_hours_phone: e.office_hours_phone.clone(),
+            out_of_hours_phone: e.out_of_hours_phone.clone(),
+        }),
+        Kind::CategoryChanged(e) => Kind::CategoryChanged(pb::CategoryChanged { category: e.category }),
+        Kind::LookedAfterPeriodStarted(e) => Kind::LookedAfterPeriodStarted(pb::LookedAfterPeriodStarted {
+            legal_status: e.legal_status,
+            office_hours_phone: e.office_hours_phone.clone(),
+            out_of_hours_phone: e.out_of_hours_phone.clone(),
+        }),
+        other => empty(other),
+    }
+}
+
+/// The same kind with no content.
+fn empty(kind: &Kind) -> Kind {
+    macro_rules! empty_kinds {
+        ($($k:ident),* $(,)?) => {
+            match kind {
+                $(Kind::$k(_) => Kind::$k(Default::default()),)*
+            }
+        };
+    }
+    empty_kinds!(
+        ContactReceived,
+        ReferralReceived,
+        ReferralDecisionRecorded,
+        ReferralAcknowledged,
+        AgencyCheckRequested,
+        AgencyCheckResponded,
+        AssessmentStarted,
+        AssessmentCompleted,
+        StrategyDiscussionHeld,
+        Section47EnquiryStarted,
+        Section47EnquiryConcluded,
+        InitialConferenceHeld,
+        ChildProtectionPlanStarted,
+        CategoryChanged,
+        ChildProtectionPlanEnded,
+        CoreGroupMeetingHeld,
+        ReviewConferenceHeld,
+        LookedAfterPeriodStarted,
+        LookedAfterPeriodEnded,
+        LookedAfterReviewHeld,
+        PoliceProtectionStarted,
+        PoliceProtectionEnded,
+        EmergencyProtectionOrderMade,
+        MissingEpisodeReported,
+        MissingEpisodeClosed,
+        ReturnHomeInterviewCompleted,
+        AttendanceConcernRecorded,
+        ExclusionRecorded,
+        HealthAttendanceRecorded,
+        PoliceIntelligenceRecorded,
+        ExploitationIndicatorRecorded,
+        ConcernRecorded,
+        InvolvementStarted,
+        InvolvementEnded,
+        ConsentRecorded,
+        ConsentWithdrawn,
+        ConsentExemptionRecorded,
+        ShareDecisionRecorded,
+        OriginatorApprovalGranted,
+        IdentifierLinked,
+        RecordCorrected,
+        SeriousIncidentNotified,
+        RapidReviewCompleted,
+    )
+}
+
+/// The kind without narratives or referrer details.
+fn summary(mut kind: Kind) -> Kind {
+    match &mut kind {
+        Kind::ContactReceived(e) => {
+            e.referrer = None;
+            e.summary.clear();
+        }
+        Kind::ReferralReceived(e) => {
+            e.referrer = None;
+            e.summary.clear();
+        }
+        Kind::ReferralDecisionRecorded(e) => e.rationale.clear(),
+        Kind::ReferralAcknowledged(_) => {}
+        Kind::AgencyCheckRequested(_) => {}
+        Kind::AgencyCheckResponded(e) => e.summary.clear(),
+        Kind::AssessmentStarted(_) => {}
+        Kind::AssessmentCompleted(e) => e.late_reason.clear(),
+        Kind::StrategyDiscussionHeld(e) => e.summary.clear(),
+        Kind::Section47EnquiryStarted(e) => e.summary.clear(),
+        Kind::Section47EnquiryConcluded(_) => {}
+        Kind::InitialConferenceHeld(e) => e.minutes_summary.clear(),
+        Kind::ChildProtectionPlanStarted(_) => {}
+        Kind::CategoryChanged(_) => {}
+        Kind::ChildProtectionPlanEnded(e) => e.reason.clear(),
+        Kind::CoreGroupMeetingHeld(e) => e.summary.clear(),
+        Kind::ReviewConferenceHeld(e) => e.summary.clear(),
+        Kind::LookedAfterPeriodStarted(_) => {}
+        Kind::LookedAfterPeriodEnded(e) => e.reason.clear(),
+        Kind::LookedAfterReviewHeld(e) => e.summary.clear(),
+        Kind::PoliceProtectionStarted(e) => e.reason.clear(),
+        Kind::PoliceProtectionEnded(_) => {}
+        Kind::EmergencyProtectionOrderMade(_) => {}
+        Kind::MissingEpisodeReported(e) => e.circumstances.clear(),
+        Kind::MissingEpisodeClosed(e) => e.found_location.clear(),
+        Kind::ReturnHomeInterviewCompleted(e) => e.summary.clear(),
+        Kind::AttendanceConcernRecorded(_) => {}
+        Kind::ExclusionRecorded(e) => e.reason.clear(),
+        Kind::HealthAttendanceRecorded(e) => e.clinical_summary.clear(),
+        Kind::PoliceIntelligenceRecorded(e) => e.summary.clear(),
+        Kind::ExploitationIndicatorRecorded(e) => e.detail.clear(),
+        Kind::ConcernRecorded(e) => e.summary.clear(),
+        Kind::InvolvementStarted(_) => {}
+        Kind::InvolvementEnded(_) => {}
+        Kind::ConsentRecorded(_) => {}
+        Kind::ConsentWithdrawn(_) => {}
+        Kind::ConsentExemptionRecorded(e) => e.justification.clear(),
+        Kind::ShareDecisionRecorded(e) => e.reason.clear(),
+        Kind::OriginatorApprovalGranted(e) => e.reason.clear(),
+        Kind::IdentifierLinked(e) => e.reason.clear(),
+        Kind::RecordCorrected(e) => e.reason.clear(),
+        Kind::SeriousIncidentNotified(e) => e.summary.clear(),
+        Kind::RapidReviewCompleted(e) => e.summary.clear(),
+    }
+    kind
+}
+
+/// The kind in full, less referrer identity unless granted.
+fn full(mut kind: Kind, referrer_identity_granted: bool) -> Kind {
+    if !referrer_identity_granted {
+        let referrer = match &mut kind {
+            Kind::ContactReceived(e) => e.referrer.as_mut(),
+            Kind::ReferralReceived(e) => e.referrer.as_mut(),
+            _ => None,
+        };
+        if let Some(r) = referrer {
+            r.referrer_name.clear();
+            r.referrer_contact.clear();
+        }
+    }
+    kind
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn referral() -> pb::Event {
+        pb::Event {
+            kind: Some(Kind::ReferralReceived(pb::ReferralReceived {
+                referrer: Some(pb::ReferrerDetails {
+                    source_code: "2A".into(),
+                    referrer_name: "Ms A Teacher".into(),
+                    referrer_contact: "01632 960999".into(),
+                }),
+                summary: "bruising seen on arm during PE".into(),
+            })),
+        }
+    }
+
+    fn plan_started() -> pb::Event {
+        pb::Event {
+            kind: Some(Kind::ChildProtectionPlanStarted(pb::ChildProtectionPlanStarted {
+                category: pb::PlanCategory::Neglect as i32,
+                unborn: false,
+                office_hours_phone: "01632 960001".into(),
+                out_of_hours_phone: "01632 960002".into(),
+            })),
+        }
+    }
+
+    #[test]
+    fn full_removes_referrer_identity_unless_granted() {
+        let Some(Kind::ReferralReceived(cut)) = minimise(&referral(), Projection::Full, false).kind else {
+            panic!("kind changed");
+        };
+        let r = cut.referrer.unwrap();
+        assert_eq!((r.source_code.as_str(), r.referrer_name.as_str(), r.referrer_contact.as_str()), ("2A", "", ""));
+        assert_eq!(cut.summary, "bruising seen on arm during PE");
+        assert_eq!(minimise(&referral(), Projection::Full, true), referral());
+    }
+
+    #[test]
+    fn summary_drops_narratives_and_referrer_details_even_when_identity_is_granted() {
+        let Some(Kind::ReferralReceived(cut)) = minimise(&referral(), Projection::Summary, true).kind else {
+            panic!("kind changed");
+        };
+        assert_eq!(cut, pb::ReferralReceived::default());
+        let health = pb::Event {
+            kind: Some(Kind::HealthAttendanceRecorded(pb::HealthAttendanceRecorded {
+                setting: "ED".into(),
+                reason: pb::AttendanceReason::Intoxication as i32,
+                clinical_summary: "brought in by friends at 02:00".into(),
+            })),
+        };
+        let Some(Kind::HealthAttendanceRecorded(cut)) = minimise(&health, Projection::Summary, false).kind else {
+            panic!("kind changed");
+        };
+        assert_eq!((cut.setting.as_str(), cut.reason, cut.clinical_summary.as_str()), ("ED", 2, ""));
+    }
+
+    #[test]
+    fn a_flag_keeps_the_plan_category_and_the_owning_authoritys_numbers_and_nothing_else() {
+        assert_eq!(minimise(&plan_started(), Projection::Flag, true), plan_started());
+        let ended = pb::Event {
+            kind: Some(Kind::ChildProtectionPlanEnded(pb::ChildProtectionPlanEnded { reason: "stepped down".into() })),
+        };
+        assert_eq!(
+            minimise(&ended, Projection::Flag, true),
+            pb::Event { kind: Some(Kind::ChildProtectionPlanEnded(Default::default())) }
+        );
+        assert_eq!(
+            minimise(&referral(), Projection::Flag, true),
+            pb::Event { kind: Some(Kind::ReferralReceived(Default::default())) }
+        );
+        assert_eq!(minimise(&pb::Event { kind: None }, Projection::Full, true), pb::Event { kind: None });
+    }
+}
