@@ -16,9 +16,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = prost_types::FileDescriptorSet::decode(fds.encode_to_vec().as_slice())?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("halcyon_descriptor.bin"), fds.encode_to_vec())?;
+    // Well-known types come from pbjson-types so that every message has proto3 JSON (serde) too.
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_fds(fds)?;
+        .compile_well_known_types(true)
+        .extern_path(".google.protobuf", "::pbjson_types")
+        .compile_fds(fds.clone())?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&fds.encode_to_vec())?
+        .preserve_proto_field_names()
+        .build(&[".halcyon"])?;
     Ok(())
 }

@@ -14,5 +14,6 @@ pub mod store;
 
 pub use error::ProjectorError;
 pub use quarantine::QuarantineRecord;
+pub use state::SharingState;
 
 pub use store::{ApplyOutcome, Fact, Identifier, Incoming, Projector};

@@ -1,1 +1,137 @@
-//! The sharing state of a child (pending the policy crate).
+//! A child's sharing state, derived from the child's facts in (occurred at, agency, sequence) order: the
+//! case stage, each agency's involvements, consents, exemptions and originator approvals. The policy
+//! decides on it; it depends only on the set of facts, never on arrival order.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use halcyon_policy::{ChildState, Involvement, Stage};
+use halcyon_schema::pb::{self, event::Kind};
+use halcyon_schema::{AgencyId, Category};
+
+use crate::store::Fact;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SharingState {
+    pub stage: Stage,
+    /// Each agency's relationships with the child.
+    pub involvements: BTreeMap<AgencyId, BTreeSet<Involvement>>,
+    pub consented: BTreeSet<Category>,
+    pub exempted: BTreeSet<Category>,
+    /// (approved event id, recipient agency) pairs from `OriginatorApprovalGranted`.
+    pub approvals: BTreeSet<(String, AgencyId)>,
+    /// The owning authority (the children's social care agency that holds the case), if known.
+    pub owner: Option<AgencyId>,
+}
+
+impl SharingState {
+    /// Folds a child's facts, in their stored order.
+    pub fn derive(facts: &[Fact]) -> Self {
+        Self::derive_until(facts, i64::MAX)
+    }
+
+    /// Folds the facts that had occurred by `until_ms`.
+    pub fn derive_until(facts: &[Fact], until_ms: i64) -> Self {
+        let mut s = Self::default();
+        for fact in facts.iter().filter(|f| f.occurred_ms() <= until_ms) {
+            s.apply(fact);
+        }
+        s
+    }
+
+    fn involve(&mut self, agency: &str, involvement: Involvement) {
+        if let Ok(agency) = agency.parse::<AgencyId>() {
+            self.involvements.entry(agency).or_default().insert(involvement);
+        }
+    }
+
+    fn end(&mut self, agency: &str, involvement: Involvement) {
+        if let Ok(agency) = agency.parse::<AgencyId>()
+            && let Some(set) = self.involvements.get_mut(&agency)
+        {
+            set.remove(&involvement);
+        }
+    }
+
+    fn apply(&mut self, fact: &Fact) {
+        let e = &fact.envelope;
+        self.involve(&e.agency_id, Involvement::OwnCase);
+        let categories = |values: &[i32]| values.iter().filter_map(|v| Category::from_wire(*v)).collect::<Vec<_>>();
+        let Some(kind) = fact.kind() else { return };
+        match kind {
+            Kind::ContactReceived(_) | Kind::ReferralReceived(_) => {
+                self.stage.referral = true;
+                self.owner.get_or_insert_with(|| e.agency_id.parse().expect("validated"));
+            }
+            Kind::AgencyCheckRequested(_) => self.stage.mash_referral = true,
+            Kind::StrategyDiscussionHeld(d) => {
+                for a in &d.participant_agency_ids {
+                    self.involve(a, Involvement::StrategyParticipant);
+                }
+                if d.section47_decided {
+                    self.stage.s47_started = true;
+                }
+            }
+            Kind::Section47EnquiryStarted(_) => self.stage.s47_started = true,
+            Kind::InitialConferenceHeld(c) => {
+                for a in &c.core_group_agency_ids {
+                    self.involve(a, Involvement::CoreGroup);
+                }
+            }
+            Kind::ChildProtectionPlanStarted(_) => {
+                self.stage.plan_active = true;
+                self.stage.plan_ended = false;
+                self.owner = e.agency_id.parse().ok();
+            }
+            Kind::ChildProtectionPlanEnded(_) => {
+                self.stage.plan_active = false;
+                self.stage.plan_ended = true;
+                // The core group exists for the plan; it ends with it.
+                for set in self.involvements.values_mut() {
+                    set.remove(&Involvement::CoreGroup);
+                }
+            }
+            Kind::LookedAfterPeriodStarted(_) => self.stage.looked_after = true,
+            Kind::LookedAfterPeriodEnded(_) => self.stage.looked_after = false,
+            Kind::InvolvementStarted(pb::InvolvementStarted { involved_agency_id, kind })
+            | Kind::InvolvementEnded(pb::InvolvementEnded { involved_agency_id, kind }) => {
+                let started = matches!(fact.kind(), Some(Kind::InvolvementStarted(_)));
+                if let Some(involvement) =
+                    pb::InvolvementKind::try_from(*kind).ok().and_then(Involvement::from_pb)
+                {
+                    if started {
+                        self.involve(involved_agency_id, involvement);
+                    } else {
+                        self.end(involved_agency_id, involvement);
+                    }
+                }
+            }
+            Kind::ConsentRecorded(c) => self.consented.extend(categories(&c.categories)),
+            Kind::ConsentWithdrawn(c) => {
+                for category in categories(&c.categories) {
+                    self.consented.remove(&category);
+                }
+            }
+            Kind::ConsentExemptionRecorded(x) => self.exempted.extend(categories(&x.categories)),
+            Kind::OriginatorApprovalGranted(a) => {
+                if let Ok(recipient) = a.recipient_agency_id.parse() {
+                    self.approvals.insert((a.approved_event_id.clone(), recipient));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The state the policy sees for one agency's principal.
+    pub fn for_agency(&self, agency: &AgencyId) -> ChildState {
+        ChildState {
+            stage: self.stage.clone(),
+            involvements: self.involvements.get(agency).cloned().unwrap_or_default(),
+            consented: self.consented.clone(),
+            exempted: self.exempted.clone(),
+        }
+    }
+
+    pub fn approved(&self, event_id: &str, recipient: &AgencyId) -> bool {
+        self.approvals.contains(&(event_id.to_owned(), recipient.clone()))
+    }
+}

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use time::OffsetDateTime;
 
 use crate::pb;
+pub use pbjson_types::Timestamp;
 use crate::pb::event::Kind;
 
 /// A data category of DOMAIN.md §4, `D0`..`D13`. The unit the sharing policy decides on.
@@ -177,35 +178,35 @@ event_kinds! {
 }
 
 /// Milliseconds since the Unix epoch, for sort keys. Saturates rather than overflowing.
-pub fn timestamp_millis(ts: &prost_types::Timestamp) -> i64 {
+pub fn timestamp_millis(ts: &Timestamp) -> i64 {
     ts.seconds.saturating_mul(1000).saturating_add(i64::from(ts.nanos / 1_000_000))
 }
 
-pub fn timestamp_from_millis(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+pub fn timestamp_from_millis(ms: i64) -> Timestamp {
+    Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
 }
 
-pub fn timestamp_from_datetime(dt: OffsetDateTime) -> prost_types::Timestamp {
+pub fn timestamp_from_datetime(dt: OffsetDateTime) -> Timestamp {
     let nanos = dt.unix_timestamp_nanos();
-    prost_types::Timestamp {
+    Timestamp {
         seconds: (nanos.div_euclid(1_000_000_000)) as i64,
         nanos: nanos.rem_euclid(1_000_000_000) as i32,
     }
 }
 
-pub fn datetime_from_timestamp(ts: &prost_types::Timestamp) -> Option<OffsetDateTime> {
+pub fn datetime_from_timestamp(ts: &Timestamp) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts.seconds) * 1_000_000_000 + i128::from(ts.nanos)).ok()
 }
 
 /// RFC 3339 in UTC, for display.
-pub fn format_timestamp(ts: &prost_types::Timestamp) -> String {
+pub fn format_timestamp(ts: &Timestamp) -> String {
     datetime_from_timestamp(ts)
         .and_then(|dt| dt.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_else(|| format!("{}s", ts.seconds))
 }
 
 /// Parses RFC 3339 (`2026-03-01T09:00:00Z`) or a bare date (`2026-03-01`, midnight UTC).
-pub fn parse_timestamp(s: &str) -> Result<prost_types::Timestamp, String> {
+pub fn parse_timestamp(s: &str) -> Result<Timestamp, String> {
     use time::format_description::well_known::Rfc3339;
     if let Ok(dt) = OffsetDateTime::parse(s, &Rfc3339) {
         return Ok(timestamp_from_datetime(dt));

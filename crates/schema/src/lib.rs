@@ -14,6 +14,7 @@ pub mod validate;
 pub mod pb {
     #![allow(clippy::all, missing_docs, rust_2018_idioms)]
     tonic::include_proto!("halcyon.v1");
+    include!(concat!(env!("OUT_DIR"), "/halcyon.v1.serde.rs"));
 
     /// The encoded `FileDescriptorSet`, for gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/halcyon_descriptor.bin"));

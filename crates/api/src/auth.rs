@@ -1,0 +1,103 @@
+//! Who is calling: bearer tokens from configuration, stored as SHA-256 hashes, each bound to an agency, a
+//! role and a principal id. (Mutual TLS maps a client certificate to the same `Caller`.)
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use halcyon_policy::{Principal, Role};
+use halcyon_schema::{AgencyId, Registry};
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub principal: Principal,
+    /// The practitioner or system id within the agency (for the access log).
+    pub principal_id: String,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenEntry {
+    agency: AgencyId,
+    role: Role,
+    principal: String,
+    /// Hex SHA-256 of the token; the token itself is never stored.
+    sha256: String,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenFile {
+    token: Vec<TokenEntry>,
+}
+
+/// The configured bearer tokens, by hash.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens {
+    by_hash: HashMap<[u8; 32], Caller>,
+}
+
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+impl Tokens {
+    pub fn load(path: &Path, registry: &Registry) -> Result<Self, String> {
+        let src = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::from_toml(&src, registry).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn from_toml(src: &str, registry: &Registry) -> Result<Self, String> {
+        let file: TokenFile = toml::from_str(src).map_err(|e| e.to_string())?;
+        let mut by_hash = HashMap::new();
+        for entry in file.token {
+            let agency = registry
+                .get(&entry.agency)
+                .ok_or_else(|| format!("token for {}: agency is not in the registry", entry.agency))?;
+            let hash: [u8; 32] = hex::decode(&entry.sha256)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| format!("token for {}: sha256 must be 64 hex digits", entry.agency))?;
+            let caller = Caller {
+                principal: Principal { agency: agency.id.clone(), kind: agency.kind, role: entry.role },
+                principal_id: entry.principal,
+            };
+            if by_hash.insert(hash, caller).is_some() {
+                return Err(format!("token for {}: the same token is configured twice", entry.agency));
+            }
+        }
+        Ok(Self { by_hash })
+    }
+
+    /// The caller a request's `authorization: Bearer <token>` names. When the request also names an agency
+    /// (`x-halcyon-agency`), it must be the token's.
+    pub fn authenticate(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Caller, ApiError> {
+        let header = metadata.get("authorization").ok_or_else(|| {
+            ApiError::Unauthenticated("no credentials: send `authorization: Bearer <token>`".into())
+        })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::Unauthenticated("authorization must be `Bearer <token>`".into()))?;
+        let hash: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+        let caller = self
+            .by_hash
+            .get(&hash)
+            .cloned()
+            .ok_or_else(|| ApiError::Unauthenticated("unknown token".into()))?;
+        if let Some(claimed) = metadata.get("x-halcyon-agency") {
+            let claimed = claimed.to_str().unwrap_or("");
+            if claimed != caller.principal.agency.as_str() {
+                return Err(ApiError::Forbidden(format!(
+                    "this token belongs to agency {}, not {claimed}",
+                    caller.principal.agency
+                )));
+            }
+        }
+        Ok(caller)
+    }
+}

@@ -1,0 +1,29 @@
+//! A node's configuration, fully loaded and checked before any socket or database is opened.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything a node needs. Built by the `halcyon` binary from flags, `HALCYON_*` variables and a file.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub nats_url: String,
+    pub nats_user: Option<String>,
+    pub nats_password: Option<String>,
+    /// The server's monitoring endpoint, to check that JetStream syncs every write.
+    pub nats_monitor_url: Option<String>,
+    /// Start even if the server does not sync every write (development only).
+    pub allow_unsynced_jetstream: bool,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub agencies: halcyon_schema::Registry,
+    pub policy: halcyon_policy::Policy,
+    pub tokens: crate::auth::Tokens,
+    /// Names this node in access records.
+    pub node_id: String,
+    /// Serve gRPC reflection (off in production if integrators should use the published protos).
+    pub reflection: bool,
+    /// The longest a read-your-writes request waits for the node to reach its position.
+    pub read_wait: Duration,
+    pub streams: halcyon_bus::StreamSettings,
+}

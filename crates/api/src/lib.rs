@@ -1,0 +1,15 @@
+//! A halcyon node: wires the agency streams to the projector, and serves the gRPC API that answers
+//! integrators under the sharing policy, writing an access record to the AUDIT stream before every answer.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod ingest;
+pub mod node;
+pub mod query;
+pub mod view;
+
+pub use config::NodeConfig;
+pub use error::ApiError;
+pub use node::{Node, run};

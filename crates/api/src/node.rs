@@ -1,0 +1,162 @@
+//! One halcyon node: connect to NATS as the node, check durability, provision streams, open the read
+//! models, project, and serve gRPC until shut down.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use halcyon_bus::{AuditWriter, Credentials, connect, ensure_audit_stream, ensure_event_stream};
+use halcyon_projector::Projector;
+use halcyon_schema::pb::query_service_server::QueryServiceServer;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::NodeConfig;
+use crate::ingest::{self, Lag};
+use crate::query::Query;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Bus(#[from] halcyon_bus::BusError),
+    #[error(transparent)]
+    Projector(#[from] halcyon_projector::ProjectorError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A running node (for tests and the binary): where it listens, its read models, and how to stop it.
+#[derive(Debug)]
+pub struct Node {
+    pub addr: SocketAddr,
+    pub projector: Arc<Projector>,
+    pub lag: Lag,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Opens the read models; if sled reports an error, moves the folder aside, says so, and starts afresh
+/// (sled is a cache of the log: the projector rebuilds it from the streams).
+pub fn open_read_models(dir: &Path) -> Result<Projector, NodeError> {
+    match Projector::open(dir) {
+        Ok(p) => Ok(p),
+        Err(e) => {
+            let aside = dir.with_extension(format!("corrupt-{}", crate::query::now_ms()));
+            tracing::error!(
+                error = %e,
+                moved_to = %aside.display(),
+                "read models cannot be opened; moving them aside and rebuilding from the streams"
+            );
+            std::fs::rename(dir, &aside).map_err(|io| NodeError::Config(format!(
+                "cannot move {} aside to {}: {io}", dir.display(), aside.display()
+            )))?;
+            Ok(Projector::open(dir)?)
+        }
+    }
+}
+
+impl Node {
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let credentials = match (&config.nats_user, &config.nats_password) {
+            (Some(u), Some(p)) => Credentials::user(u, p),
+            _ => Credentials::default(),
+        };
+        match &config.nats_monitor_url {
+            Some(url) => match halcyon_bus::streams::check_sync_always(url).await {
+                Ok(()) => {}
+                Err(e) if config.allow_unsynced_jetstream => {
+                    tracing::warn!(error = %e, "starting anyway (--allow-unsynced-jetstream): acknowledged events may be lost on power failure")
+                }
+                Err(e) => return Err(e.into()),
+            },
+            None if config.allow_unsynced_jetstream => {
+                tracing::warn!("not checking that JetStream syncs every write (--allow-unsynced-jetstream)")
+            }
+            None => {
+                return Err(NodeError::Config(
+                    "set nats_monitor_url (HALCYON_NATS_MONITOR_URL) so the node can check that JetStream syncs every write, or pass --allow-unsynced-jetstream".into(),
+                ));
+            }
+        }
+        let client = connect(&config.nats_url, &credentials, &format!("halcyon-node {}", config.node_id)).await?;
+        let js = jetstream::new(client.clone());
+        for agency in config.agencies.iter() {
+            ensure_event_stream(&js, &agency.id, &config.streams).await?;
+        }
+        ensure_audit_stream(&js, &config.streams).await?;
+
+        let dir = config.data_dir.join("read-models");
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| NodeError::Config(format!("data dir {}: {e}", config.data_dir.display())))?;
+        let projector = Arc::new(open_read_models(&dir)?);
+        let lag: Lag = Arc::new(Mutex::new(Default::default()));
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(
+            ingest::run(js.clone(), projector.clone(), lag.clone(), shutdown.clone())
+                .instrument(tracing::info_span!("projection")),
+        ));
+
+        let query = Query {
+            projector: projector.clone(),
+            policy: Arc::new(config.policy.clone()),
+            tokens: Arc::new(config.tokens.clone()),
+            audit: AuditWriter::new(js.clone()),
+            node_id: config.node_id.clone(),
+            read_wait: config.read_wait,
+        };
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| NodeError::Listen { addr: config.listen, source })?;
+        let addr = listener.local_addr().map_err(|source| NodeError::Listen { addr: config.listen, source })?;
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter.set_serving::<QueryServiceServer<Query>>().await;
+        let reflection = config.reflection.then(|| {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(halcyon_schema::pb::FILE_DESCRIPTOR_SET)
+                .build_v1()
+                .expect("the embedded descriptor set is valid")
+        });
+        let router = tonic::transport::Server::builder()
+            .timeout(Duration::from_secs(30))
+            .add_service(health_service)
+            .add_service(QueryServiceServer::new(query))
+            .add_optional_service(reflection);
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(
+            async move {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop.cancelled_owned()).await {
+                    tracing::error!(error = %e, "gRPC server failed");
+                }
+            }
+            .instrument(tracing::info_span!("grpc")),
+        ));
+        tracing::info!(%addr, node = %config.node_id, policy = %config.policy.version(), "halcyon node serving");
+        Ok(Node { addr, projector, lag, shutdown, tasks })
+    }
+
+    /// Stops serving and projecting, waiting at most `grace` for in-flight work, then flushes sled.
+    pub async fn stop(self, grace: Duration) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(grace, futures::future::join_all(self.tasks)).await;
+        if let Err(e) = self.projector.flush() {
+            tracing::error!(error = %e, "flushing read models at shutdown");
+        }
+    }
+}
+
+/// Runs a node until `shutdown` completes (SIGTERM/SIGINT in the binary).
+pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), NodeError> {
+    let node = Node::start(config).await?;
+    shutdown.await;
+    tracing::info!("shutting down");
+    node.stop(Duration::from_secs(10)).await;
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! A child's view for one caller: every fact passes the sharing policy against the child's current state
+//! and the stated purpose, and is cut to its projection. Denied facts are counted by rule, never shown.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use halcyon_policy::{BreakGlass, Decision, Fact as PolicyFact, Policy, Principal, Purpose, Request, decide, minimise, referrer_identity_granted};
+use halcyon_projector::{Fact, SharingState};
+use halcyon_schema::pb::{self, event::Kind};
+use halcyon_schema::{AgencyId, Category, ChildId, EventKindExt};
+
+/// What a view disclosed and withheld, for the access record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Disclosure {
+    pub categories_disclosed: BTreeSet<Category>,
+    pub categories_withheld: BTreeSet<Category>,
+    pub rules: BTreeSet<String>,
+    pub facts_disclosed: u32,
+    pub facts_withheld: u32,
+    pub break_glass: bool,
+    /// Owning agencies to notify of this access (CP-IS-style access notifications).
+    pub notify: BTreeSet<AgencyId>,
+}
+
+/// The policy's view of one stored fact for `principal`.
+pub fn policy_fact(fact: &Fact, state: &SharingState, principal: &Principal) -> Option<PolicyFact> {
+    let category = Category::from_wire(fact.envelope.category)?;
+    let originator: AgencyId = fact.envelope.agency_id.parse().ok()?;
+    let handling_code = match fact.kind() {
+        Some(Kind::PoliceIntelligenceRecorded(i)) => Some(i.handling_code.clone()),
+        _ => None,
+    };
+    Some(PolicyFact {
+        category,
+        originator,
+        originator_approved: state.approved(&fact.envelope.event_id, &principal.agency),
+        handling_code,
+    })
+}
+
+/// Builds the view of `child` that `principal` may have for `purpose`.
+pub fn child_view(
+    policy: &Policy,
+    principal: &Principal,
+    purpose: Purpose,
+    break_glass: Option<&BreakGlass>,
+    child: ChildId,
+    facts: &[Fact],
+    now_ms: i64,
+) -> (pb::ChildView, Disclosure) {
+    let sharing = SharingState::derive(facts);
+    let state = sharing.for_agency(&principal.agency);
+    let mut disclosure = Disclosure::default();
+    let mut withheld: BTreeMap<String, u32> = BTreeMap::new();
+    let mut visible = Vec::new();
+    let mut identity_source = None;
+    for fact in facts {
+        let Some(pfact) = policy_fact(fact, &sharing, principal) else { continue };
+        let request = Request { principal, purpose, fact: &pfact, state: &state, break_glass, now_ms };
+        match decide(policy, &request) {
+            Decision::Permit(permit) => {
+                let referrer = referrer_identity_granted(policy, &request);
+                let event = fact.envelope.event.as_ref().map(|e| minimise(e, permit.projection, referrer));
+                disclosure.categories_disclosed.insert(pfact.category);
+                disclosure.rules.insert(permit.rule.to_string());
+                disclosure.facts_disclosed += 1;
+                disclosure.break_glass |= permit.break_glass;
+                if permit.notify_owner {
+                    disclosure.notify.insert(pfact.originator.clone());
+                }
+                identity_source = Some(fact);
+                visible.push(pb::VisibleFact {
+                    event_id: fact.envelope.event_id.clone(),
+                    agency_id: fact.envelope.agency_id.clone(),
+                    case_id: fact.envelope.case_id.clone(),
+                    occurred_at: fact.envelope.occurred_at,
+                    recorded_at: fact.envelope.recorded_at,
+                    category: fact.envelope.category,
+                    event_type: fact.kind().map(|k| k.type_name()).unwrap_or_default().to_owned(),
+                    projection: permit.projection.to_pb() as i32,
+                    rule: permit.rule.to_string(),
+                    event,
+                    position: Some(pb::Position { stream: fact.stream.clone(), sequence: fact.sequence }),
+                });
+            }
+            Decision::Deny(deny) => {
+                disclosure.categories_withheld.insert(pfact.category);
+                disclosure.rules.insert(deny.rule.to_string());
+                disclosure.facts_withheld += 1;
+                *withheld.entry(deny.rule.to_string()).or_default() += 1;
+            }
+        }
+    }
+    let identity = identity_source.and_then(|f| identity(policy, principal, purpose, break_glass, &sharing, f, now_ms));
+    let view = pb::ChildView {
+        child_id: child.to_string(),
+        identity,
+        facts: visible,
+        withheld: withheld.into_iter().map(|(rule, count)| pb::Withheld { rule, count }).collect(),
+        policy_version: policy.version().to_owned(),
+        positions: Vec::new(),
+    };
+    (view, disclosure)
+}
+
+/// Identity and identifiers (D0), as recorded on a fact the principal may see, if D0 is permitted.
+fn identity(
+    policy: &Policy,
+    principal: &Principal,
+    purpose: Purpose,
+    break_glass: Option<&BreakGlass>,
+    sharing: &SharingState,
+    fact: &Fact,
+    now_ms: i64,
+) -> Option<pb::ChildIdentifiers> {
+    let state = sharing.for_agency(&principal.agency);
+    let originator: AgencyId = fact.envelope.agency_id.parse().ok()?;
+    let d0 = PolicyFact { category: Category::IDENTITY, originator, originator_approved: false, handling_code: None };
+    let request = Request { principal, purpose, fact: &d0, state: &state, break_glass, now_ms };
+    if !decide(policy, &request).is_permit() {
+        return None;
+    }
+    let child = fact.envelope.child.as_ref()?;
+    Some(pb::ChildIdentifiers {
+        nhs_number: child.nhs_number.clone(),
+        upn: String::new(),
+        local_id: String::new(),
+        given_name: child.given_name.clone(),
+        family_name: child.family_name.clone(),
+        date_of_birth: child.date_of_birth.clone(),
+    })
+}
