@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use crate::policy::{Policy, Refusal, Slot};
 use crate::request::Request;
-use crate::vocabulary::{Bits, Condition, LawfulBasis, Mode, Projection, Relationship, StageTerm, join, members};
+use crate::vocabulary::{
+    Bits, Condition, LawfulBasis, Mode, Projection, Relationship, StageTerm, join, members,
+};
 
 /// The outcome of one request: permit or deny. Every decision carries its rule and the policy version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,7 +219,12 @@ fn decide_with(policy: &Policy, req: &Request<'_>, trace: &mut impl Trace) -> De
         }
         Some(bg) if bg.reason.trim().is_empty() => {
             trace.step(|| "break-glass: claimed without a reason".to_owned());
-            return refuse(policy, &policy.fixed.break_glass_no_reason, DenyKind::BreakGlassWithoutReason, trace);
+            return refuse(
+                policy,
+                &policy.fixed.break_glass_no_reason,
+                DenyKind::BreakGlassWithoutReason,
+                trace,
+            );
         }
         Some(bg) => {
             let max_ms = policy.break_glass.max_ms;
@@ -235,7 +242,12 @@ fn decide_with(policy: &Policy, req: &Request<'_>, trace: &mut impl Trace) -> De
                 }
                 _ => {
                     trace.step(|| "break-glass: claimed, but not current".to_owned());
-                    return refuse(policy, &policy.fixed.break_glass_expired, DenyKind::BreakGlassExpired, trace);
+                    return refuse(
+                        policy,
+                        &policy.fixed.break_glass_expired,
+                        DenyKind::BreakGlassExpired,
+                        trace,
+                    );
                 }
             }
         }
@@ -271,11 +283,21 @@ fn decide_with(policy: &Policy, req: &Request<'_>, trace: &mut impl Trace) -> De
     };
     let purpose_bit = req.purpose.bit();
     if !cat.purposes.contains(purpose_bit) {
-        trace.step(|| format!("purpose: {} is not allowed for {category} (line {})", req.purpose, cat.line));
+        trace.step(|| {
+            format!(
+                "purpose: {} is not allowed for {category} (line {})",
+                req.purpose, cat.line
+            )
+        });
         let refusal = &cat.purpose_refusals[req.purpose as usize];
         return refuse(policy, refusal, DenyKind::Purpose, trace);
     }
-    trace.step(|| format!("purpose: {} is allowed for {category} ({})", req.purpose, cat.name));
+    trace.step(|| {
+        format!(
+            "purpose: {} is allowed for {category} ({})",
+            req.purpose, cat.name
+        )
+    });
 
     // 4. The cell for this category and recipient kind.
     let cell = match policy.slot(category, principal.kind) {
@@ -286,8 +308,15 @@ fn decide_with(policy: &Policy, req: &Request<'_>, trace: &mut impl Trace) -> De
         Slot::Cell(cell) => cell,
     };
     trace.step(|| {
-        let table = if cell.table.is_empty() { String::new() } else { format!(", DOMAIN.md §4 {:?}", cell.table) };
-        format!("cell: {} (line {}{table}): mode {}", cell.id, cell.line, cell.mode)
+        let table = if cell.table.is_empty() {
+            String::new()
+        } else {
+            format!(", DOMAIN.md §4 {:?}", cell.table)
+        };
+        format!(
+            "cell: {} (line {}{table}): mode {}",
+            cell.id, cell.line, cell.mode
+        )
     });
     if cell.mode == Mode::Never {
         return refuse(policy, &cell.refusals.never, DenyKind::NotGranted, trace);
@@ -308,13 +337,28 @@ fn decide_with(policy: &Policy, req: &Request<'_>, trace: &mut impl Trace) -> De
     if cell.mode == Mode::OriginatorApproval {
         trace.step(|| format!("originator approval: needed by the cell; {}", present(approved)));
         if !approved {
-            return refuse(policy, &cell.refusals.approval, DenyKind::OriginatorApproval, trace);
+            return refuse(
+                policy,
+                &cell.refusals.approval,
+                DenyKind::OriginatorApproval,
+                trace,
+            );
         }
     }
     if cat.restricted {
-        trace.step(|| format!("originator approval: {category} is restricted; {}", present(approved)));
+        trace.step(|| {
+            format!(
+                "originator approval: {category} is restricted; {}",
+                present(approved)
+            )
+        });
         if !approved {
-            return refuse(policy, &cat.restricted_refusal, DenyKind::OriginatorApproval, trace);
+            return refuse(
+                policy,
+                &cat.restricted_refusal,
+                DenyKind::OriginatorApproval,
+                trace,
+            );
         }
     }
     if cat.handling_code_restricts(fact.handling_code.as_deref()) {
@@ -326,7 +370,12 @@ fn decide_with(policy: &Policy, req: &Request<'_>, trace: &mut impl Trace) -> De
             )
         });
         if !approved {
-            return refuse(policy, &cat.handling_code_refusal, DenyKind::OriginatorApproval, trace);
+            return refuse(
+                policy,
+                &cat.handling_code_refusal,
+                DenyKind::OriginatorApproval,
+                trace,
+            );
         }
     }
 
@@ -340,7 +389,12 @@ fn decide_with(policy: &Policy, req: &Request<'_>, trace: &mut impl Trace) -> De
         }
         trace.step(|| {
             let open = members(StageTerm::ALL, StageTerm::bit, Bits(gate.open_after.0 & stage.0));
-            format!("gate {} (line {}): open ({})", gate.refusal.rule, gate.line, join(open))
+            format!(
+                "gate {} (line {}): open ({})",
+                gate.refusal.rule,
+                gate.line,
+                join(open)
+            )
         });
     }
     if !cell.stage.is_empty() {
@@ -349,7 +403,14 @@ fn decide_with(policy: &Policy, req: &Request<'_>, trace: &mut impl Trace) -> De
             return refuse(policy, &cell.refusals.stage, DenyKind::Stage, trace);
         }
         trace.step(|| {
-            format!("stage: met ({})", join(members(StageTerm::ALL, StageTerm::bit, Bits(cell.stage.0 & stage.0))))
+            format!(
+                "stage: met ({})",
+                join(members(
+                    StageTerm::ALL,
+                    StageTerm::bit,
+                    Bits(cell.stage.0 & stage.0)
+                ))
+            )
         });
     }
 
@@ -410,23 +471,36 @@ fn decide_with(policy: &Policy, req: &Request<'_>, trace: &mut impl Trace) -> De
     });
 
     // 9. Permit.
-    let mode = if cell.mode == Mode::Pushed && !cell.pushed_while.is_empty() && !cell.pushed_while.intersects(stage)
-    {
-        trace.step(|| "mode: pushing has stopped at this stage; query only".to_owned());
-        Mode::Query
-    } else {
-        cell.mode
-    };
+    let mode =
+        if cell.mode == Mode::Pushed && !cell.pushed_while.is_empty() && !cell.pushed_while.intersects(stage)
+        {
+            trace.step(|| "mode: pushing has stopped at this stage; query only".to_owned());
+            Mode::Query
+        } else {
+            cell.mode
+        };
     let basis = if used_break_glass {
         policy.break_glass.basis
     } else {
         cell.basis.expect("granting cells have a basis (checked at load)")
     };
-    let projection = cell.projection.expect("granting cells have a projection (checked at load)");
+    let projection = cell
+        .projection
+        .expect("granting cells have a projection (checked at load)");
     trace.step(|| {
-        let condition = cat.condition.map(|c| format!(" with {}", c.citation())).unwrap_or_default();
-        let notify = if cell.notify_owner { "; notify the owning agency" } else { "" };
-        format!("permit: {mode}, {projection}, basis {}{condition}{notify}", basis.citation())
+        let condition = cat
+            .condition
+            .map(|c| format!(" with {}", c.citation()))
+            .unwrap_or_default();
+        let notify = if cell.notify_owner {
+            "; notify the owning agency"
+        } else {
+            ""
+        };
+        format!(
+            "permit: {mode}, {projection}, basis {}{condition}{notify}",
+            basis.citation()
+        )
     });
     Decision::Permit(Permit {
         rule: cell.id.clone(),
@@ -437,7 +511,11 @@ fn decide_with(policy: &Policy, req: &Request<'_>, trace: &mut impl Trace) -> De
         relied_on,
         consent,
         break_glass: used_break_glass,
-        break_glass_expires_at_ms: if used_break_glass { break_glass_expires_at_ms } else { None },
+        break_glass_expires_at_ms: if used_break_glass {
+            break_glass_expires_at_ms
+        } else {
+            None
+        },
         notify_owner: cell.notify_owner,
         policy_version: policy.version.clone(),
         path: trace.take(),

@@ -28,7 +28,13 @@ pub fn explain(policy: &Policy, req: &Request<'_>) -> String {
     match &decision {
         Decision::Permit(p) => {
             let _ = writeln!(out, "PERMIT {} (policy {})", p.rule, p.policy_version);
-            let _ = write!(out, "  {}, {}, basis {}", p.mode, p.projection, p.basis.citation());
+            let _ = write!(
+                out,
+                "  {}, {}, basis {}",
+                p.mode,
+                p.projection,
+                p.basis.citation()
+            );
             if let Some(c) = p.condition {
                 let _ = write!(out, " with {}", c.citation());
             }
@@ -81,8 +87,16 @@ impl Policy {
         let granting = cells.iter().filter(|c| c.mode() != Mode::Never).count();
         let n_categories = self.categories.iter().flatten().count();
         let mut out = String::new();
-        let jurisdiction = if self.jurisdiction.is_empty() { String::new() } else { format!(" ({})", self.jurisdiction) };
-        let _ = writeln!(out, "{}: policy {}{jurisdiction} is valid", self.file_name, self.version);
+        let jurisdiction = if self.jurisdiction.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", self.jurisdiction)
+        };
+        let _ = writeln!(
+            out,
+            "{}: policy {}{jurisdiction} is valid",
+            self.file_name, self.version
+        );
         let _ = writeln!(
             out,
             "  {n_categories} categories, {} cells ({granting} granting, {} never), {} stage gates, break-glass up to {} minutes",
@@ -119,7 +133,9 @@ impl Policy {
             }
             out.push('\n');
         }
-        out.push_str("  (P pushed, Q query, F flag, N originator approval, - never; * needs a relationship)\n");
+        out.push_str(
+            "  (P pushed, Q query, F flag, N originator approval, - never; * needs a relationship)\n",
+        );
         out
     }
 }

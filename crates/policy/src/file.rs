@@ -32,7 +32,12 @@ pub struct PolicyError {
 
 impl PolicyError {
     pub(crate) fn whole_file(file: &str, reason: impl Into<String>) -> PolicyError {
-        PolicyError { file: file.to_owned(), line: 0, column: 0, reason: reason.into() }
+        PolicyError {
+            file: file.to_owned(),
+            line: 0,
+            column: 0,
+            reason: reason.into(),
+        }
     }
 
     fn render(&self) -> String {
@@ -48,7 +53,12 @@ impl PolicyError {
 const ANY_INVOLVEMENT: &str = "any-involvement";
 const STANDING: &str = "standing";
 /// Rule ids the policy itself uses; files may not reuse them.
-const RESERVED_IDS: &[&str] = &["own", "default-deny", "break-glass.no-reason", "break-glass.expired"];
+const RESERVED_IDS: &[&str] = &[
+    "own",
+    "default-deny",
+    "break-glass.no-reason",
+    "break-glass.expired",
+];
 
 type Strings = Spanned<Vec<Spanned<String>>>;
 
@@ -157,7 +167,12 @@ struct Source<'a> {
 impl Source<'_> {
     fn error(&self, span: Range<usize>, reason: impl Into<String>) -> PolicyError {
         let (line, column) = position(self.src, span.start);
-        PolicyError { file: self.file.to_owned(), line, column, reason: reason.into() }
+        PolicyError {
+            file: self.file.to_owned(),
+            line,
+            column,
+            reason: reason.into(),
+        }
     }
 
     fn term<T: FromStr<Err = String>>(&self, s: &Spanned<String>) -> Result<T, PolicyError> {
@@ -196,7 +211,12 @@ pub(crate) fn parse(src: &str, file_name: &str) -> Result<Policy, PolicyError> {
         let reason = e.message().trim().to_owned();
         match e.span() {
             Some(span) => source.error(span, reason),
-            None => PolicyError { file: file_name.to_owned(), line: 1, column: 1, reason },
+            None => PolicyError {
+                file: file_name.to_owned(),
+                line: 1,
+                column: 1,
+                reason,
+            },
         }
     })?;
     compile(&source, raw)
@@ -205,13 +225,19 @@ pub(crate) fn parse(src: &str, file_name: &str) -> Result<Policy, PolicyError> {
 fn compile(s: &Source<'_>, raw: RawFile) -> Result<Policy, PolicyError> {
     let version = raw.version.get_ref().trim();
     if version.is_empty() {
-        return Err(s.error(raw.version.span(), "`version` must not be empty: every decision carries it"));
+        return Err(s.error(
+            raw.version.span(),
+            "`version` must not be empty: every decision carries it",
+        ));
     }
     let version: Arc<str> = Arc::from(version);
 
     // The own rule.
     let own_basis: LawfulBasis = s.term(&raw.own.basis)?;
-    let mut own = OwnRule { rule: Arc::from("own"), basis: [own_basis; N_KINDS] };
+    let mut own = OwnRule {
+        rule: Arc::from("own"),
+        basis: [own_basis; N_KINDS],
+    };
     for (kind, basis) in &raw.own.basis_for {
         let kind: AgencyKind = s.term(kind)?;
         own.basis[kind_index(kind)] = s.term(basis)?;
@@ -220,7 +246,10 @@ fn compile(s: &Source<'_>, raw: RawFile) -> Result<Policy, PolicyError> {
     // Roles.
     let default_roles: Vec<Role> = s.terms(&raw.roles.default)?;
     if default_roles.is_empty() {
-        return Err(s.error(raw.roles.default.span(), "`roles.default` must name at least one role"));
+        return Err(s.error(
+            raw.roles.default.span(),
+            "`roles.default` must name at least one role",
+        ));
     }
     let default_roles = bits(&default_roles, Role::bit);
 
@@ -294,7 +323,9 @@ fn compile(s: &Source<'_>, raw: RawFile) -> Result<Policy, PolicyError> {
             purpose_refusals,
             restricted_refusal: Refusal::new(
                 format!("{category}.restricted"),
-                format!("{label} is restricted: it is shared only with the originating agency's approval, and there is none for this agency"),
+                format!(
+                    "{label} is restricted: it is shared only with the originating agency's approval, and there is none for this agency"
+                ),
             ),
             handling_code_refusal: Refusal::new(
                 format!("{category}.handling-code"),
@@ -313,7 +344,10 @@ fn compile(s: &Source<'_>, raw: RawFile) -> Result<Policy, PolicyError> {
         match ids.insert(id.to_owned(), line) {
             None => Ok(()),
             Some(0) => Err(s.error(span, format!("rule id {id:?} is reserved by the policy engine"))),
-            Some(first) => Err(s.error(span, format!("rule id {id:?} is used twice (first at line {first})"))),
+            Some(first) => Err(s.error(
+                span,
+                format!("rule id {id:?} is used twice (first at line {first})"),
+            )),
         }
     };
 
@@ -331,7 +365,10 @@ fn compile(s: &Source<'_>, raw: RawFile) -> Result<Policy, PolicyError> {
         for c in rg.categories.get_ref() {
             let category: Category = s.term(c)?;
             let Some(rules) = categories[usize::from(category.index())].as_mut() else {
-                return Err(s.error(c.span(), format!("gate {id} guards {category}, which has no [category.{category}]")));
+                return Err(s.error(
+                    c.span(),
+                    format!("gate {id} guards {category}, which has no [category.{category}]"),
+                ));
             };
             rules.gates.push(gates.len());
             gate_categories.push(category);
@@ -341,11 +378,17 @@ fn compile(s: &Source<'_>, raw: RawFile) -> Result<Policy, PolicyError> {
         }
         let open_after: Vec<StageTerm> = s.terms(&rg.open_after_any)?;
         if open_after.is_empty() {
-            return Err(s.error(rg.open_after_any.span(), format!("gate {id} never opens: list its stages")));
+            return Err(s.error(
+                rg.open_after_any.span(),
+                format!("gate {id} never opens: list its stages"),
+            ));
         }
         let reason = rg.reason.get_ref().trim();
         if reason.is_empty() {
-            return Err(s.error(rg.reason.span(), format!("gate {id} needs a `reason` a person can read")));
+            return Err(s.error(
+                rg.reason.span(),
+                format!("gate {id} needs a `reason` a person can read"),
+            ));
         }
         let open_after = bits(&open_after, StageTerm::bit);
         gates.push(Gate {
@@ -367,13 +410,18 @@ fn compile(s: &Source<'_>, raw: RawFile) -> Result<Policy, PolicyError> {
     for rc in &raw.cell {
         let line = position(s.src, rc.span().start).0;
         let cell = compile_cell(s, rc.get_ref(), line, &categories, default_roles)?;
-        claim_id(&cell.id, rc.get_ref().id.as_ref().map_or(rc.get_ref().mode.span(), Spanned::span))?;
         let slot = &mut slots[usize::from(cell.category.index()) * N_KINDS + kind_index(cell.recipient)];
         if let Some(first) = slot {
-            let at = rc.get_ref().category.span();
+            let at = rc.get_ref().mode.span();
             let what = format!("{} for {}", cell.category, cell.recipient);
             return Err(if first.mode == cell.mode {
-                s.error(at, format!("{what} is granted twice (first at line {}): keep one [[cell]] per box of the table", first.line))
+                s.error(
+                    at,
+                    format!(
+                        "{what} is granted twice (first at line {}): keep one [[cell]] per box of the table",
+                        first.line
+                    ),
+                )
             } else {
                 s.error(
                     at,
@@ -384,6 +432,13 @@ fn compile(s: &Source<'_>, raw: RawFile) -> Result<Policy, PolicyError> {
                 )
             });
         }
+        claim_id(
+            &cell.id,
+            rc.get_ref()
+                .id
+                .as_ref()
+                .map_or(rc.get_ref().mode.span(), Spanned::span),
+        )?;
         *slot = Some(Box::new(cell));
     }
 
@@ -415,7 +470,12 @@ fn compile(s: &Source<'_>, raw: RawFile) -> Result<Policy, PolicyError> {
             ),
         ),
         no_category: Category::all()
-            .map(|c| Refusal::new("default-deny", format!("the policy has no rules for {c} (default deny)")))
+            .map(|c| {
+                Refusal::new(
+                    "default-deny",
+                    format!("the policy has no rules for {c} (default deny)"),
+                )
+            })
             .collect(),
     };
 
@@ -462,7 +522,10 @@ fn relationships(s: &Source<'_>, list: &Strings) -> Result<(Bits, bool), PolicyE
         ));
     }
     if !standing && set.is_empty() {
-        return Err(s.error(list.span(), "an empty `relationship` list: name relationships or write [\"standing\"]"));
+        return Err(s.error(
+            list.span(),
+            "an empty `relationship` list: name relationships or write [\"standing\"]",
+        ));
     }
     Ok((set, standing))
 }
@@ -496,10 +559,16 @@ fn compile_cell(
             ("purposes", rc.purposes.as_ref().map(Spanned::span)),
             ("roles", rc.roles.as_ref().map(Spanned::span)),
             ("notify_owner", rc.notify_owner.as_ref().map(Spanned::span)),
-            ("consent_required", rc.consent_required.as_ref().map(Spanned::span)),
+            (
+                "consent_required",
+                rc.consent_required.as_ref().map(Spanned::span),
+            ),
         ];
         if let Some((key, Some(span))) = granted.into_iter().find(|(_, span)| span.is_some()) {
-            return Err(s.error(span, format!("{what} is `never`, which grants nothing: remove `{key}`")));
+            return Err(s.error(
+                span,
+                format!("{what} is `never`, which grants nothing: remove `{key}`"),
+            ));
         }
     }
     if cat.restricted && !matches!(mode, Mode::OriginatorApproval | Mode::Never) {
@@ -513,15 +582,24 @@ fn compile_cell(
     let projection: Option<Projection> = rc.projection.as_ref().map(|p| s.term(p)).transpose()?;
     if mode != Mode::Never {
         if basis.is_none() {
-            return Err(s.error(rc.mode.span(), format!("{what} grants {mode} access but names no lawful `basis`")));
+            return Err(s.error(
+                rc.mode.span(),
+                format!("{what} grants {mode} access but names no lawful `basis`"),
+            ));
         }
         match (mode, projection) {
             (_, None) => {
-                return Err(s.error(rc.mode.span(), format!("{what} grants {mode} access but names no `projection`")));
+                return Err(s.error(
+                    rc.mode.span(),
+                    format!("{what} grants {mode} access but names no `projection`"),
+                ));
             }
             (Mode::Flag, Some(p)) if p != Projection::Flag => {
                 let span = rc.projection.as_ref().map_or(rc.mode.span(), Spanned::span);
-                return Err(s.error(span, format!("{what} is a flag cell, so its projection must be flag, not {p}")));
+                return Err(s.error(
+                    span,
+                    format!("{what} is a flag cell, so its projection must be flag, not {p}"),
+                ));
             }
             _ => {}
         }
@@ -542,13 +620,25 @@ fn compile_cell(
             format!("{what} is {mode}, which needs a legitimate relationship: name it in `relationship`"),
         ));
     }
-    let stage: Vec<StageTerm> = rc.stage.as_ref().map(|l| s.terms(l)).transpose()?.unwrap_or_default();
-    let pushed_while: Vec<StageTerm> =
-        rc.pushed_while.as_ref().map(|l| s.terms(l)).transpose()?.unwrap_or_default();
+    let stage: Vec<StageTerm> = rc
+        .stage
+        .as_ref()
+        .map(|l| s.terms(l))
+        .transpose()?
+        .unwrap_or_default();
+    let pushed_while: Vec<StageTerm> = rc
+        .pushed_while
+        .as_ref()
+        .map(|l| s.terms(l))
+        .transpose()?
+        .unwrap_or_default();
     if let Some(list) = &rc.pushed_while
         && mode != Mode::Pushed
     {
-        return Err(s.error(list.span(), format!("{what} is {mode}: `pushed_while` applies to pushed cells only")));
+        return Err(s.error(
+            list.span(),
+            format!("{what} is {mode}: `pushed_while` applies to pushed cells only"),
+        ));
     }
 
     let purposes = match &rc.purposes {
@@ -576,7 +666,10 @@ fn compile_cell(
         Some(list) => {
             let roles: Vec<Role> = s.terms(list)?;
             if roles.is_empty() {
-                return Err(s.error(list.span(), format!("{what} serves no roles: remove `roles` or name them")));
+                return Err(s.error(
+                    list.span(),
+                    format!("{what} serves no roles: remove `roles` or name them"),
+                ));
             }
             bits(&roles, Role::bit)
         }
@@ -590,7 +683,11 @@ fn compile_cell(
         None => format!("{category}.{recipient}.{mode}"),
     };
     let table = rc.table.trim();
-    let shown = if table.is_empty() { String::new() } else { format!(" (DOMAIN.md §4: \"{table}\")") };
+    let shown = if table.is_empty() {
+        String::new()
+    } else {
+        format!(" (DOMAIN.md §4: \"{table}\")")
+    };
     let rel_names = join(members(Relationship::ALL, Relationship::bit, relationships));
     let stage_names = join(&stage);
     let refusals = CellRefusals {
@@ -614,11 +711,15 @@ fn compile_cell(
         ),
         approval: Refusal::new(
             id.as_str(),
-            format!("{label} reaches {recipient} agencies only with the originating agency's approval, and there is none for this agency{shown}"),
+            format!(
+                "{label} reaches {recipient} agencies only with the originating agency's approval, and there is none for this agency{shown}"
+            ),
         ),
         stage: Refusal::new(
             id.as_str(),
-            format!("{label} reaches {recipient} agencies only once the case has reached: {stage_names}{shown}"),
+            format!(
+                "{label} reaches {recipient} agencies only once the case has reached: {stage_names}{shown}"
+            ),
         ),
         relationship: Refusal::new(
             id.as_str(),
@@ -628,7 +729,9 @@ fn compile_cell(
         ),
         consent: Refusal::new(
             id.as_str(),
-            format!("{label} is shared with {recipient} agencies only with consent or a recorded consent exemption, and neither is recorded for {category}"),
+            format!(
+                "{label} is shared with {recipient} agencies only with consent or a recorded consent exemption, and neither is recorded for {category}"
+            ),
         ),
     };
 
@@ -651,4 +754,36 @@ fn compile_cell(
         line,
         refusals,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_one_based_lines_and_character_columns() {
+        let src = "a = 1\nb = \"–x\"\n";
+        assert_eq!(position(src, 0), (1, 1));
+        assert_eq!(position(src, 6), (2, 1));
+        let x = src.find('x').unwrap();
+        assert_eq!(position(src, x), (2, 7));
+        // Inside a multi-byte character, and past the end: still a position, never a panic.
+        assert_eq!(position(src, x - 1), (2, 6));
+        assert_eq!(position(src, 10_000), (3, 1));
+    }
+
+    #[test]
+    fn errors_display_file_line_column_and_reason() {
+        let e = PolicyError {
+            file: "p.toml".into(),
+            line: 3,
+            column: 9,
+            reason: "unknown mode".into(),
+        };
+        assert_eq!(e.to_string(), "p.toml:3:9: unknown mode");
+        assert_eq!(
+            PolicyError::whole_file("p.toml", "cannot read").to_string(),
+            "p.toml: cannot read"
+        );
+    }
 }

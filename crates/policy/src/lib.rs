@@ -30,10 +30,14 @@ mod vocabulary;
 
 pub use halcyon_schema::{AgencyId, AgencyKind, Category};
 
-pub use decision::{ConsentGround, Decision, Deny, DenyKind, Permit, decide, decide_explained, referrer_identity_granted};
+pub use decision::{
+    ConsentGround, Decision, Deny, DenyKind, Permit, decide, decide_explained, referrer_identity_granted,
+};
 pub use explain::{check, check_source, explain};
 pub use file::PolicyError;
 pub use minimise::minimise;
 pub use policy::{CategoryRules, Cell, ENGLAND_FILE, ENGLAND_TOML, Gate, Policy};
 pub use request::{BreakGlass, ChildState, Fact, Principal, Request, Stage};
-pub use vocabulary::{Condition, Involvement, LawfulBasis, Mode, Projection, Purpose, Relationship, Role, StageTerm};
+pub use vocabulary::{
+    Condition, Involvement, LawfulBasis, Mode, Projection, Purpose, Relationship, Role, StageTerm,
+};

@@ -30,12 +30,14 @@ pub fn minimise(event: &pb::Event, projection: Projection, referrer_identity_gra
 /// The kind with only status-flag fields.
 fn flag(kind: &Kind) -> Kind {
     match kind {
-        Kind::ChildProtectionPlanStarted(e) => Kind::ChildProtectionPlanStarted(pb::ChildProtectionPlanStarted {
-            category: e.category,
-            unborn: e.unborn,
-            office_hours_phone: e.office_hours_phone.clone(),
-            out_of_hours_phone: e.out_of_hours_phone.clone(),
-        }),
+        Kind::ChildProtectionPlanStarted(e) => {
+            Kind::ChildProtectionPlanStarted(pb::ChildProtectionPlanStarted {
+                category: e.category,
+                unborn: e.unborn,
+                office_hours_phone: e.office_hours_phone.clone(),
+                out_of_hours_phone: e.out_of_hours_phone.clone(),
+            })
+        }
         Kind::CategoryChanged(e) => Kind::CategoryChanged(pb::CategoryChanged { category: e.category }),
         Kind::LookedAfterPeriodStarted(e) => Kind::LookedAfterPeriodStarted(pb::LookedAfterPeriodStarted {
             legal_status: e.legal_status,
@@ -208,7 +210,14 @@ mod tests {
             panic!("kind changed");
         };
         let r = cut.referrer.unwrap();
-        assert_eq!((r.source_code.as_str(), r.referrer_name.as_str(), r.referrer_contact.as_str()), ("2A", "", ""));
+        assert_eq!(
+            (
+                r.source_code.as_str(),
+                r.referrer_name.as_str(),
+                r.referrer_contact.as_str()
+            ),
+            ("2A", "", "")
+        );
         assert_eq!(cut.summary, "bruising seen on arm during PE");
         assert_eq!(minimise(&referral(), Projection::Full, true), referral());
     }
@@ -226,26 +235,39 @@ mod tests {
                 clinical_summary: "brought in by friends at 02:00".into(),
             })),
         };
-        let Some(Kind::HealthAttendanceRecorded(cut)) = minimise(&health, Projection::Summary, false).kind else {
+        let Some(Kind::HealthAttendanceRecorded(cut)) = minimise(&health, Projection::Summary, false).kind
+        else {
             panic!("kind changed");
         };
-        assert_eq!((cut.setting.as_str(), cut.reason, cut.clinical_summary.as_str()), ("ED", 2, ""));
+        assert_eq!(
+            (cut.setting.as_str(), cut.reason, cut.clinical_summary.as_str()),
+            ("ED", 2, "")
+        );
     }
 
     #[test]
     fn a_flag_keeps_the_plan_category_and_the_owning_authoritys_numbers_and_nothing_else() {
         assert_eq!(minimise(&plan_started(), Projection::Flag, true), plan_started());
         let ended = pb::Event {
-            kind: Some(Kind::ChildProtectionPlanEnded(pb::ChildProtectionPlanEnded { reason: "stepped down".into() })),
+            kind: Some(Kind::ChildProtectionPlanEnded(pb::ChildProtectionPlanEnded {
+                reason: "stepped down".into(),
+            })),
         };
         assert_eq!(
             minimise(&ended, Projection::Flag, true),
-            pb::Event { kind: Some(Kind::ChildProtectionPlanEnded(Default::default())) }
+            pb::Event {
+                kind: Some(Kind::ChildProtectionPlanEnded(Default::default()))
+            }
         );
         assert_eq!(
             minimise(&referral(), Projection::Flag, true),
-            pb::Event { kind: Some(Kind::ReferralReceived(Default::default())) }
+            pb::Event {
+                kind: Some(Kind::ReferralReceived(Default::default()))
+            }
         );
-        assert_eq!(minimise(&pb::Event { kind: None }, Projection::Full, true), pb::Event { kind: None });
+        assert_eq!(
+            minimise(&pb::Event { kind: None }, Projection::Full, true),
+            pb::Event { kind: None }
+        );
     }
 }

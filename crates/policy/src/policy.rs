@@ -64,7 +64,10 @@ pub(crate) struct Refusal {
 
 impl Refusal {
     pub(crate) fn new(rule: impl Into<Arc<str>>, reason: impl Into<Arc<str>>) -> Refusal {
-        Refusal { rule: rule.into(), reason: reason.into() }
+        Refusal {
+            rule: rule.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -382,7 +385,9 @@ impl Policy {
 
     /// What the file says about a category, if anything.
     pub fn category(&self, category: Category) -> Option<&CategoryRules> {
-        self.categories.get(usize::from(category.index())).and_then(Option::as_ref)
+        self.categories
+            .get(usize::from(category.index()))
+            .and_then(Option::as_ref)
     }
 
     pub fn gates(&self) -> &[Gate] {
@@ -414,5 +419,55 @@ pub(crate) fn kind_index(kind: AgencyKind) -> usize {
         AgencyKind::Mash => 5,
         AgencyKind::YouthJustice => 6,
         AgencyKind::Voluntary => 7,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vocabulary::{Involvement, Relationship};
+
+    #[test]
+    fn slots_follow_the_registry_order_of_kinds() {
+        for (i, kind) in AgencyKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind_index(kind), i, "{kind}");
+        }
+    }
+
+    #[test]
+    fn involvements_and_relationships_share_bits() {
+        // `decide` turns the principal's involvements into relationship bits without translating.
+        for i in Involvement::ALL {
+            assert_eq!(i.bit(), Relationship::from(*i).bit(), "{i}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_policy_loads_and_every_box_has_a_cell() {
+        let policy = Policy::england();
+        assert_eq!(policy.version(), "england-2026.1");
+        for c in Category::all() {
+            assert!(policy.category(c).is_some(), "{c}");
+            for kind in AgencyKind::ALL {
+                let cell = policy.cell(c, kind).unwrap_or_else(|| panic!("{c} × {kind}"));
+                assert_eq!((cell.category(), cell.recipient()), (c, kind));
+            }
+        }
+    }
+
+    #[test]
+    fn handling_codes_restrict_unless_open() {
+        let policy = Policy::england();
+        let d8 = policy.category(Category::POLICE_INTELLIGENCE).unwrap();
+        assert!(!d8.handling_code_restricts(None));
+        assert!(!d8.handling_code_restricts(Some("")));
+        assert!(!d8.handling_code_restricts(Some("P")));
+        assert!(d8.handling_code_restricts(Some("C")));
+        assert!(d8.handling_code_restricts(Some("4")));
+        let d9 = policy.category(Category::ATTENDANCE).unwrap();
+        assert!(
+            !d9.handling_code_restricts(Some("C")),
+            "only categories that say so"
+        );
     }
 }

@@ -33,7 +33,12 @@ pub struct Fact {
 impl Fact {
     /// A fact with no approval and no handling code.
     pub fn new(category: Category, originator: AgencyId) -> Fact {
-        Fact { category, originator, originator_approved: false, handling_code: None }
+        Fact {
+            category,
+            originator,
+            originator_approved: false,
+            handling_code: None,
+        }
     }
 }
 

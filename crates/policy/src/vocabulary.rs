@@ -282,7 +282,9 @@ impl LawfulBasis {
     pub fn citation(self) -> &'static str {
         match self {
             LawfulBasis::PublicTask => "public task, UK GDPR Art 6(1)(e)",
-            LawfulBasis::LegalObligation => "legal obligation, UK GDPR Art 6(1)(c) (Children Act 1989 s47(9))",
+            LawfulBasis::LegalObligation => {
+                "legal obligation, UK GDPR Art 6(1)(c) (Children Act 1989 s47(9))"
+            }
             LawfulBasis::VitalInterests => "vital interests, UK GDPR Art 6(1)(d)",
             LawfulBasis::Consent => "consent, UK GDPR Art 6(1)(a)",
             LawfulBasis::LawEnforcement => "law enforcement, DPA 2018 Part 3 and Schedule 8",
@@ -344,7 +346,11 @@ pub(crate) fn members<T: Copy>(all: &'static [T], bit: impl Fn(T) -> u8, set: Bi
 /// Joins terms for people: `a, b, c`.
 pub(crate) fn join<T: fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
     let v: Vec<String> = items.into_iter().map(|t| t.to_string()).collect();
-    if v.is_empty() { "none".to_owned() } else { v.join(", ") }
+    if v.is_empty() {
+        "none".to_owned()
+    } else {
+        v.join(", ")
+    }
 }
 
 #[cfg(test)]
@@ -366,7 +372,10 @@ mod tests {
             assert_eq!(Involvement::from_pb(i.to_pb()), Some(*i));
         }
         let err = "sometimes".parse::<Mode>().unwrap_err();
-        assert!(err.contains("unknown mode \"sometimes\"") && err.contains("originator-approval"), "{err}");
+        assert!(
+            err.contains("unknown mode \"sometimes\"") && err.contains("originator-approval"),
+            "{err}"
+        );
         assert!("marketing".parse::<Purpose>().is_err());
     }
 
@@ -384,7 +393,16 @@ mod tests {
             purpose: Purpose,
         }
         let t: T = toml::from_str("role = \"mash-member\"\npurpose = \"direct_care\"").unwrap();
-        assert_eq!(t, T { role: Role::MashMember, purpose: Purpose::DirectCare });
-        assert_eq!(toml::to_string(&t).unwrap(), "role = \"mash-member\"\npurpose = \"direct_care\"\n");
+        assert_eq!(
+            t,
+            T {
+                role: Role::MashMember,
+                purpose: Purpose::DirectCare
+            }
+        );
+        assert_eq!(
+            toml::to_string(&t).unwrap(),
+            "role = \"mash-member\"\npurpose = \"direct_care\"\n"
+        );
     }
 }

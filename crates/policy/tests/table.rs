@@ -7,26 +7,99 @@ mod common;
 
 use common::{d, given};
 use halcyon_policy::{
-    AgencyKind, Category, Decision, DenyKind, Involvement, LawfulBasis, Mode, Policy, Projection, Relationship,
+    AgencyKind, Category, Decision, DenyKind, Involvement, LawfulBasis, Mode, Policy, Projection,
+    Relationship,
 };
 
 /// DOMAIN.md §4, verbatim. Columns: CSC, police, health: unscheduled, health: GP / HV / school nurse,
 /// education (DSL), MASH member, youth justice, voluntary.
 const TABLE: [[&str; 8]; 14] = [
     ["Q", "Q", "Q", "Q", "Q (own pupils)", "Q", "Q", "N"],
-    ["owner", "F", "F + notify owner", "F", "F (enrolled)", "Q", "F", "–"],
-    ["owner", "Q (s47 / MASH)", "–", "N", "Q (referrer or CP plan)", "Q", "N", "–"],
-    ["owner", "Q (CP / s47)", "–", "Q (involved)", "Q (involved)", "Q", "Q (involved)", "N"],
-    ["owner", "P (participant)", "N", "Q (invitee)", "Q (invitee)", "P", "N", "–"],
-    ["owner", "P (core group)", "–", "P (core group)", "P (core group)", "Q", "Q (core group)", "Q (core group)"],
+    [
+        "owner",
+        "F",
+        "F + notify owner",
+        "F",
+        "F (enrolled)",
+        "Q",
+        "F",
+        "–",
+    ],
+    [
+        "owner",
+        "Q (s47 / MASH)",
+        "–",
+        "N",
+        "Q (referrer or CP plan)",
+        "Q",
+        "N",
+        "–",
+    ],
+    [
+        "owner",
+        "Q (CP / s47)",
+        "–",
+        "Q (involved)",
+        "Q (involved)",
+        "Q",
+        "Q (involved)",
+        "N",
+    ],
+    [
+        "owner",
+        "P (participant)",
+        "N",
+        "Q (invitee)",
+        "Q (invitee)",
+        "P",
+        "N",
+        "–",
+    ],
+    [
+        "owner",
+        "P (core group)",
+        "–",
+        "P (core group)",
+        "P (core group)",
+        "Q",
+        "Q (core group)",
+        "Q (core group)",
+    ],
     ["–", "N", "own", "own", "–", "N", "–", "–"],
     ["N", "N", "N", "N", "–", "N", "–", "–"],
-    ["Q (redacted)", "own", "–", "–", "–", "N (handling code)", "N", "–"],
-    ["Q", "Q (missing / exploitation)", "–", "Q (school nurse)", "own", "Q", "Q", "–"],
+    [
+        "Q (redacted)",
+        "own",
+        "–",
+        "–",
+        "–",
+        "N (handling code)",
+        "N",
+        "–",
+    ],
+    [
+        "Q",
+        "Q (missing / exploitation)",
+        "–",
+        "Q (school nurse)",
+        "own",
+        "Q",
+        "Q",
+        "–",
+    ],
     ["P", "own", "–", "N", "Q (enrolled)", "P", "Q", "N"],
     ["P", "P", "N", "N", "Q", "P", "Q", "N"],
     ["owner", "N", "–", "–", "–", "N", "–", "–"],
-    ["owner + privacy officer", "own queries", "own queries", "own queries", "own queries", "governance", "–", "–"],
+    [
+        "owner + privacy officer",
+        "own queries",
+        "own queries",
+        "own queries",
+        "own queries",
+        "governance",
+        "–",
+        "–",
+    ],
 ];
 
 /// What a box means for agencies other than the one that recorded the fact (which always sees its own).
@@ -79,7 +152,9 @@ fn every_box_of_the_table_is_a_cell_with_its_mode_basis_and_projection() {
             n_cases += 1;
 
             // The file says what the table says.
-            let cell = policy.cell(category, kind).unwrap_or_else(|| panic!("{at}: no cell"));
+            let cell = policy
+                .cell(category, kind)
+                .unwrap_or_else(|| panic!("{at}: no cell"));
             assert_eq!(cell.table(), *text, "{at}: the file quotes another box");
             assert_eq!(cell.mode(), mode, "{at}: mode");
             assert_eq!(cell.basis(), basis, "{at}: basis");
@@ -111,19 +186,33 @@ fn every_box_of_the_table_is_a_cell_with_its_mode_basis_and_projection() {
                     assert_eq!(&*permit.rule, cell.id(), "{at}: rule");
                     assert_eq!(&*permit.policy_version, policy.version(), "{at}");
                     assert!(!permit.break_glass, "{at}");
-                    assert_eq!(permit.notify_owner, text.contains("notify owner"), "{at}: notify owner");
+                    assert_eq!(
+                        permit.notify_owner,
+                        text.contains("notify owner"),
+                        "{at}: notify owner"
+                    );
                 }
                 (decision, _) => panic!("{at}: expected {mode}, decided {decision:?}"),
             }
 
             // A recipient meeting none: only a standing flag gets through.
-            let stranger = given(kind, category).purpose(cell.purposes()[0]).role(cell.roles()[0]);
+            let stranger = given(kind, category)
+                .purpose(cell.purposes()[0])
+                .role(cell.roles()[0]);
             let standing = mode == Mode::Flag && cell.relationships().is_empty();
-            assert_eq!(stranger.decide(&policy).is_permit(), standing, "{at}: with no relationship");
+            assert_eq!(
+                stranger.decide(&policy).is_permit(),
+                standing,
+                "{at}: with no relationship"
+            );
         }
     }
     assert_eq!(n_cases, 14 * 8);
-    assert_eq!(policy.cells().count(), 14 * 8, "the file has cells the table has not");
+    assert_eq!(
+        policy.cells().count(),
+        14 * 8,
+        "the file has cells the table has not"
+    );
 }
 
 #[test]
@@ -142,7 +231,10 @@ fn qualified_boxes_rely_on_the_relationship_they_name() {
     }
     assert_eq!(rel(9, HealthCommunity), [EnrolledPupil], "Q (school nurse)");
     assert_eq!(rel(10, School), [EnrolledPupil], "Q (enrolled)");
-    assert!(rel(1, HealthUnscheduled).is_empty(), "the CP-IS flag is a standing entitlement");
+    assert!(
+        rel(1, HealthUnscheduled).is_empty(),
+        "the CP-IS flag is a standing entitlement"
+    );
     assert!(rel(1, Mash).contains(&MashReferral));
 }
 
@@ -153,8 +245,18 @@ fn strategy_and_plan_records_are_shut_before_a_section_47_or_a_plan_and_open_aft
     let cases = [
         (4, AgencyKind::ChildrensSocialCare, Involvement::OwnCase, false),
         (4, AgencyKind::Police, Involvement::StrategyParticipant, false),
-        (4, AgencyKind::HealthUnscheduled, Involvement::TreatingClinician, true),
-        (4, AgencyKind::HealthCommunity, Involvement::StrategyParticipant, false),
+        (
+            4,
+            AgencyKind::HealthUnscheduled,
+            Involvement::TreatingClinician,
+            true,
+        ),
+        (
+            4,
+            AgencyKind::HealthCommunity,
+            Involvement::StrategyParticipant,
+            false,
+        ),
         (4, AgencyKind::School, Involvement::StrategyParticipant, false),
         (4, AgencyKind::Mash, Involvement::OwnCase, false),
         (4, AgencyKind::YouthJustice, Involvement::OwnCase, true),
@@ -177,8 +279,14 @@ fn strategy_and_plan_records_are_shut_before_a_section_47_or_a_plan_and_open_aft
             participant = participant.approved();
         }
         let before = participant.decide(&policy);
-        let deny = before.deny().unwrap_or_else(|| panic!("{at}: permitted before s47 or plan: {before:?}"));
-        assert_eq!((deny.kind, &*deny.rule), (DenyKind::Stage, "gate.s47-or-plan"), "{at}");
+        let deny = before
+            .deny()
+            .unwrap_or_else(|| panic!("{at}: permitted before s47 or plan: {before:?}"));
+        assert_eq!(
+            (deny.kind, &*deny.rule),
+            (DenyKind::Stage, "gate.s47-or-plan"),
+            "{at}"
+        );
         assert!(deny.reason.contains("section 47"), "{at}: {}", deny.reason);
 
         for (stage, after) in [
@@ -198,8 +306,14 @@ fn strategy_and_plan_records_are_shut_before_a_section_47_or_a_plan_and_open_aft
 #[test]
 fn the_core_group_is_pushed_the_plan_while_it_is_active_and_may_only_query_it_after() {
     let policy = Policy::england();
-    for kind in [AgencyKind::Police, AgencyKind::HealthCommunity, AgencyKind::School] {
-        let member = given(kind, Category::CONFERENCE_PLAN).involved(Involvement::CoreGroup).s47_started();
+    for kind in [
+        AgencyKind::Police,
+        AgencyKind::HealthCommunity,
+        AgencyKind::School,
+    ] {
+        let member = given(kind, Category::CONFERENCE_PLAN)
+            .involved(Involvement::CoreGroup)
+            .s47_started();
         let active = member.clone().stage(|s| s.plan_active = true).decide(&policy);
         assert_eq!(active.permit().map(|p| p.mode), Some(Mode::Pushed), "{kind}");
         let ended = member.clone().stage(|s| s.plan_ended = true).decide(&policy);

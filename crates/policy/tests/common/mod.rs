@@ -42,7 +42,11 @@ pub struct Given {
 /// another agency; the case has nothing on it yet.
 pub fn given(kind: AgencyKind, category: Category) -> Given {
     Given {
-        principal: Principal { agency: agency_of(kind), kind, role: Role::Practitioner },
+        principal: Principal {
+            agency: agency_of(kind),
+            kind,
+            role: Role::Practitioner,
+        },
         purpose: Purpose::Safeguarding,
         fact: Fact::new(category, originator()),
         state: ChildState::default(),
@@ -127,7 +131,10 @@ impl Given {
 
     /// A break-glass invoked `minutes_ago` minutes before the request.
     pub fn break_glass(mut self, reason: &str, minutes_ago: i64) -> Self {
-        self.break_glass = Some(BreakGlass { reason: reason.to_owned(), started_at_ms: NOW_MS - minutes_ago * MINUTE_MS });
+        self.break_glass = Some(BreakGlass {
+            reason: reason.to_owned(),
+            started_at_ms: NOW_MS - minutes_ago * MINUTE_MS,
+        });
         self
     }
 }
