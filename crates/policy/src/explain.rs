@@ -99,7 +99,7 @@ impl Policy {
         );
         let _ = writeln!(
             out,
-            "  {n_categories} categories, {} cells ({granting} granting, {} never), {} stage gates, break-glass up to {} minutes",
+            "  {n_categories} categories, {} cells ({granting} granting, {} never), stage gates: {}, break-glass up to {} minutes",
             cells.len(),
             cells.len() - granting,
             self.gates.len(),
@@ -108,12 +108,14 @@ impl Policy {
         let _ = writeln!(out, "  anything not granted is denied");
         out.push('\n');
         let _ = write!(out, "  {:<4}", "");
+        let mut header = String::new();
         for kind in AgencyKind::ALL {
-            let _ = write!(out, " {:<10}", short(kind));
+            let _ = write!(header, " {:<10}", short(kind));
         }
+        out.push_str(header.trim_end());
         out.push('\n');
         for rules in self.categories.iter().flatten() {
-            let _ = write!(out, "  {:<4}", rules.category().to_string());
+            let mut row = format!("  {:<4}", rules.category().to_string());
             for kind in AgencyKind::ALL {
                 let mark = match self.cell(rules.category(), kind) {
                     None => "-".to_owned(),
@@ -129,8 +131,9 @@ impl Policy {
                         format!("{letter}{rel}")
                     }
                 };
-                let _ = write!(out, " {mark:<10}");
+                let _ = write!(row, " {mark:<10}");
             }
+            out.push_str(row.trim_end());
             out.push('\n');
         }
         out.push_str(
