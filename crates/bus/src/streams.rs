@@ -120,11 +120,13 @@ async fn ensure(js: &jetstream::Context, wanted: stream::Config) -> Result<Provi
             return Err(refuse(setting, a.to_string(), w.to_string(), "the log must be immutable; investigate who changed it"));
         }
     }
-    if actual.retention != wanted.retention || actual.max_age != wanted.max_age || actual.max_messages != wanted.max_messages {
+    // The server reports "no limit" as -1 where a fresh config says 0.
+    let limited = |c: &stream::Config| (c.max_age, c.max_messages.max(0), c.max_bytes.max(0), c.max_messages_per_subject.max(0));
+    if actual.retention != wanted.retention || limited(&actual) != limited(&wanted) {
         return Err(refuse(
             "retention limits",
-            format!("{:?} max_age={:?} max_msgs={}", actual.retention, actual.max_age, actual.max_messages),
-            format!("{:?} max_age={:?} max_msgs={}", wanted.retention, wanted.max_age, wanted.max_messages),
+            format!("{:?} {:?}", actual.retention, limited(&actual)),
+            format!("{:?} {:?}", wanted.retention, limited(&wanted)),
             "Halcyon keeps every event; a limit would silently drop history",
         ));
     }

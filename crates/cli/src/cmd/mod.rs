@@ -1,0 +1,8 @@
+//! One module per subcommand.
+
+pub mod child;
+pub mod common;
+pub mod policy;
+pub mod publish;
+pub mod serve;
+pub mod streams;

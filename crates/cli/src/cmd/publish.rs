@@ -1,0 +1,180 @@
+//! `halcyon publish`: JSON lines (one envelope per line, proto3 JSON field names) or a generated scenario.
+//! Bad lines are reported with their line number and reasons; the good ones are published; the exit code
+//! is non-zero if any line failed.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use anyhow::{Context as _, anyhow};
+use futures::StreamExt;
+use halcyon_bus::{Credentials, Position, Publisher, PublisherConfig, connect};
+use halcyon_schema::{pb, validate_envelope};
+use halcyon_testkit::{Scenario, ScenarioAgencies, ScenarioConfig};
+
+use super::common::{NatsArgs, deploy_path, load_registry};
+use crate::{Failure, config_error};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    nats: NatsArgs,
+    /// JSON lines to publish (`-` for standard input).
+    #[arg(long, conflicts_with = "scenario_children")]
+    file: Option<PathBuf>,
+    /// Generate and publish a scenario with this many children.
+    #[arg(long)]
+    scenario_children: Option<usize>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// First event of the scenario (RFC 3339 or a date).
+    #[arg(long)]
+    scenario_start: Option<String>,
+    /// Per-agency NATS passwords (TOML: `agency-id = "password"`), to publish each agency's events as that
+    /// agency. Without it, every event is published with --nats-user.
+    #[arg(long, env = "HALCYON_CREDENTIALS")]
+    credentials: Option<PathBuf>,
+    #[arg(long, env = "HALCYON_AGENCIES", default_value_os_t = deploy_path("agencies.toml"))]
+    agencies: PathBuf,
+    /// Publishes awaiting acknowledgement at once.
+    #[arg(long, default_value_t = 1024)]
+    window: usize,
+    /// Do not draw a progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// An event to publish and the input line it came from (0 for generated events).
+struct Item {
+    line: usize,
+    envelope: pb::Envelope,
+}
+
+pub async fn run(args: Args) -> Result<(), Failure> {
+    let (items, mut failed) = match (&args.file, args.scenario_children) {
+        (Some(path), None) => read_lines(path)?,
+        (None, Some(children)) => {
+            let registry = load_registry(&args.agencies)?;
+            let agencies = ScenarioAgencies::from_registry(&registry).map_err(|e| config_error(anyhow!(e)))?;
+            let mut config = ScenarioConfig { seed: args.seed, children, ..Default::default() };
+            if let Some(start) = &args.scenario_start {
+                let ts = halcyon_schema::convert::parse_timestamp(start).map_err(|e| config_error(anyhow!(e)))?;
+                config.start_ms = halcyon_schema::convert::timestamp_millis(&ts);
+            }
+            let scenario = Scenario::generate(&config, &agencies);
+            for (i, child) in scenario.children.iter().enumerate() {
+                println!("child {}: NHS number {}", i + 1, child.nhs);
+            }
+            (scenario.envelopes.into_iter().map(|envelope| Item { line: 0, envelope }).collect(), 0)
+        }
+        _ => return Err(config_error(anyhow!("say what to publish: --file FILE or --scenario-children N"))),
+    };
+    let passwords: Option<BTreeMap<String, String>> = match &args.credentials {
+        Some(path) => {
+            let src = std::fs::read_to_string(path).with_context(|| format!("credentials {}", path.display()));
+            Some(toml::from_str(&src.map_err(config_error)?).with_context(|| path.display().to_string()).map_err(config_error)?)
+        }
+        None => None,
+    };
+
+    let mut by_agency: BTreeMap<String, Vec<Item>> = BTreeMap::new();
+    for item in items {
+        by_agency.entry(item.envelope.agency_id.clone()).or_default().push(item);
+    }
+    let total: usize = by_agency.values().map(Vec::len).sum();
+    let bar = if args.quiet || !std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(total as u64)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec} eta {eta}").expect("template"),
+    );
+    let started = std::time::Instant::now();
+    let (mut published, mut duplicates) = (0usize, 0usize);
+    let mut last: BTreeMap<String, Position> = BTreeMap::new();
+    for (agency, items) in by_agency {
+        let credentials = match &passwords {
+            Some(p) => Credentials::agency(
+                &agency,
+                p.get(&agency).ok_or_else(|| config_error(anyhow!("no password for agency {agency} in --credentials")))?,
+            ),
+            None => args.nats.credentials(),
+        };
+        let client = connect(&args.nats.nats_url, &credentials, &format!("halcyon publish ({agency})")).await?;
+        let publisher = Publisher::new(
+            client.clone(),
+            PublisherConfig { window: args.window, agency: passwords.as_ref().map(|_| agency.parse()).transpose().ok().flatten(), ..Default::default() },
+        );
+        let lines: Vec<usize> = items.iter().map(|i| i.line).collect();
+        let mut results = std::pin::pin!(publisher.publish_all(items.into_iter().map(|i| i.envelope)));
+        let mut index = 0;
+        while let Some(result) = results.next().await {
+            match result {
+                Ok(p) => {
+                    published += 1;
+                    duplicates += usize::from(p.duplicate);
+                    last.insert(p.position.stream.clone(), p.position);
+                }
+                Err(e) => {
+                    failed += 1;
+                    bar.suspend(|| eprintln!("{}: {e}", where_(lines[index])));
+                }
+            }
+            index += 1;
+            bar.inc(1);
+        }
+        client.flush().await.ok();
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "published {published} events ({duplicates} already stored) in {secs:.1} s ({:.0}/s); {failed} failed",
+        published as f64 / secs.max(1e-9)
+    );
+    for position in last.values() {
+        println!("position {position}");
+    }
+    if failed > 0 {
+        return Err(Failure { code: 1, error: anyhow!("{failed} event(s) were not published") });
+    }
+    Ok(())
+}
+
+fn where_(line: usize) -> String {
+    if line == 0 { "generated event".into() } else { format!("line {line}") }
+}
+
+/// Reads JSON lines; reports undecodable and invalid lines and returns the rest.
+fn read_lines(path: &PathBuf) -> Result<(Vec<Item>, usize), Failure> {
+    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display())).map_err(config_error)?,
+        ))
+    };
+    let (mut items, mut failed) = (Vec::new(), 0);
+    for (i, line) in reader.lines().enumerate() {
+        let n = i + 1;
+        let line = line.with_context(|| format!("reading line {n}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<pb::Envelope>(&line) {
+            Err(e) => {
+                failed += 1;
+                eprintln!("line {n}: not an envelope in JSON: {e}");
+            }
+            Ok(envelope) => match validate_envelope(envelope.clone()) {
+                Err(problems) => {
+                    failed += 1;
+                    let reasons: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                    eprintln!("line {n}: invalid event: {}", reasons.join("; "));
+                }
+                Ok(_) => items.push(Item { line: n, envelope }),
+            },
+        }
+    }
+    Ok((items, failed))
+}

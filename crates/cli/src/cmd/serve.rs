@@ -1,0 +1,142 @@
+//! `halcyon serve`: load and check the whole configuration (flags > `HALCYON_*` > config file > defaults),
+//! then run a node until SIGTERM or SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use halcyon_api::NodeConfig;
+use halcyon_api::auth::Tokens;
+use halcyon_policy::Policy;
+
+use crate::{Failure, config_error};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A TOML file with any of the settings below (snake_case keys, e.g. `nats_url`).
+    #[arg(long, env = "HALCYON_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, env = "HALCYON_NATS_URL")]
+    nats_url: Option<String>,
+    #[arg(long, env = "HALCYON_NATS_USER")]
+    nats_user: Option<String>,
+    #[arg(long, env = "HALCYON_NATS_PASSWORD", hide_env_values = true)]
+    nats_password: Option<String>,
+    /// The NATS monitoring endpoint (http://host:8222), used to check that JetStream syncs every write.
+    #[arg(long, env = "HALCYON_NATS_MONITOR_URL")]
+    nats_monitor_url: Option<String>,
+    /// Start even if JetStream does not sync every write (never in production).
+    #[arg(long, env = "HALCYON_ALLOW_UNSYNCED_JETSTREAM")]
+    allow_unsynced_jetstream: bool,
+    /// Where the node keeps its read models.
+    #[arg(long, env = "HALCYON_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// gRPC listen address.
+    #[arg(long, env = "HALCYON_LISTEN")]
+    listen: Option<SocketAddr>,
+    #[arg(long, env = "HALCYON_AGENCIES")]
+    agencies: Option<PathBuf>,
+    #[arg(long, env = "HALCYON_POLICY")]
+    policy: Option<PathBuf>,
+    /// Bearer tokens (hashed) and the principals they stand for.
+    #[arg(long, env = "HALCYON_TOKENS")]
+    tokens: Option<PathBuf>,
+    #[arg(long, env = "HALCYON_NODE_ID")]
+    node_id: Option<String>,
+    /// Do not serve gRPC reflection.
+    #[arg(long, env = "HALCYON_NO_REFLECTION")]
+    no_reflection: bool,
+    /// Longest wait for a read-your-writes position, in milliseconds.
+    #[arg(long, env = "HALCYON_READ_WAIT_MS")]
+    read_wait_ms: Option<u64>,
+    /// How long JetStream remembers event ids for dedupe, in seconds.
+    #[arg(long, env = "HALCYON_DUPLICATE_WINDOW_SECS")]
+    duplicate_window_secs: Option<u64>,
+    /// Stream replicas (1 on a laptop, 3 in a cluster).
+    #[arg(long, env = "HALCYON_REPLICAS")]
+    replicas: Option<usize>,
+}
+
+/// The same settings, from a file.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    nats_url: Option<String>,
+    nats_user: Option<String>,
+    nats_password: Option<String>,
+    nats_monitor_url: Option<String>,
+    allow_unsynced_jetstream: Option<bool>,
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    agencies: Option<PathBuf>,
+    policy: Option<PathBuf>,
+    tokens: Option<PathBuf>,
+    node_id: Option<String>,
+    reflection: Option<bool>,
+    read_wait_ms: Option<u64>,
+    duplicate_window_secs: Option<u64>,
+    replicas: Option<usize>,
+}
+
+fn build(args: Args) -> anyhow::Result<NodeConfig> {
+    let file: FileConfig = match &args.config {
+        Some(path) => {
+            let src = std::fs::read_to_string(path).with_context(|| format!("config file {}", path.display()))?;
+            toml::from_str(&src).with_context(|| format!("config file {}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let agencies_path = args.agencies.or(file.agencies).unwrap_or_else(|| super::common::deploy_path("agencies.toml"));
+    let agencies = super::common::load_registry(&agencies_path).map_err(|f| f.error)?;
+    let policy_path = args.policy.or(file.policy).unwrap_or_else(|| super::common::deploy_path("policy/england.toml"));
+    let policy = Policy::load(&policy_path).map_err(|e| anyhow!("policy: {e}"))?;
+    let tokens_path = args.tokens.or(file.tokens).unwrap_or_else(|| super::common::deploy_path("tokens.toml"));
+    let tokens = Tokens::load(&tokens_path, &agencies).map_err(|e| anyhow!("tokens: {e}"))?;
+    let replicas = args.replicas.or(file.replicas).unwrap_or(1);
+    if !(1..=5).contains(&replicas) {
+        return Err(anyhow!("replicas: must be 1 to 5, got {replicas}"));
+    }
+    Ok(NodeConfig {
+        nats_url: args.nats_url.or(file.nats_url).unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
+        nats_user: args.nats_user.or(file.nats_user),
+        nats_password: args.nats_password.or(file.nats_password),
+        nats_monitor_url: args.nats_monitor_url.or(file.nats_monitor_url),
+        allow_unsynced_jetstream: args.allow_unsynced_jetstream || file.allow_unsynced_jetstream.unwrap_or(false),
+        data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data")),
+        listen: args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:50051".parse().expect("address")),
+        agencies,
+        policy,
+        tokens,
+        node_id: args.node_id.or(file.node_id).unwrap_or_else(|| "node-1".into()),
+        reflection: !args.no_reflection && file.reflection.unwrap_or(true),
+        read_wait: Duration::from_millis(args.read_wait_ms.or(file.read_wait_ms).unwrap_or(5_000)),
+        streams: halcyon_bus::StreamSettings {
+            duplicate_window: Duration::from_secs(args.duplicate_window_secs.or(file.duplicate_window_secs).unwrap_or(3600)),
+            replicas,
+        },
+    })
+}
+
+pub async fn run(args: Args) -> Result<(), Failure> {
+    let config = build(args).map_err(config_error)?;
+    halcyon_api::run(config, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

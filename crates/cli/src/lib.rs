@@ -1,0 +1,92 @@
+//! The `halcyon` command line: operators run nodes and provision streams, agencies publish, practitioners'
+//! systems (and the demo) query, data-protection officers check and explain the policy.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod cmd;
+pub mod render;
+
+/// Exit code for a bad configuration or usage (sysexits EX_USAGE).
+pub const EXIT_CONFIG: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(name = "halcyon", version, about = "Multi-agency safeguarding backbone: events over NATS JetStream, read models in sled, queries over gRPC under the sharing policy.")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node: the projector and the gRPC API in one process.
+    Serve(cmd::serve::Args),
+    /// Publish events: JSON lines from a file, or a generated scenario.
+    Publish(cmd::publish::Args),
+    /// Ask a node what an agency may see about a child.
+    Child(cmd::child::Args),
+    /// Provision or reconcile the agency streams and the AUDIT stream.
+    Streams(cmd::streams::Args),
+    /// Check and explain the sharing policy.
+    #[command(subcommand)]
+    Policy(cmd::policy::Command),
+    /// Print the SHA-256 of a bearer token, for the tokens file.
+    HashToken { token: String },
+}
+
+/// A failure with the exit code it deserves.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure { code: 1, error: e.into() }
+    }
+}
+
+pub fn config_error(e: impl Into<anyhow::Error>) -> Failure {
+    Failure { code: EXIT_CONFIG, error: e.into() }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HALCYON_LOG").unwrap_or_else(|_| "info,async_nats=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => cmd::serve::run(args).await,
+            Command::Publish(args) => cmd::publish::run(args).await,
+            Command::Child(args) => cmd::child::run(args).await,
+            Command::Streams(args) => cmd::streams::run(args).await,
+            Command::Policy(command) => cmd::policy::run(command),
+            Command::HashToken { token } => {
+                println!("{}", halcyon_api::auth::hash_token(&token));
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure { code, error }) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}
