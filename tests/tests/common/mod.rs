@@ -1,0 +1,110 @@
+//! Shared set-up for end-to-end tests: a real nats-server with the deploy users, a halcyon node on a free
+//! loopback port with sled in a temp dir, agency publishers, and an authenticated gRPC client.
+#![allow(dead_code, reason = "each test file uses part of the kit")]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use halcyon_api::{Node, NodeConfig, auth::Tokens};
+use halcyon_bus::{Credentials, Position, Publisher, PublisherConfig, StreamSettings, connect};
+use halcyon_policy::{Policy, Purpose};
+use halcyon_schema::pb::{self, query_service_client::QueryServiceClient};
+use halcyon_schema::Registry;
+use halcyon_testkit::{NatsServer, Scenario, workspace_root};
+use tonic::transport::Channel;
+
+pub fn registry() -> Registry {
+    Registry::from_toml(&std::fs::read_to_string(workspace_root().join("deploy/agencies.toml")).unwrap()).unwrap()
+}
+
+pub fn node_config(nats: &NatsServer, data_dir: &std::path::Path) -> NodeConfig {
+    let agencies = registry();
+    let tokens = Tokens::load(&workspace_root().join("deploy/tokens.toml"), &agencies).unwrap();
+    NodeConfig {
+        nats_url: nats.url(),
+        nats_user: Some("halcyon-node".into()),
+        nats_password: Some("node-dev-secret".into()),
+        nats_monitor_url: Some(nats.monitor_url()),
+        allow_unsynced_jetstream: false,
+        data_dir: data_dir.to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        agencies,
+        policy: Policy::load(&workspace_root().join("deploy/policy/england.toml")).unwrap(),
+        tokens,
+        node_id: "test-node".into(),
+        reflection: true,
+        read_wait: Duration::from_secs(20),
+        streams: StreamSettings::default(),
+    }
+}
+
+/// A nats-server with the deploy users and a node in front of it.
+pub struct Harness {
+    pub nats: NatsServer,
+    pub node: Node,
+    pub data: tempfile::TempDir,
+}
+
+impl Harness {
+    pub async fn start() -> Self {
+        let nats = NatsServer::start_with_auth();
+        let data = tempfile::tempdir().unwrap();
+        let node = Node::start(node_config(&nats, data.path())).await.expect("node starts");
+        Self { nats, node, data }
+    }
+
+    pub async fn client(&self) -> QueryServiceClient<Channel> {
+        QueryServiceClient::connect(format!("http://{}", self.node.addr)).await.unwrap()
+    }
+}
+
+/// Publishes each envelope as its own agency (deploy credentials); returns the last position per stream.
+pub async fn publish_as_agencies(url: &str, envelopes: &[pb::Envelope]) -> Vec<Position> {
+    let mut by_agency: BTreeMap<String, Vec<pb::Envelope>> = BTreeMap::new();
+    for e in envelopes {
+        by_agency.entry(e.agency_id.clone()).or_default().push(e.clone());
+    }
+    let mut last = BTreeMap::new();
+    for (agency, envelopes) in by_agency {
+        let client = connect(url, &Credentials::agency(&agency, &format!("{agency}-dev-secret")), "test").await.unwrap();
+        let publisher = Publisher::new(client, PublisherConfig { agency: Some(agency.parse().unwrap()), ..Default::default() });
+        for e in &envelopes {
+            let p = publisher.publish(e, None).await.expect("published");
+            last.insert(p.position.stream.clone(), p.position);
+        }
+    }
+    last.into_values().collect()
+}
+
+pub fn context(purpose: Purpose, after: &[Position]) -> pb::RequestContext {
+    pb::RequestContext {
+        purpose: purpose.to_pb() as i32,
+        break_glass: false,
+        break_glass_reason: String::new(),
+        min_positions: after.iter().map(|p| pb::Position { stream: p.stream.clone(), sequence: p.sequence }).collect(),
+    }
+}
+
+pub fn authorised<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+pub async fn find_by_nhs(
+    client: &mut QueryServiceClient<Channel>,
+    agency: &str,
+    nhs: &str,
+    purpose: Purpose,
+    after: &[Position],
+) -> Result<pb::ChildView, tonic::Status> {
+    let request = pb::FindChildRequest {
+        context: Some(context(purpose, after)),
+        identifier: Some(pb::find_child_request::Identifier::NhsNumber(nhs.into())),
+    };
+    client.find_child(authorised(request, &format!("demo-{agency}"))).await.map(|r| r.into_inner())
+}
+
+pub fn subjects(s: &Scenario) -> Vec<String> {
+    s.envelopes.iter().map(Scenario::subject).collect()
+}
