@@ -62,11 +62,18 @@ impl Tokens {
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(|| format!("token for {}: sha256 must be 64 hex digits", entry.agency))?;
             let caller = Caller {
-                principal: Principal { agency: agency.id.clone(), kind: agency.kind, role: entry.role },
+                principal: Principal {
+                    agency: agency.id.clone(),
+                    kind: agency.kind,
+                    role: entry.role,
+                },
                 principal_id: entry.principal,
             };
             if by_hash.insert(hash, caller).is_some() {
-                return Err(format!("token for {}: the same token is configured twice", entry.agency));
+                return Err(format!(
+                    "token for {}: the same token is configured twice",
+                    entry.agency
+                ));
             }
         }
         Ok(Self { by_hash })

@@ -62,7 +62,14 @@ pub async fn run(js: jetstream::Context, projector: Arc<Projector>, lag: Lag, sh
         };
         for name in names {
             if started.insert(name.clone()) {
-                let task = consume(js.clone(), projector.clone(), name.clone(), tx.clone(), lag.clone(), shutdown.clone());
+                let task = consume(
+                    js.clone(),
+                    projector.clone(),
+                    name.clone(),
+                    tx.clone(),
+                    lag.clone(),
+                    shutdown.clone(),
+                );
                 tokio::spawn(task.instrument(tracing::info_span!("consumer", stream = %name)));
             }
         }
@@ -92,9 +99,21 @@ async fn consume(
                 let mut batch = Vec::with_capacity(chunk.len());
                 let mut pending = None;
                 for m in chunk {
-                    let RawMessage { sequence, subject, payload, stored_at_ms, pending: p, .. } = m?;
+                    let RawMessage {
+                        sequence,
+                        subject,
+                        payload,
+                        stored_at_ms,
+                        pending: p,
+                        ..
+                    } = m?;
                     pending = Some(p);
-                    batch.push(Incoming { sequence, subject, payload, stored_at_ms });
+                    batch.push(Incoming {
+                        sequence,
+                        subject,
+                        payload,
+                        stored_at_ms,
+                    });
                 }
                 if let Some(p) = pending {
                     lag.lock().expect("lag lock").insert(stream.clone(), p);

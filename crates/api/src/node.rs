@@ -26,7 +26,10 @@ pub enum NodeError {
     #[error(transparent)]
     Projector(#[from] halcyon_projector::ProjectorError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Config(String),
 }
@@ -53,9 +56,13 @@ pub fn open_read_models(dir: &Path) -> Result<Projector, NodeError> {
                 moved_to = %aside.display(),
                 "read models cannot be opened; moving them aside and rebuilding from the streams"
             );
-            std::fs::rename(dir, &aside).map_err(|io| NodeError::Config(format!(
-                "cannot move {} aside to {}: {io}", dir.display(), aside.display()
-            )))?;
+            std::fs::rename(dir, &aside).map_err(|io| {
+                NodeError::Config(format!(
+                    "cannot move {} aside to {}: {io}",
+                    dir.display(),
+                    aside.display()
+                ))
+            })?;
             Ok(Projector::open(dir)?)
         }
     }
@@ -84,7 +91,12 @@ impl Node {
                 ));
             }
         }
-        let client = connect(&config.nats_url, &credentials, &format!("halcyon-node {}", config.node_id)).await?;
+        let client = connect(
+            &config.nats_url,
+            &credentials,
+            &format!("halcyon-node {}", config.node_id),
+        )
+        .await?;
         let js = jetstream::new(client.clone());
         for agency in config.agencies.iter() {
             ensure_event_stream(&js, &agency.id, &config.streams).await?;
@@ -113,8 +125,14 @@ impl Node {
         };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .map_err(|source| NodeError::Listen { addr: config.listen, source })?;
-        let addr = listener.local_addr().map_err(|source| NodeError::Listen { addr: config.listen, source })?;
+            .map_err(|source| NodeError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| NodeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter.set_serving::<QueryServiceServer<Query>>().await;
         let reflection = config.reflection.then(|| {
@@ -132,14 +150,23 @@ impl Node {
         tasks.push(tokio::spawn(
             async move {
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-                if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop.cancelled_owned()).await {
+                if let Err(e) = router
+                    .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                    .await
+                {
                     tracing::error!(error = %e, "gRPC server failed");
                 }
             }
             .instrument(tracing::info_span!("grpc")),
         ));
         tracing::info!(%addr, node = %config.node_id, policy = %config.policy.version(), "halcyon node serving");
-        Ok(Node { addr, projector, lag, shutdown, tasks })
+        Ok(Node {
+            addr,
+            projector,
+            lag,
+            shutdown,
+            tasks,
+        })
     }
 
     /// Stops serving and projecting, waiting at most `grace` for in-flight work, then flushes sled.
@@ -153,7 +180,10 @@ impl Node {
 }
 
 /// Runs a node until `shutdown` completes (SIGTERM/SIGINT in the binary).
-pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), NodeError> {
+pub async fn run(
+    config: NodeConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
     let node = Node::start(config).await?;
     shutdown.await;
     tracing::info!("shutting down");

@@ -8,7 +8,9 @@ use halcyon_bus::AuditWriter;
 use halcyon_policy::{BreakGlass, Policy, Purpose};
 use halcyon_projector::{Identifier, Projector};
 use halcyon_schema::convert::timestamp_from_millis;
-use halcyon_schema::pb::{self, find_child_request::Identifier as WireIdentifier, query_service_server::QueryService};
+use halcyon_schema::pb::{
+    self, find_child_request::Identifier as WireIdentifier, query_service_server::QueryService,
+};
 use halcyon_schema::{ChildId, EventId};
 use tonic::{Request, Response, Status};
 
@@ -48,25 +50,50 @@ impl Query {
         })?;
         let reason = ctx.break_glass_reason.trim();
         if ctx.break_glass && reason.is_empty() {
-            return Err(ApiError::Invalid("break-glass needs a reason: set break_glass_reason".into()));
+            return Err(ApiError::Invalid(
+                "break-glass needs a reason: set break_glass_reason".into(),
+            ));
         }
-        let break_glass = (!reason.is_empty()).then(|| BreakGlass { reason: reason.to_owned(), started_at_ms: now_ms() });
+        let break_glass = (!reason.is_empty()).then(|| BreakGlass {
+            reason: reason.to_owned(),
+            started_at_ms: now_ms(),
+        });
         if !ctx.min_positions.is_empty() {
-            let wanted: Vec<(String, u64)> = ctx.min_positions.iter().map(|p| (p.stream.clone(), p.sequence)).collect();
+            let wanted: Vec<(String, u64)> = ctx
+                .min_positions
+                .iter()
+                .map(|p| (p.stream.clone(), p.sequence))
+                .collect();
             self.projector.wait_for(&wanted, self.read_wait).await?;
         }
         Ok(Context { purpose, break_glass })
     }
 
     /// Builds a view, records the access, and only then returns the view.
-    async fn answer(&self, caller: &Caller, ctx: &Context, method: &str, child: ChildId) -> Result<pb::ChildView, ApiError> {
+    async fn answer(
+        &self,
+        caller: &Caller,
+        ctx: &Context,
+        method: &str,
+        child: ChildId,
+    ) -> Result<pb::ChildView, ApiError> {
         let projector = self.projector.clone();
         let facts = tokio::task::spawn_blocking(move || projector.facts(&child))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
         if facts.is_empty() {
-            self.record(caller, ctx, method, None, &Disclosure::default(), pb::AccessOutcome::NotFound).await?;
-            return Err(ApiError::NotFound("no child with that identifier is known to Halcyon".into()));
+            self.record(
+                caller,
+                ctx,
+                method,
+                None,
+                &Disclosure::default(),
+                pb::AccessOutcome::NotFound,
+            )
+            .await?;
+            return Err(ApiError::NotFound(
+                "no child with that identifier is known to Halcyon".into(),
+            ));
         }
         let (mut view, disclosure) = child_view(
             &self.policy,
@@ -77,8 +104,13 @@ impl Query {
             &facts,
             now_ms(),
         );
-        let outcome = if disclosure.facts_disclosed > 0 { pb::AccessOutcome::Permitted } else { pb::AccessOutcome::Denied };
-        self.record(caller, ctx, method, Some(child), &disclosure, outcome).await?;
+        let outcome = if disclosure.facts_disclosed > 0 {
+            pb::AccessOutcome::Permitted
+        } else {
+            pb::AccessOutcome::Denied
+        };
+        self.record(caller, ctx, method, Some(child), &disclosure, outcome)
+            .await?;
         view.positions = self
             .projector
             .checkpoints()
@@ -111,7 +143,11 @@ impl Query {
             categories_withheld: d.categories_withheld.iter().map(|c| c.to_pb() as i32).collect(),
             rules: d.rules.iter().cloned().collect(),
             policy_version: self.policy.version().to_owned(),
-            break_glass_reason: ctx.break_glass.as_ref().map(|b| b.reason.clone()).unwrap_or_default(),
+            break_glass_reason: ctx
+                .break_glass
+                .as_ref()
+                .map(|b| b.reason.clone())
+                .unwrap_or_default(),
             outcome: outcome as i32,
             facts_disclosed: d.facts_disclosed,
             facts_withheld: d.facts_withheld,
@@ -136,33 +172,55 @@ impl Query {
 
 #[tonic::async_trait]
 impl QueryService for Query {
-    async fn find_child(&self, request: Request<pb::FindChildRequest>) -> Result<Response<pb::ChildView>, Status> {
+    async fn find_child(
+        &self,
+        request: Request<pb::FindChildRequest>,
+    ) -> Result<Response<pb::ChildView>, Status> {
         let caller = self.tokens.authenticate(request.metadata())?;
         let req = request.into_inner();
         let ctx = self.context(req.context.as_ref()).await?;
         let identifier = match req.identifier {
-            Some(WireIdentifier::NhsNumber(n)) => {
-                Identifier::Nhs(n.parse().map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))?)
-            }
-            Some(WireIdentifier::Upn(u)) => {
-                Identifier::Upn(u.parse().map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))?)
-            }
+            Some(WireIdentifier::NhsNumber(n)) => Identifier::Nhs(
+                n.parse()
+                    .map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))?,
+            ),
+            Some(WireIdentifier::Upn(u)) => Identifier::Upn(
+                u.parse()
+                    .map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))?,
+            ),
             Some(WireIdentifier::LocalId(l)) => Identifier::Local {
-                agency: l.agency_id.parse().map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))?,
+                agency: l
+                    .agency_id
+                    .parse()
+                    .map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))?,
                 local_id: l.local_id,
             },
-            None => return Err(ApiError::Invalid("identifier is required: nhs_number, upn or local_id".into()).into()),
+            None => {
+                return Err(
+                    ApiError::Invalid("identifier is required: nhs_number, upn or local_id".into()).into(),
+                );
+            }
         };
         let child = self.projector.resolve(&identifier).map_err(ApiError::from)?;
-        Ok(Response::new(self.answer(&caller, &ctx, "FindChild", child).await?))
+        Ok(Response::new(
+            self.answer(&caller, &ctx, "FindChild", child).await?,
+        ))
     }
 
-    async fn get_child_view(&self, request: Request<pb::GetChildViewRequest>) -> Result<Response<pb::ChildView>, Status> {
+    async fn get_child_view(
+        &self,
+        request: Request<pb::GetChildViewRequest>,
+    ) -> Result<Response<pb::ChildView>, Status> {
         let caller = self.tokens.authenticate(request.metadata())?;
         let req = request.into_inner();
         let ctx = self.context(req.context.as_ref()).await?;
-        let child: ChildId = req.child_id.parse().map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))?;
-        Ok(Response::new(self.answer(&caller, &ctx, "GetChildView", child).await?))
+        let child: ChildId = req
+            .child_id
+            .parse()
+            .map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))?;
+        Ok(Response::new(
+            self.answer(&caller, &ctx, "GetChildView", child).await?,
+        ))
     }
 
     async fn get_positions(

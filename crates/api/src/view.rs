@@ -3,7 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use halcyon_policy::{BreakGlass, Decision, Fact as PolicyFact, Policy, Principal, Purpose, Request, decide, minimise, referrer_identity_granted};
+use halcyon_policy::{
+    BreakGlass, Decision, Fact as PolicyFact, Policy, Principal, Purpose, Request, decide, minimise,
+    referrer_identity_granted,
+};
 use halcyon_projector::{Fact, SharingState};
 use halcyon_schema::pb::{self, event::Kind};
 use halcyon_schema::{AgencyId, Category, ChildId, EventKindExt};
@@ -54,12 +57,25 @@ pub fn child_view(
     let mut visible = Vec::new();
     let mut identity_source = None;
     for fact in facts {
-        let Some(pfact) = policy_fact(fact, &sharing, principal) else { continue };
-        let request = Request { principal, purpose, fact: &pfact, state: &state, break_glass, now_ms };
+        let Some(pfact) = policy_fact(fact, &sharing, principal) else {
+            continue;
+        };
+        let request = Request {
+            principal,
+            purpose,
+            fact: &pfact,
+            state: &state,
+            break_glass,
+            now_ms,
+        };
         match decide(policy, &request) {
             Decision::Permit(permit) => {
                 let referrer = referrer_identity_granted(policy, &request);
-                let event = fact.envelope.event.as_ref().map(|e| minimise(e, permit.projection, referrer));
+                let event = fact
+                    .envelope
+                    .event
+                    .as_ref()
+                    .map(|e| minimise(e, permit.projection, referrer));
                 disclosure.categories_disclosed.insert(pfact.category);
                 disclosure.rules.insert(permit.rule.to_string());
                 disclosure.facts_disclosed += 1;
@@ -79,7 +95,10 @@ pub fn child_view(
                     projection: permit.projection.to_pb() as i32,
                     rule: permit.rule.to_string(),
                     event,
-                    position: Some(pb::Position { stream: fact.stream.clone(), sequence: fact.sequence }),
+                    position: Some(pb::Position {
+                        stream: fact.stream.clone(),
+                        sequence: fact.sequence,
+                    }),
                 });
             }
             Decision::Deny(deny) => {
@@ -90,12 +109,16 @@ pub fn child_view(
             }
         }
     }
-    let identity = identity_source.and_then(|f| identity(policy, principal, purpose, break_glass, &sharing, f, now_ms));
+    let identity =
+        identity_source.and_then(|f| identity(policy, principal, purpose, break_glass, &sharing, f, now_ms));
     let view = pb::ChildView {
         child_id: child.to_string(),
         identity,
         facts: visible,
-        withheld: withheld.into_iter().map(|(rule, count)| pb::Withheld { rule, count }).collect(),
+        withheld: withheld
+            .into_iter()
+            .map(|(rule, count)| pb::Withheld { rule, count })
+            .collect(),
         policy_version: policy.version().to_owned(),
         positions: Vec::new(),
     };
@@ -114,8 +137,20 @@ fn identity(
 ) -> Option<pb::ChildIdentifiers> {
     let state = sharing.for_agency(&principal.agency);
     let originator: AgencyId = fact.envelope.agency_id.parse().ok()?;
-    let d0 = PolicyFact { category: Category::IDENTITY, originator, originator_approved: false, handling_code: None };
-    let request = Request { principal, purpose, fact: &d0, state: &state, break_glass, now_ms };
+    let d0 = PolicyFact {
+        category: Category::IDENTITY,
+        originator,
+        originator_approved: false,
+        handling_code: None,
+    };
+    let request = Request {
+        principal,
+        purpose,
+        fact: &d0,
+        state: &state,
+        break_glass,
+        now_ms,
+    };
     if !decide(policy, &request).is_permit() {
         return None;
     }

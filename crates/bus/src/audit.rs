@@ -22,9 +22,18 @@ impl AuditWriter {
         let publish = jetstream::message::PublishMessage::build()
             .payload(record.encode_to_vec().into())
             .message_id(&record.record_id);
-        let fail = |e: &dyn std::fmt::Display| BusError::AuditUnavailable { reason: e.to_string() };
-        let ack = self.js.send_publish(audit_subject(agency), publish).await.map_err(|e| fail(&e))?;
+        let fail = |e: &dyn std::fmt::Display| BusError::AuditUnavailable {
+            reason: e.to_string(),
+        };
+        let ack = self
+            .js
+            .send_publish(audit_subject(agency), publish)
+            .await
+            .map_err(|e| fail(&e))?;
         let ack = ack.await.map_err(|e| fail(&e))?;
-        Ok(Position { stream: ack.stream, sequence: ack.sequence })
+        Ok(Position {
+            stream: ack.stream,
+            sequence: ack.sequence,
+        })
     }
 }

@@ -24,12 +24,20 @@ impl Credentials {
     }
 
     pub fn user(user: &str, password: &str) -> Self {
-        Self { user: Some(user.to_owned()), password: Some(password.to_owned()), inbox_prefix: None }
+        Self {
+            user: Some(user.to_owned()),
+            password: Some(password.to_owned()),
+            inbox_prefix: None,
+        }
     }
 }
 
 /// Connects, naming the connection after the program (it shows in the server's monitoring).
-pub async fn connect(url: &str, credentials: &Credentials, name: &str) -> Result<async_nats::Client, BusError> {
+pub async fn connect(
+    url: &str,
+    credentials: &Credentials,
+    name: &str,
+) -> Result<async_nats::Client, BusError> {
     let mut options = async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(5))
@@ -40,5 +48,8 @@ pub async fn connect(url: &str, credentials: &Credentials, name: &str) -> Result
     if let Some(prefix) = &credentials.inbox_prefix {
         options = options.custom_inbox_prefix(prefix);
     }
-    options.connect(url).await.map_err(|source| BusError::Connect { url: url.to_owned(), source })
+    options.connect(url).await.map_err(|source| BusError::Connect {
+        url: url.to_owned(),
+        source,
+    })
 }

@@ -26,10 +26,15 @@ pub async fn ordered_messages(
     stream: &str,
     start_sequence: u64,
 ) -> Result<impl Stream<Item = Result<RawMessage, BusError>> + Send + 'static, BusError> {
-    let handle = js.get_stream(stream).await.map_err(|e| BusError::js(format!("opening stream {stream}"), e))?;
+    let handle = js
+        .get_stream(stream)
+        .await
+        .map_err(|e| BusError::js(format!("opening stream {stream}"), e))?;
     let consumer = handle
         .create_consumer(OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: start_sequence.max(1) },
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: start_sequence.max(1),
+            },
             ..Default::default()
         })
         .await
@@ -40,9 +45,14 @@ pub async fn ordered_messages(
         .map_err(|e| BusError::js(format!("reading {stream}"), e))?;
     let name = stream.to_owned();
     Ok(messages.map(move |m| {
-        let fail = |reason: String| BusError::Consume { stream: name.clone(), reason };
+        let fail = |reason: String| BusError::Consume {
+            stream: name.clone(),
+            reason,
+        };
         let m = m.map_err(|e| fail(e.to_string()))?;
-        let info = m.info().map_err(|e| fail(format!("message without JetStream metadata: {e}")))?;
+        let info = m
+            .info()
+            .map_err(|e| fail(format!("message without JetStream metadata: {e}")))?;
         let stored_at_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
         let (sequence, pending) = (info.stream_sequence, info.pending);
         Ok(RawMessage {

@@ -4,12 +4,23 @@
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     #[error("cannot connect to NATS at {url}: {source}")]
-    Connect { url: String, source: async_nats::ConnectError },
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
     #[error("JetStream request failed while {doing}: {reason}")]
     JetStream { doing: String, reason: String },
     #[error("stream {stream}: setting {setting} is {actual} on the server but {wanted} here; {hint}")]
-    StreamSetting { stream: String, setting: &'static str, actual: String, wanted: String, hint: &'static str },
-    #[error("the NATS server does not sync every JetStream write to disk (sync_interval is not `always`): {detail}")]
+    StreamSetting {
+        stream: String,
+        setting: &'static str,
+        actual: String,
+        wanted: String,
+        hint: &'static str,
+    },
+    #[error(
+        "the NATS server does not sync every JetStream write to disk (sync_interval is not `always`): {detail}"
+    )]
     NotDurable { detail: String },
     #[error("reading stream {stream}: {reason}")]
     Consume { stream: String, reason: String },
@@ -19,6 +30,9 @@ pub enum BusError {
 
 impl BusError {
     pub(crate) fn js(doing: impl Into<String>, e: impl std::fmt::Display) -> Self {
-        Self::JetStream { doing: doing.into(), reason: e.to_string() }
+        Self::JetStream {
+            doing: doing.into(),
+            reason: e.to_string(),
+        }
     }
 }

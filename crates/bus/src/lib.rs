@@ -34,11 +34,18 @@ impl std::str::FromStr for Position {
     type Err = String;
     /// Parses `STREAM:SEQUENCE`, e.g. `EVENTS_POLICE_SY:42`.
     fn from_str(s: &str) -> Result<Self, String> {
-        let (stream, seq) = s.rsplit_once(':').ok_or_else(|| format!("{s:?} is not a position (STREAM:SEQUENCE)"))?;
-        let sequence = seq.parse().map_err(|_| format!("{s:?}: sequence {seq:?} is not a number"))?;
+        let (stream, seq) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{s:?} is not a position (STREAM:SEQUENCE)"))?;
+        let sequence = seq
+            .parse()
+            .map_err(|_| format!("{s:?}: sequence {seq:?} is not a number"))?;
         if stream.is_empty() {
             return Err(format!("{s:?}: stream name is empty"));
         }
-        Ok(Self { stream: stream.to_owned(), sequence })
+        Ok(Self {
+            stream: stream.to_owned(),
+            sequence,
+        })
     }
 }

@@ -44,7 +44,11 @@ pub enum PublishError {
     Invalid(Vec<Problem>),
     /// Someone else wrote to the case first: reload and decide again.
     #[error("conflict on {subject}: expected last sequence {expected}, the stream has {actual}")]
-    Conflict { subject: String, expected: u64, actual: String },
+    Conflict {
+        subject: String,
+        expected: u64,
+        actual: String,
+    },
     /// NATS or the stream is not there; safe to retry later with the same event id.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -99,7 +103,9 @@ impl Publisher {
         let mut backoff = self.config.backoff_initial;
         let mut attempt = 1;
         loop {
-            let mut publish = jetstream::message::PublishMessage::build().payload(payload.clone()).message_id(&msg_id);
+            let mut publish = jetstream::message::PublishMessage::build()
+                .payload(payload.clone())
+                .message_id(&msg_id);
             if let Some(expected) = expected_last_sequence {
                 publish = publish.expected_last_subject_sequence(expected);
             }
@@ -110,7 +116,10 @@ impl Publisher {
             match result {
                 Ok(ack) => {
                     return Ok(Published {
-                        position: Position { stream: ack.stream, sequence: ack.sequence },
+                        position: Position {
+                            stream: ack.stream,
+                            sequence: ack.sequence,
+                        },
                         duplicate: ack.duplicate,
                     });
                 }
@@ -141,7 +150,10 @@ impl Publisher {
 
     /// Publishes many events with up to `window` awaiting acknowledgement; results come back in input
     /// order, one per event.
-    pub fn publish_all<'a, I>(&'a self, envelopes: I) -> impl Stream<Item = Result<Published, PublishError>> + 'a
+    pub fn publish_all<'a, I>(
+        &'a self,
+        envelopes: I,
+    ) -> impl Stream<Item = Result<Published, PublishError>> + 'a
     where
         I: IntoIterator<Item = pb::Envelope> + 'a,
         I::IntoIter: 'a,
@@ -153,5 +165,8 @@ impl Publisher {
 }
 
 fn retryable(kind: PublishErrorKind) -> bool {
-    matches!(kind, PublishErrorKind::TimedOut | PublishErrorKind::StreamNotFound | PublishErrorKind::BrokenPipe)
+    matches!(
+        kind,
+        PublishErrorKind::TimedOut | PublishErrorKind::StreamNotFound | PublishErrorKind::BrokenPipe
+    )
 }

@@ -22,7 +22,10 @@ pub struct StreamSettings {
 
 impl Default for StreamSettings {
     fn default() -> Self {
-        Self { duplicate_window: Duration::from_secs(3600), replicas: 1 }
+        Self {
+            duplicate_window: Duration::from_secs(3600),
+            replicas: 1,
+        }
     }
 }
 
@@ -35,7 +38,12 @@ pub enum Provisioned {
     Updated(Vec<String>),
 }
 
-fn wanted(name: &str, subjects: Vec<String>, description: String, settings: &StreamSettings) -> stream::Config {
+fn wanted(
+    name: &str,
+    subjects: Vec<String>,
+    description: String,
+    settings: &StreamSettings,
+) -> stream::Config {
     stream::Config {
         name: name.to_owned(),
         description: Some(description),
@@ -70,12 +78,18 @@ pub async fn ensure_event_stream(
 }
 
 /// Creates or reconciles the AUDIT stream on `halcyon.audit.>`.
-pub async fn ensure_audit_stream(js: &jetstream::Context, settings: &StreamSettings) -> Result<Provisioned, BusError> {
+pub async fn ensure_audit_stream(
+    js: &jetstream::Context,
+    settings: &StreamSettings,
+) -> Result<Provisioned, BusError> {
     let config = wanted(
         AUDIT_STREAM,
         vec![format!("{AUDIT_PREFIX}.>")],
         "access records written by halcyon nodes before every disclosure".to_owned(),
-        &StreamSettings { duplicate_window: Duration::from_secs(120), ..settings.clone() },
+        &StreamSettings {
+            duplicate_window: Duration::from_secs(120),
+            ..settings.clone()
+        },
     );
     ensure(js, config).await
 }
@@ -85,20 +99,28 @@ async fn ensure(js: &jetstream::Context, wanted: stream::Config) -> Result<Provi
     let mut existing = match js.get_stream(&name).await {
         Ok(s) => s,
         Err(e) if is_not_found(&e) => {
-            js.create_stream(wanted).await.map_err(|e| BusError::js(format!("creating stream {name}"), e))?;
+            js.create_stream(wanted)
+                .await
+                .map_err(|e| BusError::js(format!("creating stream {name}"), e))?;
             tracing::info!(stream = %name, "stream created");
             return Ok(Provisioned::Created);
         }
         Err(e) => return Err(BusError::js(format!("looking up stream {name}"), e)),
     };
-    let actual = existing.info().await.map_err(|e| BusError::js(format!("reading stream {name}"), e))?.config.clone();
-    let refuse = |setting: &'static str, actual: String, wanted: String, hint: &'static str| BusError::StreamSetting {
-        stream: name.clone(),
-        setting,
-        actual,
-        wanted,
-        hint,
-    };
+    let actual = existing
+        .info()
+        .await
+        .map_err(|e| BusError::js(format!("reading stream {name}"), e))?
+        .config
+        .clone();
+    let refuse =
+        |setting: &'static str, actual: String, wanted: String, hint: &'static str| BusError::StreamSetting {
+            stream: name.clone(),
+            setting,
+            actual,
+            wanted,
+            hint,
+        };
     if actual.storage != wanted.storage {
         return Err(refuse(
             "storage",
@@ -115,13 +137,28 @@ async fn ensure(js: &jetstream::Context, wanted: stream::Config) -> Result<Provi
             "the subject is the agency's identity; fix the registry or the stream by hand",
         ));
     }
-    for (setting, a, w) in [("deny_delete", actual.deny_delete, wanted.deny_delete), ("deny_purge", actual.deny_purge, wanted.deny_purge)] {
+    for (setting, a, w) in [
+        ("deny_delete", actual.deny_delete, wanted.deny_delete),
+        ("deny_purge", actual.deny_purge, wanted.deny_purge),
+    ] {
         if a != w {
-            return Err(refuse(setting, a.to_string(), w.to_string(), "the log must be immutable; investigate who changed it"));
+            return Err(refuse(
+                setting,
+                a.to_string(),
+                w.to_string(),
+                "the log must be immutable; investigate who changed it",
+            ));
         }
     }
     // The server reports "no limit" as -1 where a fresh config says 0.
-    let limited = |c: &stream::Config| (c.max_age, c.max_messages.max(0), c.max_bytes.max(0), c.max_messages_per_subject.max(0));
+    let limited = |c: &stream::Config| {
+        (
+            c.max_age,
+            c.max_messages.max(0),
+            c.max_bytes.max(0),
+            c.max_messages_per_subject.max(0),
+        )
+    };
     if actual.retention != wanted.retention || limited(&actual) != limited(&wanted) {
         return Err(refuse(
             "retention limits",
@@ -132,10 +169,16 @@ async fn ensure(js: &jetstream::Context, wanted: stream::Config) -> Result<Provi
     }
     let mut changes = Vec::new();
     if actual.duplicate_window != wanted.duplicate_window {
-        changes.push(format!("duplicate_window {:?} -> {:?}", actual.duplicate_window, wanted.duplicate_window));
+        changes.push(format!(
+            "duplicate_window {:?} -> {:?}",
+            actual.duplicate_window, wanted.duplicate_window
+        ));
     }
     if actual.num_replicas != wanted.num_replicas {
-        changes.push(format!("num_replicas {} -> {}", actual.num_replicas, wanted.num_replicas));
+        changes.push(format!(
+            "num_replicas {} -> {}",
+            actual.num_replicas, wanted.num_replicas
+        ));
     }
     if actual.description != wanted.description {
         changes.push("description".to_owned());
@@ -143,8 +186,15 @@ async fn ensure(js: &jetstream::Context, wanted: stream::Config) -> Result<Provi
     if changes.is_empty() {
         return Ok(Provisioned::Unchanged);
     }
-    let update = stream::Config { duplicate_window: wanted.duplicate_window, num_replicas: wanted.num_replicas, description: wanted.description, ..actual };
-    js.update_stream(update).await.map_err(|e| BusError::js(format!("updating stream {name}"), e))?;
+    let update = stream::Config {
+        duplicate_window: wanted.duplicate_window,
+        num_replicas: wanted.num_replicas,
+        description: wanted.description,
+        ..actual
+    };
+    js.update_stream(update)
+        .await
+        .map_err(|e| BusError::js(format!("updating stream {name}"), e))?;
     tracing::info!(stream = %name, changes = ?changes, "stream reconciled");
     Ok(Provisioned::Updated(changes))
 }
@@ -186,8 +236,12 @@ pub async fn check_sync_always(monitor_url: &str) -> Result<(), BusError> {
         .map_err(|e| fail(e.to_string()))?;
     let text = String::from_utf8_lossy(&body);
     let json = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    let varz: serde_json::Value = serde_json::from_str(json).map_err(|e| fail(format!("unreadable /varz: {e}")))?;
-    match varz.pointer("/jetstream/config/sync_always").and_then(|v| v.as_bool()) {
+    let varz: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| fail(format!("unreadable /varz: {e}")))?;
+    match varz
+        .pointer("/jetstream/config/sync_always")
+        .and_then(|v| v.as_bool())
+    {
         Some(true) => Ok(()),
         _ => Err(fail(format!(
             "{monitor_url}/varz has no jetstream.config.sync_always=true; set `sync_interval: always` in the jetstream block"

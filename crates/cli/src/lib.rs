@@ -13,7 +13,11 @@ pub mod render;
 pub const EXIT_CONFIG: u8 = 64;
 
 #[derive(Debug, Parser)]
-#[command(name = "halcyon", version, about = "Multi-agency safeguarding backbone: events over NATS JetStream, read models in sled, queries over gRPC under the sharing policy.")]
+#[command(
+    name = "halcyon",
+    version,
+    about = "Multi-agency safeguarding backbone: events over NATS JetStream, read models in sled, queries over gRPC under the sharing policy."
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,19 +49,26 @@ pub struct Failure {
 
 impl<E: Into<anyhow::Error>> From<E> for Failure {
     fn from(e: E) -> Self {
-        Failure { code: 1, error: e.into() }
+        Failure {
+            code: 1,
+            error: e.into(),
+        }
     }
 }
 
 pub fn config_error(e: impl Into<anyhow::Error>) -> Failure {
-    Failure { code: EXIT_CONFIG, error: e.into() }
+    Failure {
+        code: EXIT_CONFIG,
+        error: e.into(),
+    }
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HALCYON_LOG").unwrap_or_else(|_| "info,async_nats=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("HALCYON_LOG")
+                .unwrap_or_else(|_| "info,async_nats=warn".into()),
         )
         .with_writer(std::io::stderr)
         .with_target(false)

@@ -8,7 +8,11 @@ use halcyon_schema::{Category, pb};
 /// The fields of a minimised event, `name: value`, skipping empty ones.
 pub fn event_fields(event: &pb::Event) -> String {
     let value = serde_json::to_value(event).unwrap_or_default();
-    let inner = value.as_object().and_then(|o| o.values().next()).cloned().unwrap_or_default();
+    let inner = value
+        .as_object()
+        .and_then(|o| o.values().next())
+        .cloned()
+        .unwrap_or_default();
     let mut parts = Vec::new();
     flatten("", &inner, &mut parts);
     parts.join("; ")
@@ -18,12 +22,19 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
     match v {
         serde_json::Value::Object(map) => {
             for (k, v) in map {
-                let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let name = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten(&name, v, out);
             }
         }
         serde_json::Value::Array(items) if !items.is_empty() => {
-            let items: Vec<String> = items.iter().map(|i| i.as_str().map(str::to_owned).unwrap_or_else(|| i.to_string())).collect();
+            let items: Vec<String> = items
+                .iter()
+                .map(|i| i.as_str().map(str::to_owned).unwrap_or_else(|| i.to_string()))
+                .collect();
             out.push(format!("{prefix}: {}", items.join(", ")));
         }
         serde_json::Value::String(s) if !s.is_empty() => out.push(format!("{prefix}: {}", humanise(s))),
@@ -35,7 +46,17 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
 
 /// `PLAN_CATEGORY_SEXUAL_ABUSE` -> `sexual abuse`; other strings unchanged.
 fn humanise(s: &str) -> String {
-    let enum_prefixes = ["PLAN_CATEGORY_", "REFERRAL_OUTCOME_", "ATTENDANCE_REASON_", "EXPLOITATION_INDICATOR_", "INVOLVEMENT_KIND_", "LEGAL_STATUS_", "RAG_", "EXEMPTION_REASON_", "DATA_CATEGORY_"];
+    let enum_prefixes = [
+        "PLAN_CATEGORY_",
+        "REFERRAL_OUTCOME_",
+        "ATTENDANCE_REASON_",
+        "EXPLOITATION_INDICATOR_",
+        "INVOLVEMENT_KIND_",
+        "LEGAL_STATUS_",
+        "RAG_",
+        "EXEMPTION_REASON_",
+        "DATA_CATEGORY_",
+    ];
     for p in enum_prefixes {
         if let Some(rest) = s.strip_prefix(p) {
             return rest.to_ascii_lowercase().replace('_', " ");
@@ -61,11 +82,24 @@ pub fn view(view: &pb::ChildView) -> String {
     let _ = writeln!(out, "{} fact(s) shown, {withheld} withheld", view.facts.len());
     for f in &view.facts {
         let date = f.occurred_at.as_ref().map(format_timestamp).unwrap_or_default();
-        let category = Category::from_wire(f.category).map(|c| c.to_string()).unwrap_or_default();
-        let projection = pb::Projection::try_from(f.projection)
-            .map(|p| p.as_str_name().trim_start_matches("PROJECTION_").to_ascii_lowercase())
+        let category = Category::from_wire(f.category)
+            .map(|c| c.to_string())
             .unwrap_or_default();
-        let _ = writeln!(out, "  {}  {:<18} {:<4} {:<30} [{projection}]", &date[..16.min(date.len())], f.agency_id, category, f.event_type);
+        let projection = pb::Projection::try_from(f.projection)
+            .map(|p| {
+                p.as_str_name()
+                    .trim_start_matches("PROJECTION_")
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {}  {:<18} {:<4} {:<30} [{projection}]",
+            &date[..16.min(date.len())],
+            f.agency_id,
+            category,
+            f.event_type
+        );
         if let Some(event) = &f.event {
             let fields = event_fields(event);
             if !fields.is_empty() {

@@ -88,7 +88,13 @@ mod tests {
         keys.sort();
         assert_eq!(
             keys,
-            vec![fact(&c, -3, "z", 9), fact(&c, 5, "a", 1), fact(&c, 5, "a", 2), fact(&c, 5, "b", 1), fact(&c, 1_700_000_000_000, "a", 0)]
+            vec![
+                fact(&c, -3, "z", 9),
+                fact(&c, 5, "a", 1),
+                fact(&c, 5, "a", 2),
+                fact(&c, 5, "b", 1),
+                fact(&c, 1_700_000_000_000, "a", 0)
+            ]
         );
     }
 }

@@ -18,6 +18,10 @@ pub struct QuarantineRecord {
 
 impl QuarantineRecord {
     pub fn reasons(&self) -> String {
-        self.problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+        self.problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 }

@@ -55,12 +55,18 @@ impl SharingState {
     fn apply(&mut self, fact: &Fact) {
         let e = &fact.envelope;
         self.involve(&e.agency_id, Involvement::OwnCase);
-        let categories = |values: &[i32]| values.iter().filter_map(|v| Category::from_wire(*v)).collect::<Vec<_>>();
+        let categories = |values: &[i32]| {
+            values
+                .iter()
+                .filter_map(|v| Category::from_wire(*v))
+                .collect::<Vec<_>>()
+        };
         let Some(kind) = fact.kind() else { return };
         match kind {
             Kind::ContactReceived(_) | Kind::ReferralReceived(_) => {
                 self.stage.referral = true;
-                self.owner.get_or_insert_with(|| e.agency_id.parse().expect("validated"));
+                self.owner
+                    .get_or_insert_with(|| e.agency_id.parse().expect("validated"));
             }
             Kind::AgencyCheckRequested(_) => self.stage.mash_referral = true,
             Kind::StrategyDiscussionHeld(d) => {
@@ -92,11 +98,18 @@ impl SharingState {
             }
             Kind::LookedAfterPeriodStarted(_) => self.stage.looked_after = true,
             Kind::LookedAfterPeriodEnded(_) => self.stage.looked_after = false,
-            Kind::InvolvementStarted(pb::InvolvementStarted { involved_agency_id, kind })
-            | Kind::InvolvementEnded(pb::InvolvementEnded { involved_agency_id, kind }) => {
+            Kind::InvolvementStarted(pb::InvolvementStarted {
+                involved_agency_id,
+                kind,
+            })
+            | Kind::InvolvementEnded(pb::InvolvementEnded {
+                involved_agency_id,
+                kind,
+            }) => {
                 let started = matches!(fact.kind(), Some(Kind::InvolvementStarted(_)));
-                if let Some(involvement) =
-                    pb::InvolvementKind::try_from(*kind).ok().and_then(Involvement::from_pb)
+                if let Some(involvement) = pb::InvolvementKind::try_from(*kind)
+                    .ok()
+                    .and_then(Involvement::from_pb)
                 {
                     if started {
                         self.involve(involved_agency_id, involvement);
@@ -124,7 +137,7 @@ impl SharingState {
     /// The state the policy sees for one agency's principal.
     pub fn for_agency(&self, agency: &AgencyId) -> ChildState {
         ChildState {
-            stage: self.stage.clone(),
+            stage: self.stage,
             involvements: self.involvements.get(agency).cloned().unwrap_or_default(),
             consented: self.consented.clone(),
             exempted: self.exempted.clone(),

@@ -9,7 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use halcyon_schema::pb::event::Kind;
 use halcyon_schema::validate::ValidEnvelope;
-use halcyon_schema::{AgencyId, ChildId, NhsNumber, Problem, Upn, parse_event_subject, pb, validate_envelope};
+use halcyon_schema::{
+    AgencyId, ChildId, NhsNumber, Problem, Upn, parse_event_subject, pb, validate_envelope,
+};
 use prost::Message;
 use tokio::sync::watch;
 
@@ -54,7 +56,11 @@ impl Fact {
     }
 
     pub fn occurred_ms(&self) -> i64 {
-        self.envelope.occurred_at.as_ref().map(halcyon_schema::convert::timestamp_millis).unwrap_or_default()
+        self.envelope
+            .occurred_at
+            .as_ref()
+            .map(halcyon_schema::convert::timestamp_millis)
+            .unwrap_or_default()
     }
 }
 
@@ -98,6 +104,8 @@ pub struct ApplyOutcome {
     pub children: BTreeSet<ChildId>,
 }
 
+type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// Writes pending for one batch, readable before they are applied.
 struct Overlay<'a> {
     tree: &'a sled::Tree,
@@ -106,7 +114,10 @@ struct Overlay<'a> {
 
 impl<'a> Overlay<'a> {
     fn new(tree: &'a sled::Tree) -> Self {
-        Self { tree, pending: BTreeMap::new() }
+        Self {
+            tree,
+            pending: BTreeMap::new(),
+        }
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, sled::Error> {
@@ -125,13 +136,17 @@ impl<'a> Overlay<'a> {
     }
 
     /// Every (key, value) under `prefix`, pending writes included.
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, sled::Error> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, sled::Error> {
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for kv in self.tree.scan_prefix(prefix) {
             let (k, v) = kv?;
             merged.insert(k.to_vec(), v.to_vec());
         }
-        for (k, v) in self.pending.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)) {
+        for (k, v) in self
+            .pending
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+        {
             match v {
                 Some(v) => merged.insert(k.clone(), v.clone()),
                 None => merged.remove(k),
@@ -166,7 +181,10 @@ impl Projector {
         let db = sled::Config::new()
             .path(path)
             .open()
-            .map_err(|source| ProjectorError::Open { path: path.display().to_string(), source })?;
+            .map_err(|source| ProjectorError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
         Self::with_db(db)
     }
 
@@ -202,7 +220,8 @@ impl Projector {
 
     /// Waits until every `(stream, sequence)` has been applied, or fails after `timeout`.
     pub async fn wait_for(&self, wanted: &[(String, u64)], timeout: Duration) -> Result<(), ProjectorError> {
-        let reached = |p: &BTreeMap<String, u64>| wanted.iter().all(|(s, q)| p.get(s).copied().unwrap_or(0) >= *q);
+        let reached =
+            |p: &BTreeMap<String, u64>| wanted.iter().all(|(s, q)| p.get(s).copied().unwrap_or(0) >= *q);
         let mut rx = self.positions.subscribe();
         match tokio::time::timeout(timeout, rx.wait_for(reached)).await {
             Ok(Ok(_)) => Ok(()),
@@ -213,7 +232,10 @@ impl Projector {
                     .filter(|(s, q)| now.get(s).copied().unwrap_or(0) < *q)
                     .map(|(s, q)| format!("{s}:{q} (at {})", now.get(s).copied().unwrap_or(0)))
                     .collect();
-                Err(ProjectorError::NotYet { waited_ms: timeout.as_millis() as u64, missing: missing.join(", ") })
+                Err(ProjectorError::NotYet {
+                    waited_ms: timeout.as_millis() as u64,
+                    missing: missing.join(", "),
+                })
             }
         }
     }
@@ -272,7 +294,11 @@ impl Projector {
         let here = keys::position(keys::DUPLICATE, stream, m.sequence)[1..].to_vec();
         let event_key = keys::event(&valid.event_id.uuid());
         if let Some(first) = overlay.get(&event_key)? {
-            tracing::debug!(stream, sequence = m.sequence, "event id already projected; recorded as duplicate");
+            tracing::debug!(
+                stream,
+                sequence = m.sequence,
+                "event id already projected; recorded as duplicate"
+            );
             overlay.put(keys::position(keys::DUPLICATE, stream, m.sequence), first);
             outcome.duplicates += 1;
             return Ok(());
@@ -293,7 +319,10 @@ impl Projector {
             stored_at_ms: m.stored_at_ms,
             envelope: Some(valid.envelope.clone()),
         };
-        overlay.put(keys::fact(&child, valid.occurred_at_ms, valid.agency.as_str(), m.sequence), stored.encode_to_vec());
+        overlay.put(
+            keys::fact(&child, valid.occurred_at_ms, valid.agency.as_str(), m.sequence),
+            stored.encode_to_vec(),
+        );
         outcome.projected += 1;
         outcome.children.insert(child);
         Ok(())
@@ -313,7 +342,10 @@ impl Projector {
             identifiers.push(Identifier::Upn(upn));
         }
         if let (Ok(agency), false) = (link.local_agency_id.parse::<AgencyId>(), link.local_id.is_empty()) {
-            identifiers.push(Identifier::Local { agency, local_id: link.local_id.clone() });
+            identifiers.push(Identifier::Local {
+                agency,
+                local_id: link.local_id.clone(),
+            });
         }
         for id in identifiers {
             let old = resolve_in(overlay, &id)?;
@@ -384,7 +416,11 @@ impl Projector {
             }
             Ok(n)
         };
-        Ok((count(keys::FACT)?, count(keys::QUARANTINE)?, count(keys::DUPLICATE)?))
+        Ok((
+            count(keys::FACT)?,
+            count(keys::QUARANTINE)?,
+            count(keys::DUPLICATE)?,
+        ))
     }
 
     /// A deterministic dump of every read model: one line per record, in key order, as hex. Two nodes (or a
@@ -392,7 +428,13 @@ impl Projector {
     pub fn export(&self, out: &mut dyn Write) -> Result<(), ProjectorError> {
         for kv in self.model.iter() {
             let (k, v) = kv?;
-            writeln!(out, "{} {} {}", k[0] as char, hex::encode(&k[1..]), hex::encode(&v))?;
+            writeln!(
+                out,
+                "{} {} {}",
+                k[0] as char,
+                hex::encode(&k[1..]),
+                hex::encode(&v)
+            )?;
         }
         Ok(())
     }
@@ -409,7 +451,10 @@ impl Projector {
 }
 
 fn corrupt(key: &[u8], e: impl std::fmt::Display) -> ProjectorError {
-    ProjectorError::Corrupt { key: hex::encode(key), reason: e.to_string() }
+    ProjectorError::Corrupt {
+        key: hex::encode(key),
+        reason: e.to_string(),
+    }
 }
 
 fn decode_fact(key: &[u8], value: &[u8]) -> Result<Fact, ProjectorError> {
@@ -418,7 +463,9 @@ fn decode_fact(key: &[u8], value: &[u8]) -> Result<Fact, ProjectorError> {
         stream: stored.stream,
         sequence: stored.sequence,
         stored_at_ms: stored.stored_at_ms,
-        envelope: stored.envelope.ok_or_else(|| corrupt(key, "fact without envelope"))?,
+        envelope: stored
+            .envelope
+            .ok_or_else(|| corrupt(key, "fact without envelope"))?,
     })
 }
 
@@ -445,7 +492,10 @@ fn primary_identifier(valid: &ValidEnvelope) -> Option<Identifier> {
     if let Some(upn) = &valid.upn {
         return Some(Identifier::Upn(upn.clone()));
     }
-    valid.local_id.as_ref().map(|local_id| Identifier::Local { agency: valid.agency.clone(), local_id: local_id.clone() })
+    valid.local_id.as_ref().map(|local_id| Identifier::Local {
+        agency: valid.agency.clone(),
+        local_id: local_id.clone(),
+    })
 }
 
 type Rejection = (Vec<Problem>, Option<String>, Option<String>);
@@ -458,9 +508,13 @@ fn check(m: &Incoming) -> Result<ValidEnvelope, Rejection> {
     let envelope = match pb::Envelope::decode(m.payload.as_ref()) {
         Ok(e) => e,
         Err(e) => {
-            let mut problems = vec![Problem::Undecodable { reason: e.to_string() }];
+            let mut problems = vec![Problem::Undecodable {
+                reason: e.to_string(),
+            }];
             if let Err(e) = &subject {
-                problems.push(Problem::BadSubject { reason: e.to_string() });
+                problems.push(Problem::BadSubject {
+                    reason: e.to_string(),
+                });
             }
             return Err((problems, subject_agency, None));
         }
@@ -468,7 +522,9 @@ fn check(m: &Incoming) -> Result<ValidEnvelope, Rejection> {
     let event_id = (!envelope.event_id.is_empty()).then(|| envelope.event_id.clone());
     let mut problems = Vec::new();
     match &subject {
-        Err(e) => problems.push(Problem::BadSubject { reason: e.to_string() }),
+        Err(e) => problems.push(Problem::BadSubject {
+            reason: e.to_string(),
+        }),
         Ok((agency, case)) => {
             if envelope.agency_id != agency.as_str() {
                 problems.push(Problem::AgencyMismatch {
@@ -479,7 +535,11 @@ fn check(m: &Incoming) -> Result<ValidEnvelope, Rejection> {
             if envelope.case_id != case.as_str() && !envelope.case_id.is_empty() {
                 problems.push(Problem::Invalid {
                     field: "case_id".into(),
-                    reason: format!("envelope says {:?} but the subject says {:?}", envelope.case_id, case.as_str()),
+                    reason: format!(
+                        "envelope says {:?} but the subject says {:?}",
+                        envelope.case_id,
+                        case.as_str()
+                    ),
                 });
             }
         }

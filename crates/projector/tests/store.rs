@@ -8,11 +8,22 @@ use halcyon_testkit::{Scenario, ScenarioAgencies, ScenarioConfig};
 use prost::Message;
 
 fn incoming(seq: u64, envelope: &pb::Envelope) -> Incoming {
-    Incoming { sequence: seq, subject: Scenario::subject(envelope), payload: Bytes::from(envelope.encode_to_vec()), stored_at_ms: 1 }
+    Incoming {
+        sequence: seq,
+        subject: Scenario::subject(envelope),
+        payload: Bytes::from(envelope.encode_to_vec()),
+        stored_at_ms: 1,
+    }
 }
 
 fn scenario(children: usize) -> Scenario {
-    Scenario::generate(&ScenarioConfig { children, ..Default::default() }, &ScenarioAgencies::deploy())
+    Scenario::generate(
+        &ScenarioConfig {
+            children,
+            ..Default::default()
+        },
+        &ScenarioAgencies::deploy(),
+    )
 }
 
 /// Splits a scenario into per-stream message lists, numbered as JetStream would.
@@ -45,7 +56,10 @@ fn a_replayed_batch_is_applied_once() {
         assert_eq!(p.checkpoint(&stream), msgs.len() as u64);
     }
     let (facts, quarantined, duplicates) = p.counts().unwrap();
-    assert_eq!((facts as usize, quarantined, duplicates), (s.envelopes.len(), 0, 0));
+    assert_eq!(
+        (facts as usize, quarantined, duplicates),
+        (s.envelopes.len(), 0, 0)
+    );
 }
 
 #[test]
@@ -65,17 +79,39 @@ fn bad_messages_are_quarantined_with_reasons_and_do_not_stop_the_batch() {
     let mut other_agency = good.clone();
     other_agency.agency_id = "police-sy".into();
     other_agency.event_id = halcyon_schema::EventId::new().to_string();
-    let garbage = Incoming { sequence: 2, subject: Scenario::subject(good), payload: Bytes::from_static(b"\xff\xff\xff"), stored_at_ms: 1 };
+    let garbage = Incoming {
+        sequence: 2,
+        subject: Scenario::subject(good),
+        payload: Bytes::from_static(b"\xff\xff\xff"),
+        stored_at_ms: 1,
+    };
     let p = Projector::temporary().unwrap();
     let mut msgs = vec![incoming(1, good), garbage, incoming(3, &other_agency)];
     msgs[2].subject = Scenario::subject(good);
     let out = p.apply("EVENTS_SCHOOL_OAKWOOD", &msgs).unwrap();
     assert_eq!((out.projected, out.quarantined), (1, 2));
     let q = p.quarantine(None).unwrap();
-    assert!(q[0].reasons().starts_with("payload: cannot decode"), "{}", q[0].reasons());
-    assert!(q[1].reasons().contains("agency_id: envelope claims \"police-sy\""), "{}", q[1].reasons());
-    assert_eq!(p.quarantine(Some(&"school-oakwood".parse().unwrap())).unwrap().len(), 2);
-    assert_eq!(p.quarantine(Some(&"police-sy".parse().unwrap())).unwrap().len(), 0);
+    assert!(
+        q[0].reasons().starts_with("payload: cannot decode"),
+        "{}",
+        q[0].reasons()
+    );
+    assert!(
+        q[1].reasons()
+            .contains("agency_id: envelope claims \"police-sy\""),
+        "{}",
+        q[1].reasons()
+    );
+    assert_eq!(
+        p.quarantine(Some(&"school-oakwood".parse().unwrap()))
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        p.quarantine(Some(&"police-sy".parse().unwrap())).unwrap().len(),
+        0
+    );
 }
 
 #[test]
@@ -105,7 +141,10 @@ fn a_local_id_is_linked_only_by_an_explicit_event_and_facts_follow_it() {
     let p = Projector::temporary().unwrap();
     p.apply("EVENTS_POLICE_SY", &[incoming(1, &local_only)]).unwrap();
     let nhs_child = p.resolve(&Identifier::Nhs(child.nhs.clone())).unwrap();
-    let local = Identifier::Local { agency: "police-sy".parse().unwrap(), local_id: child.police_local_id.clone() };
+    let local = Identifier::Local {
+        agency: "police-sy".parse().unwrap(),
+        local_id: child.police_local_id.clone(),
+    };
     assert_ne!(p.resolve(&local).unwrap(), nhs_child, "no automatic link");
     assert_eq!(p.facts(&nhs_child).unwrap().len(), 0);
 
@@ -121,5 +160,9 @@ fn a_local_id_is_linked_only_by_an_explicit_event_and_facts_follow_it() {
     });
     p.apply("EVENTS_POLICE_SY", &[incoming(2, &link)]).unwrap();
     assert_eq!(p.resolve(&local).unwrap(), nhs_child);
-    assert_eq!(p.facts(&nhs_child).unwrap().len(), 2, "the local-only fact moved to the linked child");
+    assert_eq!(
+        p.facts(&nhs_child).unwrap().len(),
+        2,
+        "the local-only fact moved to the linked child"
+    );
 }

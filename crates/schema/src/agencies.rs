@@ -147,18 +147,32 @@ mod tests {
             name = "South Yorkshire Police"
         "#;
         let r = Registry::from_toml(one).unwrap();
-        assert_eq!(r.first_of_kind(AgencyKind::Police).unwrap().name, "South Yorkshire Police");
+        assert_eq!(
+            r.first_of_kind(AgencyKind::Police).unwrap().name,
+            "South Yorkshire Police"
+        );
         let twice = format!("{one}\n{one}");
-        assert!(matches!(Registry::from_toml(&twice), Err(RegistryError::Duplicate(_))));
+        assert!(matches!(
+            Registry::from_toml(&twice),
+            Err(RegistryError::Duplicate(_))
+        ));
         let bad = one.replace("\"police\"", "\"constabulary\"");
-        assert!(Registry::from_toml(&bad).unwrap_err().to_string().contains("constabulary"));
+        assert!(
+            Registry::from_toml(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("constabulary")
+        );
     }
 
     #[test]
     fn the_shipped_registry_is_valid_and_covers_every_kind() {
         let r = Registry::from_toml(include_str!("../../../deploy/agencies.toml")).unwrap();
         for kind in AgencyKind::ALL {
-            assert!(r.first_of_kind(kind).is_some(), "no {kind} agency in deploy/agencies.toml");
+            assert!(
+                r.first_of_kind(kind).is_some(),
+                "no {kind} agency in deploy/agencies.toml"
+            );
         }
     }
 }

@@ -6,8 +6,8 @@ use std::str::FromStr;
 use time::OffsetDateTime;
 
 use crate::pb;
-pub use pbjson_types::Timestamp;
 use crate::pb::event::Kind;
+pub use pbjson_types::Timestamp;
 
 /// A data category of DOMAIN.md §4, `D0`..`D13`. The unit the sharing policy decides on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -179,11 +179,16 @@ event_kinds! {
 
 /// Milliseconds since the Unix epoch, for sort keys. Saturates rather than overflowing.
 pub fn timestamp_millis(ts: &Timestamp) -> i64 {
-    ts.seconds.saturating_mul(1000).saturating_add(i64::from(ts.nanos / 1_000_000))
+    ts.seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(ts.nanos / 1_000_000))
 }
 
 pub fn timestamp_from_millis(ms: i64) -> Timestamp {
-    Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
 }
 
 pub fn timestamp_from_datetime(dt: OffsetDateTime) -> Timestamp {
@@ -195,7 +200,8 @@ pub fn timestamp_from_datetime(dt: OffsetDateTime) -> Timestamp {
 }
 
 pub fn datetime_from_timestamp(ts: &Timestamp) -> Option<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts.seconds) * 1_000_000_000 + i128::from(ts.nanos)).ok()
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts.seconds) * 1_000_000_000 + i128::from(ts.nanos))
+        .ok()
 }
 
 /// RFC 3339 in UTC, for display.
@@ -211,8 +217,10 @@ pub fn parse_timestamp(s: &str) -> Result<Timestamp, String> {
     if let Ok(dt) = OffsetDateTime::parse(s, &Rfc3339) {
         return Ok(timestamp_from_datetime(dt));
     }
-    let date = time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
-        .map_err(|_| format!("{s:?} is not a time: use RFC 3339 (2026-03-01T09:00:00Z) or a date (2026-03-01)"))?;
+    let date =
+        time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).map_err(|_| {
+            format!("{s:?} is not a time: use RFC 3339 (2026-03-01T09:00:00Z) or a date (2026-03-01)")
+        })?;
     Ok(timestamp_from_datetime(date.midnight().assume_utc()))
 }
 
@@ -234,7 +242,10 @@ mod tests {
     fn timestamps_round_trip() {
         let ts = parse_timestamp("2026-03-01T09:30:00.250Z").unwrap();
         assert_eq!(timestamp_from_millis(timestamp_millis(&ts)), ts);
-        assert_eq!(format_timestamp(&parse_timestamp("2026-03-01").unwrap()), "2026-03-01T00:00:00Z");
+        assert_eq!(
+            format_timestamp(&parse_timestamp("2026-03-01").unwrap()),
+            "2026-03-01T00:00:00Z"
+        );
         assert!(parse_timestamp("yesterday").unwrap_err().contains("RFC 3339"));
     }
 }

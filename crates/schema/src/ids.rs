@@ -18,7 +18,10 @@ pub struct IdError {
 
 impl IdError {
     pub fn new(what: &'static str, reason: impl Into<String>) -> Self {
-        Self { what, reason: reason.into() }
+        Self {
+            what,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -31,7 +34,11 @@ fn check_token(what: &'static str, s: &str, max: usize, wide: bool) -> Result<()
     let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
     let ok_wide = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
     if !s.chars().all(|c| if wide { ok_wide(c) } else { ok(c) }) {
-        let allowed = if wide { "letters, digits, '-' and '_'" } else { "lower-case letters, digits and '-'" };
+        let allowed = if wide {
+            "letters, digits, '-' and '_'"
+        } else {
+            "lower-case letters, digits and '-'"
+        };
         return Err(IdError::new(what, format!("may contain only {allowed}")));
     }
     if s.starts_with('-') || s.ends_with('-') {
@@ -116,7 +123,10 @@ impl FromStr for EventId {
     fn from_str(s: &str) -> Result<Self, IdError> {
         let u = Uuid::parse_str(s).map_err(|e| IdError::new("event id", e.to_string()))?;
         if u.get_version_num() != 7 {
-            return Err(IdError::new("event id", format!("must be a UUIDv7, got version {}", u.get_version_num())));
+            return Err(IdError::new(
+                "event id",
+                format!("must be a UUIDv7, got version {}", u.get_version_num()),
+            ));
         }
         Ok(Self(u))
     }
@@ -142,7 +152,10 @@ impl ChildId {
     }
 
     pub fn from_local(agency: &AgencyId, local_id: &str) -> Self {
-        Self(Uuid::new_v5(&CHILD_NAMESPACE, format!("local:{agency}:{local_id}").as_bytes()))
+        Self(Uuid::new_v5(
+            &CHILD_NAMESPACE,
+            format!("local:{agency}:{local_id}").as_bytes(),
+        ))
     }
 
     pub fn uuid(&self) -> Uuid {
@@ -161,7 +174,9 @@ impl ChildId {
 impl FromStr for ChildId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, IdError> {
-        Uuid::parse_str(s).map(Self).map_err(|e| IdError::new("child id", e.to_string()))
+        Uuid::parse_str(s)
+            .map(Self)
+            .map_err(|e| IdError::new("child id", e.to_string()))
     }
 }
 
@@ -210,7 +225,17 @@ mod tests {
     #[test]
     fn agency_ids_are_subject_tokens() {
         assert!("police-sy".parse::<AgencyId>().is_ok());
-        for bad in ["", "Police", "a.b", "a*", "a>", "-x", "x-", "a b", &"x".repeat(33)] {
+        for bad in [
+            "",
+            "Police",
+            "a.b",
+            "a*",
+            "a>",
+            "-x",
+            "x-",
+            "a b",
+            &"x".repeat(33),
+        ] {
             assert!(bad.parse::<AgencyId>().is_err(), "{bad:?} accepted");
         }
     }
@@ -227,6 +252,9 @@ mod tests {
         let nhs: NhsNumber = "9434765919".parse().unwrap();
         assert_eq!(ChildId::from_nhs(&nhs), ChildId::from_nhs(&nhs));
         let agency: AgencyId = "police-sy".parse().unwrap();
-        assert_ne!(ChildId::from_nhs(&nhs), ChildId::from_local(&agency, "9434765919"));
+        assert_ne!(
+            ChildId::from_nhs(&nhs),
+            ChildId::from_local(&agency, "9434765919")
+        );
     }
 }

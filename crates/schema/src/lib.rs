@@ -17,7 +17,8 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/halcyon.v1.serde.rs"));
 
     /// The encoded `FileDescriptorSet`, for gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/halcyon_descriptor.bin"));
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/halcyon_descriptor.bin"));
 }
 
 pub use agencies::{Agency, AgencyKind, Registry};

@@ -17,7 +17,11 @@ impl NhsNumber {
 
     /// The check digit for nine leading digits, or `None` when the remainder makes the number invalid.
     pub fn check_digit(first_nine: &[u8; 9]) -> Option<u8> {
-        let sum: u32 = first_nine.iter().zip((2..=10).rev()).map(|(d, w)| u32::from(*d) * w).sum();
+        let sum: u32 = first_nine
+            .iter()
+            .zip((2..=10).rev())
+            .map(|(d, w)| u32::from(*d) * w)
+            .sum();
         match 11 - (sum % 11) {
             11 => Some(0),
             10 => None,
@@ -38,8 +42,13 @@ impl FromStr for NhsNumber {
         let digits: Vec<u8> = compact.bytes().map(|b| b - b'0').collect();
         let first_nine: [u8; 9] = digits[..9].try_into().expect("ten digits");
         match Self::check_digit(&first_nine) {
-            None => Err(IdError::new("NHS number", "check digit would be 10, so no such number exists")),
-            Some(check) if check != digits[9] => Err(IdError::new("NHS number", "check digit does not match")),
+            None => Err(IdError::new(
+                "NHS number",
+                "check digit would be 10, so no such number exists",
+            )),
+            Some(check) if check != digits[9] => {
+                Err(IdError::new("NHS number", "check digit does not match"))
+            }
             Some(_) => Ok(Self(compact)),
         }
     }
@@ -86,9 +95,24 @@ mod tests {
 
     #[test]
     fn shape_errors_name_the_problem() {
-        assert!("123".parse::<NhsNumber>().unwrap_err().to_string().contains("10 digits"));
-        assert!("94347659x9".parse::<NhsNumber>().unwrap_err().to_string().contains("10 digits"));
-        assert_eq!("943 476 5919".parse::<NhsNumber>().unwrap().as_str(), "9434765919");
+        assert!(
+            "123"
+                .parse::<NhsNumber>()
+                .unwrap_err()
+                .to_string()
+                .contains("10 digits")
+        );
+        assert!(
+            "94347659x9"
+                .parse::<NhsNumber>()
+                .unwrap_err()
+                .to_string()
+                .contains("10 digits")
+        );
+        assert_eq!(
+            "943 476 5919".parse::<NhsNumber>().unwrap().as_str(),
+            "9434765919"
+        );
     }
 
     #[test]

@@ -35,7 +35,10 @@ pub fn parse_event_subject(subject: &str) -> Result<(AgencyId, CaseId), IdError>
     let mut parts = rest.split('.');
     match (parts.next(), parts.next(), parts.next()) {
         (Some(agency), Some(case), None) => Ok((agency.parse()?, case.parse()?)),
-        _ => Err(IdError::new("event subject", "must be halcyon.events.<agency_id>.<case_id>")),
+        _ => Err(IdError::new(
+            "event subject",
+            "must be halcyon.events.<agency_id>.<case_id>",
+        )),
     }
 }
 
@@ -46,7 +49,10 @@ pub struct StreamName(String);
 
 impl StreamName {
     pub fn for_agency(agency: &AgencyId) -> Self {
-        Self(format!("{EVENTS_STREAM_PREFIX}{}", agency.as_str().to_ascii_uppercase().replace('-', "_")))
+        Self(format!(
+            "{EVENTS_STREAM_PREFIX}{}",
+            agency.as_str().to_ascii_uppercase().replace('-', "_")
+        ))
     }
 
     /// The agency whose stream this is, if the name is an agency event stream.
@@ -55,7 +61,11 @@ impl StreamName {
     }
 
     pub fn agency_of(name: &str) -> Option<AgencyId> {
-        name.strip_prefix(EVENTS_STREAM_PREFIX)?.to_ascii_lowercase().replace('_', "-").parse().ok()
+        name.strip_prefix(EVENTS_STREAM_PREFIX)?
+            .to_ascii_lowercase()
+            .replace('_', "-")
+            .parse()
+            .ok()
     }
 
     pub fn as_str(&self) -> &str {

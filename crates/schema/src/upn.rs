@@ -100,7 +100,13 @@ mod tests {
 
     #[test]
     fn shape_errors() {
-        assert!("B80120000500".parse::<Upn>().unwrap_err().to_string().contains("13 characters"));
+        assert!(
+            "B80120000500"
+                .parse::<Upn>()
+                .unwrap_err()
+                .to_string()
+                .contains("13 characters")
+        );
         assert!("B8012000X5001".parse::<Upn>().is_err());
     }
 

@@ -21,7 +21,9 @@ pub enum Problem {
     Invalid { field: String, reason: String },
     #[error("schema_version: unknown version {version} (this node knows {known})")]
     UnknownSchemaVersion { version: u32, known: u32 },
-    #[error("agency_id: envelope claims {claimed:?} but was published on agency {subject_agency:?}'s subject")]
+    #[error(
+        "agency_id: envelope claims {claimed:?} but was published on agency {subject_agency:?}'s subject"
+    )]
     AgencyMismatch { claimed: String, subject_agency: String },
     #[error("payload: cannot decode as a halcyon.v1.Envelope: {reason}")]
     Undecodable { reason: String },
@@ -31,11 +33,16 @@ pub enum Problem {
 
 impl Problem {
     fn missing(field: &str) -> Self {
-        Self::Missing { field: field.to_owned() }
+        Self::Missing {
+            field: field.to_owned(),
+        }
     }
 
     fn invalid(field: &str, reason: impl std::fmt::Display) -> Self {
-        Self::Invalid { field: field.to_owned(), reason: reason.to_string() }
+        Self::Invalid {
+            field: field.to_owned(),
+            reason: reason.to_string(),
+        }
     }
 }
 
@@ -56,7 +63,11 @@ pub struct ValidEnvelope {
 
 impl ValidEnvelope {
     pub fn kind(&self) -> &Kind {
-        self.envelope.event.as_ref().and_then(|e| e.kind.as_ref()).expect("validated envelopes have an event")
+        self.envelope
+            .event
+            .as_ref()
+            .and_then(|e| e.kind.as_ref())
+            .expect("validated envelopes have an event")
     }
 }
 
@@ -89,7 +100,10 @@ pub fn validate_envelope(envelope: pb::Envelope) -> Result<ValidEnvelope, Vec<Pr
     if recorded_at_ms.is_none() {
         problems.push(Problem::missing("recorded_at"));
     }
-    for (field, ts) in [("occurred_at", &envelope.occurred_at), ("recorded_at", &envelope.recorded_at)] {
+    for (field, ts) in [
+        ("occurred_at", &envelope.occurred_at),
+        ("recorded_at", &envelope.recorded_at),
+    ] {
         if let Some(ts) = ts
             && !(0..1_000_000_000).contains(&ts.nanos)
         {
@@ -109,7 +123,9 @@ pub fn validate_envelope(envelope: pb::Envelope) -> Result<ValidEnvelope, Vec<Pr
         None => problems.push(Problem::missing("child")),
         Some(child) => {
             if child.nhs_number.is_empty() && child.upn.is_empty() && child.local_id.is_empty() {
-                problems.push(Problem::missing("child.nhs_number (or child.upn or child.local_id)"));
+                problems.push(Problem::missing(
+                    "child.nhs_number (or child.upn or child.local_id)",
+                ));
             }
             if !child.nhs_number.is_empty() {
                 nhs = keep(&mut problems, "child.nhs_number", Some(child.nhs_number.parse()));
@@ -128,10 +144,16 @@ pub fn validate_envelope(envelope: pb::Envelope) -> Result<ValidEnvelope, Vec<Pr
                 }
             }
             if !child.date_of_birth.is_empty()
-                && time::Date::parse(&child.date_of_birth, time::macros::format_description!("[year]-[month]-[day]"))
-                    .is_err()
+                && time::Date::parse(
+                    &child.date_of_birth,
+                    time::macros::format_description!("[year]-[month]-[day]"),
+                )
+                .is_err()
             {
-                problems.push(Problem::invalid("child.date_of_birth", "must be a date, YYYY-MM-DD"));
+                problems.push(Problem::invalid(
+                    "child.date_of_birth",
+                    "must be a date, YYYY-MM-DD",
+                ));
             }
         }
     }
@@ -143,17 +165,26 @@ pub fn validate_envelope(envelope: pb::Envelope) -> Result<ValidEnvelope, Vec<Pr
         }
         Ok(c) => Category::from_pb(c),
         Err(_) => {
-            problems.push(Problem::invalid("category", format!("unknown value {}", envelope.category)));
+            problems.push(Problem::invalid(
+                "category",
+                format!("unknown value {}", envelope.category),
+            ));
             None
         }
     };
     if envelope.schema_version != SCHEMA_VERSION {
-        problems.push(Problem::UnknownSchemaVersion { version: envelope.schema_version, known: SCHEMA_VERSION });
+        problems.push(Problem::UnknownSchemaVersion {
+            version: envelope.schema_version,
+            known: SCHEMA_VERSION,
+        });
     }
     match pb::LawfulBasis::try_from(envelope.lawful_basis) {
         Ok(pb::LawfulBasis::Unspecified) => problems.push(Problem::missing("lawful_basis")),
         Ok(_) => {}
-        Err(_) => problems.push(Problem::invalid("lawful_basis", format!("unknown value {}", envelope.lawful_basis))),
+        Err(_) => problems.push(Problem::invalid(
+            "lawful_basis",
+            format!("unknown value {}", envelope.lawful_basis),
+        )),
     }
     match envelope.event.as_ref().and_then(|e| e.kind.as_ref()) {
         None => problems.push(Problem::missing("event")),
@@ -161,27 +192,34 @@ pub fn validate_envelope(envelope: pb::Envelope) -> Result<ValidEnvelope, Vec<Pr
     }
 
     match (event_id, agency, case, category, occurred_at_ms, recorded_at_ms) {
-        (Some(event_id), Some(agency), Some(case), Some(category), Some(occurred_at_ms), Some(recorded_at_ms))
-            if problems.is_empty() =>
-        {
-            Ok(ValidEnvelope {
-                event_id,
-                agency,
-                case,
-                nhs,
-                upn,
-                local_id,
-                category,
-                occurred_at_ms,
-                recorded_at_ms,
-                envelope,
-            })
-        }
+        (
+            Some(event_id),
+            Some(agency),
+            Some(case),
+            Some(category),
+            Some(occurred_at_ms),
+            Some(recorded_at_ms),
+        ) if problems.is_empty() => Ok(ValidEnvelope {
+            event_id,
+            agency,
+            case,
+            nhs,
+            upn,
+            local_id,
+            category,
+            occurred_at_ms,
+            recorded_at_ms,
+            envelope,
+        }),
         _ => Err(problems),
     }
 }
 
-fn keep<T, E: std::fmt::Display>(problems: &mut Vec<Problem>, field: &str, r: Option<Result<T, E>>) -> Option<T> {
+fn keep<T, E: std::fmt::Display>(
+    problems: &mut Vec<Problem>,
+    field: &str,
+    r: Option<Result<T, E>>,
+) -> Option<T> {
     match r? {
         Ok(v) => Some(v),
         Err(e) => {
@@ -213,7 +251,11 @@ fn check_event(kind: &Kind, has_nhs: bool, problems: &mut Vec<Problem>) {
     match kind {
         Kind::StrategyDiscussionHeld(e) => {
             for a in &e.participant_agency_ids {
-                agency(problems, "event.strategy_discussion_held.participant_agency_ids", a);
+                agency(
+                    problems,
+                    "event.strategy_discussion_held.participant_agency_ids",
+                    a,
+                );
             }
         }
         Kind::InitialConferenceHeld(e) => {
@@ -221,36 +263,67 @@ fn check_event(kind: &Kind, has_nhs: bool, problems: &mut Vec<Problem>) {
                 agency(problems, "event.initial_conference_held.core_group_agency_ids", a);
             }
         }
-        Kind::InvolvementStarted(pb::InvolvementStarted { involved_agency_id, kind })
-        | Kind::InvolvementEnded(pb::InvolvementEnded { involved_agency_id, kind }) => {
-            agency(problems, "event.involvement.involved_agency_id", involved_agency_id);
-            if !matches!(pb::InvolvementKind::try_from(*kind), Ok(k) if k != pb::InvolvementKind::Unspecified) {
+        Kind::InvolvementStarted(pb::InvolvementStarted {
+            involved_agency_id,
+            kind,
+        })
+        | Kind::InvolvementEnded(pb::InvolvementEnded {
+            involved_agency_id,
+            kind,
+        }) => {
+            agency(
+                problems,
+                "event.involvement.involved_agency_id",
+                involved_agency_id,
+            );
+            if !matches!(pb::InvolvementKind::try_from(*kind), Ok(k) if k != pb::InvolvementKind::Unspecified)
+            {
                 problems.push(Problem::missing("event.involvement.kind"));
             }
         }
         Kind::ConsentRecorded(e) => categories(problems, "event.consent_recorded.categories", &e.categories),
-        Kind::ConsentWithdrawn(e) => categories(problems, "event.consent_withdrawn.categories", &e.categories),
+        Kind::ConsentWithdrawn(e) => {
+            categories(problems, "event.consent_withdrawn.categories", &e.categories)
+        }
         Kind::ConsentExemptionRecorded(e) => {
-            categories(problems, "event.consent_exemption_recorded.categories", &e.categories);
-            if !matches!(pb::ExemptionReason::try_from(e.reason), Ok(r) if r != pb::ExemptionReason::Unspecified) {
+            categories(
+                problems,
+                "event.consent_exemption_recorded.categories",
+                &e.categories,
+            );
+            if !matches!(pb::ExemptionReason::try_from(e.reason), Ok(r) if r != pb::ExemptionReason::Unspecified)
+            {
                 problems.push(Problem::missing("event.consent_exemption_recorded.reason"));
             }
         }
         Kind::OriginatorApprovalGranted(e) => {
             if let Err(err) = e.approved_event_id.parse::<EventId>() {
-                problems.push(Problem::invalid("event.originator_approval_granted.approved_event_id", err));
+                problems.push(Problem::invalid(
+                    "event.originator_approval_granted.approved_event_id",
+                    err,
+                ));
             }
-            agency(problems, "event.originator_approval_granted.recipient_agency_id", &e.recipient_agency_id);
+            agency(
+                problems,
+                "event.originator_approval_granted.recipient_agency_id",
+                &e.recipient_agency_id,
+            );
         }
         Kind::ShareDecisionRecorded(e) => {
-            agency(problems, "event.share_decision_recorded.recipient_agency_id", &e.recipient_agency_id);
+            agency(
+                problems,
+                "event.share_decision_recorded.recipient_agency_id",
+                &e.recipient_agency_id,
+            );
             if e.reason.is_empty() {
                 problems.push(Problem::missing("event.share_decision_recorded.reason"));
             }
         }
         Kind::IdentifierLinked(e) => {
             if !has_nhs {
-                problems.push(Problem::missing("child.nhs_number (an IdentifierLinked event links to it)"));
+                problems.push(Problem::missing(
+                    "child.nhs_number (an IdentifierLinked event links to it)",
+                ));
             }
             if e.upn.is_empty() && e.local_id.is_empty() {
                 problems.push(Problem::missing("event.identifier_linked.upn (or local_id)"));
@@ -261,7 +334,11 @@ fn check_event(kind: &Kind, has_nhs: bool, problems: &mut Vec<Problem>) {
                 problems.push(Problem::invalid("event.identifier_linked.upn", err));
             }
             if !e.local_id.is_empty() {
-                agency(problems, "event.identifier_linked.local_agency_id", &e.local_agency_id);
+                agency(
+                    problems,
+                    "event.identifier_linked.local_agency_id",
+                    &e.local_agency_id,
+                );
             }
         }
         Kind::RecordCorrected(e) => {
@@ -285,14 +362,24 @@ mod tests {
             agency_id: "csc-rotherham".into(),
             occurred_at: Some(parse_timestamp("2026-03-02T09:00:00Z").unwrap()),
             recorded_at: Some(parse_timestamp("2026-03-02T09:05:00Z").unwrap()),
-            actor: Some(pb::Actor { practitioner_id: "sw-17".into(), role: "social worker".into(), system: "mosaic".into() }),
-            child: Some(pb::ChildIdentifiers { nhs_number: "9434765919".into(), ..Default::default() }),
+            actor: Some(pb::Actor {
+                practitioner_id: "sw-17".into(),
+                role: "social worker".into(),
+                system: "mosaic".into(),
+            }),
+            child: Some(pb::ChildIdentifiers {
+                nhs_number: "9434765919".into(),
+                ..Default::default()
+            }),
             category: pb::DataCategory::D2ContactReferral as i32,
             schema_version: SCHEMA_VERSION,
             lawful_basis: pb::LawfulBasis::PublicTask as i32,
             event: Some(pb::Event {
                 kind: Some(Kind::ReferralReceived(pb::ReferralReceived {
-                    referrer: Some(pb::ReferrerDetails { source_code: "2A".into(), ..Default::default() }),
+                    referrer: Some(pb::ReferrerDetails {
+                        source_code: "2A".into(),
+                        ..Default::default()
+                    }),
                     summary: "school reports bruising".into(),
                 })),
             }),
@@ -300,7 +387,11 @@ mod tests {
     }
 
     fn problems(e: pb::Envelope) -> Vec<String> {
-        validate_envelope(e).unwrap_err().iter().map(ToString::to_string).collect()
+        validate_envelope(e)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 
     #[test]
@@ -315,15 +406,26 @@ mod tests {
     fn every_problem_is_reported_by_name() {
         let mut e = valid();
         e.event_id.clear();
-        e.child = Some(pb::ChildIdentifiers { nhs_number: "9876544321".into(), ..Default::default() });
+        e.child = Some(pb::ChildIdentifiers {
+            nhs_number: "9876544321".into(),
+            ..Default::default()
+        });
         e.schema_version = 7;
         e.occurred_at = None;
         e.lawful_basis = 0;
         let p = problems(e);
         assert_eq!(p.len(), 5, "{p:?}");
         assert!(p.contains(&"event_id: missing".to_string()), "{p:?}");
-        assert!(p.iter().any(|s| s.starts_with("child.nhs_number: invalid NHS number")), "{p:?}");
-        assert!(p.iter().any(|s| s.starts_with("schema_version: unknown version 7")), "{p:?}");
+        assert!(
+            p.iter()
+                .any(|s| s.starts_with("child.nhs_number: invalid NHS number")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|s| s.starts_with("schema_version: unknown version 7")),
+            "{p:?}"
+        );
         assert!(p.contains(&"occurred_at: missing".to_string()), "{p:?}");
         assert!(p.contains(&"lawful_basis: missing".to_string()), "{p:?}");
     }
@@ -336,7 +438,11 @@ mod tests {
         e.category = 0;
         e.actor = None;
         let p = problems(e);
-        assert!(p.iter().any(|s| s.starts_with("child.nhs_number (or child.upn or child.local_id): missing")), "{p:?}");
+        assert!(
+            p.iter()
+                .any(|s| s.starts_with("child.nhs_number (or child.upn or child.local_id): missing")),
+            "{p:?}"
+        );
         assert!(p.contains(&"event: missing".to_string()), "{p:?}");
         assert!(p.contains(&"category: missing".to_string()), "{p:?}");
         assert!(p.contains(&"actor: missing".to_string()), "{p:?}");
@@ -347,18 +453,34 @@ mod tests {
         let mut e = valid();
         e.event_id = "9b2a4f6e-1c3d-4e5f-8a7b-6c5d4e3f2a1b".into();
         e.agency_id = "Police SY".into();
-        e.child = Some(pb::ChildIdentifiers { upn: "Q207000016049".into(), ..Default::default() });
+        e.child = Some(pb::ChildIdentifiers {
+            upn: "Q207000016049".into(),
+            ..Default::default()
+        });
         let p = problems(e);
-        assert!(p.iter().any(|s| s.starts_with("event_id: invalid event id: must be a UUIDv7")), "{p:?}");
-        assert!(p.iter().any(|s| s.starts_with("agency_id: invalid agency id")), "{p:?}");
-        assert!(p.iter().any(|s| s.starts_with("child.upn: invalid UPN: check letter")), "{p:?}");
+        assert!(
+            p.iter()
+                .any(|s| s.starts_with("event_id: invalid event id: must be a UUIDv7")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|s| s.starts_with("agency_id: invalid agency id")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|s| s.starts_with("child.upn: invalid UPN: check letter")),
+            "{p:?}"
+        );
     }
 
     #[test]
     fn event_content_is_checked() {
         let mut e = valid();
         e.event = Some(pb::Event {
-            kind: Some(Kind::ConsentWithdrawn(pb::ConsentWithdrawn { categories: vec![] })),
+            kind: Some(Kind::ConsentWithdrawn(pb::ConsentWithdrawn {
+                categories: vec![],
+            })),
         });
         assert_eq!(problems(e), vec!["event.consent_withdrawn.categories: missing"]);
     }

@@ -10,5 +10,8 @@ pub use scenario::{Scenario, ScenarioAgencies, ScenarioConfig};
 
 /// The workspace root (for `deploy/` files).
 pub fn workspace_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root exists")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root exists")
 }

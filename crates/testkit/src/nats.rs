@@ -27,9 +27,11 @@ pub fn nats_server_binary() -> PathBuf {
     if local.exists() {
         return local;
     }
-    if let Some(on_path) = std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("nats-server")).find(|p| p.is_file()))
-        && version_ok(&on_path)
+    if let Some(on_path) = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("nats-server"))
+            .find(|p| p.is_file())
+    }) && version_ok(&on_path)
     {
         return on_path;
     }
@@ -37,13 +39,18 @@ pub fn nats_server_binary() -> PathBuf {
         .arg(root.join("deploy/install-nats-server.sh"))
         .status()
         .expect("run deploy/install-nats-server.sh");
-    assert!(status.success(), "deploy/install-nats-server.sh failed; put nats-server >= 2.12 on PATH");
+    assert!(
+        status.success(),
+        "deploy/install-nats-server.sh failed; put nats-server >= 2.12 on PATH"
+    );
     local
 }
 
 /// `sync_interval: always` needs nats-server 2.12 or later.
 fn version_ok(binary: &Path) -> bool {
-    let Ok(out) = Command::new(binary).arg("--version").output() else { return false };
+    let Ok(out) = Command::new(binary).arg("--version").output() else {
+        return false;
+    };
     let text = String::from_utf8_lossy(&out.stdout);
     let version = text.trim().rsplit('v').next().unwrap_or("");
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
@@ -51,7 +58,11 @@ fn version_ok(binary: &Path) -> bool {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind loopback").local_addr().expect("local addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind loopback")
+        .local_addr()
+        .expect("local addr")
+        .port()
 }
 
 /// A running `nats-server`. Dropping it kills the server and removes its store.
@@ -79,7 +90,10 @@ impl NatsServer {
     /// Starts a server; `sync_always = false` gives the JetStream default (for benchmarks and the
     /// refuse-to-start check).
     pub fn start_with(auth: Auth, sync_always: bool) -> Self {
-        let dir = tempfile::Builder::new().prefix("halcyon-nats-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("halcyon-nats-")
+            .tempdir()
+            .expect("temp dir");
         let (port, monitor_port) = (free_port(), free_port());
         let config = dir.path().join("nats.conf");
         let store = dir.path().join("jetstream");
@@ -87,16 +101,28 @@ impl NatsServer {
             "listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor_port}\nserver_name: halcyon-test-{port}\n\
              max_payload: 1MB\njetstream {{\n  store_dir: \"{}\"\n{}}}\n",
             store.display(),
-            if sync_always { "  sync_interval: always\n" } else { "" },
+            if sync_always {
+                "  sync_interval: always\n"
+            } else {
+                ""
+            },
         );
         if auth == Auth::Deploy {
             // Includes resolve relative to the config file, so the accounts file sits beside it.
             let accounts = crate::workspace_root().join("deploy/nats/accounts.conf");
-            std::fs::copy(&accounts, dir.path().join("accounts.conf")).expect("copy deploy/nats/accounts.conf");
+            std::fs::copy(&accounts, dir.path().join("accounts.conf"))
+                .expect("copy deploy/nats/accounts.conf");
             text.push_str("include \"accounts.conf\"\n");
         }
         std::fs::write(&config, text).expect("write nats config");
-        let mut server = Self { child: None, port, monitor_port, dir, config, auth };
+        let mut server = Self {
+            child: None,
+            port,
+            monitor_port,
+            dir,
+            config,
+            auth,
+        };
         server.spawn();
         server
     }
@@ -128,7 +154,11 @@ impl NatsServer {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("nats-server exited with {status}; log:\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "nats-server did not start in 20 s; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not start in 20 s; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

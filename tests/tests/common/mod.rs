@@ -8,13 +8,14 @@ use std::time::Duration;
 use halcyon_api::{Node, NodeConfig, auth::Tokens};
 use halcyon_bus::{Credentials, Position, Publisher, PublisherConfig, StreamSettings, connect};
 use halcyon_policy::{Policy, Purpose};
-use halcyon_schema::pb::{self, query_service_client::QueryServiceClient};
 use halcyon_schema::Registry;
+use halcyon_schema::pb::{self, query_service_client::QueryServiceClient};
 use halcyon_testkit::{NatsServer, Scenario, workspace_root};
 use tonic::transport::Channel;
 
 pub fn registry() -> Registry {
-    Registry::from_toml(&std::fs::read_to_string(workspace_root().join("deploy/agencies.toml")).unwrap()).unwrap()
+    Registry::from_toml(&std::fs::read_to_string(workspace_root().join("deploy/agencies.toml")).unwrap())
+        .unwrap()
 }
 
 pub fn node_config(nats: &NatsServer, data_dir: &std::path::Path) -> NodeConfig {
@@ -49,12 +50,16 @@ impl Harness {
     pub async fn start() -> Self {
         let nats = NatsServer::start_with_auth();
         let data = tempfile::tempdir().unwrap();
-        let node = Node::start(node_config(&nats, data.path())).await.expect("node starts");
+        let node = Node::start(node_config(&nats, data.path()))
+            .await
+            .expect("node starts");
         Self { nats, node, data }
     }
 
     pub async fn client(&self) -> QueryServiceClient<Channel> {
-        QueryServiceClient::connect(format!("http://{}", self.node.addr)).await.unwrap()
+        QueryServiceClient::connect(format!("http://{}", self.node.addr))
+            .await
+            .unwrap()
     }
 }
 
@@ -66,8 +71,20 @@ pub async fn publish_as_agencies(url: &str, envelopes: &[pb::Envelope]) -> Vec<P
     }
     let mut last = BTreeMap::new();
     for (agency, envelopes) in by_agency {
-        let client = connect(url, &Credentials::agency(&agency, &format!("{agency}-dev-secret")), "test").await.unwrap();
-        let publisher = Publisher::new(client, PublisherConfig { agency: Some(agency.parse().unwrap()), ..Default::default() });
+        let client = connect(
+            url,
+            &Credentials::agency(&agency, &format!("{agency}-dev-secret")),
+            "test",
+        )
+        .await
+        .unwrap();
+        let publisher = Publisher::new(
+            client,
+            PublisherConfig {
+                agency: Some(agency.parse().unwrap()),
+                ..Default::default()
+            },
+        );
         for e in &envelopes {
             let p = publisher.publish(e, None).await.expect("published");
             last.insert(p.position.stream.clone(), p.position);
@@ -81,13 +98,20 @@ pub fn context(purpose: Purpose, after: &[Position]) -> pb::RequestContext {
         purpose: purpose.to_pb() as i32,
         break_glass: false,
         break_glass_reason: String::new(),
-        min_positions: after.iter().map(|p| pb::Position { stream: p.stream.clone(), sequence: p.sequence }).collect(),
+        min_positions: after
+            .iter()
+            .map(|p| pb::Position {
+                stream: p.stream.clone(),
+                sequence: p.sequence,
+            })
+            .collect(),
     }
 }
 
 pub fn authorised<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);
-    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
     r
 }
 
@@ -102,7 +126,10 @@ pub async fn find_by_nhs(
         context: Some(context(purpose, after)),
         identifier: Some(pb::find_child_request::Identifier::NhsNumber(nhs.into())),
     };
-    client.find_child(authorised(request, &format!("demo-{agency}"))).await.map(|r| r.into_inner())
+    client
+        .find_child(authorised(request, &format!("demo-{agency}")))
+        .await
+        .map(|r| r.into_inner())
 }
 
 pub fn subjects(s: &Scenario) -> Vec<String> {

@@ -40,8 +40,13 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         (Some(n), _, _) => pb::find_child_request::Identifier::NhsNumber(n.clone()),
         (_, Some(u), _) => pb::find_child_request::Identifier::Upn(u.clone()),
         (_, _, Some(l)) => {
-            let (agency_id, local_id) = l.split_once(':').ok_or_else(|| config_error(anyhow!("--local must be AGENCY:ID")))?;
-            pb::find_child_request::Identifier::LocalId(pb::LocalId { agency_id: agency_id.into(), local_id: local_id.into() })
+            let (agency_id, local_id) = l
+                .split_once(':')
+                .ok_or_else(|| config_error(anyhow!("--local must be AGENCY:ID")))?;
+            pb::find_child_request::Identifier::LocalId(pb::LocalId {
+                agency_id: agency_id.into(),
+                local_id: local_id.into(),
+            })
         }
         _ => return Err(config_error(anyhow!("say which child: --nhs, --upn or --local"))),
     };
@@ -53,12 +58,20 @@ pub async fn run(args: Args) -> Result<(), Failure> {
             purpose: args.purpose.to_pb() as i32,
             break_glass: args.break_glass.is_some(),
             break_glass_reason: args.break_glass.clone().unwrap_or_default(),
-            min_positions: args.after.iter().map(|p| pb::Position { stream: p.stream.clone(), sequence: p.sequence }).collect(),
+            min_positions: args
+                .after
+                .iter()
+                .map(|p| pb::Position {
+                    stream: p.stream.clone(),
+                    sequence: p.sequence,
+                })
+                .collect(),
         }),
         identifier: Some(identifier),
     });
-    let bearer: MetadataValue<_> =
-        format!("Bearer {}", args.token).parse().map_err(|_| config_error(anyhow!("the token is not a valid header value")))?;
+    let bearer: MetadataValue<_> = format!("Bearer {}", args.token)
+        .parse()
+        .map_err(|_| config_error(anyhow!("the token is not a valid header value")))?;
     request.metadata_mut().insert("authorization", bearer);
     let view = client
         .find_child(request)

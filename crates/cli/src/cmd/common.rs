@@ -30,7 +30,9 @@ pub fn load_registry(path: &PathBuf) -> Result<Registry, crate::Failure> {
     let src = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the agency registry {}", path.display()))
         .map_err(crate::config_error)?;
-    Registry::from_toml(&src).with_context(|| path.display().to_string()).map_err(crate::config_error)
+    Registry::from_toml(&src)
+        .with_context(|| path.display().to_string())
+        .map_err(crate::config_error)
 }
 
 /// The default location of a file under `deploy/`, relative to the working directory.

@@ -4,7 +4,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use anyhow::anyhow;
-use halcyon_policy::{BreakGlass, ChildState, Fact, Involvement, Policy, Principal, Purpose, Request, Role, Stage};
+use halcyon_policy::{
+    BreakGlass, ChildState, Fact, Involvement, Policy, Principal, Purpose, Request, Role, Stage,
+};
 use halcyon_schema::{AgencyId, Category};
 
 use super::common::{deploy_path, load_registry};
@@ -15,7 +17,7 @@ pub enum Command {
     /// Load and check a policy file; print what it grants, or each problem with file, line and reason.
     Check { file: PathBuf },
     /// Print the decision for one request and the rule path that produced it.
-    Explain(ExplainArgs),
+    Explain(Box<ExplainArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -68,14 +70,20 @@ pub fn run(command: Command) -> Result<(), Failure> {
                 println!("{summary}");
                 Ok(())
             }
-            Err(e) => Err(Failure { code: 1, error: anyhow!("{e}") }),
+            Err(e) => Err(Failure {
+                code: 1,
+                error: anyhow!("{e}"),
+            }),
         },
         Command::Explain(a) => {
+            let a = *a;
             let policy = Policy::load(&a.policy).map_err(|e| config_error(anyhow!("{e}")))?;
             let registry = load_registry(&a.agencies)?;
             let kind = registry
                 .get(&a.agency)
-                .ok_or_else(|| config_error(anyhow!("agency {} is not in {}", a.agency, a.agencies.display())))?
+                .ok_or_else(|| {
+                    config_error(anyhow!("agency {} is not in {}", a.agency, a.agencies.display()))
+                })?
                 .kind;
             let mut stage = Stage::default();
             for term in &a.stage {
@@ -86,11 +94,24 @@ pub fn run(command: Command) -> Result<(), Failure> {
                     "plan-ended" => stage.plan_ended = true,
                     "looked-after" => stage.looked_after = true,
                     "mash" => stage.mash_referral = true,
-                    other => return Err(config_error(anyhow!("unknown stage {other:?} (referral, s47, plan, plan-ended, looked-after, mash)"))),
+                    other => {
+                        return Err(config_error(anyhow!(
+                            "unknown stage {other:?} (referral, s47, plan, plan-ended, looked-after, mash)"
+                        )));
+                    }
                 }
             }
-            let principal = Principal { agency: a.agency, kind, role: a.role };
-            let fact = Fact { category: a.category, originator: a.originator, originator_approved: a.approved, handling_code: a.handling_code };
+            let principal = Principal {
+                agency: a.agency,
+                kind,
+                role: a.role,
+            };
+            let fact = Fact {
+                category: a.category,
+                originator: a.originator,
+                originator_approved: a.approved,
+                handling_code: a.handling_code,
+            };
             let state = ChildState {
                 stage,
                 involvements: a.involvement.into_iter().collect(),
@@ -98,8 +119,18 @@ pub fn run(command: Command) -> Result<(), Failure> {
                 exempted: a.exempt.into_iter().collect::<BTreeSet<_>>(),
             };
             let now_ms = 0;
-            let break_glass = a.break_glass.map(|reason| BreakGlass { reason, started_at_ms: now_ms });
-            let request = Request { principal: &principal, purpose: a.purpose, fact: &fact, state: &state, break_glass: break_glass.as_ref(), now_ms };
+            let break_glass = a.break_glass.map(|reason| BreakGlass {
+                reason,
+                started_at_ms: now_ms,
+            });
+            let request = Request {
+                principal: &principal,
+                purpose: a.purpose,
+                fact: &fact,
+                state: &state,
+                break_glass: break_glass.as_ref(),
+                now_ms,
+            };
             print!("{}", halcyon_policy::explain(&policy, &request));
             Ok(())
         }

@@ -55,31 +55,56 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         (Some(path), None) => read_lines(path)?,
         (None, Some(children)) => {
             let registry = load_registry(&args.agencies)?;
-            let agencies = ScenarioAgencies::from_registry(&registry).map_err(|e| config_error(anyhow!(e)))?;
-            let mut config = ScenarioConfig { seed: args.seed, children, ..Default::default() };
+            let agencies =
+                ScenarioAgencies::from_registry(&registry).map_err(|e| config_error(anyhow!(e)))?;
+            let mut config = ScenarioConfig {
+                seed: args.seed,
+                children,
+                ..Default::default()
+            };
             if let Some(start) = &args.scenario_start {
-                let ts = halcyon_schema::convert::parse_timestamp(start).map_err(|e| config_error(anyhow!(e)))?;
+                let ts =
+                    halcyon_schema::convert::parse_timestamp(start).map_err(|e| config_error(anyhow!(e)))?;
                 config.start_ms = halcyon_schema::convert::timestamp_millis(&ts);
             }
             let scenario = Scenario::generate(&config, &agencies);
             for (i, child) in scenario.children.iter().enumerate() {
                 println!("child {}: NHS number {}", i + 1, child.nhs);
             }
-            (scenario.envelopes.into_iter().map(|envelope| Item { line: 0, envelope }).collect(), 0)
+            (
+                scenario
+                    .envelopes
+                    .into_iter()
+                    .map(|envelope| Item { line: 0, envelope })
+                    .collect(),
+                0,
+            )
         }
-        _ => return Err(config_error(anyhow!("say what to publish: --file FILE or --scenario-children N"))),
+        _ => {
+            return Err(config_error(anyhow!(
+                "say what to publish: --file FILE or --scenario-children N"
+            )));
+        }
     };
     let passwords: Option<BTreeMap<String, String>> = match &args.credentials {
         Some(path) => {
-            let src = std::fs::read_to_string(path).with_context(|| format!("credentials {}", path.display()));
-            Some(toml::from_str(&src.map_err(config_error)?).with_context(|| path.display().to_string()).map_err(config_error)?)
+            let src =
+                std::fs::read_to_string(path).with_context(|| format!("credentials {}", path.display()));
+            Some(
+                toml::from_str(&src.map_err(config_error)?)
+                    .with_context(|| path.display().to_string())
+                    .map_err(config_error)?,
+            )
         }
         None => None,
     };
 
     let mut by_agency: BTreeMap<String, Vec<Item>> = BTreeMap::new();
     for item in items {
-        by_agency.entry(item.envelope.agency_id.clone()).or_default().push(item);
+        by_agency
+            .entry(item.envelope.agency_id.clone())
+            .or_default()
+            .push(item);
     }
     let total: usize = by_agency.values().map(Vec::len).sum();
     let bar = if args.quiet || !std::io::stderr().is_terminal() {
@@ -88,7 +113,8 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         indicatif::ProgressBar::new(total as u64)
     };
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec} eta {eta}").expect("template"),
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec} eta {eta}")
+            .expect("template"),
     );
     let started = std::time::Instant::now();
     let (mut published, mut duplicates) = (0usize, 0usize);
@@ -97,14 +123,30 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         let credentials = match &passwords {
             Some(p) => Credentials::agency(
                 &agency,
-                p.get(&agency).ok_or_else(|| config_error(anyhow!("no password for agency {agency} in --credentials")))?,
+                p.get(&agency).ok_or_else(|| {
+                    config_error(anyhow!("no password for agency {agency} in --credentials"))
+                })?,
             ),
             None => args.nats.credentials(),
         };
-        let client = connect(&args.nats.nats_url, &credentials, &format!("halcyon publish ({agency})")).await?;
+        let client = connect(
+            &args.nats.nats_url,
+            &credentials,
+            &format!("halcyon publish ({agency})"),
+        )
+        .await?;
         let publisher = Publisher::new(
             client.clone(),
-            PublisherConfig { window: args.window, agency: passwords.as_ref().map(|_| agency.parse()).transpose().ok().flatten(), ..Default::default() },
+            PublisherConfig {
+                window: args.window,
+                agency: passwords
+                    .as_ref()
+                    .map(|_| agency.parse())
+                    .transpose()
+                    .ok()
+                    .flatten(),
+                ..Default::default()
+            },
         );
         let lines: Vec<usize> = items.iter().map(|i| i.line).collect();
         let mut results = std::pin::pin!(publisher.publish_all(items.into_iter().map(|i| i.envelope)));
@@ -136,13 +178,20 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         println!("position {position}");
     }
     if failed > 0 {
-        return Err(Failure { code: 1, error: anyhow!("{failed} event(s) were not published") });
+        return Err(Failure {
+            code: 1,
+            error: anyhow!("{failed} event(s) were not published"),
+        });
     }
     Ok(())
 }
 
 fn where_(line: usize) -> String {
-    if line == 0 { "generated event".into() } else { format!("line {line}") }
+    if line == 0 {
+        "generated event".into()
+    } else {
+        format!("line {line}")
+    }
 }
 
 /// Reads JSON lines; reports undecodable and invalid lines and returns the rest.
@@ -151,7 +200,9 @@ fn read_lines(path: &PathBuf) -> Result<(Vec<Item>, usize), Failure> {
         Box::new(std::io::stdin().lock())
     } else {
         Box::new(std::io::BufReader::new(
-            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display())).map_err(config_error)?,
+            std::fs::File::open(path)
+                .with_context(|| format!("cannot open {}", path.display()))
+                .map_err(config_error)?,
         ))
     };
     let (mut items, mut failed) = (Vec::new(), 0);

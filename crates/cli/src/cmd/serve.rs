@@ -82,29 +82,49 @@ struct FileConfig {
 fn build(args: Args) -> anyhow::Result<NodeConfig> {
     let file: FileConfig = match &args.config {
         Some(path) => {
-            let src = std::fs::read_to_string(path).with_context(|| format!("config file {}", path.display()))?;
+            let src =
+                std::fs::read_to_string(path).with_context(|| format!("config file {}", path.display()))?;
             toml::from_str(&src).with_context(|| format!("config file {}", path.display()))?
         }
         None => FileConfig::default(),
     };
-    let agencies_path = args.agencies.or(file.agencies).unwrap_or_else(|| super::common::deploy_path("agencies.toml"));
+    let agencies_path = args
+        .agencies
+        .or(file.agencies)
+        .unwrap_or_else(|| super::common::deploy_path("agencies.toml"));
     let agencies = super::common::load_registry(&agencies_path).map_err(|f| f.error)?;
-    let policy_path = args.policy.or(file.policy).unwrap_or_else(|| super::common::deploy_path("policy/england.toml"));
+    let policy_path = args
+        .policy
+        .or(file.policy)
+        .unwrap_or_else(|| super::common::deploy_path("policy/england.toml"));
     let policy = Policy::load(&policy_path).map_err(|e| anyhow!("policy: {e}"))?;
-    let tokens_path = args.tokens.or(file.tokens).unwrap_or_else(|| super::common::deploy_path("tokens.toml"));
+    let tokens_path = args
+        .tokens
+        .or(file.tokens)
+        .unwrap_or_else(|| super::common::deploy_path("tokens.toml"));
     let tokens = Tokens::load(&tokens_path, &agencies).map_err(|e| anyhow!("tokens: {e}"))?;
     let replicas = args.replicas.or(file.replicas).unwrap_or(1);
     if !(1..=5).contains(&replicas) {
         return Err(anyhow!("replicas: must be 1 to 5, got {replicas}"));
     }
     Ok(NodeConfig {
-        nats_url: args.nats_url.or(file.nats_url).unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
+        nats_url: args
+            .nats_url
+            .or(file.nats_url)
+            .unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
         nats_user: args.nats_user.or(file.nats_user),
         nats_password: args.nats_password.or(file.nats_password),
         nats_monitor_url: args.nats_monitor_url.or(file.nats_monitor_url),
-        allow_unsynced_jetstream: args.allow_unsynced_jetstream || file.allow_unsynced_jetstream.unwrap_or(false),
-        data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data")),
-        listen: args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:50051".parse().expect("address")),
+        allow_unsynced_jetstream: args.allow_unsynced_jetstream
+            || file.allow_unsynced_jetstream.unwrap_or(false),
+        data_dir: args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("data")),
+        listen: args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:50051".parse().expect("address")),
         agencies,
         policy,
         tokens,
@@ -112,7 +132,11 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
         reflection: !args.no_reflection && file.reflection.unwrap_or(true),
         read_wait: Duration::from_millis(args.read_wait_ms.or(file.read_wait_ms).unwrap_or(5_000)),
         streams: halcyon_bus::StreamSettings {
-            duplicate_window: Duration::from_secs(args.duplicate_window_secs.or(file.duplicate_window_secs).unwrap_or(3600)),
+            duplicate_window: Duration::from_secs(
+                args.duplicate_window_secs
+                    .or(file.duplicate_window_secs)
+                    .unwrap_or(3600),
+            ),
             replicas,
         },
     })
@@ -129,7 +153,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -33,18 +33,29 @@ enum Action {
 }
 
 pub async fn run(args: Args) -> Result<(), Failure> {
-    let Action::Apply { nats, agencies, duplicate_window_secs, replicas } = args.action;
+    let Action::Apply {
+        nats,
+        agencies,
+        duplicate_window_secs,
+        replicas,
+    } = args.action;
     let registry = load_registry(&agencies)?;
     let client = connect(&nats.nats_url, &nats.credentials(), "halcyon streams").await?;
     let js = async_nats::jetstream::new(client);
-    let settings = StreamSettings { duplicate_window: Duration::from_secs(duplicate_window_secs), replicas };
+    let settings = StreamSettings {
+        duplicate_window: Duration::from_secs(duplicate_window_secs),
+        replicas,
+    };
     let show = |name: &str, p: Provisioned| match p {
         Provisioned::Created => println!("{name}: created"),
         Provisioned::Unchanged => println!("{name}: unchanged"),
         Provisioned::Updated(changes) => println!("{name}: updated ({})", changes.join(", ")),
     };
     for agency in registry.iter() {
-        show(StreamName::for_agency(&agency.id).as_str(), ensure_event_stream(&js, &agency.id, &settings).await?);
+        show(
+            StreamName::for_agency(&agency.id).as_str(),
+            ensure_event_stream(&js, &agency.id, &settings).await?,
+        );
     }
     show("AUDIT", ensure_audit_stream(&js, &settings).await?);
     Ok(())

@@ -1,0 +1,36 @@
+# Halcyon's front door. `just demo` and `just test` work on a fresh machine with Rust and just; they install
+# the pinned nats-server themselves (deploy/install-nats-server.sh).
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Use the project-local nats-server when there is one.
+export PATH := justfile_directory() + "/.tools/bin:" + env_var('PATH')
+
+default:
+    @just --list
+
+# Install the pinned nats-server into .tools/bin unless a recent one is already on PATH.
+nats-server:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if command -v nats-server >/dev/null && nats-server --version | grep -Eq 'v2\.(1[2-9]|[2-9][0-9])'; then
+      exit 0
+    fi
+    ./deploy/install-nats-server.sh
+
+# A local NATS JetStream and a halcyon node; publish a multi-agency scenario; show what each agency sees.
+demo: nats-server
+    cargo build --locked -p halcyon-cli
+    ./deploy/demo.sh
+
+# The whole suite: unit, property, and end-to-end tests over real nats-server, sled and gRPC.
+test: nats-server
+    cargo test --locked --workspace --no-fail-fast
+
+# Formatting and clippy, warnings as errors.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --locked --workspace --all-targets -- -D warnings
+
+fmt:
+    cargo fmt --all
