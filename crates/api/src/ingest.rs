@@ -95,7 +95,14 @@ async fn consume(
         let result: Result<(), BusError> = async {
             let messages = ordered_messages(&js, &stream, start).await?;
             let mut chunks = std::pin::pin!(messages.ready_chunks(BATCH_LEN_MAX));
-            while let Some(chunk) = chunks.next().await {
+            loop {
+                let chunk = tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    chunk = chunks.next() => match chunk {
+                        Some(chunk) => chunk,
+                        None => return Ok(()),
+                    },
+                };
                 let mut batch = Vec::with_capacity(chunk.len());
                 let mut pending = None;
                 for m in chunk {
@@ -122,7 +129,6 @@ async fn consume(
                     return Ok(());
                 }
             }
-            Ok(())
         }
         .await;
         if shutdown.is_cancelled() || tx.is_closed() {

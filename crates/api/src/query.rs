@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use halcyon_bus::AuditWriter;
-use halcyon_policy::{BreakGlass, Policy, Purpose};
+use halcyon_policy::{BreakGlass, Policy, Purpose, Role};
 use halcyon_projector::{Identifier, Projector};
 use halcyon_schema::convert::timestamp_from_millis;
 use halcyon_schema::pb::{
@@ -235,5 +235,41 @@ impl QueryService for Query {
             .map(|(stream, sequence)| pb::Position { stream, sequence })
             .collect();
         Ok(Response::new(pb::GetPositionsResponse { positions }))
+    }
+
+    async fn list_quarantine(
+        &self,
+        request: Request<pb::ListQuarantineRequest>,
+    ) -> Result<Response<pb::ListQuarantineResponse>, Status> {
+        let caller = self.tokens.authenticate(request.metadata())?;
+        let wanted = request.into_inner().agency_id;
+        let operator = caller.principal.role == Role::Operator;
+        let agency = match (operator, wanted.is_empty()) {
+            (true, true) => None,
+            (true, false) => Some(wanted.parse().map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))?),
+            (false, true) => Some(caller.principal.agency.clone()),
+            (false, false) if wanted == caller.principal.agency.as_str() => Some(caller.principal.agency.clone()),
+            (false, false) => {
+                return Err(ApiError::Forbidden(format!(
+                    "agency {} may list only its own quarantined events",
+                    caller.principal.agency
+                ))
+                .into());
+            }
+        };
+        let records = self.projector.quarantine(agency.as_ref()).map_err(ApiError::from)?;
+        let events = records
+            .into_iter()
+            .map(|r| pb::QuarantinedEvent {
+                reasons: r.problems.iter().map(ToString::to_string).collect(),
+                stream: r.stream,
+                sequence: r.sequence,
+                subject: r.subject,
+                agency_id: r.agency.unwrap_or_default(),
+                event_id: r.event_id.unwrap_or_default(),
+                stored_at: Some(timestamp_from_millis(r.stored_at_ms)),
+            })
+            .collect();
+        Ok(Response::new(pb::ListQuarantineResponse { events }))
     }
 }

@@ -11,10 +11,10 @@ pub mod publisher;
 pub mod streams;
 
 pub use audit::AuditWriter;
-pub use connect::{Credentials, connect};
+pub use connect::{Credentials, Violations, connect, connect_watching};
 pub use consumer::{RawMessage, ordered_messages};
 pub use error::BusError;
-pub use publisher::{PublishError, Publisher, PublisherConfig};
+pub use publisher::{PublishError, Published, Publisher, PublisherConfig};
 pub use streams::{StreamSettings, ensure_audit_stream, ensure_event_stream, list_event_streams};
 
 /// A place in a stream: the consistency token a publish returns and a query may wait for.

@@ -10,6 +10,7 @@ use halcyon_schema::{AgencyId, Problem, event_subject, pb, validate_envelope};
 use prost::Message;
 
 use crate::Position;
+use crate::connect::Violations;
 
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
@@ -69,6 +70,7 @@ pub struct Published {
 pub struct Publisher {
     js: jetstream::Context,
     config: PublisherConfig,
+    violations: Option<Violations>,
 }
 
 impl Publisher {
@@ -78,7 +80,19 @@ impl Publisher {
             .max_ack_inflight(config.window.max(1))
             .backpressure_on_inflight(true)
             .build(client);
-        Self { js, config }
+        Self { js, config, violations: None }
+    }
+
+    /// Reports a missing acknowledgement as `Denied` when the server said the identity may not publish
+    /// there (see [`crate::connect::connect_watching`]).
+    pub fn with_violations(mut self, violations: Violations) -> Self {
+        self.violations = Some(violations);
+        self
+    }
+
+    fn denied(&self, subject: &str) -> Option<PublishError> {
+        let report = self.violations.as_ref()?.about(subject)?;
+        Some(PublishError::Denied(format!("the NATS server refused: {report}")))
     }
 
     /// Validates, encodes and publishes one event; optionally only if the case subject's last sequence is
@@ -124,13 +138,21 @@ impl Publisher {
                     });
                 }
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    // The server says e.g. "wrong last sequence: wrong last sequence: 2 (code 400, error code 10071)".
                     let detail = e.to_string();
-                    let actual = detail.rsplit(' ').next().unwrap_or("unknown").trim().to_owned();
+                    let actual = detail
+                        .rsplit_once("sequence:")
+                        .map(|(_, rest)| rest.trim_start().chars().take_while(char::is_ascii_digit).collect::<String>())
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or_else(|| format!("unknown ({detail})"));
                     return Err(PublishError::Conflict {
                         subject,
                         expected: expected_last_sequence.unwrap_or_default(),
                         actual,
                     });
+                }
+                Err(e) if e.kind() == PublishErrorKind::TimedOut && self.denied(&subject).is_some() => {
+                    return Err(self.denied(&subject).expect("checked"));
                 }
                 Err(e) if retryable(e.kind()) && attempt < self.config.attempts_max => {
                     tracing::debug!(attempt, error = %e, "publish not acknowledged; retrying with the same id");

@@ -31,6 +31,8 @@ enum Command {
     Publish(cmd::publish::Args),
     /// Ask a node what an agency may see about a child.
     Child(cmd::child::Args),
+    /// List quarantined events and why they were not projected.
+    Quarantine(cmd::quarantine::Args),
     /// Provision or reconcile the agency streams and the AUDIT stream.
     Streams(cmd::streams::Args),
     /// Check and explain the sharing policy.
@@ -86,6 +88,7 @@ pub fn main() -> ExitCode {
             Command::Publish(args) => cmd::publish::run(args).await,
             Command::Child(args) => cmd::child::run(args).await,
             Command::Streams(args) => cmd::streams::run(args).await,
+            Command::Quarantine(args) => cmd::quarantine::run(args).await,
             Command::Policy(command) => cmd::policy::run(command),
             Command::HashToken { token } => {
                 println!("{}", halcyon_api::auth::hash_token(&token));

@@ -4,5 +4,6 @@ pub mod child;
 pub mod common;
 pub mod policy;
 pub mod publish;
+pub mod quarantine;
 pub mod serve;
 pub mod streams;
