@@ -246,9 +246,15 @@ impl QueryService for Query {
         let operator = caller.principal.role == Role::Operator;
         let agency = match (operator, wanted.is_empty()) {
             (true, true) => None,
-            (true, false) => Some(wanted.parse().map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))?),
+            (true, false) => Some(
+                wanted
+                    .parse()
+                    .map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))?,
+            ),
             (false, true) => Some(caller.principal.agency.clone()),
-            (false, false) if wanted == caller.principal.agency.as_str() => Some(caller.principal.agency.clone()),
+            (false, false) if wanted == caller.principal.agency.as_str() => {
+                Some(caller.principal.agency.clone())
+            }
             (false, false) => {
                 return Err(ApiError::Forbidden(format!(
                     "agency {} may list only its own quarantined events",
@@ -257,7 +263,10 @@ impl QueryService for Query {
                 .into());
             }
         };
-        let records = self.projector.quarantine(agency.as_ref()).map_err(ApiError::from)?;
+        let records = self
+            .projector
+            .quarantine(agency.as_ref())
+            .map_err(ApiError::from)?;
         let events = records
             .into_iter()
             .map(|r| pb::QuarantinedEvent {

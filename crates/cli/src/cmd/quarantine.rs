@@ -22,10 +22,14 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let mut client = QueryServiceClient::connect(args.api.clone())
         .await
         .map_err(|e| anyhow!("cannot reach the halcyon node at {}: {e}", args.api))?;
-    let mut request = tonic::Request::new(pb::ListQuarantineRequest { agency_id: args.agency.unwrap_or_default() });
+    let mut request = tonic::Request::new(pb::ListQuarantineRequest {
+        agency_id: args.agency.unwrap_or_default(),
+    });
     request.metadata_mut().insert(
         "authorization",
-        format!("Bearer {}", args.token).parse().map_err(|_| anyhow!("the token is not a valid header value"))?,
+        format!("Bearer {}", args.token)
+            .parse()
+            .map_err(|_| anyhow!("the token is not a valid header value"))?,
     );
     let events = client
         .list_quarantine(request)
@@ -36,7 +40,14 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     println!("{} quarantined event(s)", events.len());
     for e in events {
         let at = e.stored_at.as_ref().map(format_timestamp).unwrap_or_default();
-        println!("{}:{}  {}  {}  event {}", e.stream, e.sequence, at, e.subject, if e.event_id.is_empty() { "?" } else { &e.event_id });
+        println!(
+            "{}:{}  {}  {}  event {}",
+            e.stream,
+            e.sequence,
+            at,
+            e.subject,
+            if e.event_id.is_empty() { "?" } else { &e.event_id }
+        );
         for reason in e.reasons {
             println!("    - {reason}");
         }
