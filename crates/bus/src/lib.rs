@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod batch;
 pub mod connect;
 pub mod consumer;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod publisher;
 pub mod streams;
 
 pub use audit::AuditWriter;
+pub use batch::{BATCH_LEN_MAX, BatchConfig, BatchError, BatchOutcome, BatchPublisher, InvalidEvent};
 pub use connect::{Credentials, Violations, connect, connect_watching};
 pub use consumer::{RawMessage, ordered_messages};
 pub use error::BusError;

@@ -68,12 +68,16 @@ pub async fn ensure_event_stream(
     settings: &StreamSettings,
 ) -> Result<Provisioned, BusError> {
     let name = StreamName::for_agency(agency);
-    let config = wanted(
-        name.as_str(),
-        vec![agency_events_filter(agency)],
-        format!("case events published by agency {agency}"),
-        settings,
-    );
+    let config = stream::Config {
+        // Durable bulk loads: atomic batches share one fsync (`crate::batch`).
+        allow_atomic_publish: true,
+        ..wanted(
+            name.as_str(),
+            vec![agency_events_filter(agency)],
+            format!("case events published by agency {agency}"),
+            settings,
+        )
+    };
     ensure(js, config).await
 }
 
@@ -183,6 +187,12 @@ async fn ensure(js: &jetstream::Context, wanted: stream::Config) -> Result<Provi
     if actual.description != wanted.description {
         changes.push("description".to_owned());
     }
+    if actual.allow_atomic_publish != wanted.allow_atomic_publish {
+        changes.push(format!(
+            "allow_atomic {} -> {}",
+            actual.allow_atomic_publish, wanted.allow_atomic_publish
+        ));
+    }
     if changes.is_empty() {
         return Ok(Provisioned::Unchanged);
     }
@@ -190,6 +200,7 @@ async fn ensure(js: &jetstream::Context, wanted: stream::Config) -> Result<Provi
         duplicate_window: wanted.duplicate_window,
         num_replicas: wanted.num_replicas,
         description: wanted.description,
+        allow_atomic_publish: wanted.allow_atomic_publish,
         ..actual
     };
     js.update_stream(update)
