@@ -106,7 +106,8 @@ impl Node {
         let dir = config.data_dir.join("read-models");
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| NodeError::Config(format!("data dir {}: {e}", config.data_dir.display())))?;
-        let projector = Arc::new(open_read_models(&dir)?);
+        let spec = halcyon_projector::ViewSpec::new(Arc::new(config.policy.clone()), &config.agencies);
+        let projector = Arc::new(open_read_models(&dir)?.with_views(spec));
         let lag: Lag = Arc::new(Mutex::new(Default::default()));
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();

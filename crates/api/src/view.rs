@@ -7,8 +7,9 @@ use halcyon_policy::{
     BreakGlass, Decision, Fact as PolicyFact, Policy, Principal, Purpose, Request, decide, minimise,
     referrer_identity_granted,
 };
+use halcyon_projector::view::policy_fact;
 use halcyon_projector::{Fact, SharingState};
-use halcyon_schema::pb::{self, event::Kind};
+use halcyon_schema::pb;
 use halcyon_schema::{AgencyId, Category, ChildId, EventKindExt};
 
 /// What a view disclosed and withheld, for the access record.
@@ -22,22 +23,6 @@ pub struct Disclosure {
     pub break_glass: bool,
     /// Owning agencies to notify of this access (CP-IS-style access notifications).
     pub notify: BTreeSet<AgencyId>,
-}
-
-/// The policy's view of one stored fact for `principal`.
-pub fn policy_fact(fact: &Fact, state: &SharingState, principal: &Principal) -> Option<PolicyFact> {
-    let category = Category::from_wire(fact.envelope.category)?;
-    let originator: AgencyId = fact.envelope.agency_id.parse().ok()?;
-    let handling_code = match fact.kind() {
-        Some(Kind::PoliceIntelligenceRecorded(i)) => Some(i.handling_code.clone()),
-        _ => None,
-    };
-    Some(PolicyFact {
-        category,
-        originator,
-        originator_approved: state.approved(&fact.envelope.event_id, &principal.agency),
-        handling_code,
-    })
 }
 
 /// Builds the view of `child` that `principal` may have for `purpose`.

@@ -9,6 +9,7 @@
 //! | `F` | child (16) occurred_ms (8) agency 0 seq (8) | stored fact |
 //! | `I` | identifier key | child (16) |
 //! | `Q` | stream 0 seq | quarantine record (JSON) |
+//! | `V` | child (16) | every agency's view of the child (`view::ChildViews`) |
 
 use halcyon_schema::ChildId;
 
@@ -18,6 +19,7 @@ pub const DUPLICATE: u8 = b'D';
 pub const FACT: u8 = b'F';
 pub const IDENTITY: u8 = b'I';
 pub const QUARANTINE: u8 = b'Q';
+pub const VIEWS: u8 = b'V';
 
 pub fn checkpoint(stream: &str) -> Vec<u8> {
     let mut k = vec![CHECKPOINT];
@@ -58,6 +60,12 @@ pub fn fact(child: &ChildId, occurred_ms: i64, agency: &str, sequence: u64) -> V
     k.extend_from_slice(agency.as_bytes());
     k.push(0);
     k.extend_from_slice(&sequence.to_be_bytes());
+    k
+}
+
+pub fn views(child: &ChildId) -> Vec<u8> {
+    let mut k = vec![VIEWS];
+    k.extend_from_slice(child.as_bytes());
     k
 }
 

@@ -11,9 +11,11 @@ pub mod keys;
 pub mod quarantine;
 pub mod state;
 pub mod store;
+pub mod view;
 
 pub use error::ProjectorError;
 pub use quarantine::QuarantineRecord;
 pub use state::SharingState;
 
 pub use store::{ApplyOutcome, Fact, Identifier, Incoming, Projector};
+pub use view::{ChildViews, ViewSpec};

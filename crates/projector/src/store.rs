@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use crate::error::ProjectorError;
 use crate::keys;
 use crate::quarantine::QuarantineRecord;
+use crate::view::{ChildViews, ViewSpec};
 
 /// One message from an agency stream, as the bus delivered it.
 #[derive(Debug, Clone)]
@@ -173,6 +174,8 @@ pub struct Projector {
     db: sled::Db,
     model: sled::Tree,
     positions: watch::Sender<BTreeMap<String, u64>>,
+    /// When set, each batch re-derives the per-agency views of the children it touched.
+    views: Option<ViewSpec>,
 }
 
 impl Projector {
@@ -202,7 +205,18 @@ impl Projector {
             positions.insert(stream, keys::decode_u64(&v).unwrap_or_default());
         }
         let (positions, _) = watch::channel(positions);
-        Ok(Self { db, model, positions })
+        Ok(Self {
+            db,
+            model,
+            positions,
+            views: None,
+        })
+    }
+
+    /// Derives and stores per-agency views with `spec` from now on.
+    pub fn with_views(mut self, spec: ViewSpec) -> Self {
+        self.views = Some(spec);
+        self
     }
 
     /// The last sequence applied from `stream` (0: nothing yet).
@@ -256,6 +270,20 @@ impl Projector {
         }
         if outcome.skipped as usize == messages.len() {
             return Ok(outcome);
+        }
+        if let Some(spec) = &self.views {
+            for child in &outcome.children {
+                let facts = overlay
+                    .scan_prefix(&keys::child_facts_prefix(child))?
+                    .iter()
+                    .map(|(k, v)| decode_fact(k, v))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if facts.is_empty() {
+                    overlay.remove(keys::views(child));
+                } else {
+                    overlay.put(keys::views(child), spec.derive(&facts).encode_to_vec());
+                }
+            }
         }
         overlay.put(keys::checkpoint(stream), last.to_be_bytes().to_vec());
         self.model.apply_batch(overlay.into_batch())?;
@@ -391,6 +419,25 @@ impl Projector {
                 decode_fact(&k, &v)
             })
             .collect()
+    }
+
+    /// What `agency` may see of `child` under its standing entitlements (empty without views).
+    pub fn view(
+        &self,
+        agency: &AgencyId,
+        child: &ChildId,
+    ) -> Result<Vec<crate::view::ViewEntry>, ProjectorError> {
+        let key = keys::views(child);
+        let Some(bytes) = self.model.get(&key)? else {
+            return Ok(Vec::new());
+        };
+        let views = ChildViews::decode(bytes.as_ref()).map_err(|e| corrupt(&key, e))?;
+        Ok(views
+            .agencies
+            .into_iter()
+            .find(|a| a.agency == agency.as_str())
+            .map(|a| a.entries)
+            .unwrap_or_default())
     }
 
     /// Quarantined events, all or one publishing agency's, in stream order.

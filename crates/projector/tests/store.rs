@@ -118,17 +118,27 @@ fn bad_messages_are_quarantined_with_reasons_and_do_not_stop_the_batch() {
 fn interleaving_of_streams_does_not_change_the_read_models() {
     let s = scenario(8);
     let streams = streams(&s);
-    let forwards = Projector::temporary().unwrap();
+    let spec = || {
+        let registry =
+            halcyon_schema::Registry::from_toml(include_str!("../../../deploy/agencies.toml")).unwrap();
+        halcyon_projector::ViewSpec::new(std::sync::Arc::new(halcyon_policy::Policy::england()), &registry)
+    };
+    let forwards = Projector::temporary().unwrap().with_views(spec());
     for (stream, msgs) in &streams {
         for chunk in msgs.chunks(7) {
             forwards.apply(stream, chunk).unwrap();
         }
     }
-    let backwards = Projector::temporary().unwrap();
+    let backwards = Projector::temporary().unwrap().with_views(spec());
     for (stream, msgs) in streams.iter().rev() {
         backwards.apply(stream, msgs).unwrap();
     }
-    assert_eq!(export(&forwards), export(&backwards));
+    let exported = export(&forwards);
+    assert!(
+        exported.lines().any(|l| l.starts_with("V ")),
+        "views are part of the export"
+    );
+    assert_eq!(exported, export(&backwards));
 }
 
 #[test]
