@@ -8,6 +8,7 @@ pub mod error;
 pub mod ingest;
 pub mod node;
 pub mod query;
+pub mod rebuild;
 pub mod view;
 
 pub use config::NodeConfig;

@@ -31,6 +31,10 @@ enum Command {
     Publish(cmd::publish::Args),
     /// Ask a node what an agency may see about a child.
     Child(cmd::child::Args),
+    /// Project the streams into fresh read models and swap them in (the node must be stopped).
+    Rebuild(cmd::rebuild::RebuildArgs),
+    /// Dump a node's read models deterministically (the node must be stopped).
+    Export(cmd::rebuild::ExportArgs),
     /// List quarantined events and why they were not projected.
     Quarantine(cmd::quarantine::Args),
     /// Provision or reconcile the agency streams and the AUDIT stream.
@@ -89,6 +93,8 @@ pub fn main() -> ExitCode {
             Command::Child(args) => cmd::child::run(args).await,
             Command::Streams(args) => cmd::streams::run(args).await,
             Command::Quarantine(args) => cmd::quarantine::run(args).await,
+            Command::Rebuild(args) => cmd::rebuild::rebuild(args).await,
+            Command::Export(args) => cmd::rebuild::export(args),
             Command::Policy(command) => cmd::policy::run(command),
             Command::HashToken { token } => {
                 println!("{}", halcyon_api::auth::hash_token(&token));

@@ -5,5 +5,6 @@ pub mod common;
 pub mod policy;
 pub mod publish;
 pub mod quarantine;
+pub mod rebuild;
 pub mod serve;
 pub mod streams;

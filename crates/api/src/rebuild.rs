@@ -1,0 +1,135 @@
+//! Projecting the streams from the start into fresh read models: `halcyon rebuild` (then swapped in),
+//! exports for comparison, and as-of reconstruction (stop at a position or a stored time).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_nats::jetstream;
+use futures::StreamExt;
+use halcyon_bus::{BusError, list_event_streams, ordered_messages};
+use halcyon_projector::{Incoming, Projector, ProjectorError};
+
+use crate::ingest::BATCH_LEN_MAX;
+
+/// Where projection stops.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Until {
+    /// The last message each stream held when projection began.
+    #[default]
+    End,
+    /// At most these sequences (streams not named: nothing).
+    Positions(BTreeMap<String, u64>),
+    /// Messages the server stored at or before this time (Unix ms).
+    StoredAt(i64),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Projector(#[from] ProjectorError),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Progress callbacks: (events applied so far, events to apply in all).
+pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
+
+/// Projects every agency stream into `projector` up to `until`; returns the number of messages applied.
+pub async fn project_streams(
+    js: &jetstream::Context,
+    projector: &Arc<Projector>,
+    until: &Until,
+    progress: Progress<'_>,
+) -> Result<u64, RebuildError> {
+    let mut ends = BTreeMap::new();
+    for name in list_event_streams(js).await? {
+        let mut stream = js.get_stream(&name).await.map_err(|e| BusError::JetStream {
+            doing: format!("opening stream {name}"),
+            reason: e.to_string(),
+        })?;
+        let last = stream
+            .info()
+            .await
+            .map_err(|e| BusError::JetStream {
+                doing: format!("reading stream {name}"),
+                reason: e.to_string(),
+            })?
+            .state
+            .last_sequence;
+        let end = match until {
+            Until::Positions(p) => last.min(p.get(&name).copied().unwrap_or(0)),
+            _ => last,
+        };
+        ends.insert(name, end);
+    }
+    let total: u64 = ends
+        .iter()
+        .map(|(s, end)| end.saturating_sub(projector.checkpoint(s)))
+        .sum();
+    let mut done = 0u64;
+    progress(done, total);
+    for (name, end) in ends {
+        let start = projector.checkpoint(&name) + 1;
+        if start > end {
+            continue;
+        }
+        let messages = ordered_messages(js, &name, start).await?;
+        let mut chunks = std::pin::pin!(messages.ready_chunks(BATCH_LEN_MAX));
+        'stream: while let Some(chunk) = chunks.next().await {
+            let mut batch = Vec::with_capacity(chunk.len());
+            let mut finished = false;
+            for m in chunk {
+                let m = m?;
+                let past_time = matches!(until, Until::StoredAt(t) if m.stored_at_ms > *t);
+                if m.sequence > end || past_time {
+                    finished = true;
+                    break;
+                }
+                finished = m.sequence == end;
+                batch.push(Incoming {
+                    sequence: m.sequence,
+                    subject: m.subject,
+                    payload: m.payload,
+                    stored_at_ms: m.stored_at_ms,
+                });
+            }
+            if !batch.is_empty() {
+                let n = batch.len() as u64;
+                let p = projector.clone();
+                let stream = name.clone();
+                tokio::task::spawn_blocking(move || p.apply(&stream, &batch))
+                    .await
+                    .map_err(|e| RebuildError::Io(e.to_string()))??;
+                done += n;
+                progress(done, total);
+            }
+            if finished {
+                break 'stream;
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Folders used by `rebuild`: the live read models and their replacement.
+pub fn read_models_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("read-models")
+}
+
+/// Moves `fresh` into place of the read models in `data_dir`, keeping nothing of the old ones.
+pub fn swap_in(data_dir: &Path, fresh: &Path) -> Result<(), RebuildError> {
+    let live = read_models_dir(data_dir);
+    let io = |what: &str, e: std::io::Error| RebuildError::Io(format!("{what}: {e}"));
+    if live.exists() {
+        let old = data_dir.join(format!("read-models.replaced-{}", crate::query::now_ms()));
+        std::fs::rename(&live, &old).map_err(|e| io("moving the old read models aside", e))?;
+        std::fs::rename(fresh, &live).map_err(|e| io("moving the rebuilt read models in", e))?;
+        std::fs::remove_dir_all(&old).map_err(|e| io("removing the old read models", e))?;
+    } else {
+        std::fs::rename(fresh, &live).map_err(|e| io("moving the rebuilt read models in", e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! `halcyon rebuild` (project the streams into a fresh folder, then swap it in) and `halcyon export` (a
+//! deterministic dump of a node's read models, for comparing nodes, rebuilds and crashes). Both need the
+//! node stopped: sled allows one process per folder.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, anyhow};
+use halcyon_api::rebuild::{Until, project_streams, read_models_dir, swap_in};
+use halcyon_policy::Policy;
+use halcyon_projector::{Projector, ViewSpec};
+
+use super::common::{NatsArgs, deploy_path, load_registry};
+use crate::{Failure, config_error};
+
+#[derive(Debug, clap::Args)]
+pub struct RebuildArgs {
+    #[command(flatten)]
+    nats: NatsArgs,
+    /// The node's data folder (the node must be stopped).
+    #[arg(long, env = "HALCYON_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    #[arg(long, env = "HALCYON_AGENCIES", default_value_os_t = deploy_path("agencies.toml"))]
+    agencies: PathBuf,
+    #[arg(long, env = "HALCYON_POLICY", default_value_os_t = deploy_path("policy/england.toml"))]
+    policy: PathBuf,
+    /// Stop at messages stored after this time (RFC 3339 or a date): read models as of then.
+    #[arg(long)]
+    as_of: Option<String>,
+    /// Do not draw a progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    #[arg(long, env = "HALCYON_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// Write here instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn open_spec(agencies: &PathBuf, policy: &PathBuf) -> Result<ViewSpec, Failure> {
+    let registry = load_registry(agencies)?;
+    let policy = Policy::load(policy).map_err(|e| config_error(anyhow!("{e}")))?;
+    Ok(ViewSpec::new(Arc::new(policy), &registry))
+}
+
+pub async fn rebuild(args: RebuildArgs) -> Result<(), Failure> {
+    let spec = open_spec(&args.agencies, &args.policy)?;
+    let live = read_models_dir(&args.data_dir);
+    if live.exists() {
+        // sled's lock tells whether a node is using the folder.
+        drop(Projector::open(&live).map_err(|e| {
+            anyhow!(
+                "{e} (is a node still running on {}? stop it first)",
+                live.display()
+            )
+        })?);
+    }
+    let until = match &args.as_of {
+        Some(t) => Until::StoredAt(halcyon_schema::convert::timestamp_millis(
+            &halcyon_schema::convert::parse_timestamp(t).map_err(|e| config_error(anyhow!(e)))?,
+        )),
+        None => Until::End,
+    };
+    std::fs::create_dir_all(&args.data_dir).with_context(|| args.data_dir.display().to_string())?;
+    let fresh = args
+        .data_dir
+        .join(format!("read-models.rebuild-{}", halcyon_api::query::now_ms()));
+    let projector = Arc::new(Projector::open(&fresh)?.with_views(spec));
+    let client =
+        halcyon_bus::connect(&args.nats.nats_url, &args.nats.credentials(), "halcyon rebuild").await?;
+    let js = async_nats::jetstream::new(client);
+    let bar = if args.quiet || !std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(0)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec} eta {eta}")
+            .expect("template"),
+    );
+    let started = std::time::Instant::now();
+    let progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let applied = project_streams(&js, &projector, &until, &progress)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    bar.finish_and_clear();
+    projector.flush()?;
+    let size = projector.size_on_disk()?;
+    drop(projector);
+    swap_in(&args.data_dir, &fresh).map_err(|e| anyhow!("{e}"))?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "rebuilt {} from {applied} events in {secs:.1} s ({:.0} events/s); {} MB on disk",
+        live.display(),
+        applied as f64 / secs.max(1e-9),
+        size / 1_000_000
+    );
+    Ok(())
+}
+
+pub fn export(args: ExportArgs) -> Result<(), Failure> {
+    let dir = read_models_dir(&args.data_dir);
+    if !dir.exists() {
+        return Err(config_error(anyhow!("no read models at {}", dir.display())));
+    }
+    let projector =
+        Projector::open(&dir).map_err(|e| anyhow!("{e} (is a node still running? stop it first)"))?;
+    let mut out: Box<dyn Write> = match &args.out {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| path.display().to_string())?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    projector.export(&mut out)?;
+    out.flush()?;
+    Ok(())
+}
