@@ -123,6 +123,7 @@ impl Node {
             audit: AuditWriter::new(js.clone()),
             node_id: config.node_id.clone(),
             read_wait: config.read_wait,
+            lag: lag.clone(),
         };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

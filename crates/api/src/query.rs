@@ -27,6 +27,7 @@ pub struct Query {
     pub audit: AuditWriter,
     pub node_id: String,
     pub read_wait: Duration,
+    pub lag: crate::ingest::Lag,
 }
 
 /// A checked request context.
@@ -234,7 +235,17 @@ impl QueryService for Query {
             .into_iter()
             .map(|(stream, sequence)| pb::Position { stream, sequence })
             .collect();
-        Ok(Response::new(pb::GetPositionsResponse { positions }))
+        let lag = self
+            .lag
+            .lock()
+            .expect("lag lock")
+            .iter()
+            .map(|(stream, behind)| pb::StreamLag {
+                stream: stream.clone(),
+                behind: *behind,
+            })
+            .collect();
+        Ok(Response::new(pb::GetPositionsResponse { positions, lag }))
     }
 
     async fn list_quarantine(
