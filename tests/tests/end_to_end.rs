@@ -103,7 +103,7 @@ async fn published_events_are_projected_and_read_back_under_the_policy() {
             .unwrap()
             .unwrap()
             .unwrap();
-        records.push(<halcyon_schema::pb::AccessRecord as prost::Message>::decode(m.payload).unwrap());
+        records.extend(halcyon_bus::audit::decode_records(&m.payload).unwrap());
     }
     let agencies: Vec<&str> = records.iter().map(|r| r.agency_id.as_str()).collect();
     assert_eq!(agencies, ["csc-rotherham", "police-sy", "health-rgh-ed"]);

@@ -120,7 +120,11 @@ impl Node {
             projector: projector.clone(),
             policy: Arc::new(config.policy.clone()),
             tokens: Arc::new(config.tokens.clone()),
-            audit: AuditWriter::new(js.clone()),
+            audit: AuditWriter::spawn(
+                js.clone(),
+                &config.node_id,
+                halcyon_bus::audit::AuditConfig::default(),
+            ),
             node_id: config.node_id.clone(),
             read_wait: config.read_wait,
             lag: lag.clone(),

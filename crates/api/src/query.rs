@@ -155,7 +155,7 @@ impl Query {
             node_id: self.node_id.clone(),
         };
         self.audit
-            .record(&caller.principal.agency, &record)
+            .record(record)
             .await
             .map_err(|e| ApiError::AuditUnavailable(e.to_string()))?;
         tracing::info!(

@@ -1,39 +1,121 @@
 //! The audit writer: access records go to the AUDIT stream, and a disclosure waits for the acknowledgement.
+//! Records of concurrent calls are grouped into one message (group commit): one acknowledged, fsynced
+//! write covers them all, and each caller waits for the write that holds its own record.
+
+use std::time::Duration;
 
 use async_nats::jetstream;
-use halcyon_schema::{AgencyId, audit_subject, pb};
+use halcyon_schema::pb;
+use halcyon_schema::subject::AUDIT_PREFIX;
 use prost::Message;
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::Position;
 use crate::error::BusError;
 
 #[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// Most records in one write.
+    pub batch_len_max: usize,
+    /// Records waiting for a write; beyond this, callers wait (back-pressure).
+    pub queue_len_max: usize,
+    /// How long a write may go unacknowledged before the calls it covers fail.
+    pub ack_timeout: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            batch_len_max: 512,
+            queue_len_max: 8192,
+            ack_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+struct Pending {
+    record: pb::AccessRecord,
+    done: oneshot::Sender<Result<Position, String>>,
+}
+
+/// A handle to the node's audit writer task.
+#[derive(Debug, Clone)]
 pub struct AuditWriter {
-    js: jetstream::Context,
+    tx: mpsc::Sender<Pending>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("record_id", &self.record.record_id)
+            .finish()
+    }
 }
 
 impl AuditWriter {
-    pub fn new(js: jetstream::Context) -> Self {
-        Self { js }
+    /// Starts the writer task; records go to `halcyon.audit.<node_id>`.
+    pub fn spawn(js: jetstream::Context, node_id: &str, config: AuditConfig) -> Self {
+        let (tx, rx) = mpsc::channel(config.queue_len_max);
+        let subject = format!("{AUDIT_PREFIX}.{node_id}");
+        tokio::spawn(run(js, subject, config, rx).instrument(tracing::info_span!("audit-writer")));
+        Self { tx }
     }
 
-    /// Writes one access record and waits until JetStream has stored it.
-    pub async fn record(&self, agency: &AgencyId, record: &pb::AccessRecord) -> Result<Position, BusError> {
-        let publish = jetstream::message::PublishMessage::build()
-            .payload(record.encode_to_vec().into())
-            .message_id(&record.record_id);
-        let fail = |e: &dyn std::fmt::Display| BusError::AuditUnavailable {
-            reason: e.to_string(),
+    /// Writes one access record and waits until JetStream has stored it (with the records of other calls
+    /// made meanwhile).
+    pub async fn record(&self, record: pb::AccessRecord) -> Result<Position, BusError> {
+        let (done, wait) = oneshot::channel();
+        let gone = || BusError::AuditUnavailable {
+            reason: "the audit writer has stopped".into(),
         };
-        let ack = self
-            .js
-            .send_publish(audit_subject(agency), publish)
-            .await
-            .map_err(|e| fail(&e))?;
-        let ack = ack.await.map_err(|e| fail(&e))?;
-        Ok(Position {
-            stream: ack.stream,
-            sequence: ack.sequence,
-        })
+        self.tx.send(Pending { record, done }).await.map_err(|_| gone())?;
+        wait.await
+            .map_err(|_| gone())?
+            .map_err(|reason| BusError::AuditUnavailable { reason })
     }
+}
+
+async fn run(js: jetstream::Context, subject: String, config: AuditConfig, mut rx: mpsc::Receiver<Pending>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < config.batch_len_max {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let message = pb::AccessRecords {
+            records: batch.iter().map(|p| p.record.clone()).collect(),
+        };
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(message.encode_to_vec().into())
+            .message_id(&batch[0].record.record_id);
+        let result = async {
+            let ack = js
+                .send_publish(subject.clone(), publish)
+                .await
+                .map_err(|e| e.to_string())?;
+            let ack = tokio::time::timeout(config.ack_timeout, ack)
+                .await
+                .map_err(|_| format!("no acknowledgement within {:?}", config.ack_timeout))?
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(Position {
+                stream: ack.stream,
+                sequence: ack.sequence,
+            })
+        }
+        .await;
+        if let Err(reason) = &result {
+            tracing::error!(%reason, records = batch.len(), "access records not written; their calls fail closed");
+        }
+        for p in batch {
+            let _ = p.done.send(result.clone());
+        }
+    }
+}
+
+/// Decodes one AUDIT message into its access records.
+pub fn decode_records(payload: &[u8]) -> Result<Vec<pb::AccessRecord>, prost::DecodeError> {
+    Ok(pb::AccessRecords::decode(payload)?.records)
 }

@@ -107,6 +107,16 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
     if !(1..=5).contains(&replicas) {
         return Err(anyhow!("replicas: must be 1 to 5, got {replicas}"));
     }
+    let node_id = args.node_id.or(file.node_id).unwrap_or_else(|| "node-1".into());
+    if node_id.is_empty()
+        || !node_id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(anyhow!(
+            "node_id: {node_id:?} must be lower-case letters, digits and '-' (it names a NATS subject)"
+        ));
+    }
     Ok(NodeConfig {
         nats_url: args
             .nats_url
@@ -128,7 +138,7 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
         agencies,
         policy,
         tokens,
-        node_id: args.node_id.or(file.node_id).unwrap_or_else(|| "node-1".into()),
+        node_id,
         reflection: !args.no_reflection && file.reflection.unwrap_or(true),
         read_wait: Duration::from_millis(args.read_wait_ms.or(file.read_wait_ms).unwrap_or(5_000)),
         streams: halcyon_bus::StreamSettings {
