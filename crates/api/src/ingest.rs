@@ -22,7 +22,13 @@ pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(2);
 pub type Lag = Arc<Mutex<BTreeMap<String, u64>>>;
 
 /// Runs until `shutdown`: discovers agency streams, consumes each, applies batches in order.
-pub async fn run(js: jetstream::Context, projector: Arc<Projector>, lag: Lag, shutdown: CancellationToken) {
+pub async fn run(
+    js: jetstream::Context,
+    projector: Arc<Projector>,
+    lag: Lag,
+    events: crate::events::Events,
+    shutdown: CancellationToken,
+) {
     let (tx, mut rx) = mpsc::channel::<(String, Vec<Incoming>)>(8);
     let applier = {
         let projector = projector.clone();
@@ -32,6 +38,12 @@ pub async fn run(js: jetstream::Context, projector: Arc<Projector>, lag: Lag, sh
                 let name = stream.clone();
                 match tokio::task::spawn_blocking(move || p.apply(&name, &batch)).await {
                     Ok(Ok(outcome)) => {
+                        if !outcome.new_facts.is_empty() {
+                            // No receivers is fine: nobody is watching.
+                            let _ = events.send(crate::events::NodeEvent::Facts(Arc::new(
+                                outcome.new_facts.clone(),
+                            )));
+                        }
                         tracing::debug!(%stream, projected = outcome.projected, quarantined = outcome.quarantined, "batch applied")
                     }
                     Ok(Err(e)) => {

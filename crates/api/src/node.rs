@@ -111,9 +111,16 @@ impl Node {
         let lag: Lag = Arc::new(Mutex::new(Default::default()));
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
+        let events = crate::events::channel();
         tasks.push(tokio::spawn(
-            ingest::run(js.clone(), projector.clone(), lag.clone(), shutdown.clone())
-                .instrument(tracing::info_span!("projection")),
+            ingest::run(
+                js.clone(),
+                projector.clone(),
+                lag.clone(),
+                events.clone(),
+                shutdown.clone(),
+            )
+            .instrument(tracing::info_span!("projection")),
         ));
 
         let query = Query {
@@ -128,6 +135,8 @@ impl Node {
             node_id: config.node_id.clone(),
             read_wait: config.read_wait,
             lag: lag.clone(),
+            events: events.clone(),
+            registry: Arc::new(config.agencies.clone()),
         };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

@@ -28,9 +28,12 @@ pub struct Query {
     pub node_id: String,
     pub read_wait: Duration,
     pub lag: crate::ingest::Lag,
+    pub events: crate::events::Events,
+    pub registry: Arc<halcyon_schema::Registry>,
 }
 
 /// A checked request context.
+#[derive(Debug, Clone)]
 struct Context {
     purpose: Purpose,
     break_glass: Option<BreakGlass>,
@@ -171,8 +174,293 @@ impl Query {
     }
 }
 
+/// Watch streams carry at most this many events waiting to be read.
+const WATCH_QUEUE_LEN_MAX: usize = 256;
+
+impl Query {
+    fn identifier(nhs: &str) -> Result<Identifier, ApiError> {
+        Ok(Identifier::Nhs(nhs.parse().map_err(
+            |e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()),
+        )?))
+    }
+
+    /// The flag check: D1 facts only, each decided by the policy, cut to the flag.
+    async fn flag(&self, caller: &Caller, ctx: &Context, nhs: &str) -> Result<pb::FlagStatus, ApiError> {
+        let child = self.projector.resolve(&Self::identifier(nhs)?)?;
+        let projector = self.projector.clone();
+        let facts = tokio::task::spawn_blocking(move || projector.facts(&child))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        if facts.is_empty() {
+            self.record(
+                caller,
+                ctx,
+                "CheckFlag",
+                None,
+                &Disclosure::default(),
+                pb::AccessOutcome::NotFound,
+            )
+            .await?;
+            return Err(ApiError::NotFound(
+                "no child with that NHS number is known to Halcyon".into(),
+            ));
+        }
+        let flag_facts: Vec<_> = facts
+            .into_iter()
+            .filter(|f| {
+                halcyon_schema::Category::from_wire(f.envelope.category)
+                    == Some(halcyon_schema::Category::STATUS_FLAG)
+            })
+            .collect();
+        let (view, disclosure) = child_view(
+            &self.policy,
+            &caller.principal,
+            ctx.purpose,
+            ctx.break_glass.as_ref(),
+            child,
+            &flag_facts,
+            now_ms(),
+        );
+        let sharing = halcyon_projector::SharingState::derive(&flag_facts);
+        let mut status = pb::FlagStatus {
+            child_id: child.to_string(),
+            policy_version: view.policy_version.clone(),
+            ..Default::default()
+        };
+        use pb::event::Kind;
+        for fact in &view.facts {
+            let at = fact.occurred_at;
+            match fact.event.as_ref().and_then(|e| e.kind.as_ref()) {
+                Some(Kind::ChildProtectionPlanStarted(p)) => {
+                    status.child_protection_plan = !p.unborn;
+                    status.unborn_plan = p.unborn;
+                    status.plan_started = at;
+                    status.plan_ended = None;
+                    status.office_hours_phone = p.office_hours_phone.clone();
+                    status.out_of_hours_phone = p.out_of_hours_phone.clone();
+                    status.owning_agency_id = fact.agency_id.clone();
+                }
+                Some(Kind::ChildProtectionPlanEnded(_)) => {
+                    status.child_protection_plan = false;
+                    status.unborn_plan = false;
+                    status.plan_ended = at;
+                }
+                Some(Kind::LookedAfterPeriodStarted(l)) => {
+                    status.looked_after = true;
+                    status.looked_after_started = at;
+                    status.looked_after_ended = None;
+                    status.owning_agency_id = fact.agency_id.clone();
+                    if status.office_hours_phone.is_empty() {
+                        status.office_hours_phone = l.office_hours_phone.clone();
+                        status.out_of_hours_phone = l.out_of_hours_phone.clone();
+                    }
+                }
+                Some(Kind::LookedAfterPeriodEnded(_)) => {
+                    status.looked_after = false;
+                    status.looked_after_ended = at;
+                }
+                _ => {}
+            }
+        }
+        if status.owning_agency_id.is_empty()
+            && let Some(owner) = &sharing.owner
+            && !view.facts.is_empty()
+        {
+            status.owning_agency_id = owner.to_string();
+        }
+        if let Some(owner) = status
+            .owning_agency_id
+            .parse()
+            .ok()
+            .and_then(|id| self.registry.get(&id))
+        {
+            status.owning_agency_name = owner.name.clone();
+            if status.office_hours_phone.is_empty() {
+                status.office_hours_phone = owner.office_hours_phone.clone();
+                status.out_of_hours_phone = owner.out_of_hours_phone.clone();
+            }
+        }
+        let outcome = if disclosure.facts_disclosed > 0 {
+            pb::AccessOutcome::Permitted
+        } else {
+            pb::AccessOutcome::Denied
+        };
+        self.record(caller, ctx, "CheckFlag", Some(child), &disclosure, outcome)
+            .await?;
+        status.owner_notified = !disclosure.notify.is_empty();
+        for owner in &disclosure.notify {
+            let notification = pb::AccessNotification {
+                child_id: child.to_string(),
+                by_agency_id: caller.principal.agency.to_string(),
+                by_agency_name: self
+                    .registry
+                    .get(&caller.principal.agency)
+                    .map(|a| a.name.clone())
+                    .unwrap_or_default(),
+                by_principal_id: caller.principal_id.clone(),
+                role: caller.principal.role.to_string(),
+                method: "CheckFlag".into(),
+                purpose: ctx.purpose.to_pb() as i32,
+                at: Some(timestamp_from_millis(now_ms())),
+            };
+            let _ = self.events.send(crate::events::NodeEvent::Access {
+                owner: owner.clone(),
+                notification,
+            });
+        }
+        Ok(status)
+    }
+
+    /// One watch event for `caller`, decided, cut and audited; `None` when the policy withholds it.
+    async fn watched_fact(
+        &self,
+        caller: &Caller,
+        ctx: &Context,
+        child: ChildId,
+        event_id: &str,
+    ) -> Result<Option<pb::WatchEvent>, ApiError> {
+        let projector = self.projector.clone();
+        let facts = tokio::task::spawn_blocking(move || projector.facts(&child))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        let (view, mut disclosure) = child_view(
+            &self.policy,
+            &caller.principal,
+            ctx.purpose,
+            None,
+            child,
+            &facts,
+            now_ms(),
+        );
+        let Some(fact) = view.facts.into_iter().find(|f| f.event_id == event_id) else {
+            return Ok(None);
+        };
+        // The record covers this one fact.
+        let category = halcyon_schema::Category::from_wire(fact.category);
+        disclosure.categories_disclosed = category.into_iter().collect();
+        disclosure.categories_withheld.clear();
+        disclosure.rules = [fact.rule.clone()].into_iter().collect();
+        disclosure.facts_disclosed = 1;
+        disclosure.facts_withheld = 0;
+        self.record(
+            caller,
+            ctx,
+            "Watch",
+            Some(child),
+            &disclosure,
+            pb::AccessOutcome::Permitted,
+        )
+        .await?;
+        Ok(Some(pb::WatchEvent {
+            child_id: child.to_string(),
+            kind: Some(pb::watch_event::Kind::Fact(fact)),
+        }))
+    }
+
+    /// An access notification for the owner, itself recorded (it discloses who looked at the child).
+    async fn notification(
+        &self,
+        caller: &Caller,
+        ctx: &Context,
+        notification: pb::AccessNotification,
+    ) -> Result<pb::WatchEvent, ApiError> {
+        let child: Option<ChildId> = notification.child_id.parse().ok();
+        let disclosure = Disclosure {
+            categories_disclosed: [halcyon_schema::Category::ACCESS_LOG].into_iter().collect(),
+            rules: ["access-notification.owner".to_owned()].into_iter().collect(),
+            facts_disclosed: 1,
+            ..Default::default()
+        };
+        self.record(
+            caller,
+            ctx,
+            "Watch",
+            child,
+            &disclosure,
+            pb::AccessOutcome::Permitted,
+        )
+        .await?;
+        Ok(pb::WatchEvent {
+            child_id: notification.child_id.clone(),
+            kind: Some(pb::watch_event::Kind::Access(notification)),
+        })
+    }
+}
+
+type WatchStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl QueryService for Query {
+    type WatchStream = WatchStream;
+
+    async fn check_flag(
+        &self,
+        request: Request<pb::CheckFlagRequest>,
+    ) -> Result<Response<pb::FlagStatus>, Status> {
+        let caller = self.tokens.authenticate(request.metadata())?;
+        let req = request.into_inner();
+        let ctx = self.context(req.context.as_ref()).await?;
+        Ok(Response::new(self.flag(&caller, &ctx, &req.nhs_number).await?))
+    }
+
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<WatchStream>, Status> {
+        use crate::events::NodeEvent;
+        use tokio::sync::broadcast::error::RecvError;
+        let caller = self.tokens.authenticate(request.metadata())?;
+        let req = request.into_inner();
+        let ctx = self.context(req.context.as_ref()).await?;
+        if ctx.break_glass.is_some() {
+            return Err(ApiError::Invalid(
+                "break-glass is for a single look-up, not a standing watch".into(),
+            )
+            .into());
+        }
+        let mut events = self.events.subscribe();
+        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_QUEUE_LEN_MAX);
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let item = match events.recv().await {
+                    Ok(NodeEvent::Facts(facts)) => {
+                        let mut out = Vec::new();
+                        for (child, event_id) in facts.iter() {
+                            match this.watched_fact(&caller, &ctx, *child, event_id).await {
+                                Ok(Some(e)) => out.push(Ok(e)),
+                                Ok(None) => {}
+                                Err(e) => {
+                                    out.push(Err(Status::from(e)));
+                                    break;
+                                }
+                            }
+                        }
+                        out
+                    }
+                    Ok(NodeEvent::Access { owner, notification }) if owner == caller.principal.agency => {
+                        vec![
+                            this.notification(&caller, &ctx, notification)
+                                .await
+                                .map_err(Status::from),
+                        ]
+                    }
+                    Ok(NodeEvent::Access { .. }) => continue,
+                    Err(RecvError::Lagged(n)) => vec![Err(Status::resource_exhausted(format!(
+                        "this watch fell {n} events behind; read the views again and watch anew"
+                    )))],
+                    Err(RecvError::Closed) => return,
+                };
+                for item in item {
+                    let failed = item.is_err();
+                    if tx.send(item).await.is_err() || failed {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn find_child(
         &self,
         request: Request<pb::FindChildRequest>,

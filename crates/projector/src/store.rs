@@ -103,6 +103,8 @@ pub struct ApplyOutcome {
     pub skipped: u64,
     /// Children whose facts changed.
     pub children: BTreeSet<ChildId>,
+    /// Facts projected by this batch: (child, event id), in stream order.
+    pub new_facts: Vec<(ChildId, String)>,
 }
 
 type KeyValue = (Vec<u8>, Vec<u8>);
@@ -353,6 +355,7 @@ impl Projector {
         );
         outcome.projected += 1;
         outcome.children.insert(child);
+        outcome.new_facts.push((child, valid.event_id.to_string()));
         Ok(())
     }
 

@@ -1,0 +1,28 @@
+//! What happens on a node that watchers may need to hear about: facts projected, and accesses to children
+//! that an agency owns. A bounded broadcast: a watcher that falls too far behind is told so and must
+//! re-read.
+
+use std::sync::Arc;
+
+use halcyon_schema::{AgencyId, ChildId, pb};
+use tokio::sync::broadcast;
+
+/// Events kept for slow watchers before they are told they fell behind.
+pub const EVENTS_BUFFERED_MAX: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub enum NodeEvent {
+    /// Facts a batch projected: (child, event id).
+    Facts(Arc<Vec<(ChildId, String)>>),
+    /// A configured access (e.g. an unscheduled-care flag check) to a child `owner` holds.
+    Access {
+        owner: AgencyId,
+        notification: pb::AccessNotification,
+    },
+}
+
+pub type Events = broadcast::Sender<NodeEvent>;
+
+pub fn channel() -> Events {
+    broadcast::channel(EVENTS_BUFFERED_MAX).0
+}
