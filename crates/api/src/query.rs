@@ -156,6 +156,7 @@ impl Query {
             facts_disclosed: d.facts_disclosed,
             facts_withheld: d.facts_withheld,
             node_id: self.node_id.clone(),
+            break_glass_relied_on: d.break_glass,
         };
         self.audit
             .record(record)
