@@ -26,4 +26,8 @@ pub struct NodeConfig {
     /// The longest a read-your-writes request waits for the node to reach its position.
     pub read_wait: Duration,
     pub streams: halcyon_bus::StreamSettings,
+    /// Calls answered at once; more are shed with RESOURCE_EXHAUSTED.
+    pub concurrency_max: usize,
+    /// Health reports NOT_SERVING while any stream lags by more events than this.
+    pub lag_max: u64,
 }

@@ -22,6 +22,9 @@ pub enum ApiError {
     /// The audit record could not be written, so nothing is disclosed. -> UNAVAILABLE
     #[error("audit record not written, nothing disclosed: {0}")]
     AuditUnavailable(String),
+    /// The node is at its concurrency limit. -> RESOURCE_EXHAUSTED
+    #[error("{0}")]
+    Overloaded(String),
     /// The read models failed. -> INTERNAL (details logged, not returned)
     #[error("internal error")]
     Internal(String),
@@ -36,6 +39,7 @@ impl From<ApiError> for Status {
             ApiError::NotFound(_) => Code::NotFound,
             ApiError::NotCaughtUp(_) => Code::DeadlineExceeded,
             ApiError::AuditUnavailable(_) => Code::Unavailable,
+            ApiError::Overloaded(_) => Code::ResourceExhausted,
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error answering a call");
                 Code::Internal

@@ -12,11 +12,17 @@ use halcyon_projector::Projector;
 use halcyon_schema::pb::query_service_server::QueryServiceServer;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
 use tracing::Instrument;
 
 use crate::config::NodeConfig;
 use crate::ingest::{self, Lag};
 use crate::query::Query;
+
+/// Largest request a client may send (requests are small: an identifier and a context).
+pub const REQUEST_BYTES_MAX: usize = 64 * 1024;
+/// Largest response (a child's whole view).
+pub const RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +143,7 @@ impl Node {
             lag: lag.clone(),
             events: events.clone(),
             registry: Arc::new(config.agencies.clone()),
+            admission: Arc::new(tokio::sync::Semaphore::new(config.concurrency_max)),
         };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -150,6 +157,16 @@ impl Node {
         })?;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter.set_serving::<QueryServiceServer<Query>>().await;
+        tasks.push(tokio::spawn(
+            watch_health(
+                health_reporter,
+                js.clone(),
+                lag.clone(),
+                config.lag_max,
+                shutdown.clone(),
+            )
+            .instrument(tracing::info_span!("health")),
+        ));
         let reflection = config.reflection.then(|| {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(halcyon_schema::pb::FILE_DESCRIPTOR_SET)
@@ -159,7 +176,11 @@ impl Node {
         let router = tonic::transport::Server::builder()
             .timeout(Duration::from_secs(30))
             .add_service(health_service)
-            .add_service(QueryServiceServer::new(query))
+            .add_service(
+                QueryServiceServer::new(query)
+                    .max_decoding_message_size(REQUEST_BYTES_MAX)
+                    .max_encoding_message_size(RESPONSE_BYTES_MAX),
+            )
             .add_optional_service(reflection);
         let stop = shutdown.clone();
         tasks.push(tokio::spawn(
@@ -193,6 +214,57 @@ impl Node {
         }
     }
 }
+
+/// Keeps the gRPC health status true: NOT_SERVING while a stream lags by more than `lag_max` events or the
+/// AUDIT stream cannot be reached (queries would fail closed anyway).
+async fn watch_health(
+    reporter: tonic_health::server::HealthReporter,
+    js: jetstream::Context,
+    lag: Lag,
+    lag_max: u64,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut serving = Some(true);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let lagging: Vec<String> = lag
+            .lock()
+            .expect("lag lock")
+            .iter()
+            .filter(|(_, behind)| **behind > lag_max)
+            .map(|(s, behind)| format!("{s} ({behind} behind)"))
+            .collect();
+        let audit = tokio::time::timeout(
+            Duration::from_secs(1),
+            js.get_stream(halcyon_schema::subject::AUDIT_STREAM),
+        )
+        .await;
+        let audit_ok = matches!(audit, Ok(Ok(_)));
+        let ok = lagging.is_empty() && audit_ok;
+        if serving != Some(ok) {
+            let status = if ok {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            reporter.set_service_status("", status).await;
+            reporter.set_service_status(QUERY_SERVICE, status).await;
+            if ok {
+                tracing::info!("healthy again: serving");
+            } else {
+                tracing::warn!(lagging = ?lagging, audit_reachable = audit_ok, "not serving");
+            }
+            serving = Some(ok);
+        }
+    }
+}
+
+/// The query service's name for the health protocol.
+const QUERY_SERVICE: &str = "halcyon.v1.QueryService";
 
 /// Runs a node until `shutdown` completes (SIGTERM/SIGINT in the binary).
 pub async fn run(

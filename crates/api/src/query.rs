@@ -30,7 +30,13 @@ pub struct Query {
     pub lag: crate::ingest::Lag,
     pub events: crate::events::Events,
     pub registry: Arc<halcyon_schema::Registry>,
+    /// Calls answered at once across the node; beyond it, calls are shed with RESOURCE_EXHAUSTED.
+    pub admission: Arc<tokio::sync::Semaphore>,
 }
+
+/// Chronology pages hold at most this many facts.
+pub const PAGE_SIZE_MAX: u32 = 500;
+const PAGE_SIZE_DEFAULT: u32 = 100;
 
 /// A checked request context.
 #[derive(Debug, Clone)]
@@ -44,6 +50,13 @@ pub fn now_ms() -> i64 {
 }
 
 impl Query {
+    /// Admits a call or sheds it when the node is at its concurrency limit.
+    fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.admission.clone().try_acquire_owned().map_err(|_| {
+            ApiError::Overloaded("the node is at its concurrency limit; retry with backoff".into())
+        })
+    }
+
     async fn context(&self, ctx: Option<&pb::RequestContext>) -> Result<Context, ApiError> {
         let ctx = ctx.ok_or_else(|| ApiError::Invalid("context is required: state a purpose".into()))?;
         let purpose = Purpose::from_pb(ctx.purpose()).ok_or_else(|| {
@@ -394,10 +407,89 @@ type WatchStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::Watch
 impl QueryService for Query {
     type WatchStream = WatchStream;
 
+    async fn get_chronology(
+        &self,
+        request: Request<pb::GetChronologyRequest>,
+    ) -> Result<Response<pb::ChronologyPage>, Status> {
+        let _permit = self.admit()?;
+        let caller = self.tokens.authenticate(request.metadata())?;
+        let req = request.into_inner();
+        let ctx = self.context(req.context.as_ref()).await?;
+        let child: ChildId = req
+            .child_id
+            .parse()
+            .map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))?;
+        let page_size = match req.page_size {
+            0 => PAGE_SIZE_DEFAULT,
+            n if n > PAGE_SIZE_MAX => {
+                return Err(
+                    ApiError::Invalid(format!("page_size {n} is over the cap of {PAGE_SIZE_MAX}")).into(),
+                );
+            }
+            n => n,
+        } as usize;
+        let start: usize = if req.page_token.is_empty() {
+            0
+        } else {
+            req.page_token
+                .parse()
+                .map_err(|_| ApiError::Invalid("page_token is not one this node issued".into()))?
+        };
+        let projector = self.projector.clone();
+        let facts = tokio::task::spawn_blocking(move || projector.facts(&child))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(ApiError::from)?;
+        if facts.is_empty() {
+            self.record(
+                &caller,
+                &ctx,
+                "GetChronology",
+                None,
+                &Disclosure::default(),
+                pb::AccessOutcome::NotFound,
+            )
+            .await?;
+            return Err(ApiError::NotFound("no child with that id is known to Halcyon".into()).into());
+        }
+        // The state comes from every fact; the page is a window on the facts in time order.
+        let window = start.min(facts.len())..(start + page_size).min(facts.len());
+        let (view, disclosure) = crate::view::child_view_window(
+            &self.policy,
+            &caller.principal,
+            ctx.purpose,
+            ctx.break_glass.as_ref(),
+            child,
+            &facts,
+            window,
+            now_ms(),
+        );
+        let outcome = if disclosure.facts_disclosed > 0 {
+            pb::AccessOutcome::Permitted
+        } else {
+            pb::AccessOutcome::Denied
+        };
+        self.record(&caller, &ctx, "GetChronology", Some(child), &disclosure, outcome)
+            .await?;
+        let next = start + page_size;
+        Ok(Response::new(pb::ChronologyPage {
+            child_id: view.child_id,
+            facts: view.facts,
+            withheld: view.withheld,
+            next_page_token: if next < facts.len() {
+                next.to_string()
+            } else {
+                String::new()
+            },
+            policy_version: view.policy_version,
+        }))
+    }
+
     async fn check_flag(
         &self,
         request: Request<pb::CheckFlagRequest>,
     ) -> Result<Response<pb::FlagStatus>, Status> {
+        let _permit = self.admit()?;
         let caller = self.tokens.authenticate(request.metadata())?;
         let req = request.into_inner();
         let ctx = self.context(req.context.as_ref()).await?;
@@ -466,6 +558,7 @@ impl QueryService for Query {
         &self,
         request: Request<pb::FindChildRequest>,
     ) -> Result<Response<pb::ChildView>, Status> {
+        let _permit = self.admit()?;
         let caller = self.tokens.authenticate(request.metadata())?;
         let req = request.into_inner();
         let ctx = self.context(req.context.as_ref()).await?;
@@ -501,6 +594,7 @@ impl QueryService for Query {
         &self,
         request: Request<pb::GetChildViewRequest>,
     ) -> Result<Response<pb::ChildView>, Status> {
+        let _permit = self.admit()?;
         let caller = self.tokens.authenticate(request.metadata())?;
         let req = request.into_inner();
         let ctx = self.context(req.context.as_ref()).await?;

@@ -35,13 +35,40 @@ pub fn child_view(
     facts: &[Fact],
     now_ms: i64,
 ) -> (pb::ChildView, Disclosure) {
+    child_view_window(
+        policy,
+        principal,
+        purpose,
+        break_glass,
+        child,
+        facts,
+        0..facts.len(),
+        now_ms,
+    )
+}
+
+/// The view of the facts in `window` (indices into `facts`), decided on the state derived from all facts.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site each; a struct would only rename them"
+)]
+pub fn child_view_window(
+    policy: &Policy,
+    principal: &Principal,
+    purpose: Purpose,
+    break_glass: Option<&BreakGlass>,
+    child: ChildId,
+    facts: &[Fact],
+    window: std::ops::Range<usize>,
+    now_ms: i64,
+) -> (pb::ChildView, Disclosure) {
     let sharing = SharingState::derive(facts);
     let state = sharing.for_agency(&principal.agency);
     let mut disclosure = Disclosure::default();
     let mut withheld: BTreeMap<String, u32> = BTreeMap::new();
     let mut visible = Vec::new();
     let mut identity_source = None;
-    for fact in facts {
+    for fact in &facts[window] {
         let Some(pfact) = policy_fact(fact, &sharing, principal) else {
             continue;
         };

@@ -54,7 +54,13 @@ impl Violations {
     /// A reported violation that names `subject`, if any.
     pub fn about(&self, subject: &str) -> Option<String> {
         let quoted = format!("\"{subject}\"");
-        self.0.lock().expect("violations lock").iter().rev().find(|r| r.contains(&quoted)).cloned()
+        self.0
+            .lock()
+            .expect("violations lock")
+            .iter()
+            .rev()
+            .find(|r| r.contains(&quoted))
+            .cloned()
     }
 
     pub fn all(&self) -> Vec<String> {
@@ -63,7 +69,11 @@ impl Violations {
 }
 
 /// Connects, naming the connection after the program (it shows in the server's monitoring).
-pub async fn connect(url: &str, credentials: &Credentials, name: &str) -> Result<async_nats::Client, BusError> {
+pub async fn connect(
+    url: &str,
+    credentials: &Credentials,
+    name: &str,
+) -> Result<async_nats::Client, BusError> {
     Ok(connect_watching(url, credentials, name).await?.0)
 }
 
@@ -96,9 +106,9 @@ pub async fn connect_watching(
     if let Some(prefix) = &credentials.inbox_prefix {
         options = options.custom_inbox_prefix(prefix);
     }
-    let client = options
-        .connect(url)
-        .await
-        .map_err(|source| BusError::Connect { url: url.to_owned(), source })?;
+    let client = options.connect(url).await.map_err(|source| BusError::Connect {
+        url: url.to_owned(),
+        source,
+    })?;
     Ok((client, violations))
 }

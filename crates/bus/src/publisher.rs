@@ -80,7 +80,11 @@ impl Publisher {
             .max_ack_inflight(config.window.max(1))
             .backpressure_on_inflight(true)
             .build(client);
-        Self { js, config, violations: None }
+        Self {
+            js,
+            config,
+            violations: None,
+        }
     }
 
     /// Reports a missing acknowledgement as `Denied` when the server said the identity may not publish
@@ -142,7 +146,12 @@ impl Publisher {
                     let detail = e.to_string();
                     let actual = detail
                         .rsplit_once("sequence:")
-                        .map(|(_, rest)| rest.trim_start().chars().take_while(char::is_ascii_digit).collect::<String>())
+                        .map(|(_, rest)| {
+                            rest.trim_start()
+                                .chars()
+                                .take_while(char::is_ascii_digit)
+                                .collect::<String>()
+                        })
                         .filter(|n| !n.is_empty())
                         .unwrap_or_else(|| format!("unknown ({detail})"));
                     return Err(PublishError::Conflict {

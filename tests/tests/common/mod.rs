@@ -36,6 +36,8 @@ pub fn node_config(nats: &NatsServer, data_dir: &std::path::Path) -> NodeConfig 
         reflection: true,
         read_wait: Duration::from_secs(20),
         streams: StreamSettings::default(),
+        concurrency_max: 256,
+        lag_max: 10_000,
     }
 }
 

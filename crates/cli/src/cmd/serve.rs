@@ -56,6 +56,12 @@ pub struct Args {
     /// Stream replicas (1 on a laptop, 3 in a cluster).
     #[arg(long, env = "HALCYON_REPLICAS")]
     replicas: Option<usize>,
+    /// Calls answered at once; beyond it, calls are shed with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "HALCYON_CONCURRENCY_MAX")]
+    concurrency_max: Option<usize>,
+    /// Health reports NOT_SERVING while a stream lags by more events than this.
+    #[arg(long, env = "HALCYON_LAG_MAX")]
+    lag_max: Option<u64>,
 }
 
 /// The same settings, from a file.
@@ -77,6 +83,8 @@ struct FileConfig {
     read_wait_ms: Option<u64>,
     duplicate_window_secs: Option<u64>,
     replicas: Option<usize>,
+    concurrency_max: Option<usize>,
+    lag_max: Option<u64>,
 }
 
 fn build(args: Args) -> anyhow::Result<NodeConfig> {
@@ -149,6 +157,8 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
             ),
             replicas,
         },
+        concurrency_max: args.concurrency_max.or(file.concurrency_max).unwrap_or(256),
+        lag_max: args.lag_max.or(file.lag_max).unwrap_or(10_000),
     })
 }
 
