@@ -96,11 +96,37 @@ impl Tokens {
             .get(&hash)
             .cloned()
             .ok_or_else(|| ApiError::Unauthenticated("unknown token".into()))?;
-        if let Some(claimed) = metadata.get("x-halcyon-agency") {
+        Ok(caller)
+    }
+}
+
+/// How callers prove who they are: client certificates (mutual TLS) when the node serves TLS, bearer tokens
+/// otherwise.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    pub tokens: Tokens,
+    pub registry: Registry,
+    pub mtls: bool,
+}
+
+impl Authenticator {
+    pub fn authenticate<T>(&self, request: &tonic::Request<T>) -> Result<Caller, ApiError> {
+        let caller = if self.mtls {
+            let certs = request.peer_certs().ok_or_else(|| {
+                ApiError::Unauthenticated("no client certificate: this node requires mutual TLS".into())
+            })?;
+            let leaf = certs
+                .first()
+                .ok_or_else(|| ApiError::Unauthenticated("empty client certificate chain".into()))?;
+            crate::tls::caller_from_certificate(leaf.as_ref(), &self.registry)?
+        } else {
+            self.tokens.authenticate(request.metadata())?
+        };
+        if let Some(claimed) = request.metadata().get("x-halcyon-agency") {
             let claimed = claimed.to_str().unwrap_or("");
             if claimed != caller.principal.agency.as_str() {
                 return Err(ApiError::Forbidden(format!(
-                    "this token belongs to agency {}, not {claimed}",
+                    "these credentials belong to agency {}, not {claimed}",
                     caller.principal.agency
                 )));
             }

@@ -30,4 +30,6 @@ pub struct NodeConfig {
     pub concurrency_max: usize,
     /// Health reports NOT_SERVING while any stream lags by more events than this.
     pub lag_max: u64,
+    /// Mutual TLS (production). Without it the node takes bearer tokens (local use).
+    pub tls: Option<crate::tls::TlsSettings>,
 }

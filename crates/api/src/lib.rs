@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod node;
 pub mod query;
 pub mod rebuild;
+pub mod tls;
 pub mod view;
 
 pub use config::NodeConfig;

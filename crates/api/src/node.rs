@@ -132,7 +132,11 @@ impl Node {
         let query = Query {
             projector: projector.clone(),
             policy: Arc::new(config.policy.clone()),
-            tokens: Arc::new(config.tokens.clone()),
+            auth: Arc::new(crate::auth::Authenticator {
+                tokens: config.tokens.clone(),
+                registry: config.agencies.clone(),
+                mtls: config.tls.is_some(),
+            }),
             audit: AuditWriter::spawn(
                 js.clone(),
                 &config.node_id,
@@ -173,7 +177,16 @@ impl Node {
                 .build_v1()
                 .expect("the embedded descriptor set is valid")
         });
-        let router = tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = &config.tls {
+            let tls = tls
+                .server_config()
+                .map_err(|e| NodeError::Config(format!("tls: {e}")))?;
+            server = server
+                .tls_config(tls)
+                .map_err(|e| NodeError::Config(format!("tls: {e}")))?;
+        }
+        let router = server
             .timeout(Duration::from_secs(30))
             .add_service(health_service)
             .add_service(

@@ -14,7 +14,7 @@ use halcyon_schema::pb::{
 use halcyon_schema::{ChildId, EventId};
 use tonic::{Request, Response, Status};
 
-use crate::auth::{Caller, Tokens};
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::view::{Disclosure, child_view};
 
@@ -23,7 +23,7 @@ use crate::view::{Disclosure, child_view};
 pub struct Query {
     pub projector: Arc<Projector>,
     pub policy: Arc<Policy>,
-    pub tokens: Arc<Tokens>,
+    pub auth: Arc<crate::auth::Authenticator>,
     pub audit: AuditWriter,
     pub node_id: String,
     pub read_wait: Duration,
@@ -412,7 +412,7 @@ impl QueryService for Query {
         request: Request<pb::GetChronologyRequest>,
     ) -> Result<Response<pb::ChronologyPage>, Status> {
         let _permit = self.admit()?;
-        let caller = self.tokens.authenticate(request.metadata())?;
+        let caller = self.auth.authenticate(&request)?;
         let req = request.into_inner();
         let ctx = self.context(req.context.as_ref()).await?;
         let child: ChildId = req
@@ -490,7 +490,7 @@ impl QueryService for Query {
         request: Request<pb::CheckFlagRequest>,
     ) -> Result<Response<pb::FlagStatus>, Status> {
         let _permit = self.admit()?;
-        let caller = self.tokens.authenticate(request.metadata())?;
+        let caller = self.auth.authenticate(&request)?;
         let req = request.into_inner();
         let ctx = self.context(req.context.as_ref()).await?;
         Ok(Response::new(self.flag(&caller, &ctx, &req.nhs_number).await?))
@@ -499,7 +499,7 @@ impl QueryService for Query {
     async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<WatchStream>, Status> {
         use crate::events::NodeEvent;
         use tokio::sync::broadcast::error::RecvError;
-        let caller = self.tokens.authenticate(request.metadata())?;
+        let caller = self.auth.authenticate(&request)?;
         let req = request.into_inner();
         let ctx = self.context(req.context.as_ref()).await?;
         if ctx.break_glass.is_some() {
@@ -559,7 +559,7 @@ impl QueryService for Query {
         request: Request<pb::FindChildRequest>,
     ) -> Result<Response<pb::ChildView>, Status> {
         let _permit = self.admit()?;
-        let caller = self.tokens.authenticate(request.metadata())?;
+        let caller = self.auth.authenticate(&request)?;
         let req = request.into_inner();
         let ctx = self.context(req.context.as_ref()).await?;
         let identifier = match req.identifier {
@@ -595,7 +595,7 @@ impl QueryService for Query {
         request: Request<pb::GetChildViewRequest>,
     ) -> Result<Response<pb::ChildView>, Status> {
         let _permit = self.admit()?;
-        let caller = self.tokens.authenticate(request.metadata())?;
+        let caller = self.auth.authenticate(&request)?;
         let req = request.into_inner();
         let ctx = self.context(req.context.as_ref()).await?;
         let child: ChildId = req
@@ -611,7 +611,7 @@ impl QueryService for Query {
         &self,
         request: Request<pb::GetPositionsRequest>,
     ) -> Result<Response<pb::GetPositionsResponse>, Status> {
-        self.tokens.authenticate(request.metadata())?;
+        self.auth.authenticate(&request)?;
         let positions = self
             .projector
             .checkpoints()
@@ -635,7 +635,7 @@ impl QueryService for Query {
         &self,
         request: Request<pb::ListQuarantineRequest>,
     ) -> Result<Response<pb::ListQuarantineResponse>, Status> {
-        let caller = self.tokens.authenticate(request.metadata())?;
+        let caller = self.auth.authenticate(&request)?;
         let wanted = request.into_inner().agency_id;
         let operator = caller.principal.role == Role::Operator;
         let agency = match (operator, wanted.is_empty()) {

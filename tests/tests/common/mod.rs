@@ -38,6 +38,7 @@ pub fn node_config(nats: &NatsServer, data_dir: &std::path::Path) -> NodeConfig 
         streams: StreamSettings::default(),
         concurrency_max: 256,
         lag_max: 10_000,
+        tls: None,
     }
 }
 

@@ -62,6 +62,15 @@ pub struct Args {
     /// Health reports NOT_SERVING while a stream lags by more events than this.
     #[arg(long, env = "HALCYON_LAG_MAX")]
     lag_max: Option<u64>,
+    /// Serve mutual TLS with this certificate (PEM); callers are then identified by their client
+    /// certificates (subject O = agency, OU = role, CN = principal) instead of bearer tokens.
+    #[arg(long, env = "HALCYON_TLS_CERT", requires_all = ["tls_key", "tls_client_ca"])]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, env = "HALCYON_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// The CA that signs agencies' client certificates.
+    #[arg(long, env = "HALCYON_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
 }
 
 /// The same settings, from a file.
@@ -85,6 +94,9 @@ struct FileConfig {
     replicas: Option<usize>,
     concurrency_max: Option<usize>,
     lag_max: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
 }
 
 fn build(args: Args) -> anyhow::Result<NodeConfig> {
@@ -159,6 +171,21 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
         },
         concurrency_max: args.concurrency_max.or(file.concurrency_max).unwrap_or(256),
         lag_max: args.lag_max.or(file.lag_max).unwrap_or(10_000),
+        tls: match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+            args.tls_client_ca.or(file.tls_client_ca),
+        ) {
+            (Some(cert), Some(key), Some(client_ca)) => {
+                Some(halcyon_api::tls::TlsSettings { cert, key, client_ca })
+            }
+            (None, None, None) => None,
+            _ => {
+                return Err(anyhow!(
+                    "tls: set all of tls_cert, tls_key and tls_client_ca, or none"
+                ));
+            }
+        },
     })
 }
 
