@@ -75,7 +75,11 @@ show() {
 show csc-rotherham safeguarding "Children's social care, the owning authority"
 show police-sy safeguarding "Police"
 show school-oakwood safeguarding "School designated safeguarding lead"
-show health-rgh-ed direct_care "A&E (unscheduled care): a CP-IS-style flag check"
+echo
+echo "== A&E (unscheduled care, health-rgh-ed): a CP-IS-style flag check"
+# shellcheck disable=SC2086
+"$halcyon" flag --token demo-health-rgh-ed --nhs "$nhs" $after | sed 's/^/   /'
+show health-rgh-ed direct_care "A&E's full view for direct care"
 show mash-rotherham safeguarding "MASH"
 show vol-safe-haven safeguarding "Voluntary sector project"
 

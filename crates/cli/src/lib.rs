@@ -31,6 +31,8 @@ enum Command {
     Publish(cmd::publish::Args),
     /// Ask a node what an agency may see about a child.
     Child(cmd::child::Args),
+    /// The CP-IS-style status flag of a child, by NHS number (unscheduled care).
+    Flag(cmd::child::FlagArgs),
     /// Project the streams into fresh read models and swap them in (the node must be stopped).
     Rebuild(cmd::rebuild::RebuildArgs),
     /// Dump a node's read models deterministically (the node must be stopped).
@@ -91,6 +93,7 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => cmd::serve::run(args).await,
             Command::Publish(args) => cmd::publish::run(args).await,
             Command::Child(args) => cmd::child::run(args).await,
+            Command::Flag(args) => cmd::child::flag(args).await,
             Command::Streams(args) => cmd::streams::run(args).await,
             Command::Quarantine(args) => cmd::quarantine::run(args).await,
             Command::Rebuild(args) => cmd::rebuild::rebuild(args).await,

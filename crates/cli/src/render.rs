@@ -115,3 +115,62 @@ pub fn view(view: &pb::ChildView) -> String {
     }
     out
 }
+
+pub fn flag(f: &pb::FlagStatus) -> String {
+    let mut out = String::new();
+    let date = |t: &Option<halcyon_schema::convert::Timestamp>| {
+        t.as_ref()
+            .map(|t| format_timestamp(t)[..10].to_owned())
+            .unwrap_or_else(|| "-".into())
+    };
+    let status = match (f.child_protection_plan, f.unborn_plan, f.looked_after) {
+        (false, false, false) if f.plan_ended.is_some() => {
+            "no current flag (a child protection plan ended)".to_owned()
+        }
+        (false, false, false) => "no flag".to_owned(),
+        (cp, unborn, la) => [
+            (cp, "CHILD PROTECTION PLAN"),
+            (unborn, "UNBORN CHILD PROTECTION PLAN"),
+            (la, "LOOKED AFTER"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, name)| *name)
+        .collect::<Vec<_>>()
+        .join(" + "),
+    };
+    let _ = writeln!(out, "flag: {status}  (policy {})", f.policy_version);
+    if f.plan_started.is_some() || f.plan_ended.is_some() {
+        let _ = writeln!(
+            out,
+            "  plan started {}, ended {}",
+            date(&f.plan_started),
+            date(&f.plan_ended)
+        );
+    }
+    if f.looked_after_started.is_some() {
+        let _ = writeln!(
+            out,
+            "  looked after from {}, to {}",
+            date(&f.looked_after_started),
+            date(&f.looked_after_ended)
+        );
+    }
+    if !f.owning_agency_id.is_empty() {
+        let _ = writeln!(
+            out,
+            "  owning authority: {} — office hours {}, out of hours {}",
+            f.owning_agency_name,
+            f.office_hours_phone,
+            if f.out_of_hours_phone.is_empty() {
+                "-"
+            } else {
+                &f.out_of_hours_phone
+            }
+        );
+    }
+    if f.owner_notified {
+        out.push_str("  the owning authority has been notified of this check\n");
+    }
+    out
+}

@@ -85,3 +85,50 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     }
     Ok(())
 }
+
+#[derive(Debug, clap::Args)]
+pub struct FlagArgs {
+    #[arg(long, env = "HALCYON_API", default_value = "http://127.0.0.1:50051")]
+    api: String,
+    #[arg(long, env = "HALCYON_TOKEN", hide_env_values = true)]
+    token: String,
+    #[arg(long)]
+    nhs: String,
+    #[arg(long, default_value = "direct_care")]
+    purpose: halcyon_policy::Purpose,
+    #[arg(long = "after")]
+    after: Vec<halcyon_bus::Position>,
+}
+
+/// `halcyon flag`: the CP-IS-style check an unscheduled-care setting makes.
+pub async fn flag(args: FlagArgs) -> Result<(), Failure> {
+    let mut client = QueryServiceClient::connect(args.api.clone())
+        .await
+        .map_err(|e| anyhow!("cannot reach the halcyon node at {}: {e}", args.api))?;
+    let mut request = tonic::Request::new(pb::CheckFlagRequest {
+        context: Some(pb::RequestContext {
+            purpose: args.purpose.to_pb() as i32,
+            min_positions: args
+                .after
+                .iter()
+                .map(|p| pb::Position {
+                    stream: p.stream.clone(),
+                    sequence: p.sequence,
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        nhs_number: args.nhs.clone(),
+    });
+    let bearer: MetadataValue<_> = format!("Bearer {}", args.token)
+        .parse()
+        .map_err(|_| config_error(anyhow!("the token is not a valid header value")))?;
+    request.metadata_mut().insert("authorization", bearer);
+    let flag = client
+        .check_flag(request)
+        .await
+        .map_err(|s| anyhow!("{}: {}", s.code(), s.message()))?
+        .into_inner();
+    print!("{}", crate::render::flag(&flag));
+    Ok(())
+}
