@@ -27,6 +27,10 @@ demo: nats-server
 test: nats-server
     cargo test --locked --workspace --no-fail-fast
 
+# Hot paths, each beside a baseline from the same run, on its own nats-servers; table + target/bench/report.json.
+bench *ARGS: nats-server
+    HALCYON_LOG="${HALCYON_LOG:-warn}" cargo run --locked --release -p halcyon-cli -- bench {{ARGS}}
+
 # Formatting and clippy, warnings as errors.
 lint:
     cargo fmt --all -- --check

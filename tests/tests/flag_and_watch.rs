@@ -108,9 +108,9 @@ async fn a_watch_delivers_new_facts_the_agency_may_see() {
     let enrolment = pick("InvolvementStarted");
     let intelligence = pick("PoliceIntelligenceRecorded");
     let missing = pick("MissingEpisodeReported");
-    common::publish_as_agencies(&h.nats.url(), &[enrolment.clone()]).await;
-    common::publish_as_agencies(&h.nats.url(), &[intelligence.clone()]).await;
-    common::publish_as_agencies(&h.nats.url(), &[missing.clone()]).await;
+    common::publish_as_agencies(&h.nats.url(), std::slice::from_ref(&enrolment)).await;
+    common::publish_as_agencies(&h.nats.url(), std::slice::from_ref(&intelligence)).await;
+    common::publish_as_agencies(&h.nats.url(), std::slice::from_ref(&missing)).await;
 
     let mut seen = Vec::new();
     while seen.len() < 2 {

@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node: the projector and the gRPC API in one process.
-    Serve(cmd::serve::Args),
+    Serve(Box<cmd::serve::Args>),
     /// Publish events: JSON lines from a file, or a generated scenario.
     Publish(cmd::publish::Args),
     /// Ask a node what an agency may see about a child.
@@ -90,7 +90,7 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => cmd::serve::run(args).await,
+            Command::Serve(args) => cmd::serve::run(*args).await,
             Command::Publish(args) => cmd::publish::run(args).await,
             Command::Child(args) => cmd::child::run(args).await,
             Command::Flag(args) => cmd::child::flag(args).await,

@@ -1,6 +1,6 @@
 //! Options several subcommands share: where NATS is and who we are on it; where the registry is.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use halcyon_schema::Registry;
@@ -26,7 +26,7 @@ impl NatsArgs {
     }
 }
 
-pub fn load_registry(path: &PathBuf) -> Result<Registry, crate::Failure> {
+pub fn load_registry(path: &Path) -> Result<Registry, crate::Failure> {
     let src = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the agency registry {}", path.display()))
         .map_err(crate::config_error)?;

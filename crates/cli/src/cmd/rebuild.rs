@@ -3,7 +3,7 @@
 //! node stopped: sled allows one process per folder.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow};
@@ -42,7 +42,7 @@ pub struct ExportArgs {
     out: Option<PathBuf>,
 }
 
-fn open_spec(agencies: &PathBuf, policy: &PathBuf) -> Result<ViewSpec, Failure> {
+fn open_spec(agencies: &Path, policy: &Path) -> Result<ViewSpec, Failure> {
     let registry = load_registry(agencies)?;
     let policy = Policy::load(policy).map_err(|e| config_error(anyhow!("{e}")))?;
     Ok(ViewSpec::new(Arc::new(policy), &registry))
