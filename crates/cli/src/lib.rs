@@ -46,6 +46,8 @@ enum Command {
     Policy(cmd::policy::Command),
     /// Print the SHA-256 of a bearer token, for the tokens file.
     HashToken { token: String },
+    /// Measure the hot paths, each beside a baseline from the same run; writes target/bench/report.json.
+    Bench(cmd::bench::Args),
 }
 
 /// A failure with the exit code it deserves.
@@ -99,6 +101,7 @@ pub fn main() -> ExitCode {
             Command::Rebuild(args) => cmd::rebuild::rebuild(args).await,
             Command::Export(args) => cmd::rebuild::export(args),
             Command::Policy(command) => cmd::policy::run(command),
+            Command::Bench(args) => cmd::bench::run(args).await,
             Command::HashToken { token } => {
                 println!("{}", halcyon_api::auth::hash_token(&token));
                 Ok(())
