@@ -53,7 +53,7 @@ async fn callers_must_say_who_they_are_and_why_they_ask() {
     assert!(
         as_other
             .message()
-            .contains("belongs to agency school-oakwood, not police-sy"),
+            .contains("belong to agency school-oakwood, not police-sy"),
         "{}",
         as_other.message()
     );
