@@ -110,13 +110,14 @@ pub struct Margin {
     pub unit: Unit,
 }
 
+/// `2 working days (1 d 12 h)` for date-based units; just the duration (`3 h 30 min`) for hours.
 impl fmt::Display for Margin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.unit.amount(self.units))?;
-        if self.unit != Unit::Hours || self.ms % HOUR_MS != 0 {
-            write!(f, " ({})", duration_text(self.ms))?;
+        if self.unit == Unit::Hours {
+            f.write_str(&duration_text(self.ms))
+        } else {
+            write!(f, "{} ({})", self.unit.amount(self.units), duration_text(self.ms))
         }
-        Ok(())
     }
 }
 

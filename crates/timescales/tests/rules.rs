@@ -710,6 +710,24 @@ fn a_deadline_reads_as_a_sentence() {
 }
 
 #[test]
+fn hour_margins_read_as_durations() {
+    let facts = vec![
+        police("PoliceProtectionStarted", at("2026-03-28", 22, 0)),
+        police("PoliceProtectionEnded", at("2026-04-01", 1, 30)),
+    ];
+    let evaluation = eval(&facts, at("2026-04-02", 0, 0));
+    let shown = first(&evaluation, "T12").to_string();
+    assert!(shown.contains("(72 hours)"), "{shown}");
+    assert!(
+        shown.contains("breached, 3 h 30 min late when met by PoliceProtectionEnded"),
+        "{shown}"
+    );
+    let open = eval(&facts[..1], at("2026-03-30", 12, 15));
+    let shown = first(&open, "T12").to_string();
+    assert!(shown.ends_with("open, 1 d 9 h 45 min left"), "{shown}");
+}
+
+#[test]
 fn occurrences_built_from_events_drive_the_rules() {
     use halcyon_schema::pb;
     use halcyon_schema::pb::event::Kind;
