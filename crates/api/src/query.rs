@@ -50,6 +50,20 @@ pub fn now_ms() -> i64 {
 }
 
 impl Query {
+    /// A child's facts, read off the async runtime.
+    async fn facts(&self, child: ChildId) -> Result<Vec<halcyon_projector::Fact>, ApiError> {
+        let projector = self.projector.clone();
+        Ok(tokio::task::spawn_blocking(move || projector.facts(&child))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??)
+    }
+
+    /// Parses a child id from a request.
+    fn child_id(raw: &str) -> Result<ChildId, ApiError> {
+        raw.parse()
+            .map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))
+    }
+
     /// Admits a call or sheds it when the node is at its concurrency limit.
     fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
         self.admission.clone().try_acquire_owned().map_err(|_| {
@@ -94,10 +108,7 @@ impl Query {
         method: &str,
         child: ChildId,
     ) -> Result<pb::ChildView, ApiError> {
-        let projector = self.projector.clone();
-        let facts = tokio::task::spawn_blocking(move || projector.facts(&child))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        let facts = self.facts(child).await?;
         if facts.is_empty() {
             self.record(
                 caller,
@@ -201,10 +212,7 @@ impl Query {
     /// The flag check: D1 facts only, each decided by the policy, cut to the flag.
     async fn flag(&self, caller: &Caller, ctx: &Context, nhs: &str) -> Result<pb::FlagStatus, ApiError> {
         let child = self.projector.resolve(&Self::identifier(nhs)?)?;
-        let projector = self.projector.clone();
-        let facts = tokio::task::spawn_blocking(move || projector.facts(&child))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        let facts = self.facts(child).await?;
         if facts.is_empty() {
             self.record(
                 caller,
@@ -333,10 +341,7 @@ impl Query {
         child: ChildId,
         event_id: &str,
     ) -> Result<Option<pb::WatchEvent>, ApiError> {
-        let projector = self.projector.clone();
-        let facts = tokio::task::spawn_blocking(move || projector.facts(&child))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        let facts = self.facts(child).await?;
         let (view, mut disclosure) = child_view(
             &self.policy,
             &caller.principal,
@@ -415,10 +420,7 @@ impl QueryService for Query {
         let caller = self.auth.authenticate(&request)?;
         let req = request.into_inner();
         let ctx = self.context(req.context.as_ref()).await?;
-        let child: ChildId = req
-            .child_id
-            .parse()
-            .map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))?;
+        let child = Self::child_id(&req.child_id)?;
         let page_size = match req.page_size {
             0 => PAGE_SIZE_DEFAULT,
             n if n > PAGE_SIZE_MAX => {
@@ -435,11 +437,7 @@ impl QueryService for Query {
                 .parse()
                 .map_err(|_| ApiError::Invalid("page_token is not one this node issued".into()))?
         };
-        let projector = self.projector.clone();
-        let facts = tokio::task::spawn_blocking(move || projector.facts(&child))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(ApiError::from)?;
+        let facts = self.facts(child).await?;
         if facts.is_empty() {
             self.record(
                 &caller,
@@ -598,10 +596,7 @@ impl QueryService for Query {
         let caller = self.auth.authenticate(&request)?;
         let req = request.into_inner();
         let ctx = self.context(req.context.as_ref()).await?;
-        let child: ChildId = req
-            .child_id
-            .parse()
-            .map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))?;
+        let child = Self::child_id(&req.child_id)?;
         Ok(Response::new(
             self.answer(&caller, &ctx, "GetChildView", child).await?,
         ))

@@ -1,19 +1,15 @@
 //! `halcyon child`: ask a node what the calling agency may see about a child, as a person reads it.
 
 use anyhow::anyhow;
-use halcyon_schema::pb::{self, query_service_client::QueryServiceClient};
-use tonic::metadata::MetadataValue;
+use halcyon_schema::pb;
 
+use super::common::{ApiArgs, refused, wire_positions};
 use crate::{Failure, config_error};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The node's gRPC address.
-    #[arg(long, env = "HALCYON_API", default_value = "http://127.0.0.1:50051")]
-    api: String,
-    /// Bearer token of the calling agency's principal.
-    #[arg(long, env = "HALCYON_TOKEN", hide_env_values = true)]
-    token: String,
+    #[command(flatten)]
+    api: ApiArgs,
     #[arg(long, group = "id")]
     nhs: Option<String>,
     #[arg(long, group = "id")]
@@ -50,34 +46,17 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         }
         _ => return Err(config_error(anyhow!("say which child: --nhs, --upn or --local"))),
     };
-    let mut client = QueryServiceClient::connect(args.api.clone())
-        .await
-        .map_err(|e| anyhow!("cannot reach the halcyon node at {}: {e}", args.api))?;
-    let mut request = tonic::Request::new(pb::FindChildRequest {
+    let mut client = args.api.client().await?;
+    let request = args.api.request(pb::FindChildRequest {
         context: Some(pb::RequestContext {
             purpose: args.purpose.to_pb() as i32,
             break_glass: args.break_glass.is_some(),
             break_glass_reason: args.break_glass.clone().unwrap_or_default(),
-            min_positions: args
-                .after
-                .iter()
-                .map(|p| pb::Position {
-                    stream: p.stream.clone(),
-                    sequence: p.sequence,
-                })
-                .collect(),
+            min_positions: wire_positions(&args.after),
         }),
         identifier: Some(identifier),
-    });
-    let bearer: MetadataValue<_> = format!("Bearer {}", args.token)
-        .parse()
-        .map_err(|_| config_error(anyhow!("the token is not a valid header value")))?;
-    request.metadata_mut().insert("authorization", bearer);
-    let view = client
-        .find_child(request)
-        .await
-        .map_err(|s| anyhow!("{}: {}", s.code(), s.message()))?
-        .into_inner();
+    })?;
+    let view = client.find_child(request).await.map_err(refused)?.into_inner();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&view)?);
     } else {
@@ -88,10 +67,8 @@ pub async fn run(args: Args) -> Result<(), Failure> {
 
 #[derive(Debug, clap::Args)]
 pub struct FlagArgs {
-    #[arg(long, env = "HALCYON_API", default_value = "http://127.0.0.1:50051")]
-    api: String,
-    #[arg(long, env = "HALCYON_TOKEN", hide_env_values = true)]
-    token: String,
+    #[command(flatten)]
+    api: ApiArgs,
     #[arg(long)]
     nhs: String,
     #[arg(long, default_value = "direct_care")]
@@ -102,33 +79,16 @@ pub struct FlagArgs {
 
 /// `halcyon flag`: the CP-IS-style check an unscheduled-care setting makes.
 pub async fn flag(args: FlagArgs) -> Result<(), Failure> {
-    let mut client = QueryServiceClient::connect(args.api.clone())
-        .await
-        .map_err(|e| anyhow!("cannot reach the halcyon node at {}: {e}", args.api))?;
-    let mut request = tonic::Request::new(pb::CheckFlagRequest {
+    let mut client = args.api.client().await?;
+    let request = args.api.request(pb::CheckFlagRequest {
         context: Some(pb::RequestContext {
             purpose: args.purpose.to_pb() as i32,
-            min_positions: args
-                .after
-                .iter()
-                .map(|p| pb::Position {
-                    stream: p.stream.clone(),
-                    sequence: p.sequence,
-                })
-                .collect(),
+            min_positions: wire_positions(&args.after),
             ..Default::default()
         }),
         nhs_number: args.nhs.clone(),
-    });
-    let bearer: MetadataValue<_> = format!("Bearer {}", args.token)
-        .parse()
-        .map_err(|_| config_error(anyhow!("the token is not a valid header value")))?;
-    request.metadata_mut().insert("authorization", bearer);
-    let flag = client
-        .check_flag(request)
-        .await
-        .map_err(|s| anyhow!("{}: {}", s.code(), s.message()))?
-        .into_inner();
+    })?;
+    let flag = client.check_flag(request).await.map_err(refused)?.into_inner();
     print!("{}", crate::render::flag(&flag));
     Ok(())
 }

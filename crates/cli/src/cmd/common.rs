@@ -39,3 +39,53 @@ pub fn load_registry(path: &Path) -> Result<Registry, crate::Failure> {
 pub fn deploy_path(rel: &str) -> PathBuf {
     PathBuf::from("deploy").join(rel)
 }
+
+/// Where a node's gRPC API is and the caller's credentials.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiArgs {
+    /// The node's gRPC address.
+    #[arg(long, env = "HALCYON_API", default_value = "http://127.0.0.1:50051")]
+    pub api: String,
+    /// Bearer token of the calling agency's principal.
+    #[arg(long, env = "HALCYON_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
+impl ApiArgs {
+    pub async fn client(
+        &self,
+    ) -> Result<
+        halcyon_schema::pb::query_service_client::QueryServiceClient<tonic::transport::Channel>,
+        crate::Failure,
+    > {
+        halcyon_schema::pb::query_service_client::QueryServiceClient::connect(self.api.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach the halcyon node at {}: {e}", self.api).into())
+    }
+
+    /// A request carrying the caller's bearer token.
+    pub fn request<T>(&self, message: T) -> Result<tonic::Request<T>, crate::Failure> {
+        let mut request = tonic::Request::new(message);
+        let bearer = format!("Bearer {}", self.token)
+            .parse()
+            .map_err(|_| crate::config_error(anyhow::anyhow!("the token is not a valid header value")))?;
+        request.metadata_mut().insert("authorization", bearer);
+        Ok(request)
+    }
+}
+
+/// A gRPC refusal as an error for people: the code and the node's message.
+pub fn refused(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}: {}", status.code(), status.message())
+}
+
+/// Positions from the command line, for a request context.
+pub fn wire_positions(after: &[halcyon_bus::Position]) -> Vec<halcyon_schema::pb::Position> {
+    after
+        .iter()
+        .map(|p| halcyon_schema::pb::Position {
+            stream: p.stream.clone(),
+            sequence: p.sequence,
+        })
+        .collect()
+}

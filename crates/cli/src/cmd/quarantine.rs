@@ -1,40 +1,30 @@
 //! `halcyon quarantine`: the events a node would not project, and why. An agency lists its own; an
 //! operator lists every agency's.
 
-use anyhow::anyhow;
 use halcyon_schema::convert::format_timestamp;
-use halcyon_schema::pb::{self, query_service_client::QueryServiceClient};
+use halcyon_schema::pb;
 
+use super::common::{ApiArgs, refused};
 use crate::Failure;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[arg(long, env = "HALCYON_API", default_value = "http://127.0.0.1:50051")]
-    api: String,
-    #[arg(long, env = "HALCYON_TOKEN", hide_env_values = true)]
-    token: String,
+    #[command(flatten)]
+    api: ApiArgs,
     /// Operators: only this agency's.
     #[arg(long)]
     agency: Option<String>,
 }
 
 pub async fn run(args: Args) -> Result<(), Failure> {
-    let mut client = QueryServiceClient::connect(args.api.clone())
-        .await
-        .map_err(|e| anyhow!("cannot reach the halcyon node at {}: {e}", args.api))?;
-    let mut request = tonic::Request::new(pb::ListQuarantineRequest {
+    let mut client = args.api.client().await?;
+    let request = args.api.request(pb::ListQuarantineRequest {
         agency_id: args.agency.unwrap_or_default(),
-    });
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", args.token)
-            .parse()
-            .map_err(|_| anyhow!("the token is not a valid header value"))?,
-    );
+    })?;
     let events = client
         .list_quarantine(request)
         .await
-        .map_err(|s| anyhow!("{}: {}", s.code(), s.message()))?
+        .map_err(refused)?
         .into_inner()
         .events;
     println!("{} quarantined event(s)", events.len());
