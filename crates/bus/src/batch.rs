@@ -106,7 +106,7 @@ impl fmt::Display for InvalidEvent {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BatchError {
     /// Nothing was sent: fix these events. Every invalid event is listed with every problem.
-    #[error("{} invalid event(s); nothing was sent: {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join(" | "))]
+    #[error("{} invalid event(s); nothing was sent: {}", .0.len(), list(.0))]
     Invalid(Vec<InvalidEvent>),
     /// Nothing was sent: a batch is stored in one stream, so it holds one agency's events.
     #[error("event {index} is agency {found}'s but the batch is agency {expected}'s; nothing was sent")]
@@ -136,6 +136,11 @@ pub enum BatchError {
         #[source]
         source: PublishError,
     },
+}
+
+fn list(invalid: &[InvalidEvent]) -> String {
+    let each: Vec<String> = invalid.iter().map(ToString::to_string).collect();
+    each.join(" | ")
 }
 
 impl BatchError {
@@ -367,7 +372,7 @@ impl BatchPublisher {
                             events[0].subject
                         )));
                     }
-                    tracing::debug!(attempt, %reason, "batch not acknowledged; resending the identical batch");
+                    tracing::debug!(attempt, %reason, "no commit acknowledged; resending the batch");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                     attempt += 1;

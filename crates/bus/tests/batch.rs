@@ -292,10 +292,15 @@ async fn a_stream_without_atomic_publishing_refuses_and_provisioning_turns_it_on
     let batch = of_agency(&s.envelopes, &s.agencies.police)[..3].to_vec();
 
     let error = publisher.publish_batch(&batch).await.unwrap_err();
-    assert!(
-        matches!(&error, BatchError::Rejected { err_code: 10174, description } if description.contains("streams apply")),
-        "{error:?}"
-    );
+    let BatchError::Rejected {
+        err_code,
+        description,
+    } = &error
+    else {
+        panic!("expected Rejected, got {error:?}");
+    };
+    assert_eq!(*err_code, 10174);
+    assert!(description.contains("streams apply"), "{description}");
 
     let provisioned = ensure_event_stream(&s.js, &s.agencies.police, &StreamSettings::default())
         .await

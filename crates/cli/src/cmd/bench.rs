@@ -193,13 +193,18 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let agencies = ScenarioAgencies::deploy();
     let envelopes = scenario_envelopes(&agencies, args.events.max(args.durable_events));
     let mean_bytes = envelopes.iter().map(|e| e.encoded_len()).sum::<usize>() / envelopes.len();
-    eprintln!(
-        "halcyon bench: {} scenario envelopes (mean {mean_bytes} B), window {}, median of {} rounds; {}",
-        envelopes.len(),
+    let context = format!(
+        "{}; {} scenario envelopes (mean {mean_bytes} B); window {}; median of {} rounds; load {} at start",
+        nats_server_version(),
+        figure(envelopes.len() as f64),
         args.window,
         args.rounds,
-        nats_server_version()
+        std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+            .unwrap_or_else(|| "unknown".into()),
     );
+    eprintln!("halcyon bench: {context}");
 
     let publish = Publishing {
         agencies: &agencies,
@@ -285,7 +290,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         median(looked_up),
     );
 
-    println!("{}", report.table());
+    println!("{context}\n\n{}", report.table());
     report.write_json(&args.out)?;
     eprintln!("rows written to {}", args.out.display());
     Ok(())
