@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishErrorKind};
+use futures::stream::FuturesOrdered;
 use futures::{Stream, StreamExt};
-use halcyon_schema::{AgencyId, Problem, event_subject, pb, validate_envelope};
+use halcyon_schema::{AgencyId, Problem, check_envelope, event_subject, pb};
 use prost::Message;
 
 use crate::Position;
@@ -99,6 +100,38 @@ impl Publisher {
         Some(PublishError::Denied(format!("the NATS server refused: {report}")))
     }
 
+    /// Validates and encodes one event, once, for sending and any retries.
+    fn prepare(&self, envelope: &pb::Envelope) -> Result<Prepared, PublishError> {
+        let checked = check_envelope(envelope).map_err(PublishError::Invalid)?;
+        if let Some(me) = &self.config.agency
+            && me != &checked.agency
+        {
+            return Err(PublishError::Denied(format!(
+                "this publisher speaks for agency {me}, not {}",
+                checked.agency
+            )));
+        }
+        Ok(Prepared {
+            subject: event_subject(&checked.agency, &checked.case),
+            payload: bytes::Bytes::from(envelope.encode_to_vec()),
+            msg_id: checked.event_id.to_string(),
+        })
+    }
+
+    fn message(
+        &self,
+        p: &Prepared,
+        expected_last_sequence: Option<u64>,
+    ) -> jetstream::message::PublishMessage {
+        let mut publish = jetstream::message::PublishMessage::build()
+            .payload(p.payload.clone())
+            .message_id(&p.msg_id);
+        if let Some(expected) = expected_last_sequence {
+            publish = publish.expected_last_subject_sequence(expected);
+        }
+        publish
+    }
+
     /// Validates, encodes and publishes one event; optionally only if the case subject's last sequence is
     /// `expected_last_sequence` (0: the case has no events yet).
     pub async fn publish(
@@ -106,81 +139,92 @@ impl Publisher {
         envelope: &pb::Envelope,
         expected_last_sequence: Option<u64>,
     ) -> Result<Published, PublishError> {
-        let valid = validate_envelope(envelope.clone()).map_err(PublishError::Invalid)?;
-        if let Some(me) = &self.config.agency
-            && me != &valid.agency
-        {
-            return Err(PublishError::Denied(format!(
-                "this publisher speaks for agency {me}, not {}",
-                valid.agency
-            )));
-        }
-        let subject = event_subject(&valid.agency, &valid.case);
-        let payload = bytes::Bytes::from(envelope.encode_to_vec());
-        let msg_id = valid.event_id.to_string();
-        let mut backoff = self.config.backoff_initial;
-        let mut attempt = 1;
+        let prepared = self.prepare(envelope)?;
+        self.send(&prepared, expected_last_sequence, 1).await
+    }
+
+    /// Sends a prepared event, retrying timeouts and "no responders" with the same id and bounded backoff;
+    /// `attempt` counts attempts already made plus one.
+    async fn send(
+        &self,
+        p: &Prepared,
+        expected_last_sequence: Option<u64>,
+        mut attempt: u32,
+    ) -> Result<Published, PublishError> {
+        let mut backoff = self.config.backoff_initial * attempt;
         loop {
-            let mut publish = jetstream::message::PublishMessage::build()
-                .payload(payload.clone())
-                .message_id(&msg_id);
-            if let Some(expected) = expected_last_sequence {
-                publish = publish.expected_last_subject_sequence(expected);
-            }
-            let result = match self.js.send_publish(subject.clone(), publish).await {
+            let result = match self
+                .js
+                .send_publish(p.subject.clone(), self.message(p, expected_last_sequence))
+                .await
+            {
                 Ok(ack) => ack.await,
                 Err(e) => Err(e),
             };
-            match result {
-                Ok(ack) => {
-                    return Ok(Published {
-                        position: Position {
-                            stream: ack.stream,
-                            sequence: ack.sequence,
-                        },
-                        duplicate: ack.duplicate,
-                    });
-                }
-                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                    // The server says e.g. "wrong last sequence: wrong last sequence: 2 (code 400, error code 10071)".
-                    let detail = e.to_string();
-                    let actual = detail
-                        .rsplit_once("sequence:")
-                        .map(|(_, rest)| {
-                            rest.trim_start()
-                                .chars()
-                                .take_while(char::is_ascii_digit)
-                                .collect::<String>()
-                        })
-                        .filter(|n| !n.is_empty())
-                        .unwrap_or_else(|| format!("unknown ({detail})"));
-                    return Err(PublishError::Conflict {
-                        subject,
-                        expected: expected_last_sequence.unwrap_or_default(),
-                        actual,
-                    });
-                }
-                Err(e) if e.kind() == PublishErrorKind::TimedOut && self.denied(&subject).is_some() => {
-                    return Err(self.denied(&subject).expect("checked"));
-                }
-                Err(e) if retryable(e.kind()) && attempt < self.config.attempts_max => {
-                    tracing::debug!(attempt, error = %e, "publish not acknowledged; retrying with the same id");
+            match self.outcome(p, expected_last_sequence, result, attempt) {
+                Outcome::Done(result) => return result,
+                Outcome::Retry => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                     attempt += 1;
                 }
-                Err(e) if retryable(e.kind()) => {
-                    return Err(PublishError::Unavailable(format!(
-                        "{subject}: no acknowledgement after {attempt} attempts ({e})"
-                    )));
-                }
-                Err(e) => return Err(PublishError::Unavailable(format!("{subject}: {e}"))),
             }
         }
     }
 
+    /// What an acknowledgement (or its absence) means.
+    fn outcome(
+        &self,
+        p: &Prepared,
+        expected_last_sequence: Option<u64>,
+        result: Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
+        attempt: u32,
+    ) -> Outcome {
+        let subject = &p.subject;
+        Outcome::Done(match result {
+            Ok(ack) => Ok(Published {
+                position: Position {
+                    stream: ack.stream,
+                    sequence: ack.sequence,
+                },
+                duplicate: ack.duplicate,
+            }),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                // The server says e.g. "wrong last sequence: wrong last sequence: 2 (code 400, error code 10071)".
+                let detail = e.to_string();
+                let actual = detail
+                    .rsplit_once("sequence:")
+                    .map(|(_, rest)| {
+                        rest.trim_start()
+                            .chars()
+                            .take_while(char::is_ascii_digit)
+                            .collect::<String>()
+                    })
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| format!("unknown ({detail})"));
+                Err(PublishError::Conflict {
+                    subject: subject.clone(),
+                    expected: expected_last_sequence.unwrap_or_default(),
+                    actual,
+                })
+            }
+            Err(e) if e.kind() == PublishErrorKind::TimedOut && self.denied(subject).is_some() => {
+                Err(self.denied(subject).expect("checked"))
+            }
+            Err(e) if retryable(e.kind()) && attempt < self.config.attempts_max => {
+                tracing::debug!(attempt, error = %e, "publish not acknowledged; retrying with the same id");
+                return Outcome::Retry;
+            }
+            Err(e) if retryable(e.kind()) => Err(PublishError::Unavailable(format!(
+                "{subject}: no acknowledgement after {attempt} attempts ({e})"
+            ))),
+            Err(e) => Err(PublishError::Unavailable(format!("{subject}: {e}"))),
+        })
+    }
+
     /// Publishes many events with up to `window` awaiting acknowledgement; results come back in input
-    /// order, one per event.
+    /// order, one per event. Each event is validated and encoded once and sent as soon as the window
+    /// allows; only an event whose acknowledgement fails is retried, alone, with the same id.
     pub fn publish_all<'a, I>(
         &'a self,
         envelopes: I,
@@ -189,10 +233,57 @@ impl Publisher {
         I: IntoIterator<Item = pb::Envelope> + 'a,
         I::IntoIter: 'a,
     {
-        futures::stream::iter(envelopes)
-            .map(move |e| async move { self.publish(&e, None).await })
-            .buffered(self.config.window.max(1))
+        type InFlight<'b> = futures::future::BoxFuture<'b, Result<Published, PublishError>>;
+        let window = self.config.window.max(1);
+        let state = (
+            envelopes.into_iter(),
+            FuturesOrdered::<InFlight<'a>>::new(),
+            false,
+        );
+        futures::stream::unfold(
+            state,
+            move |(mut pending, mut in_flight, mut drained)| async move {
+                while !drained && in_flight.len() < window {
+                    let Some(envelope) = pending.next() else {
+                        drained = true;
+                        break;
+                    };
+                    let fut: InFlight<'a> = match self.prepare(&envelope) {
+                        Err(e) => Box::pin(futures::future::ready(Err(e))),
+                        Ok(p) => match self
+                            .js
+                            .send_publish(p.subject.clone(), self.message(&p, None))
+                            .await
+                        {
+                            Ok(ack) => Box::pin(async move {
+                                match self.outcome(&p, None, ack.await, 1) {
+                                    Outcome::Done(result) => result,
+                                    Outcome::Retry => self.send(&p, None, 2).await,
+                                }
+                            }),
+                            Err(_) => Box::pin(async move { self.send(&p, None, 1).await }),
+                        },
+                    };
+                    in_flight.push_back(fut);
+                }
+                let next = in_flight.next().await?;
+                Some((next, (pending, in_flight, drained)))
+            },
+        )
     }
+}
+
+/// An event validated and encoded once.
+#[derive(Debug, Clone)]
+struct Prepared {
+    subject: String,
+    payload: bytes::Bytes,
+    msg_id: String,
+}
+
+enum Outcome {
+    Done(Result<Published, PublishError>),
+    Retry,
 }
 
 fn retryable(kind: PublishErrorKind) -> bool {

@@ -27,4 +27,4 @@ pub use ids::{AgencyId, CaseId, ChildId, EventId, IdError};
 pub use nhs::NhsNumber;
 pub use subject::{StreamName, audit_subject, event_subject, parse_event_subject};
 pub use upn::Upn;
-pub use validate::{Problem, SCHEMA_VERSION, validate_envelope};
+pub use validate::{Problem, SCHEMA_VERSION, check_envelope, validate_envelope};

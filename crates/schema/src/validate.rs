@@ -76,6 +76,37 @@ pub const LOCAL_ID_MAX_LEN: usize = 64;
 
 /// Checks an envelope and returns it with parsed identifiers, or every problem found.
 pub fn validate_envelope(envelope: pb::Envelope) -> Result<ValidEnvelope, Vec<Problem>> {
+    let c = check_envelope(&envelope)?;
+    Ok(ValidEnvelope {
+        event_id: c.event_id,
+        agency: c.agency,
+        case: c.case,
+        nhs: c.nhs,
+        upn: c.upn,
+        local_id: c.local_id,
+        category: c.category,
+        occurred_at_ms: c.occurred_at_ms,
+        recorded_at_ms: c.recorded_at_ms,
+        envelope,
+    })
+}
+
+/// What checking an envelope found: its identifiers, parsed.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub event_id: EventId,
+    pub agency: AgencyId,
+    pub case: CaseId,
+    pub nhs: Option<NhsNumber>,
+    pub upn: Option<Upn>,
+    pub local_id: Option<String>,
+    pub category: Category,
+    pub occurred_at_ms: i64,
+    pub recorded_at_ms: i64,
+}
+
+/// Checks an envelope without taking it (publishers check, then encode the same value).
+pub fn check_envelope(envelope: &pb::Envelope) -> Result<Checked, Vec<Problem>> {
     let mut problems = Vec::new();
     let mut parse = |field: &str, value: &str| -> Option<()> {
         if value.is_empty() {
@@ -199,7 +230,7 @@ pub fn validate_envelope(envelope: pb::Envelope) -> Result<ValidEnvelope, Vec<Pr
             Some(category),
             Some(occurred_at_ms),
             Some(recorded_at_ms),
-        ) if problems.is_empty() => Ok(ValidEnvelope {
+        ) if problems.is_empty() => Ok(Checked {
             event_id,
             agency,
             case,
@@ -209,7 +240,6 @@ pub fn validate_envelope(envelope: pb::Envelope) -> Result<ValidEnvelope, Vec<Pr
             category,
             occurred_at_ms,
             recorded_at_ms,
-            envelope,
         }),
         _ => Err(problems),
     }
