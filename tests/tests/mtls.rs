@@ -159,10 +159,6 @@ async fn the_agency_comes_from_the_client_certificate_and_other_cas_are_refused(
                 ),
                 "the handshake must fail: {err:?}"
             );
-            assert!(
-                format!("{err:?}").contains("closed") || format!("{err:?}").contains("certificate"),
-                "{err:?}"
-            );
         }
     }
     node.stop(Duration::from_secs(5)).await;

@@ -10,6 +10,8 @@ pub enum ProjectorError {
     Corrupt { key: String, reason: String },
     #[error("timed out after {waited_ms} ms waiting for positions {missing}")]
     NotYet { waited_ms: u64, missing: String },
+    #[error("stream {stream}: expected sequence {expected} next but got {got}; nothing applied")]
+    Gap { stream: String, expected: u64, got: u64 },
     #[error("export: {0}")]
     Io(#[from] std::io::Error),
 }

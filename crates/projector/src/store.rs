@@ -173,6 +173,8 @@ impl<'a> Overlay<'a> {
 /// The read models of one node.
 #[derive(Debug)]
 pub struct Projector {
+    /// One writer at a time: a batch reads what earlier batches wrote (event ids, identity links).
+    writer: std::sync::Mutex<()>,
     db: sled::Db,
     model: sled::Tree,
     positions: watch::Sender<BTreeMap<String, u64>>,
@@ -208,6 +210,7 @@ impl Projector {
         }
         let (positions, _) = watch::channel(positions);
         Ok(Self {
+            writer: std::sync::Mutex::new(()),
             db,
             model,
             positions,
@@ -259,7 +262,21 @@ impl Projector {
     /// Applies a batch of consecutive messages from one stream, with that stream's checkpoint, atomically.
     /// Messages at or below the checkpoint are skipped, so a redelivered batch changes nothing.
     pub fn apply(&self, stream: &str, messages: &[Incoming]) -> Result<ApplyOutcome, ProjectorError> {
+        let _writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut last = self.checkpoint(stream);
+        // Streams deny deletes, so sequences are contiguous: a gap means messages were skipped in transit.
+        if let Some(first) = messages.iter().map(|m| m.sequence).find(|s| *s > last)
+            && first != last + 1
+        {
+            return Err(ProjectorError::Gap {
+                stream: stream.to_owned(),
+                expected: last + 1,
+                got: first,
+            });
+        }
         let mut overlay = Overlay::new(&self.model);
         let mut outcome = ApplyOutcome::default();
         for m in messages {

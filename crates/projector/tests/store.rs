@@ -176,3 +176,17 @@ fn a_local_id_is_linked_only_by_an_explicit_event_and_facts_follow_it() {
         "the local-only fact moved to the linked child"
     );
 }
+
+#[test]
+fn a_gap_in_a_stream_is_refused_and_nothing_is_applied() {
+    let s = scenario(1);
+    let p = Projector::temporary().unwrap();
+    p.apply("EVENTS_X", &[incoming(1, &s.envelopes[0])]).unwrap();
+    let err = p.apply("EVENTS_X", &[incoming(3, &s.envelopes[1])]).unwrap_err();
+    assert!(
+        err.to_string().contains("expected sequence 2 next but got 3"),
+        "{err}"
+    );
+    assert_eq!(p.checkpoint("EVENTS_X"), 1);
+    assert_eq!(p.counts().unwrap().0, 1);
+}
