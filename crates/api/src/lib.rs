@@ -2,6 +2,7 @@
 //! integrators under the sharing policy, writing an access record to the AUDIT stream before every answer.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod auth;
 pub mod config;
 pub mod error;

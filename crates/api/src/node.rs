@@ -149,6 +149,7 @@ impl Node {
             registry: Arc::new(config.agencies.clone()),
             admission: Arc::new(tokio::sync::Semaphore::new(config.concurrency_max)),
         };
+        let query_for_audit = query.clone();
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| NodeError::Listen {
@@ -194,11 +195,22 @@ impl Node {
                     .max_decoding_message_size(REQUEST_BYTES_MAX)
                     .max_encoding_message_size(RESPONSE_BYTES_MAX),
             )
+            .add_service(
+                halcyon_schema::pb::audit_service_server::AuditServiceServer::new(
+                    crate::access_log::AccessLog {
+                        query: query_for_audit,
+                        js: js.clone(),
+                    },
+                )
+                .max_decoding_message_size(REQUEST_BYTES_MAX)
+                .max_encoding_message_size(RESPONSE_BYTES_MAX),
+            )
             .add_optional_service(reflection);
         let stop = shutdown.clone();
         tasks.push(tokio::spawn(
             async move {
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                // Without TCP_NODELAY a small response waits for the client's delayed ACK (~40 ms).
+                let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
                 if let Err(e) = router
                     .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                     .await

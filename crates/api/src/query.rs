@@ -40,9 +40,9 @@ const PAGE_SIZE_DEFAULT: u32 = 100;
 
 /// A checked request context.
 #[derive(Debug, Clone)]
-struct Context {
-    purpose: Purpose,
-    break_glass: Option<BreakGlass>,
+pub struct Context {
+    pub purpose: Purpose,
+    pub break_glass: Option<BreakGlass>,
 }
 
 pub fn now_ms() -> i64 {
@@ -50,6 +50,24 @@ pub fn now_ms() -> i64 {
 }
 
 impl Query {
+    /// Checks a request's context (purpose, break-glass, read-your-writes) for other services.
+    pub async fn checked_context(&self, ctx: Option<&pb::RequestContext>) -> Result<Context, ApiError> {
+        self.context(ctx).await
+    }
+
+    /// Writes an access record for other services and waits for it.
+    pub async fn record_access(
+        &self,
+        caller: &Caller,
+        ctx: &Context,
+        method: &str,
+        child: Option<ChildId>,
+        d: &Disclosure,
+        outcome: pb::AccessOutcome,
+    ) -> Result<(), ApiError> {
+        self.record(caller, ctx, method, child, d, outcome).await
+    }
+
     /// A child's facts, read off the async runtime.
     async fn facts(&self, child: ChildId) -> Result<Vec<halcyon_projector::Fact>, ApiError> {
         let projector = self.projector.clone();
