@@ -26,6 +26,9 @@ use prost::Message as _;
 
 use crate::Failure;
 
+mod projection;
+mod query;
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Events per measurement on the server that syncs every write, one event at a time (about 4–5k/s).
@@ -43,6 +46,18 @@ pub struct Args {
     /// How long each policy measurement runs.
     #[arg(long, default_value_t = 700)]
     policy_ms: u64,
+    /// Events in the streams for the projection rows (projection, ordered read, sled batches).
+    #[arg(long, default_value_t = 150_000)]
+    projection_events: usize,
+    /// Events for the rebuild row (issue 5 asks for at least 1,000,000), generated and published in chunks.
+    #[arg(long, default_value_t = 1_000_000)]
+    rebuild_events: usize,
+    /// How long each query load runs, per concurrency level, service and round.
+    #[arg(long, default_value_t = 2_000)]
+    query_ms: u64,
+    /// Children in the scenario the query node serves.
+    #[arg(long, default_value_t = 500)]
+    query_children: usize,
     /// Where to write the rows as JSON.
     #[arg(long, default_value = "target/bench/report.json")]
     out: PathBuf,
@@ -184,9 +199,18 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 pub async fn run(args: Args) -> Result<(), Failure> {
-    if args.rounds == 0 || args.events == 0 || args.durable_events == 0 || args.window == 0 {
+    if args.rounds == 0
+        || args.events == 0
+        || args.durable_events == 0
+        || args.window == 0
+        || args.projection_events == 0
+        || args.rebuild_events == 0
+        || args.query_ms == 0
+        || args.query_children == 0
+    {
         return Err(crate::config_error(anyhow::anyhow!(
-            "--rounds, --events, --durable-events and --window must be at least 1"
+            "--rounds, --events, --durable-events, --window, --projection-events, --rebuild-events, \
+             --query-ms and --query-children must be at least 1"
         )));
     }
     let mut report = Report::default();
@@ -289,6 +313,30 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         "hashmap_lookup(kind,category)",
         median(looked_up),
     );
+
+    let registry = load_registry()?;
+    eprintln!("queries, audit gate on, server syncing every write:");
+    query::Queries {
+        agencies: &agencies,
+        registry: &registry,
+        window: args.window,
+        rounds: args.rounds,
+        load: Duration::from_millis(args.query_ms),
+        children: args.query_children,
+    }
+    .rows(&mut report)
+    .await?;
+
+    let projection = projection::Projection {
+        agencies: &agencies,
+        registry: &registry,
+        window: args.window,
+        rounds: args.rounds,
+    };
+    eprintln!("projection, streams on a server with JetStream's default sync:");
+    projection.rows(&mut report, args.projection_events).await?;
+    eprintln!("rebuild of {} events:", figure(args.rebuild_events as f64));
+    projection.rebuild_rows(&mut report, args.rebuild_events).await?;
 
     println!("{context}\n\n{}", report.table());
     report.write_json(&args.out)?;

@@ -1,0 +1,341 @@
+//! Query rows: `FindChild` by NHS number against a real node over gRPC on loopback (bearer token, purpose
+//! safeguarding, the audit gate on, the server syncing every write), at 1, 16 and 64 concurrent calls,
+//! beside a bare tonic service that returns a pre-built `ChildView` of the same size in the same run.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use async_nats::jetstream;
+use halcyon_api::{Node, NodeConfig, auth::Tokens};
+use halcyon_bus::{StreamSettings, list_event_streams};
+use halcyon_policy::{Policy, Purpose};
+use halcyon_schema::pb::query_service_client::QueryServiceClient;
+use halcyon_schema::pb::query_service_server::{QueryService, QueryServiceServer};
+use halcyon_schema::{Registry, pb};
+use halcyon_testkit::{Auth, NatsServer, Scenario, ScenarioAgencies, ScenarioConfig, workspace_root};
+use prost::Message as _;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use super::{Report, figure, median};
+
+/// The concurrency levels measured.
+const CONCURRENCY: [usize; 3] = [1, 16, 64];
+/// The caller: a police practitioner (deploy/tokens.toml), asking for safeguarding.
+const TOKEN: &str = "demo-police-sy";
+/// Concurrent calls per HTTP/2 connection at most (one channel multiplexes, but serialises on one task).
+const CALLS_PER_CHANNEL: usize = 16;
+
+pub(super) struct Queries<'a> {
+    pub agencies: &'a ScenarioAgencies,
+    pub registry: &'a Registry,
+    pub window: usize,
+    pub rounds: usize,
+    /// How long each concurrency level runs, per round and per service.
+    pub load: Duration,
+    pub children: usize,
+}
+
+/// One load run: calls answered per second and latency percentiles in µs.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    rate: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+impl Queries<'_> {
+    pub async fn rows(&self, report: &mut Report) -> anyhow::Result<()> {
+        let server = NatsServer::start_with(Auth::Open, true);
+        let data = tempfile::tempdir().context("a temp dir for the node")?;
+        let node = Node::start(self.node_config(&server, data.path())?).await?;
+        let scenario = Scenario::generate(
+            &ScenarioConfig {
+                seed: 7,
+                children: self.children,
+                ..Default::default()
+            },
+            self.agencies,
+        );
+        let client = async_nats::connect(server.url()).await?;
+        publish(&client, &scenario.envelopes, self.window).await?;
+        // Wait, bounded, for the node to have projected everything published.
+        let js = jetstream::new(client);
+        let mut ends = Vec::new();
+        for name in list_event_streams(&js).await? {
+            let last = js.get_stream(&name).await?.info().await?.state.last_sequence;
+            ends.push((name, last));
+        }
+        node.projector
+            .wait_for(&ends, Duration::from_secs(120))
+            .await
+            .context("waiting for the node to project the scenario")?;
+
+        let nhs: Arc<Vec<String>> = Arc::new(scenario.children.iter().map(|c| c.nhs.to_string()).collect());
+        let node_url = format!("http://{}", node.addr);
+        // One pass over every child: every call must answer, and the sizes choose the bare response.
+        let mut client = QueryServiceClient::connect(node_url.clone()).await?;
+        let mut views = Vec::with_capacity(nhs.len());
+        for n in nhs.iter() {
+            views.push(client.find_child(find_child(n)).await?.into_inner());
+        }
+        let mean_len = views.iter().map(|v| v.encoded_len()).sum::<usize>() / views.len();
+        let view = views
+            .into_iter()
+            .min_by_key(|v| v.encoded_len().abs_diff(mean_len))
+            .expect("at least one child");
+        eprintln!(
+            "  {} children, {} events; FindChild responses mean {mean_len} B, the bare service returns {} B",
+            nhs.len(),
+            figure(scenario.envelopes.len() as f64),
+            view.encoded_len()
+        );
+        let (bare_addr, bare_stop) = serve_bare(view).await?;
+        let bare_url = format!("http://{bare_addr}");
+
+        let mut runs: Vec<(Vec<Load>, Vec<Load>)> = CONCURRENCY.iter().map(|_| (vec![], vec![])).collect();
+        for _ in 0..self.rounds {
+            for (i, &c) in CONCURRENCY.iter().enumerate() {
+                let real = load(&node_url, c, self.load, nhs.clone()).await?;
+                let bare = load(&bare_url, c, self.load, nhs.clone()).await?;
+                eprintln!(
+                    "  c{c}: node {} req/s (p50 {:.0} µs, p99 {:.0} µs); bare tonic {} req/s (p50 {:.0} µs, p99 {:.0} µs)",
+                    figure(real.rate),
+                    real.p50_us,
+                    real.p99_us,
+                    figure(bare.rate),
+                    bare.p50_us,
+                    bare.p99_us
+                );
+                runs[i].0.push(real);
+                runs[i].1.push(bare);
+            }
+        }
+        let _ = bare_stop.send(());
+        node.stop(Duration::from_secs(5)).await;
+
+        let pick = |loads: &[Load], f: fn(&Load) -> f64| median(loads.iter().map(f).collect());
+        for (&c, (real, bare)) in CONCURRENCY.iter().zip(&runs) {
+            report.row(
+                &format!("query.find_child.c{c}"),
+                pick(real, |l| l.rate),
+                "req/s",
+                &format!("bare_tonic.c{c}"),
+                pick(bare, |l| l.rate),
+            );
+        }
+        for (&c, (real, bare)) in CONCURRENCY.iter().zip(&runs) {
+            report.row(
+                &format!("query.find_child.c{c}.p50"),
+                pick(real, |l| l.p50_us),
+                "µs",
+                &format!("bare_tonic.c{c}.p50"),
+                pick(bare, |l| l.p50_us),
+            );
+            report.row(
+                &format!("query.find_child.c{c}.p99"),
+                pick(real, |l| l.p99_us),
+                "µs",
+                &format!("bare_tonic.c{c}.p99"),
+                pick(bare, |l| l.p99_us),
+            );
+        }
+        Ok(())
+    }
+
+    /// A node as tests build it (tests/tests/common), on an open server that syncs every write.
+    fn node_config(&self, nats: &NatsServer, data_dir: &std::path::Path) -> anyhow::Result<NodeConfig> {
+        let tokens = Tokens::load(&workspace_root().join("deploy/tokens.toml"), self.registry)
+            .map_err(|e| anyhow::anyhow!("deploy/tokens.toml: {e}"))?;
+        let policy = Policy::load(&workspace_root().join("deploy/policy/england.toml"))
+            .map_err(|e| anyhow::anyhow!("deploy/policy/england.toml: {e}"))?;
+        Ok(NodeConfig {
+            nats_url: nats.url(),
+            nats_user: None,
+            nats_password: None,
+            nats_monitor_url: Some(nats.monitor_url()),
+            allow_unsynced_jetstream: false,
+            data_dir: data_dir.to_owned(),
+            listen: "127.0.0.1:0".parse().expect("address"),
+            agencies: self.registry.clone(),
+            policy,
+            tokens,
+            node_id: "bench-node".into(),
+            reflection: false,
+            read_wait: Duration::from_secs(20),
+            streams: StreamSettings::default(),
+            concurrency_max: 256,
+            lag_max: 10_000,
+            tls: None,
+        })
+    }
+}
+
+fn find_child(nhs: &str) -> Request<pb::FindChildRequest> {
+    let mut request = Request::new(pb::FindChildRequest {
+        context: Some(pb::RequestContext {
+            purpose: Purpose::Safeguarding.to_pb() as i32,
+            ..Default::default()
+        }),
+        identifier: Some(pb::find_child_request::Identifier::NhsNumber(nhs.to_owned())),
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().expect("ascii"));
+    request
+}
+
+/// `concurrency` callers, each calling FindChild in a loop over the children for `duration`, spread over
+/// channels of at most `CALLS_PER_CHANNEL` calls; every call must succeed.
+async fn load(
+    url: &str,
+    concurrency: usize,
+    duration: Duration,
+    nhs: Arc<Vec<String>>,
+) -> anyhow::Result<Load> {
+    let mut channels = Vec::new();
+    for _ in 0..concurrency.div_ceil(CALLS_PER_CHANNEL) {
+        channels.push(
+            Channel::from_shared(url.to_owned())?
+                .connect()
+                .await
+                .with_context(|| format!("connecting to {url}"))?,
+        );
+    }
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut callers = Vec::with_capacity(concurrency);
+    for caller in 0..concurrency {
+        let mut client = QueryServiceClient::new(channels[caller % channels.len()].clone());
+        let nhs = nhs.clone();
+        callers.push(tokio::spawn(async move {
+            let mut latencies_us = Vec::new();
+            let mut i = caller * 7919;
+            while Instant::now() < deadline {
+                let n = &nhs[i % nhs.len()];
+                i += 1;
+                let sent = Instant::now();
+                client.find_child(find_child(n)).await?;
+                latencies_us.push(sent.elapsed().as_secs_f64() * 1e6);
+            }
+            Ok::<_, Status>(latencies_us)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for caller in callers {
+        latencies.extend(caller.await?.context("a FindChild call failed")?);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if latencies.is_empty() {
+        bail!("no call completed in {duration:?}");
+    }
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    Ok(Load {
+        rate: latencies.len() as f64 / secs,
+        p50_us: at(0.50),
+        p99_us: at(0.99),
+    })
+}
+
+/// Publishes the scenario without `Nats-Msg-Id`, `window` acknowledgements outstanding.
+async fn publish(
+    client: &async_nats::Client,
+    envelopes: &[pb::Envelope],
+    window: usize,
+) -> anyhow::Result<()> {
+    let js = jetstream::context::ContextBuilder::new()
+        .max_ack_inflight(window)
+        .backpressure_on_inflight(true)
+        .build(client.clone());
+    let mut in_flight = VecDeque::with_capacity(window);
+    for e in envelopes {
+        in_flight.push_back(js.publish(Scenario::subject(e), e.encode_to_vec().into()).await?);
+        if in_flight.len() >= window
+            && let Some(ack) = in_flight.pop_front()
+        {
+            ack.await?;
+        }
+    }
+    for ack in in_flight {
+        ack.await?;
+    }
+    Ok(())
+}
+
+/// The baseline service: answers FindChild with a pre-built view, nothing else (a benchmark baseline).
+struct BareQuery {
+    view: pb::ChildView,
+}
+
+type WatchStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl QueryService for BareQuery {
+    type WatchStream = WatchStream;
+
+    async fn find_child(&self, _: Request<pb::FindChildRequest>) -> Result<Response<pb::ChildView>, Status> {
+        Ok(Response::new(self.view.clone()))
+    }
+
+    async fn get_child_view(
+        &self,
+        _: Request<pb::GetChildViewRequest>,
+    ) -> Result<Response<pb::ChildView>, Status> {
+        Err(Status::unimplemented("bench baseline"))
+    }
+
+    async fn get_chronology(
+        &self,
+        _: Request<pb::GetChronologyRequest>,
+    ) -> Result<Response<pb::ChronologyPage>, Status> {
+        Err(Status::unimplemented("bench baseline"))
+    }
+
+    async fn check_flag(&self, _: Request<pb::CheckFlagRequest>) -> Result<Response<pb::FlagStatus>, Status> {
+        Err(Status::unimplemented("bench baseline"))
+    }
+
+    async fn watch(&self, _: Request<pb::WatchRequest>) -> Result<Response<WatchStream>, Status> {
+        Err(Status::unimplemented("bench baseline"))
+    }
+
+    async fn get_positions(
+        &self,
+        _: Request<pb::GetPositionsRequest>,
+    ) -> Result<Response<pb::GetPositionsResponse>, Status> {
+        Err(Status::unimplemented("bench baseline"))
+    }
+
+    async fn list_quarantine(
+        &self,
+        _: Request<pb::ListQuarantineRequest>,
+    ) -> Result<Response<pb::ListQuarantineResponse>, Status> {
+        Err(Status::unimplemented("bench baseline"))
+    }
+}
+
+/// Serves the bare service on a free loopback port until the sender is used or dropped.
+async fn serve_bare(
+    view: pb::ChildView,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::sync::oneshot::Sender<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let cancelled = async move {
+        let _ = stopped.await;
+    };
+    tokio::spawn(async move {
+        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(QueryServiceServer::new(BareQuery { view }))
+            .serve_with_incoming_shutdown(incoming, cancelled)
+            .await
+        {
+            eprintln!("bare tonic server failed: {e}");
+        }
+    });
+    Ok((addr, stop))
+}
