@@ -163,6 +163,7 @@ async fn a_node_killed_at_random_moments_ends_byte_identical_to_a_rebuild() {
         node = serve(&nats, &live, port, &log);
     }
     let last = publishing.await.unwrap();
+    eprintln!("{n_events} events published; {kills_while_publishing} of 10 SIGKILLs landed while publishing");
     assert!(
         kills_while_publishing >= 3,
         "only {kills_while_publishing} kills landed while publishing"
