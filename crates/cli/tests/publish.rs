@@ -16,6 +16,13 @@ fn halcyon(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn bad_lines_are_named_and_the_good_ones_published() {
+    // One event at a time, and in atomic batches.
+    for batch_len in ["1", "500"] {
+        bad_lines_are_named_and_the_good_ones_published_with(batch_len);
+    }
+}
+
+fn bad_lines_are_named_and_the_good_ones_published_with(batch_len: &str) {
     let nats = NatsServer::start();
     let url = nats.url();
     let out = halcyon(&["streams", "apply", "--nats-url", &url]);
@@ -50,7 +57,15 @@ fn bad_lines_are_named_and_the_good_ones_published() {
     std::fs::write(&file, lines.join("\n")).unwrap();
     let file = file.to_str().unwrap();
 
-    let out = halcyon(&["publish", "--nats-url", &url, "--file", file]);
+    let out = halcyon(&[
+        "publish",
+        "--nats-url",
+        &url,
+        "--file",
+        file,
+        "--batch-len",
+        batch_len,
+    ]);
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
@@ -76,6 +91,14 @@ fn bad_lines_are_named_and_the_good_ones_published() {
     assert!(stdout.contains("3 failed"), "{stdout}");
 
     // The good lines were stored: publishing them again finds them all already there.
-    let again = halcyon(&["publish", "--nats-url", &url, "--file", file]);
+    let again = halcyon(&[
+        "publish",
+        "--nats-url",
+        &url,
+        "--file",
+        file,
+        "--batch-len",
+        batch_len,
+    ]);
     assert!(String::from_utf8_lossy(&again.stdout).contains("published 3 events (3 already stored)"));
 }

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, anyhow};
 use futures::StreamExt;
-use halcyon_bus::{Credentials, Position, Publisher, PublisherConfig, connect};
+use halcyon_bus::{
+    BatchConfig, BatchPublisher, Credentials, Position, Published, Publisher, PublisherConfig, connect,
+};
 use halcyon_schema::{pb, validate_envelope};
 use halcyon_testkit::{Scenario, ScenarioAgencies, ScenarioConfig};
 
@@ -39,6 +41,10 @@ pub struct Args {
     /// Publishes awaiting acknowledgement at once.
     #[arg(long, default_value_t = 1024)]
     window: usize,
+    /// Events per atomic batch (one fsync for the batch, each event still deduplicated by its id); 1 sends
+    /// each event on its own.
+    #[arg(long, default_value_t = 500)]
+    batch_len: usize,
     /// Do not draw a progress bar.
     #[arg(long)]
     quiet: bool,
@@ -135,23 +141,11 @@ pub async fn run(args: Args) -> Result<(), Failure> {
             &format!("halcyon publish ({agency})"),
         )
         .await?;
-        let publisher = Publisher::new(
-            client.clone(),
-            PublisherConfig {
-                window: args.window,
-                agency: passwords
-                    .as_ref()
-                    .map(|_| agency.parse())
-                    .transpose()
-                    .ok()
-                    .flatten(),
-                ..Default::default()
-            },
-        );
+        let speaks_for = passwords.as_ref().and_then(|_| agency.parse().ok());
         let lines: Vec<usize> = items.iter().map(|i| i.line).collect();
-        let mut results = std::pin::pin!(publisher.publish_all(items.into_iter().map(|i| i.envelope)));
-        let mut index = 0;
-        while let Some(result) = results.next().await {
+        let envelopes = items.into_iter().map(|i| i.envelope);
+        // Each result, with the index of its event in this agency's list.
+        let mut report = |index: usize, result: Result<Published, String>| {
             match result {
                 Ok(p) => {
                     published += 1;
@@ -163,8 +157,44 @@ pub async fn run(args: Args) -> Result<(), Failure> {
                     bar.suspend(|| eprintln!("{}: {e}", where_(lines[index])));
                 }
             }
-            index += 1;
             bar.inc(1);
+        };
+        if args.batch_len > 1 {
+            let config = BatchConfig {
+                batch_len: args.batch_len,
+                window: args.window,
+                agency: speaks_for,
+                ..Default::default()
+            };
+            let publisher = BatchPublisher::new(client.clone(), config);
+            let mut outcomes = std::pin::pin!(publisher.publish_all(envelopes));
+            while let Some(outcome) = outcomes.next().await {
+                match outcome.result {
+                    Ok(published) => {
+                        for (index, p) in outcome.indices.into_iter().zip(published) {
+                            report(index, Ok(p));
+                        }
+                    }
+                    Err(e) => {
+                        for index in outcome.indices {
+                            report(index, Err(e.to_string()));
+                        }
+                    }
+                }
+            }
+        } else {
+            let config = PublisherConfig {
+                window: args.window,
+                agency: speaks_for,
+                ..Default::default()
+            };
+            let publisher = Publisher::new(client.clone(), config);
+            let mut results = std::pin::pin!(publisher.publish_all(envelopes));
+            let mut index = 0;
+            while let Some(result) = results.next().await {
+                report(index, result.map_err(|e| e.to_string()));
+                index += 1;
+            }
         }
         client.flush().await.ok();
     }
