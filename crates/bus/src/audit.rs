@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
+use futures::StreamExt;
 use halcyon_schema::pb;
 use halcyon_schema::subject::AUDIT_PREFIX;
 use prost::Message;
@@ -76,42 +77,61 @@ impl AuditWriter {
     }
 }
 
+/// Writes in flight at once: while one is being synced, the next fills with the calls that arrive meanwhile.
+const WRITES_IN_FLIGHT_MAX: usize = 2;
+
 async fn run(js: jetstream::Context, subject: String, config: AuditConfig, mut rx: mpsc::Receiver<Pending>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < config.batch_len_max {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let mut open = true;
+    while open || !in_flight.is_empty() {
+        tokio::select! {
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            first = rx.recv(), if open && in_flight.len() < WRITES_IN_FLIGHT_MAX => {
+                let Some(first) = first else {
+                    open = false;
+                    continue;
+                };
+                let mut batch = vec![first];
+                while batch.len() < config.batch_len_max {
+                    match rx.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                in_flight.push(write(js.clone(), subject.clone(), config.ack_timeout, batch));
             }
         }
-        let message = pb::AccessRecords {
-            records: batch.iter().map(|p| p.record.clone()).collect(),
-        };
-        let publish = jetstream::message::PublishMessage::build()
-            .payload(message.encode_to_vec().into())
-            .message_id(&batch[0].record.record_id);
-        let result = async {
-            let ack = js
-                .send_publish(subject.clone(), publish)
-                .await
-                .map_err(|e| e.to_string())?;
-            let ack = tokio::time::timeout(config.ack_timeout, ack)
-                .await
-                .map_err(|_| format!("no acknowledgement within {:?}", config.ack_timeout))?
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>(Position {
-                stream: ack.stream,
-                sequence: ack.sequence,
-            })
-        }
-        .await;
-        if let Err(reason) = &result {
-            tracing::error!(%reason, records = batch.len(), "access records not written; their calls fail closed");
-        }
-        for p in batch {
-            let _ = p.done.send(result.clone());
-        }
+    }
+}
+
+/// One AUDIT write for `batch`; every caller in it hears the outcome.
+async fn write(js: jetstream::Context, subject: String, ack_timeout: Duration, batch: Vec<Pending>) {
+    let message = pb::AccessRecords {
+        records: batch.iter().map(|p| p.record.clone()).collect(),
+    };
+    let publish = jetstream::message::PublishMessage::build()
+        .payload(message.encode_to_vec().into())
+        .message_id(&batch[0].record.record_id);
+    let result = async {
+        let ack = js
+            .send_publish(subject, publish)
+            .await
+            .map_err(|e| e.to_string())?;
+        let ack = tokio::time::timeout(ack_timeout, ack)
+            .await
+            .map_err(|_| format!("no acknowledgement within {ack_timeout:?}"))?
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(Position {
+            stream: ack.stream,
+            sequence: ack.sequence,
+        })
+    }
+    .await;
+    if let Err(reason) = &result {
+        tracing::error!(%reason, records = batch.len(), "access records not written; their calls fail closed");
+    }
+    for p in batch {
+        let _ = p.done.send(result.clone());
     }
 }
 
