@@ -324,6 +324,17 @@ impl ChildHistory<'_> {
                 summary: "pupil disclosed an older 'boyfriend' collecting her from school in a car".into(),
             }),
         );
+        // The front door is the MASH: checks with police and health start there.
+        self.advance(1, 3);
+        self.emit(
+            &a.csc,
+            &csc_case,
+            "MASH social worker",
+            Kind::AgencyCheckRequested(pb::AgencyCheckRequested {
+                requested_agency_id: a.police.to_string(),
+                rag: pb::Rag::Amber as i32,
+            }),
+        );
         self.advance(2, 20);
         self.emit(
             &a.csc,
