@@ -351,16 +351,18 @@ impl Query {
         Ok(status)
     }
 
-    /// One watch event for `caller`, decided, cut and audited; `None` when the policy withholds it.
-    async fn watched_fact(
+    /// The watch events for `caller` of one child's newly projected facts: the child's view is derived
+    /// once, the facts the policy withholds are dropped, and one access record covering the rest is
+    /// written before any of them is sent.
+    async fn watched_facts(
         &self,
         caller: &Caller,
         ctx: &Context,
         child: ChildId,
-        event_id: &str,
-    ) -> Result<Option<pb::WatchEvent>, ApiError> {
+        event_ids: &[&str],
+    ) -> Result<Vec<pb::WatchEvent>, ApiError> {
         let facts = self.facts(child).await?;
-        let (view, mut disclosure) = child_view(
+        let (view, _) = child_view(
             &self.policy,
             &caller.principal,
             ctx.purpose,
@@ -369,16 +371,23 @@ impl Query {
             &facts,
             now_ms(),
         );
-        let Some(fact) = view.facts.into_iter().find(|f| f.event_id == event_id) else {
-            return Ok(None);
+        let shown: Vec<pb::VisibleFact> = view
+            .facts
+            .into_iter()
+            .filter(|f| event_ids.contains(&f.event_id.as_str()))
+            .collect();
+        if shown.is_empty() {
+            return Ok(Vec::new());
+        }
+        let disclosure = Disclosure {
+            categories_disclosed: shown
+                .iter()
+                .filter_map(|f| halcyon_schema::Category::from_wire(f.category))
+                .collect(),
+            rules: shown.iter().map(|f| f.rule.clone()).collect(),
+            facts_disclosed: shown.len() as u32,
+            ..Default::default()
         };
-        // The record covers this one fact.
-        let category = halcyon_schema::Category::from_wire(fact.category);
-        disclosure.categories_disclosed = category.into_iter().collect();
-        disclosure.categories_withheld.clear();
-        disclosure.rules = [fact.rule.clone()].into_iter().collect();
-        disclosure.facts_disclosed = 1;
-        disclosure.facts_withheld = 0;
         self.record(
             caller,
             ctx,
@@ -388,10 +397,13 @@ impl Query {
             pb::AccessOutcome::Permitted,
         )
         .await?;
-        Ok(Some(pb::WatchEvent {
-            child_id: child.to_string(),
-            kind: Some(pb::watch_event::Kind::Fact(fact)),
-        }))
+        Ok(shown
+            .into_iter()
+            .map(|fact| pb::WatchEvent {
+                child_id: child.to_string(),
+                kind: Some(pb::watch_event::Kind::Fact(fact)),
+            })
+            .collect())
     }
 
     /// An access notification for the owner, itself recorded (it discloses who looked at the child).
@@ -531,11 +543,15 @@ impl QueryService for Query {
             loop {
                 let item = match events.recv().await {
                     Ok(NodeEvent::Facts(facts)) => {
-                        let mut out = Vec::new();
+                        // One view per child, however many of its facts the batch carried.
+                        let mut by_child: std::collections::BTreeMap<ChildId, Vec<&str>> = Default::default();
                         for (child, event_id) in facts.iter() {
-                            match this.watched_fact(&caller, &ctx, *child, event_id).await {
-                                Ok(Some(e)) => out.push(Ok(e)),
-                                Ok(None) => {}
+                            by_child.entry(*child).or_default().push(event_id);
+                        }
+                        let mut out = Vec::new();
+                        for (child, event_ids) in &by_child {
+                            match this.watched_facts(&caller, &ctx, *child, event_ids).await {
+                                Ok(events) => out.extend(events.into_iter().map(Ok)),
                                 Err(e) => {
                                     out.push(Err(Status::from(e)));
                                     break;
