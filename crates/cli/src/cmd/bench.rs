@@ -61,6 +61,25 @@ pub struct Args {
     /// Where to write the rows as JSON.
     #[arg(long, default_value = "target/bench/report.json")]
     out: PathBuf,
+    /// Run only these groups (repeatable); all groups when absent.
+    #[arg(long, value_enum)]
+    only: Vec<Group>,
+}
+
+/// The benchmark groups, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Group {
+    Publish,
+    Policy,
+    Query,
+    Projection,
+    Rebuild,
+}
+
+impl Args {
+    fn runs(&self, group: Group) -> bool {
+        self.only.is_empty() || self.only.contains(&group)
+    }
 }
 
 /// One figure beside its baseline.
@@ -237,95 +256,101 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let fast = &envelopes[..args.events];
     let durable = &envelopes[..args.durable_events];
 
-    eprintln!("publishing, server syncing every write:");
-    let synced = NatsServer::start_with(Auth::Open, true);
-    warn_if_tmpfs(synced.dir());
-    let (mut pub_sync, mut raw_sync, mut batch_500, mut batch_1000) = (vec![], vec![], vec![], vec![]);
-    for _ in 0..args.rounds {
-        pub_sync.push(publish.publisher(&synced, durable).await?);
-        raw_sync.push(publish.raw(&synced, durable).await?);
-        batch_500.push(publish.batches(&synced, fast, 500).await?);
-        batch_1000.push(publish.batches(&synced, fast, 1000).await?);
-    }
-    drop(synced);
+    if args.runs(Group::Publish) {
+        eprintln!("publishing, server syncing every write:");
+        let synced = NatsServer::start_with(Auth::Open, true);
+        warn_if_tmpfs(synced.dir());
+        let (mut pub_sync, mut raw_sync, mut batch_500, mut batch_1000) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..args.rounds {
+            pub_sync.push(publish.publisher(&synced, durable).await?);
+            raw_sync.push(publish.raw(&synced, durable).await?);
+            batch_500.push(publish.batches(&synced, fast, 500).await?);
+            batch_1000.push(publish.batches(&synced, fast, 1000).await?);
+        }
+        drop(synced);
 
-    eprintln!("publishing, JetStream's default sync:");
-    let unsynced = NatsServer::start_with(Auth::Open, false);
-    let (mut pub_default, mut raw_default) = (vec![], vec![]);
-    for _ in 0..args.rounds {
-        pub_default.push(publish.publisher(&unsynced, fast).await?);
-        raw_default.push(publish.raw(&unsynced, fast).await?);
-    }
-    drop(unsynced);
+        eprintln!("publishing, JetStream's default sync:");
+        let unsynced = NatsServer::start_with(Auth::Open, false);
+        let (mut pub_default, mut raw_default) = (vec![], vec![]);
+        for _ in 0..args.rounds {
+            pub_default.push(publish.publisher(&unsynced, fast).await?);
+            raw_default.push(publish.raw(&unsynced, fast).await?);
+        }
+        drop(unsynced);
 
-    let (pub_sync, raw_sync) = (median(pub_sync), median(raw_sync));
-    let (pub_default, raw_default) = (median(pub_default), median(raw_default));
-    let (batch_500, batch_1000) = (median(batch_500), median(batch_1000));
-    eprintln!("results:");
-    report.row(
-        "publisher.sync_always",
-        pub_sync,
-        "events/s",
-        "raw_js_publish.sync_always",
-        raw_sync,
-    );
-    report.row(
-        "publisher.default_sync",
-        pub_default,
-        "events/s",
-        "raw_js_publish.default_sync",
-        raw_default,
-    );
-    report.row(
-        "batch_publisher_500.sync_always",
-        batch_500,
-        "events/s",
-        "publisher.sync_always",
-        pub_sync,
-    );
-    report.row(
-        "batch_publisher_1000.sync_always",
-        batch_1000,
-        "events/s",
-        "publisher.sync_always",
-        pub_sync,
-    );
-    report.row(
-        "batch_publisher_1000.sync_always",
-        batch_1000,
-        "events/s",
-        "raw_js_publish.default_sync",
-        raw_default,
-    );
-
-    eprintln!("policy:");
-    let policy_bench = PolicyBench::new(&load_registry()?);
-    let budget = Duration::from_millis(args.policy_ms);
-    let (mut decided, mut looked_up) = (vec![], vec![]);
-    for _ in 0..args.rounds {
-        decided.push(policy_bench.decide_rate(budget));
-        looked_up.push(policy_bench.lookup_rate(budget));
+        let (pub_sync, raw_sync) = (median(pub_sync), median(raw_sync));
+        let (pub_default, raw_default) = (median(pub_default), median(raw_default));
+        let (batch_500, batch_1000) = (median(batch_500), median(batch_1000));
+        eprintln!("results:");
+        report.row(
+            "publisher.sync_always",
+            pub_sync,
+            "events/s",
+            "raw_js_publish.sync_always",
+            raw_sync,
+        );
+        report.row(
+            "publisher.default_sync",
+            pub_default,
+            "events/s",
+            "raw_js_publish.default_sync",
+            raw_default,
+        );
+        report.row(
+            "batch_publisher_500.sync_always",
+            batch_500,
+            "events/s",
+            "publisher.sync_always",
+            pub_sync,
+        );
+        report.row(
+            "batch_publisher_1000.sync_always",
+            batch_1000,
+            "events/s",
+            "publisher.sync_always",
+            pub_sync,
+        );
+        report.row(
+            "batch_publisher_1000.sync_always",
+            batch_1000,
+            "events/s",
+            "raw_js_publish.default_sync",
+            raw_default,
+        );
     }
-    report.row(
-        "policy.decide",
-        median(decided),
-        "decisions/s",
-        "hashmap_lookup(kind,category)",
-        median(looked_up),
-    );
+
+    if args.runs(Group::Policy) {
+        eprintln!("policy:");
+        let policy_bench = PolicyBench::new(&load_registry()?);
+        let budget = Duration::from_millis(args.policy_ms);
+        let (mut decided, mut looked_up) = (vec![], vec![]);
+        for _ in 0..args.rounds {
+            decided.push(policy_bench.decide_rate(budget));
+            looked_up.push(policy_bench.lookup_rate(budget));
+        }
+        report.row(
+            "policy.decide",
+            median(decided),
+            "decisions/s",
+            "hashmap_lookup(kind,category)",
+            median(looked_up),
+        );
+    }
 
     let registry = load_registry()?;
-    eprintln!("queries, audit gate on, server syncing every write:");
-    query::Queries {
-        agencies: &agencies,
-        registry: &registry,
-        window: args.window,
-        rounds: args.rounds,
-        load: Duration::from_millis(args.query_ms),
-        children: args.query_children,
+    if args.runs(Group::Query) {
+        eprintln!("queries, audit gate on, server syncing every write:");
+        query::Queries {
+            agencies: &agencies,
+            registry: &registry,
+            window: args.window,
+            rounds: args.rounds,
+            load: Duration::from_millis(args.query_ms),
+            children: args.query_children,
+        }
+        .rows(&mut report)
+        .await?;
     }
-    .rows(&mut report)
-    .await?;
 
     let projection = projection::Projection {
         agencies: &agencies,
@@ -333,10 +358,14 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         window: args.window,
         rounds: args.rounds,
     };
-    eprintln!("projection, streams on a server with JetStream's default sync:");
-    projection.rows(&mut report, args.projection_events).await?;
-    eprintln!("rebuild of {} events:", figure(args.rebuild_events as f64));
-    projection.rebuild_rows(&mut report, args.rebuild_events).await?;
+    if args.runs(Group::Projection) {
+        eprintln!("projection, streams on a server with JetStream's default sync:");
+        projection.rows(&mut report, args.projection_events).await?;
+    }
+    if args.runs(Group::Rebuild) {
+        eprintln!("rebuild of {} events:", figure(args.rebuild_events as f64));
+        projection.rebuild_rows(&mut report, args.rebuild_events).await?;
+    }
 
     println!("{context}\n\n{}", report.table());
     report.write_json(&args.out)?;
