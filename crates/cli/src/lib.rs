@@ -46,6 +46,11 @@ enum Command {
     Policy(cmd::policy::Command),
     /// Print the SHA-256 of a bearer token, for the tokens file.
     HashToken { token: String },
+    /// Stream events from the agency streams, decoded, as JSON lines or a table.
+    Replay(cmd::replay::Args),
+    /// Case-review questions: as-of, chronology, access log, tamper evidence.
+    #[command(subcommand)]
+    Audit(cmd::audit::Command),
     /// Measure the hot paths, each beside a baseline from the same run; writes target/bench/report.json.
     Bench(cmd::bench::Args),
 }
@@ -102,6 +107,8 @@ pub fn main() -> ExitCode {
             Command::Export(args) => cmd::rebuild::export(args),
             Command::Policy(command) => cmd::policy::run(command),
             Command::Bench(args) => cmd::bench::run(args).await,
+            Command::Replay(args) => cmd::replay::run(args).await,
+            Command::Audit(command) => cmd::audit::run(command).await,
             Command::HashToken { token } => {
                 println!("{}", halcyon_api::auth::hash_token(&token));
                 Ok(())

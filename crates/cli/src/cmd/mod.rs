@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod audit;
 pub mod bench;
 pub mod child;
 pub mod common;
@@ -7,5 +8,6 @@ pub mod policy;
 pub mod publish;
 pub mod quarantine;
 pub mod rebuild;
+pub mod replay;
 pub mod serve;
 pub mod streams;

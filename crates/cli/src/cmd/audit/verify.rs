@@ -1,0 +1,10 @@
+//! `halcyon audit verify`. Being built (issue 7).
+
+use crate::Failure;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub async fn run(_args: Args) -> Result<(), Failure> {
+    Err(anyhow::anyhow!("audit verify is not built yet").into())
+}

@@ -1,0 +1,10 @@
+//! `halcyon replay`. Being built (issue 7).
+
+use crate::Failure;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub async fn run(_args: Args) -> Result<(), Failure> {
+    Err(anyhow::anyhow!("replay is not built yet").into())
+}
