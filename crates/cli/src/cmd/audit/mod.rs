@@ -5,6 +5,7 @@ use clap::Subcommand;
 
 use crate::Failure;
 
+pub mod chronology;
 pub mod review;
 pub mod verify;
 
@@ -15,7 +16,7 @@ pub enum Command {
     /// What could an agency see about a child at a moment, beside what it actually accessed.
     AsOf(review::AsOfArgs),
     /// The integrated multi-agency chronology of a child (text, CSV or self-contained HTML).
-    Chronology(review::ChronologyArgs),
+    Chronology(chronology::Args),
     /// The access log for a child or an agency; break-glass uses and their review.
     Access(review::AccessArgs),
 }
@@ -24,7 +25,7 @@ pub async fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Verify(args) => verify::run(args).await,
         Command::AsOf(args) => review::as_of(args).await,
-        Command::Chronology(args) => review::chronology(args).await,
+        Command::Chronology(args) => chronology::run(args).await,
         Command::Access(args) => review::access(args).await,
     }
 }
