@@ -101,6 +101,7 @@ fn empty(kind: &Kind) -> Kind {
         RecordCorrected,
         SeriousIncidentNotified,
         RapidReviewCompleted,
+        BreakGlassReviewed,
     )
 }
 
@@ -156,6 +157,7 @@ fn summary(mut kind: Kind) -> Kind {
         Kind::RecordCorrected(e) => e.reason.clear(),
         Kind::SeriousIncidentNotified(e) => e.summary.clear(),
         Kind::RapidReviewCompleted(e) => e.summary.clear(),
+        Kind::BreakGlassReviewed(e) => e.reason.clear(),
     }
     kind
 }

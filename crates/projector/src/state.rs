@@ -54,6 +54,11 @@ impl SharingState {
 
     fn apply(&mut self, fact: &Fact) {
         let e = &fact.envelope;
+        // A review of an access is about the access log, not the case: it gives the reviewing agency no
+        // relationship with the child (else reviewing a break-glass would widen what the reviewer sees).
+        if matches!(fact.kind(), Some(Kind::BreakGlassReviewed(_))) {
+            return;
+        }
         self.involve(&e.agency_id, Involvement::OwnCase);
         let categories = |values: &[i32]| {
             values
@@ -146,5 +151,59 @@ impl SharingState {
 
     pub fn approved(&self, event_id: &str, recipient: &AgencyId) -> bool {
         self.approvals.contains(&(event_id.to_owned(), recipient.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use halcyon_schema::EventKindExt;
+
+    fn fact(agency: &str, kind: Kind) -> Fact {
+        Fact {
+            stream: "EVENTS_TEST".into(),
+            sequence: 1,
+            stored_at_ms: 0,
+            envelope: pb::Envelope {
+                agency_id: agency.into(),
+                category: kind.default_category().to_pb() as i32,
+                event: Some(pb::Event { kind: Some(kind) }),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_break_glass_review_gives_the_reviewer_no_relationship() {
+        let review = fact(
+            "police-sy",
+            Kind::BreakGlassReviewed(pb::BreakGlassReviewed {
+                access_record_id: "0192f0c4-7b1e-7cc1-9a57-3f0a8f1e2d3c".into(),
+                accessing_agency_id: "police-sy".into(),
+                reviewer_id: "dpo-02".into(),
+                outcome: pb::BreakGlassReviewOutcome::Justified as i32,
+                reason: "risk to life".into(),
+                ..Default::default()
+            }),
+        );
+        let concern = fact(
+            "police-sy",
+            Kind::ConcernRecorded(pb::ConcernRecorded {
+                summary: "seen with older males".into(),
+            }),
+        );
+        let police: AgencyId = "police-sy".parse().unwrap();
+        assert!(
+            SharingState::derive(std::slice::from_ref(&review))
+                .for_agency(&police)
+                .involvements
+                .is_empty()
+        );
+        assert!(
+            SharingState::derive(&[concern])
+                .for_agency(&police)
+                .involvements
+                .contains(&Involvement::OwnCase)
+        );
     }
 }

@@ -175,6 +175,7 @@ event_kinds! {
     RecordCorrected => IDENTITY,
     SeriousIncidentNotified => CONTACT_REFERRAL,
     RapidReviewCompleted => CONTACT_REFERRAL,
+    BreakGlassReviewed => ACCESS_LOG,
 }
 
 /// Milliseconds since the Unix epoch, for sort keys. Saturates rather than overflowing.

@@ -6,6 +6,7 @@ pub mod agencies;
 pub mod convert;
 pub mod ids;
 pub mod nhs;
+pub mod review;
 pub mod subject;
 pub mod upn;
 pub mod validate;

@@ -376,6 +376,7 @@ fn check_event(kind: &Kind, has_nhs: bool, problems: &mut Vec<Problem>) {
                 problems.push(Problem::invalid("event.record_corrected.corrected_event_id", err));
             }
         }
+        Kind::BreakGlassReviewed(e) => crate::review::check_break_glass_reviewed(e, problems),
         _ => {}
     }
 }
