@@ -23,6 +23,7 @@
 mod decision;
 mod explain;
 mod file;
+mod history;
 mod minimise;
 mod policy;
 mod request;
@@ -35,6 +36,7 @@ pub use decision::{
 };
 pub use explain::{check, check_source, explain};
 pub use file::PolicyError;
+pub use history::{PolicyHistory, PolicyInForce};
 pub use minimise::minimise;
 pub use policy::{CategoryRules, Cell, ENGLAND_FILE, ENGLAND_TOML, Gate, Policy};
 pub use request::{BreakGlass, ChildState, Fact, Principal, Request, Stage};
