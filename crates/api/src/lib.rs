@@ -3,6 +3,8 @@
 #![forbid(unsafe_code)]
 
 pub mod access_log;
+pub mod access_trail;
+pub mod as_of;
 pub mod auth;
 pub mod config;
 pub mod error;
