@@ -146,3 +146,44 @@ impl Consumer {
         Ok(())
     }
 }
+
+/// How long the view deriver lets new batches settle before deriving, so a burst of batches touching the
+/// same children costs one derivation each rather than one per batch.
+pub const VIEW_SETTLE: Duration = Duration::from_millis(50);
+
+/// Runs until `shutdown`: derives the per-agency views of children whose facts changed (markers written
+/// with the facts), a chunk at a time, whenever the checkpoints move. Starts with whatever a previous run
+/// left stale.
+pub async fn derive_views(projector: Arc<Projector>, shutdown: CancellationToken) {
+    let mut positions = projector.subscribe_positions();
+    loop {
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let p = projector.clone();
+            match tokio::task::spawn_blocking(move || p.derive_views(halcyon_projector::store::VIEW_CHUNK))
+                .await
+            {
+                Ok(Ok(0)) => break,
+                Ok(Ok(n)) => tracing::debug!(children = n, "views derived"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "deriving views failed; will retry on the next batch");
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the view deriver panicked; will retry on the next batch");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = positions.changed() => if changed.is_err() { return },
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(VIEW_SETTLE) => {}
+        }
+    }
+}

@@ -108,6 +108,7 @@ impl Node {
             ensure_event_stream(&js, &agency.id, &config.streams).await?;
         }
         ensure_audit_stream(&js, &config.streams).await?;
+        halcyon_bus::streams::ensure_checkpoint_stream(&js, &config.streams).await?;
 
         let dir = config.data_dir.join("read-models");
         std::fs::create_dir_all(&config.data_dir)
@@ -127,6 +128,22 @@ impl Node {
                 shutdown.clone(),
             )
             .instrument(tracing::info_span!("projection")),
+        ));
+        match &config.checkpoints {
+            Some(chain) => tasks.push(tokio::spawn(
+                crate::chain::run(
+                    js.clone(),
+                    chain.clone(),
+                    config.node_id.clone(),
+                    shutdown.clone(),
+                )
+                .instrument(tracing::info_span!("chains")),
+            )),
+            None => tracing::warn!("no checkpoint key configured: this node keeps no tamper-evidence chain"),
+        }
+        tasks.push(tokio::spawn(
+            ingest::derive_views(projector.clone(), shutdown.clone())
+                .instrument(tracing::info_span!("views")),
         ));
 
         let query = Query {

@@ -111,6 +111,10 @@ pub async fn project_streams(
             }
         }
     }
+    let p = projector.clone();
+    tokio::task::spawn_blocking(move || p.derive_all_views())
+        .await
+        .map_err(|e| RebuildError::Io(e.to_string()))??;
     Ok(done)
 }
 

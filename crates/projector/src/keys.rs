@@ -10,6 +10,7 @@
 //! | `I` | identifier key | child (16) |
 //! | `Q` | stream 0 seq | quarantine record (JSON) |
 //! | `V` | child (16) | every agency's view of the child (`view::ChildViews`) |
+//! | `X` | child (16) | empty: the child's facts changed since its views were last derived |
 
 use halcyon_schema::ChildId;
 
@@ -20,6 +21,7 @@ pub const FACT: u8 = b'F';
 pub const IDENTITY: u8 = b'I';
 pub const QUARANTINE: u8 = b'Q';
 pub const VIEWS: u8 = b'V';
+pub const STALE_VIEWS: u8 = b'X';
 
 pub fn checkpoint(stream: &str) -> Vec<u8> {
     let mut k = vec![CHECKPOINT];
@@ -65,6 +67,13 @@ pub fn fact(child: &ChildId, occurred_ms: i64, agency: &str, sequence: u64) -> V
 
 pub fn views(child: &ChildId) -> Vec<u8> {
     let mut k = vec![VIEWS];
+    k.extend_from_slice(child.as_bytes());
+    k
+}
+
+pub fn stale_views(child: &ChildId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(STALE_VIEWS);
     k.extend_from_slice(child.as_bytes());
     k
 }

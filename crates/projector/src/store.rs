@@ -42,6 +42,20 @@ struct StoredFact {
     envelope: Option<pb::Envelope>,
 }
 
+/// `StoredFact` as written: the envelope exactly as published (the same bytes on the wire as the message
+/// field, without decoding and encoding it again).
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredFactRaw {
+    #[prost(string, tag = "1")]
+    stream: String,
+    #[prost(uint64, tag = "2")]
+    sequence: u64,
+    #[prost(int64, tag = "3")]
+    stored_at_ms: i64,
+    #[prost(bytes = "bytes", tag = "4")]
+    envelope: Bytes,
+}
+
 /// A projected fact about a child.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fact {
@@ -108,6 +122,9 @@ pub struct ApplyOutcome {
 }
 
 type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// Children whose views one `derive_all_views` step derives in one sled batch.
+pub const VIEW_CHUNK: usize = 256;
 
 /// Writes pending for one batch, readable before they are applied.
 struct Overlay<'a> {
@@ -290,18 +307,11 @@ impl Projector {
         if outcome.skipped as usize == messages.len() {
             return Ok(outcome);
         }
-        if let Some(spec) = &self.views {
+        if self.views.is_some() {
+            // Views are derived later, once per child however many batches touched it (`derive_views`);
+            // the marker is written with the facts, so a crash cannot lose it.
             for child in &outcome.children {
-                let facts = overlay
-                    .scan_prefix(&keys::child_facts_prefix(child))?
-                    .iter()
-                    .map(|(k, v)| decode_fact(k, v))
-                    .collect::<Result<Vec<_>, _>>()?;
-                if facts.is_empty() {
-                    overlay.remove(keys::views(child));
-                } else {
-                    overlay.put(keys::views(child), spec.derive(&facts).encode_to_vec());
-                }
+                overlay.put(keys::stale_views(child), Vec::new());
             }
         }
         overlay.put(keys::checkpoint(stream), last.to_be_bytes().to_vec());
@@ -310,6 +320,63 @@ impl Projector {
             p.insert(stream.to_owned(), last);
         });
         Ok(outcome)
+    }
+
+    /// Derives the views of up to `max_children` children whose facts changed since their views were last
+    /// derived, and clears their markers in the same batch; returns how many it derived (0: all current).
+    /// Views depend only on each child's set of facts, so when and how often this runs changes nothing in
+    /// the result.
+    pub fn derive_views(&self, max_children: usize) -> Result<usize, ProjectorError> {
+        let Some(spec) = &self.views else {
+            return Ok(0);
+        };
+        let _writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for kv in self.model.scan_prefix([keys::STALE_VIEWS]).take(max_children) {
+            let (marker, _) = kv?;
+            let child = ChildId::from_bytes(
+                marker[1..]
+                    .try_into()
+                    .map_err(|_| corrupt(&marker, "a stale-view marker without a 16-byte child id"))?,
+            );
+            let facts = self.facts(&child)?;
+            if facts.is_empty() {
+                batch.remove(keys::views(&child));
+            } else {
+                batch.insert(keys::views(&child), spec.derive(&facts).encode_to_vec());
+            }
+            batch.remove(marker);
+            n += 1;
+        }
+        if n > 0 {
+            self.model.apply_batch(batch)?;
+        }
+        Ok(n)
+    }
+
+    /// Derives every stale view (after a rebuild, before an export).
+    pub fn derive_all_views(&self) -> Result<usize, ProjectorError> {
+        let mut total = 0;
+        loop {
+            match self.derive_views(VIEW_CHUNK)? {
+                0 => return Ok(total),
+                n => total += n,
+            }
+        }
+    }
+
+    /// Whether some child's views await derivation.
+    pub fn views_stale(&self) -> Result<bool, ProjectorError> {
+        Ok(self
+            .model
+            .scan_prefix([keys::STALE_VIEWS])
+            .next()
+            .transpose()?
+            .is_some())
     }
 
     fn apply_one(
@@ -360,11 +427,11 @@ impl Projector {
         if let Kind::IdentifierLinked(link) = valid.kind() {
             self.link(overlay, child, link, outcome)?;
         }
-        let stored = StoredFact {
+        let stored = StoredFactRaw {
             stream: stream.to_owned(),
             sequence: m.sequence,
             stored_at_ms: m.stored_at_ms,
-            envelope: Some(valid.envelope.clone()),
+            envelope: m.payload.clone(),
         };
         overlay.put(
             keys::fact(&child, valid.occurred_at_ms, valid.agency.as_str(), m.sequence),

@@ -76,6 +76,7 @@ impl Given {
     fn sees(&self, agency: &str, event_id: &str) -> bool {
         let child = ChildId::from_nhs(&NHS.parse().unwrap());
         let agency: AgencyId = agency.parse().unwrap();
+        self.projector.derive_all_views().unwrap();
         self.projector
             .view(&agency, &child)
             .unwrap()

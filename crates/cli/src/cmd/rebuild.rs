@@ -37,6 +37,11 @@ pub struct RebuildArgs {
 pub struct ExportArgs {
     #[arg(long, env = "HALCYON_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
+    /// With the policy, derives views a stopped node left stale before dumping, as the node would.
+    #[arg(long, env = "HALCYON_AGENCIES", default_value_os_t = deploy_path("agencies.toml"))]
+    agencies: PathBuf,
+    #[arg(long, env = "HALCYON_POLICY", default_value_os_t = deploy_path("policy/england.toml"))]
+    policy: PathBuf,
     /// Write here instead of standard output.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -111,8 +116,16 @@ pub fn export(args: ExportArgs) -> Result<(), Failure> {
     if !dir.exists() {
         return Err(config_error(anyhow!("no read models at {}", dir.display())));
     }
-    let projector =
-        Projector::open(&dir).map_err(|e| anyhow!("{e} (is a node still running? stop it first)"))?;
+    let spec = open_spec(&args.agencies, &args.policy)?;
+    let projector = Projector::open(&dir)
+        .map_err(|e| anyhow!("{e} (is a node still running? stop it first)"))?
+        .with_views(spec);
+    // A node stopped (or killed) before deriving its last views leaves markers; derive them first, so the
+    // dump depends only on the events applied.
+    let derived = projector.derive_all_views()?;
+    if derived > 0 {
+        eprintln!("derived the views of {derived} children the node had not derived yet");
+    }
     let mut out: Box<dyn Write> = match &args.out {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| path.display().to_string())?,
