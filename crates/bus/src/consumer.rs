@@ -20,31 +20,81 @@ pub struct RawMessage {
     pub pending: u64,
 }
 
+/// Where an ordered read starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// At this sequence (1 for the beginning).
+    Sequence(u64),
+    /// At the first message the server stored at or after this time (Unix ms).
+    StoredAt(i64),
+}
+
+/// An ordered read: its messages, and how many of them the stream held when the read began.
+pub struct OrderedRead<S> {
+    pub messages: S,
+    /// Messages from the start (matching the filter) that the stream held when the consumer was created.
+    pub pending_at_start: u64,
+}
+
+impl<S> std::fmt::Debug for OrderedRead<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderedRead")
+            .field("pending_at_start", &self.pending_at_start)
+            .finish_non_exhaustive()
+    }
+}
+
 /// All messages of `stream` from `start_sequence` (1 for the beginning) on, live.
 pub async fn ordered_messages(
     js: &jetstream::Context,
     stream: &str,
     start_sequence: u64,
 ) -> Result<impl Stream<Item = Result<RawMessage, BusError>> + Send + 'static, BusError> {
+    Ok(ordered_read(js, stream, Start::Sequence(start_sequence), None)
+        .await?
+        .messages)
+}
+
+/// The messages of `stream` from `start` on, live, only those on `filter_subject` when given (the server
+/// filters, so a read of one case does not carry the rest of the stream over the wire).
+pub async fn ordered_read(
+    js: &jetstream::Context,
+    stream: &str,
+    start: Start,
+    filter_subject: Option<&str>,
+) -> Result<OrderedRead<impl Stream<Item = Result<RawMessage, BusError>> + Send + 'static>, BusError> {
     let handle = js
         .get_stream(stream)
         .await
         .map_err(|e| BusError::js(format!("opening stream {stream}"), e))?;
+    let deliver_policy = match start {
+        Start::Sequence(s) => DeliverPolicy::ByStartSequence {
+            start_sequence: s.max(1),
+        },
+        Start::StoredAt(ms) => DeliverPolicy::ByStartTime {
+            start_time: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).map_err(
+                |e| BusError::Consume {
+                    stream: stream.to_owned(),
+                    reason: format!("start time {ms} ms: {e}"),
+                },
+            )?,
+        },
+    };
     let consumer = handle
         .create_consumer(OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: start_sequence.max(1),
-            },
+            deliver_policy,
+            filter_subject: filter_subject.unwrap_or_default().to_owned(),
             ..Default::default()
         })
         .await
         .map_err(|e| BusError::js(format!("creating an ordered consumer on {stream}"), e))?;
+    let pending_at_start = consumer.cached_info().num_pending;
     let messages = consumer
         .messages()
         .await
         .map_err(|e| BusError::js(format!("reading {stream}"), e))?;
     let name = stream.to_owned();
-    Ok(messages.map(move |m| {
+    let messages = messages.map(move |m| {
         let fail = |reason: String| BusError::Consume {
             stream: name.clone(),
             reason,
@@ -63,5 +113,9 @@ pub async fn ordered_messages(
             stored_at_ms,
             pending,
         })
-    }))
+    });
+    Ok(OrderedRead {
+        messages,
+        pending_at_start,
+    })
 }
