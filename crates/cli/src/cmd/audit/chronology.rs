@@ -1,10 +1,618 @@
-//! `halcyon audit chronology`. Being built (issue 7).
+//! `halcyon audit chronology`: the integrated multi-agency chronology of a child — every fact in time order
+//! with its originating agency and category, for each agency from when it could see it, and the accesses
+//! to the child's record — as text, CSV or one self-contained HTML page (`chronology/html.rs`).
+//!
+//! The facts come from the streams, not from a node: the agency streams are projected into a throwaway
+//! store (`project_streams`, the path of `rebuild --as-of` and as-of reconstruction), so no node has to be
+//! stopped or trusted, the identity links and ordering are the projector's own, and `--as-of` gives the
+//! chronology as it stood at a moment. Visibility is the standing view of each registered agency (purpose
+//! safeguarding, as `ViewSpec` derives it): walking the child's facts in (occurred at, agency, sequence)
+//! order, the views are derived again with the policy once per change of the child's sharing state, and
+//! an agency "could see" a fact from the moment the fact occurred or the moment the change that entitled
+//! it occurred (until a later change withdrew it). Accesses are the AUDIT stream's records about the child.
 
-use crate::Failure;
+use std::collections::{BTreeSet, HashMap};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, anyhow};
+use halcyon_api::access_trail::{LocatedRecord, access_records};
+use halcyon_api::rebuild::{Until, project_streams};
+use halcyon_policy::Policy;
+use halcyon_projector::{Fact, Identifier, Projector, SharingState, ViewSpec};
+use halcyon_schema::convert::{format_timestamp, parse_timestamp, timestamp_from_millis, timestamp_millis};
+use halcyon_schema::{Category, ChildId, EventKindExt, Registry, pb};
+
+use crate::cmd::common::{deploy_path, load_registry};
+use crate::cmd::replay::{ChildMatch, OperatorNats};
+use crate::{Failure, config_error};
+
+mod html;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Csv,
+    /// One self-contained page: inline CSS and script, no external references, printable.
+    Html,
+}
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(flatten)]
+    nats: OperatorNats,
+    /// The child: an NHS number or a halcyon child id.
+    #[arg(long)]
+    child: String,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Write here instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The chronology as it stood then: only messages the server had stored by this time (RFC 3339 or a
+    /// date), and accesses recorded by then.
+    #[arg(long)]
+    as_of: Option<String>,
+    #[arg(long, env = "HALCYON_AGENCIES", default_value_os_t = deploy_path("agencies.toml"))]
+    agencies: PathBuf,
+    #[arg(long, env = "HALCYON_POLICY", default_value_os_t = deploy_path("policy/england.toml"))]
+    policy: PathBuf,
+    /// Do not draw a progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
 
-pub async fn run(_args: Args) -> Result<(), Failure> {
-    Err(anyhow::anyhow!("audit chronology is not built yet").into())
+/// One agency's lane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lane {
+    pub agency: String,
+    /// The registry's name, or the id for an agency that is not registered.
+    pub name: String,
+}
+
+/// A stretch of time during which an agency could see a fact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    pub from_ms: i64,
+    /// `None`: still visible at the end of the chronology.
+    pub until_ms: Option<i64>,
+    /// The fact (index into `facts`) whose arrival entitled the agency, when not the fact itself.
+    pub because: Option<usize>,
+}
+
+/// One fact of the chronology.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub occurred_ms: i64,
+    /// When the agency's system recorded it, as the envelope says.
+    pub recorded_ms: Option<i64>,
+    /// When the NATS server stored it: from then on Halcyon held it.
+    pub stored_ms: i64,
+    pub agency: String,
+    pub case_id: String,
+    pub category: Option<Category>,
+    pub event_type: String,
+    pub event_id: String,
+    pub stream: String,
+    pub sequence: u64,
+    /// For each lane (same order as `Chronology::lanes`), when that agency could see this fact.
+    pub visible: Vec<Vec<Period>>,
+}
+
+/// One access to the child's record, from the AUDIT stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Access {
+    pub at_ms: i64,
+    pub agency: String,
+    pub role: String,
+    pub purpose: String,
+    pub method: String,
+    pub outcome: String,
+    pub facts_disclosed: u32,
+    pub facts_withheld: u32,
+    pub categories: Vec<Category>,
+    pub break_glass: bool,
+    pub record_id: String,
+    pub audit_sequence: u64,
+}
+
+/// The whole chronology of one child.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chronology {
+    pub child: ChildId,
+    pub nhs_number: Option<String>,
+    pub lanes: Vec<Lane>,
+    pub facts: Vec<Entry>,
+    pub accesses: Vec<Access>,
+    pub policy_version: String,
+    /// `None`: everything the streams held.
+    pub as_of_ms: Option<i64>,
+    pub generated_ms: i64,
+}
+
+pub async fn run(args: Args) -> Result<(), Failure> {
+    let child_match = ChildMatch::parse(&args.child).map_err(|e| config_error(anyhow!("--child: {e}")))?;
+    let as_of_ms = args
+        .as_of
+        .as_deref()
+        .map(|s| {
+            parse_timestamp(s)
+                .map(|t| timestamp_millis(&t))
+                .map_err(|e| config_error(anyhow!("--as-of: {e}")))
+        })
+        .transpose()?;
+    let registry = load_registry(&args.agencies)?;
+    let policy = Arc::new(Policy::load(&args.policy).map_err(|e| config_error(anyhow!("{e}")))?);
+    let js = args.nats.jetstream("halcyon audit chronology").await?;
+
+    let projector = Arc::new(Projector::temporary()?);
+    let bar = if args.quiet || !std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(0)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("reading the streams {bar:40} {pos}/{len} events {per_sec}")
+            .expect("template"),
+    );
+    let progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let until = as_of_ms.map_or(Until::End, Until::StoredAt);
+    let read = project_streams(&js, &projector, &until, &progress)
+        .await
+        .map_err(|e| anyhow!("projecting the streams: {e}"))?;
+    bar.finish_and_clear();
+    let child = match &child_match {
+        ChildMatch::Nhs(nhs) => projector.resolve(&Identifier::Nhs(nhs.clone()))?,
+        ChildMatch::Id(id) => *id,
+    };
+    let facts = projector.facts(&child)?;
+    if facts.is_empty() {
+        return Err(anyhow!(
+            "no facts about that child in the streams ({read} events read){}",
+            if as_of_ms.is_some() { " by --as-of" } else { "" }
+        )
+        .into());
+    }
+    let records = access_records(&js)
+        .await
+        .map_err(|e| anyhow!("reading the AUDIT stream: {e}"))?;
+    let accesses = records
+        .into_iter()
+        .filter_map(|r| access_about(r, child))
+        .filter(|a| as_of_ms.is_none_or(|t| a.at_ms <= t))
+        .collect();
+    let spec = ViewSpec::new(policy.clone(), &registry);
+    let chronology = Chronology::build(&spec, &registry, child, &facts, accesses, as_of_ms, now_ms());
+    tracing::info!(
+        facts = chronology.facts.len(),
+        accesses = chronology.accesses.len(),
+        lanes = chronology.lanes.len(),
+        "chronology built"
+    );
+
+    let mut out: Box<dyn Write> = match &args.out {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    match args.format {
+        Format::Text => chronology.write_text(&mut out)?,
+        Format::Csv => chronology.write_csv(&mut out)?,
+        Format::Html => out.write_all(html::render(&chronology).as_bytes())?,
+    }
+    out.flush().context("writing the chronology")?;
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// The access an AUDIT record describes, if it is about `child`.
+fn access_about(located: LocatedRecord, child: ChildId) -> Option<Access> {
+    let r = located.record;
+    if r.child_id != child.to_string() {
+        return None;
+    }
+    Some(Access {
+        at_ms: r.at.as_ref().map(timestamp_millis).unwrap_or_default(),
+        purpose: pb::Purpose::try_from(r.purpose)
+            .map(|p| wire_name(p.as_str_name(), "PURPOSE_"))
+            .unwrap_or_else(|_| "?".into()),
+        outcome: pb::AccessOutcome::try_from(r.outcome)
+            .map(|o| wire_name(o.as_str_name(), "ACCESS_OUTCOME_"))
+            .unwrap_or_else(|_| "?".into()),
+        categories: r
+            .categories_disclosed
+            .iter()
+            .filter_map(|c| Category::from_wire(*c))
+            .collect(),
+        break_glass: r.break_glass_relied_on || !r.break_glass_reason.is_empty(),
+        agency: r.agency_id,
+        role: r.role,
+        method: r.method,
+        facts_disclosed: r.facts_disclosed,
+        facts_withheld: r.facts_withheld,
+        record_id: r.record_id,
+        audit_sequence: located.sequence,
+    })
+}
+
+/// `PURPOSE_SAFEGUARDING` → `safeguarding`.
+fn wire_name(name: &str, prefix: &str) -> String {
+    name.trim_start_matches(prefix).to_ascii_lowercase()
+}
+
+impl Chronology {
+    /// The chronology of `child` from its facts (in stored order) and the accesses to its record.
+    pub fn build(
+        spec: &ViewSpec,
+        registry: &Registry,
+        child: ChildId,
+        facts: &[Fact],
+        accesses: Vec<Access>,
+        as_of_ms: Option<i64>,
+        generated_ms: i64,
+    ) -> Self {
+        let mut lanes: Vec<Lane> = spec
+            .agencies
+            .iter()
+            .map(|(id, _)| Lane {
+                agency: id.to_string(),
+                name: registry
+                    .get(id)
+                    .map(|a| a.name.clone())
+                    .unwrap_or_else(|| id.to_string()),
+            })
+            .collect();
+        for agency in facts
+            .iter()
+            .map(|f| &f.envelope.agency_id)
+            .chain(accesses.iter().map(|a| &a.agency))
+        {
+            if !lanes.iter().any(|l| &l.agency == agency) {
+                lanes.push(Lane {
+                    agency: agency.clone(),
+                    name: agency.clone(),
+                });
+            }
+        }
+        let visible = visibility(spec, facts, &lanes);
+        let entries = facts
+            .iter()
+            .zip(visible)
+            .map(|(f, visible)| Entry {
+                occurred_ms: f.occurred_ms(),
+                recorded_ms: f.envelope.recorded_at.as_ref().map(timestamp_millis),
+                stored_ms: f.stored_at_ms,
+                agency: f.envelope.agency_id.clone(),
+                case_id: f.envelope.case_id.clone(),
+                category: Category::from_wire(f.envelope.category),
+                event_type: f.kind().map(|k| k.type_name()).unwrap_or("(none)").to_owned(),
+                event_id: f.envelope.event_id.clone(),
+                stream: f.stream.clone(),
+                sequence: f.sequence,
+                visible,
+            })
+            .collect();
+        let nhs_number = facts
+            .iter()
+            .filter_map(|f| f.envelope.child.as_ref())
+            .map(|c| c.nhs_number.clone())
+            .find(|n| !n.is_empty());
+        let mut accesses = accesses;
+        accesses.sort_by_key(|a| (a.at_ms, a.audit_sequence));
+        Self {
+            child,
+            nhs_number,
+            lanes,
+            facts: entries,
+            accesses,
+            policy_version: spec.policy.version().to_owned(),
+            as_of_ms,
+            generated_ms,
+        }
+    }
+
+    pub fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(out, "{}", self.title())?;
+        writeln!(out, "{}", self.subtitle())?;
+        writeln!(out)?;
+        writeln!(out, "Facts ({}), in the order they occurred", self.facts.len())?;
+        for (i, f) in self.facts.iter().enumerate() {
+            writeln!(
+                out,
+                "{:>4}  {}  {:<18} {:<4} {:<30} case {}  event {}  held from {}",
+                i + 1,
+                time(f.occurred_ms),
+                f.agency,
+                f.category.map(|c| c.to_string()).unwrap_or_else(|| "?".into()),
+                f.event_type,
+                f.case_id,
+                f.event_id,
+                time(f.stored_ms),
+            )?;
+            let mut seen = Vec::new();
+            let mut unseen = Vec::new();
+            for (lane, periods) in self.lanes.iter().zip(&f.visible) {
+                if periods.is_empty() {
+                    unseen.push(lane.agency.as_str());
+                } else {
+                    seen.push(format!("{} {}", lane.agency, self.periods_text(periods)));
+                }
+            }
+            writeln!(
+                out,
+                "      visible to: {}",
+                if seen.is_empty() {
+                    "nobody".to_owned()
+                } else {
+                    seen.join("; ")
+                }
+            )?;
+            if !unseen.is_empty() {
+                writeln!(out, "      never visible to: {}", unseen.join(", "))?;
+            }
+        }
+        writeln!(out)?;
+        writeln!(out, "Accesses to the child's record ({})", self.accesses.len())?;
+        for a in &self.accesses {
+            writeln!(out, "      {}", access_text(a))?;
+        }
+        Ok(())
+    }
+
+    pub fn write_csv(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let mut header: Vec<String> = [
+            "row",
+            "at",
+            "agency",
+            "category",
+            "event",
+            "case_id",
+            "recorded_at",
+            "stored_at",
+            "position",
+            "id",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        header.extend(self.lanes.iter().map(|l| format!("visible_to:{}", l.agency)));
+        csv_row(out, &header)?;
+        for f in &self.facts {
+            let mut row = vec![
+                "fact".to_owned(),
+                time(f.occurred_ms),
+                f.agency.clone(),
+                f.category.map(|c| c.to_string()).unwrap_or_default(),
+                f.event_type.clone(),
+                f.case_id.clone(),
+                f.recorded_ms.map(time).unwrap_or_default(),
+                time(f.stored_ms),
+                format!("{}:{}", f.stream, f.sequence),
+                f.event_id.clone(),
+            ];
+            row.extend(f.visible.iter().map(|p| self.periods_text(p)));
+            csv_row(out, &row)?;
+        }
+        for a in &self.accesses {
+            let mut row = vec![
+                "access".to_owned(),
+                time(a.at_ms),
+                a.agency.clone(),
+                categories_text(&a.categories),
+                access_event(a),
+                String::new(),
+                String::new(),
+                String::new(),
+                format!("AUDIT:{}", a.audit_sequence),
+                a.record_id.clone(),
+            ];
+            row.extend(self.lanes.iter().map(|_| String::new()));
+            csv_row(out, &row)?;
+        }
+        Ok(())
+    }
+
+    pub fn title(&self) -> String {
+        format!("Multi-agency chronology of child {}", self.child)
+    }
+
+    pub fn subtitle(&self) -> String {
+        format!(
+            "NHS number {}; {} facts from {} agencies; {} accesses; policy {}; {}; generated {}",
+            self.nhs_number.as_deref().unwrap_or("not recorded"),
+            self.facts.len(),
+            self.facts
+                .iter()
+                .map(|f| &f.agency)
+                .collect::<BTreeSet<_>>()
+                .len(),
+            self.accesses.len(),
+            self.policy_version,
+            match self.as_of_ms {
+                Some(t) => format!("as of {}", time(t)),
+                None => "everything the streams held".to_owned(),
+            },
+            time(self.generated_ms),
+        )
+    }
+
+    /// `from T` / `from T until U`, several joined with `, `; entitling events named.
+    pub fn periods_text(&self, periods: &[Period]) -> String {
+        periods
+            .iter()
+            .map(|p| {
+                let mut s = format!("from {}", time(p.from_ms));
+                if let Some(u) = p.until_ms {
+                    s.push_str(&format!(" until {}", time(u)));
+                }
+                if let Some(b) = p.because {
+                    s.push_str(&format!(" (on {})", self.facts[b].event_type));
+                }
+                s
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Every fact's periods of visibility to every lane's agency, under its standing entitlements.
+///
+/// The child's facts are walked in their stored (occurred at, agency, sequence) order. While the sharing
+/// state stays the same, each decision stays the same, so the views are derived once per run of facts with
+/// an unchanged state (once per entitlement change), on the facts up to the end of the run.
+fn visibility(spec: &ViewSpec, facts: &[Fact], lanes: &[Lane]) -> Vec<Vec<Vec<Period>>> {
+    let mut out = vec![vec![Vec::new(); lanes.len()]; facts.len()];
+    let by_event: HashMap<&str, usize> = facts
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.envelope.event_id.as_str(), i))
+        .collect();
+    let lane_of: HashMap<&str, usize> = lanes
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.agency.as_str(), i))
+        .collect();
+    // (lane, fact) → when it became visible and because of which fact.
+    let mut open: HashMap<(usize, usize), (i64, Option<usize>)> = HashMap::new();
+    let states: Vec<SharingState> = (0..facts.len())
+        .map(|i| SharingState::derive(&facts[..=i]))
+        .collect();
+    let mut run_start = 0;
+    for end in 0..facts.len() {
+        if end + 1 < facts.len() && states[end + 1] == states[end] {
+            continue;
+        }
+        let moment = facts[run_start].occurred_ms();
+        let views = spec.derive(&facts[..=end]);
+        let mut now = BTreeSet::new();
+        for view in &views.agencies {
+            let Some(&lane) = lane_of.get(view.agency.as_str()) else {
+                continue;
+            };
+            for entry in &view.entries {
+                if let Some(&fact) = by_event.get(entry.event_id.as_str()) {
+                    now.insert((lane, fact));
+                }
+            }
+        }
+        for &(lane, fact) in &now {
+            open.entry((lane, fact)).or_insert_with(|| {
+                if fact >= run_start {
+                    (facts[fact].occurred_ms(), None)
+                } else {
+                    (moment, Some(run_start))
+                }
+            });
+        }
+        let closed: Vec<(usize, usize)> = open.keys().filter(|k| !now.contains(k)).copied().collect();
+        for key in closed {
+            let (from_ms, because) = open.remove(&key).expect("open");
+            if from_ms < moment {
+                out[key.1][key.0].push(Period {
+                    from_ms,
+                    until_ms: Some(moment),
+                    because,
+                });
+            }
+        }
+        run_start = end + 1;
+    }
+    for ((lane, fact), (from_ms, because)) in open {
+        out[fact][lane].push(Period {
+            from_ms,
+            until_ms: None,
+            because,
+        });
+    }
+    for per_fact in &mut out {
+        for periods in per_fact {
+            periods.sort_by_key(|p| p.from_ms);
+        }
+    }
+    out
+}
+
+/// RFC 3339, UTC.
+pub fn time(ms: i64) -> String {
+    format_timestamp(&timestamp_from_millis(ms))
+}
+
+fn categories_text(categories: &[Category]) -> String {
+    categories
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `GetChildView permitted (safeguarding; 3 disclosed, 2 withheld)`.
+fn access_event(a: &Access) -> String {
+    format!(
+        "{} {} ({}; {} disclosed, {} withheld){}",
+        a.method,
+        a.outcome,
+        a.purpose,
+        a.facts_disclosed,
+        a.facts_withheld,
+        if a.break_glass { "; BREAK-GLASS" } else { "" }
+    )
+}
+
+fn access_text(a: &Access) -> String {
+    format!(
+        "{}  {:<18} {:<14} {}  categories [{}]  record {} (AUDIT:{})",
+        time(a.at_ms),
+        a.agency,
+        a.role,
+        access_event(a),
+        categories_text(&a.categories),
+        a.record_id,
+        a.audit_sequence
+    )
+}
+
+/// One RFC 4180 row: fields with a comma, quote or line break are quoted, quotes doubled.
+fn csv_row(out: &mut dyn Write, fields: &[String]) -> std::io::Result<()> {
+    let cells: Vec<String> = fields
+        .iter()
+        .map(|f| {
+            if f.contains([',', '"', '\n', '\r']) {
+                format!("\"{}\"", f.replace('"', "\"\""))
+            } else {
+                f.clone()
+            }
+        })
+        .collect();
+    out.write_all(cells.join(",").as_bytes())?;
+    out.write_all(b"\r\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_when_they_must_be() {
+        let mut out = Vec::new();
+        csv_row(&mut out, &["a".into(), "b,c".into(), "say \"hi\"".into()]).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "a,\"b,c\",\"say \"\"hi\"\"\"\r\n"
+        );
+    }
+
+    #[test]
+    fn wire_names_read_as_words() {
+        assert_eq!(wire_name("PURPOSE_SAFEGUARDING", "PURPOSE_"), "safeguarding");
+    }
 }

@@ -1,0 +1,406 @@
+//! The chronology as one self-contained HTML page for a reviewer to open from an email attachment: inline
+//! CSS with a print stylesheet, an inline SVG with one lane per agency (facts on a time axis in their
+//! originating agency's lane, a tick in each other lane from when that agency could see the fact, access
+//! events as triangles in the accessing agency's lane), the facts and accesses as tables, and a few lines
+//! of inline script (click a fact to highlight it everywhere). No external references of any kind; every
+//! value is escaped.
+
+use std::fmt::Write as _;
+
+use super::{Chronology, Period, access_event, categories_text, time};
+
+const LABEL_W: f64 = 230.0;
+const TRACK_W: f64 = 900.0;
+const AXIS_H: f64 = 34.0;
+const LANE_H: f64 = 40.0;
+const TICKS: usize = 6;
+
+/// Colours by category, D0..D13.
+const PALETTE: [&str; 14] = [
+    "#6b7280", "#b91c1c", "#c2410c", "#b45309", "#7c3aed", "#6d28d9", "#0f766e", "#be185d", "#1d4ed8",
+    "#15803d", "#0369a1", "#9f1239", "#475569", "#334155",
+];
+
+const STYLE: &str = r#"
+:root { --ink: #111827; --muted: #4b5563; --rule: #d1d5db; --lane: #f3f4f6; --pick: #fde68a; }
+* { box-sizing: border-box; }
+body { font: 13px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; color: var(--ink); margin: 24px; }
+h1 { font-size: 20px; margin: 0 0 4px; }
+h2 { font-size: 15px; margin: 24px 0 8px; border-bottom: 1px solid var(--rule); padding-bottom: 2px; }
+.sub, .note { color: var(--muted); margin: 2px 0; }
+svg.lanes { width: 100%; height: auto; max-width: 1160px; display: block; }
+svg .lane-bg { fill: var(--lane); }
+svg .lane-label { font-size: 12px; fill: var(--ink); }
+svg .tick { stroke: var(--rule); stroke-width: 1; }
+svg .tick-label { font-size: 10px; fill: var(--muted); }
+svg .fact { stroke: #fff; stroke-width: 1.5; cursor: pointer; }
+svg .seen { stroke-width: 2; opacity: .55; cursor: pointer; }
+svg .access { fill: #111827; }
+svg .access.denied { fill: #dc2626; }
+svg .access.break-glass { fill: #dc2626; stroke: #7f1d1d; stroke-width: 1.5; }
+svg .picked { stroke: #111827; stroke-width: 3; opacity: 1; }
+.legend { color: var(--muted); font-size: 12px; }
+.legend span { display: inline-block; margin-right: 14px; }
+.swatch { display: inline-block; width: 10px; height: 10px; border-radius: 50%; vertical-align: -1px; margin-right: 4px; }
+table { border-collapse: collapse; width: 100%; font-size: 12px; }
+th, td { border: 1px solid var(--rule); padding: 3px 5px; text-align: left; vertical-align: top; }
+th { background: #f9fafb; font-weight: 600; }
+td.vis { white-space: nowrap; font-size: 11px; }
+td.own { color: var(--muted); }
+td.none { color: #9ca3af; text-align: center; }
+tr.picked td { background: var(--pick); }
+tr.break-glass td { background: #fee2e2; }
+tbody tr { cursor: pointer; }
+footer { margin-top: 24px; color: var(--muted); font-size: 11px; }
+@media print {
+  @page { size: A4 landscape; margin: 10mm; }
+  body { margin: 0; font-size: 9pt; }
+  * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+  .noprint { display: none; }
+  svg.lanes { max-width: none; }
+  section { break-inside: auto; }
+  thead { display: table-header-group; }
+  tr { break-inside: avoid; }
+  tr.picked td { background: none; }
+  table { font-size: 8pt; }
+}
+"#;
+
+const SCRIPT: &str = r#"
+(function () {
+  var marked = document.querySelectorAll('[data-fact]');
+  function pick(fact) {
+    for (var i = 0; i < marked.length; i++) {
+      marked[i].classList.toggle('picked', marked[i].getAttribute('data-fact') === fact);
+    }
+  }
+  for (var i = 0; i < marked.length; i++) {
+    marked[i].addEventListener('click', function () { pick(this.getAttribute('data-fact')); });
+  }
+  document.body.setAttribute('data-script', 'ready');
+})();
+"#;
+
+/// Escapes text for HTML content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Minutes precision for the tables: `2026-03-06 13:00`.
+fn short(ms: i64) -> String {
+    let t = time(ms);
+    t.get(..16).map(|s| s.replace('T', " ")).unwrap_or(t)
+}
+
+struct Axis {
+    t0: i64,
+    t1: i64,
+}
+
+impl Axis {
+    fn x(&self, ms: i64) -> f64 {
+        if self.t1 <= self.t0 {
+            return LABEL_W + TRACK_W / 2.0;
+        }
+        LABEL_W + (ms - self.t0) as f64 / (self.t1 - self.t0) as f64 * TRACK_W
+    }
+}
+
+pub fn render(c: &Chronology) -> String {
+    let mut times: Vec<i64> = c.facts.iter().map(|f| f.occurred_ms).collect();
+    times.extend(c.accesses.iter().map(|a| a.at_ms));
+    times.extend(
+        c.facts
+            .iter()
+            .flat_map(|f| f.visible.iter().flatten())
+            .map(|p| p.from_ms),
+    );
+    let (t0, t1) = (
+        times.iter().copied().min().unwrap_or(0),
+        times.iter().copied().max().unwrap_or(0),
+    );
+    // A margin so markers at the ends are not cut.
+    let pad = ((t1 - t0) / 40).max(3_600_000);
+    let axis = Axis {
+        t0: t0 - pad,
+        t1: t1 + pad,
+    };
+    let lane_y = |i: usize| AXIS_H + i as f64 * LANE_H;
+    let height = AXIS_H + c.lanes.len() as f64 * LANE_H + 6.0;
+    let width = LABEL_W + TRACK_W + 10.0;
+
+    let mut h = String::with_capacity(64 * 1024);
+    h.push_str("<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
+    h.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
+    let _ = writeln!(h, "<title>{}</title>", escape(&c.title()));
+    let _ = writeln!(h, "<style>{STYLE}</style>\n</head>\n<body>");
+    let _ = writeln!(
+        h,
+        "<header>\n<h1>{}</h1>\n<p class=\"sub\">{}</p>",
+        escape(&c.title()),
+        escape(&c.subtitle())
+    );
+    h.push_str(
+        "<p class=\"note\">Each lane is an agency. A dot is a fact in the lane of the agency that recorded \
+         it, at the time it occurred; a tick in another lane marks when that agency could first see it \
+         under its standing entitlements (purpose safeguarding); a triangle is an access to the child's \
+         record (red: denied or break-glass). “Held from” is when Halcyon stored the fact.</p>\n</header>\n",
+    );
+
+    // Timeline.
+    h.push_str("<section class=\"timeline\">\n<h2>Timeline</h2>\n");
+    let _ = writeln!(
+        h,
+        "<svg class=\"lanes\" viewBox=\"0 0 {width:.0} {height:.0}\" role=\"img\" aria-label=\"{}\">",
+        escape(&format!(
+            "{} facts and {} accesses in {} agency lanes",
+            c.facts.len(),
+            c.accesses.len(),
+            c.lanes.len()
+        ))
+    );
+    for k in 0..=TICKS {
+        let ms = axis.t0 + (axis.t1 - axis.t0) * k as i64 / TICKS as i64;
+        let x = axis.x(ms);
+        let _ = writeln!(
+            h,
+            "<line class=\"tick\" x1=\"{x:.1}\" y1=\"{:.1}\" x2=\"{x:.1}\" y2=\"{:.1}\"/><text class=\"tick-label\" x=\"{x:.1}\" y=\"14\" text-anchor=\"middle\">{}</text>",
+            AXIS_H - 12.0,
+            height - 6.0,
+            escape(&short(ms)[..10])
+        );
+    }
+    for (i, lane) in c.lanes.iter().enumerate() {
+        let y = lane_y(i);
+        let _ = writeln!(
+            h,
+            "<g class=\"lane\" data-lane=\"{}\"><rect class=\"lane-bg\" x=\"0\" y=\"{:.1}\" width=\"{width:.0}\" height=\"{:.1}\" rx=\"3\"/><text class=\"lane-label\" x=\"8\" y=\"{:.1}\">{}</text><title>{}</title></g>",
+            escape(&lane.agency),
+            y + 2.0,
+            LANE_H - 4.0,
+            y + LANE_H / 2.0 + 4.0,
+            escape(&truncate(&lane.name, 34)),
+            escape(&format!("{} ({})", lane.name, lane.agency)),
+        );
+    }
+    for (i, f) in c.facts.iter().enumerate() {
+        let Some(origin) = c.lanes.iter().position(|l| l.agency == f.agency) else {
+            continue;
+        };
+        let colour = f
+            .category
+            .map(|cat| PALETTE[usize::from(cat.index())])
+            .unwrap_or("#6b7280");
+        for (lane, periods) in f.visible.iter().enumerate() {
+            if lane == origin {
+                continue;
+            }
+            for p in periods {
+                let x = axis.x(p.from_ms);
+                let y = lane_y(lane);
+                let _ = writeln!(
+                    h,
+                    "<line class=\"seen\" data-fact=\"{i}\" x1=\"{x:.1}\" y1=\"{:.1}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"{colour}\"><title>{}</title></line>",
+                    y + 9.0,
+                    y + LANE_H - 9.0,
+                    escape(&format!(
+                        "{} could see fact {} ({} from {}) {}",
+                        c.lanes[lane].agency,
+                        i + 1,
+                        f.event_type,
+                        f.agency,
+                        period_text(c, p)
+                    ))
+                );
+            }
+        }
+        let _ = writeln!(
+            h,
+            "<circle class=\"fact\" data-fact=\"{i}\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"6\" fill=\"{colour}\"><title>{}</title></circle>",
+            axis.x(f.occurred_ms),
+            lane_y(origin) + LANE_H / 2.0,
+            escape(&format!(
+                "{}. {} {} ({}) by {}, case {}",
+                i + 1,
+                short(f.occurred_ms),
+                f.event_type,
+                f.category.map(|c| c.to_string()).unwrap_or_default(),
+                f.agency,
+                f.case_id
+            ))
+        );
+    }
+    for a in &c.accesses {
+        let Some(lane) = c.lanes.iter().position(|l| l.agency == a.agency) else {
+            continue;
+        };
+        let (x, y) = (axis.x(a.at_ms), lane_y(lane) + LANE_H / 2.0);
+        let class = if a.break_glass {
+            "access break-glass"
+        } else if a.outcome != "permitted" {
+            "access denied"
+        } else {
+            "access"
+        };
+        let _ = writeln!(
+            h,
+            "<path class=\"{class}\" data-access=\"{}\" d=\"M{x:.1} {:.1} L{:.1} {:.1} L{:.1} {:.1} Z\"><title>{}</title></path>",
+            escape(&a.record_id),
+            y - 7.0,
+            x + 6.0,
+            y + 5.0,
+            x - 6.0,
+            y + 5.0,
+            escape(&format!("{} {} {}", short(a.at_ms), a.agency, access_event(a)))
+        );
+    }
+    h.push_str("</svg>\n<p class=\"legend\">");
+    let mut seen_categories: Vec<_> = c.facts.iter().filter_map(|f| f.category).collect();
+    seen_categories.sort();
+    seen_categories.dedup();
+    for cat in seen_categories {
+        let _ = write!(
+            h,
+            "<span><i class=\"swatch\" style=\"background:{}\"></i>{} {}</span>",
+            PALETTE[usize::from(cat.index())],
+            cat,
+            escape(cat.name())
+        );
+    }
+    h.push_str("<span>▲ access</span></p>\n</section>\n");
+
+    // Facts table.
+    let _ = writeln!(
+        h,
+        "<section>\n<h2>Facts ({})</h2>\n<table class=\"facts\">\n<thead><tr><th>#</th><th>Occurred</th><th>Agency</th><th>Cat.</th><th>Event</th><th>Case</th><th>Held from</th>",
+        c.facts.len()
+    );
+    for lane in &c.lanes {
+        let _ = write!(
+            h,
+            "<th title=\"{}\">{}</th>",
+            escape(&lane.name),
+            escape(&lane.agency)
+        );
+    }
+    h.push_str("</tr></thead>\n<tbody>\n");
+    for (i, f) in c.facts.iter().enumerate() {
+        let _ = write!(
+            h,
+            "<tr id=\"fact-{i}\" data-fact=\"{i}\" data-event-id=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
+            escape(&f.event_id),
+            i + 1,
+            escape(&short(f.occurred_ms)),
+            escape(&f.agency),
+            escape(&f.category.map(|c| c.to_string()).unwrap_or_default()),
+            escape(&f.event_type),
+            escape(&f.case_id),
+            escape(&short(f.stored_ms)),
+        );
+        for (lane, periods) in c.lanes.iter().zip(&f.visible) {
+            if periods.is_empty() {
+                h.push_str("<td class=\"vis none\">—</td>");
+                continue;
+            }
+            let own = lane.agency == f.agency;
+            let cell: Vec<String> = periods
+                .iter()
+                .map(|p| match p.until_ms {
+                    Some(u) => format!("{} – {}", short(p.from_ms), short(u)),
+                    None => short(p.from_ms),
+                })
+                .collect();
+            let _ = write!(
+                h,
+                "<td class=\"vis{}\" title=\"{}\">{}</td>",
+                if own { " own" } else { "" },
+                escape(&c.periods_text(periods)),
+                escape(&cell.join("; "))
+            );
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</tbody>\n</table>\n</section>\n");
+
+    // Accesses table.
+    let _ = writeln!(
+        h,
+        "<section>\n<h2>Accesses to the child's record ({})</h2>",
+        c.accesses.len()
+    );
+    if c.accesses.is_empty() {
+        h.push_str(
+            "<p class=\"note\">No access to this child's record is recorded in the AUDIT stream.</p>\n",
+        );
+    } else {
+        h.push_str("<table class=\"accesses\">\n<thead><tr><th>At</th><th>Agency</th><th>Role</th><th>Purpose</th><th>Call</th><th>Outcome</th><th>Disclosed</th><th>Withheld</th><th>Categories</th><th>Record</th></tr></thead>\n<tbody>\n");
+        for a in &c.accesses {
+            let _ = writeln!(
+                h,
+                "<tr class=\"access{}\" data-record=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} (AUDIT:{})</td></tr>",
+                if a.break_glass { " break-glass" } else { "" },
+                escape(&a.record_id),
+                escape(&time(a.at_ms)),
+                escape(&a.agency),
+                escape(&a.role),
+                escape(&a.purpose),
+                escape(&a.method),
+                escape(&a.outcome),
+                if a.break_glass { " (break-glass)" } else { "" },
+                a.facts_disclosed,
+                a.facts_withheld,
+                escape(&categories_text(&a.categories)),
+                escape(&a.record_id),
+                a.audit_sequence
+            );
+        }
+        h.push_str("</tbody>\n</table>\n");
+    }
+    h.push_str("</section>\n");
+    let _ = writeln!(
+        h,
+        "<footer>Generated by halcyon audit chronology at {} from the agency streams and the AUDIT stream; policy {}. Visibility is each agency's standing view (safeguarding) as the policy decides it on the child's facts in the order they occurred.</footer>",
+        escape(&time(c.generated_ms)),
+        escape(&c.policy_version)
+    );
+    let _ = writeln!(h, "<script>{SCRIPT}</script>\n</body>\n</html>");
+    h
+}
+
+fn period_text(c: &Chronology, p: &Period) -> String {
+    c.periods_text(std::slice::from_ref(p))
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    if s.chars().count() <= max_chars {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(max_chars - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markup_is_escaped() {
+        assert_eq!(
+            escape("<script>\"a\" & 'b'</script>"),
+            "&lt;script&gt;&quot;a&quot; &amp; &#39;b&#39;&lt;/script&gt;"
+        );
+    }
+}
