@@ -479,7 +479,10 @@ async fn as_of_at_three_moments_gives_police_what_the_policy_then_allowed_and_wh
             .map(|l| l["event_id"].as_str().unwrap().to_owned())
             .collect();
         assert_eq!(could_see, expected, "moment {k}: what police could see");
-        assert!(!expected.is_empty() && expected.len() < held.len(), "moment {k}: {expected:?}");
+        assert!(
+            !expected.is_empty() && expected.len() < held.len(),
+            "moment {k}: {expected:?}"
+        );
         eprintln!(
             "moment {k} ({}): {} facts held, police could see {}, policy {version}",
             at_text(*at),
