@@ -261,10 +261,8 @@ fn state_for(agency: &str, envelopes: &[&pb::Envelope]) -> ChildState {
                 s.stage.s47_started |= d.section47_decided;
             }
             Kind::Section47EnquiryStarted(_) => s.stage.s47_started = true,
-            Kind::InitialConferenceHeld(c) => {
-                if c.core_group_agency_ids.iter().any(|a| a == agency) {
-                    s.involvements.insert(Involvement::CoreGroup);
-                }
+            Kind::InitialConferenceHeld(c) if c.core_group_agency_ids.iter().any(|a| a == agency) => {
+                s.involvements.insert(Involvement::CoreGroup);
             }
             Kind::ChildProtectionPlanStarted(_) => {
                 s.stage.plan_active = true;
