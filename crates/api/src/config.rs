@@ -32,4 +32,7 @@ pub struct NodeConfig {
     pub lag_max: u64,
     /// Mutual TLS (production). Without it the node takes bearer tokens (local use).
     pub tls: Option<crate::tls::TlsSettings>,
+    /// Tamper evidence: keep every agency stream's hash chain and sign its checkpoints with this key
+    /// (`crate::chain`). `None`: this node keeps no chain.
+    pub checkpoints: Option<crate::chain::ChainConfig>,
 }

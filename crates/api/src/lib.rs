@@ -6,6 +6,7 @@ pub mod access_log;
 pub mod access_trail;
 pub mod as_of;
 pub mod auth;
+pub mod chain;
 pub mod config;
 pub mod error;
 pub mod events;

@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod batch;
+pub mod checkpoint;
 pub mod connect;
 pub mod consumer;
 pub mod error;

@@ -98,6 +98,25 @@ pub async fn ensure_audit_stream(
     ensure(js, config).await
 }
 
+/// Creates or reconciles the CHECKPOINTS stream on `halcyon.checkpoints.>`: each agency stream's signed
+/// hash-chain checkpoints (`crate::checkpoint`), written only by halcyon nodes, never deleted.
+pub async fn ensure_checkpoint_stream(
+    js: &jetstream::Context,
+    settings: &StreamSettings,
+) -> Result<Provisioned, BusError> {
+    use crate::checkpoint::{CHECKPOINT_PREFIX, CHECKPOINT_STREAM};
+    let config = wanted(
+        CHECKPOINT_STREAM,
+        vec![format!("{CHECKPOINT_PREFIX}.>")],
+        "signed hash-chain checkpoints of every agency stream, written by halcyon nodes".to_owned(),
+        &StreamSettings {
+            duplicate_window: Duration::from_secs(120),
+            ..settings.clone()
+        },
+    );
+    ensure(js, config).await
+}
+
 async fn ensure(js: &jetstream::Context, wanted: stream::Config) -> Result<Provisioned, BusError> {
     let name = wanted.name.clone();
     let mut existing = match js.get_stream(&name).await {

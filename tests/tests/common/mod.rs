@@ -39,6 +39,17 @@ pub fn node_config(nats: &NatsServer, data_dir: &std::path::Path) -> NodeConfig 
         concurrency_max: 256,
         lag_max: 10_000,
         tls: None,
+        checkpoints: Some(dev_chain()),
+    }
+}
+
+/// The development checkpoint key (deploy/checkpoint-dev.key), checkpoints every 100 messages or 200 ms.
+pub fn dev_chain() -> halcyon_api::chain::ChainConfig {
+    let text = std::fs::read_to_string(workspace_root().join("deploy/checkpoint-dev.key")).unwrap();
+    halcyon_api::chain::ChainConfig {
+        every_messages: 100,
+        every: Duration::from_millis(200),
+        ..halcyon_api::chain::ChainConfig::new(halcyon_ledger::SigningKey::parse(&text).unwrap())
     }
 }
 

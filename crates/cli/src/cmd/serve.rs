@@ -71,6 +71,20 @@ pub struct Args {
     /// The CA that signs agencies' client certificates.
     #[arg(long, env = "HALCYON_TLS_CLIENT_CA")]
     tls_client_ca: Option<PathBuf>,
+    /// The node's ed25519 checkpoint signing key (`halcyon audit checkpoints keygen`); with it the node keeps
+    /// every agency stream's hash chain and publishes signed checkpoints. deploy/checkpoint-dev.key is for
+    /// development only.
+    #[arg(long, env = "HALCYON_CHECKPOINT_KEY")]
+    checkpoint_key: Option<PathBuf>,
+    /// Another node's checkpoint public key, whose checkpoints this node may extend (repeatable).
+    #[arg(long)]
+    checkpoint_trusted_key: Vec<PathBuf>,
+    /// A checkpoint at least every this many messages of a stream.
+    #[arg(long, env = "HALCYON_CHECKPOINT_EVERY_MESSAGES")]
+    checkpoint_every_messages: Option<usize>,
+    /// And at least this often (seconds) while a stream has something new.
+    #[arg(long, env = "HALCYON_CHECKPOINT_EVERY_SECS")]
+    checkpoint_every_secs: Option<u64>,
 }
 
 /// The same settings, from a file.
@@ -97,6 +111,10 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
+    checkpoint_key: Option<PathBuf>,
+    checkpoint_trusted_keys: Option<Vec<PathBuf>>,
+    checkpoint_every_messages: Option<usize>,
+    checkpoint_every_secs: Option<u64>,
 }
 
 fn build(args: Args) -> anyhow::Result<NodeConfig> {
@@ -137,6 +155,31 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
             "node_id: {node_id:?} must be lower-case letters, digits and '-' (it names a NATS subject)"
         ));
     }
+    let checkpoints = match args.checkpoint_key.or(file.checkpoint_key) {
+        None => None,
+        Some(path) => {
+            let mut chain =
+                halcyon_api::chain::ChainConfig::new(super::audit::verify::load_signing_key(&path)?);
+            let trusted = if args.checkpoint_trusted_key.is_empty() {
+                file.checkpoint_trusted_keys.unwrap_or_default()
+            } else {
+                args.checkpoint_trusted_key
+            };
+            for path in &trusted {
+                chain
+                    .trusted_keys
+                    .push(super::audit::verify::load_public_key(path)?);
+            }
+            if let Some(n) = args.checkpoint_every_messages.or(file.checkpoint_every_messages) {
+                chain.every_messages = n;
+            }
+            if let Some(secs) = args.checkpoint_every_secs.or(file.checkpoint_every_secs) {
+                chain.every = Duration::from_secs(secs);
+            }
+            chain.check().map_err(|e| anyhow!(e))?;
+            Some(chain)
+        }
+    };
     Ok(NodeConfig {
         nats_url: args
             .nats_url
@@ -186,6 +229,7 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
                 ));
             }
         },
+        checkpoints,
     })
 }
 

@@ -169,6 +169,7 @@ impl Queries<'_> {
             concurrency_max: 256,
             lag_max: 10_000,
             tls: None,
+            checkpoints: None,
         })
     }
 }
