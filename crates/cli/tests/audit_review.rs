@@ -552,6 +552,7 @@ async fn as_of_at_three_moments_gives_police_what_the_policy_then_allowed_and_wh
     let nats_args = operator(&nats);
     args.extend(nats_args.iter().map(String::as_str));
     let text = halcyon_ok(&args);
+    eprintln!("{text}");
     assert!(
         text.contains("what police-sy (police, practitioner) could see"),
         "{text}"
@@ -802,6 +803,7 @@ async fn access_lists_break_glass_records_a_review_and_then_no_longer_lists_it_u
     assert_eq!(r["reviewer_id"], "dpo-01");
     assert_eq!(r["agency_id"], "csc-rotherham");
     let text = list(&["--break-glass"]);
+    eprintln!("{stdout}{text}");
     assert!(text.contains("1 break-glass, 0 unreviewed"), "{text}");
     assert!(text.contains("by csc-rotherham/dpo-01: justified"), "{text}");
 }
