@@ -55,6 +55,7 @@ HALCYON_NATS_USER=halcyon-node HALCYON_NATS_PASSWORD=node-dev-secret \
 HALCYON_NATS_MONITOR_URL="http://127.0.0.1:$monitor_port" \
 HALCYON_LOG="${HALCYON_LOG:-info,async_nats=warn}" \
   "$halcyon" serve --data-dir "$demo/data" --listen "127.0.0.1:$api_port" --node-id demo-node \
+    --checkpoint-key deploy/checkpoint-dev.key --checkpoint-every-secs 1 \
   >"$demo/node.log" 2>&1 &
 pids+=($!)
 wait_port "$api_port" "$demo/node.log"
@@ -87,3 +88,12 @@ echo
 echo "== every one of those answers was recorded in the AUDIT stream before it was sent:"
 grep -c 'access recorded' "$demo/node.log" | sed 's/^/   access records written: /'
 echo "   (node log: $demo/node.log; NATS log: $demo/nats.log)"
+
+echo
+echo "== tamper evidence: each stream's hash chain re-derived against the node's signed checkpoints (dev key)"
+for _ in $(seq 1 50); do
+  verified=$(HALCYON_LOG=warn HALCYON_NATS_USER=operator HALCYON_NATS_PASSWORD=operator-dev-secret \
+    "$halcyon" audit verify --public-key deploy/checkpoint-dev.key.pub) && ! grep -q 'not yet checkpointed' <<<"$verified" && break
+  sleep 0.2
+done
+echo "$verified" | sed 's/^/   /'

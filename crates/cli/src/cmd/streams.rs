@@ -1,5 +1,5 @@
 //! `halcyon streams apply`: provision or reconcile `EVENTS_<AGENCY>` for every registered agency and the
-//! AUDIT stream. Idempotent; refuses, naming the setting, what it must not change silently.
+//! AUDIT and CHECKPOINTS streams. Idempotent; refuses, naming the setting, what it must not change silently.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -58,5 +58,9 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         );
     }
     show("AUDIT", ensure_audit_stream(&js, &settings).await?);
+    show(
+        halcyon_bus::checkpoint::CHECKPOINT_STREAM,
+        halcyon_bus::streams::ensure_checkpoint_stream(&js, &settings).await?,
+    );
     Ok(())
 }
