@@ -51,7 +51,7 @@ impl Verify<'_> {
             let mut last = 0;
             for (i, m) in messages.iter().enumerate() {
                 recorder.push(&m.stored())?;
-                if (i + 1) % CHECKPOINT_EVERY == 0 || i + 1 == messages.len() {
+                if (i + 1).is_multiple_of(CHECKPOINT_EVERY) || i + 1 == messages.len() {
                     let checkpoint = recorder.cut(&key, "bench-node", 0).expect("something new");
                     last = publish_checkpoint(&js, &checkpoint, last).await?;
                 }
