@@ -1,0 +1,642 @@
+//! Issue 7: `halcyon audit chronology --format html` on a scenario produces one file with no external
+//! references that opens in headless Chromium without script errors and shows one lane per agency; CSV and
+//! text carry the same facts. Runs the real binary against a real nats-server with the deploy users, and
+//! loads the page in the pinned headless Chromium (deploy/install-chromium.sh) over the DevTools protocol.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use halcyon_schema::pb;
+use halcyon_schema::{ChildId, NhsNumber, Registry};
+use halcyon_testkit::{NatsServer, Scenario, ScenarioAgencies, ScenarioConfig, workspace_root};
+use prost::Message as _;
+
+const CREDENTIALS: &str = "deploy/nats/dev-credentials.toml";
+
+fn halcyon(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_halcyon"))
+        .args(args)
+        .current_dir(workspace_root())
+        .env("HALCYON_LOG", "warn")
+        .env_remove("HALCYON_NATS_USER")
+        .env_remove("HALCYON_NATS_PASSWORD")
+        .output()
+        .expect("run halcyon")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = halcyon(args);
+    assert!(
+        out.status.success(),
+        "halcyon {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn registry() -> Registry {
+    Registry::from_toml(&std::fs::read_to_string(workspace_root().join("deploy/agencies.toml")).unwrap())
+        .unwrap()
+}
+
+fn access(
+    record_id: &str,
+    child: ChildId,
+    agency: &str,
+    outcome: pb::AccessOutcome,
+    break_glass: bool,
+) -> pb::AccessRecord {
+    pb::AccessRecord {
+        record_id: record_id.into(),
+        at: Some(halcyon_schema::convert::timestamp_from_millis(1_780_000_000_000)),
+        agency_id: agency.into(),
+        role: "practitioner".into(),
+        principal_id: format!("{agency}-user"),
+        purpose: pb::Purpose::Safeguarding as i32,
+        method: "GetChildView".into(),
+        child_id: child.to_string(),
+        outcome: outcome as i32,
+        facts_disclosed: u32::from(outcome == pb::AccessOutcome::Permitted) * 3,
+        facts_withheld: 2,
+        break_glass_reason: if break_glass {
+            "unconscious in A&E".into()
+        } else {
+            String::new()
+        },
+        break_glass_relied_on: break_glass,
+        node_id: "test-node".into(),
+        ..Default::default()
+    }
+}
+
+/// Writes access records to the AUDIT stream as a node does (one message holding several records).
+async fn write_accesses(url: &str, records: Vec<pb::AccessRecord>) {
+    let client = halcyon_bus::connect(
+        url,
+        &halcyon_bus::Credentials::user("halcyon-node", "node-dev-secret"),
+        "test",
+    )
+    .await
+    .unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.publish(
+        "halcyon.audit.test-node",
+        pb::AccessRecords { records }.encode_to_vec().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+}
+
+#[test]
+fn chronology_html_is_self_contained_and_loads_in_headless_chromium_and_agrees_with_csv_and_text() {
+    let nats = NatsServer::start_with_auth();
+    let url = nats.url();
+    ok(&[
+        "streams",
+        "apply",
+        "--nats-url",
+        &url,
+        "--nats-user",
+        "operator",
+        "--nats-password",
+        "operator-dev-secret",
+    ]);
+
+    let config = ScenarioConfig {
+        seed: 7,
+        children: 2,
+        ..Default::default()
+    };
+    let scenario = Scenario::generate(&config, &ScenarioAgencies::deploy());
+    ok(&[
+        "publish",
+        "--nats-url",
+        &url,
+        "--scenario-children",
+        "2",
+        "--seed",
+        "7",
+        "--credentials",
+        CREDENTIALS,
+        "--quiet",
+    ]);
+    let nhs: NhsNumber = scenario.children[0].nhs.clone();
+    let child = ChildId::from_nhs(&nhs);
+    let other = ChildId::from_nhs(&scenario.children[1].nhs);
+    let expected: BTreeSet<String> = scenario
+        .envelopes
+        .iter()
+        .filter(|e| e.child.as_ref().unwrap().nhs_number == nhs.as_str())
+        .map(|e| e.event_id.clone())
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(write_accesses(
+        &url,
+        vec![
+            access(
+                "rec-police",
+                child,
+                "police-sy",
+                pb::AccessOutcome::Permitted,
+                false,
+            ),
+            access(
+                "rec-ed-break-glass",
+                child,
+                "health-rgh-ed",
+                pb::AccessOutcome::Permitted,
+                true,
+            ),
+            access(
+                "rec-vol-denied",
+                child,
+                "vol-safe-haven",
+                pb::AccessOutcome::Denied,
+                false,
+            ),
+            access(
+                "rec-other-child",
+                other,
+                "police-sy",
+                pb::AccessOutcome::Permitted,
+                false,
+            ),
+        ],
+    ));
+
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = |name: &str| dir.path().join(name);
+    let run = |format: &str, file: &str| {
+        let path = out_path(file);
+        ok(&[
+            "audit",
+            "chronology",
+            "--nats-url",
+            &url,
+            "--credentials",
+            CREDENTIALS,
+            "--child",
+            nhs.as_str(),
+            "--format",
+            format,
+            "--out",
+            path.to_str().unwrap(),
+        ]);
+        std::fs::read_to_string(path).unwrap()
+    };
+    let text = run("text", "chronology.txt");
+    let csv = run("csv", "chronology.csv");
+    std::fs::create_dir(out_path("html")).unwrap();
+    let html = run("html", "html/chronology.html");
+
+    // CSV and text carry the same facts, in the same order, and they are the child's scenario events.
+    let csv_facts: Vec<String> = csv
+        .lines()
+        .filter(|l| l.starts_with("fact,"))
+        .map(|l| l.split(',').nth(9).unwrap().to_owned())
+        .collect();
+    let text_facts: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.split("  event ").nth(1))
+        .map(|rest| rest.split_whitespace().next().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        csv_facts, text_facts,
+        "CSV and text list the same facts in the same order"
+    );
+    assert_eq!(
+        csv_facts.iter().cloned().collect::<BTreeSet<_>>(),
+        expected,
+        "the chronology holds exactly the child's events"
+    );
+    assert_eq!(csv_facts.len(), expected.len());
+    let csv_header = csv.lines().next().unwrap();
+    for agency in registry().iter() {
+        assert!(
+            csv_header.contains(&format!("visible_to:{}", agency.id)),
+            "{csv_header}"
+        );
+    }
+    // The originating agency sees its own facts from when they occurred; the CSV says so for every fact.
+    let columns: Vec<&str> = csv_header.split(',').collect();
+    for line in csv.lines().filter(|l| l.starts_with("fact,")) {
+        let cells: Vec<&str> = line.split(',').collect();
+        let own = columns
+            .iter()
+            .position(|c| *c == format!("visible_to:{}", cells[2]))
+            .unwrap();
+        assert!(
+            cells[own].starts_with(&format!("from {}", cells[1])),
+            "own agency sees its fact from when it occurred: {line}"
+        );
+    }
+    // Accesses: the child's three, not the other child's, with the break-glass flagged.
+    for record in ["rec-police", "rec-ed-break-glass", "rec-vol-denied"] {
+        assert!(
+            csv.contains(record) && text.contains(record) && html.contains(record),
+            "{record}"
+        );
+    }
+    for output in [&csv, &text, &html] {
+        assert!(!output.contains("rec-other-child"));
+    }
+    assert!(text.contains("BREAK-GLASS"), "{text}");
+
+    // One self-contained file: nothing else written, no external references.
+    let written: Vec<_> = std::fs::read_dir(out_path("html")).unwrap().collect();
+    assert_eq!(written.len(), 1, "the HTML chronology is one file");
+    for external in [
+        "http://", "https://", "src=", "<link", "@import", "url(", "<iframe", "<object",
+    ] {
+        assert!(
+            !html.contains(external),
+            "the page refers to something outside it: {external}"
+        );
+    }
+    assert!(html.contains("@media print"), "a print stylesheet");
+    // Names are display data: never in the chronology.
+    assert!(!html.contains(&scenario.children[0].family_name));
+
+    // Headless Chromium: loads the page, no script error, the inline script ran, one lane per agency,
+    // the same facts as the CSV, and nothing fetched.
+    let page = out_path("html/chronology.html");
+    let browser = Browser::start();
+    let load = browser.load(&page);
+    assert!(
+        load.errors.is_empty(),
+        "script errors in the page: {:?}",
+        load.errors
+    );
+    assert_eq!(browser.eval("document.body.getAttribute('data-script')"), "ready");
+    let lanes: Vec<String> = serde_json::from_str(&browser.eval(
+        "JSON.stringify([...document.querySelectorAll('svg [data-lane]')].map(l => l.getAttribute('data-lane')))",
+    ))
+    .unwrap();
+    let agencies: Vec<String> = registry().iter().map(|a| a.id.to_string()).collect();
+    assert_eq!(lanes, agencies, "one lane per registered agency, in id order");
+    let rows: Vec<String> = serde_json::from_str(&browser.eval(
+        "JSON.stringify([...document.querySelectorAll('tr[data-event-id]')].map(r => r.getAttribute('data-event-id')))",
+    ))
+    .unwrap();
+    assert_eq!(rows, csv_facts, "the page's facts are the CSV's");
+    let markers = browser.eval("String(document.querySelectorAll('svg circle.fact').length)");
+    assert_eq!(markers, csv_facts.len().to_string());
+    let accesses = browser.eval("String(document.querySelectorAll('svg path.access').length)");
+    assert_eq!(accesses, "3");
+    let fetched = browser.eval("String(performance.getEntriesByType('resource').length)");
+    assert_eq!(fetched, "0", "the page fetched nothing");
+    // Clicking a fact marks it in the timeline and the table.
+    browser.eval("document.querySelector('circle.fact[data-fact=\"2\"]').dispatchEvent(new MouseEvent('click', {bubbles: true})); ''");
+    assert_eq!(
+        browser.eval("String(document.querySelectorAll('.picked').length >= 2 && document.getElementById('fact-2').classList.contains('picked'))"),
+        "true"
+    );
+
+    // The check can fail: a page whose script throws is reported.
+    let broken = dir.path().join("broken.html");
+    std::fs::write(
+        &broken,
+        "<!doctype html><html><body><script>document.body.dataset.script = 'ready'; null.boom();</script></body></html>",
+    )
+    .unwrap();
+    let load = browser.load(&broken);
+    assert!(
+        load.errors
+            .iter()
+            .any(|e| e.contains("boom") || e.contains("null")),
+        "a thrown error is caught: {:?}",
+        load.errors
+    );
+}
+
+#[test]
+fn chronology_of_an_unknown_child_fails_and_says_so() {
+    let nats = NatsServer::start_with_auth();
+    let url = nats.url();
+    ok(&[
+        "streams",
+        "apply",
+        "--nats-url",
+        &url,
+        "--nats-user",
+        "operator",
+        "--nats-password",
+        "operator-dev-secret",
+    ]);
+    let out = halcyon(&[
+        "audit",
+        "chronology",
+        "--nats-url",
+        &url,
+        "--credentials",
+        CREDENTIALS,
+        "--child",
+        "9434765919",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no facts about that child"));
+    let out = halcyon(&[
+        "audit",
+        "chronology",
+        "--nats-url",
+        &url,
+        "--credentials",
+        CREDENTIALS,
+        "--child",
+        "9876544321",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "an invalid NHS number is a usage error"
+    );
+}
+
+/// The pinned headless Chromium (`deploy/install-chromium.sh`, run here if it is missing).
+fn chromium() -> PathBuf {
+    if let Some(p) = std::env::var_os("HALCYON_CHROMIUM") {
+        return PathBuf::from(p);
+    }
+    let launcher = workspace_root().join(".tools/bin/halcyon-chromium");
+    let status = Command::new("bash")
+        .arg(workspace_root().join("deploy/install-chromium.sh"))
+        .stdout(Stdio::null())
+        .status()
+        .expect("run deploy/install-chromium.sh");
+    assert!(status.success(), "deploy/install-chromium.sh failed");
+    launcher
+}
+
+/// A headless Chromium driven over the DevTools protocol (a WebSocket on a loopback port).
+struct Browser {
+    child: Child,
+    page: Mutex<WebSocket>,
+    _profile: tempfile::TempDir,
+}
+
+/// What loading a page produced.
+struct Loaded {
+    /// Uncaught exceptions, console errors and error log entries, as text.
+    errors: Vec<String>,
+}
+
+impl Browser {
+    fn start() -> Self {
+        let profile = tempfile::tempdir().unwrap();
+        let child = Command::new(chromium())
+            .arg("--remote-debugging-port=0")
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromium");
+        let port_file = profile.path().join("DevToolsActivePort");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let port = loop {
+            if let Some(port) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u16>().ok()))
+            {
+                break port;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chromium did not open its DevTools port in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let list = http_get(port, "/json/list");
+        let targets: serde_json::Value = serde_json::from_str(&list).unwrap();
+        let ws_url = targets
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["type"] == "page")
+            .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+            .expect("a page target")
+            .to_owned();
+        let path = ws_url.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap();
+        let mut page = WebSocket::connect(port, &path);
+        for method in ["Runtime.enable", "Page.enable", "Log.enable"] {
+            page.call(method, serde_json::json!({}));
+        }
+        Self {
+            child,
+            page: Mutex::new(page),
+            _profile: profile,
+        }
+    }
+
+    /// Navigates to a file and waits for its load event; collects what went wrong meanwhile.
+    fn load(&self, file: &Path) -> Loaded {
+        let mut page = self.page.lock().unwrap();
+        page.events.clear();
+        let url = format!("file://{}", file.display());
+        let answer = page.call("Page.navigate", serde_json::json!({ "url": url }));
+        assert!(answer.get("errorText").is_none(), "navigation failed: {answer}");
+        page.wait_for_event("Page.loadEventFired", Duration::from_secs(30));
+        // Let anything the load event started run, then read what happened.
+        page.call(
+            "Runtime.evaluate",
+            serde_json::json!({ "expression": "new Promise(r => setTimeout(r, 100))", "awaitPromise": true }),
+        );
+        let mut errors = Vec::new();
+        for e in page.events.drain(..) {
+            match e["method"].as_str() {
+                Some("Runtime.exceptionThrown") => errors.push(e["params"]["exceptionDetails"].to_string()),
+                Some("Runtime.consoleAPICalled") if e["params"]["type"] == "error" => {
+                    errors.push(e["params"]["args"].to_string())
+                }
+                Some("Log.entryAdded") if e["params"]["entry"]["level"] == "error" => {
+                    errors.push(e["params"]["entry"]["text"].to_string())
+                }
+                _ => {}
+            }
+        }
+        Loaded { errors }
+    }
+
+    /// Evaluates an expression in the page; its value as a string.
+    fn eval(&self, expression: &str) -> String {
+        let answer = self.page.lock().unwrap().call(
+            "Runtime.evaluate",
+            serde_json::json!({ "expression": expression, "returnByValue": true }),
+        );
+        assert!(
+            answer.get("exceptionDetails").is_none(),
+            "{expression} threw: {answer}"
+        );
+        match &answer["result"]["value"] {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    // Chromium's DevTools server answers HTTP/1.1 only; the body is read by its length.
+    let conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut writer = conn.try_clone().unwrap();
+    write!(
+        writer,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(conn);
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).unwrap();
+    String::from_utf8(body).unwrap()
+}
+
+/// Just enough of a WebSocket client (RFC 6455) for the DevTools protocol: text frames, client-masked.
+struct WebSocket {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    next_id: u64,
+    /// Events received while waiting for answers.
+    events: Vec<serde_json::Value>,
+}
+
+impl WebSocket {
+    fn connect(port: u16, path: &str) -> Self {
+        let conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut writer = conn.try_clone().unwrap();
+        write!(
+            writer,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        let mut reader = BufReader::new(conn);
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        assert!(status.contains(" 101 "), "WebSocket upgrade refused: {status}");
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+        }
+        Self {
+            reader,
+            writer,
+            next_id: 0,
+            events: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, text: &str) {
+        let payload = text.as_bytes();
+        let mut frame = vec![0x81u8];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n < 65_536 => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        let mask = [0x12u8, 0x34, 0x56, 0x78];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.writer.write_all(&frame).unwrap();
+    }
+
+    /// The next whole text message.
+    fn receive(&mut self) -> serde_json::Value {
+        let mut message = Vec::new();
+        loop {
+            let mut head = [0u8; 2];
+            self.reader.read_exact(&mut head).unwrap();
+            let (fin, opcode) = (head[0] & 0x80 != 0, head[0] & 0x0f);
+            let len = match head[1] & 0x7f {
+                126 => {
+                    let mut b = [0u8; 2];
+                    self.reader.read_exact(&mut b).unwrap();
+                    u64::from(u16::from_be_bytes(b))
+                }
+                127 => {
+                    let mut b = [0u8; 8];
+                    self.reader.read_exact(&mut b).unwrap();
+                    u64::from_be_bytes(b)
+                }
+                n => u64::from(n),
+            };
+            let mut payload = vec![0u8; len as usize];
+            self.reader.read_exact(&mut payload).unwrap();
+            assert_ne!(opcode, 0x8, "chromium closed the DevTools connection");
+            if opcode == 0x9 || opcode == 0xA {
+                continue; // ping / pong
+            }
+            message.extend_from_slice(&payload);
+            if fin {
+                return serde_json::from_slice(&message).unwrap();
+            }
+        }
+    }
+
+    /// Sends a command and waits for its answer, keeping the events that arrive meanwhile.
+    fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.send(&serde_json::json!({ "id": id, "method": method, "params": params }).to_string());
+        loop {
+            let message = self.receive();
+            if message["id"] == id {
+                assert!(message.get("error").is_none(), "{method}: {message}");
+                return message["result"].clone();
+            }
+            self.events.push(message);
+        }
+    }
+
+    fn wait_for_event(&mut self, method: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        if self.events.iter().any(|e| e["method"] == method) {
+            return;
+        }
+        loop {
+            assert!(Instant::now() < deadline, "no {method} within {timeout:?}");
+            let message = self.receive();
+            let done = message["method"] == method;
+            self.events.push(message);
+            if done {
+                return;
+            }
+        }
+    }
+}
