@@ -18,13 +18,17 @@ nats-server:
     fi
     ./deploy/install-nats-server.sh
 
+# Install the pinned headless Chromium (.tools/chromium) the chronology test loads its HTML page in.
+chromium:
+    ./deploy/install-chromium.sh
+
 # A local NATS JetStream and a halcyon node; publish a multi-agency scenario; show what each agency sees.
 demo: nats-server
     cargo build --locked -p halcyon-cli
     ./deploy/demo.sh
 
 # The whole suite: unit, property, and end-to-end tests over real nats-server, sled and gRPC.
-test: nats-server
+test: nats-server chromium
     cargo test --locked --workspace --no-fail-fast
 
 # Hot paths, each beside a baseline from the same run, on its own nats-servers; table + target/bench/report.json.
