@@ -141,6 +141,7 @@ async fn verify_reports_intact_history_then_the_first_divergence_of_a_rebuilt_st
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     assert!(!clean.contains("after the last checkpoint"), "{clean}");
+    println!("$ halcyon audit verify (clean)\n{clean}");
 
     let export = dir.path().join("checkpoints.jsonl");
     let out = halcyon(&[
@@ -233,6 +234,10 @@ async fn verify_reports_intact_history_then_the_first_divergence_of_a_rebuilt_st
         &["--stream", "EVENTS_POLICE_SY", "--checkpoints", export_arg],
     );
     let stdout = text(&out.stdout);
+    println!(
+        "$ halcyon audit verify --stream EVENTS_POLICE_SY --checkpoints FILE (rebuilt without event {k})\n{stdout}{}",
+        text(&out.stderr)
+    );
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
         stdout.starts_with(&format!(

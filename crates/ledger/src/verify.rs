@@ -209,18 +209,23 @@ impl std::fmt::Display for Report {
         match self.first() {
             None => write!(
                 f,
-                "{}: intact up to {} ({} messages read, {} signed checkpoints checked",
-                self.stream, self.verified_up_to, self.n_messages, self.n_checkpoints
+                "{}: intact up to {} ({} messages read, {} signed {} checked",
+                self.stream,
+                self.verified_up_to,
+                self.n_messages,
+                self.n_checkpoints,
+                checkpoints(self.n_checkpoints)
             )?,
             Some(d) => {
                 write!(
                     f,
-                    "{}: DIVERGES at {} — {d}\n  intact up to {} ({} messages read, {} signed checkpoints checked",
+                    "{}: DIVERGES at {} — {d}\n  intact up to {} ({} messages read, {} signed {} checked",
                     self.stream,
                     d.position(),
                     self.verified_up_to,
                     self.n_messages,
-                    self.n_checkpoints
+                    self.n_checkpoints,
+                    checkpoints(self.n_checkpoints)
                 )?;
             }
         }
@@ -237,6 +242,10 @@ impl std::fmt::Display for Report {
         }
         Ok(())
     }
+}
+
+fn checkpoints(n: usize) -> &'static str {
+    if n == 1 { "checkpoint" } else { "checkpoints" }
 }
 
 /// Checks one stream's messages, fed in order, against its checkpoints.
