@@ -28,6 +28,7 @@ use crate::Failure;
 
 mod projection;
 mod query;
+mod replay;
 mod verify;
 
 #[derive(Debug, clap::Args)]
@@ -53,6 +54,9 @@ pub struct Args {
     /// Events for the rebuild row (issue 5 asks for at least 1,000,000), generated and published in chunks.
     #[arg(long, default_value_t = 1_000_000)]
     rebuild_events: usize,
+    /// Events for the replay row (issue 7 asks for at least 1,000,000), generated and published in chunks.
+    #[arg(long, default_value_t = 1_000_000)]
+    replay_events: usize,
     /// How long each query load runs, per concurrency level, service and round.
     #[arg(long, default_value_t = 2_000)]
     query_ms: u64,
@@ -79,6 +83,7 @@ pub enum Group {
     Projection,
     Rebuild,
     Verify,
+    Replay,
 }
 
 impl Args {
@@ -229,6 +234,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         || args.window == 0
         || args.projection_events == 0
         || args.rebuild_events == 0
+        || args.replay_events == 0
         || args.query_ms == 0
         || args.query_children == 0
     {
@@ -370,6 +376,20 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     if args.runs(Group::Rebuild) {
         eprintln!("rebuild of {} events:", figure(args.rebuild_events as f64));
         projection.rebuild_rows(&mut report, args.rebuild_events).await?;
+    }
+
+    if args.runs(Group::Replay) {
+        eprintln!(
+            "replay of {} events as JSON lines:",
+            figure(args.replay_events as f64)
+        );
+        replay::ReplayBench {
+            agencies: &agencies,
+            window: args.window,
+            rounds: args.rounds,
+        }
+        .rows(&mut report, args.replay_events)
+        .await?;
     }
 
     if args.runs(Group::Verify) {

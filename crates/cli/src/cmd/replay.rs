@@ -442,7 +442,7 @@ pub async fn replay(
         };
         let m = next.head.take().expect("has a head");
         summary.read += 1;
-        if summary.read % 256 == 0 {
+        if summary.read.is_multiple_of(256) {
             progress(summary.read, total.max(summary.read));
         }
         if selection.since_ms.is_some_and(|t| m.stored_at_ms < t) {

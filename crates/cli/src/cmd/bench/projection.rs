@@ -189,7 +189,11 @@ fn check_count(what: &str, got: usize, wanted: usize) -> anyhow::Result<()> {
 }
 
 /// Fills the agency streams: encoded envelopes, no `Nats-Msg-Id`, `window` acknowledgements outstanding.
-async fn fill(client: &async_nats::Client, envelopes: &[pb::Envelope], window: usize) -> anyhow::Result<()> {
+pub(super) async fn fill(
+    client: &async_nats::Client,
+    envelopes: &[pb::Envelope],
+    window: usize,
+) -> anyhow::Result<()> {
     let js = jetstream::context::ContextBuilder::new()
         .max_ack_inflight(window)
         .backpressure_on_inflight(true)
@@ -215,7 +219,7 @@ async fn fill(client: &async_nats::Client, envelopes: &[pb::Envelope], window: u
 
 /// The baseline read: every agency stream through an ordered consumer, counting messages; (messages,
 /// seconds).
-async fn ordered_read(js: &jetstream::Context) -> anyhow::Result<(usize, f64)> {
+pub(super) async fn ordered_read(js: &jetstream::Context) -> anyhow::Result<(usize, f64)> {
     let mut ends = Vec::new();
     for name in list_event_streams(js).await? {
         let last = js.get_stream(&name).await?.info().await?.state.last_sequence;
