@@ -15,7 +15,31 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dest="$root/.tools/chromium"
 launcher="$root/.tools/bin/halcyon-chromium"
 
-if [ -x "$launcher" ] && [ -x "$dest/chromium" ] && echo "$BINARY_SHA256  $dest/chromium" | sha256sum --check --status; then
+# The fontconfig file and the launcher, written on every run (cheap, and they follow this script).
+write_launcher() {
+  mkdir -p "$dest/fonts-cache" "$(dirname "$launcher")"
+  cat > "$dest/fonts.conf" <<FONTS
+<?xml version="1.0"?>
+<!DOCTYPE fontconfig SYSTEM "fonts.dtd">
+<fontconfig>
+  <dir>$dest/fonts/fonts</dir>
+  <dir>/usr/share/fonts</dir>
+  <cachedir>$dest/fonts-cache</cachedir>
+</fontconfig>
+FONTS
+  cat > "$launcher" <<'LAUNCHER'
+#!/usr/bin/env bash
+# Headless Chromium from deploy/install-chromium.sh, with its bundled libraries and fonts.
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/../chromium" && pwd)"
+export LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export FONTCONFIG_FILE="$here/fonts.conf"
+exec "$here/chromium" --headless=shell --no-sandbox --disable-gpu --no-first-run --no-default-browser-check "$@"
+LAUNCHER
+  chmod 0755 "$launcher"
+}
+
+if [ -x "$dest/chromium" ] && echo "$BINARY_SHA256  $dest/chromium" | sha256sum --check --status; then
+  write_launcher
   echo "chromium (@sparticuz/chromium $VERSION) already installed at $dest"
   exit 0
 fi
@@ -48,19 +72,11 @@ echo "$BINARY_SHA256  $work/chromium" | sha256sum --check --status || {
   exit 1
 }
 rm -rf "$dest"
-mkdir -p "$dest/lib" "$(dirname "$launcher")"
+mkdir -p "$dest/lib"
 install -m 0755 "$work/chromium" "$dest/chromium"
 # SwiftShader (libEGL, libGLESv2, Vulkan) sits beside the binary; NSS and expat under lib/.
 tar -xf "$work/swiftshader.tar" -C "$dest"
 tar -xf "$work/al2023.tar" -C "$dest/lib" --strip-components=1
 mkdir -p "$dest/fonts" && tar -xf "$work/fonts.tar" -C "$dest/fonts"
-cat > "$launcher" <<'LAUNCHER'
-#!/usr/bin/env bash
-# Headless Chromium from deploy/install-chromium.sh, with its bundled libraries.
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")/../chromium" && pwd)"
-export LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export FONTCONFIG_PATH="${FONTCONFIG_PATH:-$here/fonts}"
-exec "$here/chromium" --headless=shell --no-sandbox --disable-gpu --no-first-run --no-default-browser-check "$@"
-LAUNCHER
-chmod 0755 "$launcher"
+write_launcher
 echo "installed chromium (@sparticuz/chromium $VERSION) at $dest; launcher $launcher"
