@@ -611,6 +611,107 @@ mod tests {
         );
     }
 
+    fn fact(sequence: u64, agency: &str, occurred_ms: i64, kind: pb::event::Kind) -> Fact {
+        let category = kind.default_category();
+        Fact {
+            stream: format!("EVENTS_{sequence}"),
+            sequence,
+            stored_at_ms: occurred_ms + 60_000,
+            envelope: pb::Envelope {
+                event_id: format!("00000000-0000-7000-8000-00000000000{sequence}"),
+                case_id: format!("CASE-{sequence}"),
+                agency_id: agency.into(),
+                occurred_at: Some(timestamp_from_millis(occurred_ms)),
+                category: category.to_pb() as i32,
+                child: Some(pb::ChildIdentifiers {
+                    nhs_number: "9434765919".into(),
+                    ..Default::default()
+                }),
+                event: Some(pb::Event { kind: Some(kind) }),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn an_agency_sees_a_fact_from_when_it_occurred_or_from_the_fact_that_entitled_it() {
+        use pb::event::Kind;
+        let registry = Registry::from_toml(
+            &std::fs::read_to_string(halcyon_testkit::workspace_root().join("deploy/agencies.toml")).unwrap(),
+        )
+        .unwrap();
+        let spec = ViewSpec::new(Arc::new(Policy::england()), &registry);
+        let (t1, t2, t3) = (1_000_000, 2_000_000, 3_000_000);
+        let facts = vec![
+            fact(
+                1,
+                "school-oakwood",
+                t1,
+                Kind::AttendanceConcernRecorded(Default::default()),
+            ),
+            fact(
+                2,
+                "police-sy",
+                t2,
+                Kind::MissingEpisodeReported(Default::default()),
+            ),
+            fact(
+                3,
+                "csc-rotherham",
+                t3,
+                Kind::AgencyCheckRequested(Default::default()),
+            ),
+        ];
+        let child = ChildId::from_nhs(&"9434765919".parse().unwrap());
+        let c = Chronology::build(&spec, &registry, child, &facts, Vec::new(), None, 0);
+        assert_eq!(c.lanes.len(), registry.len(), "one lane per registered agency");
+        let lane = |agency: &str| c.lanes.iter().position(|l| l.agency == agency).unwrap();
+        let attendance = &c.facts[0].visible;
+        // Its own agency from when it occurred.
+        assert_eq!(
+            attendance[lane("school-oakwood")],
+            vec![Period {
+                from_ms: t1,
+                until_ms: None,
+                because: None
+            }]
+        );
+        // Police once it had a case of its own about the child (D9: missing or exploitation).
+        assert_eq!(
+            attendance[lane("police-sy")],
+            vec![Period {
+                from_ms: t2,
+                until_ms: None,
+                because: Some(1)
+            }]
+        );
+        // The MASH once the referral came to it.
+        assert_eq!(
+            attendance[lane("mash-rotherham")],
+            vec![Period {
+                from_ms: t3,
+                until_ms: None,
+                because: Some(2)
+            }]
+        );
+        assert!(attendance[lane("vol-safe-haven")].is_empty());
+        // The views agree with the policy's own derivation on the whole history.
+        let views = spec.derive(&facts);
+        for (i, entry) in c.facts.iter().enumerate() {
+            for (l, periods) in c.lanes.iter().zip(&entry.visible) {
+                let now = views.agencies.iter().any(|a| {
+                    a.agency == l.agency && a.entries.iter().any(|e| e.event_id == facts[i].envelope.event_id)
+                });
+                assert_eq!(
+                    now,
+                    periods.last().is_some_and(|p| p.until_ms.is_none()),
+                    "fact {i}, {}",
+                    l.agency
+                );
+            }
+        }
+    }
+
     #[test]
     fn wire_names_read_as_words() {
         assert_eq!(wire_name("PURPOSE_SAFEGUARDING", "PURPOSE_"), "safeguarding");
