@@ -434,10 +434,21 @@ pub async fn replay(
         for s in &mut sources {
             s.fill(selection.until_ms).await?;
         }
-        let Some(next) = sources.iter_mut().filter(|s| s.head.is_some()).min_by_key(|s| {
-            let m = s.head.as_ref().expect("filtered");
-            (m.stored_at_ms, m.stream.clone(), m.sequence)
-        }) else {
+        let Some(next) = sources
+            .iter_mut()
+            .filter_map(|s| {
+                s.head
+                    .as_ref()
+                    .map(|m| (m.stored_at_ms, m.sequence))
+                    .map(|k| (k, s))
+            })
+            .min_by(|(a, s), (b, t)| {
+                a.0.cmp(&b.0)
+                    .then_with(|| s.name.cmp(&t.name))
+                    .then(a.1.cmp(&b.1))
+            })
+            .map(|(_, s)| s)
+        else {
             break;
         };
         let m = next.head.take().expect("has a head");
