@@ -113,6 +113,11 @@ impl Chain {
 
     /// Links one message whose fingerprint the caller has already computed.
     pub fn push_fingerprinted(&mut self, m: &StoredMessage<'_>, f: &Fingerprint) -> Result<(), OutOfOrder> {
+        self.push_digest(m, &f.payload_digest)
+    }
+
+    /// Links one message whose payload digest the caller has already computed.
+    pub fn push_digest(&mut self, m: &StoredMessage<'_>, payload_digest: &Hash) -> Result<(), OutOfOrder> {
         if m.sequence <= self.last_sequence {
             return Err(OutOfOrder {
                 stream: self.stream.clone(),
@@ -120,7 +125,7 @@ impl Chain {
                 last: self.last_sequence,
             });
         }
-        self.head = link(&self.head, m.sequence, m.subject, m.event_id, &f.payload_digest);
+        self.head = link(&self.head, m.sequence, m.subject, m.event_id, payload_digest);
         self.last_sequence = m.sequence;
         Ok(())
     }

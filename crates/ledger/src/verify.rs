@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::chain::{Chain, Fingerprint, Hash, OutOfOrder, StoredMessage, genesis};
+use sha2::{Digest as _, Sha256};
+
+use crate::chain::{Chain, Hash, OutOfOrder, StoredMessage, genesis};
 use crate::checkpoint::{Checkpoint, Entry};
 use crate::key::Keyring;
 
@@ -378,18 +380,20 @@ impl Verifier {
         if self.diverged.is_some() {
             return Ok(false);
         }
-        let fingerprint = Fingerprint::of(m);
+        // The payload is hashed once, for both the comparison and the link; nothing is allocated unless
+        // the message diverges.
+        let payload_digest: Hash = Sha256::digest(m.payload).into();
         let Some(checkpoint) = self.checkpoints.front() else {
-            self.chain.push_fingerprinted(m, &fingerprint)?;
+            self.chain.push_digest(m, &payload_digest)?;
             self.n_unchecked += 1;
             return Ok(true);
         };
         let entry = &checkpoint.entries[self.next_entry];
-        if let Some(d) = compare(entry, &fingerprint) {
+        if let Some(d) = compare(entry, m, &payload_digest) {
             self.diverged = Some(d);
             return Ok(false);
         }
-        self.chain.push_fingerprinted(m, &fingerprint)?;
+        self.chain.push_digest(m, &payload_digest)?;
         self.next_entry += 1;
         if self.next_entry == checkpoint.entries.len() {
             if self.chain.head() != checkpoint.head {
@@ -445,7 +449,7 @@ fn conflict(c: &Checkpoint) -> Divergence {
 }
 
 /// The difference between a recorded entry and the message found, if any.
-fn compare(entry: &Entry, found: &Fingerprint) -> Option<Divergence> {
+fn compare(entry: &Entry, found: &StoredMessage<'_>, payload_digest: &Hash) -> Option<Divergence> {
     if entry.sequence < found.sequence {
         return Some(Divergence::Gap {
             expected: entry.sequence,
@@ -456,33 +460,33 @@ fn compare(entry: &Entry, found: &Fingerprint) -> Option<Divergence> {
     if entry.sequence > found.sequence {
         return Some(Divergence::Inserted {
             sequence: found.sequence,
-            event_id: found.event_id.clone(),
+            event_id: found.event_id.to_owned(),
         });
     }
     if entry.event_id != found.event_id {
         return Some(Divergence::Rewritten {
             sequence: found.sequence,
             expected_event_id: entry.event_id.clone(),
-            found_event_id: found.event_id.clone(),
+            found_event_id: found.event_id.to_owned(),
         });
     }
-    let recorded = Entry::of(found);
+    let subject_digest: Hash = Sha256::digest(found.subject.as_bytes()).into();
     for (field, want, got) in [
         (
             Field::Subject,
             &entry.subject_digest[..],
-            &recorded.subject_digest[..],
+            &subject_digest[..entry.subject_digest.len()],
         ),
         (
             Field::Payload,
             &entry.payload_digest[..],
-            &recorded.payload_digest[..],
+            &payload_digest[..entry.payload_digest.len()],
         ),
     ] {
         if want != got {
             return Some(Divergence::Altered {
                 sequence: found.sequence,
-                event_id: found.event_id.clone(),
+                event_id: found.event_id.to_owned(),
                 field,
                 recorded: hex::encode(want),
                 found: hex::encode(got),
