@@ -162,9 +162,7 @@ pub async fn derive_views(projector: Arc<Projector>, shutdown: CancellationToken
                 return;
             }
             let p = projector.clone();
-            match tokio::task::spawn_blocking(move || p.derive_views(halcyon_projector::store::VIEW_CHUNK))
-                .await
-            {
+            match tokio::task::spawn_blocking(move || p.derive_views()).await {
                 Ok(Ok(0)) => break,
                 Ok(Ok(n)) => tracing::debug!(children = n, "views derived"),
                 Ok(Err(e)) => {

@@ -10,7 +10,7 @@
 //! | `I` | identifier key | child (16) |
 //! | `Q` | stream 0 seq | quarantine record (JSON) |
 //! | `V` | child (16) | every agency's view of the child (`view::ChildViews`) |
-//! | `X` | child (16) | empty: the child's facts changed since its views were last derived |
+//! | `X` | stream 0 seq | children (16 each) whose facts the batch ending at seq changed: views to derive |
 
 use halcyon_schema::ChildId;
 
@@ -67,13 +67,6 @@ pub fn fact(child: &ChildId, occurred_ms: i64, agency: &str, sequence: u64) -> V
 
 pub fn views(child: &ChildId) -> Vec<u8> {
     let mut k = vec![VIEWS];
-    k.extend_from_slice(child.as_bytes());
-    k
-}
-
-pub fn stale_views(child: &ChildId) -> Vec<u8> {
-    let mut k = Vec::with_capacity(17);
-    k.push(STALE_VIEWS);
     k.extend_from_slice(child.as_bytes());
     k
 }

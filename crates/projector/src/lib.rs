@@ -9,6 +9,7 @@
 pub mod error;
 pub mod keys;
 pub mod quarantine;
+pub mod read;
 pub mod state;
 pub mod store;
 pub mod view;

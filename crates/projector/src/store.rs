@@ -123,7 +123,7 @@ pub struct ApplyOutcome {
 
 type KeyValue = (Vec<u8>, Vec<u8>);
 
-/// Children whose views one `derive_all_views` step derives in one sled batch.
+/// Children whose views `derive_views` derives in one sled batch.
 pub const VIEW_CHUNK: usize = 256;
 
 /// Writes pending for one batch, readable before they are applied.
@@ -309,9 +309,10 @@ impl Projector {
         }
         if self.views.is_some() {
             // Views are derived later, once per child however many batches touched it (`derive_views`);
-            // the marker is written with the facts, so a crash cannot lose it.
-            for child in &outcome.children {
-                overlay.put(keys::stale_views(child), Vec::new());
+            // the list of children to derive is written with the facts, so a crash cannot lose it.
+            if !outcome.children.is_empty() {
+                let children: Vec<u8> = outcome.children.iter().flat_map(|c| *c.as_bytes()).collect();
+                overlay.put(keys::position(keys::STALE_VIEWS, stream, last), children);
             }
         }
         overlay.put(keys::checkpoint(stream), last.to_be_bytes().to_vec());
@@ -322,47 +323,64 @@ impl Projector {
         Ok(outcome)
     }
 
-    /// Derives the views of up to `max_children` children whose facts changed since their views were last
-    /// derived, and clears their markers in the same batch; returns how many it derived (0: all current).
-    /// Views depend only on each child's set of facts, so when and how often this runs changes nothing in
+    /// Derives the views of every child whose facts changed since its views were last derived: reads the
+    /// lists the batches left, derives each child once (`VIEW_CHUNK` children per sled batch, the writer
+    /// lock held per chunk so ingest goes on between chunks), then removes the lists it read. Returns how
+    /// many children it derived (0: all current). A crash part-way leaves the lists, so the work is redone;
+    /// views depend only on each child's set of facts, so when and how often this runs changes nothing in
     /// the result.
-    pub fn derive_views(&self, max_children: usize) -> Result<usize, ProjectorError> {
+    pub fn derive_views(&self) -> Result<usize, ProjectorError> {
         let Some(spec) = &self.views else {
             return Ok(0);
         };
-        let _writer = self
-            .writer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for kv in self.model.scan_prefix([keys::STALE_VIEWS]).take(max_children) {
-            let (marker, _) = kv?;
-            let child = ChildId::from_bytes(
-                marker[1..]
-                    .try_into()
-                    .map_err(|_| corrupt(&marker, "a stale-view marker without a 16-byte child id"))?,
-            );
-            let facts = self.facts(&child)?;
-            if facts.is_empty() {
-                batch.remove(keys::views(&child));
-            } else {
-                batch.insert(keys::views(&child), spec.derive(&facts).encode_to_vec());
+        let mut lists = Vec::new();
+        let mut children = BTreeSet::new();
+        for kv in self.model.scan_prefix([keys::STALE_VIEWS]) {
+            let (marker, list) = kv?;
+            if list.len() % 16 != 0 {
+                return Err(corrupt(
+                    &marker,
+                    "a stale-view list that is not 16-byte child ids",
+                ));
             }
-            batch.remove(marker);
-            n += 1;
+            children.extend(
+                list.chunks_exact(16)
+                    .map(|c| ChildId::from_bytes(c.try_into().expect("16 bytes"))),
+            );
+            lists.push(marker);
         }
-        if n > 0 {
+        let children: Vec<ChildId> = children.into_iter().collect();
+        for chunk in children.chunks(VIEW_CHUNK) {
+            let _writer = self
+                .writer
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut batch = sled::Batch::default();
+            for child in chunk {
+                let facts = self.facts(child)?;
+                if facts.is_empty() {
+                    batch.remove(keys::views(child));
+                } else {
+                    batch.insert(keys::views(child), spec.derive(&facts).encode_to_vec());
+                }
+            }
             self.model.apply_batch(batch)?;
         }
-        Ok(n)
+        if !lists.is_empty() {
+            let mut batch = sled::Batch::default();
+            for marker in lists {
+                batch.remove(marker);
+            }
+            self.model.apply_batch(batch)?;
+        }
+        Ok(children.len())
     }
 
-    /// Derives every stale view (after a rebuild, before an export).
+    /// Derives views until none is stale (after a rebuild, before an export); returns how many it derived.
     pub fn derive_all_views(&self) -> Result<usize, ProjectorError> {
         let mut total = 0;
         loop {
-            match self.derive_views(VIEW_CHUNK)? {
+            match self.derive_views()? {
                 0 => return Ok(total),
                 n => total += n,
             }

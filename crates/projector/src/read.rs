@@ -1,0 +1,165 @@
+//! The read side's cache of decoded facts: a child's facts, the sharing state derived from them and the
+//! policy's view of each fact, decoded once and shared by the queries that read the child until the
+//! projector applies anything new.
+//!
+//! Every entry is tagged with the projector's positions read *before* its facts were read from sled, and is
+//! used only while the positions are still exactly those. The projector publishes a batch's positions only
+//! after the batch is in sled, so a query that waited for a position never reads an entry older than it, and
+//! any applied batch retires every entry (a batch can move facts between children when it links
+//! identifiers, so a per-child key would need the projector to report every child a batch touched).
+//! Decisions are never cached: callers decide every fact at query time against `sharing`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use halcyon_policy::{Fact as PolicyFact, Principal};
+use halcyon_schema::pb::event::Kind;
+use halcyon_schema::{AgencyId, Category, ChildId};
+use tokio::sync::watch;
+
+use crate::error::ProjectorError;
+use crate::state::SharingState;
+use crate::store::{Fact, Projector};
+
+/// Children whose decoded facts are kept at most (about 15 KB each for a child with two dozen facts).
+pub const CACHED_CHILDREN_MAX: usize = 1024;
+
+/// One child's facts, decoded, with what every query of the child derives from them.
+#[derive(Debug)]
+pub struct ChildFacts {
+    /// In (occurred at, agency, sequence) order, as [`Projector::facts`] returns them.
+    pub facts: Vec<Fact>,
+    /// The sharing state derived from all of `facts`.
+    pub sharing: SharingState,
+    /// Per fact, the policy's view of it without originator approval (`None`: not decidable, skipped).
+    policy_facts: Vec<Option<PolicyFact>>,
+}
+
+impl ChildFacts {
+    /// Derives the sharing state and each fact's policy view once.
+    pub fn new(facts: Vec<Fact>) -> Self {
+        let sharing = SharingState::derive(&facts);
+        let policy_facts = facts.iter().map(unapproved_policy_fact).collect();
+        Self {
+            facts,
+            sharing,
+            policy_facts,
+        }
+    }
+
+    /// The policy's view of fact `i` for `principal`: [`crate::view::policy_fact`], without rebuilding it.
+    pub fn policy_fact(&self, i: usize, principal: &Principal) -> Option<std::borrow::Cow<'_, PolicyFact>> {
+        let base = self.policy_facts.get(i)?.as_ref()?;
+        if !self.sharing.approvals.is_empty()
+            && self
+                .sharing
+                .approved(&self.facts[i].envelope.event_id, &principal.agency)
+        {
+            let mut approved = base.clone();
+            approved.originator_approved = true;
+            return Some(std::borrow::Cow::Owned(approved));
+        }
+        Some(std::borrow::Cow::Borrowed(base))
+    }
+}
+
+/// [`crate::view::policy_fact`] with `originator_approved` false.
+fn unapproved_policy_fact(fact: &Fact) -> Option<PolicyFact> {
+    let category = Category::from_wire(fact.envelope.category)?;
+    let originator: AgencyId = fact.envelope.agency_id.parse().ok()?;
+    let handling_code = match fact.kind() {
+        Some(Kind::PoliceIntelligenceRecorded(i)) => Some(i.handling_code.clone()),
+        _ => None,
+    };
+    Some(PolicyFact {
+        category,
+        originator,
+        originator_approved: false,
+        handling_code,
+    })
+}
+
+/// Decoded facts of recently read children, valid for one set of projector positions.
+#[derive(Debug)]
+pub struct FactCache {
+    positions: watch::Receiver<BTreeMap<String, u64>>,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    /// The positions every entry was read at or after.
+    at: BTreeMap<String, u64>,
+    children: HashMap<ChildId, Arc<ChildFacts>>,
+}
+
+impl FactCache {
+    pub fn new(projector: &Projector) -> Self {
+        let positions = projector.subscribe_positions();
+        let at = positions.borrow().clone();
+        Self {
+            positions,
+            entries: Mutex::new(Entries {
+                at,
+                children: HashMap::new(),
+            }),
+        }
+    }
+
+    /// The cache of `projector`, one per projector in the process.
+    pub fn of(projector: &Arc<Projector>) -> Arc<Self> {
+        type Registry = Mutex<Vec<(Weak<Projector>, Arc<FactCache>)>>;
+        static CACHES: OnceLock<Registry> = OnceLock::new();
+        let mut caches = CACHES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((_, cache)) = caches
+            .iter()
+            .find(|(p, _)| std::ptr::eq(p.as_ptr(), Arc::as_ptr(projector)) && p.strong_count() > 0)
+        {
+            return cache.clone();
+        }
+        caches.retain(|(p, _)| p.strong_count() > 0);
+        let cache = Arc::new(Self::new(projector));
+        caches.push((Arc::downgrade(projector), cache.clone()));
+        cache
+    }
+
+    /// The child's facts if they are cached and nothing was applied since they were read.
+    pub fn cached(&self, child: &ChildId) -> Option<Arc<ChildFacts>> {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.positions.borrow();
+        if *now != entries.at {
+            entries.at = now.clone();
+            entries.children.clear();
+            return None;
+        }
+        entries.children.get(child).cloned()
+    }
+
+    /// Reads the child's facts from sled (blocking) and keeps them while the positions they were read at
+    /// hold.
+    pub fn load(&self, projector: &Projector, child: &ChildId) -> Result<Arc<ChildFacts>, ProjectorError> {
+        if let Some(hit) = self.cached(child) {
+            return Ok(hit);
+        }
+        let read_at = self.positions.borrow().clone();
+        let facts = Arc::new(ChildFacts::new(projector.facts(child)?));
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.positions.borrow();
+        if *now == read_at {
+            if entries.at != read_at {
+                entries.at = read_at;
+                entries.children.clear();
+            }
+            if entries.children.len() >= CACHED_CHILDREN_MAX
+                && let Some(evicted) = entries.children.keys().next().copied()
+            {
+                entries.children.remove(&evicted);
+            }
+            entries.children.insert(*child, facts.clone());
+        }
+        Ok(facts)
+    }
+}
