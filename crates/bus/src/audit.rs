@@ -1,7 +1,14 @@
 //! The audit writer: access records go to the AUDIT stream, and a disclosure waits for the acknowledgement.
 //! Records of concurrent calls are grouped into one message (group commit): one acknowledged, fsynced
 //! write covers them all, and each caller waits for the write that holds its own record.
+//!
+//! A call may announce its record before it has built it ([`AuditWriter::expect`]). While announced records
+//! are still being built, the writer holds the group open for them (at most `linger_max`), so calls that run
+//! together share one fsync instead of alternating between two half-full writes. A call that announced
+//! nothing is written with whatever is queued, at once.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -23,6 +30,8 @@ pub struct AuditConfig {
     pub queue_len_max: usize,
     /// How long a write may go unacknowledged before the calls it covers fail.
     pub ack_timeout: Duration,
+    /// How long a group may wait for announced records that are still being built.
+    pub linger_max: Duration,
 }
 
 impl Default for AuditConfig {
@@ -31,6 +40,7 @@ impl Default for AuditConfig {
             batch_len_max: 512,
             queue_len_max: 8192,
             ack_timeout: Duration::from_secs(2),
+            linger_max: Duration::from_millis(2),
         }
     }
 }
@@ -44,6 +54,36 @@ struct Pending {
 #[derive(Debug, Clone)]
 pub struct AuditWriter {
     tx: mpsc::Sender<Pending>,
+    coming: Arc<Coming>,
+}
+
+/// Records announced and not yet queued.
+#[derive(Debug, Default)]
+struct Coming {
+    count: AtomicUsize,
+    /// Signalled when the count falls to zero.
+    none: tokio::sync::Notify,
+}
+
+/// An announced access record: the writer holds its group open for it until it is recorded or dropped.
+#[derive(Debug)]
+pub struct Expected {
+    writer: AuditWriter,
+}
+
+impl Expected {
+    /// Writes the announced record; as [`AuditWriter::record`].
+    pub async fn record(self, record: pb::AccessRecord) -> Result<Position, BusError> {
+        self.writer.clone().record_then(record, || drop(self)).await
+    }
+}
+
+impl Drop for Expected {
+    fn drop(&mut self) {
+        if self.writer.coming.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.writer.coming.none.notify_one();
+        }
+    }
 }
 
 impl std::fmt::Debug for Pending {
@@ -59,18 +99,39 @@ impl AuditWriter {
     pub fn spawn(js: jetstream::Context, node_id: &str, config: AuditConfig) -> Self {
         let (tx, rx) = mpsc::channel(config.queue_len_max);
         let subject = format!("{AUDIT_PREFIX}.{node_id}");
-        tokio::spawn(run(js, subject, config, rx).instrument(tracing::info_span!("audit-writer")));
-        Self { tx }
+        let coming = Arc::new(Coming::default());
+        tokio::spawn(
+            run(js, subject, config, rx, coming.clone()).instrument(tracing::info_span!("audit-writer")),
+        );
+        Self { tx, coming }
+    }
+
+    /// Announces a record this call is about to write (see the module docs); record it with
+    /// [`Expected::record`], or drop it if the call ends without one.
+    pub fn expect(&self) -> Expected {
+        self.coming.count.fetch_add(1, Ordering::AcqRel);
+        Expected { writer: self.clone() }
     }
 
     /// Writes one access record and waits until JetStream has stored it (with the records of other calls
     /// made meanwhile).
     pub async fn record(&self, record: pb::AccessRecord) -> Result<Position, BusError> {
+        self.record_then(record, || {}).await
+    }
+
+    /// [`Self::record`], running `queued` once the record is queued (or could not be).
+    async fn record_then(
+        &self,
+        record: pb::AccessRecord,
+        queued: impl FnOnce(),
+    ) -> Result<Position, BusError> {
         let (done, wait) = oneshot::channel();
         let gone = || BusError::AuditUnavailable {
             reason: "the audit writer has stopped".into(),
         };
-        self.tx.send(Pending { record, done }).await.map_err(|_| gone())?;
+        let sent = self.tx.send(Pending { record, done }).await;
+        queued();
+        sent.map_err(|_| gone())?;
         wait.await
             .map_err(|_| gone())?
             .map_err(|reason| BusError::AuditUnavailable { reason })
@@ -80,7 +141,13 @@ impl AuditWriter {
 /// Writes in flight at once: while one is being synced, the next fills with the calls that arrive meanwhile.
 const WRITES_IN_FLIGHT_MAX: usize = 2;
 
-async fn run(js: jetstream::Context, subject: String, config: AuditConfig, mut rx: mpsc::Receiver<Pending>) {
+async fn run(
+    js: jetstream::Context,
+    subject: String,
+    config: AuditConfig,
+    mut rx: mpsc::Receiver<Pending>,
+    coming: Arc<Coming>,
+) {
     let mut in_flight = futures::stream::FuturesUnordered::new();
     let mut open = true;
     while open || !in_flight.is_empty() {
@@ -92,10 +159,29 @@ async fn run(js: jetstream::Context, subject: String, config: AuditConfig, mut r
                     continue;
                 };
                 let mut batch = vec![first];
-                while batch.len() < config.batch_len_max {
-                    match rx.try_recv() {
-                        Ok(p) => batch.push(p),
-                        Err(_) => break,
+                let linger_until = tokio::time::Instant::now() + config.linger_max;
+                loop {
+                    while batch.len() < config.batch_len_max {
+                        match rx.try_recv() {
+                            Ok(p) => batch.push(p),
+                            Err(_) => break,
+                        }
+                    }
+                    if batch.len() >= config.batch_len_max || coming.count.load(Ordering::Acquire) == 0 {
+                        break;
+                    }
+                    // Announced records are still being built: hold the group open for them, briefly.
+                    tokio::select! {
+                        Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                        p = rx.recv() => match p {
+                            Some(p) => batch.push(p),
+                            None => {
+                                open = false;
+                                break;
+                            }
+                        },
+                        () = coming.none.notified() => {}
+                        () = tokio::time::sleep_until(linger_until) => break,
                     }
                 }
                 in_flight.push(write(js.clone(), subject.clone(), config.ack_timeout, batch));
@@ -106,12 +192,16 @@ async fn run(js: jetstream::Context, subject: String, config: AuditConfig, mut r
 
 /// One AUDIT write for `batch`; every caller in it hears the outcome.
 async fn write(js: jetstream::Context, subject: String, ack_timeout: Duration, batch: Vec<Pending>) {
-    let message = pb::AccessRecords {
-        records: batch.iter().map(|p| p.record.clone()).collect(),
-    };
+    let mut records = Vec::with_capacity(batch.len());
+    let mut callers = Vec::with_capacity(batch.len());
+    for p in batch {
+        records.push(p.record);
+        callers.push(p.done);
+    }
+    let message = pb::AccessRecords { records };
     let publish = jetstream::message::PublishMessage::build()
         .payload(message.encode_to_vec().into())
-        .message_id(&batch[0].record.record_id);
+        .message_id(&message.records[0].record_id);
     let result = async {
         let ack = js
             .send_publish(subject, publish)
@@ -128,10 +218,10 @@ async fn write(js: jetstream::Context, subject: String, ack_timeout: Duration, b
     }
     .await;
     if let Err(reason) = &result {
-        tracing::error!(%reason, records = batch.len(), "access records not written; their calls fail closed");
+        tracing::error!(%reason, records = callers.len(), "access records not written; their calls fail closed");
     }
-    for p in batch {
-        let _ = p.done.send(result.clone());
+    for done in callers {
+        let _ = done.send(result.clone());
     }
 }
 
