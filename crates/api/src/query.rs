@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use halcyon_bus::AuditWriter;
 use halcyon_policy::{BreakGlass, Policy, Purpose, Role};
+use halcyon_projector::read::{ChildFacts, FactCache};
 use halcyon_projector::{Identifier, Projector};
 use halcyon_schema::convert::timestamp_from_millis;
 use halcyon_schema::pb::{
@@ -16,7 +17,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::view::{Disclosure, child_view};
+use crate::view::{Disclosure, child_view, view_of};
 
 /// Shared by every call.
 #[derive(Debug, Clone)]
@@ -68,12 +69,19 @@ impl Query {
         self.record(caller, ctx, method, child, d, outcome).await
     }
 
-    /// A child's facts, read off the async runtime.
-    async fn facts(&self, child: ChildId) -> Result<Vec<halcyon_projector::Fact>, ApiError> {
+    /// A child's facts, decoded with their sharing state: from the node's cache while nothing new has been
+    /// projected since they were read, otherwise read from sled off the async runtime.
+    async fn child_facts(&self, child: ChildId) -> Result<Arc<ChildFacts>, ApiError> {
+        let cache = FactCache::of(&self.projector);
+        if let Some(hit) = cache.cached(&child) {
+            return Ok(hit);
+        }
         let projector = self.projector.clone();
-        Ok(tokio::task::spawn_blocking(move || projector.facts(&child))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??)
+        Ok(
+            tokio::task::spawn_blocking(move || cache.load(&projector, &child))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))??,
+        )
     }
 
     /// Parses a child id from a request.
@@ -126,9 +134,12 @@ impl Query {
         method: &str,
         child: ChildId,
     ) -> Result<pb::ChildView, ApiError> {
-        let facts = self.facts(child).await?;
-        if facts.is_empty() {
-            self.record(
+        // Announced now, so the audit writer can hold its next group open for this call's record.
+        let expected = self.audit.expect();
+        let facts = self.child_facts(child).await?;
+        if facts.facts.is_empty() {
+            self.record_expected(
+                Some(expected),
                 caller,
                 ctx,
                 method,
@@ -141,13 +152,14 @@ impl Query {
                 "no child with that identifier is known to Halcyon".into(),
             ));
         }
-        let (mut view, disclosure) = child_view(
+        let (mut view, disclosure) = view_of(
             &self.policy,
             &caller.principal,
             ctx.purpose,
             ctx.break_glass.as_ref(),
             child,
             &facts,
+            0..facts.facts.len(),
             now_ms(),
         );
         let outcome = if disclosure.facts_disclosed > 0 {
@@ -155,8 +167,16 @@ impl Query {
         } else {
             pb::AccessOutcome::Denied
         };
-        self.record(caller, ctx, method, Some(child), &disclosure, outcome)
-            .await?;
+        self.record_expected(
+            Some(expected),
+            caller,
+            ctx,
+            method,
+            Some(child),
+            &disclosure,
+            outcome,
+        )
+        .await?;
         view.positions = self
             .projector
             .checkpoints()
@@ -169,6 +189,25 @@ impl Query {
     /// The audit gate: no answer leaves before its access record is acknowledged by the AUDIT stream.
     async fn record(
         &self,
+        caller: &Caller,
+        ctx: &Context,
+        method: &str,
+        child: Option<ChildId>,
+        d: &Disclosure,
+        outcome: pb::AccessOutcome,
+    ) -> Result<(), ApiError> {
+        self.record_expected(None, caller, ctx, method, child, d, outcome)
+            .await
+    }
+
+    /// [`Self::record`] of a record announced to the audit writer beforehand.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the record's parts; a struct would only rename them"
+    )]
+    async fn record_expected(
+        &self,
+        expected: Option<halcyon_bus::audit::Expected>,
         caller: &Caller,
         ctx: &Context,
         method: &str,
@@ -200,10 +239,11 @@ impl Query {
             node_id: self.node_id.clone(),
             break_glass_relied_on: d.break_glass,
         };
-        self.audit
-            .record(record)
-            .await
-            .map_err(|e| ApiError::AuditUnavailable(e.to_string()))?;
+        match expected {
+            Some(expected) => expected.record(record).await,
+            None => self.audit.record(record).await,
+        }
+        .map_err(|e| ApiError::AuditUnavailable(e.to_string()))?;
         tracing::info!(
             method,
             agency = %caller.principal.agency,
@@ -230,8 +270,8 @@ impl Query {
     /// The flag check: D1 facts only, each decided by the policy, cut to the flag.
     async fn flag(&self, caller: &Caller, ctx: &Context, nhs: &str) -> Result<pb::FlagStatus, ApiError> {
         let child = self.projector.resolve(&Self::identifier(nhs)?)?;
-        let facts = self.facts(child).await?;
-        if facts.is_empty() {
+        let facts = self.child_facts(child).await?;
+        if facts.facts.is_empty() {
             self.record(
                 caller,
                 ctx,
@@ -246,11 +286,13 @@ impl Query {
             ));
         }
         let flag_facts: Vec<_> = facts
-            .into_iter()
+            .facts
+            .iter()
             .filter(|f| {
                 halcyon_schema::Category::from_wire(f.envelope.category)
                     == Some(halcyon_schema::Category::STATUS_FLAG)
             })
+            .cloned()
             .collect();
         let (view, disclosure) = child_view(
             &self.policy,
@@ -361,14 +403,15 @@ impl Query {
         child: ChildId,
         event_ids: &[&str],
     ) -> Result<Vec<pb::WatchEvent>, ApiError> {
-        let facts = self.facts(child).await?;
-        let (view, _) = child_view(
+        let facts = self.child_facts(child).await?;
+        let (view, _) = view_of(
             &self.policy,
             &caller.principal,
             ctx.purpose,
             None,
             child,
             &facts,
+            0..facts.facts.len(),
             now_ms(),
         );
         let shown: Vec<pb::VisibleFact> = view
@@ -467,7 +510,8 @@ impl QueryService for Query {
                 .parse()
                 .map_err(|_| ApiError::Invalid("page_token is not one this node issued".into()))?
         };
-        let facts = self.facts(child).await?;
+        let child_facts = self.child_facts(child).await?;
+        let facts = &child_facts.facts;
         if facts.is_empty() {
             self.record(
                 &caller,
@@ -482,13 +526,13 @@ impl QueryService for Query {
         }
         // The state comes from every fact; the page is a window on the facts in time order.
         let window = start.min(facts.len())..(start + page_size).min(facts.len());
-        let (view, disclosure) = crate::view::child_view_window(
+        let (view, disclosure) = view_of(
             &self.policy,
             &caller.principal,
             ctx.purpose,
             ctx.break_glass.as_ref(),
             child,
-            &facts,
+            &child_facts,
             window,
             now_ms(),
         );

@@ -4,11 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use halcyon_policy::{
-    BreakGlass, Decision, Fact as PolicyFact, Policy, Principal, Purpose, Request, decide, minimise,
-    referrer_identity_granted,
+    BreakGlass, ChildState, Decision, Fact as PolicyFact, Policy, Principal, Purpose, Request, decide,
+    minimise, referrer_identity_granted,
 };
-use halcyon_projector::view::policy_fact;
-use halcyon_projector::{Fact, SharingState};
+use halcyon_projector::Fact;
+use halcyon_projector::read::ChildFacts;
 use halcyon_schema::pb;
 use halcyon_schema::{AgencyId, Category, ChildId, EventKindExt};
 
@@ -62,14 +62,45 @@ pub fn child_view_window(
     window: std::ops::Range<usize>,
     now_ms: i64,
 ) -> (pb::ChildView, Disclosure) {
-    let sharing = SharingState::derive(facts);
+    let facts = ChildFacts::new(facts.to_vec());
+    view_of(
+        policy,
+        principal,
+        purpose,
+        break_glass,
+        child,
+        &facts,
+        window,
+        now_ms,
+    )
+}
+
+/// The view of the facts in `window` (indices into `facts.facts`) of a child whose facts were decoded once
+/// ([`ChildFacts`]): every fact is still decided here, for this principal, purpose and moment, against the
+/// state derived from all the child's facts.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the request's parts; a struct would only rename them"
+)]
+pub fn view_of(
+    policy: &Policy,
+    principal: &Principal,
+    purpose: Purpose,
+    break_glass: Option<&BreakGlass>,
+    child: ChildId,
+    facts: &ChildFacts,
+    window: std::ops::Range<usize>,
+    now_ms: i64,
+) -> (pb::ChildView, Disclosure) {
+    let sharing = &facts.sharing;
     let state = sharing.for_agency(&principal.agency);
     let mut disclosure = Disclosure::default();
-    let mut withheld: BTreeMap<String, u32> = BTreeMap::new();
-    let mut visible = Vec::new();
+    let mut withheld: BTreeMap<std::sync::Arc<str>, u32> = BTreeMap::new();
+    let mut visible = Vec::with_capacity(window.len());
     let mut identity_source = None;
-    for fact in &facts[window] {
-        let Some(pfact) = policy_fact(fact, &sharing, principal) else {
+    for i in window {
+        let fact = &facts.facts[i];
+        let Some(pfact) = facts.policy_fact(i, principal) else {
             continue;
         };
         let request = Request {
@@ -89,10 +120,12 @@ pub fn child_view_window(
                     .as_ref()
                     .map(|e| minimise(e, permit.projection, referrer));
                 disclosure.categories_disclosed.insert(pfact.category);
-                disclosure.rules.insert(permit.rule.to_string());
+                if !disclosure.rules.contains(&*permit.rule) {
+                    disclosure.rules.insert(permit.rule.to_string());
+                }
                 disclosure.facts_disclosed += 1;
                 disclosure.break_glass |= permit.break_glass;
-                if permit.notify_owner {
+                if permit.notify_owner && !disclosure.notify.contains(&pfact.originator) {
                     disclosure.notify.insert(pfact.originator.clone());
                 }
                 identity_source = Some(fact);
@@ -115,21 +148,26 @@ pub fn child_view_window(
             }
             Decision::Deny(deny) => {
                 disclosure.categories_withheld.insert(pfact.category);
-                disclosure.rules.insert(deny.rule.to_string());
+                if !disclosure.rules.contains(&*deny.rule) {
+                    disclosure.rules.insert(deny.rule.to_string());
+                }
                 disclosure.facts_withheld += 1;
-                *withheld.entry(deny.rule.to_string()).or_default() += 1;
+                *withheld.entry(deny.rule).or_default() += 1;
             }
         }
     }
     let identity =
-        identity_source.and_then(|f| identity(policy, principal, purpose, break_glass, &sharing, f, now_ms));
+        identity_source.and_then(|f| identity(policy, principal, purpose, break_glass, &state, f, now_ms));
     let view = pb::ChildView {
         child_id: child.to_string(),
         identity,
         facts: visible,
         withheld: withheld
             .into_iter()
-            .map(|(rule, count)| pb::Withheld { rule, count })
+            .map(|(rule, count)| pb::Withheld {
+                rule: rule.to_string(),
+                count,
+            })
             .collect(),
         policy_version: policy.version().to_owned(),
         positions: Vec::new(),
@@ -143,11 +181,10 @@ fn identity(
     principal: &Principal,
     purpose: Purpose,
     break_glass: Option<&BreakGlass>,
-    sharing: &SharingState,
+    state: &ChildState,
     fact: &Fact,
     now_ms: i64,
 ) -> Option<pb::ChildIdentifiers> {
-    let state = sharing.for_agency(&principal.agency);
     let originator: AgencyId = fact.envelope.agency_id.parse().ok()?;
     let d0 = PolicyFact {
         category: Category::IDENTITY,
@@ -159,7 +196,7 @@ fn identity(
         principal,
         purpose,
         fact: &d0,
-        state: &state,
+        state,
         break_glass,
         now_ms,
     };

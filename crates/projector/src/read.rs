@@ -163,3 +163,108 @@ impl FactCache {
         Ok(facts)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Incoming;
+    use bytes::Bytes;
+    use halcyon_policy::{AgencyKind, Role};
+    use halcyon_testkit::{Scenario, ScenarioAgencies, ScenarioConfig};
+    use prost::Message;
+
+    fn scenario() -> Scenario {
+        Scenario::generate(
+            &ScenarioConfig {
+                children: 12,
+                ..Default::default()
+            },
+            &ScenarioAgencies::deploy(),
+        )
+    }
+
+    /// Applies the scenario's envelopes for `agencies` (all when empty), one batch per stream.
+    fn apply(p: &Projector, s: &Scenario, upto: usize) {
+        let mut streams: BTreeMap<String, Vec<Incoming>> = BTreeMap::new();
+        for e in &s.envelopes[..upto] {
+            let stream = halcyon_schema::StreamName::for_agency(&e.agency_id.parse().unwrap()).to_string();
+            let list = streams.entry(stream).or_default();
+            let sequence = p.checkpoint(&stream_name(e)) + list.len() as u64 + 1;
+            list.push(Incoming {
+                sequence,
+                subject: Scenario::subject(e),
+                payload: Bytes::from(e.encode_to_vec()),
+                stored_at_ms: 1,
+            });
+        }
+        for (stream, msgs) in streams {
+            p.apply(&stream, &msgs).unwrap();
+        }
+    }
+
+    fn stream_name(e: &halcyon_schema::pb::Envelope) -> String {
+        halcyon_schema::StreamName::for_agency(&e.agency_id.parse().unwrap()).to_string()
+    }
+
+    #[test]
+    fn policy_facts_are_the_views_policy_facts_for_every_agency() {
+        let s = scenario();
+        let p = Projector::temporary().unwrap();
+        apply(&p, &s, s.envelopes.len());
+        let agencies: Vec<AgencyId> = s
+            .envelopes
+            .iter()
+            .map(|e| e.agency_id.parse().unwrap())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for child in &s.children {
+            let id = p.resolve(&crate::Identifier::Nhs(child.nhs.clone())).unwrap();
+            let cached = ChildFacts::new(p.facts(&id).unwrap());
+            assert_eq!(cached.sharing, SharingState::derive(&cached.facts));
+            for agency in &agencies {
+                let principal = Principal {
+                    agency: agency.clone(),
+                    kind: AgencyKind::Police,
+                    role: Role::Practitioner,
+                };
+                for (i, fact) in cached.facts.iter().enumerate() {
+                    assert_eq!(
+                        cached.policy_fact(i, &principal).map(|f| f.into_owned()),
+                        crate::view::policy_fact(fact, &cached.sharing, &principal)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_applied_batch_retires_cached_facts() {
+        let s = scenario();
+        let p = Projector::temporary().unwrap();
+        let half = s.envelopes.len() / 2;
+        apply(&p, &s, half);
+        let cache = FactCache::new(&p);
+        let child = s.envelopes[half]
+            .child
+            .as_ref()
+            .unwrap()
+            .nhs_number
+            .parse()
+            .unwrap();
+        let id = p.resolve(&crate::Identifier::Nhs(child)).unwrap();
+        let before = cache.load(&p, &id).unwrap();
+        assert!(Arc::ptr_eq(&before, &cache.cached(&id).unwrap()));
+        // The rest of the scenario, on top of what is there.
+        let rest: Vec<_> = s.envelopes[half..].to_vec();
+        let more = Scenario {
+            envelopes: rest,
+            children: Vec::new(),
+        };
+        apply(&p, &more, more.envelopes.len());
+        assert!(cache.cached(&id).is_none(), "an apply retires every entry");
+        let after = cache.load(&p, &id).unwrap();
+        assert_eq!(after.facts, p.facts(&id).unwrap());
+        assert!(after.facts.len() > before.facts.len());
+    }
+}
