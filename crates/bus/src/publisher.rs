@@ -9,7 +9,8 @@ use async_nats::header::{HeaderValue, NATS_MESSAGE_ID};
 use async_nats::jetstream::{self, context::PublishErrorKind};
 use futures::stream::FuturesOrdered;
 use futures::{Stream, StreamExt};
-use halcyon_schema::{AgencyId, Problem, check_envelope, event_subject, pb};
+use halcyon_schema::subject::EVENTS_PREFIX;
+use halcyon_schema::{AgencyId, CaseId, Problem, check_envelope, pb};
 use prost::Message;
 
 use crate::Position;
@@ -117,7 +118,7 @@ impl Publisher {
         let mut id = [0u8; 36];
         let msg_id = checked.event_id.uuid().hyphenated().encode_lower(&mut id);
         Ok(Prepared {
-            subject: event_subject(&checked.agency, &checked.case),
+            subject: subject_of(&checked.agency, &checked.case),
             payload: envelope.encode_to_vec(),
             msg_id: msg_id.to_owned(),
         })
@@ -277,6 +278,17 @@ impl Publisher {
     }
 }
 
+/// [`halcyon_schema::event_subject`], without the formatting machinery (a measurable share of preparing
+/// an event in bulk loads).
+fn subject_of(agency: &AgencyId, case: &CaseId) -> String {
+    let (agency, case) = (agency.as_str(), case.as_str());
+    let mut subject = String::with_capacity(EVENTS_PREFIX.len() + agency.len() + case.len() + 2);
+    for part in [EVENTS_PREFIX, ".", agency, ".", case] {
+        subject.push_str(part);
+    }
+    subject
+}
+
 fn published(ack: jetstream::publish::PublishAck) -> Published {
     Published {
         position: Position {
@@ -434,6 +446,18 @@ mod tests {
         for p in results.iter().flatten() {
             let previous = last.insert(p.position.stream.as_str(), p.position.sequence);
             assert_eq!(p.position.sequence, previous.unwrap_or(0) + 1, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn subjects_are_the_schemas_event_subjects() {
+        let agencies = ScenarioAgencies::deploy();
+        for e in envelopes(&agencies, 20) {
+            let (agency, case) = (e.agency_id.parse().unwrap(), e.case_id.parse().unwrap());
+            assert_eq!(
+                subject_of(&agency, &case),
+                halcyon_schema::event_subject(&agency, &case)
+            );
         }
     }
 

@@ -174,13 +174,7 @@ pub fn check_envelope(envelope: &pb::Envelope) -> Result<Checked, Vec<Problem>> 
                     local_id = Some(child.local_id.clone());
                 }
             }
-            if !child.date_of_birth.is_empty()
-                && time::Date::parse(
-                    &child.date_of_birth,
-                    time::macros::format_description!("[year]-[month]-[day]"),
-                )
-                .is_err()
-            {
+            if !child.date_of_birth.is_empty() && !is_date(&child.date_of_birth) {
                 problems.push(Problem::invalid(
                     "child.date_of_birth",
                     "must be a date, YYYY-MM-DD",
@@ -243,6 +237,27 @@ pub fn check_envelope(envelope: &pb::Envelope) -> Result<Checked, Vec<Problem>> 
         }),
         _ => Err(problems),
     }
+}
+
+/// Whether `s` is a date as `time` parses `[year]-[month]-[day]`. The usual shape, ten characters
+/// `dddd-dd-dd`, is checked directly (`time` accepts it exactly when it names a calendar date); anything
+/// else goes to `time`'s parser.
+fn is_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && [0, 1, 2, 3, 5, 6, 8, 9].iter().all(|&i| b[i].is_ascii_digit())
+    {
+        let number = |digits: &[u8]| digits.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+        let (year, month, day) = (number(&b[..4]), number(&b[5..7]), number(&b[8..]));
+        if let Ok(month) = time::Month::try_from(month as u8)
+            && time::Date::from_calendar_date(i32::from(year), month, day as u8).is_ok()
+        {
+            return true;
+        }
+    }
+    time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).is_ok()
 }
 
 fn keep<T, E: std::fmt::Display>(
@@ -503,6 +518,57 @@ mod tests {
                 .any(|s| s.starts_with("child.upn: invalid UPN: check letter")),
             "{p:?}"
         );
+    }
+
+    #[test]
+    fn dates_are_judged_as_time_parses_them() {
+        let by_time =
+            |s: &str| time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).is_ok();
+        let mut cases: Vec<String> = [
+            "2015-06-01",
+            "0000-01-01",
+            "9999-12-31",
+            "2024-02-29",
+            "2023-02-29",
+            "2100-02-29",
+            "2000-02-29",
+            "2015-00-10",
+            "2015-13-10",
+            "2015-06-00",
+            "2015-06-31",
+            "2015-04-30",
+            "2015-6-01",
+            "2015-06-1",
+            "15-06-01",
+            "+2015-06-01",
+            "-2015-06-01",
+            "2015/06/01",
+            "2015-06-01 ",
+            " 2015-06-01",
+            "2015-06-01T00:00",
+            "20150601",
+            "２015-06-01",
+            "201a-06-01",
+            "2015-0a-01",
+            "2015-06-0a",
+            "",
+            "-",
+            "2015--6-01",
+            "2015-06--1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for year in [0, 1, 4, 100, 400, 1900, 1999, 2000, 2001, 2004, 2024, 9999] {
+            for month in 0..=13 {
+                for day in 0..=32 {
+                    cases.push(format!("{year:04}-{month:02}-{day:02}"));
+                }
+            }
+        }
+        for s in &cases {
+            assert_eq!(is_date(s), by_time(s), "{s:?}");
+        }
     }
 
     #[test]
