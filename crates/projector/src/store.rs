@@ -537,12 +537,7 @@ impl Projector {
             return Ok(Vec::new());
         };
         let views = ChildViews::decode(bytes.as_ref()).map_err(|e| corrupt(&key, e))?;
-        Ok(views
-            .agencies
-            .into_iter()
-            .find(|a| a.agency == agency.as_str())
-            .map(|a| a.entries)
-            .unwrap_or_default())
+        Ok(views.entries(agency.as_str()))
     }
 
     /// Quarantined events, all or one publishing agency's, in stream order.

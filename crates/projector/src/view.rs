@@ -22,32 +22,66 @@ pub struct ViewSpec {
 }
 
 /// One fact an agency may see, and how much of it.
-#[derive(Clone, PartialEq, prost::Message)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViewEntry {
-    #[prost(string, tag = "1")]
     pub event_id: String,
     /// `halcyon_policy::Projection` as 1 flag, 2 summary, 3 full (the wire enum's values).
-    #[prost(int32, tag = "2")]
     pub projection: i32,
-    #[prost(string, tag = "3")]
     pub rule: String,
 }
 
+/// One agency's view, stored compactly: parallel lists of indexes into `ChildViews`' facts and rules.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct AgencyView {
     #[prost(string, tag = "1")]
     pub agency: String,
-    #[prost(message, repeated, tag = "2")]
-    pub entries: Vec<ViewEntry>,
+    /// Index into `ChildViews::fact_ids` of each fact the agency may see.
+    #[prost(uint32, repeated, tag = "2")]
+    pub facts: Vec<u32>,
+    /// How much of it (`halcyon_policy::Projection` as the wire enum's value), per fact.
+    #[prost(int32, repeated, tag = "3")]
+    pub projections: Vec<i32>,
+    /// Index into `ChildViews::rules` of the rule that permitted it, per fact.
+    #[prost(uint32, repeated, tag = "4")]
+    pub rules: Vec<u32>,
 }
 
-/// All agencies' views of one child.
+/// All agencies' views of one child. Stored once per child and rewritten whenever its facts change, so
+/// it is kept small: event ids once (16 bytes each), rule names once, and per agency only indexes.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ChildViews {
     #[prost(string, tag = "1")]
     pub policy_version: String,
     #[prost(message, repeated, tag = "2")]
     pub agencies: Vec<AgencyView>,
+    /// The child's facts' event ids (16 bytes each), in stored order.
+    #[prost(bytes = "vec", tag = "3")]
+    pub fact_ids: Vec<u8>,
+    /// The distinct rules that permitted something, in first-use order.
+    #[prost(string, repeated, tag = "4")]
+    pub rules: Vec<String>,
+}
+
+impl ChildViews {
+    /// What `agency` may see, as entries.
+    pub fn entries(&self, agency: &str) -> Vec<ViewEntry> {
+        let Some(view) = self.agencies.iter().find(|a| a.agency == agency) else {
+            return Vec::new();
+        };
+        view.facts
+            .iter()
+            .zip(&view.projections)
+            .zip(&view.rules)
+            .filter_map(|((&fact, &projection), &rule)| {
+                let id = self.fact_ids.get(fact as usize * 16..fact as usize * 16 + 16)?;
+                Some(ViewEntry {
+                    event_id: uuid::Uuid::from_slice(id).ok()?.to_string(),
+                    projection,
+                    rule: self.rules.get(rule as usize)?.clone(),
+                })
+            })
+            .collect()
+    }
 }
 
 impl ViewSpec {
@@ -75,14 +109,26 @@ impl ViewSpec {
     /// Derives every agency's view of a child from the child's facts (in stored order).
     pub fn derive(&self, facts: &[Fact]) -> ChildViews {
         let sharing = SharingState::derive(facts);
+        // What does not depend on the recipient, once per fact.
+        let described: Vec<Option<Described>> = facts.iter().map(describe).collect();
+        let mut rules: Vec<String> = Vec::new();
         let mut agencies = Vec::with_capacity(self.agencies.len());
         for (agency, kind) in &self.agencies {
             let principal = Self::principal(agency, *kind);
             let state = sharing.for_agency(agency);
-            let mut entries = Vec::new();
-            for fact in facts {
-                let Some(pfact) = policy_fact(fact, &sharing, &principal) else {
+            let mut view = AgencyView {
+                agency: agency.to_string(),
+                ..Default::default()
+            };
+            for (i, (fact, described)) in facts.iter().zip(&described).enumerate() {
+                let Some(d) = described else {
                     continue;
+                };
+                let pfact = PolicyFact {
+                    category: d.category,
+                    originator: d.originator.clone(),
+                    originator_approved: sharing.approved(&fact.envelope.event_id, &principal.agency),
+                    handling_code: d.handling_code.clone(),
                 };
                 let request = Request {
                     principal: &principal,
@@ -93,25 +139,55 @@ impl ViewSpec {
                     now_ms: 0,
                 };
                 if let Decision::Permit(p) = decide(&self.policy, &request) {
-                    entries.push(ViewEntry {
-                        event_id: fact.envelope.event_id.clone(),
-                        projection: p.projection.to_pb() as i32,
-                        rule: p.rule.to_string(),
-                    });
+                    let rule = match rules.iter().position(|r| **r == *p.rule) {
+                        Some(r) => r,
+                        None => {
+                            rules.push(p.rule.to_string());
+                            rules.len() - 1
+                        }
+                    };
+                    view.facts.push(i as u32);
+                    view.projections.push(p.projection.to_pb() as i32);
+                    view.rules.push(rule as u32);
                 }
             }
-            if !entries.is_empty() {
-                agencies.push(AgencyView {
-                    agency: agency.to_string(),
-                    entries,
-                });
+            if !view.facts.is_empty() {
+                agencies.push(view);
             }
         }
+        let fact_ids = facts
+            .iter()
+            .flat_map(|f| {
+                uuid::Uuid::parse_str(&f.envelope.event_id)
+                    .map(|u| *u.as_bytes())
+                    .unwrap_or_default()
+            })
+            .collect();
         ChildViews {
             policy_version: self.policy.version().to_owned(),
             agencies,
+            fact_ids,
+            rules,
         }
     }
+}
+
+/// The recipient-independent part of a fact's policy view.
+struct Described {
+    category: Category,
+    originator: AgencyId,
+    handling_code: Option<String>,
+}
+
+fn describe(fact: &Fact) -> Option<Described> {
+    Some(Described {
+        category: Category::from_wire(fact.envelope.category)?,
+        originator: fact.envelope.agency_id.parse().ok()?,
+        handling_code: match fact.kind() {
+            Some(Kind::PoliceIntelligenceRecorded(i)) => Some(i.handling_code.clone()),
+            _ => None,
+        },
+    })
 }
 
 /// The policy's view of one stored fact for `principal`.

@@ -499,7 +499,7 @@ fn visibility(spec: &ViewSpec, facts: &[Fact], lanes: &[Lane]) -> Vec<Vec<Vec<Pe
             let Some(&lane) = lane_of.get(view.agency.as_str()) else {
                 continue;
             };
-            for entry in &view.entries {
+            for entry in views.entries(view.agency.as_str()) {
                 if let Some(&fact) = by_event.get(entry.event_id.as_str()) {
                     now.insert((lane, fact));
                 }
@@ -700,7 +700,11 @@ mod tests {
         for (i, entry) in c.facts.iter().enumerate() {
             for (l, periods) in c.lanes.iter().zip(&entry.visible) {
                 let now = views.agencies.iter().any(|a| {
-                    a.agency == l.agency && a.entries.iter().any(|e| e.event_id == facts[i].envelope.event_id)
+                    a.agency == l.agency
+                        && views
+                            .entries(&a.agency)
+                            .iter()
+                            .any(|e| e.event_id == facts[i].envelope.event_id)
                 });
                 assert_eq!(
                     now,
