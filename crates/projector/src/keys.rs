@@ -11,6 +11,7 @@
 //! | `Q` | stream 0 seq | quarantine record (JSON) |
 //! | `V` | child (16) | every agency's view of the child (`view::ChildViews`) |
 //! | `X` | stream 0 seq | children (16 each) whose facts the batch ending at seq changed: views to derive |
+//! | `L`, `W`, `B` | see `deadlines.rs` | a child's deadlines, the due index, breach records |
 
 use halcyon_schema::ChildId;
 

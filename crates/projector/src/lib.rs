@@ -6,6 +6,7 @@
 //! reasons, never dropped, and never stop the projector.
 #![forbid(unsafe_code)]
 
+pub mod deadlines;
 pub mod error;
 pub mod keys;
 pub mod quarantine;
@@ -14,6 +15,7 @@ pub mod state;
 pub mod store;
 pub mod view;
 
+pub use deadlines::{BreachNotice, DeadlineSpec, StoredDeadline};
 pub use error::ProjectorError;
 pub use quarantine::QuarantineRecord;
 pub use state::SharingState;

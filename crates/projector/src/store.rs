@@ -191,12 +191,14 @@ impl<'a> Overlay<'a> {
 #[derive(Debug)]
 pub struct Projector {
     /// One writer at a time: a batch reads what earlier batches wrote (event ids, identity links).
-    writer: std::sync::Mutex<()>,
+    pub(crate) writer: std::sync::Mutex<()>,
     db: sled::Db,
-    model: sled::Tree,
+    pub(crate) model: sled::Tree,
     positions: watch::Sender<BTreeMap<String, u64>>,
     /// When set, each batch re-derives the per-agency views of the children it touched.
     views: Option<ViewSpec>,
+    /// When set, deriving a child's views also derives its deadlines (`deadlines.rs`).
+    pub(crate) deadlines: Option<crate::deadlines::DeadlineSpec>,
 }
 
 impl Projector {
@@ -232,6 +234,7 @@ impl Projector {
             model,
             positions,
             views: None,
+            deadlines: None,
         })
     }
 
@@ -356,8 +359,10 @@ impl Projector {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let mut batch = sled::Batch::default();
+            let mut derived = crate::deadlines::Derived::default();
             for child in chunk {
                 let facts = self.facts(child)?;
+                self.derive_deadlines(&mut batch, child, &facts, &mut derived)?;
                 if facts.is_empty() {
                     batch.remove(keys::views(child));
                 } else {
@@ -365,6 +370,7 @@ impl Projector {
                 }
             }
             self.model.apply_batch(batch)?;
+            self.deadlines_derived(derived);
         }
         if !lists.is_empty() {
             let mut batch = sled::Batch::default();

@@ -1,0 +1,495 @@
+//! The deadline projection (DESIGN.md §5, DOMAIN.md §3): each child's statutory deadlines derived from its
+//! facts with `halcyon-timescales`, an index of the open ones by due time (so a node's timer finds the next
+//! one without scanning), and breach records.
+//!
+//! What is stored depends only on the facts and, for a breach still open, on whether the evaluation moment
+//! has passed its due time — never on when a node happened to notice: a rebuild evaluated at the same
+//! moment writes the same bytes.
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `L` | child (16) | every deadline the child's facts start, with how each ended (`ChildDeadlines`) |
+//! | `W` | due_ms (8) child (16) rule `/` event id | empty: an open deadline not yet recorded as breached |
+//! | `B` | child (16) rule `/` event id | a breach (`StoredDeadline`): closed late, or open past its due time |
+//!
+//! Known gaps in the rule table, not invented here: T19 starts when the authority becomes aware of a
+//! serious incident, which no event in the catalogue records (the rule is loaded but never starts); T13 is
+//! expiry-only (an emergency protection order lapses; it is never breached, so it is neither indexed nor
+//! recorded).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use halcyon_schema::ChildId;
+use halcyon_timescales::{Deadline, Occurrence, Resolution, Status, StopReason, Timescales, evaluate};
+use prost::Message;
+use tokio::sync::{broadcast, watch};
+
+use crate::error::ProjectorError;
+use crate::store::{Fact, Projector};
+
+pub const DEADLINES: u8 = b'L';
+pub const DUE: u8 = b'W';
+pub const BREACHES: u8 = b'B';
+
+/// Breach notices kept for a slow listener before it is told it fell behind.
+pub const NOTICES_BUFFERED_MAX: usize = 1024;
+
+/// A fact a deadline names, by reference.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct StoredFactRef {
+    #[prost(string, tag = "1")]
+    pub event_id: String,
+    #[prost(int64, tag = "2")]
+    pub at_ms: i64,
+    #[prost(string, tag = "3")]
+    pub event_type: String,
+    #[prost(string, tag = "4")]
+    pub agency_id: String,
+    #[prost(string, tag = "5")]
+    pub case_id: String,
+}
+
+/// How a deadline ended, as far as the facts say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
+#[repr(i32)]
+pub enum Ending {
+    /// No end event yet.
+    Running = 0,
+    /// The end event came (on time or late: compare `ended_by.at_ms` with `due_at_ms`).
+    Met = 1,
+    /// A stop event ended it.
+    Stopped = 2,
+    /// A further start of a restart rule replaced it.
+    Superseded = 3,
+    /// An expiry rule's clock (T13): it runs out, it is never breached.
+    Expiry = 4,
+}
+
+/// One deadline as the facts alone decide it.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct StoredDeadline {
+    #[prost(string, tag = "1")]
+    pub rule_id: String,
+    #[prost(message, optional, tag = "2")]
+    pub started_by: Option<StoredFactRef>,
+    /// The last millisecond on time.
+    #[prost(int64, tag = "3")]
+    pub due_at_ms: i64,
+    #[prost(bool, tag = "4")]
+    pub beyond_calendar: bool,
+    #[prost(enumeration = "Ending", tag = "5")]
+    pub ending: i32,
+    /// The fact that met or stopped it.
+    #[prost(message, optional, tag = "6")]
+    pub ended_by: Option<StoredFactRef>,
+}
+
+impl StoredDeadline {
+    /// `T01/<event id>`: the same deadline has the same key in every derivation.
+    pub fn key(&self) -> String {
+        format!(
+            "{}/{}",
+            self.rule_id,
+            self.started_by.as_ref().map_or("", |f| f.event_id.as_str())
+        )
+    }
+
+    pub fn owner(&self) -> &str {
+        self.started_by.as_ref().map_or("", |f| f.agency_id.as_str())
+    }
+
+    /// Still running (no end, not an expiry clock): the timer must watch its due time.
+    pub fn is_running(&self) -> bool {
+        self.ending() == Ending::Running
+    }
+
+    /// Ended by a fact after its due time: breached whatever the moment.
+    pub fn closed_late(&self) -> bool {
+        matches!(self.ending(), Ending::Met | Ending::Stopped | Ending::Superseded)
+            && self.ended_by.as_ref().is_some_and(|f| f.at_ms > self.due_at_ms)
+    }
+
+    /// Breached at `now_ms`: closed late, or still running past its due time.
+    pub fn breached_at(&self, now_ms: i64) -> bool {
+        self.closed_late() || (self.is_running() && now_ms > self.due_at_ms)
+    }
+}
+
+/// Every deadline of one child (value of an `L` key).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ChildDeadlines {
+    #[prost(message, repeated, tag = "1")]
+    pub deadlines: Vec<StoredDeadline>,
+}
+
+/// A breach recorded or changed: for a node to tell watchers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreachNotice {
+    pub child: ChildId,
+    pub deadline: StoredDeadline,
+}
+
+/// The timescales a projector derives deadlines with, and the channels that tell a node about them.
+#[derive(Debug)]
+pub struct DeadlineSpec {
+    pub timescales: Arc<Timescales>,
+    /// Bumped whenever the due index may have gained an earlier entry: the timer re-reads its next due time.
+    due_changed: watch::Sender<u64>,
+    /// Breaches as they are recorded (by the timer) or change (a late end event closes one).
+    notices: broadcast::Sender<BreachNotice>,
+}
+
+impl DeadlineSpec {
+    pub fn new(timescales: Arc<Timescales>) -> DeadlineSpec {
+        DeadlineSpec {
+            timescales,
+            due_changed: watch::channel(0).0,
+            notices: broadcast::channel(NOTICES_BUFFERED_MAX).0,
+        }
+    }
+
+    pub fn subscribe_due(&self) -> watch::Receiver<u64> {
+        self.due_changed.subscribe()
+    }
+
+    pub fn subscribe_notices(&self) -> broadcast::Receiver<BreachNotice> {
+        self.notices.subscribe()
+    }
+
+    pub(crate) fn due_changed(&self) {
+        self.due_changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub(crate) fn notify(&self, notices: Vec<BreachNotice>) {
+        for notice in notices {
+            // No receivers is fine: nobody is listening.
+            let _ = self.notices.send(notice);
+        }
+    }
+}
+
+/// The timescales' input from a child's stored facts.
+pub fn occurrences(facts: &[Fact]) -> Vec<Occurrence> {
+    facts
+        .iter()
+        .filter_map(|f| {
+            let kind = f.kind()?;
+            Some(Occurrence::from_event(
+                f.envelope.event_id.clone(),
+                f.occurred_ms(),
+                f.envelope.agency_id.clone(),
+                f.envelope.case_id.clone(),
+                kind,
+            ))
+        })
+        .collect()
+}
+
+/// Every deadline the facts start, as the facts alone decide them (evaluated after the last fact, so every
+/// end and stop the node holds counts; whether a running one is breached is the moment's question).
+pub fn derive(timescales: &Timescales, facts: &[Fact]) -> ChildDeadlines {
+    let evaluation = evaluate(timescales, &occurrences(facts), i64::MAX);
+    ChildDeadlines {
+        deadlines: evaluation.deadlines.iter().map(stored).collect(),
+    }
+}
+
+fn fact_ref(f: &halcyon_timescales::FactRef) -> StoredFactRef {
+    StoredFactRef {
+        event_id: f.event_id.clone(),
+        at_ms: f.at_ms,
+        event_type: f.event_type.clone(),
+        agency_id: f.agency_id.clone(),
+        case_id: f.case_id.clone(),
+    }
+}
+
+fn stop_ending(reason: StopReason) -> Ending {
+    match reason {
+        StopReason::StopEvent => Ending::Stopped,
+        StopReason::Superseded => Ending::Superseded,
+    }
+}
+
+fn stored(d: &Deadline) -> StoredDeadline {
+    let (ending, ended_by) = match &d.status {
+        // Evaluated at the end of time, a running clock reads as breached without a resolution (or, for an
+        // expiry rule, expired); open cannot occur but is the same thing.
+        Status::Open { .. } | Status::Breached { resolution: None, .. } => (Ending::Running, None),
+        Status::Expired => (Ending::Expiry, None),
+        Status::Met { by, .. }
+        | Status::Breached {
+            resolution: Some(Resolution::MetLate(by)),
+            ..
+        } => (Ending::Met, Some(fact_ref(by))),
+        Status::Stopped { by, reason }
+        | Status::Breached {
+            resolution: Some(Resolution::Stopped(by, reason)),
+            ..
+        } => (stop_ending(*reason), Some(fact_ref(by))),
+    };
+    StoredDeadline {
+        rule_id: d.rule.id.clone(),
+        started_by: Some(fact_ref(&d.started_by)),
+        due_at_ms: d.due_at_ms,
+        beyond_calendar: d.beyond_calendar,
+        ending: ending as i32,
+        ended_by,
+    }
+}
+
+/// Signed milliseconds mapped to an order-preserving unsigned big-endian value.
+fn ordered_i64(v: i64) -> [u8; 8] {
+    ((v as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn from_ordered(b: &[u8]) -> Option<i64> {
+    Some((u64::from_be_bytes(b.try_into().ok()?) ^ (1 << 63)) as i64)
+}
+
+pub fn deadlines_key(child: &ChildId) -> Vec<u8> {
+    let mut k = vec![DEADLINES];
+    k.extend_from_slice(child.as_bytes());
+    k
+}
+
+pub fn due_key(due_at_ms: i64, child: &ChildId, deadline_key: &str) -> Vec<u8> {
+    let mut k = vec![DUE];
+    k.extend_from_slice(&ordered_i64(due_at_ms));
+    k.extend_from_slice(child.as_bytes());
+    k.extend_from_slice(deadline_key.as_bytes());
+    k
+}
+
+/// (due ms, child, deadline key) of a `W` key.
+pub fn parse_due_key(k: &[u8]) -> Option<(i64, ChildId, String)> {
+    if k.len() < 25 || k[0] != DUE {
+        return None;
+    }
+    let due = from_ordered(&k[1..9])?;
+    let child = ChildId::from_bytes(k[9..25].try_into().ok()?);
+    Some((due, child, String::from_utf8_lossy(&k[25..]).into_owned()))
+}
+
+pub fn breaches_prefix(child: &ChildId) -> Vec<u8> {
+    let mut k = vec![BREACHES];
+    k.extend_from_slice(child.as_bytes());
+    k
+}
+
+pub fn breach_key(child: &ChildId, deadline_key: &str) -> Vec<u8> {
+    let mut k = breaches_prefix(child);
+    k.extend_from_slice(deadline_key.as_bytes());
+    k
+}
+
+/// Adds to `batch` the writes that make `child`'s deadlines those of `facts`: its `L` record, its `W`
+/// entries (running, not yet recorded as breached) and its `B` records (closed late; running ones the
+/// timer already recorded stay). Returns breaches that are new or changed, for notices, and whether an
+/// index entry was added.
+pub(crate) fn rederive(
+    tree: &sled::Tree,
+    batch: &mut sled::Batch,
+    timescales: &Timescales,
+    child: &ChildId,
+    facts: &[Fact],
+) -> Result<(Vec<BreachNotice>, bool), ProjectorError> {
+    let key = deadlines_key(child);
+    if let Some(old) = tree.get(&key)? {
+        let old = ChildDeadlines::decode(old.as_ref()).map_err(|e| corrupt(&key, e))?;
+        for d in old.deadlines.iter().filter(|d| d.is_running()) {
+            batch.remove(due_key(d.due_at_ms, child, &d.key()));
+        }
+    }
+    let mut recorded = std::collections::BTreeMap::new();
+    for kv in tree.scan_prefix(breaches_prefix(child)) {
+        let (k, v) = kv?;
+        let old = StoredDeadline::decode(v.as_ref()).map_err(|e| corrupt(&k, e))?;
+        recorded.insert(k.to_vec(), old);
+    }
+    let new = if facts.is_empty() {
+        ChildDeadlines::default()
+    } else {
+        derive(timescales, facts)
+    };
+    let mut notices = Vec::new();
+    let mut indexed = false;
+    let mut kept = BTreeSet::new();
+    for d in &new.deadlines {
+        let bkey = breach_key(child, &d.key());
+        let previous = recorded.get(&bkey);
+        if d.closed_late() || (d.is_running() && previous.is_some()) {
+            kept.insert(bkey.clone());
+            if previous != Some(d) {
+                batch.insert(bkey, d.encode_to_vec());
+                notices.push(BreachNotice {
+                    child: *child,
+                    deadline: d.clone(),
+                });
+            }
+        } else if d.is_running() {
+            batch.insert(due_key(d.due_at_ms, child, &d.key()), Vec::<u8>::new());
+            indexed = true;
+        }
+    }
+    for k in recorded.keys().filter(|k| !kept.contains(*k)) {
+        batch.remove(k.clone());
+    }
+    if new.deadlines.is_empty() {
+        batch.remove(key);
+    } else {
+        batch.insert(key, new.encode_to_vec());
+    }
+    Ok((notices, indexed))
+}
+
+/// What deriving a chunk of children's deadlines found, acted on once the chunk is written.
+#[derive(Debug, Default)]
+pub(crate) struct Derived {
+    notices: Vec<BreachNotice>,
+    indexed: bool,
+}
+
+/// Breaches the timer records in one sled batch at most.
+pub const RECORD_BATCH_MAX: usize = 1000;
+
+impl Projector {
+    /// Derives and stores each child's deadlines with `spec` whenever its views are derived.
+    pub fn with_deadlines(mut self, spec: DeadlineSpec) -> Self {
+        self.deadlines = Some(spec);
+        self
+    }
+
+    /// The deadline spec, when this projector derives deadlines.
+    pub fn deadline_spec(&self) -> Option<&DeadlineSpec> {
+        self.deadlines.as_ref()
+    }
+
+    /// Called by `derive_views` for each child of a chunk (under the writer lock).
+    pub(crate) fn derive_deadlines(
+        &self,
+        batch: &mut sled::Batch,
+        child: &ChildId,
+        facts: &[Fact],
+        derived: &mut Derived,
+    ) -> Result<(), ProjectorError> {
+        let Some(spec) = &self.deadlines else {
+            return Ok(());
+        };
+        let (notices, indexed) = rederive(&self.model, batch, &spec.timescales, child, facts)?;
+        derived.notices.extend(notices);
+        derived.indexed |= indexed;
+        Ok(())
+    }
+
+    /// Called by `derive_views` once a chunk is written.
+    pub(crate) fn deadlines_derived(&self, derived: Derived) {
+        if let Some(spec) = &self.deadlines {
+            if derived.indexed {
+                spec.due_changed();
+            }
+            spec.notify(derived.notices);
+        }
+    }
+
+    /// The earliest due time of a running deadline not yet recorded as breached.
+    pub fn next_due_ms(&self) -> Result<Option<i64>, ProjectorError> {
+        match self.model.scan_prefix([DUE]).next().transpose()? {
+            None => Ok(None),
+            Some((k, _)) => Ok(Some(
+                parse_due_key(&k).ok_or_else(|| corrupt(&k, "a bad due key"))?.0,
+            )),
+        }
+    }
+
+    /// Records as breaches the running deadlines due before `now_ms` (at most `RECORD_BATCH_MAX` per call;
+    /// call again while it returns that many), removes them from the due index, and returns them (also sent
+    /// to the notice listeners). A node that was down records on start every breach it missed; the record
+    /// is the same whenever it is written.
+    pub fn record_breaches(&self, now_ms: i64) -> Result<Vec<BreachNotice>, ProjectorError> {
+        let _writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut batch = sled::Batch::default();
+        let mut notices = Vec::new();
+        for kv in self.model.scan_prefix([DUE]).take(RECORD_BATCH_MAX) {
+            let (k, _) = kv?;
+            let (due_ms, child, deadline_key) =
+                parse_due_key(&k).ok_or_else(|| corrupt(&k, "a bad due key"))?;
+            if due_ms >= now_ms {
+                break;
+            }
+            batch.remove(k.to_vec());
+            let Some(deadline) = self
+                .deadlines_of(&child)?
+                .deadlines
+                .into_iter()
+                .find(|d| d.key() == deadline_key && d.is_running())
+            else {
+                continue; // an index entry outlived its deadline: drop it
+            };
+            batch.insert(breach_key(&child, &deadline_key), deadline.encode_to_vec());
+            notices.push(BreachNotice { child, deadline });
+        }
+        self.model.apply_batch(batch)?;
+        if let Some(spec) = &self.deadlines {
+            spec.notify(notices.clone());
+        }
+        Ok(notices)
+    }
+
+    /// Every deadline of `child`, as its facts decide them.
+    pub fn deadlines_of(&self, child: &ChildId) -> Result<ChildDeadlines, ProjectorError> {
+        let key = deadlines_key(child);
+        match self.model.get(&key)? {
+            None => Ok(ChildDeadlines::default()),
+            Some(v) => ChildDeadlines::decode(v.as_ref()).map_err(|e| corrupt(&key, e)),
+        }
+    }
+
+    /// Every recorded breach, in (child, rule, start event) order; only `child`'s when given.
+    pub fn breaches(&self, child: Option<&ChildId>) -> Result<Vec<BreachNotice>, ProjectorError> {
+        let prefix = child.map_or_else(|| vec![BREACHES], breaches_prefix);
+        let mut out = Vec::new();
+        for kv in self.model.scan_prefix(prefix) {
+            let (k, v) = kv?;
+            if k.len() < 17 {
+                return Err(corrupt(&k, "a short breach key"));
+            }
+            let child = ChildId::from_bytes(k[1..17].try_into().expect("16 bytes"));
+            let deadline = StoredDeadline::decode(v.as_ref()).map_err(|e| corrupt(&k, e))?;
+            out.push(BreachNotice { child, deadline });
+        }
+        Ok(out)
+    }
+}
+
+pub(crate) fn corrupt(key: &[u8], e: impl std::fmt::Display) -> ProjectorError {
+    ProjectorError::Corrupt {
+        key: hex::encode(key),
+        reason: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_keys_sort_by_due_time_and_parse_back() {
+        let c = ChildId::from_bytes([3; 16]);
+        let mut keys = [
+            due_key(10, &c, "T02/e"),
+            due_key(-5, &c, "T01/e"),
+            due_key(1_800_000_000_000, &c, "T03/e"),
+        ];
+        keys.sort();
+        assert_eq!(parse_due_key(&keys[0]), Some((-5, c, "T01/e".into())));
+        assert_eq!(
+            parse_due_key(&keys[2]),
+            Some((1_800_000_000_000, c, "T03/e".into()))
+        );
+    }
+}
