@@ -235,12 +235,13 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         || args.projection_events == 0
         || args.rebuild_events == 0
         || args.replay_events == 0
+        || args.verify_events == 0
         || args.query_ms == 0
         || args.query_children == 0
     {
         return Err(crate::config_error(anyhow::anyhow!(
             "--rounds, --events, --durable-events, --window, --projection-events, --rebuild-events, \
-             --query-ms and --query-children must be at least 1"
+             --replay-events, --verify-events, --query-ms and --query-children must be at least 1"
         )));
     }
     let mut report = Report::default();
@@ -399,7 +400,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
             window: args.window,
             rounds: args.rounds,
         }
-        .rows(&mut report, args.verify_events.max(1))
+        .rows(&mut report, args.verify_events)
         .await?;
     }
 
