@@ -35,4 +35,8 @@ pub struct NodeConfig {
     /// Tamper evidence: keep every agency stream's hash chain and sign its checkpoints with this key
     /// (`crate::chain`). `None`: this node keeps no chain.
     pub checkpoints: Option<crate::chain::ChainConfig>,
+    /// The statutory timescales deadlines are derived with (`deploy/timescales/`).
+    pub timescales: std::sync::Arc<halcyon_timescales::Timescales>,
+    /// What the deadline timer reads: the system clock, or one a test sets.
+    pub clock: crate::clock::Clock,
 }

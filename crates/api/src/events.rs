@@ -19,6 +19,12 @@ pub enum NodeEvent {
         owner: AgencyId,
         notification: pb::AccessNotification,
     },
+    /// A breach of a statutory deadline recorded (the clock passed it) or closed late, noticed at `at_ms`
+    /// on the node's clock (`crate::deadlines`).
+    Breach {
+        notice: Arc<halcyon_projector::BreachNotice>,
+        at_ms: i64,
+    },
 }
 
 pub type Events = broadcast::Sender<NodeEvent>;

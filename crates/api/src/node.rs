@@ -114,7 +114,11 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| NodeError::Config(format!("data dir {}: {e}", config.data_dir.display())))?;
         let spec = halcyon_projector::ViewSpec::new(Arc::new(config.policy.clone()), &config.agencies);
-        let projector = Arc::new(open_read_models(&dir)?.with_views(spec));
+        let projector = Arc::new(
+            open_read_models(&dir)?
+                .with_views(spec)
+                .with_deadlines(crate::deadlines::spec(config.timescales.clone())),
+        );
         let lag: Lag = Arc::new(Mutex::new(Default::default()));
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
@@ -145,6 +149,15 @@ impl Node {
             ingest::derive_views(projector.clone(), shutdown.clone())
                 .instrument(tracing::info_span!("views")),
         ));
+        tasks.push(tokio::spawn(
+            crate::deadlines::run(
+                projector.clone(),
+                config.clock.clone(),
+                events.clone(),
+                shutdown.clone(),
+            )
+            .instrument(tracing::info_span!("deadlines")),
+        ));
 
         let query = Query {
             projector: projector.clone(),
@@ -167,6 +180,10 @@ impl Node {
             admission: Arc::new(tokio::sync::Semaphore::new(config.concurrency_max)),
         };
         let query_for_audit = query.clone();
+        let deadlines = crate::deadlines::Deadlines {
+            query: query.clone(),
+            clock: config.clock.clone(),
+        };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| NodeError::Listen {
@@ -221,6 +238,11 @@ impl Node {
                 )
                 .max_decoding_message_size(REQUEST_BYTES_MAX)
                 .max_encoding_message_size(RESPONSE_BYTES_MAX),
+            )
+            .add_service(
+                halcyon_schema::pb::deadline_service_server::DeadlineServiceServer::new(deadlines)
+                    .max_decoding_message_size(REQUEST_BYTES_MAX)
+                    .max_encoding_message_size(RESPONSE_BYTES_MAX),
             )
             .add_optional_service(reflection);
         let stop = shutdown.clone();

@@ -612,6 +612,13 @@ impl QueryService for Query {
                         ]
                     }
                     Ok(NodeEvent::Access { .. }) => continue,
+                    Ok(NodeEvent::Breach { notice, at_ms }) => {
+                        match crate::deadlines::watched_breach(&this, &caller, &ctx, &notice, at_ms).await {
+                            Ok(Some(event)) => vec![Ok(event)],
+                            Ok(None) => continue,
+                            Err(e) => vec![Err(Status::from(e))],
+                        }
+                    }
                     Err(RecvError::Lagged(n)) => vec![Err(Status::resource_exhausted(format!(
                         "this watch fell {n} events behind; read the views again and watch anew"
                     )))],

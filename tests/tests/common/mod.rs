@@ -40,6 +40,8 @@ pub fn node_config(nats: &NatsServer, data_dir: &std::path::Path) -> NodeConfig 
         lag_max: 10_000,
         tls: None,
         checkpoints: Some(dev_chain()),
+        timescales: halcyon_api::deadlines::england(),
+        clock: halcyon_api::clock::Clock::system(),
     }
 }
 

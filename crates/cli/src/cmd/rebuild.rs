@@ -75,7 +75,11 @@ pub async fn rebuild(args: RebuildArgs) -> Result<(), Failure> {
     let fresh = args
         .data_dir
         .join(format!("read-models.rebuild-{}", halcyon_api::query::now_ms()));
-    let projector = Arc::new(Projector::open(&fresh)?.with_views(spec));
+    let projector = Arc::new(
+        Projector::open(&fresh)?
+            .with_views(spec)
+            .with_deadlines(halcyon_api::deadlines::spec(halcyon_api::deadlines::england())),
+    );
     let client =
         halcyon_bus::connect(&args.nats.nats_url, &args.nats.credentials(), "halcyon rebuild").await?;
     let js = async_nats::jetstream::new(client);
@@ -119,13 +123,16 @@ pub fn export(args: ExportArgs) -> Result<(), Failure> {
     let spec = open_spec(&args.agencies, &args.policy)?;
     let projector = Projector::open(&dir)
         .map_err(|e| anyhow!("{e} (is a node still running? stop it first)"))?
-        .with_views(spec);
+        .with_views(spec)
+        .with_deadlines(halcyon_api::deadlines::spec(halcyon_api::deadlines::england()));
     // A node stopped (or killed) before deriving its last views leaves markers; derive them first, so the
     // dump depends only on the events applied.
     let derived = projector.derive_all_views()?;
     if derived > 0 {
         eprintln!("derived the views of {derived} children the node had not derived yet");
     }
+    // Deadlines are evaluated now, as a running node's timer would: breaches due before now are recorded.
+    halcyon_api::deadlines::record_all(&projector, halcyon_api::query::now_ms())?;
     let mut out: Box<dyn Write> = match &args.out {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| path.display().to_string())?,

@@ -230,6 +230,8 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
             }
         },
         checkpoints,
+        timescales: halcyon_api::deadlines::england(),
+        clock: halcyon_api::clock::Clock::system(),
     })
 }
 

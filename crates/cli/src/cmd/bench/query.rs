@@ -170,6 +170,8 @@ impl Queries<'_> {
             lag_max: 10_000,
             tls: None,
             checkpoints: None,
+            timescales: halcyon_api::deadlines::england(),
+            clock: halcyon_api::clock::Clock::system(),
         })
     }
 }

@@ -1,0 +1,346 @@
+//! Statutory deadlines on a node (DESIGN.md §5): the timer that records breaches when the clock passes a
+//! deadline's due time (and, on start, those missed while the node was down), breach notices on the watch
+//! stream, and `DeadlineService.ListBreaches`. Every breach shown names its start fact by reference and is
+//! shown only to a caller the policy lets see that fact (the owning agency, or one entitled to it), after
+//! an access record is written.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use halcyon_projector::deadlines::{Ending, RECORD_BATCH_MAX, StoredDeadline, StoredFactRef, occurrences};
+use halcyon_projector::read::ChildFacts;
+use halcyon_projector::{BreachNotice, DeadlineSpec, Projector, ProjectorError};
+use halcyon_schema::convert::timestamp_from_millis;
+use halcyon_schema::pb::{self, deadline_service_server::DeadlineService};
+use halcyon_schema::{Category, ChildId};
+use halcyon_timescales::{Status, Timescales, evaluate};
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status as GrpcStatus};
+
+use crate::auth::Caller;
+use crate::clock::Clock;
+use crate::error::ApiError;
+use crate::events::{Events, NodeEvent};
+use crate::query::{Context, Query};
+use crate::view::{Disclosure, view_of};
+
+/// After a failure to read or write the read models, the timer tries again this much later.
+pub const RETRY_MS: i64 = 5_000;
+
+/// England's statutory timescales on the England and Wales bank-holiday calendar (the shipped files under
+/// `deploy/timescales/`).
+pub fn england() -> Arc<Timescales> {
+    Arc::new(Timescales::england())
+}
+
+/// The deadline spec a node (or a rebuild, or an export) derives with.
+pub fn spec(timescales: Arc<Timescales>) -> DeadlineSpec {
+    DeadlineSpec::new(timescales)
+}
+
+/// Records every breach due before `now_ms` (a rebuild or an export evaluates at the moment it runs, as the
+/// node's timer does); returns how many it recorded.
+pub fn record_all(projector: &Projector, now_ms: i64) -> Result<usize, ProjectorError> {
+    let mut total = 0;
+    loop {
+        let n = projector.record_breaches(now_ms)?.len();
+        total += n;
+        if n < RECORD_BATCH_MAX {
+            return Ok(total);
+        }
+    }
+}
+
+/// Runs until `shutdown`: records breaches as the clock passes their due times — at start those missed
+/// while the node was down, then at each next due time, re-reading it whenever a derivation indexes a new
+/// deadline — and tells watchers of every breach recorded or closed.
+pub async fn run(projector: Arc<Projector>, clock: Clock, events: Events, shutdown: CancellationToken) {
+    let Some(spec) = projector.deadline_spec() else {
+        return;
+    };
+    let mut due = spec.subscribe_due();
+    let mut notices = spec.subscribe_notices();
+    loop {
+        let (p, now_ms) = (projector.clone(), clock.now_ms());
+        let recorded = tokio::task::spawn_blocking(move || {
+            let n = record_all(&p, now_ms)?;
+            Ok::<_, ProjectorError>((n, p.next_due_ms()?))
+        })
+        .await;
+        let next_ms = match recorded {
+            Ok(Ok((n, next))) => {
+                if n > 0 {
+                    tracing::info!(breaches = n, "deadlines passed");
+                }
+                next.map(|due_ms| due_ms.saturating_add(1))
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "recording breaches failed; will retry");
+                Some(now_ms.saturating_add(RETRY_MS))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the deadline timer panicked; will retry");
+                Some(now_ms.saturating_add(RETRY_MS))
+            }
+        };
+        let wake = async {
+            match next_ms {
+                Some(at_ms) => clock.sleep_until(at_ms).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(wake);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = &mut wake => break,
+                changed = due.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    break;
+                }
+                notice = notices.recv() => match notice {
+                    Ok(notice) => {
+                        // No receivers is fine: nobody is watching.
+                        let _ = events.send(NodeEvent::Breach {
+                            notice: Arc::new(notice),
+                            at_ms: clock.now_ms(),
+                        });
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "breach notices dropped for watchers; the records stand");
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+}
+
+fn fact_ref(f: &StoredFactRef) -> pb::FactReference {
+    pb::FactReference {
+        event_id: f.event_id.clone(),
+        event_type: f.event_type.clone(),
+        agency_id: f.agency_id.clone(),
+        case_id: f.case_id.clone(),
+        occurred_at: Some(timestamp_from_millis(f.at_ms)),
+    }
+}
+
+fn resolution(d: &StoredDeadline) -> pb::BreachResolution {
+    match d.ending() {
+        Ending::Running | Ending::Expiry => pb::BreachResolution::Open,
+        Ending::Met => pb::BreachResolution::MetLate,
+        Ending::Stopped => pb::BreachResolution::Stopped,
+        Ending::Superseded => pb::BreachResolution::Superseded,
+    }
+}
+
+/// A breach as shown at `at_ms`: how late is measured to the resolving fact, or to `at_ms` while open.
+fn breach_pb(
+    timescales: &Timescales,
+    child: ChildId,
+    d: &StoredDeadline,
+    occurrences: &[halcyon_timescales::Occurrence],
+    at_ms: i64,
+    show_resolver: bool,
+) -> pb::DeadlineBreach {
+    let rule = timescales.rules().get(&d.rule_id);
+    let end_ms = d.ended_by.as_ref().map(|f| f.at_ms);
+    let moment = end_ms.map_or(at_ms, |end| end.max(at_ms));
+    let evaluation = evaluate(timescales, occurrences, moment);
+    let key = d.key();
+    let late = evaluation
+        .deadlines
+        .iter()
+        .find(|e| e.key() == key)
+        .and_then(|e| match &e.status {
+            Status::Breached { late, .. } => Some(*late),
+            _ => None,
+        });
+    let (late_ms, late_units, late_text) = match late {
+        Some(m) => (m.ms, m.units, m.to_string()),
+        None => ((end_ms.unwrap_or(at_ms) - d.due_at_ms).max(0), 0, String::new()),
+    };
+    pb::DeadlineBreach {
+        child_id: child.to_string(),
+        rule_id: d.rule_id.clone(),
+        rule_name: rule.map(|r| r.name.clone()).unwrap_or_default(),
+        limit: rule.map(|r| r.limit_text()).unwrap_or_default(),
+        started_by: d.started_by.as_ref().map(fact_ref),
+        due_at: Some(timestamp_from_millis(d.due_at_ms)),
+        late_ms,
+        late_units,
+        late: late_text,
+        resolution: resolution(d) as i32,
+        resolved_by: d.ended_by.as_ref().filter(|_| show_resolver).map(fact_ref),
+        beyond_calendar: d.beyond_calendar,
+        evaluated_at: Some(timestamp_from_millis(at_ms)),
+    }
+}
+
+/// The breaches of one child that `caller` may know of: each only if the policy lets the caller see the
+/// fact that started it (the resolving fact is named only if it may see that too). One access record
+/// covering them is written before they are returned.
+pub async fn disclosed(
+    query: &Query,
+    caller: &Caller,
+    ctx: &Context,
+    method: &str,
+    child: ChildId,
+    deadlines: &[StoredDeadline],
+    at_ms: i64,
+) -> Result<Vec<pb::DeadlineBreach>, ApiError> {
+    let Some(spec) = query.projector.deadline_spec() else {
+        return Ok(Vec::new());
+    };
+    let projector = query.projector.clone();
+    let facts = tokio::task::spawn_blocking(move || projector.facts(&child))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let occurrences = occurrences(&facts);
+    let facts = ChildFacts::new(facts);
+    let (view, _) = view_of(
+        &query.policy,
+        &caller.principal,
+        ctx.purpose,
+        None,
+        child,
+        &facts,
+        0..facts.facts.len(),
+        crate::query::now_ms(),
+    );
+    let visible: BTreeMap<&str, &pb::VisibleFact> =
+        view.facts.iter().map(|f| (f.event_id.as_str(), f)).collect();
+    let mut disclosure = Disclosure::default();
+    let mut shown = Vec::new();
+    for d in deadlines {
+        let Some(start) = d
+            .started_by
+            .as_ref()
+            .and_then(|f| visible.get(f.event_id.as_str()))
+        else {
+            continue;
+        };
+        let resolver = d.ended_by.as_ref().and_then(|f| visible.get(f.event_id.as_str()));
+        for f in std::iter::once(start).chain(resolver) {
+            if let Some(category) = Category::from_wire(f.category) {
+                disclosure.categories_disclosed.insert(category);
+            }
+            disclosure.rules.insert(f.rule.clone());
+        }
+        disclosure.facts_disclosed += 1;
+        shown.push(breach_pb(
+            &spec.timescales,
+            child,
+            d,
+            &occurrences,
+            at_ms,
+            resolver.is_some(),
+        ));
+    }
+    if shown.is_empty() {
+        return Ok(shown);
+    }
+    query
+        .record_access(
+            caller,
+            ctx,
+            method,
+            Some(child),
+            &disclosure,
+            pb::AccessOutcome::Permitted,
+        )
+        .await?;
+    Ok(shown)
+}
+
+/// The watch event `caller` receives for a breach notice, if any.
+pub async fn watched_breach(
+    query: &Query,
+    caller: &Caller,
+    ctx: &Context,
+    notice: &BreachNotice,
+    at_ms: i64,
+) -> Result<Option<pb::WatchEvent>, ApiError> {
+    let shown = disclosed(
+        query,
+        caller,
+        ctx,
+        "Watch",
+        notice.child,
+        std::slice::from_ref(&notice.deadline),
+        at_ms,
+    )
+    .await?;
+    Ok(shown.into_iter().next().map(|breach| pb::WatchEvent {
+        child_id: notice.child.to_string(),
+        kind: Some(pb::watch_event::Kind::Breach(breach)),
+    }))
+}
+
+/// `DeadlineService`: breaches for the agencies entitled to them.
+#[derive(Debug, Clone)]
+pub struct Deadlines {
+    pub query: Query,
+    /// The moment lateness is measured at (the node's clock).
+    pub clock: Clock,
+}
+
+#[tonic::async_trait]
+impl DeadlineService for Deadlines {
+    async fn list_breaches(
+        &self,
+        request: Request<pb::ListBreachesRequest>,
+    ) -> Result<Response<pb::ListBreachesResponse>, GrpcStatus> {
+        let caller = self.query.auth.authenticate(&request)?;
+        let req = request.into_inner();
+        let ctx = self.query.checked_context(req.context.as_ref()).await?;
+        if ctx.break_glass.is_some() {
+            return Err(ApiError::Invalid(
+                "break-glass is for a single child's view, not a list of breaches".into(),
+            )
+            .into());
+        }
+        let child: Option<ChildId> = match req.child_id.trim() {
+            "" => None,
+            raw => Some(
+                raw.parse()
+                    .map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))?,
+            ),
+        };
+        let projector = self.query.projector.clone();
+        let all = tokio::task::spawn_blocking(move || projector.breaches(child.as_ref()))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(ApiError::from)?;
+        let mut by_child: BTreeMap<ChildId, Vec<StoredDeadline>> = BTreeMap::new();
+        for n in all {
+            if !req.open_only || n.deadline.is_running() {
+                by_child.entry(n.child).or_default().push(n.deadline);
+            }
+        }
+        let at_ms = self.clock.now_ms();
+        let mut breaches = Vec::new();
+        for (child, deadlines) in by_child {
+            breaches.extend(
+                disclosed(
+                    &self.query,
+                    &caller,
+                    &ctx,
+                    "ListBreaches",
+                    child,
+                    &deadlines,
+                    at_ms,
+                )
+                .await?,
+            );
+        }
+        Ok(Response::new(pb::ListBreachesResponse {
+            breaches,
+            evaluated_at: Some(timestamp_from_millis(at_ms)),
+        }))
+    }
+}
