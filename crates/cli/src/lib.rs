@@ -39,6 +39,8 @@ enum Command {
     Export(cmd::rebuild::ExportArgs),
     /// List quarantined events and why they were not projected.
     Quarantine(cmd::quarantine::Args),
+    /// Breaches of statutory timescales the calling agency may know of (`--watch` to follow new ones).
+    Deadlines(cmd::deadlines::Args),
     /// Provision or reconcile the agency streams and the AUDIT stream.
     Streams(cmd::streams::Args),
     /// Check and explain the sharing policy.
@@ -103,6 +105,7 @@ pub fn main() -> ExitCode {
             Command::Flag(args) => cmd::child::flag(args).await,
             Command::Streams(args) => cmd::streams::run(args).await,
             Command::Quarantine(args) => cmd::quarantine::run(args).await,
+            Command::Deadlines(args) => cmd::deadlines::run(args).await,
             Command::Rebuild(args) => cmd::rebuild::rebuild(args).await,
             Command::Export(args) => cmd::rebuild::export(args),
             Command::Policy(command) => cmd::policy::run(command),

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod bench;
 pub mod child;
 pub mod common;
+pub mod deadlines;
 pub mod policy;
 pub mod publish;
 pub mod quarantine;

@@ -1,0 +1,185 @@
+//! `halcyon deadlines`: breaches of statutory timescales the calling agency may know of — its own, and
+//! those whose start fact the sharing policy lets it see — with the rule, the start fact, the due time and
+//! how late; `--watch` then follows new breaches and late closures as the node notices them.
+
+use anyhow::anyhow;
+use futures::StreamExt;
+use halcyon_schema::convert::format_timestamp;
+use halcyon_schema::pb::{self, deadline_service_client::DeadlineServiceClient};
+
+use super::common::{ApiArgs, refused};
+use crate::Failure;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    api: ApiArgs,
+    /// Only this child's breaches (its child id).
+    #[arg(long)]
+    child: Option<String>,
+    /// Only breaches still open.
+    #[arg(long)]
+    open: bool,
+    /// Why you are asking: safeguarding, direct_care, law_enforcement, statutory_review, audit.
+    #[arg(long, default_value = "safeguarding")]
+    purpose: halcyon_policy::Purpose,
+    /// Then follow the node's watch stream and print each breach as it is noticed (until interrupted).
+    #[arg(long)]
+    watch: bool,
+    /// JSON lines instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn context(purpose: halcyon_policy::Purpose) -> pb::RequestContext {
+    pb::RequestContext {
+        purpose: purpose.to_pb() as i32,
+        ..Default::default()
+    }
+}
+
+/// One line: `T01 referral decision (1 working day) child … started by ReferralReceived … due …: …`.
+pub fn line(b: &pb::DeadlineBreach) -> String {
+    let start = b.started_by.clone().unwrap_or_default();
+    let at =
+        |t: &Option<halcyon_schema::convert::Timestamp>| t.as_ref().map(format_timestamp).unwrap_or_default();
+    let state = match b.resolution() {
+        pb::BreachResolution::MetLate => "met late",
+        pb::BreachResolution::Stopped => "stopped late",
+        pb::BreachResolution::Superseded => "superseded late",
+        _ => "open",
+    };
+    let mut out = format!(
+        "{} {} ({}) child {} started by {} {} ({}, case {}) at {}, due {}: {state}, {} late",
+        b.rule_id,
+        b.rule_name,
+        b.limit,
+        b.child_id,
+        start.event_type,
+        start.event_id,
+        start.agency_id,
+        start.case_id,
+        at(&start.occurred_at),
+        at(&b.due_at),
+        if b.late.is_empty() {
+            format!("{} ms", b.late_ms)
+        } else {
+            b.late.clone()
+        },
+    );
+    if let Some(by) = &b.resolved_by {
+        out.push_str(&format!(
+            " (by {} {} at {})",
+            by.event_type,
+            by.event_id,
+            at(&by.occurred_at)
+        ));
+    }
+    if b.beyond_calendar {
+        out.push_str(" [beyond the bank-holiday calendar]");
+    }
+    out
+}
+
+fn print(b: &pb::DeadlineBreach, json: bool) -> Result<(), Failure> {
+    if json {
+        println!("{}", serde_json::to_string(b)?);
+    } else {
+        println!("{}", line(b));
+    }
+    Ok(())
+}
+
+pub async fn run(args: Args) -> Result<(), Failure> {
+    let mut client = DeadlineServiceClient::connect(args.api.api.clone())
+        .await
+        .map_err(|e| anyhow!("cannot reach the halcyon node at {}: {e}", args.api.api))?;
+    let request = args.api.request(pb::ListBreachesRequest {
+        context: Some(context(args.purpose)),
+        child_id: args.child.clone().unwrap_or_default(),
+        open_only: args.open,
+    })?;
+    let listed = client.list_breaches(request).await.map_err(refused)?.into_inner();
+    if !args.json {
+        let at = listed
+            .evaluated_at
+            .as_ref()
+            .map(format_timestamp)
+            .unwrap_or_default();
+        println!("{} breach(es) as of {at}", listed.breaches.len());
+    }
+    for b in &listed.breaches {
+        print(b, args.json)?;
+    }
+    if !args.watch {
+        return Ok(());
+    }
+    let mut watch = args
+        .api
+        .client()
+        .await?
+        .watch(args.api.request(pb::WatchRequest {
+            context: Some(context(args.purpose)),
+        })?)
+        .await
+        .map_err(refused)?
+        .into_inner();
+    while let Some(event) = watch.next().await {
+        let event = event.map_err(refused)?;
+        if let Some(pb::watch_event::Kind::Breach(b)) = event.kind {
+            let wanted = args.child.as_ref().is_none_or(|c| *c == b.child_id)
+                && (!args.open || b.resolution() == pb::BreachResolution::Open);
+            if wanted {
+                print(&b, args.json)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use halcyon_schema::convert::timestamp_from_millis;
+
+    use super::*;
+
+    #[test]
+    fn a_breach_reads_as_rule_start_fact_due_time_and_lateness() {
+        let breach = pb::DeadlineBreach {
+            child_id: "c-1".into(),
+            rule_id: "T01".into(),
+            rule_name: "referral decision".into(),
+            limit: "1 working day".into(),
+            started_by: Some(pb::FactReference {
+                event_id: "e-1".into(),
+                event_type: "ReferralReceived".into(),
+                agency_id: "csc-rotherham".into(),
+                case_id: "CASE-8".into(),
+                occurred_at: Some(timestamp_from_millis(1_772_445_600_000)),
+            }),
+            due_at: Some(timestamp_from_millis(1_772_582_399_999)),
+            late_ms: 122_400_001,
+            late_units: 2,
+            late: "2 working days (1 d 10 h)".into(),
+            resolution: pb::BreachResolution::MetLate as i32,
+            resolved_by: Some(pb::FactReference {
+                event_id: "e-2".into(),
+                event_type: "ReferralDecisionRecorded".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let text = line(&breach);
+        assert!(
+            text.starts_with(
+                "T01 referral decision (1 working day) child c-1 started by ReferralReceived e-1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("met late, 2 working days (1 d 10 h) late (by ReferralDecisionRecorded e-2"),
+            "{text}"
+        );
+        assert!(text.contains("due 2026-03-03T23:59:59"), "{text}");
+    }
+}
