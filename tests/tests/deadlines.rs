@@ -219,3 +219,67 @@ async fn issue_8_an_undecided_referral_breaches_t01_on_the_timer_and_a_late_deci
     );
     assert_eq!(live, rebuilt);
 }
+
+/// Polls (bounded) until `ready` holds.
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut ready: impl FnMut() -> F) {
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while !ready().await {
+        assert!(std::time::Instant::now() < until, "{what} within 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_8_a_restarted_node_records_the_breaches_it_missed_while_down() {
+    let nats = NatsServer::start_with_auth();
+    let data = tempfile::tempdir().unwrap();
+    let config = |clock: &Clock| NodeConfig {
+        clock: clock.clone(),
+        ..common::node_config(&nats, data.path())
+    };
+    let monday = Clock::manual(MONDAY_10H + 3_600_000);
+    let node = Node::start(config(&monday)).await.expect("node starts");
+    let referral = envelope(
+        MONDAY_10H,
+        Kind::ReferralReceived(pb::ReferralReceived {
+            referrer: Some(pb::ReferrerDetails {
+                source_code: "2A".into(),
+                ..Default::default()
+            }),
+            summary: "school reports bruising".into(),
+        }),
+    );
+    common::publish_as_agencies(&nats.url(), std::slice::from_ref(&referral)).await;
+    let projector = node.projector.clone();
+    eventually("the referral's deadlines scheduled", || {
+        let p = projector.clone();
+        async move { p.next_due_ms().unwrap() == Some(TUESDAY_END) }
+    })
+    .await;
+    assert!(projector.breaches(None).unwrap().is_empty());
+    drop(projector);
+    node.stop(Duration::from_secs(5)).await;
+
+    // The node is down over Tuesday's due time; it comes back on Thursday.
+    let node = Node::start(config(&Clock::manual(THURSDAY_10H)))
+        .await
+        .expect("node restarts");
+    // Polled (bounded): the breaches are recorded at start, before any watch could be opened.
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    let listed = loop {
+        let listed = list(&node, CSC).await;
+        if listed.len() == 2 {
+            break listed;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "missed breaches recorded within 20 s: {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let t01 = listed.iter().find(|b| b.rule_id == "T01").expect("T01");
+    assert_eq!(t01.started_by.as_ref().unwrap().event_id, referral.event_id);
+    assert_eq!(t01.resolution(), pb::BreachResolution::Open);
+    assert_eq!(t01.late_units, 2);
+    node.stop(Duration::from_secs(5)).await;
+}
