@@ -1,8 +1,9 @@
 //! Issue 8 (deadlines), over real NATS and gRPC with the node's clock under the test's control: a referral
 //! with no decision for two working days yields a T01 breach on the owning authority's watch stream with
 //! no further event published (the node's own timer notices it); a later decision closes it as late by the
-//! right amount; an agency the policy does not entitle to the referral is told nothing; and a rebuild
-//! evaluated at the same moment exports the same read models, deadlines included.
+//! right amount; an agency the policy entitles to the referral (police in a section 47 enquiry) is told too,
+//! one it does not entitle (a school) nothing; a node down over a due time records the breach when it comes
+//! back; and a rebuild evaluated at the same moment exports the same read models, deadlines included.
 
 mod common;
 
@@ -27,6 +28,19 @@ const MONDAY_10H: i64 = 1_772_445_600_000;
 const TUESDAY_END: i64 = 1_772_582_399_999;
 /// Thursday 5 March 2026, 10:00 UTC: two working days after the referral.
 const THURSDAY_10H: i64 = 1_772_704_800_000;
+
+fn referral_at(at_ms: i64) -> pb::Envelope {
+    envelope(
+        at_ms,
+        Kind::ReferralReceived(pb::ReferralReceived {
+            referrer: Some(pb::ReferrerDetails {
+                source_code: "2A".into(),
+                ..Default::default()
+            }),
+            summary: "school reports bruising".into(),
+        }),
+    )
+}
 
 fn envelope(at_ms: i64, kind: Kind) -> pb::Envelope {
     let category = kind.default_category();
@@ -116,16 +130,7 @@ async fn issue_8_an_undecided_referral_breaches_t01_on_the_timer_and_a_late_deci
         .into_inner();
 
     // Monday 10:00: a referral. Nothing else is published until the decision.
-    let referral = envelope(
-        MONDAY_10H,
-        Kind::ReferralReceived(pb::ReferralReceived {
-            referrer: Some(pb::ReferrerDetails {
-                source_code: "2A".into(),
-                ..Default::default()
-            }),
-            summary: "school reports bruising".into(),
-        }),
-    );
+    let referral = referral_at(MONDAY_10H);
     let after = common::publish_as_agencies(&nats.url(), std::slice::from_ref(&referral)).await;
     node.projector
         .wait_for(
@@ -239,16 +244,7 @@ async fn issue_8_a_restarted_node_records_the_breaches_it_missed_while_down() {
     };
     let monday = Clock::manual(MONDAY_10H + 3_600_000);
     let node = Node::start(config(&monday)).await.expect("node starts");
-    let referral = envelope(
-        MONDAY_10H,
-        Kind::ReferralReceived(pb::ReferralReceived {
-            referrer: Some(pb::ReferrerDetails {
-                source_code: "2A".into(),
-                ..Default::default()
-            }),
-            summary: "school reports bruising".into(),
-        }),
-    );
+    let referral = referral_at(MONDAY_10H);
     common::publish_as_agencies(&nats.url(), std::slice::from_ref(&referral)).await;
     let projector = node.projector.clone();
     eventually("the referral's deadlines scheduled", || {
@@ -281,5 +277,73 @@ async fn issue_8_a_restarted_node_records_the_breaches_it_missed_while_down() {
     assert_eq!(t01.started_by.as_ref().unwrap().event_id, referral.event_id);
     assert_eq!(t01.resolution(), pb::BreachResolution::Open);
     assert_eq!(t01.late_units, 2);
+    node.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_8_an_agency_the_policy_entitles_to_the_start_fact_is_told_of_the_breach_too() {
+    let nats = NatsServer::start_with_auth();
+    let data = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(MONDAY_10H + 3 * 3_600_000);
+    let node = Node::start(NodeConfig {
+        clock: clock.clone(),
+        ..common::node_config(&nats, data.path())
+    })
+    .await
+    .expect("node starts");
+    let mut client = pb::query_service_client::QueryServiceClient::connect(format!("http://{}", node.addr))
+        .await
+        .unwrap();
+    let mut police_watch = client
+        .watch(common::authorised(
+            pb::WatchRequest {
+                context: Some(common::context(Purpose::Safeguarding, &[])),
+            },
+            "demo-police-sy",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // The referral; then a strategy discussion with the police that opens a section 47 enquiry, which
+    // entitles the police to the referral (DOMAIN.md §4, D2: "Q (s47 / MASH)").
+    let referral = referral_at(MONDAY_10H);
+    let discussion = envelope(
+        MONDAY_10H + 3_600_000,
+        Kind::StrategyDiscussionHeld(pb::StrategyDiscussionHeld {
+            participant_agency_ids: vec!["police-sy".into()],
+            section47_decided: true,
+            summary: "joint enquiry".into(),
+        }),
+    );
+    let s47 = envelope(
+        MONDAY_10H + 7_200_000,
+        Kind::Section47EnquiryStarted(pb::Section47EnquiryStarted {
+            summary: "joint".into(),
+        }),
+    );
+    let after = common::publish_as_agencies(&nats.url(), &[referral.clone(), discussion, s47]).await;
+    node.projector
+        .wait_for(
+            &[(after[0].stream.clone(), after[0].sequence)],
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+
+    clock.set(THURSDAY_10H);
+    let t01 = loop {
+        let b = next_breach(&mut police_watch, "breach for the police").await;
+        if b.rule_id == "T01" {
+            break b;
+        }
+    };
+    assert_eq!(t01.started_by.as_ref().unwrap().event_id, referral.event_id);
+    assert_eq!(t01.started_by.as_ref().unwrap().agency_id, CSC);
+    assert_eq!(t01.late_units, 2);
+    assert!(
+        list(&node, "police-sy").await.iter().any(|b| b.rule_id == "T01"),
+        "listed for the police too"
+    );
+    assert!(list(&node, "school-oakwood").await.is_empty());
     node.stop(Duration::from_secs(5)).await;
 }
