@@ -40,12 +40,22 @@ pub fn spec(timescales: Arc<Timescales>) -> DeadlineSpec {
 }
 
 /// Records every breach due before `now_ms` (a rebuild or an export evaluates at the moment it runs, as the
-/// node's timer does); returns how many it recorded.
+/// node's timer does), handing each batch to `recorded`; returns how many it recorded.
 pub fn record_all(projector: &Projector, now_ms: i64) -> Result<usize, ProjectorError> {
+    record_announcing(projector, now_ms, |_| {})
+}
+
+fn record_announcing(
+    projector: &Projector,
+    now_ms: i64,
+    mut recorded: impl FnMut(Vec<BreachNotice>),
+) -> Result<usize, ProjectorError> {
     let mut total = 0;
     loop {
-        let n = projector.record_breaches(now_ms)?.len();
+        let notices = projector.record_breaches(now_ms)?;
+        let n = notices.len();
         total += n;
+        recorded(notices);
         if n < RECORD_BATCH_MAX {
             return Ok(total);
         }
@@ -62,9 +72,17 @@ pub async fn run(projector: Arc<Projector>, clock: Clock, events: Events, shutdo
     let mut due = spec.subscribe_due();
     let mut notices = spec.subscribe_notices();
     loop {
-        let (p, now_ms) = (projector.clone(), clock.now_ms());
+        let (p, now_ms, to_watchers) = (projector.clone(), clock.now_ms(), events.clone());
         let recorded = tokio::task::spawn_blocking(move || {
-            let n = record_all(&p, now_ms)?;
+            let n = record_announcing(&p, now_ms, |notices| {
+                for notice in notices {
+                    // No receivers is fine: nobody is watching.
+                    let _ = to_watchers.send(NodeEvent::Breach {
+                        notice: Arc::new(notice),
+                        at_ms: now_ms,
+                    });
+                }
+            })?;
             Ok::<_, ProjectorError>((n, p.next_due_ms()?))
         })
         .await;

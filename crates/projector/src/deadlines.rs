@@ -136,7 +136,8 @@ pub struct DeadlineSpec {
     pub timescales: Arc<Timescales>,
     /// Bumped whenever the due index may have gained an earlier entry: the timer re-reads its next due time.
     due_changed: watch::Sender<u64>,
-    /// Breaches as they are recorded (by the timer) or change (a late end event closes one).
+    /// Breaches a derivation wrote or changed (a late end event closes one). Those the timer records are
+    /// returned to it instead, so a catch-up of many cannot overrun this buffer.
     notices: broadcast::Sender<BreachNotice>,
 }
 
@@ -404,8 +405,8 @@ impl Projector {
     }
 
     /// Records as breaches the running deadlines due before `now_ms` (at most `RECORD_BATCH_MAX` per call;
-    /// call again while it returns that many), removes them from the due index, and returns them (also sent
-    /// to the notice listeners). A node that was down records on start every breach it missed; the record
+    /// call again while it returns that many), removes them from the due index, and returns them for the
+    /// caller to announce. A node that was down records on start every breach it missed; the record
     /// is the same whenever it is written.
     pub fn record_breaches(&self, now_ms: i64) -> Result<Vec<BreachNotice>, ProjectorError> {
         let _writer = self
@@ -434,9 +435,6 @@ impl Projector {
             notices.push(BreachNotice { child, deadline });
         }
         self.model.apply_batch(batch)?;
-        if let Some(spec) = &self.deadlines {
-            spec.notify(notices.clone());
-        }
         Ok(notices)
     }
 
