@@ -2,10 +2,14 @@
 //! those whose start fact the sharing policy lets it see — with the rule, the start fact, the due time and
 //! how late; `--watch` then follows new breaches and late closures as the node notices them.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use anyhow::anyhow;
 use futures::StreamExt;
 use halcyon_schema::convert::format_timestamp;
 use halcyon_schema::pb::{self, deadline_service_client::DeadlineServiceClient};
+use halcyon_timescales::{Calendar, RuleSet, Timescales};
 
 use super::common::{ApiArgs, refused};
 use crate::Failure;
@@ -29,6 +33,43 @@ pub struct Args {
     /// JSON lines instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// The statutory timescales a node (and a rebuild or an export, which must use the same) derives deadlines
+/// with: rule tables and a bank-holiday calendar, all data (`deploy/timescales/`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TimescaleArgs {
+    /// Timescale rules (DOMAIN.md §3): the base table, then local tables merged into it (repeatable, or
+    /// comma-separated). Default: the shipped England table.
+    #[arg(long = "timescales", env = "HALCYON_TIMESCALES", value_delimiter = ',')]
+    pub timescales: Vec<PathBuf>,
+    /// The bank-holiday calendar working days are counted on. Default: the shipped England and Wales one.
+    #[arg(long, env = "HALCYON_BANK_HOLIDAYS")]
+    pub bank_holidays: Option<PathBuf>,
+}
+
+impl TimescaleArgs {
+    /// Loads and checks the files; an error names the file, line and reason.
+    pub fn load(&self) -> anyhow::Result<Arc<Timescales>> {
+        let calendar = match &self.bank_holidays {
+            Some(path) => Calendar::load(path).map_err(|e| anyhow!("bank_holidays: {e}"))?,
+            None => Calendar::england_and_wales(),
+        };
+        let rules = match self.timescales.split_first() {
+            None => RuleSet::england(),
+            Some((base, local)) => {
+                let mut rules = RuleSet::load(base).map_err(|e| anyhow!("timescales: {e}"))?;
+                for path in local {
+                    let more = RuleSet::load(path).map_err(|e| anyhow!("timescales: {e}"))?;
+                    rules = rules.merge(more).map_err(|e| anyhow!("timescales: {e}"))?;
+                }
+                rules
+            }
+        };
+        Ok(Arc::new(
+            Timescales::new(calendar, rules).map_err(|e| anyhow!("timescales: {e}"))?,
+        ))
+    }
 }
 
 fn context(purpose: halcyon_policy::Purpose) -> pb::RequestContext {

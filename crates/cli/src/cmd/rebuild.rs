@@ -31,6 +31,9 @@ pub struct RebuildArgs {
     /// Do not draw a progress bar.
     #[arg(long)]
     quiet: bool,
+    /// The node's timescales: a rebuild must derive deadlines with the same files.
+    #[command(flatten)]
+    timescales: super::deadlines::TimescaleArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -45,6 +48,9 @@ pub struct ExportArgs {
     /// Write here instead of standard output.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The node's timescales, for deadlines a stopped node left underived.
+    #[command(flatten)]
+    timescales: super::deadlines::TimescaleArgs,
 }
 
 fn open_spec(agencies: &Path, policy: &Path) -> Result<ViewSpec, Failure> {
@@ -55,6 +61,7 @@ fn open_spec(agencies: &Path, policy: &Path) -> Result<ViewSpec, Failure> {
 
 pub async fn rebuild(args: RebuildArgs) -> Result<(), Failure> {
     let spec = open_spec(&args.agencies, &args.policy)?;
+    let timescales = args.timescales.load().map_err(config_error)?;
     let live = read_models_dir(&args.data_dir);
     if live.exists() {
         // sled's lock tells whether a node is using the folder.
@@ -78,7 +85,7 @@ pub async fn rebuild(args: RebuildArgs) -> Result<(), Failure> {
     let projector = Arc::new(
         Projector::open(&fresh)?
             .with_views(spec)
-            .with_deadlines(halcyon_api::deadlines::spec(halcyon_api::deadlines::england())),
+            .with_deadlines(halcyon_api::deadlines::spec(timescales)),
     );
     let client =
         halcyon_bus::connect(&args.nats.nats_url, &args.nats.credentials(), "halcyon rebuild").await?;
@@ -121,10 +128,11 @@ pub fn export(args: ExportArgs) -> Result<(), Failure> {
         return Err(config_error(anyhow!("no read models at {}", dir.display())));
     }
     let spec = open_spec(&args.agencies, &args.policy)?;
+    let timescales = args.timescales.load().map_err(config_error)?;
     let projector = Projector::open(&dir)
         .map_err(|e| anyhow!("{e} (is a node still running? stop it first)"))?
         .with_views(spec)
-        .with_deadlines(halcyon_api::deadlines::spec(halcyon_api::deadlines::england()));
+        .with_deadlines(halcyon_api::deadlines::spec(timescales));
     // A node stopped (or killed) before deriving its last views leaves markers; derive them first, so the
     // dump depends only on the events applied.
     let derived = projector.derive_all_views()?;

@@ -85,6 +85,8 @@ pub struct Args {
     /// And at least this often (seconds) while a stream has something new.
     #[arg(long, env = "HALCYON_CHECKPOINT_EVERY_SECS")]
     checkpoint_every_secs: Option<u64>,
+    #[command(flatten)]
+    timescales: super::deadlines::TimescaleArgs,
 }
 
 /// The same settings, from a file.
@@ -115,6 +117,8 @@ struct FileConfig {
     checkpoint_trusted_keys: Option<Vec<PathBuf>>,
     checkpoint_every_messages: Option<usize>,
     checkpoint_every_secs: Option<u64>,
+    timescales: Option<Vec<PathBuf>>,
+    bank_holidays: Option<PathBuf>,
 }
 
 fn build(args: Args) -> anyhow::Result<NodeConfig> {
@@ -141,6 +145,14 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
         .or(file.tokens)
         .unwrap_or_else(|| super::common::deploy_path("tokens.toml"));
     let tokens = Tokens::load(&tokens_path, &agencies).map_err(|e| anyhow!("tokens: {e}"))?;
+    let timescales = super::deadlines::TimescaleArgs {
+        timescales: match args.timescales.timescales {
+            flags if !flags.is_empty() => flags,
+            _ => file.timescales.clone().unwrap_or_default(),
+        },
+        bank_holidays: args.timescales.bank_holidays.or(file.bank_holidays.clone()),
+    }
+    .load()?;
     let replicas = args.replicas.or(file.replicas).unwrap_or(1);
     if !(1..=5).contains(&replicas) {
         return Err(anyhow!("replicas: must be 1 to 5, got {replicas}"));
@@ -230,7 +242,7 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
             }
         },
         checkpoints,
-        timescales: halcyon_api::deadlines::england(),
+        timescales,
         clock: halcyon_api::clock::Clock::system(),
     })
 }
