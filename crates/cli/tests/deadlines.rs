@@ -1,0 +1,215 @@
+//! Issue 8 (deadlines): `halcyon deadlines`, run as the real binary against a real nats-server and a real
+//! node (`halcyon serve`, on the system clock). A referral from March 2026 decided two working days late and
+//! never acknowledged: the owning authority lists T01 as met late by two working days, T02 (acknowledgement)
+//! and T03 (assessment) as still open, each with its start fact; a school with no relationship to the child
+//! lists nothing.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use halcyon_bus::{Credentials, Publisher, PublisherConfig, connect};
+use halcyon_schema::convert::timestamp_from_millis;
+use halcyon_schema::pb::{self, event::Kind, query_service_client::QueryServiceClient};
+use halcyon_schema::{EventId, EventKindExt, SCHEMA_VERSION};
+use halcyon_testkit::{NatsServer, workspace_root};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_halcyon");
+const CSC: &str = "csc-rotherham";
+/// Monday 2 March 2026, 10:00 UTC.
+const MONDAY_10H: i64 = 1_772_445_600_000;
+/// Thursday 5 March 2026, 10:00 UTC: two working days after T01 fell due.
+const THURSDAY_10H: i64 = 1_772_704_800_000;
+
+fn halcyon(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(workspace_root())
+        .env("HALCYON_LOG", "warn")
+        .output()
+        .expect("run halcyon")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `halcyon serve` on a free port with a temporary data folder; stopped on drop.
+struct Node {
+    process: Child,
+    port: u16,
+    data: tempfile::TempDir,
+}
+
+impl Node {
+    fn start(nats: &NatsServer) -> Node {
+        let data = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(data.path().join("node.log")).unwrap();
+        let process = Command::new(BIN)
+            .args([
+                "serve",
+                "--nats-url",
+                &nats.url(),
+                "--nats-user",
+                "halcyon-node",
+                "--nats-password",
+                "node-dev-secret",
+                "--nats-monitor-url",
+                &nats.monitor_url(),
+                "--data-dir",
+                data.path().join("node").to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--node-id",
+                "deadlines-test",
+            ])
+            .current_dir(workspace_root())
+            .env("HALCYON_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Node { process, port, data }
+    }
+
+    /// Waits until the node answers (it provisions the streams before it listens).
+    async fn ready(&mut self) {
+        let until = Instant::now() + Duration::from_secs(60);
+        while QueryServiceClient::connect(format!("http://127.0.0.1:{}", self.port))
+            .await
+            .is_err()
+        {
+            if let Some(status) = self.process.try_wait().unwrap() {
+                let log = std::fs::read_to_string(self.data.path().join("node.log")).unwrap_or_default();
+                panic!("the node exited ({status}): {log}");
+            }
+            assert!(Instant::now() < until, "the node did not start listening");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn deadlines(&self, token: &str, extra: &[&str]) -> String {
+        let api = format!("http://127.0.0.1:{}", self.port);
+        let mut args = vec!["deadlines", "--api", &api, "--token", token];
+        args.extend_from_slice(extra);
+        let out = halcyon(&args);
+        assert!(
+            out.status.success(),
+            "halcyon {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+fn envelope(at_ms: i64, kind: Kind) -> pb::Envelope {
+    let category = kind.default_category();
+    pb::Envelope {
+        event_id: EventId::new().to_string(),
+        case_id: "CASE-8".into(),
+        agency_id: CSC.into(),
+        occurred_at: Some(timestamp_from_millis(at_ms)),
+        recorded_at: Some(timestamp_from_millis(at_ms)),
+        actor: Some(pb::Actor {
+            practitioner_id: "sw-1".into(),
+            ..Default::default()
+        }),
+        child: Some(pb::ChildIdentifiers {
+            nhs_number: "9434765919".into(),
+            ..Default::default()
+        }),
+        category: category.to_pb() as i32,
+        schema_version: SCHEMA_VERSION,
+        lawful_basis: pb::LawfulBasis::PublicTask as i32,
+        event: Some(pb::Event { kind: Some(kind) }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn halcyon_deadlines_lists_the_breaches_the_agency_may_know_of() {
+    let nats = NatsServer::start_with_auth();
+    let mut node = Node::start(&nats);
+    node.ready().await;
+    let referral = envelope(
+        MONDAY_10H,
+        Kind::ReferralReceived(pb::ReferralReceived {
+            referrer: Some(pb::ReferrerDetails {
+                source_code: "2A".into(),
+                ..Default::default()
+            }),
+            summary: "school reports bruising".into(),
+        }),
+    );
+    let decision = envelope(
+        THURSDAY_10H,
+        Kind::ReferralDecisionRecorded(pb::ReferralDecisionRecorded {
+            outcome: pb::ReferralOutcome::S17Assessment as i32,
+            rationale: "assessment needed".into(),
+        }),
+    );
+    let client = connect(
+        &nats.url(),
+        &Credentials::agency(CSC, &format!("{CSC}-dev-secret")),
+        "test",
+    )
+    .await
+    .unwrap();
+    let publisher = Publisher::new(
+        client,
+        PublisherConfig {
+            agency: Some(CSC.parse().unwrap()),
+            ..Default::default()
+        },
+    );
+    for e in [&referral, &decision] {
+        publisher.publish(e, None).await.expect("published");
+    }
+
+    // The node projects, derives and records on its own; poll the CLI (bounded) until all three show.
+    let until = Instant::now() + Duration::from_secs(30);
+    let breaches: Vec<Value> = loop {
+        let out = node.deadlines("demo-csc-rotherham", &["--json"]);
+        let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        if lines.len() == 3 {
+            break lines;
+        }
+        assert!(Instant::now() < until, "three breaches within 30 s, got {out}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let rule = |id: &str| breaches.iter().find(|b| b["rule_id"] == id).unwrap().clone();
+    let t01 = rule("T01");
+    assert_eq!(t01["resolution"], "BREACH_RESOLUTION_MET_LATE");
+    assert_eq!(t01["late_units"], "2");
+    assert_eq!(t01["started_by"]["event_id"], referral.event_id.as_str());
+    assert_eq!(t01["resolved_by"]["event_id"], decision.event_id.as_str());
+    assert_eq!(t01["due_at"], "2026-03-03T23:59:59.999+00:00");
+    for open in ["T02", "T03"] {
+        assert_eq!(rule(open)["resolution"], "BREACH_RESOLUTION_OPEN", "{open}");
+    }
+
+    let text = node.deadlines("demo-csc-rotherham", &[]);
+    println!("{text}");
+    assert!(text.starts_with("3 breach(es) as of "), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("T01 referral decision (1 working day)")
+                && l.contains("met late, 2 working days (")),
+        "{text}"
+    );
+    let open = node.deadlines("demo-csc-rotherham", &["--open"]);
+    assert!(open.starts_with("2 breach(es)"), "{open}");
+    let school = node.deadlines("demo-school-oakwood", &[]);
+    assert!(school.starts_with("0 breach(es)"), "{school}");
+}
