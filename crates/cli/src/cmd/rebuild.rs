@@ -51,6 +51,11 @@ pub struct ExportArgs {
     /// The node's timescales, for deadlines a stopped node left underived.
     #[command(flatten)]
     timescales: super::deadlines::TimescaleArgs,
+    /// Record the breaches due before this moment (RFC 3339 or a date) rather than now, so two exports taken
+    /// at different times (a node's and a rebuild's) compare at the same evaluation moment. Breaches a node
+    /// already recorded stay: give a moment at or after the node last ran.
+    #[arg(long)]
+    deadlines_at: Option<String>,
 }
 
 fn open_spec(agencies: &Path, policy: &Path) -> Result<ViewSpec, Failure> {
@@ -129,6 +134,13 @@ pub fn export(args: ExportArgs) -> Result<(), Failure> {
     }
     let spec = open_spec(&args.agencies, &args.policy)?;
     let timescales = args.timescales.load().map_err(config_error)?;
+    let at_ms = match &args.deadlines_at {
+        Some(t) => halcyon_schema::convert::timestamp_millis(
+            &halcyon_schema::convert::parse_timestamp(t)
+                .map_err(|e| config_error(anyhow!("deadlines_at: {e}")))?,
+        ),
+        None => halcyon_api::query::now_ms(),
+    };
     let projector = Projector::open(&dir)
         .map_err(|e| anyhow!("{e} (is a node still running? stop it first)"))?
         .with_views(spec)
@@ -139,8 +151,9 @@ pub fn export(args: ExportArgs) -> Result<(), Failure> {
     if derived > 0 {
         eprintln!("derived the views of {derived} children the node had not derived yet");
     }
-    // Deadlines are evaluated now, as a running node's timer would: breaches due before now are recorded.
-    halcyon_api::deadlines::record_all(&projector, halcyon_api::query::now_ms())?;
+    // Deadlines are evaluated now (or at --deadlines-at), as a running node's timer would: breaches due
+    // before that moment are recorded.
+    halcyon_api::deadlines::record_all(&projector, at_ms)?;
     let mut out: Box<dyn Write> = match &args.out {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| path.display().to_string())?,
