@@ -5,19 +5,15 @@
 //! Several nodes may follow the same stream: each subject's checkpoints stay one linear chain because a
 //! checkpoint is published only if the last one is still the one it extends.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use futures::StreamExt;
 use halcyon_bus::checkpoint::{CheckpointError, chain_messages, last_checkpoint, publish_checkpoint};
-use halcyon_bus::list_event_streams;
 use halcyon_ledger::{ENTRIES_MAX, Keyring, PublicKey, Recorder, SigningKey};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// How often the node looks for new agency streams.
-const DISCOVERY_INTERVAL: Duration = Duration::from_secs(2);
 /// The longest a final checkpoint at shutdown may take.
 const FINAL_CHECKPOINT_WAIT: Duration = Duration::from_secs(2);
 /// Backoff after a checkpoint this node refuses to extend (it logs an error each time).
@@ -77,39 +73,20 @@ pub async fn run(js: jetstream::Context, config: ChainConfig, node_id: String, s
     }
     let keys = config.keyring();
     tracing::info!(key_id = %config.signing_key.public_key().key_id(), "keeping hash chains");
-    let mut followers = tokio::task::JoinSet::new();
-    let mut started: BTreeSet<String> = BTreeSet::new();
-    let mut tick = tokio::time::interval(DISCOVERY_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        let names = match list_event_streams(&js).await {
-            Ok(names) => names,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list agency streams; will retry");
-                continue;
-            }
+    let stop = shutdown.clone();
+    crate::ingest::per_stream(&js, &shutdown, |name| {
+        let follower = Follower {
+            js: js.clone(),
+            stream: name.clone(),
+            config: config.clone(),
+            keys: keys.clone(),
+            node_id: node_id.clone(),
         };
-        for name in names {
-            if started.insert(name.clone()) {
-                let follower = Follower {
-                    js: js.clone(),
-                    stream: name.clone(),
-                    config: config.clone(),
-                    keys: keys.clone(),
-                    node_id: node_id.clone(),
-                };
-                followers.spawn(
-                    follower
-                        .run(shutdown.clone())
-                        .instrument(tracing::info_span!("chain", stream = %name)),
-                );
-            }
-        }
-    }
-    while followers.join_next().await.is_some() {}
+        follower
+            .run(stop.clone())
+            .instrument(tracing::info_span!("chain", stream = %name))
+    })
+    .await;
 }
 
 /// Why following a stream stopped.

@@ -32,7 +32,31 @@ pub async fn run(
     events: Events,
     shutdown: CancellationToken,
 ) {
-    let mut consumers = tokio::task::JoinSet::new();
+    let stop = shutdown.clone();
+    per_stream(&js, &shutdown, |name| {
+        let consumer = Consumer {
+            js: js.clone(),
+            projector: projector.clone(),
+            stream: name.clone(),
+            lag: lag.clone(),
+            events: events.clone(),
+        };
+        consumer
+            .run(stop.clone())
+            .instrument(tracing::info_span!("consumer", stream = %name))
+    })
+    .await;
+}
+
+/// Runs until `shutdown`: every `DISCOVERY_INTERVAL` lists the agency streams and spawns `start(name)` once
+/// for each stream not seen before (so new agencies are picked up without a restart); then waits for the
+/// tasks it spawned.
+pub async fn per_stream<F, T>(js: &jetstream::Context, shutdown: &CancellationToken, mut start: F)
+where
+    F: FnMut(String) -> T,
+    T: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut tasks = tokio::task::JoinSet::new();
     let mut started: BTreeSet<String> = BTreeSet::new();
     let mut tick = tokio::time::interval(DISCOVERY_INTERVAL);
     loop {
@@ -40,7 +64,7 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let names = match list_event_streams(&js).await {
+        let names = match list_event_streams(js).await {
             Ok(names) => names,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list agency streams; will retry");
@@ -49,22 +73,11 @@ pub async fn run(
         };
         for name in names {
             if started.insert(name.clone()) {
-                let consumer = Consumer {
-                    js: js.clone(),
-                    projector: projector.clone(),
-                    stream: name.clone(),
-                    lag: lag.clone(),
-                    events: events.clone(),
-                };
-                consumers.spawn(
-                    consumer
-                        .run(shutdown.clone())
-                        .instrument(tracing::info_span!("consumer", stream = %name)),
-                );
+                tasks.spawn(start(name));
             }
         }
     }
-    while consumers.join_next().await.is_some() {}
+    while tasks.join_next().await.is_some() {}
 }
 
 struct Consumer {
