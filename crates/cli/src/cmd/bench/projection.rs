@@ -85,27 +85,7 @@ impl Projection<'_> {
             window: self.window,
         };
         let client = publish.fresh(&server).await?;
-        let started = Instant::now();
-        let mut published = 0usize;
-        for chunk in 0.. {
-            if published >= n_events {
-                break;
-            }
-            let config = ScenarioConfig {
-                seed: 1_000 + chunk as u64,
-                children: REBUILD_CHUNK_CHILDREN,
-                ..Default::default()
-            };
-            let mut envelopes = Scenario::generate(&config, self.agencies).envelopes;
-            envelopes.truncate(n_events - published);
-            fill(&client, &envelopes, self.window).await?;
-            published += envelopes.len();
-        }
-        eprintln!(
-            "  generated and published {} events in {:.1} s",
-            figure(published as f64),
-            started.elapsed().as_secs_f64()
-        );
+        publish_scenario_chunks(&client, self.agencies, self.window, n_events, 1_000).await?;
         let js = jetstream::new(client);
         let mut stream_bytes = 0u64;
         for name in list_event_streams(&js).await? {
@@ -179,6 +159,39 @@ impl Projection<'_> {
         projector.flush()?;
         Ok((n as usize, started.elapsed().as_secs_f64()))
     }
+}
+
+/// Generates and publishes `n_events` scenario events, `REBUILD_CHUNK_CHILDREN` children at a time (seeds
+/// from `seed`), so millions of events never sit in memory at once.
+pub(super) async fn publish_scenario_chunks(
+    client: &async_nats::Client,
+    agencies: &ScenarioAgencies,
+    window: usize,
+    n_events: usize,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut published = 0usize;
+    for chunk in 0.. {
+        if published >= n_events {
+            break;
+        }
+        let config = ScenarioConfig {
+            seed: seed + chunk as u64,
+            children: REBUILD_CHUNK_CHILDREN,
+            ..Default::default()
+        };
+        let mut envelopes = Scenario::generate(&config, agencies).envelopes;
+        envelopes.truncate(n_events - published);
+        fill(client, &envelopes, window).await?;
+        published += envelopes.len();
+    }
+    eprintln!(
+        "  generated and published {} events in {:.1} s",
+        figure(published as f64),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn check_count(what: &str, got: usize, wanted: usize) -> anyhow::Result<()> {

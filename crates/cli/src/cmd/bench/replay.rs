@@ -7,15 +7,11 @@ use std::time::Instant;
 
 use async_nats::jetstream;
 use halcyon_bus::list_event_streams;
-use halcyon_testkit::{Auth, NatsServer, Scenario, ScenarioAgencies, ScenarioConfig};
+use halcyon_testkit::{Auth, NatsServer, ScenarioAgencies};
 
-use super::projection::{fill, ordered_read};
+use super::projection::{ordered_read, publish_scenario_chunks};
 use super::{Publishing, Report, figure, median};
 use crate::cmd::replay::{Format, Selection, replay};
-
-/// Children generated at once while filling the streams (about 24 events each), so a million events never
-/// sit in memory together.
-const CHUNK_CHILDREN: usize = 2_000;
 
 pub(super) struct ReplayBench<'a> {
     pub agencies: &'a ScenarioAgencies,
@@ -50,27 +46,7 @@ impl ReplayBench<'_> {
             window: self.window,
         };
         let client = publish.fresh(&server).await?;
-        let started = Instant::now();
-        let mut published = 0usize;
-        for chunk in 0.. {
-            if published >= n_events {
-                break;
-            }
-            let config = ScenarioConfig {
-                seed: 7_000 + chunk as u64,
-                children: CHUNK_CHILDREN,
-                ..Default::default()
-            };
-            let mut envelopes = Scenario::generate(&config, self.agencies).envelopes;
-            envelopes.truncate(n_events - published);
-            fill(&client, &envelopes, self.window).await?;
-            published += envelopes.len();
-        }
-        eprintln!(
-            "  generated and published {} events in {:.1} s",
-            figure(published as f64),
-            started.elapsed().as_secs_f64()
-        );
+        publish_scenario_chunks(&client, self.agencies, self.window, n_events, 7_000).await?;
         let js = jetstream::new(client);
         let selection = Selection {
             streams: list_event_streams(&js).await?,
