@@ -10,9 +10,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+mod common;
+use common::{Node, free_port, halcyon, halcyon_ok};
 use halcyon_bus::{Credentials, Position, Publisher, PublisherConfig, connect};
 use halcyon_policy::{
     AgencyKind, ChildState, Fact, Involvement, Policy, Principal, Purpose, Request, Role, decide,
@@ -23,28 +24,6 @@ use halcyon_schema::{Category, EventKindExt};
 use halcyon_testkit::{NatsServer, Scenario, ScenarioAgencies, ScenarioConfig, workspace_root};
 use serde_json::Value;
 use tonic::transport::Channel;
-
-const BIN: &str = env!("CARGO_BIN_EXE_halcyon");
-
-fn halcyon(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(workspace_root())
-        .env("HALCYON_LOG", "warn")
-        .output()
-        .expect("run halcyon")
-}
-
-/// Runs halcyon, expecting success; returns standard output.
-fn halcyon_ok(args: &[&str]) -> String {
-    let out = halcyon(args);
-    assert!(
-        out.status.success(),
-        "halcyon {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn json_lines(stdout: &str) -> Vec<Value> {
     stdout
@@ -64,81 +43,6 @@ fn operator(nats: &NatsServer) -> Vec<String> {
     ]
     .map(str::to_owned)
     .to_vec()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `halcyon serve` on a free port with a temporary data folder; stopped on drop.
-struct Node {
-    process: Child,
-    port: u16,
-    _data: tempfile::TempDir,
-}
-
-impl Node {
-    fn start(nats: &NatsServer) -> Node {
-        let data = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let log = std::fs::File::create(data.path().join("node.log")).unwrap();
-        let process = Command::new(BIN)
-            .args([
-                "serve",
-                "--nats-url",
-                &nats.url(),
-                "--nats-user",
-                "halcyon-node",
-                "--nats-password",
-                "node-dev-secret",
-                "--nats-monitor-url",
-                &nats.monitor_url(),
-                "--data-dir",
-                data.path().join("node").to_str().unwrap(),
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--node-id",
-                "audit-review-test",
-            ])
-            .current_dir(workspace_root())
-            .env("HALCYON_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Node {
-            process,
-            port,
-            _data: data,
-        }
-    }
-
-    /// A client once the node answers (it provisions the streams before it listens).
-    async fn client(&mut self) -> QueryServiceClient<Channel> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(client) = QueryServiceClient::connect(format!("http://127.0.0.1:{}", self.port)).await {
-                return client;
-            }
-            if let Some(status) = self.process.try_wait().unwrap() {
-                let log = std::fs::read_to_string(self._data.path().join("node.log")).unwrap_or_default();
-                panic!("the node exited ({status}): {log}");
-            }
-            assert!(Instant::now() < deadline, "the node did not start listening");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
 }
 
 /// Publishes each envelope as its own agency; returns the last position per stream.
@@ -365,7 +269,7 @@ fn policy_history(dir: &Path, second_from_ms: i64) -> (PathBuf, Policy, Policy) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn as_of_at_three_moments_gives_police_what_the_policy_then_allowed_and_what_they_accessed() {
     let nats = NatsServer::start_with_auth();
-    let mut node = Node::start(&nats);
+    let mut node = Node::start(&nats, "audit-review-test");
     let mut client = node.client().await;
     let s = Scenario::generate(
         &ScenarioConfig {
@@ -671,7 +575,7 @@ async fn as_of_names_what_is_wrong_and_exits_non_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_lists_break_glass_records_a_review_and_then_no_longer_lists_it_unreviewed() {
     let nats = NatsServer::start_with_auth();
-    let mut node = Node::start(&nats);
+    let mut node = Node::start(&nats, "audit-review-test");
     let mut client = node.client().await;
     let s = Scenario::generate(
         &ScenarioConfig {

@@ -4,113 +4,29 @@
 //! and T03 (assessment) as still open, each with its start fact; a school with no relationship to the child
 //! lists nothing.
 
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{Node, halcyon_ok};
 use halcyon_bus::{Credentials, Publisher, PublisherConfig, connect};
 use halcyon_schema::convert::timestamp_from_millis;
-use halcyon_schema::pb::{self, event::Kind, query_service_client::QueryServiceClient};
+use halcyon_schema::pb::{self, event::Kind};
 use halcyon_schema::{EventId, EventKindExt, SCHEMA_VERSION};
-use halcyon_testkit::{NatsServer, workspace_root};
+use halcyon_testkit::NatsServer;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_halcyon");
 const CSC: &str = "csc-rotherham";
 /// Monday 2 March 2026, 10:00 UTC.
 const MONDAY_10H: i64 = 1_772_445_600_000;
 /// Thursday 5 March 2026, 10:00 UTC: two working days after T01 fell due.
 const THURSDAY_10H: i64 = 1_772_704_800_000;
 
-fn halcyon(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(workspace_root())
-        .env("HALCYON_LOG", "warn")
-        .output()
-        .expect("run halcyon")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `halcyon serve` on a free port with a temporary data folder; stopped on drop.
-struct Node {
-    process: Child,
-    port: u16,
-    data: tempfile::TempDir,
-}
-
 impl Node {
-    fn start(nats: &NatsServer) -> Node {
-        let data = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let log = std::fs::File::create(data.path().join("node.log")).unwrap();
-        let process = Command::new(BIN)
-            .args([
-                "serve",
-                "--nats-url",
-                &nats.url(),
-                "--nats-user",
-                "halcyon-node",
-                "--nats-password",
-                "node-dev-secret",
-                "--nats-monitor-url",
-                &nats.monitor_url(),
-                "--data-dir",
-                data.path().join("node").to_str().unwrap(),
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--node-id",
-                "deadlines-test",
-            ])
-            .current_dir(workspace_root())
-            .env("HALCYON_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Node { process, port, data }
-    }
-
-    /// Waits until the node answers (it provisions the streams before it listens).
-    async fn ready(&mut self) {
-        let until = Instant::now() + Duration::from_secs(60);
-        while QueryServiceClient::connect(format!("http://127.0.0.1:{}", self.port))
-            .await
-            .is_err()
-        {
-            if let Some(status) = self.process.try_wait().unwrap() {
-                let log = std::fs::read_to_string(self.data.path().join("node.log")).unwrap_or_default();
-                panic!("the node exited ({status}): {log}");
-            }
-            assert!(Instant::now() < until, "the node did not start listening");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     fn deadlines(&self, token: &str, extra: &[&str]) -> String {
         let api = format!("http://127.0.0.1:{}", self.port);
         let mut args = vec!["deadlines", "--api", &api, "--token", token];
         args.extend_from_slice(extra);
-        let out = halcyon(&args);
-        assert!(
-            out.status.success(),
-            "halcyon {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
+        halcyon_ok(&args)
     }
 }
 
@@ -140,8 +56,8 @@ fn envelope(at_ms: i64, kind: Kind) -> pb::Envelope {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn halcyon_deadlines_lists_the_breaches_the_agency_may_know_of() {
     let nats = NatsServer::start_with_auth();
-    let mut node = Node::start(&nats);
-    node.ready().await;
+    let mut node = Node::start(&nats, "deadlines-test");
+    node.client().await;
     let referral = envelope(
         MONDAY_10H,
         Kind::ReferralReceived(pb::ReferralReceived {

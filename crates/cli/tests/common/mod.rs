@@ -1,0 +1,104 @@
+//! Shared by the CLI tests that drive the binary against a real node: running `halcyon`, and `halcyon serve`
+//! as a child process on a free port with a temporary data folder.
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use halcyon_schema::pb::query_service_client::QueryServiceClient;
+use halcyon_testkit::{NatsServer, workspace_root};
+use tonic::transport::Channel;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_halcyon");
+
+pub fn halcyon(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(workspace_root())
+        .env("HALCYON_LOG", "warn")
+        .output()
+        .expect("run halcyon")
+}
+
+/// Runs halcyon, expecting success; returns standard output.
+pub fn halcyon_ok(args: &[&str]) -> String {
+    let out = halcyon(args);
+    assert!(
+        out.status.success(),
+        "halcyon {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `halcyon serve` on a free port with a temporary data folder; stopped on drop.
+pub struct Node {
+    pub process: Child,
+    pub port: u16,
+    pub data: tempfile::TempDir,
+}
+
+impl Node {
+    pub fn start(nats: &NatsServer, node_id: &str) -> Node {
+        let data = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(data.path().join("node.log")).unwrap();
+        let process = Command::new(BIN)
+            .args([
+                "serve",
+                "--nats-url",
+                &nats.url(),
+                "--nats-user",
+                "halcyon-node",
+                "--nats-password",
+                "node-dev-secret",
+                "--nats-monitor-url",
+                &nats.monitor_url(),
+                "--data-dir",
+                data.path().join("node").to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--node-id",
+                node_id,
+            ])
+            .current_dir(workspace_root())
+            .env("HALCYON_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Node { process, port, data }
+    }
+
+    /// A client once the node answers (it provisions the streams before it listens); a node that exits
+    /// first fails the test with its log.
+    pub async fn client(&mut self) -> QueryServiceClient<Channel> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(client) = QueryServiceClient::connect(format!("http://127.0.0.1:{}", self.port)).await {
+                return client;
+            }
+            if let Some(status) = self.process.try_wait().unwrap() {
+                let log = std::fs::read_to_string(self.data.path().join("node.log")).unwrap_or_default();
+                panic!("the node exited ({status}): {log}");
+            }
+            assert!(Instant::now() < deadline, "the node did not start listening");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
