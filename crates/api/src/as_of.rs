@@ -3,13 +3,21 @@
 //! stored by then (`Until::StoredAt`), so the child's facts, identity links and sharing state are the ones a
 //! node held at that moment; each fact is then decided exactly as a query at that moment would decide it
 //! (`view::child_view`), with the policy in force then and the moment as the request time.
+//!
+//! The child's statutory deadlines as they stood then (`deadlines_at`) come from the deadline projection's
+//! own code on the facts held then that had occurred by then, evaluated at the moment: open, met (how
+//! early), breached (since when, how late) — and a reader is shown only those whose start fact it could
+//! see then (`Reconstruction::deadlines`).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use async_nats::jetstream;
 use halcyon_policy::{ChildState, Policy, Principal, Purpose};
-use halcyon_projector::{Fact, Identifier, Projector, ProjectorError, SharingState};
+use halcyon_projector::deadlines::{Ending, occurrences};
+use halcyon_projector::{Fact, Identifier, Projector, ProjectorError, SharingState, StoredDeadline};
 use halcyon_schema::{ChildId, pb};
+use halcyon_timescales::{Margin, Status, Timescales, evaluate};
 
 use crate::rebuild::{RebuildError, Until, project_streams};
 use crate::view::{Disclosure, child_view};
@@ -83,4 +91,175 @@ impl Reconstruction {
             state,
         }))
     }
+
+    /// `child`'s deadlines as they stood at the moment (`deadlines_at`), only those `seen`'s reader may
+    /// know of: the ones whose start fact it could see then.
+    pub fn deadlines(
+        &self,
+        timescales: &Timescales,
+        seen: &AsOfView,
+    ) -> Result<Vec<DeadlineThen>, ProjectorError> {
+        let facts = self.projector.facts(&seen.child)?;
+        let all = deadlines_at(&self.projector, timescales, seen.child, &facts, self.at_ms)?;
+        let visible: BTreeSet<&str> = seen.view.facts.iter().map(|f| f.event_id.as_str()).collect();
+        Ok(visible_deadlines(all, &visible))
+    }
+}
+
+/// Where a deadline stood at the moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Running, not yet due.
+    Open,
+    /// Met on time.
+    Met,
+    /// Running past its due time: breached, not yet met.
+    Breached,
+    /// Breached, then met late.
+    MetLate,
+    /// Stopped (or superseded) before it fell due.
+    Stopped,
+    /// Breached, then stopped (or superseded).
+    StoppedLate,
+    /// An expiry clock (T13): running, or run out. Never a breach.
+    Expiry,
+}
+
+impl Standing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standing::Open => "open",
+            Standing::Met => "met",
+            Standing::Breached => "breached",
+            Standing::MetLate => "met late",
+            Standing::Stopped => "stopped",
+            Standing::StoppedLate => "stopped late",
+            Standing::Expiry => "expiry",
+        }
+    }
+
+    /// Whether the deadline had been breached by the moment.
+    pub fn is_breach(self) -> bool {
+        matches!(
+            self,
+            Standing::Breached | Standing::MetLate | Standing::StoppedLate
+        )
+    }
+}
+
+/// One deadline of a child as it stood at a moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadlineThen {
+    /// As the deadline projection stored it from the facts up to the moment (rule, start fact, due time,
+    /// how it ended). `ended_by` is cleared when the reader may not see the fact that ended it.
+    pub deadline: StoredDeadline,
+    pub rule_name: String,
+    /// `1 working day`.
+    pub limit: String,
+    pub standing: Standing,
+    /// How long was left (open), how early (met), how late (breached: to the moment, or to the fact that
+    /// closed it), in the rule's unit; `None` for an expiry clock or a stop.
+    pub margin: Option<Margin>,
+    /// When it was first breached: the first millisecond after its due time, from its breach record.
+    pub first_breached_ms: Option<i64>,
+}
+
+impl DeadlineThen {
+    /// `T01/<event id>`.
+    pub fn key(&self) -> String {
+        self.deadline.key()
+    }
+
+    /// Whether the deadline was ended by a stop (`Stopped`) or a further start (`Superseded`).
+    pub fn ending(&self) -> Ending {
+        self.deadline.ending()
+    }
+}
+
+/// Every deadline of `child` as it stood at `at_ms`, by the deadline projection's own path: the facts held
+/// that had occurred by `at_ms` are derived as a node derives them (`Projector::derive_child_deadlines`),
+/// breaches are recorded as the node's timer records them by `at_ms` (`deadlines::record_all`), and the
+/// margins are measured by `halcyon_timescales::evaluate` at `at_ms`, as `halcyon deadlines` measures them.
+/// Writes the child's deadline keys in `projector`, which must be a throwaway store with no deadline spec
+/// of its own (a reconstruction).
+pub fn deadlines_at(
+    projector: &Projector,
+    timescales: &Timescales,
+    child: ChildId,
+    facts: &[Fact],
+    at_ms: i64,
+) -> Result<Vec<DeadlineThen>, ProjectorError> {
+    let facts: Vec<Fact> = facts
+        .iter()
+        .filter(|f| f.occurred_ms() <= at_ms)
+        .cloned()
+        .collect();
+    projector.derive_child_deadlines(timescales, &child, &facts)?;
+    crate::deadlines::record_all(projector, at_ms)?;
+    let recorded: BTreeMap<String, StoredDeadline> = projector
+        .breaches(Some(&child))?
+        .into_iter()
+        .map(|n| (n.deadline.key(), n.deadline))
+        .collect();
+    let evaluation = evaluate(timescales, &occurrences(&facts), at_ms);
+    let measured: BTreeMap<String, &Status> = evaluation
+        .deadlines
+        .iter()
+        .map(|d| (d.key(), &d.status))
+        .collect();
+    let mut out = Vec::new();
+    for d in projector.deadlines_of(&child)?.deadlines {
+        let key = d.key();
+        let breach = recorded.get(&key);
+        let standing = match d.ending() {
+            Ending::Expiry => Standing::Expiry,
+            Ending::Running if breach.is_some() => Standing::Breached,
+            Ending::Running => Standing::Open,
+            Ending::Met if d.closed_late() => Standing::MetLate,
+            Ending::Met => Standing::Met,
+            Ending::Stopped | Ending::Superseded if d.closed_late() => Standing::StoppedLate,
+            Ending::Stopped | Ending::Superseded => Standing::Stopped,
+        };
+        let margin = measured.get(&key).and_then(|s| match s {
+            Status::Open { remaining } if standing == Standing::Open => Some(*remaining),
+            Status::Met { early, .. } => Some(*early),
+            Status::Breached { late, .. } => Some(*late),
+            _ => None,
+        });
+        let rule = timescales.rules().get(&d.rule_id);
+        out.push(DeadlineThen {
+            rule_name: rule.map(|r| r.name.clone()).unwrap_or_default(),
+            limit: rule.map(|r| r.limit_text()).unwrap_or_default(),
+            standing,
+            margin,
+            first_breached_ms: breach.map(|b| b.due_at_ms.saturating_add(1)),
+            deadline: d,
+        });
+    }
+    Ok(out)
+}
+
+/// The deadlines a reader may know of: those whose start fact it could see (`visible` holds the event ids
+/// it could see), as `DeadlineService` shows breaches; the fact that ended one is named only if it could
+/// see that too.
+pub fn visible_deadlines(deadlines: Vec<DeadlineThen>, visible: &BTreeSet<&str>) -> Vec<DeadlineThen> {
+    deadlines
+        .into_iter()
+        .filter(|d| {
+            d.deadline
+                .started_by
+                .as_ref()
+                .is_some_and(|f| visible.contains(f.event_id.as_str()))
+        })
+        .map(|mut d| {
+            if d.deadline
+                .ended_by
+                .as_ref()
+                .is_some_and(|f| !visible.contains(f.event_id.as_str()))
+            {
+                d.deadline.ended_by = None;
+            }
+            d
+        })
+        .collect()
 }

@@ -394,6 +394,26 @@ impl Projector {
         }
     }
 
+    /// Derives and stores `child`'s deadlines from `facts` with `timescales`, exactly as `derive_views` does
+    /// on a node (`L`, `W` and `B` keys; no notices), for a throwaway store that derives no views: as-of
+    /// reconstruction and the chronology. Then `record_breaches(at)` records what a node's timer would have
+    /// recorded by `at`.
+    pub fn derive_child_deadlines(
+        &self,
+        timescales: &Timescales,
+        child: &ChildId,
+        facts: &[Fact],
+    ) -> Result<(), ProjectorError> {
+        let _writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut batch = sled::Batch::default();
+        rederive(&self.model, &mut batch, timescales, child, facts)?;
+        self.model.apply_batch(batch)?;
+        Ok(())
+    }
+
     /// The earliest due time of a running deadline not yet recorded as breached.
     pub fn next_due_ms(&self) -> Result<Option<i64>, ProjectorError> {
         match self.model.scan_prefix([DUE]).next().transpose()? {

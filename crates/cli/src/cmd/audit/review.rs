@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::anyhow;
 use halcyon_api::access_trail::{self, LocatedRecord, Review, ReviewDecision};
-use halcyon_api::as_of::{AsOfView, reconstruct};
+use halcyon_api::as_of::{AsOfView, DeadlineThen, Standing, reconstruct};
 use halcyon_bus::{Credentials, Publisher, PublisherConfig, connect_watching};
 use halcyon_policy::{AgencyKind, Policy, PolicyHistory, Principal, Purpose, Role, StageTerm};
 use halcyon_projector::Identifier;
@@ -99,6 +99,10 @@ pub struct AsOfArgs {
     policy: Option<PathBuf>,
     #[arg(long, env = "HALCYON_AGENCIES", default_value_os_t = deploy_path("agencies.toml"))]
     agencies: PathBuf,
+    /// The statutory timescales the deadlines are derived with (the node's: `--timescales`,
+    /// `--bank-holidays`).
+    #[command(flatten)]
+    timescales: crate::cmd::deadlines::TimescaleArgs,
     /// JSON lines (one object per line, `"kind"` says which) instead of text.
     #[arg(long)]
     json: bool,
@@ -349,8 +353,99 @@ fn record_line(located: &LocatedRecord) -> String {
     )
 }
 
+/// A fact a deadline names, as a JSON object.
+fn fact_ref_json(f: &halcyon_projector::deadlines::StoredFactRef) -> serde_json::Value {
+    json!({
+        "event_id": f.event_id,
+        "event_type": f.event_type,
+        "agency_id": f.agency_id,
+        "case_id": f.case_id,
+        "occurred_at": at_text(f.at_ms),
+    })
+}
+
+/// A deadline as it stood then, as a JSON object: `margin` is how long was left (open), how early (met)
+/// or how late (breached; to the moment, or to the fact that closed it).
+fn deadline_json(d: &DeadlineThen) -> serde_json::Value {
+    let s = &d.deadline;
+    json!({
+        "kind": "deadline",
+        "rule_id": s.rule_id,
+        "rule_name": d.rule_name,
+        "limit": d.limit,
+        "state": d.standing.as_str(),
+        "ending": ending_word(d),
+        "started_by": s.started_by.as_ref().map(fact_ref_json),
+        "due_at": at_text(s.due_at_ms),
+        "first_breached_at": d.first_breached_ms.map(at_text),
+        "margin": d.margin.map(|m| m.to_string()),
+        "margin_units": d.margin.map(|m| m.units),
+        "margin_ms": d.margin.map(|m| m.ms),
+        "unit": d.margin.map(|m| m.unit.as_str()),
+        "ended_by": s.ended_by.as_ref().map(fact_ref_json),
+        "beyond_calendar": s.beyond_calendar,
+    })
+}
+
+/// `stopped` or `superseded` for a deadline a stop or a further start ended; else the state.
+fn ending_word(d: &DeadlineThen) -> &'static str {
+    use halcyon_projector::deadlines::Ending;
+    match (d.standing, d.ending()) {
+        (Standing::Stopped, Ending::Superseded) => "superseded",
+        (Standing::StoppedLate, Ending::Superseded) => "superseded late",
+        (standing, _) => standing.as_str(),
+    }
+}
+
+/// One line per deadline, for people.
+fn deadline_line(d: &DeadlineThen) -> String {
+    let s = &d.deadline;
+    let start = s.started_by.clone().unwrap_or_default();
+    let margin = d.margin.map(|m| m.to_string()).unwrap_or_default();
+    let state = match d.standing {
+        Standing::Open => format!("open, {margin} left"),
+        Standing::Met => format!("met, {margin} early"),
+        Standing::Breached => format!(
+            "BREACHED since {}, {margin} late, still open",
+            d.first_breached_ms.map(at_text).unwrap_or_default()
+        ),
+        Standing::MetLate | Standing::StoppedLate => format!(
+            "BREACHED since {}, {} {margin} late",
+            d.first_breached_ms.map(at_text).unwrap_or_default(),
+            ending_word(d)
+        ),
+        Standing::Stopped => ending_word(d).to_owned(),
+        Standing::Expiry => "expiry clock (never a breach)".to_owned(),
+    };
+    let mut out = format!(
+        "{} {} ({})  started by {} {} ({}, case {}) at {}, due {}: {state}",
+        s.rule_id,
+        d.rule_name,
+        d.limit,
+        start.event_type,
+        start.event_id,
+        start.agency_id,
+        start.case_id,
+        at_text(start.at_ms),
+        at_text(s.due_at_ms),
+    );
+    if let Some(by) = &s.ended_by {
+        out.push_str(&format!(
+            " (by {} {} at {})",
+            by.event_type,
+            by.event_id,
+            at_text(by.at_ms)
+        ));
+    }
+    if s.beyond_calendar {
+        out.push_str(" [beyond the bank-holiday calendar]");
+    }
+    out
+}
+
 pub async fn as_of(args: AsOfArgs) -> Result<(), Failure> {
     let at_ms = moment("at", &args.at)?;
+    let timescales = args.timescales.load().map_err(config_error)?;
     let registry = load_registry(&args.agencies)?;
     let (agency, kind) = registered(&registry, "agency", &args.agency)?;
     let child_ref = args
@@ -397,6 +492,7 @@ pub async fn as_of(args: AsOfArgs) -> Result<(), Failure> {
     let seen: AsOfView = then
         .could_see(&in_force.policy, &principal, args.purpose, child)?
         .expect("the child has facts");
+    let deadlines = then.deadlines(&timescales, &seen)?;
     let accessed: Vec<LocatedRecord> = access_trail::access_records(&js)
         .await?
         .into_iter()
@@ -451,6 +547,7 @@ pub async fn as_of(args: AsOfArgs) -> Result<(), Failure> {
         for w in &seen.view.withheld {
             lines.push(json!({"kind": "withheld", "rule": w.rule, "count": w.count}));
         }
+        lines.extend(deadlines.iter().map(deadline_json));
         for l in &accessed {
             lines.push(record_json("accessed", l, None));
         }
@@ -503,6 +600,14 @@ pub async fn as_of(args: AsOfArgs) -> Result<(), Failure> {
     println!("withheld {withheld}:");
     for w in &seen.view.withheld {
         println!("  {} × {}", w.count, w.rule);
+    }
+    println!();
+    println!(
+        "deadlines as they stood then ({}; those whose start fact {agency} could see, from the facts that had occurred by then):",
+        deadlines.len()
+    );
+    for d in &deadlines {
+        println!("  {}", deadline_line(d));
     }
     println!();
     println!(
