@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "events",
         "common",
         "deadlines",
+        "signals",
         "query",
         "audit",
     ]

@@ -102,6 +102,7 @@ fn empty(kind: &Kind) -> Kind {
         SeriousIncidentNotified,
         RapidReviewCompleted,
         BreakGlassReviewed,
+        SignalOutcomeRecorded,
     )
 }
 
@@ -158,6 +159,7 @@ fn summary(mut kind: Kind) -> Kind {
         Kind::SeriousIncidentNotified(e) => e.summary.clear(),
         Kind::RapidReviewCompleted(e) => e.summary.clear(),
         Kind::BreakGlassReviewed(e) => e.reason.clear(),
+        Kind::SignalOutcomeRecorded(e) => e.reason.clear(),
     }
     kind
 }

@@ -56,7 +56,11 @@ impl SharingState {
         let e = &fact.envelope;
         // A review of an access is about the access log, not the case: it gives the reviewing agency no
         // relationship with the child (else reviewing a break-glass would widen what the reviewer sees).
-        if matches!(fact.kind(), Some(Kind::BreakGlassReviewed(_))) {
+        // Likewise recording a signal's outcome: a recipient that records one must not gain access by it.
+        if matches!(
+            fact.kind(),
+            Some(Kind::BreakGlassReviewed(_) | Kind::SignalOutcomeRecorded(_))
+        ) {
             return;
         }
         self.involve(&e.agency_id, Involvement::OwnCase);

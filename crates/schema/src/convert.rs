@@ -176,6 +176,7 @@ event_kinds! {
     SeriousIncidentNotified => CONTACT_REFERRAL,
     RapidReviewCompleted => CONTACT_REFERRAL,
     BreakGlassReviewed => ACCESS_LOG,
+    SignalOutcomeRecorded => EXPLOITATION,
 }
 
 /// Milliseconds since the Unix epoch, for sort keys. Saturates rather than overflowing.

@@ -1,5 +1,6 @@
-//! Validation of the accountability events that review access (`BreakGlassReviewed`), kept beside
-//! `validate.rs` so that file only dispatches to it.
+//! Validation of the accountability events that review access (`BreakGlassReviewed`) and record what was
+//! done with a multi-agency signal (`SignalOutcomeRecorded`), kept beside `validate.rs` so that file only
+//! dispatches to them.
 
 use crate::ids::AgencyId;
 use crate::pb;
@@ -53,9 +54,122 @@ pub(crate) fn check_break_glass_reviewed(e: &pb::BreakGlassReviewed, problems: &
     }
 }
 
+/// Longest signal id accepted: a rule id, `/`, an event id.
+pub const SIGNAL_ID_MAX_LEN: usize = 100;
+
+/// Checks a signal id is `<rule id>/<event id>`: the rule id letters, digits, `-` and `_`; the event id a
+/// UUID. Returns the reason when it is not.
+pub fn check_signal_id(id: &str) -> Result<(), String> {
+    if id.len() > SIGNAL_ID_MAX_LEN {
+        return Err(format!("at most {SIGNAL_ID_MAX_LEN} bytes"));
+    }
+    let Some((rule, event)) = id.split_once('/') else {
+        return Err(format!("{id:?} is not a signal id (<rule id>/<event id>, e.g. S02/0192…)"));
+    };
+    if rule.is_empty()
+        || !rule
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!("{rule:?} is not a rule id (letters, digits, '-' and '_')"));
+    }
+    if uuid::Uuid::parse_str(event).is_err() {
+        return Err(format!("{event:?} is not an event id (a UUID)"));
+    }
+    Ok(())
+}
+
+/// Checks a signal outcome names the signal, an outcome and who recorded it, and gives a reason when no
+/// action is taken.
+pub(crate) fn check_signal_outcome_recorded(e: &pb::SignalOutcomeRecorded, problems: &mut Vec<Problem>) {
+    let field = |name: &str| format!("event.signal_outcome_recorded.{name}");
+    if e.signal_id.is_empty() {
+        problems.push(Problem::Missing {
+            field: field("signal_id"),
+        });
+    } else if let Err(reason) = check_signal_id(&e.signal_id) {
+        problems.push(Problem::Invalid {
+            field: field("signal_id"),
+            reason,
+        });
+    }
+    let outcome = pb::SignalOutcome::try_from(e.outcome);
+    match outcome {
+        Ok(pb::SignalOutcome::Unspecified) => problems.push(Problem::Missing {
+            field: field("outcome"),
+        }),
+        Ok(_) => {}
+        Err(_) => problems.push(Problem::Invalid {
+            field: field("outcome"),
+            reason: format!("unknown value {}", e.outcome),
+        }),
+    }
+    if e.recorded_by.trim().is_empty() {
+        problems.push(Problem::Missing {
+            field: field("recorded_by"),
+        });
+    }
+    if e.reason.len() > REVIEW_REASON_MAX_LEN {
+        problems.push(Problem::Invalid {
+            field: field("reason"),
+            reason: format!("at most {REVIEW_REASON_MAX_LEN} bytes"),
+        });
+    } else if outcome == Ok(pb::SignalOutcome::NoAction) && e.reason.trim().is_empty() {
+        problems.push(Problem::Invalid {
+            field: field("reason"),
+            reason: "missing: an outcome of no action needs a reason".into(),
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn problems_of_outcome(e: &pb::SignalOutcomeRecorded) -> Vec<String> {
+        let mut p = Vec::new();
+        check_signal_outcome_recorded(e, &mut p);
+        p.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_signal_outcome_names_signal_outcome_recorder_and_a_reason_for_no_action() {
+        let ok = pb::SignalOutcomeRecorded {
+            signal_id: "S02/0192f0c4-7b1e-7cc1-9a57-3f0a8f1e2d3c".into(),
+            outcome: pb::SignalOutcome::ActionTaken as i32,
+            recorded_by: "mash-07".into(),
+            reason: String::new(),
+        };
+        assert_eq!(problems_of_outcome(&ok), Vec::<String>::new());
+        assert_eq!(
+            problems_of_outcome(&pb::SignalOutcomeRecorded::default()),
+            vec![
+                "event.signal_outcome_recorded.signal_id: missing",
+                "event.signal_outcome_recorded.outcome: missing",
+                "event.signal_outcome_recorded.recorded_by: missing",
+            ]
+        );
+        let no_action = pb::SignalOutcomeRecorded {
+            outcome: pb::SignalOutcome::NoAction as i32,
+            reason: "  ".into(),
+            ..ok.clone()
+        };
+        assert_eq!(
+            problems_of_outcome(&no_action),
+            vec!["event.signal_outcome_recorded.reason: missing: an outcome of no action needs a reason"]
+        );
+        let bad = pb::SignalOutcomeRecorded {
+            signal_id: "S02 0192".into(),
+            outcome: 9,
+            ..ok
+        };
+        let p = problems_of_outcome(&bad);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].contains("not a signal id"), "{p:?}");
+        assert_eq!(p[1], "event.signal_outcome_recorded.outcome: unknown value 9");
+        assert!(check_signal_id("S/x").is_err());
+        assert!(check_signal_id("S 1/0192f0c4-7b1e-7cc1-9a57-3f0a8f1e2d3c").is_err());
+    }
 
     fn review() -> pb::BreakGlassReviewed {
         pb::BreakGlassReviewed {

@@ -392,6 +392,7 @@ fn check_event(kind: &Kind, has_nhs: bool, problems: &mut Vec<Problem>) {
             }
         }
         Kind::BreakGlassReviewed(e) => crate::review::check_break_glass_reviewed(e, problems),
+        Kind::SignalOutcomeRecorded(e) => crate::review::check_signal_outcome_recorded(e, problems),
         _ => {}
     }
 }
