@@ -10,6 +10,11 @@
 //! order, the views are derived again with the policy once per change of the child's sharing state, and
 //! an agency "could see" a fact from the moment the fact occurred or the moment the change that entitled
 //! it occurred (until a later change withdrew it). Accesses are the AUDIT stream's records about the child.
+//!
+//! Statutory deadline breaches are marked on the time axis when they first happened (the first moment after
+//! the due time), with the rule, the start fact, how late and what closed them: the child's deadlines as
+//! they stood at `--as-of` (or now), derived by the deadline projection's own code (`as_of::deadlines_at`,
+//! as `audit as-of` shows them). An agency could know of a breach once it could see the start fact.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{IsTerminal, Write};
@@ -18,6 +23,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow};
 use halcyon_api::access_trail::{LocatedRecord, access_records};
+use halcyon_api::as_of::{DeadlineThen, Standing, deadlines_at};
 use halcyon_api::rebuild::{Until, project_streams};
 use halcyon_policy::Policy;
 use halcyon_projector::{Fact, Identifier, Projector, SharingState, ViewSpec};
@@ -61,6 +67,9 @@ pub struct Args {
     /// Do not draw a progress bar.
     #[arg(long)]
     quiet: bool,
+    /// The statutory timescales deadline breaches are derived with (the node's).
+    #[command(flatten)]
+    timescales: crate::cmd::deadlines::TimescaleArgs,
 }
 
 /// One agency's lane.
@@ -117,6 +126,36 @@ pub struct Access {
     pub audit_sequence: u64,
 }
 
+/// A statutory deadline breached, marked when it first was.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Breach {
+    /// When it was first breached: the first millisecond after its due time.
+    pub at_ms: i64,
+    /// `T01/<start event id>`.
+    pub key: String,
+    pub rule_id: String,
+    pub rule_name: String,
+    /// `1 working day`.
+    pub limit: String,
+    /// The agency whose deadline it was: the one that recorded the start fact.
+    pub agency: String,
+    pub case_id: String,
+    pub start_event_type: String,
+    pub start_event_id: String,
+    /// The start fact (index into `facts`).
+    pub start_fact: Option<usize>,
+    pub due_ms: i64,
+    /// `still open`, `met late`, `stopped late`, `superseded late`.
+    pub state: String,
+    /// How late: to the fact that closed it, or to the end of the chronology while open.
+    pub late: String,
+    /// The fact that closed it: (event type, event id, occurred at).
+    pub closed_by: Option<(String, String, i64)>,
+    /// For each lane (same order as `Chronology::lanes`), from when that agency could know of the breach:
+    /// from when it was breached or from when the agency could see the start fact, whichever was later.
+    pub known: Vec<Option<i64>>,
+}
+
 /// The whole chronology of one child.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chronology {
@@ -125,6 +164,8 @@ pub struct Chronology {
     pub lanes: Vec<Lane>,
     pub facts: Vec<Entry>,
     pub accesses: Vec<Access>,
+    /// Deadline breaches, in the order they first happened.
+    pub breaches: Vec<Breach>,
     pub policy_version: String,
     /// `None`: everything the streams held.
     pub as_of_ms: Option<i64>,
@@ -144,6 +185,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         .transpose()?;
     let registry = load_registry(&args.agencies)?;
     let policy = Arc::new(Policy::load(&args.policy).map_err(|e| config_error(anyhow!("{e}")))?);
+    let timescales = args.timescales.load().map_err(config_error)?;
     let js = args.nats.jetstream("halcyon audit chronology").await?;
 
     let projector = Arc::new(Projector::temporary()?);
@@ -185,11 +227,21 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         .filter_map(|r| access_about(r, child))
         .filter(|a| as_of_ms.is_none_or(|t| a.at_ms <= t))
         .collect();
+    let generated_ms = now_ms();
+    let deadlines = deadlines_at(
+        &projector,
+        &timescales,
+        child,
+        &facts,
+        as_of_ms.unwrap_or(generated_ms),
+    )?;
     let spec = ViewSpec::new(policy.clone(), &registry);
-    let chronology = Chronology::build(&spec, &registry, child, &facts, accesses, as_of_ms, now_ms());
+    let chronology = Chronology::build(&spec, &registry, child, &facts, accesses, as_of_ms, generated_ms)
+        .with_breaches(&deadlines);
     tracing::info!(
         facts = chronology.facts.len(),
         accesses = chronology.accesses.len(),
+        breaches = chronology.breaches.len(),
         lanes = chronology.lanes.len(),
         "chronology built"
     );
@@ -316,18 +368,90 @@ impl Chronology {
             lanes,
             facts: entries,
             accesses,
+            breaches: Vec::new(),
             policy_version: spec.policy.version().to_owned(),
             as_of_ms,
             generated_ms,
         }
     }
 
+    /// Marks the deadlines among `deadlines` that had been breached, when each first was.
+    pub fn with_breaches(mut self, deadlines: &[DeadlineThen]) -> Self {
+        let by_event: HashMap<&str, usize> = self
+            .facts
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.event_id.as_str(), i))
+            .collect();
+        let mut breaches: Vec<Breach> = deadlines
+            .iter()
+            .filter(|d| d.standing.is_breach())
+            .filter_map(|d| {
+                let at_ms = d.first_breached_ms?;
+                let start = d.deadline.started_by.clone().unwrap_or_default();
+                let start_fact = by_event.get(start.event_id.as_str()).copied();
+                let known = match start_fact {
+                    None => vec![None; self.lanes.len()],
+                    Some(i) => self.facts[i]
+                        .visible
+                        .iter()
+                        .map(|periods| {
+                            periods
+                                .iter()
+                                .find(|p| p.until_ms.is_none_or(|u| u > at_ms))
+                                .map(|p| p.from_ms.max(at_ms))
+                        })
+                        .collect(),
+                };
+                let state = match (d.standing, d.ending()) {
+                    (Standing::MetLate, _) => "met late",
+                    (_, halcyon_projector::deadlines::Ending::Superseded) => "superseded late",
+                    (Standing::StoppedLate, _) => "stopped late",
+                    _ => "still open",
+                };
+                Some(Breach {
+                    at_ms,
+                    key: d.key(),
+                    rule_id: d.deadline.rule_id.clone(),
+                    rule_name: d.rule_name.clone(),
+                    limit: d.limit.clone(),
+                    agency: start.agency_id,
+                    case_id: start.case_id,
+                    start_event_type: start.event_type,
+                    start_event_id: start.event_id,
+                    start_fact,
+                    due_ms: d.deadline.due_at_ms,
+                    state: state.to_owned(),
+                    late: d.margin.map(|m| m.to_string()).unwrap_or_default(),
+                    closed_by: d
+                        .deadline
+                        .ended_by
+                        .as_ref()
+                        .map(|f| (f.event_type.clone(), f.event_id.clone(), f.at_ms)),
+                    known,
+                })
+            })
+            .collect();
+        breaches.sort_by(|a, b| (a.at_ms, &a.key).cmp(&(b.at_ms, &b.key)));
+        self.breaches = breaches;
+        self
+    }
+
     pub fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
         writeln!(out, "{}", self.title())?;
         writeln!(out, "{}", self.subtitle())?;
         writeln!(out)?;
-        writeln!(out, "Facts ({}), in the order they occurred", self.facts.len())?;
+        writeln!(
+            out,
+            "Facts ({}), in the order they occurred; deadline breaches ({}) marked ! when they first happened",
+            self.facts.len(),
+            self.breaches.len()
+        )?;
+        let mut breaches = self.breaches.iter().peekable();
         for (i, f) in self.facts.iter().enumerate() {
+            while let Some(b) = breaches.next_if(|b| b.at_ms <= f.occurred_ms) {
+                self.write_breach(out, b)?;
+            }
             writeln!(
                 out,
                 "{:>4}  {}  {:<18} {:<4} {:<30} case {}  event {}  held from {}",
@@ -362,12 +486,63 @@ impl Chronology {
                 writeln!(out, "      never visible to: {}", unseen.join(", "))?;
             }
         }
+        for b in breaches {
+            self.write_breach(out, b)?;
+        }
         writeln!(out)?;
         writeln!(out, "Accesses to the child's record ({})", self.accesses.len())?;
         for a in &self.accesses {
             writeln!(out, "      {}", access_text(a))?;
         }
         Ok(())
+    }
+
+    fn write_breach(&self, out: &mut dyn Write, b: &Breach) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "   !  {}  {:<18} {}",
+            time(b.at_ms),
+            b.agency,
+            self.breach_text(b)
+        )?;
+        writeln!(out, "      could know of it: {}", self.known_text(b))
+    }
+
+    /// `BREACH T01 referral decision (1 working day): due …, started by ReferralReceived <id> (fact 3);
+    /// met late, 2 working days (1 d 10 h) late, by ReferralDecisionRecorded <id> at …`.
+    pub fn breach_text(&self, b: &Breach) -> String {
+        let mut s = format!(
+            "BREACH {} {} ({}): due {}, started by {} {}",
+            b.rule_id,
+            b.rule_name,
+            b.limit,
+            time(b.due_ms),
+            b.start_event_type,
+            b.start_event_id
+        );
+        if let Some(i) = b.start_fact {
+            s.push_str(&format!(" (fact {})", i + 1));
+        }
+        s.push_str(&format!("; {}, {} late", b.state, b.late));
+        if let Some((event_type, event_id, at_ms)) = &b.closed_by {
+            s.push_str(&format!(", by {event_type} {event_id} at {}", time(*at_ms)));
+        }
+        s
+    }
+
+    /// `csc-rotherham from …; mash-rotherham from …`, or `nobody`.
+    pub fn known_text(&self, b: &Breach) -> String {
+        let known: Vec<String> = self
+            .lanes
+            .iter()
+            .zip(&b.known)
+            .filter_map(|(lane, from)| from.map(|t| format!("{} from {}", lane.agency, time(t))))
+            .collect();
+        if known.is_empty() {
+            "nobody".to_owned()
+        } else {
+            known.join("; ")
+        }
     }
 
     pub fn write_csv(&self, out: &mut dyn Write) -> std::io::Result<()> {
@@ -403,6 +578,26 @@ impl Chronology {
             row.extend(f.visible.iter().map(|p| self.periods_text(p)));
             csv_row(out, &row)?;
         }
+        for b in &self.breaches {
+            let mut row = vec![
+                "breach".to_owned(),
+                time(b.at_ms),
+                b.agency.clone(),
+                String::new(),
+                self.breach_text(b),
+                b.case_id.clone(),
+                String::new(),
+                String::new(),
+                String::new(),
+                b.key.clone(),
+            ];
+            row.extend(
+                b.known
+                    .iter()
+                    .map(|from| from.map(|t| format!("from {}", time(t))).unwrap_or_default()),
+            );
+            csv_row(out, &row)?;
+        }
         for a in &self.accesses {
             let mut row = vec![
                 "access".to_owned(),
@@ -428,7 +623,7 @@ impl Chronology {
 
     pub fn subtitle(&self) -> String {
         format!(
-            "NHS number {}; {} facts from {} agencies; {} accesses; policy {}; {}; generated {}",
+            "NHS number {}; {} facts from {} agencies; {} accesses; {} deadline breaches; policy {}; {}; generated {}",
             self.nhs_number.as_deref().unwrap_or("not recorded"),
             self.facts.len(),
             self.facts
@@ -437,6 +632,7 @@ impl Chronology {
                 .collect::<BTreeSet<_>>()
                 .len(),
             self.accesses.len(),
+            self.breaches.len(),
             self.policy_version,
             match self.as_of_ms {
                 Some(t) => format!("as of {}", time(t)),

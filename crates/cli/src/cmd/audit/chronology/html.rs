@@ -1,13 +1,17 @@
 //! The chronology as one self-contained HTML page for a reviewer to open from an email attachment: inline
 //! CSS with a print stylesheet, an inline SVG with one lane per agency (facts on a time axis in their
 //! originating agency's lane, a tick in each other lane from when that agency could see the fact, access
-//! events as triangles in the accessing agency's lane), the facts and accesses as tables, and a few lines
+//! events as triangles in the accessing agency's lane, deadline breaches as red diamonds in the owning agency's
+//! lane when they first happened), the facts, breaches and accesses as tables, and a few lines
 //! of inline script (click a fact to highlight it everywhere). No external references of any kind; every
 //! value is escaped.
 
 use std::fmt::Write as _;
 
 use super::{Chronology, Period, access_event, categories_text, time};
+
+/// The marker of a breach: a diamond this many units from its centre to each point.
+const BREACH_R: f64 = 7.0;
 
 const LABEL_W: f64 = 230.0;
 const TRACK_W: f64 = 900.0;
@@ -38,6 +42,7 @@ svg .seen { stroke-width: 2; opacity: .55; cursor: pointer; }
 svg .access { fill: #111827; }
 svg .access.denied { fill: #dc2626; }
 svg .access.break-glass { fill: #dc2626; stroke: #7f1d1d; stroke-width: 1.5; }
+svg .breach { fill: #dc2626; stroke: #7f1d1d; stroke-width: 1.5; cursor: pointer; }
 svg .picked { stroke: #111827; stroke-width: 3; opacity: 1; }
 .legend { color: var(--muted); font-size: 12px; }
 .legend span { display: inline-block; margin-right: 14px; }
@@ -50,6 +55,7 @@ td.own { color: var(--muted); }
 td.none { color: #9ca3af; text-align: center; }
 tr.picked td { background: var(--pick); }
 tr.break-glass td { background: #fee2e2; }
+tr.breach td { background: #fef2f2; }
 tbody tr { cursor: pointer; }
 footer { margin-top: 24px; color: var(--muted); font-size: 11px; }
 @media print {
@@ -120,6 +126,7 @@ impl Axis {
 pub fn render(c: &Chronology) -> String {
     let mut times: Vec<i64> = c.facts.iter().map(|f| f.occurred_ms).collect();
     times.extend(c.accesses.iter().map(|a| a.at_ms));
+    times.extend(c.breaches.iter().map(|b| b.at_ms));
     times.extend(
         c.facts
             .iter()
@@ -155,7 +162,9 @@ pub fn render(c: &Chronology) -> String {
         "<p class=\"note\">Each lane is an agency. A dot is a fact in the lane of the agency that recorded \
          it, at the time it occurred; a tick in another lane marks when that agency could first see it \
          under its standing entitlements (purpose safeguarding); a triangle is an access to the child's \
-         record (red: denied or break-glass). “Held from” is when Halcyon stored the fact.</p>\n</header>\n",
+         record (red: denied or break-glass); a red diamond is a statutory deadline breached, in the lane of \
+         the agency whose deadline it was, at the moment it was first breached. “Held from” is when \
+         Halcyon stored the fact.</p>\n</header>\n",
     );
 
     // Timeline.
@@ -164,9 +173,10 @@ pub fn render(c: &Chronology) -> String {
         h,
         "<svg class=\"lanes\" viewBox=\"0 0 {width:.0} {height:.0}\" role=\"img\" aria-label=\"{}\">",
         escape(&format!(
-            "{} facts and {} accesses in {} agency lanes",
+            "{} facts, {} accesses and {} deadline breaches in {} agency lanes",
             c.facts.len(),
             c.accesses.len(),
+            c.breaches.len(),
             c.lanes.len()
         ))
     );
@@ -265,6 +275,26 @@ pub fn render(c: &Chronology) -> String {
             escape(&format!("{} {} {}", short(a.at_ms), a.agency, access_event(a)))
         );
     }
+    for b in &c.breaches {
+        let Some(lane) = c.lanes.iter().position(|l| l.agency == b.agency) else {
+            continue;
+        };
+        let (x, y) = (axis.x(b.at_ms), lane_y(lane) + LANE_H / 2.0);
+        let fact = b
+            .start_fact
+            .map(|i| format!(" data-fact=\"{i}\""))
+            .unwrap_or_default();
+        let _ = writeln!(
+            h,
+            "<path class=\"breach\" data-breach=\"{}\"{fact} d=\"M{x:.1} {:.1} L{:.1} {y:.1} L{x:.1} {:.1} L{:.1} {y:.1} Z\"><title>{}</title></path>",
+            escape(&b.key),
+            y - BREACH_R,
+            x + BREACH_R,
+            y + BREACH_R,
+            x - BREACH_R,
+            escape(&format!("{} {}", short(b.at_ms), c.breach_text(b)))
+        );
+    }
     h.push_str("</svg>\n<p class=\"legend\">");
     let mut seen_categories: Vec<_> = c.facts.iter().filter_map(|f| f.category).collect();
     seen_categories.sort();
@@ -278,7 +308,7 @@ pub fn render(c: &Chronology) -> String {
             escape(cat.name())
         );
     }
-    h.push_str("<span>▲ access</span></p>\n</section>\n");
+    h.push_str("<span>▲ access</span><span>◆ deadline first breached</span></p>\n</section>\n");
 
     // Facts table.
     let _ = writeln!(
@@ -332,6 +362,51 @@ pub fn render(c: &Chronology) -> String {
         h.push_str("</tr>\n");
     }
     h.push_str("</tbody>\n</table>\n</section>\n");
+
+    // Breaches table.
+    let _ = writeln!(
+        h,
+        "<section>\n<h2>Statutory deadline breaches ({})</h2>",
+        c.breaches.len()
+    );
+    if c.breaches.is_empty() {
+        h.push_str("<p class=\"note\">No statutory deadline of this child had been breached.</p>\n");
+    } else {
+        h.push_str("<table class=\"breaches\">\n<thead><tr><th>First breached</th><th>Rule</th><th>Agency</th><th>Started by</th><th>Due</th><th>State</th><th>Late</th><th>Closed by</th><th>Could know of it</th></tr></thead>\n<tbody>\n");
+        for b in &c.breaches {
+            let fact = b
+                .start_fact
+                .map(|i| format!(" data-fact=\"{i}\""))
+                .unwrap_or_default();
+            let started = match b.start_fact {
+                Some(i) => format!("{} (fact {})", b.start_event_type, i + 1),
+                None => b.start_event_type.clone(),
+            };
+            let _ = writeln!(
+                h,
+                "<tr class=\"breach\" data-breach-row=\"{}\"{fact}><td>{}</td><td>{} {} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&b.key),
+                escape(&time(b.at_ms)),
+                escape(&b.rule_id),
+                escape(&b.rule_name),
+                escape(&b.limit),
+                escape(&b.agency),
+                escape(&started),
+                escape(&time(b.due_ms)),
+                escape(&b.state),
+                escape(&b.late),
+                escape(
+                    &b.closed_by
+                        .as_ref()
+                        .map(|(t, _, at)| format!("{t} at {}", time(*at)))
+                        .unwrap_or_default()
+                ),
+                escape(&c.known_text(b)),
+            );
+        }
+        h.push_str("</tbody>\n</table>\n");
+    }
+    h.push_str("</section>\n");
 
     // Accesses table.
     let _ = writeln!(

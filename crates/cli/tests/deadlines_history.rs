@@ -1,0 +1,278 @@
+//! Issue 8 (history: "a reviewer can see when a deadline was first breached"): `halcyon audit as-of` and
+//! `halcyon audit chronology`, run as the real binary against a real nats-server with the deploy users.
+//!
+//! A referral on a Monday with no bank holiday that week, decided on the Thursday (two working days after
+//! T01 fell due at the end of the Tuesday). The week is in the future, so the three moments asked about
+//! hold both events (the server stored them before the moments) while the decision had not yet occurred
+//! at the first two: as of Tuesday noon T01 is open; as of Wednesday noon it is breached — due at the end
+//! of Tuesday, breached since Wednesday 00:00, one working day late and still open; as of Friday noon it
+//! was met late, two working days late. A school with no relationship to the child sees no deadline; the
+//! chronology marks the breach on the time axis (text, CSV, HTML).
+
+use std::collections::BTreeMap;
+
+use halcyon_bus::{Credentials, Publisher, PublisherConfig, connect};
+use halcyon_schema::convert::{format_timestamp, timestamp_from_millis};
+use halcyon_schema::pb::{self, event::Kind};
+use halcyon_schema::{EventId, EventKindExt, SCHEMA_VERSION};
+use halcyon_testkit::NatsServer;
+use halcyon_timescales::Calendar;
+use halcyon_timescales::calendar::{add_days, date_of_ms, start_of_day_ms};
+use serde_json::Value;
+
+mod common;
+use common::halcyon_ok;
+
+const CSC: &str = "csc-rotherham";
+const NHS: &str = "9434765919";
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn at_text(ms: i64) -> String {
+    format_timestamp(&timestamp_from_millis(ms))
+}
+
+/// 00:00 UTC of the first Monday at least a week from now whose week (Monday to Friday) has no bank
+/// holiday, so that the working-day arithmetic below is plain.
+fn plain_monday() -> i64 {
+    let calendar = Calendar::england_and_wales();
+    let mut day = date_of_ms(now_ms() + 7 * DAY_MS);
+    loop {
+        let week_is_plain = (0..5).all(|d| calendar.is_working_day(add_days(day, d)));
+        if day.weekday().number_from_monday() == 1 && week_is_plain {
+            assert!(calendar.covers(add_days(day, 6)), "the calendar covers {day}");
+            return start_of_day_ms(day);
+        }
+        day = add_days(day, 1);
+    }
+}
+
+fn operator(nats: &NatsServer) -> Vec<String> {
+    [
+        "--nats-url",
+        &nats.url(),
+        "--nats-user",
+        "operator",
+        "--nats-password",
+        "operator-dev-secret",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn envelope(at_ms: i64, kind: Kind) -> pb::Envelope {
+    let category = kind.default_category();
+    pb::Envelope {
+        event_id: EventId::new().to_string(),
+        case_id: "CASE-8".into(),
+        agency_id: CSC.into(),
+        occurred_at: Some(timestamp_from_millis(at_ms)),
+        recorded_at: Some(timestamp_from_millis(at_ms)),
+        actor: Some(pb::Actor {
+            practitioner_id: "sw-1".into(),
+            ..Default::default()
+        }),
+        child: Some(pb::ChildIdentifiers {
+            nhs_number: NHS.into(),
+            ..Default::default()
+        }),
+        category: category.to_pb() as i32,
+        schema_version: SCHEMA_VERSION,
+        lawful_basis: pb::LawfulBasis::PublicTask as i32,
+        event: Some(pb::Event { kind: Some(kind) }),
+    }
+}
+
+fn as_of(nats: &NatsServer, agency: &str, at_ms: i64, json: bool) -> String {
+    let at = at_text(at_ms);
+    let mut args = vec!["audit", "as-of", "--agency", agency, "--nhs", NHS, "--at", &at];
+    if json {
+        args.push("--json");
+    }
+    let ops = operator(nats);
+    args.extend(ops.iter().map(String::as_str));
+    halcyon_ok(&args)
+}
+
+/// The `deadline` lines of an as-of's JSON output, by rule.
+fn deadlines(stdout: &str) -> BTreeMap<String, Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .filter(|l| l["kind"] == "deadline")
+        .map(|l| (l["rule_id"].as_str().unwrap().to_owned(), l))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_of_shows_a_deadline_open_then_breached_then_met_late_and_the_chronology_marks_the_breach() {
+    let nats = NatsServer::start_with_auth();
+    let mut apply = vec!["streams", "apply"];
+    let ops = operator(&nats);
+    apply.extend(ops.iter().map(String::as_str));
+    halcyon_ok(&apply);
+
+    let monday = plain_monday();
+    let referral = envelope(
+        monday + 10 * HOUR_MS,
+        Kind::ReferralReceived(pb::ReferralReceived {
+            referrer: Some(pb::ReferrerDetails {
+                source_code: "2A".into(),
+                ..Default::default()
+            }),
+            summary: "school reports bruising".into(),
+        }),
+    );
+    let decision = envelope(
+        monday + 3 * DAY_MS + 10 * HOUR_MS,
+        Kind::ReferralDecisionRecorded(pb::ReferralDecisionRecorded {
+            outcome: pb::ReferralOutcome::S17Assessment as i32,
+            rationale: "assessment needed".into(),
+        }),
+    );
+    let client = connect(
+        &nats.url(),
+        &Credentials::agency(CSC, &format!("{CSC}-dev-secret")),
+        "test",
+    )
+    .await
+    .unwrap();
+    let publisher = Publisher::new(
+        client,
+        PublisherConfig {
+            agency: Some(CSC.parse().unwrap()),
+            ..Default::default()
+        },
+    );
+    for e in [&referral, &decision] {
+        publisher.publish(e, None).await.expect("published");
+    }
+
+    let tuesday_noon = monday + DAY_MS + 12 * HOUR_MS;
+    let wednesday_noon = monday + 2 * DAY_MS + 12 * HOUR_MS;
+    let friday_noon = monday + 4 * DAY_MS + 12 * HOUR_MS;
+    let due = at_text(monday + 2 * DAY_MS - 1);
+    let first_breached = at_text(monday + 2 * DAY_MS);
+
+    // Tuesday noon: T01 open, due at the end of Tuesday, nothing breached yet.
+    let tuesday = deadlines(&as_of(&nats, CSC, tuesday_noon, true));
+    let t01 = &tuesday["T01"];
+    eprintln!("Tuesday: {t01}");
+    assert_eq!(t01["state"], "open");
+    assert_eq!(t01["due_at"], due.as_str());
+    assert_eq!(t01["first_breached_at"], Value::Null);
+    assert_eq!(t01["started_by"]["event_id"], referral.event_id.as_str());
+    assert_eq!(t01["ended_by"], Value::Null);
+    for rule in ["T02", "T03"] {
+        assert_eq!(tuesday[rule]["state"], "open", "{rule}");
+    }
+
+    // Wednesday noon: breached since the first millisecond after the due time, one working day late.
+    let wednesday = deadlines(&as_of(&nats, CSC, wednesday_noon, true));
+    let t01 = &wednesday["T01"];
+    eprintln!("Wednesday: {t01}");
+    assert_eq!(t01["state"], "breached");
+    assert_eq!(t01["due_at"], due.as_str());
+    assert_eq!(t01["first_breached_at"], first_breached.as_str());
+    assert_eq!(t01["margin_units"], 1);
+    assert_eq!(t01["unit"], "working-days");
+    assert_eq!(t01["ended_by"], Value::Null);
+
+    // Friday noon: met late by the Thursday decision, two working days late; still breached from Wednesday.
+    let friday = deadlines(&as_of(&nats, CSC, friday_noon, true));
+    let t01 = &friday["T01"];
+    eprintln!("Friday: {t01}");
+    assert_eq!(t01["state"], "met late");
+    assert_eq!(t01["first_breached_at"], first_breached.as_str());
+    assert_eq!(t01["margin_units"], 2);
+    assert_eq!(t01["ended_by"]["event_id"], decision.event_id.as_str());
+    assert_eq!(friday["T02"]["state"], "breached", "never acknowledged");
+    assert_eq!(friday["T03"]["state"], "open", "45 working days");
+
+    // The same for people.
+    let text = as_of(&nats, CSC, wednesday_noon, false);
+    eprintln!("{text}");
+    let line = text
+        .lines()
+        .find(|l| {
+            l.trim_start()
+                .starts_with("T01 referral decision (1 working day)")
+        })
+        .unwrap_or_else(|| panic!("a T01 line: {text}"));
+    assert!(
+        line.contains(&format!(
+            "due {due}: BREACHED since {first_breached}, 1 working day ("
+        )),
+        "{line}"
+    );
+    assert!(line.contains("still open"), "{line}");
+
+    // A school with no relationship to the child may know of no deadline.
+    let school = as_of(&nats, "school-oakwood", friday_noon, true);
+    assert!(deadlines(&school).is_empty(), "{school}");
+    let school = as_of(&nats, "school-oakwood", friday_noon, false);
+    assert!(school.contains("deadlines as they stood then (0;"), "{school}");
+    assert!(!school.contains("T01"), "{school}");
+
+    // The chronology as of Friday noon marks the breach when it first happened: text, CSV, HTML.
+    let dir = tempfile::tempdir().unwrap();
+    let chronology = |format: &str| {
+        let path = dir.path().join(format!("chronology.{format}"));
+        let friday = at_text(friday_noon);
+        let mut args = vec![
+            "audit",
+            "chronology",
+            "--child",
+            NHS,
+            "--as-of",
+            &friday,
+            "--format",
+            format,
+            "--out",
+            path.to_str().unwrap(),
+            "--quiet",
+        ];
+        args.extend(ops.iter().map(String::as_str));
+        halcyon_ok(&args);
+        std::fs::read_to_string(path).unwrap()
+    };
+    let text = chronology("text");
+    eprintln!("{text}");
+    let breach = text
+        .lines()
+        .find(|l| l.contains("BREACH T01"))
+        .unwrap_or_else(|| panic!("a T01 breach line: {text}"));
+    assert!(breach.contains(&first_breached), "{breach}");
+    assert!(breach.contains(&format!("due {due}")), "{breach}");
+    assert!(breach.contains("met late"), "{breach}");
+    // On the time axis: after the referral, before the decision.
+    let position = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle}: {text}"));
+    assert!(position(&referral.event_id) < position("BREACH T01"));
+    assert!(position("BREACH T01") < position(&decision.event_id));
+
+    let csv = chronology("csv");
+    let row = csv
+        .lines()
+        .find(|l| l.starts_with("breach,") && l.contains("T01"))
+        .unwrap_or_else(|| panic!("a T01 breach row: {csv}"));
+    let cells: Vec<&str> = row.split(',').collect();
+    assert_eq!(cells[1], first_breached, "{row}");
+    assert_eq!(cells[2], CSC, "{row}");
+    assert!(row.contains(&format!("T01/{}", referral.event_id)), "{row}");
+
+    let html = chronology("html");
+    assert!(
+        html.contains(&format!("data-breach=\"T01/{}\"", referral.event_id)),
+        "a breach marker on the timeline"
+    );
+    for external in ["http://", "https://", "src=", "<link", "@import", "url("] {
+        assert!(!html.contains(external), "{external}");
+    }
+}
