@@ -129,3 +129,128 @@ async fn halcyon_deadlines_lists_the_breaches_the_agency_may_know_of() {
     let school = node.deadlines("demo-school-oakwood", &[]);
     assert!(school.starts_with("0 breach(es)"), "{school}");
 }
+
+/// A `halcyon deadlines --watch` process whose standard output lines arrive on a channel; killed on drop.
+struct Watcher {
+    process: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Watcher {
+    fn start(node: &Node, token: &str) -> Watcher {
+        use std::io::BufRead;
+        let mut process = std::process::Command::new(common::BIN)
+            .args([
+                "deadlines",
+                "--api",
+                &format!("http://127.0.0.1:{}", node.port),
+                "--token",
+                token,
+                "--watch",
+            ])
+            .current_dir(halcyon_testkit::workspace_root())
+            .env("HALCYON_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = process.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Watcher { process, lines }
+    }
+
+    /// The next line printed within `wait`, if any.
+    fn next_line(&self, wait: Duration) -> Option<String> {
+        self.lines.recv_timeout(wait).ok()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn halcyon_deadlines_watch_prints_a_breach_as_the_node_records_it() {
+    let nats = NatsServer::start_with_auth();
+    let mut node = Node::start(&nats, "deadlines-watch-test");
+    node.client().await;
+    let watcher = Watcher::start(&node, "demo-csc-rotherham");
+    let header = watcher
+        .next_line(Duration::from_secs(30))
+        .expect("the listing before the watch within 30 s");
+    assert!(header.starts_with("0 breach(es) as of "), "{header}");
+
+    let client = connect(
+        &nats.url(),
+        &Credentials::agency(CSC, &format!("{CSC}-dev-secret")),
+        "test",
+    )
+    .await
+    .unwrap();
+    let publisher = Publisher::new(
+        client,
+        PublisherConfig {
+            agency: Some(CSC.parse().unwrap()),
+            ..Default::default()
+        },
+    );
+    // A referral from March with no decision: its deadlines are long past, so the node's timer records
+    // the breaches as soon as the referral is projected, and the watcher prints them. The watch stream
+    // opens just after the listing; a referral projected before it opened is not announced to it, so a
+    // further one (another case) is published every 2 s until a breach shows, for at most 60 s.
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut cases = Vec::new();
+    let seen = 'watch: loop {
+        assert!(
+            Instant::now() < until,
+            "no breach printed within 60 s of publishing {cases:?}"
+        );
+        let mut referral = envelope(
+            MONDAY_10H,
+            Kind::ReferralReceived(pb::ReferralReceived {
+                referrer: Some(pb::ReferrerDetails {
+                    source_code: "2A".into(),
+                    ..Default::default()
+                }),
+                summary: "school reports bruising".into(),
+            }),
+        );
+        referral.case_id = format!("CASE-W{}", cases.len() + 1);
+        publisher.publish(&referral, None).await.expect("published");
+        cases.push(referral.case_id.clone());
+        let round = Instant::now() + Duration::from_secs(2);
+        while let Some(left) = round.checked_duration_since(Instant::now()) {
+            if let Some(line) = watcher.next_line(left) {
+                break 'watch line;
+            }
+        }
+    };
+    println!("{seen}");
+    assert!(
+        cases.iter().any(|c| seen.contains(&format!("({CSC}, case {c})"))),
+        "{seen}"
+    );
+    assert!(
+        [
+            "T01 referral decision",
+            "T02 acknowledge referrer",
+            "T03 child and family assessment"
+        ]
+        .iter()
+        .any(|r| seen.starts_with(r)),
+        "{seen}"
+    );
+    assert!(seen.contains("started by ReferralReceived"), "{seen}");
+    assert!(seen.contains(": open, "), "{seen}");
+}
