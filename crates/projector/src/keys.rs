@@ -12,6 +12,7 @@
 //! | `V` | child (16) | every agency's view of the child (`view::ChildViews`) |
 //! | `X` | stream 0 seq | children (16 each) whose facts the batch ending at seq changed: views to derive |
 //! | `L`, `W`, `B` | see `deadlines.rs` | a child's deadlines, the due index, breach records |
+//! | `S` | see `signals.rs` | a child's multi-agency signals and their outcomes |
 
 use halcyon_schema::ChildId;
 

@@ -11,6 +11,7 @@ pub mod error;
 pub mod keys;
 pub mod quarantine;
 pub mod read;
+pub mod signals;
 pub mod state;
 pub mod store;
 pub mod view;
@@ -18,6 +19,7 @@ pub mod view;
 pub use deadlines::{BreachNotice, DeadlineSpec, StoredDeadline};
 pub use error::ProjectorError;
 pub use quarantine::QuarantineRecord;
+pub use signals::{SignalNotice, SignalSpec, StoredSignal};
 pub use state::SharingState;
 
 pub use store::{ApplyOutcome, Fact, Identifier, Incoming, Projector};

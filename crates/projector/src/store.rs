@@ -199,6 +199,8 @@ pub struct Projector {
     views: Option<ViewSpec>,
     /// When set, deriving a child's views also derives its deadlines (`deadlines.rs`).
     pub(crate) deadlines: Option<crate::deadlines::DeadlineSpec>,
+    /// When set, deriving a child's views also derives its signals (`signals.rs`).
+    pub(crate) signals: Option<crate::signals::SignalSpec>,
 }
 
 impl Projector {
@@ -235,6 +237,7 @@ impl Projector {
             positions,
             views: None,
             deadlines: None,
+            signals: None,
         })
     }
 
@@ -360,9 +363,11 @@ impl Projector {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let mut batch = sled::Batch::default();
             let mut derived = crate::deadlines::Derived::default();
+            let mut signals = Vec::new();
             for child in chunk {
                 let facts = self.facts(child)?;
                 self.derive_deadlines(&mut batch, child, &facts, &mut derived)?;
+                self.derive_signals(&mut batch, child, &facts, &mut signals)?;
                 if facts.is_empty() {
                     batch.remove(keys::views(child));
                 } else {
@@ -371,6 +376,7 @@ impl Projector {
             }
             self.model.apply_batch(batch)?;
             self.deadlines_derived(derived);
+            self.signals_derived(signals);
         }
         if !lists.is_empty() {
             let mut batch = sled::Batch::default();

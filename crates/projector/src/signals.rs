@@ -1,0 +1,342 @@
+//! The signal projection ("joining the dots", DESIGN.md §5, DOMAIN.md §7): each child's multi-agency
+//! signals derived from its facts with `halcyon-signals`, beside its views and deadlines, with the outcome
+//! recipients recorded for each (`SignalOutcomeRecorded`).
+//!
+//! A signal record names its rule, the facts that raised it by reference (agency, stream, sequence, event
+//! id, occurred at — never their content), when it first fired (the occurred-at of the fact that completed
+//! it) and its latest outcome. It depends only on the child's set of facts, so a rebuild writes the same
+//! bytes, and the signals as of a moment are those of the facts that had occurred by then
+//! ([`derive_until`]).
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `S` | child (16) | every signal of the child, in (fired at, rule) order (`ChildSignals`) |
+//!
+//! An outcome counts only when it names a signal of the same child and its agency is one the signal's rule
+//! addresses (an agency of a recipient kind, or the lead authority); the latest such outcome, in fact order,
+//! is the signal's outcome. An outcome naming no current signal (a backdated fact can change which fact
+//! completes a pattern, and so the signal's id) is kept as a fact but shows nowhere here.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use halcyon_schema::pb::event::Kind;
+use halcyon_schema::{AgencyKind, ChildId, Registry};
+use halcyon_signals::{Observation, SignalRules, evaluate_until};
+use prost::Message;
+use tokio::sync::broadcast;
+
+use crate::deadlines::corrupt;
+use crate::error::ProjectorError;
+use crate::state::SharingState;
+use crate::store::{Fact, Projector};
+
+pub const SIGNALS: u8 = b'S';
+
+/// Signal notices kept for a slow listener before it is told it fell behind.
+pub const NOTICES_BUFFERED_MAX: usize = 1024;
+
+/// A fact a signal cites, by reference.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct SignalFact {
+    #[prost(string, tag = "1")]
+    pub agency_id: String,
+    #[prost(string, tag = "2")]
+    pub stream: String,
+    #[prost(uint64, tag = "3")]
+    pub sequence: u64,
+    #[prost(string, tag = "4")]
+    pub event_id: String,
+    #[prost(int64, tag = "5")]
+    pub at_ms: i64,
+}
+
+/// The latest outcome recorded for a signal.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct SignalOutcome {
+    /// `halcyon.v1.SignalOutcome`.
+    #[prost(int32, tag = "1")]
+    pub outcome: i32,
+    #[prost(string, tag = "2")]
+    pub agency_id: String,
+    #[prost(string, tag = "3")]
+    pub recorded_by: String,
+    /// The `SignalOutcomeRecorded` fact (its reason stays in the fact, read under the policy).
+    #[prost(message, optional, tag = "4")]
+    pub fact: Option<SignalFact>,
+}
+
+/// One signal as the facts alone decide it.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct StoredSignal {
+    #[prost(string, tag = "1")]
+    pub rule_id: String,
+    /// The occurred-at of the fact that completed it.
+    #[prost(int64, tag = "2")]
+    pub fired_at_ms: i64,
+    /// In (occurred at, agency, stream, sequence) order; the last completed it.
+    #[prost(message, repeated, tag = "3")]
+    pub facts: Vec<SignalFact>,
+    #[prost(message, optional, tag = "4")]
+    pub outcome: Option<SignalOutcome>,
+}
+
+impl StoredSignal {
+    /// `S02/<event id of the completing fact>`: what `SignalOutcomeRecorded.signal_id` names.
+    pub fn id(&self) -> String {
+        format!(
+            "{}/{}",
+            self.rule_id,
+            self.facts.last().map_or("", |f| f.event_id.as_str())
+        )
+    }
+}
+
+/// Every signal of one child (value of an `S` key), and the child's lead authority they were addressed
+/// with.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ChildSignals {
+    #[prost(message, repeated, tag = "1")]
+    pub signals: Vec<StoredSignal>,
+    /// The children's social care agency holding the child's case, if any (`SharingState::owner`).
+    #[prost(string, tag = "2")]
+    pub lead_authority: String,
+}
+
+/// A signal that fired, or whose outcome changed: for a node to tell its recipients.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignalNotice {
+    pub child: ChildId,
+    pub signal: StoredSignal,
+    pub lead_authority: String,
+}
+
+/// The rules a projector derives signals with, the agency kinds they address, and the channel that tells a
+/// node about new signals.
+#[derive(Debug)]
+pub struct SignalSpec {
+    pub rules: Arc<SignalRules>,
+    /// Each registered agency's kind: whose outcome counts.
+    kinds: BTreeMap<String, AgencyKind>,
+    notices: broadcast::Sender<SignalNotice>,
+}
+
+impl SignalSpec {
+    pub fn new(rules: Arc<SignalRules>, registry: &Registry) -> SignalSpec {
+        SignalSpec {
+            rules,
+            kinds: registry
+                .iter()
+                .map(|a| (a.id.as_str().to_owned(), a.kind))
+                .collect(),
+            notices: broadcast::channel(NOTICES_BUFFERED_MAX).0,
+        }
+    }
+
+    pub fn subscribe_notices(&self) -> broadcast::Receiver<SignalNotice> {
+        self.notices.subscribe()
+    }
+
+    /// Whether `agency` is one `rule_id` addresses, for a child whose lead authority is `lead`.
+    pub fn addresses(&self, rule_id: &str, agency: &str, lead: &str) -> bool {
+        let (Some(rule), Some(kind)) = (self.rules.get(rule_id), self.kinds.get(agency)) else {
+            return false;
+        };
+        rule.addresses(*kind, !lead.is_empty() && agency == lead)
+    }
+}
+
+/// The signal rules' input from a child's stored facts: those that indicate anything.
+pub fn observations(facts: &[Fact]) -> Vec<Observation> {
+    facts
+        .iter()
+        .filter_map(|f| {
+            let kind = f.kind()?;
+            let indicators = halcyon_signals::Indicator::of_event(kind);
+            (!indicators.is_empty()).then(|| Observation {
+                indicators,
+                ..Observation::new(
+                    &f.envelope.event_id,
+                    f.occurred_ms(),
+                    &f.envelope.agency_id,
+                    &f.stream,
+                    f.sequence,
+                )
+            })
+        })
+        .collect()
+}
+
+fn reference(f: &Fact) -> SignalFact {
+    SignalFact {
+        agency_id: f.envelope.agency_id.clone(),
+        stream: f.stream.clone(),
+        sequence: f.sequence,
+        event_id: f.envelope.event_id.clone(),
+        at_ms: f.occurred_ms(),
+    }
+}
+
+/// Every signal the facts raise, with its outcome.
+pub fn derive(spec: &SignalSpec, facts: &[Fact]) -> ChildSignals {
+    derive_until(spec, facts, i64::MAX)
+}
+
+/// The signals as they stood at `until_ms`: raised by the facts that had occurred by then, with the
+/// outcomes recorded by then, addressed with the lead authority of then. For `audit as-of` ("when did
+/// this first show?"); `facts` are a child's facts in stored order.
+pub fn derive_until(spec: &SignalSpec, facts: &[Fact], until_ms: i64) -> ChildSignals {
+    let lead_authority = SharingState::derive_until(facts, until_ms)
+        .owner
+        .map(|a| a.as_str().to_owned())
+        .unwrap_or_default();
+    let mut signals: Vec<StoredSignal> = evaluate_until(&spec.rules, &observations(facts), until_ms)
+        .into_iter()
+        .map(|s| StoredSignal {
+            rule_id: s.rule.id.clone(),
+            fired_at_ms: s.fired_at_ms,
+            facts: s
+                .facts
+                .iter()
+                .map(|f| SignalFact {
+                    agency_id: f.agency_id.clone(),
+                    stream: f.stream.clone(),
+                    sequence: f.sequence,
+                    event_id: f.event_id.clone(),
+                    at_ms: f.at_ms,
+                })
+                .collect(),
+            outcome: None,
+        })
+        .collect();
+    // Facts are in (occurred at, agency, sequence) order: the last outcome for a signal wins.
+    for f in facts.iter().filter(|f| f.occurred_ms() <= until_ms) {
+        let Some(Kind::SignalOutcomeRecorded(o)) = f.kind() else {
+            continue;
+        };
+        let Some(signal) = signals.iter_mut().find(|s| s.id() == o.signal_id) else {
+            continue;
+        };
+        if !spec.addresses(&signal.rule_id, &f.envelope.agency_id, &lead_authority) {
+            continue;
+        }
+        signal.outcome = Some(SignalOutcome {
+            outcome: o.outcome,
+            agency_id: f.envelope.agency_id.clone(),
+            recorded_by: o.recorded_by.trim().to_owned(),
+            fact: Some(reference(f)),
+        });
+    }
+    ChildSignals {
+        signals,
+        lead_authority,
+    }
+}
+
+pub fn signals_key(child: &ChildId) -> Vec<u8> {
+    let mut k = vec![SIGNALS];
+    k.extend_from_slice(child.as_bytes());
+    k
+}
+
+/// Adds to `batch` the write that makes `child`'s signals those of `facts`; returns the signals that are
+/// new or changed (fired, or an outcome recorded), for notices.
+pub(crate) fn rederive(
+    tree: &sled::Tree,
+    batch: &mut sled::Batch,
+    spec: &SignalSpec,
+    child: &ChildId,
+    facts: &[Fact],
+) -> Result<Vec<SignalNotice>, ProjectorError> {
+    let key = signals_key(child);
+    let old = match tree.get(&key)? {
+        Some(v) => ChildSignals::decode(v.as_ref()).map_err(|e| corrupt(&key, e))?,
+        None => ChildSignals::default(),
+    };
+    let new = derive(spec, facts);
+    if new == old {
+        return Ok(Vec::new());
+    }
+    let before: BTreeMap<String, &StoredSignal> = old.signals.iter().map(|s| (s.id(), s)).collect();
+    let notices = new
+        .signals
+        .iter()
+        .filter(|s| before.get(&s.id()) != Some(s))
+        .map(|s| SignalNotice {
+            child: *child,
+            signal: s.clone(),
+            lead_authority: new.lead_authority.clone(),
+        })
+        .collect();
+    if new.signals.is_empty() {
+        batch.remove(key);
+    } else {
+        batch.insert(key, new.encode_to_vec());
+    }
+    Ok(notices)
+}
+
+impl Projector {
+    /// Derives and stores each child's signals with `spec` whenever its views are derived.
+    pub fn with_signals(mut self, spec: SignalSpec) -> Self {
+        self.signals = Some(spec);
+        self
+    }
+
+    /// The signal spec, when this projector derives signals.
+    pub fn signal_spec(&self) -> Option<&SignalSpec> {
+        self.signals.as_ref()
+    }
+
+    /// Called by `derive_views` for each child of a chunk (under the writer lock).
+    pub(crate) fn derive_signals(
+        &self,
+        batch: &mut sled::Batch,
+        child: &ChildId,
+        facts: &[Fact],
+        notices: &mut Vec<SignalNotice>,
+    ) -> Result<(), ProjectorError> {
+        if let Some(spec) = &self.signals {
+            notices.extend(rederive(&self.model, batch, spec, child, facts)?);
+        }
+        Ok(())
+    }
+
+    /// Called by `derive_views` once a chunk is written.
+    pub(crate) fn signals_derived(&self, notices: Vec<SignalNotice>) {
+        if let Some(spec) = &self.signals {
+            for notice in notices {
+                // No receivers is fine: nobody is listening.
+                let _ = spec.notices.send(notice);
+            }
+        }
+    }
+
+    /// Every signal of `child`, as its facts decide them.
+    pub fn signals_of(&self, child: &ChildId) -> Result<ChildSignals, ProjectorError> {
+        let key = signals_key(child);
+        match self.model.get(&key)? {
+            None => Ok(ChildSignals::default()),
+            Some(v) => ChildSignals::decode(v.as_ref()).map_err(|e| corrupt(&key, e)),
+        }
+    }
+
+    /// Every child's signals, in child order; only `child`'s when given.
+    pub fn signals(&self, child: Option<&ChildId>) -> Result<Vec<(ChildId, ChildSignals)>, ProjectorError> {
+        let prefix = child.map_or_else(|| vec![SIGNALS], signals_key);
+        let mut out = Vec::new();
+        for kv in self.model.scan_prefix(prefix) {
+            let (k, v) = kv?;
+            let child = k
+                .get(1..17)
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .map(ChildId::from_bytes)
+                .ok_or_else(|| corrupt(&k, "a short signal key"))?;
+            out.push((
+                child,
+                ChildSignals::decode(v.as_ref()).map_err(|e| corrupt(&k, e))?,
+            ));
+        }
+        Ok(out)
+    }
+}
