@@ -290,6 +290,11 @@ fn chronology_html_is_self_contained_and_loads_in_headless_chromium_and_agrees_w
     assert_eq!(markers, csv_facts.len().to_string());
     let accesses = browser.eval("String(document.querySelectorAll('svg path.access').length)");
     assert_eq!(accesses, "3");
+    // Deadline breaches: a marker on the timeline for each breach row of the CSV.
+    let breach_rows = csv.lines().filter(|l| l.starts_with("breach,")).count();
+    let breach_markers = browser.eval("String(document.querySelectorAll('svg path.breach').length)");
+    eprintln!("{breach_rows} deadline breach(es) in the chronology");
+    assert_eq!(breach_markers, breach_rows.to_string());
     let fetched = browser.eval("String(performance.getEntriesByType('resource').length)");
     assert_eq!(fetched, "0", "the page fetched nothing");
     // Clicking a fact marks it in the timeline and the table.
