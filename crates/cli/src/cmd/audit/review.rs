@@ -410,7 +410,7 @@ fn deadline_line(d: &DeadlineThen) -> String {
             d.first_breached_ms.map(at_text).unwrap_or_default()
         ),
         Standing::MetLate | Standing::StoppedLate => format!(
-            "BREACHED since {}, {} {margin} late",
+            "BREACHED since {}; {}, {margin} late",
             d.first_breached_ms.map(at_text).unwrap_or_default(),
             ending_word(d)
         ),
