@@ -39,4 +39,6 @@ pub struct NodeConfig {
     pub timescales: std::sync::Arc<halcyon_timescales::Timescales>,
     /// What the deadline timer reads: the system clock, or one a test sets.
     pub clock: crate::clock::Clock,
+    /// The multi-agency signal rules signals are derived with (`deploy/signals.toml`).
+    pub signals: std::sync::Arc<halcyon_signals::SignalRules>,
 }

@@ -1,5 +1,5 @@
-//! What happens on a node that watchers may need to hear about: facts projected, and accesses to children
-//! that an agency owns. A bounded broadcast: a watcher that falls too far behind is told so and must
+//! What happens on a node that watchers may need to hear about: facts projected, accesses to children
+//! that an agency owns, deadline breaches and multi-agency signals. A bounded broadcast: a watcher that falls too far behind is told so and must
 //! re-read.
 
 use std::sync::Arc;
@@ -24,6 +24,10 @@ pub enum NodeEvent {
     Breach {
         notice: Arc<halcyon_projector::BreachNotice>,
         at_ms: i64,
+    },
+    /// A multi-agency signal fired, or its outcome was recorded (`crate::signals`).
+    Signal {
+        notice: Arc<halcyon_projector::SignalNotice>,
     },
 }
 

@@ -117,7 +117,8 @@ impl Node {
         let projector = Arc::new(
             open_read_models(&dir)?
                 .with_views(spec)
-                .with_deadlines(crate::deadlines::spec(config.timescales.clone())),
+                .with_deadlines(crate::deadlines::spec(config.timescales.clone()))
+                .with_signals(crate::signals::spec(config.signals.clone(), &config.agencies)),
         );
         let lag: Lag = Arc::new(Mutex::new(Default::default()));
         let shutdown = CancellationToken::new();
@@ -144,6 +145,13 @@ impl Node {
                 .instrument(tracing::info_span!("chains")),
             )),
             None => tracing::warn!("no checkpoint key configured: this node keeps no tamper-evidence chain"),
+        }
+        // Subscribed before any derivation, so no signal is missed.
+        if let Some(spec) = projector.signal_spec() {
+            tasks.push(tokio::spawn(
+                crate::signals::run(spec.subscribe_notices(), events.clone(), shutdown.clone())
+                    .instrument(tracing::info_span!("signals")),
+            ));
         }
         tasks.push(tokio::spawn(
             ingest::derive_views(projector.clone(), shutdown.clone())
@@ -178,8 +186,10 @@ impl Node {
             events: events.clone(),
             registry: Arc::new(config.agencies.clone()),
             admission: Arc::new(tokio::sync::Semaphore::new(config.concurrency_max)),
+            views: Arc::default(),
         };
         let query_for_audit = query.clone();
+        let signals = crate::signals::Signals { query: query.clone() };
         let deadlines = crate::deadlines::Deadlines {
             query: query.clone(),
             clock: config.clock.clone(),
@@ -241,6 +251,11 @@ impl Node {
             )
             .add_service(
                 halcyon_schema::pb::deadline_service_server::DeadlineServiceServer::new(deadlines)
+                    .max_decoding_message_size(REQUEST_BYTES_MAX)
+                    .max_encoding_message_size(RESPONSE_BYTES_MAX),
+            )
+            .add_service(
+                halcyon_schema::pb::signal_service_server::SignalServiceServer::new(signals)
                     .max_decoding_message_size(REQUEST_BYTES_MAX)
                     .max_encoding_message_size(RESPONSE_BYTES_MAX),
             )

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::view::{Disclosure, child_view, view_of};
+use crate::view::{Disclosure, ViewMemo, child_view, view_of};
 
 /// Shared by every call.
 #[derive(Debug, Clone)]
@@ -33,6 +33,8 @@ pub struct Query {
     pub registry: Arc<halcyon_schema::Registry>,
     /// Calls answered at once across the node; beyond it, calls are shed with RESOURCE_EXHAUSTED.
     pub admission: Arc<tokio::sync::Semaphore>,
+    /// Whole views already decided for the facts in the node's cache (see [`ViewMemo`]).
+    pub views: Arc<ViewMemo>,
 }
 
 /// Chronology pages hold at most this many facts.
@@ -152,16 +154,21 @@ impl Query {
                 "no child with that identifier is known to Halcyon".into(),
             ));
         }
-        let (mut view, disclosure) = view_of(
-            &self.policy,
-            &caller.principal,
-            ctx.purpose,
-            ctx.break_glass.as_ref(),
-            child,
-            &facts,
-            0..facts.facts.len(),
-            now_ms(),
-        );
+        let (mut view, disclosure) = match &ctx.break_glass {
+            None => self
+                .views
+                .view(&self.policy, &caller.principal, ctx.purpose, child, &facts, now_ms()),
+            Some(break_glass) => view_of(
+                &self.policy,
+                &caller.principal,
+                ctx.purpose,
+                Some(break_glass),
+                child,
+                &facts,
+                0..facts.facts.len(),
+                now_ms(),
+            ),
+        };
         let outcome = if disclosure.facts_disclosed > 0 {
             pb::AccessOutcome::Permitted
         } else {
@@ -614,6 +621,13 @@ impl QueryService for Query {
                     Ok(NodeEvent::Access { .. }) => continue,
                     Ok(NodeEvent::Breach { notice, at_ms }) => {
                         match crate::deadlines::watched_breach(&this, &caller, &ctx, &notice, at_ms).await {
+                            Ok(Some(event)) => vec![Ok(event)],
+                            Ok(None) => continue,
+                            Err(e) => vec![Err(Status::from(e))],
+                        }
+                    }
+                    Ok(NodeEvent::Signal { notice }) => {
+                        match crate::signals::watched_signal(&this, &caller, &ctx, &notice).await {
                             Ok(Some(event)) => vec![Ok(event)],
                             Ok(None) => continue,
                             Err(e) => vec![Err(Status::from(e))],

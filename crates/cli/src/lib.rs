@@ -41,6 +41,9 @@ enum Command {
     Quarantine(cmd::quarantine::Args),
     /// Breaches of statutory timescales the calling agency may know of (`--watch` to follow new ones).
     Deadlines(cmd::deadlines::Args),
+    /// Multi-agency signals the calling agency receives (`--watch` to follow new ones; `outcome` to record
+    /// what was done).
+    Signals(cmd::signals::Args),
     /// Provision or reconcile the agency streams and the AUDIT stream.
     Streams(cmd::streams::Args),
     /// Check and explain the sharing policy.
@@ -106,6 +109,7 @@ pub fn main() -> ExitCode {
             Command::Streams(args) => cmd::streams::run(args).await,
             Command::Quarantine(args) => cmd::quarantine::run(args).await,
             Command::Deadlines(args) => cmd::deadlines::run(args).await,
+            Command::Signals(args) => cmd::signals::run(args).await,
             Command::Rebuild(args) => cmd::rebuild::rebuild(args).await,
             Command::Export(args) => cmd::rebuild::export(args),
             Command::Policy(command) => cmd::policy::run(command),

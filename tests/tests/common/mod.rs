@@ -42,6 +42,7 @@ pub fn node_config(nats: &NatsServer, data_dir: &std::path::Path) -> NodeConfig 
         checkpoints: Some(dev_chain()),
         timescales: halcyon_api::deadlines::england(),
         clock: halcyon_api::clock::Clock::system(),
+        signals: halcyon_api::signals::england(),
     }
 }
 

@@ -11,4 +11,5 @@ pub mod quarantine;
 pub mod rebuild;
 pub mod replay;
 pub mod serve;
+pub mod signals;
 pub mod streams;

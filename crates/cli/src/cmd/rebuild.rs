@@ -34,6 +34,9 @@ pub struct RebuildArgs {
     /// The node's timescales: a rebuild must derive deadlines with the same files.
     #[command(flatten)]
     timescales: super::deadlines::TimescaleArgs,
+    /// The node's signal rules: a rebuild must derive signals with the same file.
+    #[command(flatten)]
+    signals: super::signals::SignalArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -51,6 +54,9 @@ pub struct ExportArgs {
     /// The node's timescales, for deadlines a stopped node left underived.
     #[command(flatten)]
     timescales: super::deadlines::TimescaleArgs,
+    /// The node's signal rules, for signals a stopped node left underived.
+    #[command(flatten)]
+    signals: super::signals::SignalArgs,
     /// Record the breaches due before this moment (RFC 3339 or a date) rather than now, so two exports taken
     /// at different times (a node's and a rebuild's) compare at the same evaluation moment. Breaches a node
     /// already recorded stay: give a moment at or after the node last ran.
@@ -67,6 +73,10 @@ fn open_spec(agencies: &Path, policy: &Path) -> Result<ViewSpec, Failure> {
 pub async fn rebuild(args: RebuildArgs) -> Result<(), Failure> {
     let spec = open_spec(&args.agencies, &args.policy)?;
     let timescales = args.timescales.load().map_err(config_error)?;
+    let signals = halcyon_api::signals::spec(
+        args.signals.load().map_err(config_error)?,
+        &load_registry(&args.agencies)?,
+    );
     let live = read_models_dir(&args.data_dir);
     if live.exists() {
         // sled's lock tells whether a node is using the folder.
@@ -90,7 +100,8 @@ pub async fn rebuild(args: RebuildArgs) -> Result<(), Failure> {
     let projector = Arc::new(
         Projector::open(&fresh)?
             .with_views(spec)
-            .with_deadlines(halcyon_api::deadlines::spec(timescales)),
+            .with_deadlines(halcyon_api::deadlines::spec(timescales))
+            .with_signals(signals),
     );
     let client =
         halcyon_bus::connect(&args.nats.nats_url, &args.nats.credentials(), "halcyon rebuild").await?;
@@ -134,6 +145,10 @@ pub fn export(args: ExportArgs) -> Result<(), Failure> {
     }
     let spec = open_spec(&args.agencies, &args.policy)?;
     let timescales = args.timescales.load().map_err(config_error)?;
+    let signals = halcyon_api::signals::spec(
+        args.signals.load().map_err(config_error)?,
+        &load_registry(&args.agencies)?,
+    );
     let at_ms = match &args.deadlines_at {
         Some(t) => halcyon_schema::convert::timestamp_millis(
             &halcyon_schema::convert::parse_timestamp(t)
@@ -144,7 +159,8 @@ pub fn export(args: ExportArgs) -> Result<(), Failure> {
     let projector = Projector::open(&dir)
         .map_err(|e| anyhow!("{e} (is a node still running? stop it first)"))?
         .with_views(spec)
-        .with_deadlines(halcyon_api::deadlines::spec(timescales));
+        .with_deadlines(halcyon_api::deadlines::spec(timescales))
+        .with_signals(signals);
     // A node stopped (or killed) before deriving its last views leaves markers; derive them first, so the
     // dump depends only on the events applied.
     let derived = projector.derive_all_views()?;

@@ -87,6 +87,8 @@ pub struct Args {
     checkpoint_every_secs: Option<u64>,
     #[command(flatten)]
     timescales: super::deadlines::TimescaleArgs,
+    #[command(flatten)]
+    signals: super::signals::SignalArgs,
 }
 
 /// The same settings, from a file.
@@ -119,6 +121,7 @@ struct FileConfig {
     checkpoint_every_secs: Option<u64>,
     timescales: Option<Vec<PathBuf>>,
     bank_holidays: Option<PathBuf>,
+    signals: Option<PathBuf>,
 }
 
 fn build(args: Args) -> anyhow::Result<NodeConfig> {
@@ -151,6 +154,10 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
             _ => file.timescales.clone().unwrap_or_default(),
         },
         bank_holidays: args.timescales.bank_holidays.or(file.bank_holidays.clone()),
+    }
+    .load()?;
+    let signals = super::signals::SignalArgs {
+        signals: args.signals.signals.or(file.signals.clone()),
     }
     .load()?;
     let replicas = args.replicas.or(file.replicas).unwrap_or(1);
@@ -244,6 +251,7 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
         checkpoints,
         timescales,
         clock: halcyon_api::clock::Clock::system(),
+        signals,
     })
 }
 

@@ -171,6 +171,7 @@ impl Queries<'_> {
             tls: None,
             checkpoints: None,
             timescales: halcyon_api::deadlines::england(),
+            signals: halcyon_api::signals::england(),
             clock: halcyon_api::clock::Clock::system(),
         })
     }
