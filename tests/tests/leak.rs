@@ -77,6 +77,12 @@ async fn every_returned_fact_is_permitted_and_minimised() {
                     .await
                     .unwrap();
                 calls += 1;
+                // Asked again with nothing new projected, the node reuses the view it decided (ViewMemo):
+                // the answer must be the one a fresh decision gave.
+                let again = common::find_by_nhs(&mut client, agency.id.as_str(), nhs, purpose, &after)
+                    .await
+                    .unwrap();
+                assert_eq!(again, view, "{} asked twice for {purpose}", agency.id);
                 let sharing = SharingState::derive(facts);
                 let state = sharing.for_agency(&principal.agency);
                 let now_ms = timestamp_millis(&halcyon_schema::convert::timestamp_from_datetime(

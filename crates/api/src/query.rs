@@ -155,9 +155,14 @@ impl Query {
             ));
         }
         let (mut view, disclosure) = match &ctx.break_glass {
-            None => self
-                .views
-                .view(&self.policy, &caller.principal, ctx.purpose, child, &facts, now_ms()),
+            None => self.views.view(
+                &self.policy,
+                &caller.principal,
+                ctx.purpose,
+                child,
+                &facts,
+                now_ms(),
+            ),
             Some(break_glass) => view_of(
                 &self.policy,
                 &caller.principal,

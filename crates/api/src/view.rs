@@ -1,7 +1,7 @@
 //! A child's view for one caller: every fact passes the sharing policy against the child's current state
 //! and the stated purpose, and is cut to its projection. Denied facts are counted by rule, never shown.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use halcyon_policy::{
     BreakGlass, ChildState, Decision, Fact as PolicyFact, Policy, Principal, Purpose, Request, decide,
@@ -212,4 +212,76 @@ fn identity(
         family_name: child.family_name.clone(),
         date_of_birth: child.date_of_birth.clone(),
     })
+}
+
+/// Most views a node keeps decided (about 4 KB each in the bench's scenario).
+pub const VIEW_MEMO_MAX: usize = 4096;
+
+/// Views already decided, each kept with the facts it was decided on.
+///
+/// Without break-glass, a decision depends only on the policy (fixed for the node's life), the principal,
+/// the purpose and the child's facts with the sharing state derived from them: the same inputs give the
+/// same view. A view is reused only while the node's fact cache still holds the very [`ChildFacts`] it was
+/// decided on; any newly projected event gives the child new facts and the view is decided again. A call
+/// with break-glass is always decided afresh, because its decisions depend on the time.
+#[derive(Debug, Default)]
+pub struct ViewMemo {
+    entries: std::sync::Mutex<HashMap<(ChildId, Principal, Purpose), Decided>>,
+}
+
+#[derive(Debug)]
+struct Decided {
+    /// Weak, so a memo never keeps facts alive; the allocation outlives it, so its address is not reused.
+    facts: std::sync::Weak<ChildFacts>,
+    view: std::sync::Arc<(pb::ChildView, Disclosure)>,
+}
+
+impl ViewMemo {
+    /// The whole view of `child` for `principal` and `purpose` without break-glass, as [`view_of`] decides it.
+    pub fn view(
+        &self,
+        policy: &Policy,
+        principal: &Principal,
+        purpose: Purpose,
+        child: ChildId,
+        facts: &std::sync::Arc<ChildFacts>,
+        now_ms: i64,
+    ) -> (pb::ChildView, Disclosure) {
+        let key = (child, principal.clone(), purpose);
+        let current = std::sync::Arc::downgrade(facts);
+        if let Some(decided) = self.lock().get(&key)
+            && decided.facts.ptr_eq(&current)
+        {
+            return (*decided.view).clone();
+        }
+        let view = view_of(
+            policy,
+            principal,
+            purpose,
+            None,
+            child,
+            facts,
+            0..facts.facts.len(),
+            now_ms,
+        );
+        let mut entries = self.lock();
+        if entries.len() >= VIEW_MEMO_MAX {
+            entries.retain(|_, d| d.facts.strong_count() > 0);
+            if entries.len() >= VIEW_MEMO_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(
+            key,
+            Decided {
+                facts: current,
+                view: std::sync::Arc::new(view.clone()),
+            },
+        );
+        view
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(ChildId, Principal, Purpose), Decided>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
