@@ -7,16 +7,22 @@
 //! The child's statutory deadlines as they stood then (`deadlines_at`) come from the deadline projection's
 //! own code on the facts held then that had occurred by then, evaluated at the moment: open, met (how
 //! early), breached (since when, how late) — and a reader is shown only those whose start fact it could
-//! see then (`Reconstruction::deadlines`).
+//! see then (`Reconstruction::deadlines`). Likewise the child's multi-agency signals as they stood then
+//! (`signals_at`, the signal projection's own `derive_until`): when each first fired and by which rule, for
+//! a reader the rule addressed and the policy then entitled to signals, citing only the facts it could see
+//! then (`Reconstruction::signals`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use async_nats::jetstream;
-use halcyon_policy::{ChildState, Policy, Principal, Purpose};
+use halcyon_policy::{ChildState, Fact as PolicyFact, Policy, Principal, Purpose, Request, decide};
 use halcyon_projector::deadlines::{Ending, occurrences};
-use halcyon_projector::{Fact, Identifier, Projector, ProjectorError, SharingState, StoredDeadline};
-use halcyon_schema::{ChildId, pb};
+use halcyon_projector::signals::{ChildSignals, StoredSignal, derive_until};
+use halcyon_projector::{
+    Fact, Identifier, Projector, ProjectorError, SharingState, SignalSpec, StoredDeadline,
+};
+use halcyon_schema::{AgencyId, ChildId, pb};
 use halcyon_timescales::{Margin, Status, Timescales, evaluate};
 
 use crate::rebuild::{RebuildError, Until, project_streams};
@@ -262,4 +268,99 @@ pub fn visible_deadlines(deadlines: Vec<DeadlineThen>, visible: &BTreeSet<&str>)
             d
         })
         .collect()
+}
+
+/// One signal of a child as it stood at the moment, as one reader was entitled to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignalThen {
+    /// As the signal projection derives it from the facts that had occurred by then (`derive_until`): its
+    /// rule, when it first fired (the occurred-at of the fact that completed it), its latest outcome. `facts`
+    /// holds only the cited facts the reader could see then; an outcome's fact likewise.
+    pub signal: StoredSignal,
+    /// `S02/<event id of the completing fact>`, whatever the reader could see.
+    pub id: String,
+    pub rule_name: String,
+    /// `multi-agency-concern`, `co-occurrence`.
+    pub rule_kind: String,
+    pub window_days: u32,
+    /// Cited facts the reader could not see then, counted, never named.
+    pub facts_withheld: usize,
+    /// The policy rule that entitled the reader to the signal.
+    pub permitted_by: String,
+}
+
+/// Every signal of `child` as it stood at `at_ms`: the signal projection's own derivation on the facts that
+/// had occurred by then (`signals::derive_until`), with the lead authority of then.
+pub fn signals_at(spec: &SignalSpec, facts: &[Fact], at_ms: i64) -> ChildSignals {
+    derive_until(spec, facts, at_ms)
+}
+
+impl Reconstruction {
+    /// `seen.child`'s signals as they stood at the moment, only those `principal` was entitled to then —
+    /// the rule addresses it (its agency kind, or it was the lead authority) and `policy`, the one in force
+    /// then, grants it the signal category for `purpose` on the child's sharing state then — each citing only
+    /// the facts it could see then.
+    pub fn signals(
+        &self,
+        spec: &SignalSpec,
+        policy: &Policy,
+        principal: &Principal,
+        purpose: Purpose,
+        seen: &AsOfView,
+    ) -> Result<Vec<SignalThen>, ProjectorError> {
+        let facts = self.projector.facts(&seen.child)?;
+        let then = signals_at(spec, &facts, self.at_ms);
+        let visible: BTreeSet<&str> = seen.view.facts.iter().map(|f| f.event_id.as_str()).collect();
+        let lead = then.lead_authority == principal.agency.as_str();
+        // Decided as a fact of no agency, as `SignalService` decides it (`signals::entitled`), but with the
+        // policy, sharing state and moment of then.
+        let originator: AgencyId = crate::signals::SIGNAL_ORIGINATOR
+            .parse()
+            .expect("a valid agency id");
+        let category_fact = PolicyFact::new(spec.rules.category(), originator);
+        let decision = decide(
+            policy,
+            &Request {
+                principal,
+                purpose,
+                fact: &category_fact,
+                state: &seen.state,
+                break_glass: None,
+                now_ms: self.at_ms,
+            },
+        );
+        if !decision.is_permit() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for mut signal in then.signals {
+            let Some(rule) = spec.rules.get(&signal.rule_id) else {
+                continue;
+            };
+            if !rule.addresses(principal.kind, lead) {
+                continue;
+            }
+            let id = signal.id();
+            let cited = signal.facts.len();
+            signal.facts.retain(|f| visible.contains(f.event_id.as_str()));
+            if let Some(outcome) = &mut signal.outcome
+                && outcome
+                    .fact
+                    .as_ref()
+                    .is_some_and(|f| !visible.contains(f.event_id.as_str()))
+            {
+                outcome.fact = None;
+            }
+            out.push(SignalThen {
+                id,
+                rule_name: rule.name.clone(),
+                rule_kind: rule.kind.as_str().to_owned(),
+                window_days: rule.window_days,
+                facts_withheld: cited - signal.facts.len(),
+                permitted_by: decision.rule().to_owned(),
+                signal,
+            });
+        }
+        Ok(out)
+    }
 }

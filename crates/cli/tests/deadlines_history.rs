@@ -276,3 +276,181 @@ async fn as_of_shows_a_deadline_open_then_breached_then_met_late_and_the_chronol
         assert!(!html.contains(external), "{external}");
     }
 }
+
+/// Publishes each envelope as its own agency, in order.
+async fn publish_as_agencies(nats: &NatsServer, envelopes: &[&pb::Envelope]) {
+    for e in envelopes {
+        let agency = e.agency_id.clone();
+        let client = connect(
+            &nats.url(),
+            &Credentials::agency(&agency, &format!("{agency}-dev-secret")),
+            "test",
+        )
+        .await
+        .unwrap();
+        let publisher = Publisher::new(
+            client,
+            PublisherConfig {
+                agency: Some(agency.parse().unwrap()),
+                ..Default::default()
+            },
+        );
+        publisher.publish(e, None).await.expect("published");
+    }
+}
+
+/// The `signal` lines of an as-of's JSON output, and the event ids the agency could see.
+fn signals_and_seen(stdout: &str) -> (Vec<Value>, Vec<String>) {
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    let signals = lines.iter().filter(|l| l["kind"] == "signal").cloned().collect();
+    let seen = lines
+        .iter()
+        .filter(|l| l["kind"] == "could_see")
+        .map(|l| l["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    (signals, seen)
+}
+
+/// Signals under `audit as-of` ("when did this first show?"): police record two missing episodes, a school
+/// an absence concern and the emergency department an intoxication attendance within six weeks, after
+/// children's social care took a referral and asked the MASH to check. As of the day before the attendance
+/// no signal had fired; as of the day after, S02 had, first at the attendance's occurred-at, for the MASH and
+/// the lead authority (each citing only the facts it could see then), and for neither police nor the school.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_of_shows_when_a_signal_first_fired_to_its_recipients_citing_what_each_could_see() {
+    let nats = NatsServer::start_with_auth();
+    let mut apply = vec!["streams", "apply"];
+    let ops = operator(&nats);
+    apply.extend(ops.iter().map(String::as_str));
+    halcyon_ok(&apply);
+
+    let day0 = start_of_day_ms(date_of_ms(now_ms() + 7 * DAY_MS));
+    let at = |day: i64, agency: &str, kind: Kind| {
+        let mut e = envelope(day0 + day * DAY_MS + 10 * HOUR_MS, kind);
+        e.agency_id = agency.into();
+        e.case_id = format!("CASE-{agency}");
+        e
+    };
+    let referral = at(
+        0,
+        CSC,
+        Kind::ReferralReceived(pb::ReferralReceived {
+            referrer: None,
+            summary: "worries".into(),
+        }),
+    );
+    let mut check = at(
+        0,
+        CSC,
+        Kind::AgencyCheckRequested(pb::AgencyCheckRequested {
+            requested_agency_id: "mash-rotherham".into(),
+            rag: pb::Rag::Amber as i32,
+        }),
+    );
+    check.occurred_at = Some(timestamp_from_millis(day0 + 11 * HOUR_MS));
+    let missing = |day| {
+        at(
+            day,
+            "police-sy",
+            Kind::MissingEpisodeReported(pb::MissingEpisodeReported {
+                circumstances: "did not return home".into(),
+            }),
+        )
+    };
+    let (missing_1, missing_2) = (missing(1), missing(4));
+    let absence = at(
+        6,
+        "school-oakwood",
+        Kind::AttendanceConcernRecorded(pb::AttendanceConcernRecorded {
+            attendance_percent: 71,
+            sessions_missed: 18,
+        }),
+    );
+    let intoxication = at(
+        9,
+        "health-rgh-ed",
+        Kind::HealthAttendanceRecorded(pb::HealthAttendanceRecorded {
+            setting: "ED".into(),
+            reason: pb::AttendanceReason::Intoxication as i32,
+            clinical_summary: "brought in intoxicated".into(),
+        }),
+    );
+    publish_as_agencies(
+        &nats,
+        &[&referral, &check, &missing_1, &missing_2, &absence, &intoxication],
+    )
+    .await;
+    let cited_all = [&missing_1, &missing_2, &absence, &intoxication].map(|e| e.event_id.clone());
+
+    // The day before the attendance: the pattern was not complete, so nothing had fired for anyone.
+    let before = day0 + 8 * DAY_MS + 12 * HOUR_MS;
+    for agency in ["mash-rotherham", CSC] {
+        let (signals, _) = signals_and_seen(&as_of(&nats, agency, before, true));
+        assert!(signals.is_empty(), "{agency} before: {signals:?}");
+    }
+
+    // The day after: S02, first fired when the attendance occurred; each recipient sees only what it could.
+    let after = day0 + 10 * DAY_MS + 12 * HOUR_MS;
+    for agency in ["mash-rotherham", CSC] {
+        let (signals, seen) = signals_and_seen(&as_of(&nats, agency, after, true));
+        eprintln!("{agency}: {signals:?}");
+        assert_eq!(signals.len(), 1, "{agency}: {signals:?}");
+        let s = &signals[0];
+        assert_eq!(s["rule_id"], "S02", "{agency}");
+        assert_eq!(
+            s["signal_id"],
+            format!("S02/{}", intoxication.event_id),
+            "{agency}"
+        );
+        assert_eq!(
+            s["first_fired_at"],
+            at_text(day0 + 9 * DAY_MS + 10 * HOUR_MS),
+            "{agency}"
+        );
+        let cited: Vec<String> = s["cited"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["event_id"].as_str().unwrap().to_owned())
+            .collect();
+        let could: Vec<String> = cited_all.iter().filter(|e| seen.contains(e)).cloned().collect();
+        assert_eq!(
+            cited, could,
+            "{agency}: cites exactly the cited facts it could see, in order"
+        );
+        assert_eq!(
+            s["cited_withheld"].as_u64().unwrap() as usize,
+            cited_all.len() - could.len(),
+            "{agency}"
+        );
+        eprintln!(
+            "{agency} could see {} of the {} cited facts",
+            could.len(),
+            cited_all.len()
+        );
+    }
+
+    // Not addressed to police or the school (whatever they may see of the facts).
+    for agency in ["police-sy", "school-oakwood"] {
+        let (signals, _) = signals_and_seen(&as_of(&nats, agency, after, true));
+        assert!(signals.is_empty(), "{agency}: {signals:?}");
+    }
+
+    // The same for people.
+    let text = as_of(&nats, "mash-rotherham", after, false);
+    eprintln!("{text}");
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("S02 "))
+        .unwrap_or_else(|| panic!("an S02 line: {text}"));
+    assert!(
+        line.contains(&format!(
+            "first fired {}",
+            at_text(day0 + 9 * DAY_MS + 10 * HOUR_MS)
+        )),
+        "{line}"
+    );
+}

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::anyhow;
 use halcyon_api::access_trail::{self, LocatedRecord, Review, ReviewDecision};
-use halcyon_api::as_of::{AsOfView, DeadlineThen, Standing, reconstruct};
+use halcyon_api::as_of::{AsOfView, DeadlineThen, SignalThen, Standing, reconstruct};
 use halcyon_bus::{Credentials, Publisher, PublisherConfig, connect_watching};
 use halcyon_policy::{AgencyKind, Policy, PolicyHistory, Principal, Purpose, Role, StageTerm};
 use halcyon_projector::Identifier;
@@ -103,6 +103,9 @@ pub struct AsOfArgs {
     /// `--bank-holidays`).
     #[command(flatten)]
     timescales: crate::cmd::deadlines::TimescaleArgs,
+    /// The signal rules the signals are derived with (the node's: `--signals`).
+    #[command(flatten)]
+    signals: crate::cmd::signals::SignalArgs,
     /// JSON lines (one object per line, `"kind"` says which) instead of text.
     #[arg(long)]
     json: bool,
@@ -443,9 +446,88 @@ fn deadline_line(d: &DeadlineThen) -> String {
     out
 }
 
+/// A fact a signal cites, as a JSON object.
+fn signal_fact_json(f: &halcyon_projector::signals::SignalFact) -> serde_json::Value {
+    json!({
+        "event_id": f.event_id,
+        "agency_id": f.agency_id,
+        "occurred_at": at_text(f.at_ms),
+        "position": format!("{}:{}", f.stream, f.sequence),
+    })
+}
+
+fn signal_outcome_name(value: i32) -> String {
+    pb::SignalOutcome::try_from(value)
+        .map(|o| {
+            o.as_str_name()
+                .trim_start_matches("SIGNAL_OUTCOME_")
+                .to_ascii_lowercase()
+                .replace('_', "-")
+        })
+        .unwrap_or_else(|_| value.to_string())
+}
+
+/// A signal as it stood then, as a JSON object: `cited` are the facts the agency could see then,
+/// `cited_withheld` how many others the signal cites.
+fn signal_json(s: &SignalThen) -> serde_json::Value {
+    json!({
+        "kind": "signal",
+        "signal_id": s.id,
+        "rule_id": s.signal.rule_id,
+        "rule_name": s.rule_name,
+        "rule_kind": s.rule_kind,
+        "window_days": s.window_days,
+        "first_fired_at": at_text(s.signal.fired_at_ms),
+        "cited": s.signal.facts.iter().map(signal_fact_json).collect::<Vec<_>>(),
+        "cited_withheld": s.facts_withheld,
+        "outcome": s.signal.outcome.as_ref().map(|o| json!({
+            "outcome": signal_outcome_name(o.outcome),
+            "agency_id": o.agency_id,
+            "recorded_by": o.recorded_by,
+            "fact": o.fact.as_ref().map(signal_fact_json),
+        })),
+        "permitted_by": s.permitted_by,
+    })
+}
+
+/// One line per signal, for people.
+fn signal_line(s: &SignalThen) -> String {
+    let cited: Vec<String> = s
+        .signal
+        .facts
+        .iter()
+        .map(|f| format!("{} ({}, {})", f.event_id, f.agency_id, at_text(f.at_ms)))
+        .collect();
+    let mut out = format!(
+        "{} {} ({}, {} days)  first fired {}; cites {}",
+        s.signal.rule_id,
+        s.rule_name,
+        s.rule_kind,
+        s.window_days,
+        at_text(s.signal.fired_at_ms),
+        if cited.is_empty() {
+            "no fact it could see".to_owned()
+        } else {
+            cited.join(", ")
+        }
+    );
+    if s.facts_withheld > 0 {
+        out.push_str(&format!(" and {} fact(s) it could not see", s.facts_withheld));
+    }
+    if let Some(o) = &s.signal.outcome {
+        out.push_str(&format!(
+            "; outcome {} by {}",
+            signal_outcome_name(o.outcome),
+            o.agency_id
+        ));
+    }
+    out
+}
+
 pub async fn as_of(args: AsOfArgs) -> Result<(), Failure> {
     let at_ms = moment("at", &args.at)?;
     let timescales = args.timescales.load().map_err(config_error)?;
+    let signal_rules = args.signals.load().map_err(config_error)?;
     let registry = load_registry(&args.agencies)?;
     let (agency, kind) = registered(&registry, "agency", &args.agency)?;
     let child_ref = args
@@ -493,6 +575,8 @@ pub async fn as_of(args: AsOfArgs) -> Result<(), Failure> {
         .could_see(&in_force.policy, &principal, args.purpose, child)?
         .expect("the child has facts");
     let deadlines = then.deadlines(&timescales, &seen)?;
+    let signal_spec = halcyon_projector::SignalSpec::new(signal_rules, &registry);
+    let signals = then.signals(&signal_spec, &in_force.policy, &principal, args.purpose, &seen)?;
     let accessed: Vec<LocatedRecord> = access_trail::access_records(&js)
         .await?
         .into_iter()
@@ -548,6 +632,7 @@ pub async fn as_of(args: AsOfArgs) -> Result<(), Failure> {
             lines.push(json!({"kind": "withheld", "rule": w.rule, "count": w.count}));
         }
         lines.extend(deadlines.iter().map(deadline_json));
+        lines.extend(signals.iter().map(signal_json));
         for l in &accessed {
             lines.push(record_json("accessed", l, None));
         }
@@ -608,6 +693,14 @@ pub async fn as_of(args: AsOfArgs) -> Result<(), Failure> {
     );
     for d in &deadlines {
         println!("  {}", deadline_line(d));
+    }
+    println!();
+    println!(
+        "signals as they stood then ({}; those the rules addressed to {agency} and the policy let it receive, citing the facts it could see):",
+        signals.len()
+    );
+    for s in &signals {
+        println!("  {}", signal_line(s));
     }
     println!();
     println!(
