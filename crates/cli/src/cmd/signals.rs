@@ -34,8 +34,13 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct ListArgs {
-    #[command(flatten)]
-    api: ApiArgs,
+    /// The node's gRPC address.
+    #[arg(long, env = "HALCYON_API", default_value = "http://127.0.0.1:50051")]
+    api: String,
+    /// Bearer token of the calling agency's principal (required; optional here only so that `outcome`
+    /// takes its own).
+    #[arg(long, env = "HALCYON_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Only this child's signals (its child id).
     #[arg(long)]
     child: Option<String>,
@@ -191,12 +196,19 @@ async fn client(api: &ApiArgs) -> Result<SignalServiceClient<tonic::transport::C
 }
 
 async fn list(args: ListArgs) -> Result<(), Failure> {
-    let request = args.api.request(pb::ListSignalsRequest {
+    let api = ApiArgs {
+        api: args.api.clone(),
+        token: args
+            .token
+            .clone()
+            .ok_or_else(|| config_error(anyhow!("--token: the calling agency's bearer token is required")))?,
+    };
+    let request = api.request(pb::ListSignalsRequest {
         context: Some(context(args.purpose)),
         child_id: args.child.clone().unwrap_or_default(),
         open_only: args.open,
     })?;
-    let listed = client(&args.api)
+    let listed = client(&api)
         .await?
         .list_signals(request)
         .await
@@ -211,11 +223,10 @@ async fn list(args: ListArgs) -> Result<(), Failure> {
     if !args.watch {
         return Ok(());
     }
-    let mut watch = args
-        .api
+    let mut watch = api
         .client()
         .await?
-        .watch(args.api.request(pb::WatchRequest {
+        .watch(api.request(pb::WatchRequest {
             context: Some(context(args.purpose)),
         })?)
         .await
