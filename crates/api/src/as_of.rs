@@ -22,7 +22,7 @@ use halcyon_projector::signals::{ChildSignals, StoredSignal, derive_until};
 use halcyon_projector::{
     Fact, Identifier, Projector, ProjectorError, SharingState, SignalSpec, StoredDeadline,
 };
-use halcyon_schema::{AgencyId, ChildId, pb};
+use halcyon_schema::{AgencyId, Category, ChildId, pb};
 use halcyon_timescales::{Margin, Status, Timescales, evaluate};
 
 use crate::rebuild::{RebuildError, Until, project_streams};
@@ -289,6 +289,36 @@ pub struct SignalThen {
     pub permitted_by: String,
 }
 
+/// The policy rule under which `policy` lets `principal` receive signals (of the signal `category`) about a
+/// child in sharing state `state`, for `purpose`, at `now_ms`; `None` if it does not. Decided as a fact of no
+/// agency, as `SignalService` decides it, so no agency's "own records" rule applies. Whether a signal's rule
+/// addresses the principal (`Rule::addresses`) is the other half of receiving it.
+pub fn signal_permit(
+    policy: &Policy,
+    category: Category,
+    principal: &Principal,
+    purpose: Purpose,
+    state: &ChildState,
+    now_ms: i64,
+) -> Option<String> {
+    let originator: AgencyId = crate::signals::SIGNAL_ORIGINATOR
+        .parse()
+        .expect("a valid agency id");
+    let fact = PolicyFact::new(category, originator);
+    let decision = decide(
+        policy,
+        &Request {
+            principal,
+            purpose,
+            fact: &fact,
+            state,
+            break_glass: None,
+            now_ms,
+        },
+    );
+    decision.is_permit().then(|| decision.rule().to_owned())
+}
+
 /// Every signal of `child` as it stood at `at_ms`: the signal projection's own derivation on the facts that
 /// had occurred by then (`signals::derive_until`), with the lead authority of then.
 pub fn signals_at(spec: &SignalSpec, facts: &[Fact], at_ms: i64) -> ChildSignals {
@@ -312,26 +342,16 @@ impl Reconstruction {
         let then = signals_at(spec, &facts, self.at_ms);
         let visible: BTreeSet<&str> = seen.view.facts.iter().map(|f| f.event_id.as_str()).collect();
         let lead = then.lead_authority == principal.agency.as_str();
-        // Decided as a fact of no agency, as `SignalService` decides it (`signals::entitled`), but with the
-        // policy, sharing state and moment of then.
-        let originator: AgencyId = crate::signals::SIGNAL_ORIGINATOR
-            .parse()
-            .expect("a valid agency id");
-        let category_fact = PolicyFact::new(spec.rules.category(), originator);
-        let decision = decide(
+        let Some(permitted_by) = signal_permit(
             policy,
-            &Request {
-                principal,
-                purpose,
-                fact: &category_fact,
-                state: &seen.state,
-                break_glass: None,
-                now_ms: self.at_ms,
-            },
-        );
-        if !decision.is_permit() {
+            spec.rules.category(),
+            principal,
+            purpose,
+            &seen.state,
+            self.at_ms,
+        ) else {
             return Ok(Vec::new());
-        }
+        };
         let mut out = Vec::new();
         for mut signal in then.signals {
             let Some(rule) = spec.rules.get(&signal.rule_id) else {
@@ -357,7 +377,7 @@ impl Reconstruction {
                 rule_kind: rule.kind.as_str().to_owned(),
                 window_days: rule.window_days,
                 facts_withheld: cited - signal.facts.len(),
-                permitted_by: decision.rule().to_owned(),
+                permitted_by: permitted_by.clone(),
                 signal,
             });
         }

@@ -439,6 +439,63 @@ async fn as_of_shows_when_a_signal_first_fired_to_its_recipients_citing_what_eac
         assert!(signals.is_empty(), "{agency}: {signals:?}");
     }
 
+    // The chronology as of the day after marks the signal when it first fired (after the fact that
+    // completed it), with who could receive it: text, CSV, HTML.
+    let dir = tempfile::tempdir().unwrap();
+    let chronology = |format: &str| {
+        let path = dir.path().join(format!("chronology.{format}"));
+        let after = at_text(after);
+        let mut args = vec![
+            "audit",
+            "chronology",
+            "--child",
+            NHS,
+            "--as-of",
+            &after,
+            "--format",
+            format,
+            "--out",
+            path.to_str().unwrap(),
+            "--quiet",
+        ];
+        args.extend(ops.iter().map(String::as_str));
+        halcyon_ok(&args);
+        std::fs::read_to_string(path).unwrap()
+    };
+    let text = chronology("text");
+    eprintln!("{text}");
+    let fired = at_text(day0 + 9 * DAY_MS + 10 * HOUR_MS);
+    let mark = text
+        .lines()
+        .position(|l| l.contains("SIGNAL S02"))
+        .unwrap_or_else(|| panic!("an S02 signal line: {text}"));
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[mark].contains(&fired), "{}", lines[mark]);
+    assert!(lines[mark].contains("cites facts "), "{}", lines[mark]);
+    let receivers = lines[mark + 1];
+    assert!(
+        receivers.contains("could receive it: ")
+            && receivers.contains("mash-rotherham from ")
+            && receivers.contains(&format!("{CSC} from ")),
+        "{receivers}"
+    );
+    for agency in ["police-sy", "school-oakwood"] {
+        assert!(!receivers.contains(agency), "{receivers}");
+    }
+    let completing = text.find(&intoxication.event_id).unwrap();
+    assert!(
+        completing < text.find("SIGNAL S02").unwrap(),
+        "after the completing fact"
+    );
+    let csv = chronology("csv");
+    assert!(
+        csv.lines().any(|l| l.starts_with(&format!("signal,{fired},"))
+            && l.contains(&format!("S02/{}", intoxication.event_id))),
+        "{csv}"
+    );
+    let html = chronology("html");
+    assert!(html.contains(&format!("data-signal=\"S02/{}\"", intoxication.event_id)));
+
     // The same for people.
     let text = as_of(&nats, "mash-rotherham", after, false);
     eprintln!("{text}");

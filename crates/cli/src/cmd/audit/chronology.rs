@@ -15,6 +15,10 @@
 //! the due time), with the rule, the start fact, how late and what closed them: the child's deadlines as
 //! they stood at `--as-of` (or now), derived by the deadline projection's own code (`as_of::deadlines_at`,
 //! as `audit as-of` shows them). An agency could know of a breach once it could see the start fact.
+//! Multi-agency signals are marked when they first fired (`as_of::signals_at`, the signal projection's
+//! own derivation), citing facts by their number in the chronology, with the agencies that could receive
+//! each and from when: addressed by the rule (its kind, or the lead authority then) and entitled by the
+//! policy to the signal category (safeguarding) on the child's sharing state then.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{IsTerminal, Write};
@@ -23,10 +27,11 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow};
 use halcyon_api::access_trail::{LocatedRecord, access_records};
-use halcyon_api::as_of::{DeadlineThen, Standing, deadlines_at};
+use halcyon_api::as_of::{DeadlineThen, Standing, deadlines_at, signal_permit, signals_at};
 use halcyon_api::rebuild::{Until, project_streams};
 use halcyon_policy::Policy;
-use halcyon_projector::{Fact, Identifier, Projector, SharingState, ViewSpec};
+use halcyon_policy::{AgencyKind, Principal, Purpose, Role};
+use halcyon_projector::{Fact, Identifier, Projector, SharingState, SignalSpec, StoredSignal, ViewSpec};
 use halcyon_schema::convert::{format_timestamp, parse_timestamp, timestamp_from_millis, timestamp_millis};
 use halcyon_schema::{Category, ChildId, EventKindExt, Registry, pb};
 
@@ -70,6 +75,9 @@ pub struct Args {
     /// The statutory timescales deadline breaches are derived with (the node's).
     #[command(flatten)]
     timescales: crate::cmd::deadlines::TimescaleArgs,
+    /// The signal rules signals are derived with (the node's).
+    #[command(flatten)]
+    signals: crate::cmd::signals::SignalArgs,
 }
 
 /// One agency's lane.
@@ -156,6 +164,25 @@ pub struct Breach {
     pub known: Vec<Option<i64>>,
 }
 
+/// A multi-agency signal, marked when it first fired.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignalMark {
+    /// When it first fired: the occurred-at of the fact that completed its pattern.
+    pub at_ms: i64,
+    /// `S02/<event id of the completing fact>`.
+    pub id: String,
+    pub rule_id: String,
+    pub rule_name: String,
+    pub rule_kind: String,
+    pub window_days: u32,
+    /// The facts it cites (indexes into `facts`), in its order; the last completed it.
+    pub cited: Vec<usize>,
+    /// `reviewed by mash-rotherham`, the latest outcome recorded.
+    pub outcome: Option<String>,
+    /// For each lane (same order as `Chronology::lanes`), from when that agency could receive it.
+    pub known: Vec<Option<i64>>,
+}
+
 /// The whole chronology of one child.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chronology {
@@ -166,6 +193,8 @@ pub struct Chronology {
     pub accesses: Vec<Access>,
     /// Deadline breaches, in the order they first happened.
     pub breaches: Vec<Breach>,
+    /// Multi-agency signals, in the order they first fired.
+    pub signals: Vec<SignalMark>,
     pub policy_version: String,
     /// `None`: everything the streams held.
     pub as_of_ms: Option<i64>,
@@ -186,6 +215,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let registry = load_registry(&args.agencies)?;
     let policy = Arc::new(Policy::load(&args.policy).map_err(|e| config_error(anyhow!("{e}")))?);
     let timescales = args.timescales.load().map_err(config_error)?;
+    let signal_spec = SignalSpec::new(args.signals.load().map_err(config_error)?, &registry);
     let js = args.nats.jetstream("halcyon audit chronology").await?;
 
     let projector = Arc::new(Projector::temporary()?);
@@ -228,20 +258,18 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         .filter(|a| as_of_ms.is_none_or(|t| a.at_ms <= t))
         .collect();
     let generated_ms = now_ms();
-    let deadlines = deadlines_at(
-        &projector,
-        &timescales,
-        child,
-        &facts,
-        as_of_ms.unwrap_or(generated_ms),
-    )?;
+    let until_ms = as_of_ms.unwrap_or(generated_ms);
+    let deadlines = deadlines_at(&projector, &timescales, child, &facts, until_ms)?;
+    let signals = signals_at(&signal_spec, &facts, until_ms);
     let spec = ViewSpec::new(policy.clone(), &registry);
     let chronology = Chronology::build(&spec, &registry, child, &facts, accesses, as_of_ms, generated_ms)
-        .with_breaches(&deadlines);
+        .with_breaches(&deadlines)
+        .with_signals(&spec, &signal_spec, &facts, &signals.signals, until_ms);
     tracing::info!(
         facts = chronology.facts.len(),
         accesses = chronology.accesses.len(),
         breaches = chronology.breaches.len(),
+        signals = chronology.signals.len(),
         lanes = chronology.lanes.len(),
         "chronology built"
     );
@@ -369,6 +397,7 @@ impl Chronology {
             facts: entries,
             accesses,
             breaches: Vec::new(),
+            signals: Vec::new(),
             policy_version: spec.policy.version().to_owned(),
             as_of_ms,
             generated_ms,
@@ -437,21 +466,188 @@ impl Chronology {
         self
     }
 
+    /// Marks `signals` (the child's, from `facts`, up to `until_ms`) when each first fired, with the lanes
+    /// whose agency could receive it and from when: the first moment from its firing (the firing, or a
+    /// later fact that changed the child's sharing state) at which the rule addressed the agency's standing
+    /// principal and the policy entitled it to the signal category for safeguarding.
+    pub fn with_signals(
+        mut self,
+        view_spec: &ViewSpec,
+        signal_spec: &SignalSpec,
+        facts: &[Fact],
+        signals: &[StoredSignal],
+        until_ms: i64,
+    ) -> Self {
+        let by_event: HashMap<&str, usize> = self
+            .facts
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.event_id.as_str(), i))
+            .collect();
+        let kinds: HashMap<&str, AgencyKind> = view_spec
+            .agencies
+            .iter()
+            .map(|(id, kind)| (id.as_str(), *kind))
+            .collect();
+        let mut marks = Vec::new();
+        for s in signals {
+            let Some(rule) = signal_spec.rules.get(&s.rule_id) else {
+                continue;
+            };
+            // The moments the answer can change: the firing, then each later fact.
+            let mut moments: Vec<i64> = std::iter::once(s.fired_at_ms)
+                .chain(
+                    facts
+                        .iter()
+                        .map(Fact::occurred_ms)
+                        .filter(|t| *t > s.fired_at_ms && *t <= until_ms),
+                )
+                .collect();
+            moments.sort_unstable();
+            moments.dedup();
+            let states: Vec<(i64, SharingState)> = moments
+                .iter()
+                .map(|t| (*t, SharingState::derive_until(facts, *t)))
+                .collect();
+            let known = self
+                .lanes
+                .iter()
+                .map(|lane| {
+                    let kind = *kinds.get(lane.agency.as_str())?;
+                    let agency: halcyon_schema::AgencyId = lane.agency.parse().ok()?;
+                    let principal = Principal {
+                        agency: agency.clone(),
+                        kind,
+                        role: if kind == AgencyKind::Mash {
+                            Role::MashMember
+                        } else {
+                            Role::Practitioner
+                        },
+                    };
+                    states.iter().find_map(|(t, state)| {
+                        let lead = state.owner.as_ref() == Some(&agency);
+                        (rule.addresses(kind, lead)
+                            && signal_permit(
+                                &view_spec.policy,
+                                signal_spec.rules.category(),
+                                &principal,
+                                Purpose::Safeguarding,
+                                &state.for_agency(&agency),
+                                *t,
+                            )
+                            .is_some())
+                        .then_some(*t)
+                    })
+                })
+                .collect();
+            marks.push(SignalMark {
+                at_ms: s.fired_at_ms,
+                id: s.id(),
+                rule_id: s.rule_id.clone(),
+                rule_name: rule.name.clone(),
+                rule_kind: rule.kind.as_str().to_owned(),
+                window_days: rule.window_days,
+                cited: s
+                    .facts
+                    .iter()
+                    .filter_map(|f| by_event.get(f.event_id.as_str()).copied())
+                    .collect(),
+                outcome: s.outcome.as_ref().map(|o| {
+                    let name = halcyon_schema::pb::SignalOutcome::try_from(o.outcome)
+                        .map(|v| wire_name(v.as_str_name(), "SIGNAL_OUTCOME_").replace('_', " "))
+                        .unwrap_or_else(|_| "?".into());
+                    format!("{name} by {}", o.agency_id)
+                }),
+                known,
+            });
+        }
+        marks.sort_by(|a, b| (a.at_ms, &a.id).cmp(&(b.at_ms, &b.id)));
+        self.signals = marks;
+        self
+    }
+
+    /// `SIGNAL S02 exploitation indicators co-occur (co-occurrence, 42 days): cites facts 3, 4, 5, 6;
+    /// reviewed by mash-rotherham`.
+    pub fn signal_text(&self, s: &SignalMark) -> String {
+        let cited: Vec<String> = s.cited.iter().map(|i| (i + 1).to_string()).collect();
+        let mut text = format!(
+            "SIGNAL {} {} ({}, {} days): cites facts {}",
+            s.rule_id,
+            s.rule_name,
+            s.rule_kind,
+            s.window_days,
+            cited.join(", ")
+        );
+        match &s.outcome {
+            Some(o) => text.push_str(&format!("; {o}")),
+            None => text.push_str("; no outcome recorded"),
+        }
+        text
+    }
+
+    /// `mash-rotherham from …; csc-rotherham from …`, or `nobody`.
+    pub fn lanes_text(&self, known: &[Option<i64>]) -> String {
+        let known: Vec<String> = self
+            .lanes
+            .iter()
+            .zip(known)
+            .filter_map(|(lane, from)| from.map(|t| format!("{} from {}", lane.agency, time(t))))
+            .collect();
+        if known.is_empty() {
+            "nobody".to_owned()
+        } else {
+            known.join("; ")
+        }
+    }
+
+    fn write_signal(&self, out: &mut dyn Write, s: &SignalMark) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "   *  {}  {:<18} {}",
+            time(s.at_ms),
+            "(multi-agency)",
+            self.signal_text(s)
+        )?;
+        writeln!(out, "      could receive it: {}", self.lanes_text(&s.known))
+    }
+
+    /// Writes the breaches and signals that happened at or before `until_ms` and are not written yet.
+    fn write_marks_until(
+        &self,
+        out: &mut dyn Write,
+        breaches: &mut std::iter::Peekable<std::slice::Iter<'_, Breach>>,
+        signals: &mut std::iter::Peekable<std::slice::Iter<'_, SignalMark>>,
+        until_ms: i64,
+    ) -> std::io::Result<()> {
+        loop {
+            let next_breach = breaches.peek().map(|b| b.at_ms).filter(|t| *t <= until_ms);
+            let next_signal = signals.peek().map(|s| s.at_ms).filter(|t| *t <= until_ms);
+            match (next_breach, next_signal) {
+                (Some(b), Some(s)) if s < b => self.write_signal(out, signals.next().expect("peeked"))?,
+                (Some(_), _) => self.write_breach(out, breaches.next().expect("peeked"))?,
+                (None, Some(_)) => self.write_signal(out, signals.next().expect("peeked"))?,
+                (None, None) => return Ok(()),
+            }
+        }
+    }
+
     pub fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
         writeln!(out, "{}", self.title())?;
         writeln!(out, "{}", self.subtitle())?;
         writeln!(out)?;
         writeln!(
             out,
-            "Facts ({}), in the order they occurred; deadline breaches ({}) marked ! when they first happened",
+            "Facts ({}), in the order they occurred; deadline breaches ({}) marked ! when they first happened, \
+             signals ({}) marked * when they first fired",
             self.facts.len(),
-            self.breaches.len()
+            self.breaches.len(),
+            self.signals.len()
         )?;
         let mut breaches = self.breaches.iter().peekable();
+        let mut signals = self.signals.iter().peekable();
         for (i, f) in self.facts.iter().enumerate() {
-            while let Some(b) = breaches.next_if(|b| b.at_ms <= f.occurred_ms) {
-                self.write_breach(out, b)?;
-            }
+            // A signal fires at its completing fact's moment: listed after that fact.
+            self.write_marks_until(out, &mut breaches, &mut signals, f.occurred_ms - 1)?;
             writeln!(
                 out,
                 "{:>4}  {}  {:<18} {:<4} {:<30} case {}  event {}  held from {}",
@@ -486,9 +682,7 @@ impl Chronology {
                 writeln!(out, "      never visible to: {}", unseen.join(", "))?;
             }
         }
-        for b in breaches {
-            self.write_breach(out, b)?;
-        }
+        self.write_marks_until(out, &mut breaches, &mut signals, i64::MAX)?;
         writeln!(out)?;
         writeln!(out, "Accesses to the child's record ({})", self.accesses.len())?;
         for a in &self.accesses {
@@ -505,7 +699,7 @@ impl Chronology {
             b.agency,
             self.breach_text(b)
         )?;
-        writeln!(out, "      could know of it: {}", self.known_text(b))
+        writeln!(out, "      could know of it: {}", self.lanes_text(&b.known))
     }
 
     /// `BREACH T01 referral decision (1 working day): due …, started by ReferralReceived <id> (fact 3);
@@ -528,21 +722,6 @@ impl Chronology {
             s.push_str(&format!(", by {event_type} {event_id} at {}", time(*at_ms)));
         }
         s
-    }
-
-    /// `csc-rotherham from …; mash-rotherham from …`, or `nobody`.
-    pub fn known_text(&self, b: &Breach) -> String {
-        let known: Vec<String> = self
-            .lanes
-            .iter()
-            .zip(&b.known)
-            .filter_map(|(lane, from)| from.map(|t| format!("{} from {}", lane.agency, time(t))))
-            .collect();
-        if known.is_empty() {
-            "nobody".to_owned()
-        } else {
-            known.join("; ")
-        }
     }
 
     pub fn write_csv(&self, out: &mut dyn Write) -> std::io::Result<()> {
@@ -598,6 +777,26 @@ impl Chronology {
             );
             csv_row(out, &row)?;
         }
+        for sig in &self.signals {
+            let mut row = vec![
+                "signal".to_owned(),
+                time(sig.at_ms),
+                String::new(),
+                String::new(),
+                self.signal_text(sig),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                sig.id.clone(),
+            ];
+            row.extend(
+                sig.known
+                    .iter()
+                    .map(|from| from.map(|t| format!("from {}", time(t))).unwrap_or_default()),
+            );
+            csv_row(out, &row)?;
+        }
         for a in &self.accesses {
             let mut row = vec![
                 "access".to_owned(),
@@ -623,7 +822,7 @@ impl Chronology {
 
     pub fn subtitle(&self) -> String {
         format!(
-            "NHS number {}; {} facts from {} agencies; {} accesses; {} deadline breaches; policy {}; {}; generated {}",
+            "NHS number {}; {} facts from {} agencies; {} accesses; {} deadline breaches; {} signals; policy {}; {}; generated {}",
             self.nhs_number.as_deref().unwrap_or("not recorded"),
             self.facts.len(),
             self.facts
@@ -633,6 +832,7 @@ impl Chronology {
                 .len(),
             self.accesses.len(),
             self.breaches.len(),
+            self.signals.len(),
             self.policy_version,
             match self.as_of_ms {
                 Some(t) => format!("as of {}", time(t)),

@@ -2,7 +2,8 @@
 //! CSS with a print stylesheet, an inline SVG with one lane per agency (facts on a time axis in their
 //! originating agency's lane, a tick in each other lane from when that agency could see the fact, access
 //! events as triangles in the accessing agency's lane, deadline breaches as red diamonds in the owning agency's
-//! lane when they first happened), the facts, breaches and accesses as tables, and a few lines
+//! lane when they first happened, multi-agency signals as orange squares in each lane that could receive them,
+//! from when it could), the facts, breaches, signals and accesses as tables, and a few lines
 //! of inline script (click a fact to highlight it everywhere). No external references of any kind; every
 //! value is escaped.
 
@@ -12,6 +13,8 @@ use super::{Chronology, Period, access_event, categories_text, time};
 
 /// The marker of a breach: a diamond this many units from its centre to each point.
 const BREACH_R: f64 = 7.0;
+/// The marker of a signal: a square this many units from its centre to each side.
+const SIGNAL_R: f64 = 5.0;
 
 const LABEL_W: f64 = 230.0;
 const TRACK_W: f64 = 900.0;
@@ -42,6 +45,7 @@ svg .seen { stroke-width: 2; opacity: .55; cursor: pointer; }
 svg .access { fill: #111827; }
 svg .access.denied { fill: #dc2626; }
 svg .access.break-glass { fill: #dc2626; stroke: #7f1d1d; stroke-width: 1.5; }
+svg .signal { fill: #ea580c; stroke: #7c2d12; stroke-width: 1.5; cursor: pointer; }
 svg .breach { fill: #dc2626; stroke: #7f1d1d; stroke-width: 1.5; cursor: pointer; }
 svg .picked { stroke: #111827; stroke-width: 3; opacity: 1; }
 .legend { color: var(--muted); font-size: 12px; }
@@ -56,6 +60,7 @@ td.none { color: #9ca3af; text-align: center; }
 tr.picked td { background: var(--pick); }
 tr.break-glass td { background: #fee2e2; }
 tr.breach td { background: #fef2f2; }
+tr.signal td { background: #fff7ed; }
 tbody tr { cursor: pointer; }
 footer { margin-top: 24px; color: var(--muted); font-size: 11px; }
 @media print {
@@ -127,6 +132,7 @@ pub fn render(c: &Chronology) -> String {
     let mut times: Vec<i64> = c.facts.iter().map(|f| f.occurred_ms).collect();
     times.extend(c.accesses.iter().map(|a| a.at_ms));
     times.extend(c.breaches.iter().map(|b| b.at_ms));
+    times.extend(c.signals.iter().map(|s| s.at_ms));
     times.extend(
         c.facts
             .iter()
@@ -163,8 +169,9 @@ pub fn render(c: &Chronology) -> String {
          it, at the time it occurred; a tick in another lane marks when that agency could first see it \
          under its standing entitlements (purpose safeguarding); a triangle is an access to the child's \
          record (red: denied or break-glass); a red diamond is a statutory deadline breached, in the lane of \
-         the agency whose deadline it was, at the moment it was first breached. “Held from” is when \
-         Halcyon stored the fact.</p>\n</header>\n",
+         the agency whose deadline it was, at the moment it was first breached; an orange square is a \
+         multi-agency signal, in each lane whose agency could receive it, from when it could. “Held from” is \
+         when Halcyon stored the fact.</p>\n</header>\n",
     );
 
     // Timeline.
@@ -173,10 +180,11 @@ pub fn render(c: &Chronology) -> String {
         h,
         "<svg class=\"lanes\" viewBox=\"0 0 {width:.0} {height:.0}\" role=\"img\" aria-label=\"{}\">",
         escape(&format!(
-            "{} facts, {} accesses and {} deadline breaches in {} agency lanes",
+            "{} facts, {} accesses, {} deadline breaches and {} signals in {} agency lanes",
             c.facts.len(),
             c.accesses.len(),
             c.breaches.len(),
+            c.signals.len(),
             c.lanes.len()
         ))
     );
@@ -295,6 +303,30 @@ pub fn render(c: &Chronology) -> String {
             escape(&format!("{} {}", short(b.at_ms), c.breach_text(b)))
         );
     }
+    for s in &c.signals {
+        for (lane, from) in s.known.iter().enumerate() {
+            let Some(from) = from else {
+                continue;
+            };
+            let (x, y) = (axis.x(*from), lane_y(lane) + LANE_H / 2.0);
+            let _ = writeln!(
+                h,
+                "<rect class=\"signal\" data-signal=\"{}\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\"><title>{}</title></rect>",
+                escape(&s.id),
+                x - SIGNAL_R,
+                y - SIGNAL_R,
+                2.0 * SIGNAL_R,
+                2.0 * SIGNAL_R,
+                escape(&format!(
+                    "{} could receive from {}: {} (first fired {})",
+                    c.lanes[lane].agency,
+                    short(*from),
+                    c.signal_text(s),
+                    short(s.at_ms)
+                ))
+            );
+        }
+    }
     h.push_str("</svg>\n<p class=\"legend\">");
     let mut seen_categories: Vec<_> = c.facts.iter().filter_map(|f| f.category).collect();
     seen_categories.sort();
@@ -308,7 +340,7 @@ pub fn render(c: &Chronology) -> String {
             escape(cat.name())
         );
     }
-    h.push_str("<span>▲ access</span><span>◆ deadline first breached</span></p>\n</section>\n");
+    h.push_str("<span>▲ access</span><span>◆ deadline first breached</span><span>■ multi-agency signal</span></p>\n</section>\n");
 
     // Facts table.
     let _ = writeln!(
@@ -401,7 +433,37 @@ pub fn render(c: &Chronology) -> String {
                         .map(|(t, _, at)| format!("{t} at {}", time(*at)))
                         .unwrap_or_default()
                 ),
-                escape(&c.known_text(b)),
+                escape(&c.lanes_text(&b.known)),
+            );
+        }
+        h.push_str("</tbody>\n</table>\n");
+    }
+    h.push_str("</section>\n");
+
+    // Signals table.
+    let _ = writeln!(
+        h,
+        "<section>\n<h2>Multi-agency signals ({})</h2>",
+        c.signals.len()
+    );
+    if c.signals.is_empty() {
+        h.push_str("<p class=\"note\">No multi-agency signal had fired for this child.</p>\n");
+    } else {
+        h.push_str("<table class=\"signals\">\n<thead><tr><th>First fired</th><th>Rule</th><th>Cites facts</th><th>Outcome</th><th>Could receive it</th></tr></thead>\n<tbody>\n");
+        for s in &c.signals {
+            let cited: Vec<String> = s.cited.iter().map(|i| (i + 1).to_string()).collect();
+            let _ = writeln!(
+                h,
+                "<tr class=\"signal\" data-signal-row=\"{}\"><td>{}</td><td>{} {} ({}, {} days)</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&s.id),
+                escape(&time(s.at_ms)),
+                escape(&s.rule_id),
+                escape(&s.rule_name),
+                escape(&s.rule_kind),
+                s.window_days,
+                escape(&cited.join(", ")),
+                escape(s.outcome.as_deref().unwrap_or("none recorded")),
+                escape(&c.lanes_text(&s.known)),
             );
         }
         h.push_str("</tbody>\n</table>\n");
