@@ -64,14 +64,18 @@ pub fn check_signal_id(id: &str) -> Result<(), String> {
         return Err(format!("at most {SIGNAL_ID_MAX_LEN} bytes"));
     }
     let Some((rule, event)) = id.split_once('/') else {
-        return Err(format!("{id:?} is not a signal id (<rule id>/<event id>, e.g. S02/0192…)"));
+        return Err(format!(
+            "{id:?} is not a signal id (<rule id>/<event id>, e.g. S02/0192…)"
+        ));
     };
     if rule.is_empty()
         || !rule
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
-        return Err(format!("{rule:?} is not a rule id (letters, digits, '-' and '_')"));
+        return Err(format!(
+            "{rule:?} is not a rule id (letters, digits, '-' and '_')"
+        ));
     }
     if uuid::Uuid::parse_str(event).is_err() {
         return Err(format!("{event:?} is not an event id (a UUID)"));
