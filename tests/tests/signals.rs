@@ -2,7 +2,8 @@
 //! absences and A&E an intoxication attendance within six weeks → exactly one signal (S02), for the MASH
 //! principal on its watch and in ListSignals, citing exactly those four facts by reference; the lead
 //! authority receives it too; a school querying the same child sees neither the signal (not listed, not on
-//! its watch) nor the police facts it is not entitled to. The MASH records an outcome (an event) and the
+//! its watch) nor the police facts it is not entitled to, and the MASH's own view still withholds the
+//! health fact the signal cites. The MASH records an outcome (an event) and the
 //! signal shows it. A rebuild exports the same read models, signals included, byte for byte. A fact outside
 //! the window raises nothing.
 
@@ -153,9 +154,11 @@ async fn next_event(watch: &mut tonic::Streaming<pb::WatchEvent>, what: &str) ->
         .expect("a watch event")
 }
 
-/// The next signal on a watch (skipping the facts and breaches it also carries).
+/// The next signal on a watch (skipping the facts and breaches it also carries), within `WAIT` overall.
 async fn next_signal(watch: &mut tonic::Streaming<pb::WatchEvent>, what: &str) -> pb::Signal {
+    let until = Instant::now() + WAIT;
     loop {
+        assert!(Instant::now() < until, "no {what} on the watch within {WAIT:?}");
         if let Some(pb::watch_event::Kind::Signal(s)) = next_event(watch, what).await.kind {
             return s;
         }
@@ -253,7 +256,9 @@ async fn issue_8_missing_absence_and_intoxication_raise_one_signal_for_the_mash_
         }),
     );
     common::publish_as_agencies(&nats.url(), std::slice::from_ref(&marker)).await;
+    let until = Instant::now() + WAIT;
     loop {
+        assert!(Instant::now() < until, "the school's marker within {WAIT:?}");
         let event = next_event(&mut school_watch, "the school's own marker fact").await;
         match event.kind {
             Some(pb::watch_event::Kind::Signal(s)) => panic!("a school was shown a signal: {s:?}"),
@@ -277,6 +282,19 @@ async fn issue_8_missing_absence_and_intoxication_raise_one_signal_for_the_mash_
         view.facts.iter().any(|f| f.event_id == facts[2].event_id),
         "its own absence record"
     );
+
+    // The signal widens nothing: the MASH's own view of the child still withholds the A&E attendance it
+    // cites (health records reach a MASH only with the originator's approval), while the police and
+    // school facts the policy grants it are there.
+    let mash_view = common::find_by_nhs(&mut query, "mash-rotherham", NHS, Purpose::Safeguarding, &after)
+        .await
+        .unwrap();
+    let seen: Vec<&str> = mash_view.facts.iter().map(|f| f.event_id.as_str()).collect();
+    assert!(!seen.contains(&facts[3].event_id.as_str()), "{seen:?}");
+    for granted in &facts[..3] {
+        assert!(seen.contains(&granted.event_id.as_str()), "{seen:?}");
+    }
+    assert!(mash_view.withheld.iter().map(|w| w.count).sum::<u32>() >= 1);
 
     // The MASH records an outcome; the signal shows it, on the watch and in the list.
     let outcome = envelope(
