@@ -186,11 +186,16 @@ pub fn derive(spec: &SignalSpec, facts: &[Fact]) -> ChildSignals {
 /// outcomes recorded by then, addressed with the lead authority of then. For `audit as-of` ("when did
 /// this first show?"); `facts` are a child's facts in stored order.
 pub fn derive_until(spec: &SignalSpec, facts: &[Fact], until_ms: i64) -> ChildSignals {
+    let observations = observations(facts);
+    // Most children have no fact any rule reads: no signal, and nothing more to fold.
+    if observations.is_empty() {
+        return ChildSignals::default();
+    }
     let lead_authority = SharingState::derive_until(facts, until_ms)
         .owner
         .map(|a| a.as_str().to_owned())
         .unwrap_or_default();
-    let mut signals: Vec<StoredSignal> = evaluate_until(&spec.rules, &observations(facts), until_ms)
+    let mut signals: Vec<StoredSignal> = evaluate_until(&spec.rules, &observations, until_ms)
         .into_iter()
         .map(|s| StoredSignal {
             rule_id: s.rule.id.clone(),
@@ -254,7 +259,7 @@ pub(crate) fn rederive(
         None => ChildSignals::default(),
     };
     let new = derive(spec, facts);
-    if new == old {
+    if new == old || (new.signals.is_empty() && old.signals.is_empty()) {
         return Ok(Vec::new());
     }
     let before: BTreeMap<String, &StoredSignal> = old.signals.iter().map(|s| (s.id(), s)).collect();
