@@ -4,6 +4,7 @@
 //! `halcyon signals outcome` refuses no-action without a reason (exit 64) and a signal the agency does not
 //! receive, then records the MASH's outcome as an event, which the listing shows; after the node stops,
 //! `halcyon rebuild` and `halcyon export` give the live node's bytes, signals included.
+//! `halcyon signals --watch` prints a signal as the node raises it.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -326,4 +327,141 @@ async fn halcyon_signals_lists_records_outcomes_and_rebuilds() {
     );
     assert_eq!(a.lines().filter(|l| l.starts_with("S ")).count(), 1);
     assert!(a == b, "the live export differs from the rebuild's");
+}
+
+/// A valid NHS number for `n` (a 9-digit stem from it, the mod-11 check digit after; stems without one
+/// are skipped).
+fn nhs_number(mut n: u64) -> String {
+    loop {
+        let stem = format!("{:09}", 943_000_000 + n);
+        let digits: [u8; 9] = std::array::from_fn(|i| stem.as_bytes()[i] - b'0');
+        if let Some(check) = halcyon_schema::NhsNumber::check_digit(&digits) {
+            return format!("{stem}{check}");
+        }
+        n += 1;
+    }
+}
+
+/// A child process killed on drop, whatever the test's fate.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn halcyon_signals_watch_prints_a_signal_as_it_fires() {
+    use std::io::BufRead;
+    let nats = NatsServer::start_with_auth();
+    let mut node = Node::start(&nats, "signals-watch-test");
+    node.client().await;
+    let mut watcher = Killed(
+        Command::new(common::BIN)
+            .args([
+                "signals",
+                "--api",
+                &node.api(),
+                "--token",
+                "demo-mash-rotherham",
+                "--watch",
+            ])
+            .current_dir(halcyon_testkit::workspace_root())
+            .env("HALCYON_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = watcher.0.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let header = lines
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the listing before the watch within 30 s");
+    assert_eq!(header, "0 signal(s)");
+
+    // The watch opens just after the listing; a signal that fires before it opens is not announced to
+    // it. So a whole pattern, for a further child each time, is published every 2 s until a signal
+    // shows, for at most 60 s.
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut completing = Vec::new();
+    let seen = 'watch: loop {
+        if Instant::now() >= until {
+            panic!("no signal printed within 60 s of {} patterns", completing.len());
+        }
+        let nhs = nhs_number(completing.len() as u64 * 7);
+        let for_child = |mut e: pb::Envelope| {
+            e.child.as_mut().unwrap().nhs_number = nhs.clone();
+            e
+        };
+        let pattern: Vec<pb::Envelope> = vec![
+            envelope(
+                "mash-rotherham",
+                T0,
+                Kind::AgencyCheckRequested(pb::AgencyCheckRequested {
+                    requested_agency_id: "police-sy".into(),
+                    rag: pb::Rag::Red as i32,
+                }),
+            ),
+            envelope(
+                "police-sy",
+                T0 + DAY,
+                Kind::MissingEpisodeReported(pb::MissingEpisodeReported::default()),
+            ),
+            envelope(
+                "police-sy",
+                T0 + 2 * DAY,
+                Kind::MissingEpisodeReported(pb::MissingEpisodeReported::default()),
+            ),
+            envelope(
+                "school-oakwood",
+                T0 + 3 * DAY,
+                Kind::ExclusionRecorded(pb::ExclusionRecorded {
+                    permanent: false,
+                    days: 3,
+                    reason: String::new(),
+                }),
+            ),
+            envelope(
+                "health-rgh-ed",
+                T0 + 4 * DAY,
+                Kind::HealthAttendanceRecorded(pb::HealthAttendanceRecorded {
+                    setting: "ED".into(),
+                    reason: pb::AttendanceReason::SexualHealth as i32,
+                    clinical_summary: String::new(),
+                }),
+            ),
+        ]
+        .into_iter()
+        .map(for_child)
+        .collect();
+        completing.push(format!("S02/{}", pattern[4].event_id));
+        publish(&nats, &pattern).await;
+        let round = Instant::now() + Duration::from_secs(2);
+        while let Some(left) = round.checked_duration_since(Instant::now()) {
+            if let Ok(line) = lines.recv_timeout(left) {
+                break 'watch line;
+            }
+        }
+    };
+    drop(watcher);
+    println!("{seen}");
+    assert!(
+        completing.iter().any(|id| seen.starts_with(&format!(
+            "{id} exploitation indicators co-occur (co-occurrence, 42 days) child "
+        ))),
+        "{seen}"
+    );
+    assert!(seen.contains(": 4 facts ["), "{seen}");
+    assert!(seen.ends_with("no outcome recorded"), "{seen}");
 }
