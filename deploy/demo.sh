@@ -156,9 +156,15 @@ echo "   still open: $(grep -c ': open, ' "$demo/deadlines.out" || true)"
 
 echo
 echo "== tamper evidence: each stream's hash chain re-derived against the node's signed checkpoints (dev key)"
+intact=""
 for _ in $(seq 1 50); do
   verified=$(HALCYON_LOG=warn HALCYON_NATS_USER=operator HALCYON_NATS_PASSWORD=operator-dev-secret \
-    "$halcyon" audit verify --public-key deploy/checkpoint-dev.key.pub) && ! grep -q 'not yet checkpointed' <<<"$verified" && break
+    "$halcyon" audit verify --public-key deploy/checkpoint-dev.key.pub) && ! grep -q 'not yet checkpointed' <<<"$verified" \
+    && { intact=1; break; }
   sleep 0.2
 done
 echo "$verified" | sed 's/^/   /'
+if [ -z "$intact" ]; then
+  echo "demo: audit verify did not find every stream intact and checkpointed within 10 s" >&2
+  exit 1
+fi
