@@ -8,6 +8,7 @@ use std::sync::Arc;
 use async_nats::jetstream;
 use futures::StreamExt;
 use halcyon_bus::{BusError, list_event_streams, ordered_messages};
+use halcyon_projector::store::Prepared;
 use halcyon_projector::{Incoming, Projector, ProjectorError};
 
 use crate::ingest::BATCH_LEN_MAX;
@@ -71,6 +72,9 @@ pub async fn project_streams(
         .sum();
     let mut done = 0u64;
     progress(done, total);
+    // Two stages overlap: while one batch is applied (sled, under the writer lock), the next is read and
+    // made ready (decoded, checked, encoded). Batches are still applied one at a time, in stream order.
+    let mut applying: Option<Applying> = None;
     for (name, end) in ends {
         let start = projector.checkpoint(&name) + 1;
         if start > end {
@@ -97,25 +101,52 @@ pub async fn project_streams(
                 });
             }
             if !batch.is_empty() {
-                let n = batch.len() as u64;
-                let p = projector.clone();
                 let stream = name.clone();
-                tokio::task::spawn_blocking(move || p.apply(&stream, &batch))
+                let prepared = tokio::task::spawn_blocking(move || Prepared::new(&stream, &batch))
                     .await
-                    .map_err(|e| RebuildError::Io(e.to_string()))??;
-                done += n;
-                progress(done, total);
+                    .map_err(|e| RebuildError::Io(e.to_string()))?;
+                if let Some(previous) = applying.take() {
+                    done += previous.finish().await?;
+                    progress(done, total);
+                }
+                applying = Some(Applying::start(projector, prepared));
             }
             if finished {
                 break 'stream;
             }
         }
     }
+    if let Some(last) = applying.take() {
+        done += last.finish().await?;
+        progress(done, total);
+    }
     let p = projector.clone();
     tokio::task::spawn_blocking(move || p.derive_all_views())
         .await
         .map_err(|e| RebuildError::Io(e.to_string()))??;
     Ok(done)
+}
+
+/// One batch being applied on the blocking pool.
+struct Applying {
+    n: u64,
+    task: tokio::task::JoinHandle<Result<halcyon_projector::ApplyOutcome, ProjectorError>>,
+}
+
+impl Applying {
+    fn start(projector: &Arc<Projector>, prepared: Prepared) -> Self {
+        let p = projector.clone();
+        Self {
+            n: prepared.len() as u64,
+            task: tokio::task::spawn_blocking(move || p.apply_prepared(prepared)),
+        }
+    }
+
+    /// Waits for the batch to be applied; the number of messages it held.
+    async fn finish(self) -> Result<u64, RebuildError> {
+        self.task.await.map_err(|e| RebuildError::Io(e.to_string()))??;
+        Ok(self.n)
+    }
 }
 
 /// Folders used by `rebuild`: the live read models and their replacement.

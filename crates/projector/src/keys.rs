@@ -4,9 +4,8 @@
 //! | prefix | key | value |
 //! |---|---|---|
 //! | `C` | stream | checkpoint: last applied sequence (u64) |
-//! | `E` | event id (16) | position of the copy that was projected |
 //! | `D` | stream 0 seq | duplicate: position of the copy already projected |
-//! | `F` | child (16) occurred_ms (8) agency 0 seq (8) | stored fact |
+//! | `F` | child (16) occurred_ms (8) agency 0 seq (8) | stored fact; a re-sent event id is found under its key without the seq |
 //! | `I` | identifier key | child (16) |
 //! | `Q` | stream 0 seq | quarantine record (JSON) |
 //! | `V` | child (16) | every agency's view of the child (`view::ChildViews`) |
@@ -17,7 +16,6 @@
 use halcyon_schema::ChildId;
 
 pub const CHECKPOINT: u8 = b'C';
-pub const EVENT: u8 = b'E';
 pub const DUPLICATE: u8 = b'D';
 pub const FACT: u8 = b'F';
 pub const IDENTITY: u8 = b'I';
@@ -28,12 +26,6 @@ pub const STALE_VIEWS: u8 = b'X';
 pub fn checkpoint(stream: &str) -> Vec<u8> {
     let mut k = vec![CHECKPOINT];
     k.extend_from_slice(stream.as_bytes());
-    k
-}
-
-pub fn event(event_id: &uuid::Uuid) -> Vec<u8> {
-    let mut k = vec![EVENT];
-    k.extend_from_slice(event_id.as_bytes());
     k
 }
 
@@ -65,6 +57,12 @@ pub fn fact(child: &ChildId, occurred_ms: i64, agency: &str, sequence: u64) -> V
     k.push(0);
     k.extend_from_slice(&sequence.to_be_bytes());
     k
+}
+
+/// A fact key without its sequence: the facts of one child at one moment from one agency, where a re-sent
+/// event's first copy is.
+pub fn fact_sequence_prefix(fact_key: &[u8]) -> &[u8] {
+    &fact_key[..fact_key.len() - 8]
 }
 
 pub fn views(child: &ChildId) -> Vec<u8> {

@@ -1,7 +1,7 @@
 //! The sled store: applying batches of messages exactly once, and reading facts, identities, checkpoints
 //! and quarantine back.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
@@ -175,6 +175,33 @@ impl<'a> Overlay<'a> {
         Ok(merged.into_iter().collect())
     }
 
+    /// Calls `each` with every (key, value) under `prefix`, pending writes included, until it returns false.
+    fn for_each_under(
+        &self,
+        prefix: &[u8],
+        mut each: impl FnMut(&[u8], &[u8]) -> Result<bool, ProjectorError>,
+    ) -> Result<(), ProjectorError> {
+        for (k, v) in self
+            .pending
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+        {
+            if let Some(v) = v
+                && !each(k, v)?
+            {
+                return Ok(());
+            }
+        }
+        for kv in self.tree.scan_prefix(prefix) {
+            let (k, v) = kv?;
+            // Pending writes replace (or remove) what the tree holds, and were visited above.
+            if !self.pending.contains_key(k.as_ref()) && !each(&k, &v)? {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
     fn into_batch(self) -> sled::Batch {
         let mut batch = sled::Batch::default();
         for (k, v) in self.pending {
@@ -187,6 +214,143 @@ impl<'a> Overlay<'a> {
     }
 }
 
+/// A batch of messages from one stream, decoded, checked and encoded for storage without the store or its
+/// writer lock, so the next batch can be made ready while the previous one is applied
+/// (`Projector::apply_prepared`). Nothing here depends on what the store holds.
+#[derive(Debug)]
+pub struct Prepared {
+    stream: String,
+    messages: Vec<Ready>,
+}
+
+/// One message made ready.
+#[derive(Debug)]
+struct Ready {
+    sequence: u64,
+    checked: Checked,
+}
+
+#[derive(Debug)]
+enum Checked {
+    /// The record and its stored (JSON) form.
+    Quarantined(Box<QuarantineRecord>, Vec<u8>),
+    Valid(Box<ValidFact>),
+}
+
+/// What the store needs of a valid event.
+#[derive(Debug)]
+struct ValidFact {
+    event_id: halcyon_schema::EventId,
+    /// The identifier the fact is filed under (`primary_identifier`).
+    identifier: Identifier,
+    /// The link an `IdentifierLinked` event makes.
+    link: Option<pb::IdentifierLinked>,
+    occurred_ms: i64,
+    agency: AgencyId,
+    /// The `StoredFactRaw` as written: the envelope bytes as published.
+    stored: Vec<u8>,
+    /// Where the fact goes, when that does not depend on the store (filed by NHS number).
+    filed: Option<Filed>,
+}
+
+/// The child a fact is filed under, its key, and the hash of its key prefix (`Projector::moments`).
+#[derive(Debug)]
+struct Filed {
+    child: ChildId,
+    key: Vec<u8>,
+    moment: u64,
+}
+
+impl Filed {
+    fn new(child: ChildId, occurred_ms: i64, agency: &AgencyId, sequence: u64) -> Self {
+        let key = keys::fact(&child, occurred_ms, agency.as_str(), sequence);
+        Self {
+            moment: moment_hash(keys::fact_sequence_prefix(&key)),
+            child,
+            key,
+        }
+    }
+}
+
+impl Prepared {
+    /// Decodes and checks `messages` (consecutive, from `stream`) as the projector must.
+    pub fn new(stream: &str, messages: &[Incoming]) -> Self {
+        let messages = messages
+            .iter()
+            .map(|m| Ready {
+                sequence: m.sequence,
+                checked: ready(stream, m),
+            })
+            .collect();
+        Self {
+            stream: stream.to_owned(),
+            messages,
+        }
+    }
+
+    /// The stream the messages came from.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// How many messages the batch holds.
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+}
+
+fn ready(stream: &str, m: &Incoming) -> Checked {
+    let valid = match check(m) {
+        Ok(valid) => valid,
+        Err((problems, agency, event_id)) => {
+            let record = QuarantineRecord {
+                stream: stream.to_owned(),
+                sequence: m.sequence,
+                subject: m.subject.clone(),
+                agency,
+                event_id,
+                problems,
+                stored_at_ms: m.stored_at_ms,
+            };
+            let value = serde_json::to_vec(&record).expect("quarantine records serialise");
+            return Checked::Quarantined(Box::new(record), value);
+        }
+    };
+    let identifier = primary_identifier(&valid).expect("validation requires an identifier");
+    let link = match valid.kind() {
+        Kind::IdentifierLinked(link) => Some(link.clone()),
+        _ => None,
+    };
+    let stored = StoredFactRaw {
+        stream: stream.to_owned(),
+        sequence: m.sequence,
+        stored_at_ms: m.stored_at_ms,
+        envelope: m.payload.clone(),
+    };
+    let filed = match &identifier {
+        id @ Identifier::Nhs(_) => Some(Filed::new(
+            id.derived_child(),
+            valid.occurred_at_ms,
+            &valid.agency,
+            m.sequence,
+        )),
+        _ => None,
+    };
+    Checked::Valid(Box::new(ValidFact {
+        event_id: valid.event_id,
+        identifier,
+        link,
+        occurred_ms: valid.occurred_at_ms,
+        agency: valid.agency,
+        stored: stored.encode_to_vec(),
+        filed,
+    }))
+}
+
 /// The read models of one node.
 #[derive(Debug)]
 pub struct Projector {
@@ -195,6 +359,11 @@ pub struct Projector {
     db: sled::Db,
     pub(crate) model: sled::Tree,
     positions: watch::Sender<BTreeMap<String, u64>>,
+    /// Hashes of the key prefixes (child, occurred at, agency) facts are stored under, so that the search
+    /// for a re-sent event's first copy (a sled range scan, which copies a whole leaf) is made only where a
+    /// fact may be. Loaded from the fact keys by the first `apply`; a stale or colliding entry costs only a
+    /// scan. Locked under `writer`.
+    moments: std::sync::Mutex<Option<HashSet<u64>>>,
     /// When set, each batch re-derives the per-agency views of the children it touched.
     views: Option<ViewSpec>,
     /// When set, deriving a child's views also derives its deadlines (`deadlines.rs`).
@@ -235,6 +404,7 @@ impl Projector {
             db,
             model,
             positions,
+            moments: std::sync::Mutex::new(None),
             views: None,
             deadlines: None,
             signals: None,
@@ -285,6 +455,15 @@ impl Projector {
     /// Applies a batch of consecutive messages from one stream, with that stream's checkpoint, atomically.
     /// Messages at or below the checkpoint are skipped, so a redelivered batch changes nothing.
     pub fn apply(&self, stream: &str, messages: &[Incoming]) -> Result<ApplyOutcome, ProjectorError> {
+        self.apply_prepared(Prepared::new(stream, messages))
+    }
+
+    /// Applies a batch made ready by `Prepared::new`, with its stream's checkpoint, atomically (as `apply`).
+    /// Only what depends on the store (the checkpoint, event ids already projected, identity links) is
+    /// decided here, under the writer lock.
+    pub fn apply_prepared(&self, prepared: Prepared) -> Result<ApplyOutcome, ProjectorError> {
+        let Prepared { stream, messages } = prepared;
+        let stream = stream.as_str();
         let _writer = self
             .writer
             .lock()
@@ -300,17 +479,26 @@ impl Projector {
                 got: first,
             });
         }
+        let mut moments = self
+            .moments
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if moments.is_none() {
+            *moments = Some(self.fact_moments()?);
+        }
+        let moments = moments.as_mut().expect("loaded above");
         let mut overlay = Overlay::new(&self.model);
         let mut outcome = ApplyOutcome::default();
+        let n_messages = messages.len();
         for m in messages {
             if m.sequence <= last {
                 outcome.skipped += 1;
                 continue;
             }
             last = m.sequence;
-            self.apply_one(stream, m, &mut overlay, &mut outcome)?;
+            self.apply_one(stream, m, &mut overlay, moments, &mut outcome)?;
         }
-        if outcome.skipped as usize == messages.len() {
+        if outcome.skipped as usize == n_messages {
             return Ok(outcome);
         }
         if self.views.is_some() {
@@ -412,32 +600,35 @@ impl Projector {
     fn apply_one(
         &self,
         stream: &str,
-        m: &Incoming,
+        m: Ready,
         overlay: &mut Overlay<'_>,
+        moments: &mut HashSet<u64>,
         outcome: &mut ApplyOutcome,
     ) -> Result<(), ProjectorError> {
-        let valid = match check(m) {
-            Ok(valid) => valid,
-            Err((problems, agency, event_id)) => {
-                let record = QuarantineRecord {
-                    stream: stream.to_owned(),
-                    sequence: m.sequence,
-                    subject: m.subject.clone(),
-                    agency,
-                    event_id,
-                    problems,
-                    stored_at_ms: m.stored_at_ms,
-                };
+        let valid = match m.checked {
+            Checked::Valid(valid) => *valid,
+            Checked::Quarantined(record, value) => {
                 tracing::warn!(stream, sequence = m.sequence, reasons = %record.reasons(), "event quarantined");
-                let value = serde_json::to_vec(&record).expect("quarantine records serialise");
                 overlay.put(keys::position(keys::QUARANTINE, stream, m.sequence), value);
                 outcome.quarantined += 1;
                 return Ok(());
             }
         };
-        let here = keys::position(keys::DUPLICATE, stream, m.sequence)[1..].to_vec();
-        let event_key = keys::event(&valid.event_id.uuid());
-        if let Some(first) = overlay.get(&event_key)? {
+        let Filed { child, key, moment } = match valid.filed {
+            Some(filed) => filed,
+            None => Filed::new(
+                resolve_in(overlay, &valid.identifier)?,
+                valid.occurred_ms,
+                &valid.agency,
+                m.sequence,
+            ),
+        };
+        // A re-send (after the stream's dedupe window) is filed under the same child, time and agency as
+        // its first copy, so the facts under that key prefix (almost always none) are all there is to check.
+        let maybe_copy = !moments.insert(moment);
+        if maybe_copy
+            && let Some(first) = projected_copy(overlay, keys::fact_sequence_prefix(&key), &valid.event_id)?
+        {
             tracing::debug!(
                 stream,
                 sequence = m.sequence,
@@ -447,26 +638,10 @@ impl Projector {
             outcome.duplicates += 1;
             return Ok(());
         }
-        overlay.put(event_key, here);
-
-        let child = match primary_identifier(&valid) {
-            Some(id @ Identifier::Nhs(_)) => id.derived_child(),
-            Some(id) => resolve_in(overlay, &id)?,
-            None => unreachable!("validation requires an identifier"),
-        };
-        if let Kind::IdentifierLinked(link) = valid.kind() {
-            self.link(overlay, child, link, outcome)?;
+        if let Some(link) = &valid.link {
+            self.link(overlay, child, link, moments, outcome)?;
         }
-        let stored = StoredFactRaw {
-            stream: stream.to_owned(),
-            sequence: m.sequence,
-            stored_at_ms: m.stored_at_ms,
-            envelope: m.payload.clone(),
-        };
-        overlay.put(
-            keys::fact(&child, valid.occurred_at_ms, valid.agency.as_str(), m.sequence),
-            stored.encode_to_vec(),
-        );
+        overlay.put(key, valid.stored);
         outcome.projected += 1;
         outcome.children.insert(child);
         outcome.new_facts.push((child, valid.event_id.to_string()));
@@ -480,6 +655,7 @@ impl Projector {
         overlay: &mut Overlay<'_>,
         child: ChildId,
         link: &pb::IdentifierLinked,
+        moments: &mut HashSet<u64>,
         outcome: &mut ApplyOutcome,
     ) -> Result<(), ProjectorError> {
         let mut identifiers = Vec::new();
@@ -513,6 +689,7 @@ impl Projector {
                 });
                 if routed_by_this {
                     let moved = prefix_swapped(&key, &child);
+                    moments.insert(moment_hash(keys::fact_sequence_prefix(&moved)));
                     overlay.remove(key);
                     overlay.put(moved, value);
                     outcome.children.insert(old);
@@ -520,6 +697,16 @@ impl Projector {
             }
         }
         Ok(())
+    }
+
+    /// The hashed key prefixes of every stored fact (`moments`).
+    fn fact_moments(&self) -> Result<HashSet<u64>, ProjectorError> {
+        let mut moments = HashSet::new();
+        for kv in self.model.scan_prefix([keys::FACT]) {
+            let (key, _) = kv?;
+            moments.insert(moment_hash(keys::fact_sequence_prefix(&key)));
+        }
+        Ok(moments)
     }
 
     /// The child an identifier denotes now.
@@ -640,6 +827,34 @@ fn resolve_in(overlay: &Overlay<'_>, id: &Identifier) -> Result<ChildId, sled::E
         Some(bytes) if bytes.len() == 16 => ChildId::from_bytes(bytes.try_into().expect("16 bytes")),
         _ => id.derived_child(),
     })
+}
+
+/// A fact key prefix (`keys::fact_sequence_prefix`) hashed for `Projector::moments`.
+fn moment_hash(prefix: &[u8]) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::hash::DefaultHasher::new();
+    prefix.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Where the copy of `event_id` already projected under `prefix` (a fact key without its sequence) came
+/// from, as a duplicate record's value (stream 0 sequence); pending writes included.
+fn projected_copy(
+    overlay: &Overlay<'_>,
+    prefix: &[u8],
+    event_id: &halcyon_schema::EventId,
+) -> Result<Option<Vec<u8>>, ProjectorError> {
+    let mut found = None;
+    overlay.for_each_under(prefix, |key, value| {
+        let stored = StoredFactRaw::decode(value).map_err(|e| corrupt(key, e))?;
+        let envelope = pb::Envelope::decode(stored.envelope).map_err(|e| corrupt(key, e))?;
+        if envelope.event_id.parse::<halcyon_schema::EventId>().ok().as_ref() == Some(event_id) {
+            found = Some(keys::position(keys::DUPLICATE, &stored.stream, stored.sequence)[1..].to_vec());
+            return Ok(false);
+        }
+        Ok(true)
+    })?;
+    Ok(found)
 }
 
 /// The identifier a fact is filed under: the NHS number when the agency gave one, else the UPN, else its

@@ -73,6 +73,59 @@ fn the_same_event_id_later_in_the_stream_is_a_recorded_duplicate() {
 }
 
 #[test]
+fn a_re_send_in_a_later_batch_after_a_restart_and_a_link_is_a_recorded_duplicate() {
+    let s = scenario(1);
+    let child = &s.children[0];
+    let police = s.envelopes.iter().find(|e| e.agency_id == "police-sy").unwrap();
+    let mut local_only = police.clone();
+    local_only.child.as_mut().unwrap().nhs_number.clear();
+    let mut link = police.clone();
+    link.event_id = halcyon_schema::EventId::new().to_string();
+    link.event = Some(pb::Event {
+        kind: Some(pb::event::Kind::IdentifierLinked(pb::IdentifierLinked {
+            upn: String::new(),
+            local_agency_id: "police-sy".into(),
+            local_id: child.police_local_id.clone(),
+            reason: "confirmed by date of birth and address".into(),
+        })),
+    });
+    let dir = std::env::temp_dir().join(format!(
+        "halcyon-projector-resend-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    {
+        let p = Projector::open(&dir).unwrap();
+        p.apply("EVENTS_POLICE_SY", &[incoming(1, &local_only)]).unwrap();
+        let again = p.apply("EVENTS_POLICE_SY", &[incoming(2, &local_only)]).unwrap();
+        assert_eq!((again.projected, again.duplicates), (0, 1), "a later batch");
+        p.apply("EVENTS_POLICE_SY", &[incoming(3, &link)]).unwrap();
+        p.flush().unwrap();
+    }
+    let p = Projector::open(&dir).unwrap();
+    let out = p
+        .apply(
+            "EVENTS_POLICE_SY",
+            &[incoming(4, &local_only), incoming(5, &link), incoming(6, police)],
+        )
+        .unwrap();
+    assert_eq!(
+        (out.projected, out.duplicates),
+        (0, 3),
+        "after a restart: the first copy (moved by the link), the link, and the same event id now filed by \
+         NHS number, which the link made the same child"
+    );
+    let nhs_child = p.resolve(&Identifier::Nhs(child.nhs.clone())).unwrap();
+    assert_eq!(p.facts(&nhs_child).unwrap().len(), 2);
+    assert_eq!(p.counts().unwrap(), (2, 0, 4));
+    drop(p);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn bad_messages_are_quarantined_with_reasons_and_do_not_stop_the_batch() {
     let s = scenario(1);
     let good = &s.envelopes[0];
