@@ -81,6 +81,9 @@ fn a_re_send_in_a_later_batch_after_a_restart_and_a_link_is_a_recorded_duplicate
     local_only.child.as_mut().unwrap().nhs_number.clear();
     let mut link = police.clone();
     link.event_id = halcyon_schema::EventId::new().to_string();
+    // A day later, so the moved first copy is the only fact at its moment under the linked child.
+    link.occurred_at.as_mut().unwrap().seconds += 86_400;
+    link.recorded_at.as_mut().unwrap().seconds += 86_400;
     link.event = Some(pb::Event {
         kind: Some(pb::event::Kind::IdentifierLinked(pb::IdentifierLinked {
             upn: String::new(),
@@ -103,13 +106,19 @@ fn a_re_send_in_a_later_batch_after_a_restart_and_a_link_is_a_recorded_duplicate
         let again = p.apply("EVENTS_POLICE_SY", &[incoming(2, &local_only)]).unwrap();
         assert_eq!((again.projected, again.duplicates), (0, 1), "a later batch");
         p.apply("EVENTS_POLICE_SY", &[incoming(3, &link)]).unwrap();
+        let moved = p.apply("EVENTS_POLICE_SY", &[incoming(4, &local_only)]).unwrap();
+        assert_eq!(
+            (moved.projected, moved.duplicates),
+            (0, 1),
+            "the first copy, moved by the link"
+        );
         p.flush().unwrap();
     }
     let p = Projector::open(&dir).unwrap();
     let out = p
         .apply(
             "EVENTS_POLICE_SY",
-            &[incoming(4, &local_only), incoming(5, &link), incoming(6, police)],
+            &[incoming(5, &local_only), incoming(6, &link), incoming(7, police)],
         )
         .unwrap();
     assert_eq!(
@@ -120,7 +129,7 @@ fn a_re_send_in_a_later_batch_after_a_restart_and_a_link_is_a_recorded_duplicate
     );
     let nhs_child = p.resolve(&Identifier::Nhs(child.nhs.clone())).unwrap();
     assert_eq!(p.facts(&nhs_child).unwrap().len(), 2);
-    assert_eq!(p.counts().unwrap(), (2, 0, 4));
+    assert_eq!(p.counts().unwrap(), (2, 0, 5));
     drop(p);
     std::fs::remove_dir_all(&dir).unwrap();
 }
