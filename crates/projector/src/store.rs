@@ -125,6 +125,8 @@ type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// Children whose views `derive_views` derives in one sled batch.
 pub const VIEW_CHUNK: usize = 256;
+/// Below twice this many children a chunk is derived on one thread (a thread costs more than it saves).
+const DERIVE_SPLIT_MIN: usize = 16;
 
 /// Writes pending for one batch, readable before they are applied.
 struct Overlay<'a> {
@@ -552,14 +554,12 @@ impl Projector {
             let mut batch = sled::Batch::default();
             let mut derived = crate::deadlines::Derived::default();
             let mut signals = Vec::new();
-            for child in chunk {
-                let facts = self.facts(child)?;
+            for (child, facts, views) in self.read_and_derive(chunk, spec)? {
                 self.derive_deadlines(&mut batch, child, &facts, &mut derived)?;
                 self.derive_signals(&mut batch, child, &facts, &mut signals)?;
-                if facts.is_empty() {
-                    batch.remove(keys::views(child));
-                } else {
-                    batch.insert(keys::views(child), spec.derive(&facts).encode_to_vec());
+                match views {
+                    None => batch.remove(keys::views(child)),
+                    Some(views) => batch.insert(keys::views(child), views),
                 }
             }
             self.model.apply_batch(batch)?;
@@ -574,6 +574,43 @@ impl Projector {
             self.model.apply_batch(batch)?;
         }
         Ok(children.len())
+    }
+
+    /// Each child's facts and encoded views (`None`: no facts), in `children`'s order. Both cores share the
+    /// work: reading and decoding facts and deriving views are pure reads of the store, so the order of the
+    /// writes that follow, and so the read models, are the same as from one thread.
+    #[allow(
+        clippy::type_complexity,
+        reason = "a child, its facts and its encoded views, read and written in the same function"
+    )]
+    fn read_and_derive<'c>(
+        &self,
+        children: &'c [ChildId],
+        spec: &ViewSpec,
+    ) -> Result<Vec<(&'c ChildId, Vec<Fact>, Option<Vec<u8>>)>, ProjectorError> {
+        let one = |part: &'c [ChildId]| {
+            part.iter()
+                .map(|child| {
+                    let facts = self.facts(child)?;
+                    let views = (!facts.is_empty()).then(|| spec.derive(&facts).encode_to_vec());
+                    Ok((child, facts, views))
+                })
+                .collect::<Result<Vec<_>, ProjectorError>>()
+        };
+        if children.len() < 2 * DERIVE_SPLIT_MIN {
+            return one(children);
+        }
+        let (first, second) = children.split_at(children.len() / 2);
+        std::thread::scope(|scope| {
+            let second = scope.spawn(|| one(second));
+            let mut all = one(first)?;
+            all.extend(
+                second
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
+            );
+            Ok(all)
+        })
     }
 
     /// Derives views until none is stale (after a rebuild, before an export); returns how many it derived.
