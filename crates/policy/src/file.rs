@@ -1,6 +1,7 @@
 //! The policy file: TOML parsed with spans, checked for unknown terms and inconsistencies, and compiled
 //! into a [`Policy`]. Every rejection names the file, line and column and says why.
 
+use halcyon_schema::source::position;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::str::FromStr;
@@ -41,11 +42,7 @@ impl PolicyError {
     }
 
     fn render(&self) -> String {
-        if self.line == 0 {
-            format!("{}: {}", self.file, self.reason)
-        } else {
-            format!("{}:{}:{}: {}", self.file, self.line, self.column, self.reason)
-        }
+        halcyon_schema::source::render(&self.file, self.line, self.column, &self.reason)
     }
 }
 
@@ -182,18 +179,6 @@ impl Source<'_> {
     fn terms<T: FromStr<Err = String> + Copy>(&self, list: &Strings) -> Result<Vec<T>, PolicyError> {
         list.get_ref().iter().map(|s| self.term(s)).collect()
     }
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-pub(crate) fn position(src: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(src.len());
-    while !src.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &src[..offset];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }
 
 fn bits<T: Copy>(items: &[T], bit: impl Fn(T) -> u8) -> Bits {
@@ -759,18 +744,6 @@ fn compile_cell(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn positions_are_one_based_lines_and_character_columns() {
-        let src = "a = 1\nb = \"–x\"\n";
-        assert_eq!(position(src, 0), (1, 1));
-        assert_eq!(position(src, 6), (2, 1));
-        let x = src.find('x').unwrap();
-        assert_eq!(position(src, x), (2, 7));
-        // Inside a multi-byte character, and past the end: still a position, never a panic.
-        assert_eq!(position(src, x - 1), (2, 6));
-        assert_eq!(position(src, 10_000), (3, 1));
-    }
 
     #[test]
     fn errors_display_file_line_column_and_reason() {

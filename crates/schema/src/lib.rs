@@ -7,6 +7,7 @@ pub mod convert;
 pub mod ids;
 pub mod nhs;
 pub mod review;
+pub mod source;
 pub mod subject;
 pub mod upn;
 pub mod validate;

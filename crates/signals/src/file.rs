@@ -1,6 +1,7 @@
 //! The rule file parsed with spans and checked, so every rejection names the file, the line and column,
 //! and a reason a person can act on.
 
+use halcyon_schema::source::position;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::sync::Arc;
@@ -38,24 +39,8 @@ impl SignalRuleError {
     }
 
     fn render(&self) -> String {
-        if self.line == 0 {
-            format!("{}: {}", self.file, self.reason)
-        } else {
-            format!("{}:{}:{}: {}", self.file, self.line, self.column, self.reason)
-        }
+        halcyon_schema::source::render(&self.file, self.line, self.column, &self.reason)
     }
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-fn position(src: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(src.len());
-    while !src.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &src[..offset];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }
 
 struct Source<'a> {
@@ -358,14 +343,6 @@ fn compile_rule(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn positions_are_one_based_lines_and_character_columns() {
-        let src = "a = 1\nb = \"–x\"\n";
-        assert_eq!(position(src, 0), (1, 1));
-        assert_eq!(position(src, 6), (2, 1));
-        assert_eq!(position(src, src.find('x').unwrap()), (2, 7));
-    }
 
     #[test]
     fn errors_display_file_line_column_and_reason() {

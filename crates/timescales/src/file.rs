@@ -1,6 +1,7 @@
 //! The two data files — a bank-holiday calendar and a rule table — parsed with spans and checked, so every
 //! rejection names the file, the line and column, and a reason a person can act on.
 
+use halcyon_schema::source::position;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::str::FromStr;
@@ -39,11 +40,7 @@ impl TimescaleError {
     }
 
     fn render(&self) -> String {
-        if self.line == 0 {
-            format!("{}: {}", self.file, self.reason)
-        } else {
-            format!("{}:{}:{}: {}", self.file, self.line, self.column, self.reason)
-        }
+        halcyon_schema::source::render(&self.file, self.line, self.column, &self.reason)
     }
 }
 
@@ -95,18 +92,6 @@ impl Source<'_> {
             }
         })
     }
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-pub(crate) fn position(src: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(src.len());
-    while !src.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &src[..offset];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -570,16 +555,6 @@ fn compile_rule(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn positions_are_one_based_lines_and_character_columns() {
-        let src = "a = 1\nb = \"–x\"\n";
-        assert_eq!(position(src, 0), (1, 1));
-        assert_eq!(position(src, 6), (2, 1));
-        let x = src.find('x').unwrap();
-        assert_eq!(position(src, x), (2, 7));
-        assert_eq!(position(src, 10_000), (3, 1));
-    }
 
     #[test]
     fn near_misses_are_suggested() {
