@@ -315,20 +315,10 @@ impl DeadlineService for Deadlines {
     ) -> Result<Response<pb::ListBreachesResponse>, GrpcStatus> {
         let caller = self.query.auth.authenticate(&request)?;
         let req = request.into_inner();
-        let ctx = self.query.checked_context(req.context.as_ref()).await?;
-        if ctx.break_glass.is_some() {
-            return Err(ApiError::Invalid(
-                "break-glass is for a single child's view, not a list of breaches".into(),
-            )
-            .into());
-        }
-        let child: Option<ChildId> = match req.child_id.trim() {
-            "" => None,
-            raw => Some(
-                raw.parse()
-                    .map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))?,
-            ),
-        };
+        let (ctx, child) = self
+            .query
+            .listing_context(req.context.as_ref(), &req.child_id, "breaches")
+            .await?;
         let projector = self.query.projector.clone();
         let all = tokio::task::spawn_blocking(move || projector.breaches(child.as_ref()))
             .await

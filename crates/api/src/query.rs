@@ -58,6 +58,27 @@ impl Query {
         self.context(ctx).await
     }
 
+    /// The checked context and the optional child of a listing call (breaches, signals): a list is never read
+    /// under break-glass, and an empty `child_id` means every child.
+    pub async fn listing_context(
+        &self,
+        ctx: Option<&pb::RequestContext>,
+        child_id: &str,
+        what: &str,
+    ) -> Result<(Context, Option<ChildId>), ApiError> {
+        let ctx = self.context(ctx).await?;
+        if ctx.break_glass.is_some() {
+            return Err(ApiError::Invalid(format!(
+                "break-glass is for a single child's view, not a list of {what}"
+            )));
+        }
+        let child = match child_id.trim() {
+            "" => None,
+            raw => Some(Self::child_id(raw)?),
+        };
+        Ok((ctx, child))
+    }
+
     /// Writes an access record for other services and waits for it.
     pub async fn record_access(
         &self,
