@@ -15,9 +15,8 @@ use halcyon_api::clock::Clock;
 use halcyon_api::{Node, NodeConfig};
 use halcyon_policy::Purpose;
 use halcyon_projector::{Projector, ViewSpec};
-use halcyon_schema::convert::{timestamp_from_millis, timestamp_millis};
+use halcyon_schema::convert::timestamp_millis;
 use halcyon_schema::pb::{self, deadline_service_client::DeadlineServiceClient, event::Kind};
-use halcyon_schema::{EventId, EventKindExt, SCHEMA_VERSION};
 use halcyon_testkit::NatsServer;
 
 const NHS: &str = "9434765919";
@@ -43,26 +42,7 @@ fn referral_at(at_ms: i64) -> pb::Envelope {
 }
 
 fn envelope(at_ms: i64, kind: Kind) -> pb::Envelope {
-    let category = kind.default_category();
-    pb::Envelope {
-        event_id: EventId::new().to_string(),
-        case_id: "CASE-8".into(),
-        agency_id: CSC.into(),
-        occurred_at: Some(timestamp_from_millis(at_ms)),
-        recorded_at: Some(timestamp_from_millis(at_ms)),
-        actor: Some(pb::Actor {
-            practitioner_id: "sw-1".into(),
-            ..Default::default()
-        }),
-        child: Some(pb::ChildIdentifiers {
-            nhs_number: NHS.into(),
-            ..Default::default()
-        }),
-        category: category.to_pb() as i32,
-        schema_version: SCHEMA_VERSION,
-        lawful_basis: pb::LawfulBasis::PublicTask as i32,
-        event: Some(pb::Event { kind: Some(kind) }),
-    }
+    halcyon_testkit::envelope(CSC, "sw-1", NHS, at_ms, kind)
 }
 
 /// The next breach event on a watch (skipping the facts it also carries).

@@ -17,11 +17,10 @@ use halcyon_api::Node;
 use halcyon_bus::Position;
 use halcyon_policy::Purpose;
 use halcyon_projector::{Projector, ViewSpec};
-use halcyon_schema::convert::{timestamp_from_millis, timestamp_millis};
+use halcyon_schema::convert::timestamp_millis;
 use halcyon_schema::pb::{
     self, audit_service_client::AuditServiceClient, event::Kind, signal_service_client::SignalServiceClient,
 };
-use halcyon_schema::{EventId, EventKindExt, SCHEMA_VERSION};
 use halcyon_testkit::NatsServer;
 
 const NHS: &str = "9434765919";
@@ -32,30 +31,7 @@ const T0: i64 = 1_772_445_600_000;
 const WAIT: Duration = Duration::from_secs(20);
 
 fn envelope(agency: &str, at_ms: i64, kind: Kind) -> pb::Envelope {
-    let category = kind.default_category();
-    pb::Envelope {
-        event_id: EventId::new().to_string(),
-        case_id: "CASE-8".into(),
-        agency_id: agency.into(),
-        occurred_at: Some(timestamp_from_millis(at_ms)),
-        recorded_at: Some(timestamp_from_millis(at_ms)),
-        actor: Some(pb::Actor {
-            practitioner_id: "p-1".into(),
-            ..Default::default()
-        }),
-        child: Some(pb::ChildIdentifiers {
-            nhs_number: NHS.into(),
-            ..Default::default()
-        }),
-        category: category.to_pb() as i32,
-        schema_version: SCHEMA_VERSION,
-        lawful_basis: if agency.starts_with("police") {
-            pb::LawfulBasis::LawEnforcement
-        } else {
-            pb::LawfulBasis::PublicTask
-        } as i32,
-        event: Some(pb::Event { kind: Some(kind) }),
-    }
+    halcyon_testkit::envelope(agency, "p-1", NHS, at_ms, kind)
 }
 
 fn missing(at_ms: i64) -> pb::Envelope {

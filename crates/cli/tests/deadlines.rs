@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 mod common;
 use common::{Node, halcyon_ok};
 use halcyon_bus::{Credentials, Publisher, PublisherConfig, connect};
-use halcyon_schema::convert::timestamp_from_millis;
 use halcyon_schema::pb::{self, event::Kind};
-use halcyon_schema::{EventId, EventKindExt, SCHEMA_VERSION};
 use halcyon_testkit::NatsServer;
 use serde_json::Value;
 
@@ -31,26 +29,7 @@ impl Node {
 }
 
 fn envelope(at_ms: i64, kind: Kind) -> pb::Envelope {
-    let category = kind.default_category();
-    pb::Envelope {
-        event_id: EventId::new().to_string(),
-        case_id: "CASE-8".into(),
-        agency_id: CSC.into(),
-        occurred_at: Some(timestamp_from_millis(at_ms)),
-        recorded_at: Some(timestamp_from_millis(at_ms)),
-        actor: Some(pb::Actor {
-            practitioner_id: "sw-1".into(),
-            ..Default::default()
-        }),
-        child: Some(pb::ChildIdentifiers {
-            nhs_number: "9434765919".into(),
-            ..Default::default()
-        }),
-        category: category.to_pb() as i32,
-        schema_version: SCHEMA_VERSION,
-        lawful_basis: pb::LawfulBasis::PublicTask as i32,
-        event: Some(pb::Event { kind: Some(kind) }),
-    }
+    halcyon_testkit::envelope(CSC, "sw-1", "9434765919", at_ms, kind)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

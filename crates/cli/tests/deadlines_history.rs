@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use halcyon_bus::{Credentials, Publisher, PublisherConfig, connect};
 use halcyon_schema::convert::{format_timestamp, timestamp_from_millis};
 use halcyon_schema::pb::{self, event::Kind};
-use halcyon_schema::{EventId, EventKindExt, SCHEMA_VERSION};
 use halcyon_testkit::NatsServer;
 use halcyon_timescales::Calendar;
 use halcyon_timescales::calendar::{add_days, date_of_ms, start_of_day_ms};
@@ -68,26 +67,7 @@ fn operator(nats: &NatsServer) -> Vec<String> {
 }
 
 fn envelope(at_ms: i64, kind: Kind) -> pb::Envelope {
-    let category = kind.default_category();
-    pb::Envelope {
-        event_id: EventId::new().to_string(),
-        case_id: "CASE-8".into(),
-        agency_id: CSC.into(),
-        occurred_at: Some(timestamp_from_millis(at_ms)),
-        recorded_at: Some(timestamp_from_millis(at_ms)),
-        actor: Some(pb::Actor {
-            practitioner_id: "sw-1".into(),
-            ..Default::default()
-        }),
-        child: Some(pb::ChildIdentifiers {
-            nhs_number: NHS.into(),
-            ..Default::default()
-        }),
-        category: category.to_pb() as i32,
-        schema_version: SCHEMA_VERSION,
-        lawful_basis: pb::LawfulBasis::PublicTask as i32,
-        event: Some(pb::Event { kind: Some(kind) }),
-    }
+    halcyon_testkit::envelope(CSC, "sw-1", NHS, at_ms, kind)
 }
 
 fn as_of(nats: &NatsServer, agency: &str, at_ms: i64, json: bool) -> String {

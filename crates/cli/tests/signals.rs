@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 mod common;
 use common::{Node, halcyon, halcyon_ok};
 use halcyon_bus::{Credentials, Publisher, PublisherConfig, connect};
-use halcyon_schema::convert::timestamp_from_millis;
 use halcyon_schema::pb::{self, event::Kind};
-use halcyon_schema::{EventId, EventKindExt, SCHEMA_VERSION};
 use halcyon_testkit::NatsServer;
 use serde_json::Value;
 
@@ -25,30 +23,7 @@ const DAY: i64 = 86_400_000;
 const T0: i64 = 1_772_445_600_000;
 
 fn envelope(agency: &str, at_ms: i64, kind: Kind) -> pb::Envelope {
-    let category = kind.default_category();
-    pb::Envelope {
-        event_id: EventId::new().to_string(),
-        case_id: "CASE-8".into(),
-        agency_id: agency.into(),
-        occurred_at: Some(timestamp_from_millis(at_ms)),
-        recorded_at: Some(timestamp_from_millis(at_ms)),
-        actor: Some(pb::Actor {
-            practitioner_id: "p-1".into(),
-            ..Default::default()
-        }),
-        child: Some(pb::ChildIdentifiers {
-            nhs_number: NHS.into(),
-            ..Default::default()
-        }),
-        category: category.to_pb() as i32,
-        schema_version: SCHEMA_VERSION,
-        lawful_basis: if agency.starts_with("police") {
-            pb::LawfulBasis::LawEnforcement
-        } else {
-            pb::LawfulBasis::PublicTask
-        } as i32,
-        event: Some(pb::Event { kind: Some(kind) }),
-    }
+    halcyon_testkit::envelope(agency, "p-1", NHS, at_ms, kind)
 }
 
 async fn publish(nats: &NatsServer, envelopes: &[pb::Envelope]) {

@@ -2,9 +2,11 @@
 //! deterministic multi-agency scenario generator (`scenario`). Used by tests, the demo and benchmarks.
 #![forbid(unsafe_code)]
 
+pub mod envelope;
 pub mod nats;
 pub mod scenario;
 
+pub use envelope::envelope;
 pub use nats::{Auth, NatsServer, nats_server_binary};
 pub use scenario::{Scenario, ScenarioAgencies, ScenarioConfig};
 
