@@ -94,7 +94,7 @@ impl Query {
 
     /// A child's facts, decoded with their sharing state: from the node's cache while nothing new has been
     /// projected since they were read, otherwise read from sled off the async runtime.
-    async fn child_facts(&self, child: ChildId) -> Result<Arc<ChildFacts>, ApiError> {
+    pub(crate) async fn child_facts(&self, child: ChildId) -> Result<Arc<ChildFacts>, ApiError> {
         let cache = FactCache::of(&self.projector);
         if let Some(hit) = cache.cached(&child) {
             return Ok(hit);

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use halcyon_policy::{Fact as PolicyFact, Request, decide};
-use halcyon_projector::read::{ChildFacts, FactCache};
+use halcyon_projector::read::ChildFacts;
 use halcyon_projector::signals::{ChildSignals, SignalFact, StoredSignal};
 use halcyon_projector::{SignalNotice, SignalSpec};
 use halcyon_schema::convert::timestamp_from_millis;
@@ -133,18 +133,6 @@ fn entitled(
     decision.is_permit().then(|| decision.rule().to_owned())
 }
 
-async fn child_facts(query: &Query, child: ChildId) -> Result<Arc<ChildFacts>, ApiError> {
-    let cache = FactCache::of(&query.projector);
-    if let Some(hit) = cache.cached(&child) {
-        return Ok(hit);
-    }
-    let projector = query.projector.clone();
-    tokio::task::spawn_blocking(move || cache.load(&projector, &child))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(ApiError::from)
-}
-
 /// The signals of one child that `caller` receives. One access record covering them is written before
 /// they are returned; none when there is nothing to show.
 pub async fn disclosed(
@@ -161,7 +149,7 @@ pub async fn disclosed(
     if signals.is_empty() {
         return Ok(Vec::new());
     }
-    let facts = child_facts(query, child).await?;
+    let facts = query.child_facts(child).await?;
     let mut disclosure = Disclosure::default();
     let mut shown = Vec::new();
     for s in signals {
