@@ -1,7 +1,8 @@
 //! Issue 6: who is calling. Unauthenticated calls, a token used as another agency, a missing purpose and a
 //! break-glass without a reason are refused with the right status and a message saying what is missing; a
 //! break-glass with a reason is permitted, audited with its reason and flagged for review. After a consent
-//! withdrawal, a query carrying its position never returns the withdrawn facts.
+//! withdrawal, a query carrying its position never returns the withdrawn facts. Break-glass is refused for
+//! lists and standing watches.
 
 mod common;
 
@@ -225,5 +226,137 @@ async fn after_a_consent_withdrawal_a_query_at_its_position_never_returns_the_wi
     .await
     .unwrap();
     assert!(!sees(&after_withdrawal), "the withdrawn fact was returned");
+    h.node.stop(Duration::from_secs(5)).await;
+}
+
+/// Break-glass opens one child's view for one look-up. A list (breaches, signals) or a standing watch asked
+/// for under break-glass is refused with INVALID_ARGUMENT saying so, and leaves no access record, because
+/// nothing about a child was read; the same calls without break-glass are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_is_refused_for_lists_and_standing_watches() {
+    use halcyon_schema::pb::deadline_service_client::DeadlineServiceClient;
+    use halcyon_schema::pb::signal_service_client::SignalServiceClient;
+
+    let h = common::Harness::start().await;
+    let url = format!("http://{}", h.node.addr);
+    let token = "demo-mash-rotherham";
+    let plain = common::context(Purpose::Safeguarding, &[]);
+    let glass = pb::RequestContext {
+        break_glass: true,
+        break_glass_reason: "child missing overnight; risk to life".into(),
+        ..plain.clone()
+    };
+    let operator = halcyon_bus::connect(
+        &h.nats.url(),
+        &halcyon_bus::Credentials::user("operator", "operator-dev-secret"),
+        "t",
+    )
+    .await
+    .unwrap();
+    let js = async_nats::jetstream::new(operator);
+    let audit_messages = || {
+        let js = js.clone();
+        async move {
+            js.get_stream("AUDIT")
+                .await
+                .unwrap()
+                .info()
+                .await
+                .unwrap()
+                .state
+                .messages
+        }
+    };
+    let before = audit_messages().await;
+
+    let mut breaches = DeadlineServiceClient::connect(url.clone()).await.unwrap();
+    let mut signals = SignalServiceClient::connect(url).await.unwrap();
+    let mut query = h.client().await;
+    let refusals = [
+        (
+            "ListBreaches",
+            breaches
+                .list_breaches(common::authorised(
+                    pb::ListBreachesRequest {
+                        context: Some(glass.clone()),
+                        ..Default::default()
+                    },
+                    token,
+                ))
+                .await
+                .map(|_| ()),
+            "not a list of breaches",
+        ),
+        (
+            "ListSignals",
+            signals
+                .list_signals(common::authorised(
+                    pb::ListSignalsRequest {
+                        context: Some(glass.clone()),
+                        ..Default::default()
+                    },
+                    token,
+                ))
+                .await
+                .map(|_| ()),
+            "not a list of signals",
+        ),
+        (
+            "Watch",
+            query
+                .watch(common::authorised(
+                    pb::WatchRequest {
+                        context: Some(glass.clone()),
+                    },
+                    token,
+                ))
+                .await
+                .map(|_| ()),
+            "not a standing watch",
+        ),
+    ];
+    for (call, result, says) in refusals {
+        let status = result.expect_err(&format!("{call} under break-glass must be refused"));
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{call}: {status:?}");
+        assert!(
+            status.message().contains("break-glass") && status.message().contains(says),
+            "{call} says why: {}",
+            status.message()
+        );
+    }
+    assert_eq!(
+        audit_messages().await,
+        before,
+        "a refused list or watch reads nothing about a child, so it leaves no access record"
+    );
+
+    // Without break-glass, the same principal is answered.
+    breaches
+        .list_breaches(common::authorised(
+            pb::ListBreachesRequest {
+                context: Some(plain.clone()),
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .expect("ListBreaches without break-glass");
+    signals
+        .list_signals(common::authorised(
+            pb::ListSignalsRequest {
+                context: Some(plain.clone()),
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .expect("ListSignals without break-glass");
+    query
+        .watch(common::authorised(
+            pb::WatchRequest { context: Some(plain) },
+            token,
+        ))
+        .await
+        .expect("Watch without break-glass");
     h.node.stop(Duration::from_secs(5)).await;
 }
