@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod node;
 pub mod query;
 pub mod rebuild;
+pub mod reply;
 pub mod signals;
 pub mod tls;
 pub mod view;

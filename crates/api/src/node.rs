@@ -234,11 +234,7 @@ impl Node {
         let router = server
             .timeout(Duration::from_secs(30))
             .add_service(health_service)
-            .add_service(
-                QueryServiceServer::new(query)
-                    .max_decoding_message_size(REQUEST_BYTES_MAX)
-                    .max_encoding_message_size(RESPONSE_BYTES_MAX),
-            )
+            .add_service(crate::reply::QueryRoutes::new(query))
             .add_service(
                 halcyon_schema::pb::audit_service_server::AuditServiceServer::new(
                     crate::access_log::AccessLog {

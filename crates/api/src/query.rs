@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::reply::ViewReply;
 use crate::view::{Disclosure, ViewMemo, child_view, view_of};
 
 /// Shared by every call.
@@ -149,6 +150,58 @@ impl Query {
         Ok(Context { purpose, break_glass })
     }
 
+    /// FindChild: the child one identifier names, as the caller may see it.
+    pub(crate) async fn find_child_reply(
+        &self,
+        request: Request<pb::FindChildRequest>,
+    ) -> Result<Response<ViewReply>, Status> {
+        let _permit = self.admit()?;
+        let caller = self.auth.authenticate(&request)?;
+        let req = request.into_inner();
+        let ctx = self.context(req.context.as_ref()).await?;
+        let identifier = match req.identifier {
+            Some(WireIdentifier::NhsNumber(n)) => Identifier::Nhs(
+                n.parse()
+                    .map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))?,
+            ),
+            Some(WireIdentifier::Upn(u)) => Identifier::Upn(
+                u.parse()
+                    .map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))?,
+            ),
+            Some(WireIdentifier::LocalId(l)) => Identifier::Local {
+                agency: l
+                    .agency_id
+                    .parse()
+                    .map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))?,
+                local_id: l.local_id,
+            },
+            None => {
+                return Err(
+                    ApiError::Invalid("identifier is required: nhs_number, upn or local_id".into()).into(),
+                );
+            }
+        };
+        let child = self.projector.resolve(&identifier).map_err(ApiError::from)?;
+        Ok(Response::new(
+            self.answer(&caller, &ctx, "FindChild", child).await?,
+        ))
+    }
+
+    /// GetChildView: a child the caller knows the halcyon id of, as the caller may see it.
+    pub(crate) async fn get_child_view_reply(
+        &self,
+        request: Request<pb::GetChildViewRequest>,
+    ) -> Result<Response<ViewReply>, Status> {
+        let _permit = self.admit()?;
+        let caller = self.auth.authenticate(&request)?;
+        let req = request.into_inner();
+        let ctx = self.context(req.context.as_ref()).await?;
+        let child = Self::child_id(&req.child_id)?;
+        Ok(Response::new(
+            self.answer(&caller, &ctx, "GetChildView", child).await?,
+        ))
+    }
+
     /// Builds a view, records the access, and only then returns the view.
     async fn answer(
         &self,
@@ -156,7 +209,7 @@ impl Query {
         ctx: &Context,
         method: &str,
         child: ChildId,
-    ) -> Result<pb::ChildView, ApiError> {
+    ) -> Result<ViewReply, ApiError> {
         // Announced now, so the audit writer can hold its next group open for this call's record.
         let expected = self.audit.expect();
         let facts = self.child_facts(child).await?;
@@ -175,7 +228,7 @@ impl Query {
                 "no child with that identifier is known to Halcyon".into(),
             ));
         }
-        let (mut view, disclosure) = match &ctx.break_glass {
+        let decision = match &ctx.break_glass {
             None => self.views.view(
                 &self.policy,
                 &caller.principal,
@@ -184,17 +237,21 @@ impl Query {
                 &facts,
                 now_ms(),
             ),
-            Some(break_glass) => view_of(
-                &self.policy,
-                &caller.principal,
-                ctx.purpose,
-                Some(break_glass),
-                child,
-                &facts,
-                0..facts.facts.len(),
-                now_ms(),
-            ),
+            Some(break_glass) => {
+                let (view, disclosure) = view_of(
+                    &self.policy,
+                    &caller.principal,
+                    ctx.purpose,
+                    Some(break_glass),
+                    child,
+                    &facts,
+                    0..facts.facts.len(),
+                    now_ms(),
+                );
+                Arc::new((ViewReply::encode_view(&view), disclosure))
+            }
         };
+        let (view, disclosure) = &*decision;
         let outcome = if disclosure.facts_disclosed > 0 {
             pb::AccessOutcome::Permitted
         } else {
@@ -206,17 +263,19 @@ impl Query {
             ctx,
             method,
             Some(child),
-            &disclosure,
+            disclosure,
             outcome,
         )
         .await?;
-        view.positions = self
-            .projector
-            .checkpoints()
-            .into_iter()
-            .map(|(stream, sequence)| pb::Position { stream, sequence })
-            .collect();
-        Ok(view)
+        Ok(ViewReply {
+            view: view.clone(),
+            positions: self
+                .projector
+                .checkpoints()
+                .into_iter()
+                .map(|(stream, sequence)| pb::Position { stream, sequence })
+                .collect(),
+        })
     }
 
     /// The audit gate: no answer leaves before its access record is acknowledged by the AUDIT stream.
@@ -681,50 +740,15 @@ impl QueryService for Query {
         &self,
         request: Request<pb::FindChildRequest>,
     ) -> Result<Response<pb::ChildView>, Status> {
-        let _permit = self.admit()?;
-        let caller = self.auth.authenticate(&request)?;
-        let req = request.into_inner();
-        let ctx = self.context(req.context.as_ref()).await?;
-        let identifier = match req.identifier {
-            Some(WireIdentifier::NhsNumber(n)) => Identifier::Nhs(
-                n.parse()
-                    .map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))?,
-            ),
-            Some(WireIdentifier::Upn(u)) => Identifier::Upn(
-                u.parse()
-                    .map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))?,
-            ),
-            Some(WireIdentifier::LocalId(l)) => Identifier::Local {
-                agency: l
-                    .agency_id
-                    .parse()
-                    .map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))?,
-                local_id: l.local_id,
-            },
-            None => {
-                return Err(
-                    ApiError::Invalid("identifier is required: nhs_number, upn or local_id".into()).into(),
-                );
-            }
-        };
-        let child = self.projector.resolve(&identifier).map_err(ApiError::from)?;
-        Ok(Response::new(
-            self.answer(&caller, &ctx, "FindChild", child).await?,
-        ))
+        // The node serves this method through `reply::QueryRoutes`; this is the same answer as a message.
+        as_message(self.find_child_reply(request).await?)
     }
 
     async fn get_child_view(
         &self,
         request: Request<pb::GetChildViewRequest>,
     ) -> Result<Response<pb::ChildView>, Status> {
-        let _permit = self.admit()?;
-        let caller = self.auth.authenticate(&request)?;
-        let req = request.into_inner();
-        let ctx = self.context(req.context.as_ref()).await?;
-        let child = Self::child_id(&req.child_id)?;
-        Ok(Response::new(
-            self.answer(&caller, &ctx, "GetChildView", child).await?,
-        ))
+        as_message(self.get_child_view_reply(request).await?)
     }
 
     async fn get_positions(
@@ -795,4 +819,13 @@ impl QueryService for Query {
             .collect();
         Ok(Response::new(pb::ListQuarantineResponse { events }))
     }
+}
+
+/// A [`ViewReply`] as the generated service's message.
+fn as_message(reply: Response<ViewReply>) -> Result<Response<pb::ChildView>, Status> {
+    reply
+        .into_inner()
+        .to_view()
+        .map(Response::new)
+        .map_err(|e| Status::internal(format!("a decided view did not decode: {e}")))
 }

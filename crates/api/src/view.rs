@@ -217,7 +217,10 @@ fn identity(
 /// Most views a node keeps decided (about 4 KB each in the bench's scenario).
 pub const VIEW_MEMO_MAX: usize = 4096;
 
-/// Views already decided, each kept with the facts it was decided on.
+/// A decided view, encoded (see [`crate::reply`]), and what it disclosed.
+pub type DecidedView = std::sync::Arc<(bytes::Bytes, Disclosure)>;
+
+/// Views already decided, each kept encoded with the facts it was decided on.
 ///
 /// Without break-glass, a decision depends only on the policy (fixed for the node's life), the principal,
 /// the purpose and the child's facts with the sharing state derived from them: the same inputs give the
@@ -233,7 +236,7 @@ pub struct ViewMemo {
 struct Decided {
     /// Weak, so a memo never keeps facts alive; the allocation outlives it, so its address is not reused.
     facts: std::sync::Weak<ChildFacts>,
-    view: std::sync::Arc<(pb::ChildView, Disclosure)>,
+    view: DecidedView,
 }
 
 impl ViewMemo {
@@ -246,15 +249,15 @@ impl ViewMemo {
         child: ChildId,
         facts: &std::sync::Arc<ChildFacts>,
         now_ms: i64,
-    ) -> (pb::ChildView, Disclosure) {
+    ) -> DecidedView {
         let key = (child, principal.clone(), purpose);
         let current = std::sync::Arc::downgrade(facts);
         if let Some(decided) = self.lock().get(&key)
             && decided.facts.ptr_eq(&current)
         {
-            return (*decided.view).clone();
+            return decided.view.clone();
         }
-        let view = view_of(
+        let (view, disclosure) = view_of(
             policy,
             principal,
             purpose,
@@ -264,6 +267,7 @@ impl ViewMemo {
             0..facts.facts.len(),
             now_ms,
         );
+        let view = std::sync::Arc::new((crate::reply::ViewReply::encode_view(&view), disclosure));
         let mut entries = self.lock();
         if entries.len() >= VIEW_MEMO_MAX {
             entries.retain(|_, d| d.facts.strong_count() > 0);
@@ -275,7 +279,7 @@ impl ViewMemo {
             key,
             Decided {
                 facts: current,
-                view: std::sync::Arc::new(view.clone()),
+                view: view.clone(),
             },
         );
         view

@@ -1,0 +1,217 @@
+//! Child views leave the node as protobuf bytes encoded once per decision.
+//!
+//! A decided view is kept (see [`crate::view::ViewMemo`]) already encoded, so a call that reuses it neither
+//! clones a `ChildView` nor encodes it again: the answer is those bytes followed by the encoding of the
+//! positions it reflects. Two encodings of the same message type, one after the other, decode as their
+//! merge (protobuf's rule for concatenation), and the decided view never carries positions, so the bytes on
+//! the wire decode to exactly the `ChildView` the generated service would have sent. Clients see no
+//! difference; `tests/tests/leak.rs` checks every answer over gRPC.
+//!
+//! [`QueryRoutes`] serves `FindChild` and `GetChildView` with [`ViewCodec`] and hands every other method of
+//! the query service to the generated server.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use halcyon_schema::pb::{self, query_service_server::QueryServiceServer};
+use prost::Message as _;
+use tonic::codec::{Codec, EncodeBuf, Encoder};
+use tonic::codegen::{BoxFuture, Context, Poll, Service, StdError, http};
+use tonic::server::{NamedService, UnaryService};
+use tonic::{Request, Response, Status};
+
+use crate::node::{REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX};
+use crate::query::Query;
+
+/// A `ChildView` as it goes on the wire: the decided view, encoded without positions, and the positions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewReply {
+    /// `ChildView` bytes with no `positions`.
+    pub view: Bytes,
+    pub positions: Vec<pb::Position>,
+}
+
+impl ViewReply {
+    /// The encoding of `view`, which must have no positions (they are added per answer).
+    pub fn encode_view(view: &pb::ChildView) -> Bytes {
+        debug_assert!(view.positions.is_empty(), "positions are added per answer");
+        Bytes::from(view.encode_to_vec())
+    }
+
+    /// The message these bytes stand for.
+    pub fn to_view(&self) -> Result<pb::ChildView, prost::DecodeError> {
+        let mut view = pb::ChildView::decode(self.view.clone())?;
+        view.positions = self.positions.clone();
+        Ok(view)
+    }
+
+    fn write(&self, dst: &mut impl bytes::BufMut) {
+        dst.put_slice(&self.view);
+        pb::ChildView {
+            positions: self.positions.clone(),
+            ..Default::default()
+        }
+        .encode_raw(dst);
+    }
+}
+
+/// Decodes requests as prost does; encodes [`ViewReply`]s by copying their bytes.
+#[derive(Debug)]
+pub struct ViewCodec<U>(PhantomData<U>);
+
+impl<U> Default for ViewCodec<U> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<U: prost::Message + Default + Send + 'static> Codec for ViewCodec<U> {
+    type Encode = ViewReply;
+    type Decode = U;
+    type Encoder = ViewEncoder;
+    type Decoder = tonic_prost::ProstDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ViewEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::default()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ViewEncoder;
+
+impl Encoder for ViewEncoder {
+    type Item = ViewReply;
+    type Error = Status;
+
+    fn encode(&mut self, item: ViewReply, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.reserve(item.view.len() + 64 * item.positions.len());
+        item.write(dst);
+        Ok(())
+    }
+}
+
+/// The query service as the node serves it: `FindChild` and `GetChildView` answer with [`ViewReply`],
+/// everything else goes to the generated server.
+#[derive(Debug, Clone)]
+pub struct QueryRoutes {
+    generated: QueryServiceServer<Query>,
+    query: Arc<Query>,
+}
+
+impl QueryRoutes {
+    pub fn new(query: Query) -> Self {
+        Self {
+            generated: QueryServiceServer::new(query.clone())
+                .max_decoding_message_size(REQUEST_BYTES_MAX)
+                .max_encoding_message_size(RESPONSE_BYTES_MAX),
+            query: Arc::new(query),
+        }
+    }
+}
+
+impl NamedService for QueryRoutes {
+    const NAME: &'static str = <QueryServiceServer<Query> as NamedService>::NAME;
+}
+
+struct FindChild(Arc<Query>);
+
+impl UnaryService<pb::FindChildRequest> for FindChild {
+    type Response = ViewReply;
+    type Future = BoxFuture<Response<ViewReply>, Status>;
+
+    fn call(&mut self, request: Request<pb::FindChildRequest>) -> Self::Future {
+        let query = self.0.clone();
+        Box::pin(async move { query.find_child_reply(request).await })
+    }
+}
+
+struct GetChildView(Arc<Query>);
+
+impl UnaryService<pb::GetChildViewRequest> for GetChildView {
+    type Response = ViewReply;
+    type Future = BoxFuture<Response<ViewReply>, Status>;
+
+    fn call(&mut self, request: Request<pb::GetChildViewRequest>) -> Self::Future {
+        let query = self.0.clone();
+        Box::pin(async move { query.get_child_view_reply(request).await })
+    }
+}
+
+fn grpc<U: prost::Message + Default + Send + 'static>() -> tonic::server::Grpc<ViewCodec<U>> {
+    tonic::server::Grpc::new(ViewCodec::default())
+        .apply_max_message_size_config(Some(REQUEST_BYTES_MAX), Some(RESPONSE_BYTES_MAX))
+}
+
+impl<B> Service<http::Request<B>> for QueryRoutes
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let path = req.uri().path();
+        if path == format!("/{}/FindChild", Self::NAME) {
+            let method = FindChild(self.query.clone());
+            Box::pin(async move { Ok(grpc().unary(method, req).await) })
+        } else if path == format!("/{}/GetChildView", Self::NAME) {
+            let method = GetChildView(self.query.clone());
+            Box::pin(async move { Ok(grpc().unary(method, req).await) })
+        } else {
+            self.generated.call(req)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bytes_decode_to_the_view_with_its_positions() {
+        let view = pb::ChildView {
+            child_id: "c-1".into(),
+            policy_version: "england-2026.1".into(),
+            withheld: vec![pb::Withheld {
+                rule: "D4".into(),
+                count: 2,
+            }],
+            ..Default::default()
+        };
+        let positions = vec![
+            pb::Position {
+                stream: "EVENTS_POLICE_SY".into(),
+                sequence: 7,
+            },
+            pb::Position {
+                stream: "EVENTS_CSC_ROTHERHAM".into(),
+                sequence: 40,
+            },
+        ];
+        let reply = ViewReply {
+            view: ViewReply::encode_view(&view),
+            positions: positions.clone(),
+        };
+        let mut wire = Vec::new();
+        reply.write(&mut wire);
+        let whole = pb::ChildView { positions, ..view };
+        assert_eq!(
+            wire,
+            whole.encode_to_vec(),
+            "the same bytes as encoding the whole view"
+        );
+        assert_eq!(pb::ChildView::decode(wire.as_slice()).unwrap(), whole);
+        assert_eq!(reply.to_view().unwrap(), whole);
+    }
+}
