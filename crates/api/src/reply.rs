@@ -46,10 +46,10 @@ impl ViewReply {
         Ok(view)
     }
 
-    fn write(&self, dst: &mut impl bytes::BufMut) {
+    fn write(self, dst: &mut impl bytes::BufMut) {
         dst.put_slice(&self.view);
         pb::ChildView {
-            positions: self.positions.clone(),
+            positions: self.positions,
             ..Default::default()
         }
         .encode_raw(dst);
@@ -204,7 +204,7 @@ mod tests {
             positions: positions.clone(),
         };
         let mut wire = Vec::new();
-        reply.write(&mut wire);
+        reply.clone().write(&mut wire);
         let whole = pb::ChildView { positions, ..view };
         assert_eq!(
             wire,
