@@ -37,31 +37,6 @@ async fn agency_publisher(nats: &NatsServer, agency: &str) -> Publisher {
     Publisher::new(client, config).with_violations(violations)
 }
 
-async fn operator(nats: &NatsServer) -> async_nats::jetstream::Context {
-    async_nats::jetstream::new(
-        connect(
-            &nats.url(),
-            &Credentials::user("operator", "operator-dev-secret"),
-            "test",
-        )
-        .await
-        .unwrap(),
-    )
-}
-
-async fn stream_messages(nats: &NatsServer, stream: &str) -> u64 {
-    operator(nats)
-        .await
-        .get_stream(stream)
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
-        .messages
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agency_cannot_publish_on_or_read_another_agencys_stream() {
     let h = common::Harness::start().await;
@@ -81,7 +56,10 @@ async fn an_agency_cannot_publish_on_or_read_another_agencys_stream() {
         ),
         other => panic!("expected a denial, got {other:?}"),
     }
-    assert_eq!(stream_messages(&h.nats, "EVENTS_SCHOOL_OAKWOOD").await, 0);
+    assert_eq!(
+        common::stream_messages(&common::operator(&h.nats).await, "EVENTS_SCHOOL_OAKWOOD").await,
+        0
+    );
 
     // Police cannot reach the JetStream API: no stream info, no consumer on the school's stream.
     let (client, violations) = connect_watching(
@@ -222,7 +200,10 @@ async fn the_same_event_is_kept_once_across_retries_restarts_and_late_resends() 
     let after_restart = csc.publish(events[0], None).await.unwrap();
     assert!(after_restart.duplicate, "{after_restart:?}");
     let second = csc.publish(events[1], None).await.unwrap();
-    assert_eq!(stream_messages(&h.nats, "EVENTS_CSC_ROTHERHAM").await, 2);
+    assert_eq!(
+        common::stream_messages(&common::operator(&h.nats).await, "EVENTS_CSC_ROTHERHAM").await,
+        2
+    );
 
     // A re-send after the dedupe window (modelled by a publish without Nats-Msg-Id, which is what the
     // server does once the window has passed) is stored again but projected once.
@@ -239,7 +220,10 @@ async fn the_same_event_is_kept_once_across_retries_restarts_and_late_resends() 
         .unwrap()
         .await
         .unwrap();
-    assert_eq!(stream_messages(&h.nats, "EVENTS_CSC_ROTHERHAM").await, 3);
+    assert_eq!(
+        common::stream_messages(&common::operator(&h.nats).await, "EVENTS_CSC_ROTHERHAM").await,
+        3
+    );
     h.node
         .projector
         .wait_for(&[(late.stream.clone(), late.sequence)], Duration::from_secs(30))

@@ -182,15 +182,7 @@ async fn issue_8_an_undecided_referral_breaches_t01_on_the_timer_and_a_late_deci
             .with_views(ViewSpec::new(Arc::new(policy), &registry))
             .with_deadlines(halcyon_api::deadlines::spec(halcyon_api::deadlines::england())),
     );
-    let operator = async_nats::jetstream::new(
-        halcyon_bus::connect(
-            &nats.url(),
-            &halcyon_bus::Credentials::user("operator", "operator-dev-secret"),
-            "rebuild",
-        )
-        .await
-        .unwrap(),
-    );
+    let operator = common::operator(&nats).await;
     halcyon_api::rebuild::project_streams(&operator, &rebuilt, &halcyon_api::rebuild::Until::End, &|_, _| {})
         .await
         .unwrap();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use halcyon_api::Node;
 use halcyon_bus::streams::Provisioned;
-use halcyon_bus::{Credentials, StreamSettings, connect, ensure_event_stream};
+use halcyon_bus::{StreamSettings, ensure_event_stream};
 use halcyon_testkit::{Auth, NatsServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,14 +30,7 @@ async fn a_node_refuses_a_server_that_does_not_sync_every_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provisioning_is_idempotent_reconciles_and_refuses() {
     let nats = NatsServer::start_with_auth();
-    let client = connect(
-        &nats.url(),
-        &Credentials::user("operator", "operator-dev-secret"),
-        "test",
-    )
-    .await
-    .unwrap();
-    let js = async_nats::jetstream::new(client);
+    let js = common::operator(&nats).await;
     let agency = "police-sy".parse().unwrap();
     let settings = StreamSettings::default();
     assert_eq!(

@@ -121,14 +121,7 @@ async fn callers_must_say_who_they_are_and_why_they_ask() {
     );
 
     // The audit trail shows the break-glass, its reason, and that it was relied on.
-    let client_nats = halcyon_bus::connect(
-        &h.nats.url(),
-        &halcyon_bus::Credentials::user("operator", "operator-dev-secret"),
-        "t",
-    )
-    .await
-    .unwrap();
-    let js = async_nats::jetstream::new(client_nats);
+    let js = common::operator(&h.nats).await;
     let mut audit = halcyon_bus::ordered_messages(&js, "AUDIT", 1).await.unwrap();
     let mut flagged = None;
     while flagged.is_none() {
@@ -246,117 +239,77 @@ async fn break_glass_is_refused_for_lists_and_standing_watches() {
         break_glass_reason: "child missing overnight; risk to life".into(),
         ..plain.clone()
     };
-    let operator = halcyon_bus::connect(
-        &h.nats.url(),
-        &halcyon_bus::Credentials::user("operator", "operator-dev-secret"),
-        "t",
-    )
-    .await
-    .unwrap();
-    let js = async_nats::jetstream::new(operator);
-    let audit_messages = || {
-        let js = js.clone();
-        async move {
-            js.get_stream("AUDIT")
-                .await
-                .unwrap()
-                .info()
-                .await
-                .unwrap()
-                .state
-                .messages
-        }
-    };
-    let before = audit_messages().await;
-
+    let js = common::operator(&h.nats).await;
     let mut breaches = DeadlineServiceClient::connect(url.clone()).await.unwrap();
     let mut signals = SignalServiceClient::connect(url).await.unwrap();
     let mut query = h.client().await;
-    let refusals = [
-        (
-            "ListBreaches",
-            breaches
-                .list_breaches(common::authorised(
-                    pb::ListBreachesRequest {
-                        context: Some(glass.clone()),
-                        ..Default::default()
-                    },
-                    token,
-                ))
-                .await
-                .map(|_| ()),
-            "not a list of breaches",
-        ),
-        (
-            "ListSignals",
-            signals
-                .list_signals(common::authorised(
-                    pb::ListSignalsRequest {
-                        context: Some(glass.clone()),
-                        ..Default::default()
-                    },
-                    token,
-                ))
-                .await
-                .map(|_| ()),
-            "not a list of signals",
-        ),
-        (
-            "Watch",
-            query
-                .watch(common::authorised(
-                    pb::WatchRequest {
-                        context: Some(glass.clone()),
-                    },
-                    token,
-                ))
-                .await
-                .map(|_| ()),
-            "not a standing watch",
-        ),
-    ];
-    for (call, result, says) in refusals {
-        let status = result.expect_err(&format!("{call} under break-glass must be refused"));
-        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{call}: {status:?}");
-        assert!(
-            status.message().contains("break-glass") && status.message().contains(says),
-            "{call} says why: {}",
-            status.message()
-        );
-    }
-    assert_eq!(
-        audit_messages().await,
-        before,
-        "a refused list or watch reads nothing about a child, so it leaves no access record"
-    );
 
-    // Without break-glass, the same principal is answered.
-    breaches
-        .list_breaches(common::authorised(
-            pb::ListBreachesRequest {
-                context: Some(plain.clone()),
-                ..Default::default()
-            },
-            token,
-        ))
-        .await
-        .expect("ListBreaches without break-glass");
-    signals
-        .list_signals(common::authorised(
-            pb::ListSignalsRequest {
-                context: Some(plain.clone()),
-                ..Default::default()
-            },
-            token,
-        ))
-        .await
-        .expect("ListSignals without break-glass");
-    query
-        .watch(common::authorised(
-            pb::WatchRequest { context: Some(plain) },
-            token,
-        ))
-        .await
-        .expect("Watch without break-glass");
+    // The same three calls, first under break-glass (refused), then without it (answered).
+    for (context, refused) in [(glass, true), (plain, false)] {
+        let audit_before = common::stream_messages(&js, "AUDIT").await;
+        let calls = [
+            (
+                "ListBreaches",
+                breaches
+                    .list_breaches(common::authorised(
+                        pb::ListBreachesRequest {
+                            context: Some(context.clone()),
+                            ..Default::default()
+                        },
+                        token,
+                    ))
+                    .await
+                    .map(|_| ()),
+                "not a list of breaches",
+            ),
+            (
+                "ListSignals",
+                signals
+                    .list_signals(common::authorised(
+                        pb::ListSignalsRequest {
+                            context: Some(context.clone()),
+                            ..Default::default()
+                        },
+                        token,
+                    ))
+                    .await
+                    .map(|_| ()),
+                "not a list of signals",
+            ),
+            (
+                "Watch",
+                query
+                    .watch(common::authorised(
+                        pb::WatchRequest {
+                            context: Some(context.clone()),
+                        },
+                        token,
+                    ))
+                    .await
+                    .map(|_| ()),
+                "not a standing watch",
+            ),
+        ];
+        for (call, result, says) in calls {
+            if !refused {
+                result.unwrap_or_else(|s| panic!("{call} without break-glass is answered: {s:?}"));
+                continue;
+            }
+            let status = result.expect_err(&format!("{call} under break-glass must be refused"));
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{call}: {status:?}");
+            assert!(
+                status.message().contains("break-glass") && status.message().contains(says),
+                "{call} says why: {}",
+                status.message()
+            );
+        }
+        if refused {
+            assert_eq!(
+                common::stream_messages(&js, "AUDIT").await,
+                audit_before,
+                "a refused list or watch reads nothing about a child, so it leaves no access record"
+            );
+        }
+    }
     h.node.stop(Duration::from_secs(5)).await;
 }

@@ -338,15 +338,7 @@ async fn issue_8_missing_absence_and_intoxication_raise_one_signal_for_the_mash_
             .with_deadlines(halcyon_api::deadlines::spec(config.timescales.clone()))
             .with_signals(halcyon_api::signals::spec(config.signals.clone(), &registry)),
     );
-    let operator = async_nats::jetstream::new(
-        halcyon_bus::connect(
-            &nats.url(),
-            &halcyon_bus::Credentials::user("operator", "operator-dev-secret"),
-            "rebuild",
-        )
-        .await
-        .unwrap(),
-    );
+    let operator = common::operator(&nats).await;
     halcyon_api::rebuild::project_streams(&operator, &rebuilt, &halcyon_api::rebuild::Until::End, &|_, _| {})
         .await
         .unwrap();

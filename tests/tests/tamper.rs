@@ -15,7 +15,6 @@ use halcyon_bus::checkpoint::{
     CHECKPOINT_STREAM, ChainMessage, chain_messages, checkpoint_subject, last_checkpoint, read_checkpoints,
     verify_stream,
 };
-use halcyon_bus::{Credentials, connect};
 use halcyon_ledger::{Checkpoint, Divergence, Field, Keyring, PublicKey};
 use halcyon_testkit::{Auth, NatsServer, Scenario, ScenarioAgencies, ScenarioConfig, workspace_root};
 use prost::Message as _;
@@ -153,14 +152,7 @@ async fn untouched_history_verifies_clean_and_a_restarted_node_resumes_its_chain
     );
     let positions = common::publish_as_agencies(&h.nats.url(), &scenario.envelopes).await;
     // The auditor reads as the operator user; the node wrote the checkpoints as halcyon-node.
-    let operator = connect(
-        &h.nats.url(),
-        &Credentials::user("operator", "operator-dev-secret"),
-        "test",
-    )
-    .await
-    .unwrap();
-    let js = jetstream::new(operator);
+    let js = common::operator(&h.nats).await;
     for p in &positions {
         wait_checkpointed(&js, &p.stream, p.sequence).await;
         let v = verify_stream(&js, &p.stream, &keys(), &[]).await.unwrap();

@@ -110,6 +110,31 @@ pub async fn publish_as_agencies(url: &str, envelopes: &[pb::Envelope]) -> Vec<P
     last.into_values().collect()
 }
 
+/// JetStream as the deploy's operator user (reads every stream, as an auditor or a rebuild does).
+pub async fn operator(nats: &NatsServer) -> async_nats::jetstream::Context {
+    async_nats::jetstream::new(
+        connect(
+            &nats.url(),
+            &Credentials::user("operator", "operator-dev-secret"),
+            "test",
+        )
+        .await
+        .unwrap(),
+    )
+}
+
+/// Messages `stream` holds now.
+pub async fn stream_messages(js: &async_nats::jetstream::Context, stream: &str) -> u64 {
+    js.get_stream(stream)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages
+}
+
 pub fn context(purpose: Purpose, after: &[Position]) -> pb::RequestContext {
     pb::RequestContext {
         purpose: purpose.to_pb() as i32,
