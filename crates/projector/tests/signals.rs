@@ -9,9 +9,8 @@ use bytes::Bytes;
 use halcyon_policy::Policy;
 use halcyon_projector::signals::{self, SignalSpec};
 use halcyon_projector::{Incoming, Projector, ViewSpec};
-use halcyon_schema::convert::timestamp_from_millis;
 use halcyon_schema::pb::{self, event::Kind};
-use halcyon_schema::{ChildId, EventId, EventKindExt, Registry, SCHEMA_VERSION};
+use halcyon_schema::{ChildId, Registry};
 use halcyon_signals::SignalRules;
 use prost::Message;
 
@@ -48,29 +47,10 @@ struct Published {
 }
 
 fn publish(agency: &'static str, sequence: u64, at_ms: i64, kind: Kind) -> Published {
-    let category = kind.default_category();
-    let envelope = pb::Envelope {
-        event_id: EventId::new().to_string(),
-        case_id: "CASE-1".into(),
-        agency_id: agency.into(),
-        occurred_at: Some(timestamp_from_millis(at_ms)),
-        recorded_at: Some(timestamp_from_millis(at_ms)),
-        actor: Some(pb::Actor {
-            practitioner_id: "p-1".into(),
-            ..Default::default()
-        }),
-        child: Some(pb::ChildIdentifiers {
-            nhs_number: NHS.into(),
-            ..Default::default()
-        }),
-        category: category.to_pb() as i32,
-        schema_version: SCHEMA_VERSION,
-        lawful_basis: pb::LawfulBasis::PublicTask as i32,
-        event: Some(pb::Event { kind: Some(kind) }),
-    };
+    let envelope = halcyon_testkit::envelope(agency, "p-1", NHS, at_ms, kind);
     let message = Incoming {
         sequence,
-        subject: format!("halcyon.events.{agency}.CASE-1"),
+        subject: format!("halcyon.events.{}.{}", envelope.agency_id, envelope.case_id),
         payload: Bytes::from(envelope.encode_to_vec()),
         stored_at_ms: at_ms,
     };
