@@ -161,15 +161,23 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let path = req.uri().path();
-        if path == format!("/{}/FindChild", Self::NAME) {
-            let method = FindChild(self.query.clone());
-            Box::pin(async move { Ok(grpc().unary(method, req).await) })
-        } else if path == format!("/{}/GetChildView", Self::NAME) {
-            let method = GetChildView(self.query.clone());
-            Box::pin(async move { Ok(grpc().unary(method, req).await) })
-        } else {
-            self.generated.call(req)
+        // The path is `/<service>/<method>`.
+        let method = req
+            .uri()
+            .path()
+            .strip_prefix('/')
+            .and_then(|p| p.strip_prefix(Self::NAME))
+            .and_then(|p| p.strip_prefix('/'));
+        match method {
+            Some("FindChild") => {
+                let method = FindChild(self.query.clone());
+                Box::pin(async move { Ok(grpc().unary(method, req).await) })
+            }
+            Some("GetChildView") => {
+                let method = GetChildView(self.query.clone());
+                Box::pin(async move { Ok(grpc().unary(method, req).await) })
+            }
+            _ => self.generated.call(req),
         }
     }
 }
