@@ -1,29 +1,38 @@
-//! The audit service: the access log (D13) for the people entitled to it. A privacy officer sees every
-//! record; any other principal sees the records of its own agency's calls and of accesses to children its
-//! agency owns (as CP-IS shows an authority who looked at its children). Reading the log is itself audited.
+//! The audit service: the access log (D13) for the people entitled to it. Each access record is a D13
+//! fact made by the agency whose call it records, decided by the policy like every other fact: the
+//! category's cells say who sees which records (an agency the records of its own calls, the owning local
+//! authority every record about its child, a MASH's privacy officer those of children whose referral the
+//! MASH handled; youth justice and the voluntary sector nothing). A record shown is cut to what its reader
+//! may know of the child: no category (nor rule naming one) outside the reader's own view of the child.
+//! Reading the log is itself audited.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use futures::StreamExt;
 use halcyon_bus::audit::decode_records;
-use halcyon_policy::{Purpose, Role};
-use halcyon_projector::{Projector, SharingState};
+use halcyon_policy::{
+    ChildState, Decision, Fact as PolicyFact, Policy, Principal, Purpose, Request, Role, decide,
+};
+use halcyon_projector::read::ChildFacts;
 use halcyon_schema::convert::timestamp_millis;
 use halcyon_schema::pb::{self, audit_service_server::AuditService};
 use halcyon_schema::subject::AUDIT_STREAM;
-use halcyon_schema::{AgencyId, Category, ChildId};
-use tonic::{Request, Response, Status};
+use halcyon_schema::{AgencyId, AgencyKind, Category, ChildId};
+use tonic::{Request as GrpcRequest, Response, Status};
 
 use crate::error::ApiError;
-use crate::query::Query;
-use crate::view::Disclosure;
+use crate::query::{Query, now_ms};
+use crate::view::{Disclosure, view_of};
 
 /// Records returned at most per call.
 pub const ACCESS_PAGE_MAX: u32 = 1000;
 const ACCESS_PAGE_DEFAULT: u32 = 100;
+
+/// Rules the node itself writes into access records (not the policy's): the categories they speak of.
+const NODE_RULES: &[(&str, &[Category])] = &[("access-notification.owner", &[Category::ACCESS_LOG])];
 
 #[derive(Debug, Clone)]
 pub struct AccessLog {
@@ -68,43 +77,164 @@ impl AccessLog {
     }
 }
 
-/// The owning agency of each child asked about, memoised per call.
-struct Owners<'a> {
-    projector: &'a Arc<Projector>,
-    known: HashMap<String, Option<AgencyId>>,
+/// What one reader may know of each child the listing touches, memoised per call.
+struct Readers<'a> {
+    query: &'a Query,
+    reader: &'a Principal,
+    /// The reader's agency as its standing principal (a practitioner; a MASH member for a MASH): what the
+    /// categories in a record are measured against, whatever the reader's own role.
+    standing: Principal,
+    facts: HashMap<ChildId, Option<Arc<ChildFacts>>>,
+    visible: HashMap<(ChildId, i32), Arc<Known>>,
 }
 
-impl Owners<'_> {
-    fn of(&mut self, child: &str) -> Option<AgencyId> {
-        if let Some(owner) = self.known.get(child) {
-            return owner.clone();
+/// What a reader's agency may know of one child for one purpose: the categories its view shows, and those
+/// it is told are withheld.
+#[derive(Debug, Default)]
+struct Known {
+    shown: BTreeSet<Category>,
+    told: BTreeSet<Category>,
+}
+
+impl Readers<'_> {
+    async fn facts(&mut self, child: ChildId) -> Result<Option<Arc<ChildFacts>>, ApiError> {
+        if let Some(facts) = self.facts.get(&child) {
+            return Ok(facts.clone());
         }
-        let owner = child
-            .parse::<ChildId>()
-            .ok()
-            .and_then(|c| self.projector.facts(&c).ok())
-            .and_then(|facts| SharingState::derive(&facts).owner);
-        self.known.insert(child.to_owned(), owner.clone());
-        owner
+        let facts = self.query.child_facts(child).await?;
+        let facts = (!facts.facts.is_empty()).then_some(facts);
+        self.facts.insert(child, facts.clone());
+        Ok(facts)
     }
+
+    /// The reader's sharing state for the record's child (nothing known for a record with no child).
+    async fn state(&mut self, child: Option<ChildId>) -> Result<ChildState, ApiError> {
+        Ok(match child {
+            Some(child) => match self.facts(child).await? {
+                Some(facts) => facts.sharing.for_agency(&self.reader.agency),
+                None => ChildState::default(),
+            },
+            None => ChildState::default(),
+        })
+    }
+
+    /// What the reader's agency may know of `child` for `purpose`: the categories its view of the child
+    /// shows, and those it tells it are withheld.
+    async fn visible(&mut self, child: Option<ChildId>, purpose: i32) -> Result<Arc<Known>, ApiError> {
+        let mut known = Known::default();
+        let (Some(child), Some(purpose_term)) = (
+            child,
+            Purpose::from_pb(pb::Purpose::try_from(purpose).unwrap_or_default()),
+        ) else {
+            return Ok(Arc::new(known));
+        };
+        if let Some(known) = self.visible.get(&(child, purpose)) {
+            return Ok(known.clone());
+        }
+        if let Some(facts) = self.facts(child).await? {
+            let policy = &self.query.policy;
+            let (view, _) = view_of(
+                policy,
+                &self.standing,
+                purpose_term,
+                None,
+                child,
+                &facts,
+                0..facts.facts.len(),
+                now_ms(),
+            );
+            known
+                .shown
+                .extend(view.facts.iter().filter_map(|f| Category::from_wire(f.category)));
+            known.told.extend(
+                view.withheld
+                    .iter()
+                    .filter_map(|w| Category::from_wire(w.category)),
+            );
+        }
+        let known = Arc::new(known);
+        self.visible.insert((child, purpose), known.clone());
+        Ok(known)
+    }
+}
+
+/// The standing principal of an agency: what its practitioners (a MASH's members) may see.
+fn standing(principal: &Principal) -> Principal {
+    Principal {
+        agency: principal.agency.clone(),
+        kind: principal.kind,
+        role: if principal.kind == AgencyKind::Mash {
+            Role::MashMember
+        } else {
+            Role::Practitioner
+        },
+    }
+}
+
+/// Cuts a record to the categories its reader may know of, and returns whether anything was cut.
+///
+/// A category stays if the reader is told of withheld facts of it, or its view shows facts of it and its
+/// kind may see that category from other agencies at all (so an agency that sees a category only as its
+/// own records, police D10 say, is not told that another agency was refused such facts); the categories
+/// the reader's own call was shown stay in the record of that call; the access log itself stays. A rule
+/// stays if every category it speaks of stays and it is not a `never` box (which says only that some kind
+/// may never see something). The count of a side that lost a category is zeroed.
+fn redact(policy: &Policy, reader: &Principal, record: &mut pb::AccessRecord, known: &Known) -> bool {
+    let revealable = |c: Category| {
+        c == Category::ACCESS_LOG
+            || known.told.contains(&c)
+            || (known.shown.contains(&c) && policy.may_ever_see(c, reader.kind))
+    };
+    let own_call = record.agency_id == reader.agency.as_str();
+    let (n_disclosed, n_withheld, n_rules) = (
+        record.categories_disclosed.len(),
+        record.categories_withheld.len(),
+        record.rules.len(),
+    );
+    record.categories_disclosed.retain(|c| {
+        Category::from_wire(*c).is_some_and(|c| revealable(c) || (own_call && known.shown.contains(&c)))
+    });
+    record
+        .categories_withheld
+        .retain(|c| Category::from_wire(*c).is_some_and(revealable));
+    record.rules.retain(|rule| {
+        let categories = policy
+            .rule_categories(rule)
+            .or_else(|| NODE_RULES.iter().find(|(r, _)| r == rule).map(|(_, c)| *c));
+        !policy.rule_is_never(rule) && categories.is_some_and(|cs| cs.iter().all(|&c| revealable(c)))
+    });
+    let mut cut = false;
+    if record.categories_disclosed.len() != n_disclosed {
+        record.facts_disclosed = 0;
+        cut = true;
+    }
+    if record.categories_withheld.len() != n_withheld {
+        record.facts_withheld = 0;
+        cut = true;
+    }
+    cut |= record.rules.len() != n_rules;
+    record.redacted = cut;
+    cut
 }
 
 #[tonic::async_trait]
 impl AuditService for AccessLog {
     async fn list_access(
         &self,
-        request: Request<pb::ListAccessRequest>,
+        request: GrpcRequest<pb::ListAccessRequest>,
     ) -> Result<Response<pb::ListAccessResponse>, Status> {
         let caller = self.query.auth.authenticate(&request)?;
         let req = request.into_inner();
         let ctx = self.query.checked_context(req.context.as_ref()).await?;
-        if !matches!(
-            ctx.purpose,
-            Purpose::Audit | Purpose::StatutoryReview | Purpose::Safeguarding
-        ) {
-            return Err(ApiError::Invalid(
-                "the access log is read for audit, statutory_review or safeguarding".into(),
-            )
+        let policy = self.query.policy.clone();
+        if let Some(d13) = policy.category(Category::ACCESS_LOG)
+            && !d13.allows_purpose(ctx.purpose)
+        {
+            let allowed: Vec<String> = d13.purposes().iter().map(ToString::to_string).collect();
+            return Err(ApiError::Invalid(format!(
+                "the access log (D13) is read only for: {}",
+                allowed.join(", ")
+            ))
             .into());
         }
         let page = match req.page_size {
@@ -120,47 +250,64 @@ impl AuditService for AccessLog {
             req.from.as_ref().map(timestamp_millis),
             req.to.as_ref().map(timestamp_millis),
         );
-        let governance = caller.principal.role == Role::PrivacyOfficer;
-        let mut owners = Owners {
-            projector: &self.query.projector,
-            known: HashMap::new(),
+        let mut readers = Readers {
+            query: &self.query,
+            reader: &caller.principal,
+            standing: standing(&caller.principal),
+            facts: HashMap::new(),
+            visible: HashMap::new(),
         };
-        let mut records: Vec<pb::AccessRecord> = self
-            .records()
-            .await?
-            .into_iter()
-            .filter(|r| req.child_id.is_empty() || r.child_id == req.child_id)
-            .filter(|r| req.agency_id.is_empty() || r.agency_id == req.agency_id)
-            .filter(|r| {
-                let at = r.at.as_ref().map(timestamp_millis).unwrap_or_default();
-                from.is_none_or(|f| at >= f) && to.is_none_or(|t| at <= t)
-            })
-            .filter(|r| {
-                governance
-                    || r.agency_id == caller.principal.agency.as_str()
-                    || owners
-                        .of(&r.child_id)
-                        .is_some_and(|o| o == caller.principal.agency)
-            })
-            .collect();
-        // The most recent page, oldest first.
-        let skip = records.len().saturating_sub(page);
-        records.drain(..skip);
-        let child = req.child_id.parse::<ChildId>().ok();
-        let disclosure = Disclosure {
-            categories_disclosed: [Category::ACCESS_LOG].into_iter().collect(),
-            rules: [if governance {
-                "D13.privacy-officer"
-            } else {
-                "D13.own-queries-or-owner"
+        let mut disclosure = Disclosure::default();
+        let mut shown: Vec<pb::AccessRecord> = Vec::new();
+        let candidates = self.records().await?.into_iter().filter(|r| {
+            let at = r.at.as_ref().map(timestamp_millis).unwrap_or_default();
+            (req.child_id.is_empty() || r.child_id == req.child_id)
+                && (req.agency_id.is_empty() || r.agency_id == req.agency_id)
+                && from.is_none_or(|f| at >= f)
+                && to.is_none_or(|t| at <= t)
+        });
+        for mut record in candidates {
+            let Ok(maker) = record.agency_id.parse::<AgencyId>() else {
+                continue;
+            };
+            let child: Option<ChildId> = record.child_id.parse().ok();
+            let state = readers.state(child).await?;
+            let fact = PolicyFact::new(Category::ACCESS_LOG, maker);
+            let decision = decide(
+                &policy,
+                &Request {
+                    principal: &caller.principal,
+                    purpose: ctx.purpose,
+                    fact: &fact,
+                    state: &state,
+                    break_glass: None,
+                    now_ms: now_ms(),
+                },
+            );
+            match decision {
+                Decision::Permit(permit) => {
+                    disclosure.rules.insert(permit.rule.to_string());
+                    let known = readers.visible(child, record.purpose).await?;
+                    redact(&policy, &caller.principal, &mut record, &known);
+                    shown.push(record);
+                }
+                Decision::Deny(deny) => {
+                    disclosure.rules.insert(deny.rule.to_string());
+                    disclosure.facts_withheld += 1;
+                }
             }
-            .to_owned()]
-            .into_iter()
-            .collect(),
-            facts_disclosed: records.len() as u32,
-            ..Default::default()
-        };
-        let outcome = if records.is_empty() {
+        }
+        // The most recent page, oldest first.
+        let skip = shown.len().saturating_sub(page);
+        shown.drain(..skip);
+        disclosure.facts_disclosed = shown.len() as u32;
+        if shown.is_empty() {
+            disclosure.categories_withheld.insert(Category::ACCESS_LOG);
+        } else {
+            disclosure.categories_disclosed.insert(Category::ACCESS_LOG);
+        }
+        let child = req.child_id.parse::<ChildId>().ok();
+        let outcome = if shown.is_empty() {
             pb::AccessOutcome::Denied
         } else {
             pb::AccessOutcome::Permitted
@@ -168,6 +315,6 @@ impl AuditService for AccessLog {
         self.query
             .record_access(&caller, &ctx, "ListAccess", child, &disclosure, outcome)
             .await?;
-        Ok(Response::new(pb::ListAccessResponse { records }))
+        Ok(Response::new(pb::ListAccessResponse { records: shown }))
     }
 }

@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::reply::ViewReply;
-use crate::view::{Disclosure, ViewMemo, child_view, view_of};
+use crate::view::{Disclosure, ViewMemo, child_view, learnable, view_of};
 
 /// Shared by every call.
 #[derive(Debug, Clone)]
@@ -267,6 +267,13 @@ impl Query {
             outcome,
         )
         .await?;
+        if !disclosure.reveals_child {
+            // Nothing shown, nothing told, no identity: the caller may not learn that Halcyon knows the
+            // child, so the answer is the one for a child it does not know.
+            return Err(ApiError::NotFound(
+                "no child with that identifier is known to Halcyon".into(),
+            ));
+        }
         Ok(ViewReply {
             view: view.clone(),
             positions: self
@@ -330,6 +337,7 @@ impl Query {
             facts_withheld: d.facts_withheld,
             node_id: self.node_id.clone(),
             break_glass_relied_on: d.break_glass,
+            redacted: false,
         };
         match expected {
             Some(expected) => expected.record(record).await,
@@ -360,7 +368,15 @@ impl Query {
     }
 
     /// The flag check: D1 facts only, each decided by the policy, cut to the flag.
+    ///
+    /// A caller that may see no flag fact of the child — because Halcyon does not know the NHS number, the
+    /// child has no flag, or the policy does not entitle the caller — gets one and the same answer: a
+    /// status with no flag and no child id. The access record says which it was.
     async fn flag(&self, caller: &Caller, ctx: &Context, nhs: &str) -> Result<pb::FlagStatus, ApiError> {
+        let no_flag = pb::FlagStatus {
+            policy_version: self.policy.version().to_owned(),
+            ..Default::default()
+        };
         let child = self.projector.resolve(&Self::identifier(nhs)?)?;
         let facts = self.child_facts(child).await?;
         if facts.facts.is_empty() {
@@ -373,9 +389,7 @@ impl Query {
                 pb::AccessOutcome::NotFound,
             )
             .await?;
-            return Err(ApiError::NotFound(
-                "no child with that NHS number is known to Halcyon".into(),
-            ));
+            return Ok(no_flag);
         }
         let flag_facts: Vec<_> = facts
             .facts
@@ -454,13 +468,27 @@ impl Query {
                 status.out_of_hours_phone = owner.out_of_hours_phone.clone();
             }
         }
-        let outcome = if disclosure.facts_disclosed > 0 {
-            pb::AccessOutcome::Permitted
-        } else {
-            pb::AccessOutcome::Denied
-        };
-        self.record(caller, ctx, "CheckFlag", Some(child), &disclosure, outcome)
+        if disclosure.facts_disclosed == 0 {
+            self.record(
+                caller,
+                ctx,
+                "CheckFlag",
+                Some(child),
+                &disclosure,
+                pb::AccessOutcome::Denied,
+            )
             .await?;
+            return Ok(no_flag);
+        }
+        self.record(
+            caller,
+            ctx,
+            "CheckFlag",
+            Some(child),
+            &disclosure,
+            pb::AccessOutcome::Permitted,
+        )
+        .await?;
         status.owner_notified = !disclosure.notify.is_empty();
         for owner in &disclosure.notify {
             let notification = pb::AccessNotification {
@@ -603,21 +631,36 @@ impl QueryService for Query {
                 .map_err(|_| ApiError::Invalid("page_token is not one this node issued".into()))?
         };
         let child_facts = self.child_facts(child).await?;
-        let facts = &child_facts.facts;
-        if facts.is_empty() {
+        // Pages are windows on the facts the caller may learn of, in time order; the state comes from every
+        // fact.
+        let learnable = learnable(
+            &self.policy,
+            &caller.principal,
+            ctx.purpose,
+            ctx.break_glass.as_ref(),
+            &child_facts,
+            now_ms(),
+        );
+        if learnable.is_empty() {
+            // Nothing to show or tell: the answer for a child Halcyon does not know (recorded as it was).
+            let outcome = if child_facts.facts.is_empty() {
+                pb::AccessOutcome::NotFound
+            } else {
+                pb::AccessOutcome::Denied
+            };
+            let child = (!child_facts.facts.is_empty()).then_some(child);
             self.record(
                 &caller,
                 &ctx,
                 "GetChronology",
-                None,
+                child,
                 &Disclosure::default(),
-                pb::AccessOutcome::NotFound,
+                outcome,
             )
             .await?;
             return Err(ApiError::NotFound("no child with that id is known to Halcyon".into()).into());
         }
-        // The state comes from every fact; the page is a window on the facts in time order.
-        let window = start.min(facts.len())..(start + page_size).min(facts.len());
+        let window = &learnable[start.min(learnable.len())..(start + page_size).min(learnable.len())];
         let (view, disclosure) = view_of(
             &self.policy,
             &caller.principal,
@@ -625,7 +668,7 @@ impl QueryService for Query {
             ctx.break_glass.as_ref(),
             child,
             &child_facts,
-            window,
+            window.iter().copied(),
             now_ms(),
         );
         let outcome = if disclosure.facts_disclosed > 0 {
@@ -640,7 +683,7 @@ impl QueryService for Query {
             child_id: view.child_id,
             facts: view.facts,
             withheld: view.withheld,
-            next_page_token: if next < facts.len() {
+            next_page_token: if next < learnable.len() {
                 next.to_string()
             } else {
                 String::new()

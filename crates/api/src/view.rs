@@ -23,6 +23,9 @@ pub struct Disclosure {
     pub break_glass: bool,
     /// Owning agencies to notify of this access (CP-IS-style access notifications).
     pub notify: BTreeSet<AgencyId>,
+    /// The answer tells the caller that Halcyon knows the child: it shows a fact or an identity, or tells
+    /// of withheld facts. When not, the caller gets the answer for an unknown child.
+    pub reveals_child: bool,
 }
 
 /// Builds the view of `child` that `principal` may have for `purpose`.
@@ -78,6 +81,12 @@ pub fn child_view_window(
 /// The view of the facts in `window` (indices into `facts.facts`) of a child whose facts were decoded once
 /// ([`ChildFacts`]): every fact is still decided here, for this principal, purpose and moment, against the
 /// state derived from all the child's facts.
+///
+/// What the caller is told of facts it does not see is `Withheld` entries, by rule and category, for
+/// refusals the policy marks as told ([`halcyon_policy::Deny::told`]: pending the originator's approval,
+/// consent or a case stage, and nothing else missing). Of any other refusal (a category its kind may never
+/// see, a purpose, a role, no relationship) it learns nothing. The [`Disclosure`] for the access record
+/// keeps everything.
 #[allow(
     clippy::too_many_arguments,
     reason = "the request's parts; a struct would only rename them"
@@ -89,15 +98,16 @@ pub fn view_of(
     break_glass: Option<&BreakGlass>,
     child: ChildId,
     facts: &ChildFacts,
-    window: std::ops::Range<usize>,
+    window: impl IntoIterator<Item = usize>,
     now_ms: i64,
 ) -> (pb::ChildView, Disclosure) {
+    let window = window.into_iter();
     let sharing = &facts.sharing;
     let state = sharing.for_agency(&principal.agency);
     let mut disclosure = Disclosure::default();
-    let mut withheld: BTreeMap<std::sync::Arc<str>, u32> = BTreeMap::new();
-    let mut visible = Vec::with_capacity(window.len());
-    let mut identity_source = None;
+    let mut withheld: BTreeMap<(std::sync::Arc<str>, Category), (u32, std::sync::Arc<str>)> = BTreeMap::new();
+    let mut visible = Vec::with_capacity(window.size_hint().0);
+    let flag_content = policy.flag_content();
     for i in window {
         let fact = &facts.facts[i];
         let Some(pfact) = facts.policy_fact(i, principal) else {
@@ -118,7 +128,7 @@ pub fn view_of(
                     .envelope
                     .event
                     .as_ref()
-                    .map(|e| minimise(e, permit.projection, referrer));
+                    .map(|e| minimise(e, permit.projection, referrer, flag_content));
                 disclosure.categories_disclosed.insert(pfact.category);
                 if !disclosure.rules.contains(&*permit.rule) {
                     disclosure.rules.insert(permit.rule.to_string());
@@ -128,7 +138,6 @@ pub fn view_of(
                 if permit.notify_owner && !disclosure.notify.contains(&pfact.originator) {
                     disclosure.notify.insert(pfact.originator.clone());
                 }
-                identity_source = Some(fact);
                 visible.push(pb::VisibleFact {
                     event_id: fact.envelope.event_id.clone(),
                     agency_id: fact.envelope.agency_id.clone(),
@@ -152,21 +161,28 @@ pub fn view_of(
                     disclosure.rules.insert(deny.rule.to_string());
                 }
                 disclosure.facts_withheld += 1;
-                *withheld.entry(deny.rule).or_default() += 1;
+                if deny.told {
+                    withheld
+                        .entry((deny.rule, pfact.category))
+                        .or_insert_with(|| (0, deny.reason))
+                        .0 += 1;
+                }
             }
         }
     }
-    let identity =
-        identity_source.and_then(|f| identity(policy, principal, purpose, break_glass, &state, f, now_ms));
+    let identity = identity(policy, principal, purpose, break_glass, &state, facts, now_ms);
+    disclosure.reveals_child = !visible.is_empty() || !withheld.is_empty() || identity.is_some();
     let view = pb::ChildView {
         child_id: child.to_string(),
         identity,
         facts: visible,
         withheld: withheld
             .into_iter()
-            .map(|(rule, count)| pb::Withheld {
+            .map(|((rule, category), (count, reason))| pb::Withheld {
                 rule: rule.to_string(),
                 count,
+                category: category.to_pb() as i32,
+                reason: reason.to_string(),
             })
             .collect(),
         policy_version: policy.version().to_owned(),
@@ -175,43 +191,102 @@ pub fn view_of(
     (view, disclosure)
 }
 
-/// Identity and identifiers (D0), as recorded on a fact the principal may see, if D0 is permitted.
+/// The indexes of the facts the principal may learn of: those it may see, and those it would be told are
+/// withheld. A chronology pages over these, so that neither its pages nor its page tokens count facts the
+/// caller may not learn of.
+pub fn learnable(
+    policy: &Policy,
+    principal: &Principal,
+    purpose: Purpose,
+    break_glass: Option<&BreakGlass>,
+    facts: &ChildFacts,
+    now_ms: i64,
+) -> Vec<usize> {
+    let state = facts.sharing.for_agency(&principal.agency);
+    (0..facts.facts.len())
+        .filter(|&i| {
+            facts.policy_fact(i, principal).is_some_and(|pfact| {
+                let request = Request {
+                    principal,
+                    purpose,
+                    fact: &pfact,
+                    state: &state,
+                    break_glass,
+                    now_ms,
+                };
+                match decide(policy, &request) {
+                    Decision::Permit(_) => true,
+                    Decision::Deny(deny) => deny.told,
+                }
+            })
+        })
+        .collect()
+}
+
+/// Identity and identifiers (D0) as the principal may see them: per field, the latest non-empty value
+/// among all the child's facts whose identity (D0, recorded by the fact's agency, with the originator's
+/// approval where one names the fact and the principal) the policy permits. Facts are in (occurred at,
+/// agency, sequence) order, so the answer does not depend on the order in which events arrived. `None`
+/// when no fact's identity is permitted.
 fn identity(
     policy: &Policy,
     principal: &Principal,
     purpose: Purpose,
     break_glass: Option<&BreakGlass>,
     state: &ChildState,
-    fact: &Fact,
+    facts: &ChildFacts,
     now_ms: i64,
 ) -> Option<pb::ChildIdentifiers> {
-    let originator: AgencyId = fact.envelope.agency_id.parse().ok()?;
-    let d0 = PolicyFact {
-        category: Category::IDENTITY,
-        originator,
-        originator_approved: false,
-        handling_code: None,
-    };
-    let request = Request {
-        principal,
-        purpose,
-        fact: &d0,
-        state,
-        break_glass,
-        now_ms,
-    };
-    if !decide(policy, &request).is_permit() {
-        return None;
+    // D0 depends on the fact only through its originator and approval: decided once for each.
+    let mut decided: Vec<((&str, bool), bool)> = Vec::new();
+    let mut shown: Option<pb::ChildIdentifiers> = None;
+    for fact in &facts.facts {
+        let Some(child) = fact.envelope.child.as_ref() else {
+            continue;
+        };
+        let originator = fact.envelope.agency_id.as_str();
+        let approved = !facts.sharing.approvals.is_empty()
+            && facts.sharing.approved(&fact.envelope.event_id, &principal.agency);
+        let permitted = match decided.iter().find(|(key, _)| *key == (originator, approved)) {
+            Some((_, permitted)) => *permitted,
+            None => {
+                let permitted = originator.parse::<AgencyId>().is_ok_and(|originator| {
+                    let d0 = PolicyFact {
+                        category: Category::IDENTITY,
+                        originator,
+                        originator_approved: approved,
+                        handling_code: None,
+                    };
+                    let request = Request {
+                        principal,
+                        purpose,
+                        fact: &d0,
+                        state,
+                        break_glass,
+                        now_ms,
+                    };
+                    decide(policy, &request).is_permit()
+                });
+                decided.push(((originator, approved), permitted));
+                permitted
+            }
+        };
+        if !permitted {
+            continue;
+        }
+        let id = shown.get_or_insert_with(pb::ChildIdentifiers::default);
+        for (value, field) in [
+            (&child.nhs_number, &mut id.nhs_number),
+            (&child.given_name, &mut id.given_name),
+            (&child.family_name, &mut id.family_name),
+            (&child.date_of_birth, &mut id.date_of_birth),
+        ] {
+            if !value.is_empty() {
+                value.clone_into(field);
+            }
+        }
     }
-    let child = fact.envelope.child.as_ref()?;
-    Some(pb::ChildIdentifiers {
-        nhs_number: child.nhs_number.clone(),
-        upn: String::new(),
-        local_id: String::new(),
-        given_name: child.given_name.clone(),
-        family_name: child.family_name.clone(),
-        date_of_birth: child.date_of_birth.clone(),
-    })
+    shown
 }
 
 /// Most views a node keeps decided (about 4 KB each in the bench's scenario).

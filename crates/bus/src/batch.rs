@@ -510,7 +510,14 @@ fn transient(err_code: u64) -> bool {
 fn prepare(index: usize, envelope: pb::Envelope) -> Result<Prepared, InvalidEvent> {
     let payload = Bytes::from(envelope.encode_to_vec());
     let event_id = envelope.event_id.clone();
-    match validate_envelope(envelope) {
+    match validate_envelope(envelope).and_then(|valid| {
+        let times = halcyon_schema::validate::check_times(
+            valid.occurred_at_ms,
+            valid.recorded_at_ms,
+            crate::publisher::clock_ms(),
+        );
+        if times.is_empty() { Ok(valid) } else { Err(times) }
+    }) {
         Ok(valid) => Ok(Prepared {
             index,
             subject: halcyon_schema::event_subject(&valid.agency, &valid.case),

@@ -10,6 +10,7 @@ use async_nats::jetstream::{self, context::PublishErrorKind};
 use futures::stream::FuturesOrdered;
 use futures::{Stream, StreamExt};
 use halcyon_schema::subject::EVENTS_PREFIX;
+use halcyon_schema::validate::check_times;
 use halcyon_schema::{AgencyId, CaseId, Problem, check_envelope, pb};
 use prost::Message;
 
@@ -106,6 +107,10 @@ impl Publisher {
     /// Validates and encodes one event, once, for sending and any retries.
     fn prepare(&self, envelope: &pb::Envelope) -> Result<Prepared, PublishError> {
         let checked = check_envelope(envelope).map_err(PublishError::Invalid)?;
+        let times = check_times(checked.occurred_at_ms, checked.recorded_at_ms, clock_ms());
+        if !times.is_empty() {
+            return Err(PublishError::Invalid(times));
+        }
         if let Some(me) = &self.config.agency
             && me != &checked.agency
         {
@@ -408,6 +413,14 @@ fn retryable(kind: PublishErrorKind) -> bool {
         kind,
         PublishErrorKind::TimedOut | PublishErrorKind::StreamNotFound | PublishErrorKind::BrokenPipe
     )
+}
+
+/// This machine's clock (ms since the Unix epoch), which the client library checks event times against
+/// before publishing, as the projector checks them against the bus's stored time.
+pub(crate) fn clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

@@ -55,6 +55,12 @@ pub struct Deny {
     pub reason: Arc<str>,
     /// Which check refused, for code.
     pub kind: DenyKind,
+    /// Whether the caller may be told that a fact is withheld under this rule: the refusal is pending
+    /// something the caller can act on (the originator's approval, consent or an exemption, a case stage)
+    /// and every other condition of the cell already holds. Refusals of categories the caller's kind may
+    /// never see, of a purpose, a role or a missing relationship are never told: the caller learns
+    /// nothing of those facts, not even that they exist.
+    pub told: bool,
     pub policy_version: Arc<str>,
     /// The checks that led here, one line each; filled only by [`decide_explained`] and [`crate::explain`].
     pub path: Vec<String>,
@@ -190,11 +196,22 @@ impl Trace for Vec<String> {
 }
 
 fn refuse(policy: &Policy, refusal: &Refusal, kind: DenyKind, trace: &mut impl Trace) -> Decision {
+    refuse_told(policy, refusal, kind, false, trace)
+}
+
+fn refuse_told(
+    policy: &Policy,
+    refusal: &Refusal,
+    kind: DenyKind,
+    told: bool,
+    trace: &mut impl Trace,
+) -> Decision {
     trace.step(|| format!("deny: {}", refusal.reason));
     Decision::Deny(Deny {
         rule: refusal.rule.clone(),
         reason: refusal.reason.clone(),
         kind,
+        told,
         policy_version: policy.version.clone(),
         path: trace.take(),
     })
@@ -253,8 +270,8 @@ fn decide_with(policy: &Policy, req: &Request<'_>, trace: &mut impl Trace) -> De
         }
     };
 
-    // 2. An agency always sees what it recorded itself.
-    if fact.originator == principal.agency {
+    // 2. An agency always sees what it recorded itself, where the category keeps the own rule.
+    if fact.originator == principal.agency && policy.category(category).is_none_or(|c| c.own_rule) {
         let basis = policy.own.basis[crate::policy::kind_index(principal.kind)];
         trace.step(|| format!("own: {} recorded this fact itself", principal.agency));
         trace.step(|| format!("permit: own record, full, basis {}", basis.citation()));
@@ -273,7 +290,11 @@ fn decide_with(policy: &Policy, req: &Request<'_>, trace: &mut impl Trace) -> De
             path: trace.take(),
         });
     }
-    trace.step(|| format!("own: no, {} recorded it", fact.originator));
+    if fact.originator == principal.agency {
+        trace.step(|| format!("own: not applied to {category}; its cells decide (own-record)"));
+    } else {
+        trace.step(|| format!("own: no, {} recorded it", fact.originator));
+    }
 
     // 3. The category must have rules, and allow the purpose.
     let Some(cat) = policy.category(category) else {
@@ -332,15 +353,27 @@ fn decide_with(policy: &Policy, req: &Request<'_>, trace: &mut impl Trace) -> De
     trace.step(|| format!("role: {} is served", principal.role));
 
     // 5. Originator approval: N cells, restricted categories, restrictive handling codes. Break-glass
-    //    never stands in for it.
+    //    never stands in for it. A caller is told of a fact withheld at steps 5, 6 or 8 only when that is
+    //    all that stands between it and the fact.
+    let stage = stage_bits(&req.state.stage);
+    let stage_open = cat
+        .gates
+        .iter()
+        .all(|&g| policy.gates[g].open_after.intersects(stage))
+        && (cell.stage.is_empty() || cell.stage.intersects(stage));
+    let relationship_held = cell.relationships.is_empty()
+        || relationship_bits(req) & cell.relationships.0 != 0
+        || break_glass_expires_at_ms.is_some();
+    let approval_told = stage_open && relationship_held;
     let approved = fact.originator_approved;
     if cell.mode == Mode::OriginatorApproval {
         trace.step(|| format!("originator approval: needed by the cell; {}", present(approved)));
         if !approved {
-            return refuse(
+            return refuse_told(
                 policy,
                 &cell.refusals.approval,
                 DenyKind::OriginatorApproval,
+                approval_told,
                 trace,
             );
         }
@@ -353,10 +386,11 @@ fn decide_with(policy: &Policy, req: &Request<'_>, trace: &mut impl Trace) -> De
             )
         });
         if !approved {
-            return refuse(
+            return refuse_told(
                 policy,
                 &cat.restricted_refusal,
                 DenyKind::OriginatorApproval,
+                approval_told,
                 trace,
             );
         }
@@ -370,22 +404,22 @@ fn decide_with(policy: &Policy, req: &Request<'_>, trace: &mut impl Trace) -> De
             )
         });
         if !approved {
-            return refuse(
+            return refuse_told(
                 policy,
                 &cat.handling_code_refusal,
                 DenyKind::OriginatorApproval,
+                approval_told,
                 trace,
             );
         }
     }
 
     // 6. Stage gates on the category, then the cell's own stage condition.
-    let stage = stage_bits(&req.state.stage);
     for &g in &cat.gates {
         let gate = &policy.gates[g];
         if !gate.open_after.intersects(stage) {
             trace.step(|| format!("gate {} (line {}): shut", gate.refusal.rule, gate.line));
-            return refuse(policy, &gate.refusal, DenyKind::Stage, trace);
+            return refuse_told(policy, &gate.refusal, DenyKind::Stage, relationship_held, trace);
         }
         trace.step(|| {
             let open = members(StageTerm::ALL, StageTerm::bit, Bits(gate.open_after.0 & stage.0));
@@ -400,7 +434,13 @@ fn decide_with(policy: &Policy, req: &Request<'_>, trace: &mut impl Trace) -> De
     if !cell.stage.is_empty() {
         if !cell.stage.intersects(stage) {
             trace.step(|| "stage: the cell's stage condition is not met".to_owned());
-            return refuse(policy, &cell.refusals.stage, DenyKind::Stage, trace);
+            return refuse_told(
+                policy,
+                &cell.refusals.stage,
+                DenyKind::Stage,
+                relationship_held,
+                trace,
+            );
         }
         trace.step(|| {
             format!(
@@ -459,7 +499,7 @@ fn decide_with(policy: &Policy, req: &Request<'_>, trace: &mut impl Trace) -> De
             ConsentGround::Exempted
         } else {
             trace.step(|| format!("consent: needed for {category}; neither consent nor exemption recorded"));
-            return refuse(policy, &cell.refusals.consent, DenyKind::Consent, trace);
+            return refuse_told(policy, &cell.refusals.consent, DenyKind::Consent, true, trace);
         }
     } else {
         ConsentGround::NotRequired
@@ -536,12 +576,15 @@ fn stage_bits(stage: &crate::Stage) -> Bits {
     bits
 }
 
-/// The relationships the principal holds: its involvements (same bit order as [`Relationship`]) and,
-/// from the case stage, a MASH referral.
+/// The relationships the principal holds: its involvements (same bit order as [`Relationship`]), from the
+/// case stage a MASH referral, and `own-record` when its own agency made the record.
 fn relationship_bits(req: &Request<'_>) -> u8 {
     let mut bits = req.state.involvement_bits().0;
     if req.state.stage.mash_referral {
         bits |= Relationship::MashReferral.bit();
+    }
+    if req.fact.originator == req.principal.agency {
+        bits |= Relationship::OwnRecord.bit();
     }
     bits
 }

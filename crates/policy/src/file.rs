@@ -2,7 +2,7 @@
 //! into a [`Policy`]. Every rejection names the file, line and column and says why.
 
 use halcyon_schema::source::position;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -16,7 +16,8 @@ use crate::policy::{
     Policy, Refusal, Slot, kind_index,
 };
 use crate::vocabulary::{
-    Bits, Condition, LawfulBasis, Mode, Projection, Purpose, Relationship, Role, StageTerm, join, members,
+    Bits, Condition, FlagContent, FlagField, LawfulBasis, Mode, Projection, Purpose, Relationship, Role,
+    StageTerm, join, members,
 };
 
 /// Why a policy file was rejected: where, and what is wrong.
@@ -70,6 +71,8 @@ struct RawFile {
     own: RawOwn,
     roles: RawRoles,
     break_glass: RawBreakGlass,
+    #[serde(default)]
+    flag: Option<RawFlag>,
     category: BTreeMap<Spanned<String>, Spanned<RawCategory>>,
     #[serde(default)]
     gate: Vec<Spanned<RawGate>>,
@@ -106,6 +109,17 @@ struct RawBreakGlass {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawFlag {
+    /// Fields beyond the CP-IS content that the flag projection keeps (`plan-category`, `legal-status`).
+    #[serde(default)]
+    extra_fields: Option<Strings>,
+    #[serde(default)]
+    #[allow(dead_code)] // for people reading the file
+    note: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawCategory {
     name: String,
     purposes: Strings,
@@ -117,6 +131,9 @@ struct RawCategory {
     #[serde(default)]
     handling_code_needs_approval: bool,
     open_handling_codes: Option<Spanned<Vec<String>>>,
+    /// `false`: the `own` rule does not apply to this category; its cells decide, and the relationship
+    /// `own-record` grants an agency the records of its own making.
+    own_rule: Option<bool>,
     #[serde(default)]
     note: String,
 }
@@ -253,6 +270,17 @@ fn compile(s: &Source<'_>, raw: RawFile) -> Result<Policy, PolicyError> {
         basis: s.term(&raw.break_glass.basis)?,
     };
 
+    // What the flag carries beyond the CP-IS content.
+    let mut flag = FlagContent::default();
+    if let Some(extra) = raw.flag.as_ref().and_then(|f| f.extra_fields.as_ref()) {
+        for field in s.terms::<FlagField>(extra)? {
+            match field {
+                FlagField::PlanCategory => flag.plan_category = true,
+                FlagField::LegalStatus => flag.legal_status = true,
+            }
+        }
+    }
+
     // Categories.
     let mut categories: Vec<Option<CategoryRules>> = vec![None; N_CATEGORIES];
     for (key, rc) in &raw.category {
@@ -302,6 +330,7 @@ fn compile(s: &Source<'_>, raw: RawFile) -> Result<Policy, PolicyError> {
             restricted: rc.restricted,
             condition,
             handling_code_needs_approval: rc.handling_code_needs_approval,
+            own_rule: rc.own_rule.unwrap_or(true),
             note: rc.note.trim().to_owned(),
             line,
             gates: Vec::new(),
@@ -427,7 +456,7 @@ fn compile(s: &Source<'_>, raw: RawFile) -> Result<Policy, PolicyError> {
         *slot = Some(Box::new(cell));
     }
 
-    let slots = slots
+    let slots: Vec<Slot> = slots
         .into_iter()
         .enumerate()
         .map(|(i, slot)| match slot {
@@ -464,6 +493,7 @@ fn compile(s: &Source<'_>, raw: RawFile) -> Result<Policy, PolicyError> {
             .collect(),
     };
 
+    let rule_categories = rule_categories(&categories, &gates, &slots);
     Ok(Policy {
         version,
         file_name: s.file.to_owned(),
@@ -476,7 +506,49 @@ fn compile(s: &Source<'_>, raw: RawFile) -> Result<Policy, PolicyError> {
         gates,
         slots,
         fixed,
+        flag,
+        rule_categories,
     })
+}
+
+/// Which categories each rule id speaks of: a cell's id its category, a gate's id the categories it
+/// guards, a category's own refusals (`Dn.purpose`, `Dn.restricted`, `Dn.handling-code`) that category;
+/// the rules that name no category (`own`, `default-deny`, the break-glass refusals) none.
+fn rule_categories(
+    categories: &[Option<CategoryRules>],
+    gates: &[Gate],
+    slots: &[Slot],
+) -> HashMap<Arc<str>, Vec<Category>> {
+    let mut map: HashMap<Arc<str>, Vec<Category>> = HashMap::new();
+    for id in RESERVED_IDS {
+        map.insert(Arc::from(*id), Vec::new());
+    }
+    let mut add = |id: &Arc<str>, category: Category| {
+        let entry = map.entry(id.clone()).or_default();
+        if !entry.contains(&category) {
+            entry.push(category);
+        }
+    };
+    for cat in categories.iter().flatten() {
+        for refusal in cat
+            .purpose_refusals
+            .iter()
+            .chain([&cat.restricted_refusal, &cat.handling_code_refusal])
+        {
+            add(&refusal.rule, cat.category);
+        }
+    }
+    for gate in gates {
+        for &c in &gate.categories {
+            add(&gate.refusal.rule, c);
+        }
+    }
+    for slot in slots {
+        if let Slot::Cell(cell) = slot {
+            add(&cell.id, cell.category);
+        }
+    }
+    map
 }
 
 /// Parses relationship terms; `standing` alone means no relationship is needed.
@@ -486,7 +558,7 @@ fn relationships(s: &Source<'_>, list: &Strings) -> Result<(Bits, bool), PolicyE
     for term in list.get_ref() {
         match term.get_ref().trim() {
             ANY_INVOLVEMENT => {
-                for r in &Relationship::ALL[..5] {
+                for r in Relationship::ALL.iter().filter(|r| r.is_involvement()) {
                     set.insert(r.bit());
                 }
             }
@@ -597,6 +669,15 @@ fn compile_cell(
     if relationships.contains(Relationship::MashReferral.bit()) && recipient != AgencyKind::Mash {
         let span = rc.relationship.as_ref().map_or(rc.mode.span(), Spanned::span);
         return Err(s.error(span, format!("{what}: only MASH cells may rely on mash-referral")));
+    }
+    if relationships.contains(Relationship::OwnRecord.bit()) && cat.own_rule {
+        let span = rc.relationship.as_ref().map_or(rc.mode.span(), Spanned::span);
+        return Err(s.error(
+            span,
+            format!(
+                "{what}: own-record is for categories with `own_rule = false`; in {category} the own rule already shows an agency its own records"
+            ),
+        ));
     }
     if matches!(mode, Mode::Query | Mode::Pushed) && standing {
         let span = rc.relationship.as_ref().map_or(rc.mode.span(), Spanned::span);

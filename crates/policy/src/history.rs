@@ -284,5 +284,6 @@ in_force_from = "2026-06-01T12:00:00Z"
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/policy/history.toml");
         let h = PolicyHistory::load(&path).unwrap();
         assert_eq!(h.entries()[0].policy.version(), "england-2026.1");
+        assert_eq!(h.entries()[1].policy.version(), "england-2026.2");
     }
 }

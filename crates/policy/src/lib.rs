@@ -8,7 +8,8 @@
 //!
 //! The order of checks (`explain` prints it as the rule path):
 //! 1. a claimed break-glass must have a reason and be current, or nothing is shared;
-//! 2. an agency always sees its own facts in full (rule `own`);
+//! 2. an agency always sees its own facts in full (rule `own`), in every category whose `own_rule` is not
+//!    switched off (D13: there the cells decide, through the relationship `own-record`);
 //! 3. the category must have rules and allow the purpose;
 //! 4. the cell (category × recipient kind) must exist, not be `never`, allow the purpose and serve the
 //!    principal's role;
@@ -41,5 +42,6 @@ pub use minimise::minimise;
 pub use policy::{CategoryRules, Cell, ENGLAND_FILE, ENGLAND_TOML, Gate, Policy};
 pub use request::{BreakGlass, ChildState, Fact, Principal, Request, Stage};
 pub use vocabulary::{
-    Condition, Involvement, LawfulBasis, Mode, Projection, Purpose, Relationship, Role, StageTerm,
+    Condition, FlagContent, FlagField, Involvement, LawfulBasis, Mode, Projection, Purpose, Relationship,
+    Role, StageTerm,
 };

@@ -5,42 +5,49 @@
 use halcyon_schema::pb;
 use halcyon_schema::pb::event::Kind;
 
-use crate::vocabulary::Projection;
+use crate::vocabulary::{FlagContent, Projection};
 
 /// Cuts an event to a projection.
 ///
-/// - `Flag` keeps the event kind and only the status-flag fields: plan category, unborn, legal status and
-///   the owning authority's phone numbers on plan and looked-after starts. (Start and end dates are the
-///   envelope's `occurred_at`.) Legal status stays with the looked-after flag because it tells an
-///   unscheduled-care clinician who can consent to treatment (s20: the parents; s31: shared with the local
-///   authority). Every other kind keeps just its kind, with empty content.
+/// - `Flag` keeps the event kind and only what CP-IS shares: on a plan start, whether it is an unborn plan
+///   and the owning authority's phone numbers; on a looked-after start, the phone numbers. (Start and end
+///   dates are the envelope's `occurred_at`; the owning authority is the fact's agency.) No category of
+///   abuse and no legal status, unless the policy file grants them in `[flag] extra_fields` (`flag`).
+///   Every other kind keeps just its kind, with empty content.
 /// - `Summary` drops free-text narratives (summary, rationale, minutes, clinical summary, detail,
 ///   circumstances, found location, justification, free-text reasons) and referrer details entirely.
 /// - `Full` keeps everything except referrer identity (`referrer_name`, `referrer_contact`) unless
 ///   `referrer_identity_granted` (D12 was permitted for this principal).
-pub fn minimise(event: &pb::Event, projection: Projection, referrer_identity_granted: bool) -> pb::Event {
+pub fn minimise(
+    event: &pb::Event,
+    projection: Projection,
+    referrer_identity_granted: bool,
+    flag_content: FlagContent,
+) -> pb::Event {
     let kind = event.kind.as_ref().map(|kind| match projection {
-        Projection::Flag => flag(kind),
+        Projection::Flag => flag(kind, flag_content),
         Projection::Summary => summary(kind.clone()),
         Projection::Full => full(kind.clone(), referrer_identity_granted),
     });
     pb::Event { kind }
 }
 
-/// The kind with only status-flag fields.
-fn flag(kind: &Kind) -> Kind {
+/// The kind with only status-flag fields (and the extra ones the policy grants).
+fn flag(kind: &Kind, extra: FlagContent) -> Kind {
     match kind {
         Kind::ChildProtectionPlanStarted(e) => {
             Kind::ChildProtectionPlanStarted(pb::ChildProtectionPlanStarted {
-                category: e.category,
+                category: if extra.plan_category { e.category } else { 0 },
                 unborn: e.unborn,
                 office_hours_phone: e.office_hours_phone.clone(),
                 out_of_hours_phone: e.out_of_hours_phone.clone(),
             })
         }
-        Kind::CategoryChanged(e) => Kind::CategoryChanged(pb::CategoryChanged { category: e.category }),
+        Kind::CategoryChanged(e) => Kind::CategoryChanged(pb::CategoryChanged {
+            category: if extra.plan_category { e.category } else { 0 },
+        }),
         Kind::LookedAfterPeriodStarted(e) => Kind::LookedAfterPeriodStarted(pb::LookedAfterPeriodStarted {
-            legal_status: e.legal_status,
+            legal_status: if extra.legal_status { e.legal_status } else { 0 },
             office_hours_phone: e.office_hours_phone.clone(),
             out_of_hours_phone: e.out_of_hours_phone.clone(),
         }),
@@ -210,7 +217,8 @@ mod tests {
 
     #[test]
     fn full_removes_referrer_identity_unless_granted() {
-        let Some(Kind::ReferralReceived(cut)) = minimise(&referral(), Projection::Full, false).kind else {
+        let Some(Kind::ReferralReceived(cut)) = minimise(&referral(), Projection::Full, false, NONE).kind
+        else {
             panic!("kind changed");
         };
         let r = cut.referrer.unwrap();
@@ -223,12 +231,13 @@ mod tests {
             ("2A", "", "")
         );
         assert_eq!(cut.summary, "bruising seen on arm during PE");
-        assert_eq!(minimise(&referral(), Projection::Full, true), referral());
+        assert_eq!(minimise(&referral(), Projection::Full, true, NONE), referral());
     }
 
     #[test]
     fn summary_drops_narratives_and_referrer_details_even_when_identity_is_granted() {
-        let Some(Kind::ReferralReceived(cut)) = minimise(&referral(), Projection::Summary, true).kind else {
+        let Some(Kind::ReferralReceived(cut)) = minimise(&referral(), Projection::Summary, true, NONE).kind
+        else {
             panic!("kind changed");
         };
         assert_eq!(cut, pb::ReferralReceived::default());
@@ -239,7 +248,8 @@ mod tests {
                 clinical_summary: "brought in by friends at 02:00".into(),
             })),
         };
-        let Some(Kind::HealthAttendanceRecorded(cut)) = minimise(&health, Projection::Summary, false).kind
+        let Some(Kind::HealthAttendanceRecorded(cut)) =
+            minimise(&health, Projection::Summary, false, NONE).kind
         else {
             panic!("kind changed");
         };
@@ -249,28 +259,94 @@ mod tests {
         );
     }
 
+    const NONE: FlagContent = FlagContent {
+        plan_category: false,
+        legal_status: false,
+    };
+
+    fn looked_after() -> pb::Event {
+        pb::Event {
+            kind: Some(Kind::LookedAfterPeriodStarted(pb::LookedAfterPeriodStarted {
+                legal_status: pb::LegalStatus::S31 as i32,
+                office_hours_phone: "01632 960001".into(),
+                out_of_hours_phone: "01632 960002".into(),
+            })),
+        }
+    }
+
     #[test]
-    fn a_flag_keeps_the_plan_category_and_the_owning_authoritys_numbers_and_nothing_else() {
-        assert_eq!(minimise(&plan_started(), Projection::Flag, true), plan_started());
+    fn a_flag_keeps_the_owning_authoritys_numbers_and_no_category_or_legal_status() {
+        let Some(Kind::ChildProtectionPlanStarted(plan)) =
+            minimise(&plan_started(), Projection::Flag, true, NONE).kind
+        else {
+            panic!("kind changed");
+        };
+        assert_eq!(
+            plan,
+            pb::ChildProtectionPlanStarted {
+                category: 0,
+                unborn: false,
+                office_hours_phone: "01632 960001".into(),
+                out_of_hours_phone: "01632 960002".into(),
+            }
+        );
+        let Some(Kind::LookedAfterPeriodStarted(la)) =
+            minimise(&looked_after(), Projection::Flag, true, NONE).kind
+        else {
+            panic!("kind changed");
+        };
+        assert_eq!(la.legal_status, 0);
+        assert_eq!(la.office_hours_phone, "01632 960001");
+        let changed = pb::Event {
+            kind: Some(Kind::CategoryChanged(pb::CategoryChanged {
+                category: pb::PlanCategory::SexualAbuse as i32,
+            })),
+        };
+        assert_eq!(
+            minimise(&changed, Projection::Flag, true, NONE),
+            pb::Event {
+                kind: Some(Kind::CategoryChanged(Default::default()))
+            }
+        );
+    }
+
+    #[test]
+    fn a_policy_may_grant_the_category_and_legal_status_with_the_flag() {
+        let all = FlagContent {
+            plan_category: true,
+            legal_status: true,
+        };
+        assert_eq!(
+            minimise(&plan_started(), Projection::Flag, true, all),
+            plan_started()
+        );
+        assert_eq!(
+            minimise(&looked_after(), Projection::Flag, true, all),
+            looked_after()
+        );
+    }
+
+    #[test]
+    fn a_flag_keeps_nothing_of_other_kinds() {
         let ended = pb::Event {
             kind: Some(Kind::ChildProtectionPlanEnded(pb::ChildProtectionPlanEnded {
                 reason: "stepped down".into(),
             })),
         };
         assert_eq!(
-            minimise(&ended, Projection::Flag, true),
+            minimise(&ended, Projection::Flag, true, NONE),
             pb::Event {
                 kind: Some(Kind::ChildProtectionPlanEnded(Default::default()))
             }
         );
         assert_eq!(
-            minimise(&referral(), Projection::Flag, true),
+            minimise(&referral(), Projection::Flag, true, NONE),
             pb::Event {
                 kind: Some(Kind::ReferralReceived(Default::default()))
             }
         );
         assert_eq!(
-            minimise(&pb::Event { kind: None }, Projection::Full, true),
+            minimise(&pb::Event { kind: None }, Projection::Full, true, NONE),
             pb::Event { kind: None }
         );
     }

@@ -2,6 +2,7 @@
 //! recipient kind) with every rule id and denial reason prepared at load time, so `decide` only looks
 //! things up and clones reference-counted strings.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -9,7 +10,8 @@ use halcyon_schema::{AgencyKind, Category};
 
 use crate::file::{self, PolicyError};
 use crate::vocabulary::{
-    Bits, Condition, LawfulBasis, Mode, Projection, Purpose, Relationship, Role, StageTerm, members,
+    Bits, Condition, FlagContent, LawfulBasis, Mode, Projection, Purpose, Relationship, Role, StageTerm,
+    members,
 };
 
 /// The policy shipped with Halcyon: `deploy/policy/england.toml`.
@@ -37,6 +39,10 @@ pub struct Policy {
     /// `N_CATEGORIES × N_KINDS` slots, index `category * N_KINDS + kind`.
     pub(crate) slots: Vec<Slot>,
     pub(crate) fixed: FixedDenials,
+    /// What the flag projection keeps beyond the CP-IS content (`[flag] extra_fields`).
+    pub(crate) flag: FlagContent,
+    /// The categories each rule id speaks of (see [`Policy::rule_categories`]).
+    pub(crate) rule_categories: HashMap<Arc<str>, Vec<Category>>,
 }
 
 /// The rule that lets an agency see its own records.
@@ -91,6 +97,9 @@ pub struct CategoryRules {
     pub(crate) condition: Option<Condition>,
     pub(crate) handling_code_needs_approval: bool,
     pub(crate) open_handling_codes: Vec<String>,
+    /// Whether the `own` rule applies (an agency sees its own records of this category whatever the cells
+    /// say); `false` for D13, where the cells decide through the `own-record` relationship.
+    pub(crate) own_rule: bool,
     pub(crate) note: String,
     pub(crate) line: usize,
     /// Indices into `Policy::gates` of the gates on this category.
@@ -147,6 +156,12 @@ impl CategoryRules {
 
     pub fn note(&self) -> &str {
         &self.note
+    }
+
+    /// Whether an agency always sees its own records of this category (the `own` rule); when not, its
+    /// cells decide (relationship `own-record`).
+    pub fn own_rule(&self) -> bool {
+        self.own_rule
     }
 
     /// Line of `[category.Dn]` in the file.
@@ -399,6 +414,33 @@ impl Policy {
         self.break_glass.max_minutes
     }
 
+    /// What the flag projection keeps beyond the CP-IS content; pass it to [`crate::minimise`].
+    pub fn flag_content(&self) -> FlagContent {
+        self.flag
+    }
+
+    /// The categories a rule id speaks of: a cell's its category, a gate's the categories it guards, a
+    /// category-wide refusal's (`Dn.purpose`…) that category; empty for rules that name none (`own`,
+    /// `default-deny`, break-glass). `None` for an id this policy does not have: treat it as speaking of
+    /// anything.
+    pub fn rule_categories(&self, rule: &str) -> Option<&[Category]> {
+        self.rule_categories.get(rule).map(Vec::as_slice)
+    }
+
+    /// Whether `rule` is a `never` box: it refuses whatever the request.
+    pub fn rule_is_never(&self, rule: &str) -> bool {
+        self.cells()
+            .any(|cell| cell.mode == Mode::Never && &*cell.id == rule)
+    }
+
+    /// Whether agencies of `kind` may ever see records of `category` made by another agency: the file has a
+    /// cell for them that is not `never`. What a caller may be told about facts it does not see is bounded
+    /// by this (nothing at all about a category it may never see).
+    pub fn may_ever_see(&self, category: Category, kind: AgencyKind) -> bool {
+        self.category(category).is_some()
+            && matches!(self.slot(category, kind), Slot::Cell(cell) if cell.mode != Mode::Never)
+    }
+
     /// Roles served by cells that name none.
     pub fn default_roles(&self) -> Vec<Role> {
         members(Role::ALL, Role::bit, self.default_roles)
@@ -445,7 +487,7 @@ mod tests {
     #[test]
     fn the_shipped_policy_loads_and_every_box_has_a_cell() {
         let policy = Policy::england();
-        assert_eq!(policy.version(), "england-2026.1");
+        assert_eq!(policy.version(), "england-2026.2");
         for c in Category::all() {
             assert!(policy.category(c).is_some(), "{c}");
             for kind in AgencyKind::ALL {

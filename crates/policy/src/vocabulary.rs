@@ -210,6 +210,24 @@ vocabulary! {
         TreatingClinician => "treating-clinician",
         /// The child's contact or referral came through the MASH (`Stage::mash_referral`).
         MashReferral => "mash-referral",
+        /// The record was made by the principal's own agency. Only meaningful in a category whose
+        /// `own_rule = false` (D13: an agency's access records of its own queries), where the cells, not
+        /// the `own` rule, decide whether an agency sees its own records.
+        OwnRecord => "own-record",
+    }
+}
+
+impl Relationship {
+    /// One of the principal's involvements with the child (what `any-involvement` stands for).
+    pub fn is_involvement(self) -> bool {
+        match self {
+            Relationship::OwnCase
+            | Relationship::StrategyParticipant
+            | Relationship::CoreGroup
+            | Relationship::EnrolledPupil
+            | Relationship::TreatingClinician => true,
+            Relationship::MashReferral | Relationship::OwnRecord => false,
+        }
     }
 }
 
@@ -223,6 +241,26 @@ impl From<Involvement> for Relationship {
             Involvement::TreatingClinician => Relationship::TreatingClinician,
         }
     }
+}
+
+vocabulary! {
+    /// What a status flag (projection `flag`) may carry beyond its fixed content, by the policy file's
+    /// `[flag] extra_fields`. The fixed content is what CP-IS shares: that a plan, an unborn plan or a
+    /// looked-after period exists, its start and end dates, and the owning authority with its contact
+    /// numbers.
+    FlagField, "flag field" {
+        /// `ChildProtectionPlanStarted.category` and `CategoryChanged.category` (the category of abuse).
+        PlanCategory => "plan-category",
+        /// `LookedAfterPeriodStarted.legal_status` (s20, s31, s38).
+        LegalStatus => "legal-status",
+    }
+}
+
+/// The optional flag fields a policy grants (`[flag] extra_fields`); none by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct FlagContent {
+    pub plan_category: bool,
+    pub legal_status: bool,
 }
 
 vocabulary! {

@@ -17,7 +17,8 @@ pub struct SharingState {
     pub involvements: BTreeMap<AgencyId, BTreeSet<Involvement>>,
     pub consented: BTreeSet<Category>,
     pub exempted: BTreeSet<Category>,
-    /// (approved event id, recipient agency) pairs from `OriginatorApprovalGranted`.
+    /// (approved event id, recipient agency) pairs from `OriginatorApprovalGranted`, each granted by the
+    /// agency that recorded the approved event (an approval by anyone else grants nothing).
     pub approvals: BTreeSet<(String, AgencyId)>,
     /// The owning authority (the children's social care agency that holds the case), if known.
     pub owner: Option<AgencyId>,
@@ -32,10 +33,32 @@ impl SharingState {
     /// Folds the facts that had occurred by `until_ms`.
     pub fn derive_until(facts: &[Fact], until_ms: i64) -> Self {
         let mut s = Self::default();
+        let mut approvals = false;
         for fact in facts.iter().filter(|f| f.occurred_ms() <= until_ms) {
             s.apply(fact);
+            approvals |= matches!(fact.kind(), Some(Kind::OriginatorApprovalGranted(_)));
+        }
+        if approvals {
+            s.approve(facts, until_ms);
         }
         s
+    }
+
+    /// Records the approvals among the facts that had occurred by `until_ms`: only an approval published by
+    /// the agency that recorded the approved fact counts; an agency cannot approve another's record.
+    fn approve(&mut self, facts: &[Fact], until_ms: i64) {
+        let recorded_by: std::collections::HashMap<&str, &str> = facts
+            .iter()
+            .map(|f| (f.envelope.event_id.as_str(), f.envelope.agency_id.as_str()))
+            .collect();
+        for fact in facts.iter().filter(|f| f.occurred_ms() <= until_ms) {
+            if let Some(Kind::OriginatorApprovalGranted(a)) = fact.kind()
+                && recorded_by.get(a.approved_event_id.as_str()) == Some(&fact.envelope.agency_id.as_str())
+                && let Ok(recipient) = a.recipient_agency_id.parse()
+            {
+                self.approvals.insert((a.approved_event_id.clone(), recipient));
+            }
+        }
     }
 
     fn involve(&mut self, agency: &str, involvement: Involvement) {
@@ -134,11 +157,8 @@ impl SharingState {
                 }
             }
             Kind::ConsentExemptionRecorded(x) => self.exempted.extend(categories(&x.categories)),
-            Kind::OriginatorApprovalGranted(a) => {
-                if let Ok(recipient) = a.recipient_agency_id.parse() {
-                    self.approvals.insert((a.approved_event_id.clone(), recipient));
-                }
-            }
+            // Approvals are recorded once every fact is folded (`approve`): they need the approved fact's
+            // agency, which may come later in time order.
             _ => {}
         }
     }
@@ -209,5 +229,31 @@ mod tests {
                 .involvements
                 .contains(&Involvement::OwnCase)
         );
+    }
+
+    #[test]
+    fn only_the_agency_that_recorded_a_fact_can_approve_sharing_it() {
+        let mut attendance = fact(
+            "health-gp-clifton",
+            Kind::HealthAttendanceRecorded(pb::HealthAttendanceRecorded::default()),
+        );
+        attendance.envelope.event_id = "0192f0c4-7b1e-7cc1-9a57-3f0a8f1e2d3c".into();
+        let approval = |by: &str| {
+            fact(
+                by,
+                Kind::OriginatorApprovalGranted(pb::OriginatorApprovalGranted {
+                    approved_event_id: attendance.envelope.event_id.clone(),
+                    recipient_agency_id: "police-sy".into(),
+                    ..Default::default()
+                }),
+            )
+        };
+        let police: AgencyId = "police-sy".parse().unwrap();
+        // The police approving the GP's record to themselves grants nothing.
+        let self_approved = SharingState::derive(&[attendance.clone(), approval("police-sy")]);
+        assert!(!self_approved.approved(&attendance.envelope.event_id, &police));
+        // The GP's own approval does, whichever comes first in time.
+        let approved = SharingState::derive(&[approval("health-gp-clifton"), attendance.clone()]);
+        assert!(approved.approved(&attendance.envelope.event_id, &police));
     }
 }

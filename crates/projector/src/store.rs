@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use halcyon_schema::pb::event::Kind;
-use halcyon_schema::validate::ValidEnvelope;
+use halcyon_schema::validate::{ValidEnvelope, check_times};
 use halcyon_schema::{
     AgencyId, ChildId, NhsNumber, Problem, Upn, parse_event_subject, pb, validate_envelope,
 };
@@ -956,8 +956,18 @@ fn check(m: &Incoming) -> Result<ValidEnvelope, Rejection> {
         }
     }
     match validate_envelope(envelope) {
-        Ok(valid) if problems.is_empty() => Ok(valid),
-        Ok(_) => Err((problems, subject_agency, event_id)),
+        Ok(valid) => {
+            problems.extend(check_times(
+                valid.occurred_at_ms,
+                valid.recorded_at_ms,
+                m.stored_at_ms,
+            ));
+            if problems.is_empty() {
+                Ok(valid)
+            } else {
+                Err((problems, subject_agency, event_id))
+            }
+        }
         Err(mut more) => {
             problems.append(&mut more);
             Err((problems, subject_agency, event_id))

@@ -46,6 +46,38 @@ impl Problem {
     }
 }
 
+/// How far an event's `recorded_at` (or `occurred_at`) may lie ahead of the clock it is checked against:
+/// the bus's stored time when the projector checks it, the publisher's clock when the client library does.
+/// Five minutes covers ordinary clock drift between an agency's system and the bus.
+pub const CLOCK_TOLERANCE_MS: i64 = 5 * 60_000;
+
+/// Checks an event's times against each other and a reference clock: it cannot have occurred after it was
+/// recorded, and neither time may lie more than [`CLOCK_TOLERANCE_MS`] after `reference_ms`. The projector
+/// passes the time the bus stored the message, which every rebuild reads again, so its verdict never
+/// changes; a future-dated event is quarantined, never projected as a fact.
+pub fn check_times(occurred_at_ms: i64, recorded_at_ms: i64, reference_ms: i64) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if occurred_at_ms > recorded_at_ms {
+        problems.push(Problem::invalid(
+            "occurred_at",
+            "is after recorded_at: an event is recorded after it happens",
+        ));
+    }
+    let limit = reference_ms.saturating_add(CLOCK_TOLERANCE_MS);
+    for (field, at) in [("occurred_at", occurred_at_ms), ("recorded_at", recorded_at_ms)] {
+        if at > limit {
+            problems.push(Problem::invalid(
+                field,
+                format!(
+                    "is in the future: more than {} minutes after the time it was checked against (the bus's stored time, or the publisher's clock)",
+                    CLOCK_TOLERANCE_MS / 60_000
+                ),
+            ));
+        }
+    }
+    problems
+}
+
 /// An envelope that passed validation, with its identifiers parsed.
 #[derive(Debug, Clone)]
 pub struct ValidEnvelope {
