@@ -52,7 +52,8 @@ export HALCYON_NATS_URL="nats://127.0.0.1:$nats_port"
 export HALCYON_API="http://127.0.0.1:$api_port"
 
 echo "== provisioning streams (as operator)"
-HALCYON_LOG=warn HALCYON_NATS_USER=operator HALCYON_NATS_PASSWORD=operator-dev-secret "$halcyon" streams apply | sed 's/^/   /'
+HALCYON_LOG=warn "$halcyon" streams apply --nats-user operator --credentials deploy/nats/dev-credentials.toml \
+  | sed 's/^/   /'
 
 HALCYON_NATS_USER=halcyon-node HALCYON_NATS_PASSWORD=node-dev-secret \
 HALCYON_NATS_MONITOR_URL="http://127.0.0.1:$monitor_port" \
@@ -158,8 +159,8 @@ echo
 echo "== tamper evidence: each stream's hash chain re-derived against the node's signed checkpoints (dev key)"
 intact=""
 for _ in $(seq 1 50); do
-  verified=$(HALCYON_LOG=warn HALCYON_NATS_USER=operator HALCYON_NATS_PASSWORD=operator-dev-secret \
-    "$halcyon" audit verify --public-key deploy/checkpoint-dev.key.pub) && ! grep -q 'not yet checkpointed' <<<"$verified" \
+  verified=$(HALCYON_LOG=warn "$halcyon" audit verify --public-key deploy/checkpoint-dev.key.pub \
+    --nats-user operator --credentials deploy/nats/dev-credentials.toml) && ! grep -q 'not yet checkpointed' <<<"$verified" \
     && { intact=1; break; }
   sleep 0.2
 done

@@ -39,10 +39,11 @@ async fn published_events_are_projected_and_read_back_under_the_policy() {
         .await
         .unwrap();
 
-    // Every fact about the child is accounted for, shown or withheld, for every principal.
+    // No principal is shown or told of more facts than the child has; of a fact it may never see, or lacks
+    // a relationship for, it is told nothing (issue 13), so shown + withheld may fall short.
     for view in [&csc, &police, &ed] {
         let withheld: u32 = view.withheld.iter().map(|w| w.count).sum();
-        assert_eq!(view.facts.len() + withheld as usize, facts_of_child);
+        assert!(view.facts.len() + withheld as usize <= facts_of_child);
         assert_eq!(view.policy_version, "england-2026.2");
     }
     // The owning authority sees its own referral with the referrer's identity; police see the referral

@@ -204,10 +204,11 @@ async fn after_a_consent_withdrawal_a_query_at_its_position_never_returns_the_wi
         "csc-rotherham",
         pb::event::Kind::ConsentWithdrawn(pb::ConsentWithdrawn { categories: d6 }),
     );
-    // It happened after the consent.
+    // It happened after the consent, and was recorded when it happened.
     withdrawal.occurred_at = Some(halcyon_schema::convert::timestamp_from_millis(
         halcyon_schema::convert::timestamp_millis(attendance.occurred_at.as_ref().unwrap()) + 86_400_000,
     ));
+    withdrawal.recorded_at = withdrawal.occurred_at;
     let position = common::publish_as_agencies(&h.nats.url(), &[withdrawal]).await;
     let after_withdrawal = common::find_by_nhs(
         &mut client,

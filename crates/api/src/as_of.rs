@@ -51,9 +51,14 @@ pub struct AsOfView {
     pub state: ChildState,
 }
 
-/// Projects every agency stream up to the messages stored at or before `at_ms`.
-pub async fn reconstruct(js: &jetstream::Context, at_ms: i64) -> Result<Reconstruction, RebuildError> {
-    let projector = Arc::new(Projector::temporary()?);
+/// Projects every agency stream up to the messages stored at or before `at_ms`, quarantining events
+/// dated more than `future_tolerance_ms` after they were stored (as the deployment's nodes do).
+pub async fn reconstruct(
+    js: &jetstream::Context,
+    at_ms: i64,
+    future_tolerance_ms: i64,
+) -> Result<Reconstruction, RebuildError> {
+    let projector = Arc::new(Projector::temporary()?.with_future_tolerance_ms(future_tolerance_ms));
     let messages = project_streams(js, &projector, &Until::StoredAt(at_ms), &|_, _| {}).await?;
     Ok(Reconstruction {
         projector,

@@ -41,4 +41,8 @@ pub struct NodeConfig {
     pub clock: crate::clock::Clock,
     /// The multi-agency signal rules signals are derived with (`deploy/signals.toml`).
     pub signals: std::sync::Arc<halcyon_signals::SignalRules>,
+    /// How far an event's times may lie after the time the bus stored it before it is quarantined as
+    /// future-dated (`halcyon_schema::validate::CLOCK_TOLERANCE_MS` by default); every node and rebuild of
+    /// a deployment must use the same.
+    pub future_tolerance_ms: i64,
 }

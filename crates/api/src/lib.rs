@@ -13,6 +13,7 @@ pub mod deadlines;
 pub mod error;
 pub mod events;
 pub mod ingest;
+pub mod limits;
 pub mod node;
 pub mod query;
 pub mod rebuild;

@@ -116,6 +116,7 @@ impl Node {
         let spec = halcyon_projector::ViewSpec::new(Arc::new(config.policy.clone()), &config.agencies);
         let projector = Arc::new(
             open_read_models(&dir)?
+                .with_future_tolerance_ms(config.future_tolerance_ms)
                 .with_views(spec)
                 .with_deadlines(crate::deadlines::spec(config.timescales.clone()))
                 .with_signals(crate::signals::spec(config.signals.clone(), &config.agencies)),
@@ -216,10 +217,17 @@ impl Node {
             )
             .instrument(tracing::info_span!("health")),
         ));
+        // Reflection in both versions: grpcurl and most tools speak v1, stock Python clients only v1alpha.
         let reflection = config.reflection.then(|| {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(halcyon_schema::pb::FILE_DESCRIPTOR_SET)
                 .build_v1()
+                .expect("the embedded descriptor set is valid")
+        });
+        let reflection_v1alpha = config.reflection.then(|| {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(halcyon_schema::pb::FILE_DESCRIPTOR_SET)
+                .build_v1alpha()
                 .expect("the embedded descriptor set is valid")
         });
         let mut server = tonic::transport::Server::builder();
@@ -233,6 +241,9 @@ impl Node {
         }
         let router = server
             .timeout(Duration::from_secs(30))
+            .layer(tower::util::MapResponseLayer::new(
+                crate::limits::oversized_is_resource_exhausted,
+            ))
             .add_service(health_service)
             .add_service(crate::reply::QueryRoutes::new(query))
             .add_service(
@@ -255,7 +266,8 @@ impl Node {
                     .max_decoding_message_size(REQUEST_BYTES_MAX)
                     .max_encoding_message_size(RESPONSE_BYTES_MAX),
             )
-            .add_optional_service(reflection);
+            .add_optional_service(reflection)
+            .add_optional_service(reflection_v1alpha);
         let stop = shutdown.clone();
         tasks.push(tokio::spawn(
             async move {

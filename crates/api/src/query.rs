@@ -12,6 +12,7 @@ use halcyon_schema::convert::timestamp_from_millis;
 use halcyon_schema::pb::{
     self, find_child_request::Identifier as WireIdentifier, query_service_server::QueryService,
 };
+use halcyon_schema::subject::StreamName;
 use halcyon_schema::{ChildId, EventId};
 use tonic::{Request, Response, Status};
 
@@ -123,12 +124,18 @@ impl Query {
 
     async fn context(&self, ctx: Option<&pb::RequestContext>) -> Result<Context, ApiError> {
         let ctx = ctx.ok_or_else(|| ApiError::Invalid("context is required: state a purpose".into()))?;
-        let purpose = Purpose::from_pb(ctx.purpose()).ok_or_else(|| {
-            ApiError::Invalid(
-                "purpose is required: one of safeguarding, direct_care, law_enforcement, statutory_review, audit"
-                    .into(),
-            )
-        })?;
+        const PURPOSES: &str = "PURPOSE_SAFEGUARDING, PURPOSE_DIRECT_CARE, PURPOSE_LAW_ENFORCEMENT, PURPOSE_STATUTORY_REVIEW, PURPOSE_AUDIT";
+        let purpose = match pb::Purpose::try_from(ctx.purpose) {
+            Err(_) => {
+                return Err(ApiError::Invalid(format!(
+                    "context.purpose: unknown value {} (known: {PURPOSES})",
+                    ctx.purpose
+                )));
+            }
+            Ok(p) => Purpose::from_pb(p).ok_or_else(|| {
+                ApiError::Invalid(format!("context.purpose is required: one of {PURPOSES}"))
+            })?,
+        };
         let reason = ctx.break_glass_reason.trim();
         if ctx.break_glass && reason.is_empty() {
             return Err(ApiError::Invalid(
@@ -140,6 +147,16 @@ impl Query {
             started_at_ms: now_ms(),
         });
         if !ctx.min_positions.is_empty() {
+            // A position on a stream the node does not project could never be reached: say so at once.
+            for p in &ctx.min_positions {
+                let known = StreamName::agency_of(&p.stream).is_some_and(|a| self.registry.get(&a).is_some());
+                if !known {
+                    return Err(ApiError::Invalid(format!(
+                        "context.min_positions: no stream named {:?} is projected here (agency streams are EVENTS_<AGENCY>, for the agencies in the registry)",
+                        p.stream
+                    )));
+                }
+            }
             let wanted: Vec<(String, u64)> = ctx
                 .min_positions
                 .iter()

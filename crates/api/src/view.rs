@@ -23,6 +23,9 @@ pub struct Disclosure {
     pub break_glass: bool,
     /// Owning agencies to notify of this access (CP-IS-style access notifications).
     pub notify: BTreeSet<AgencyId>,
+    /// Every fact withheld, by (rule, category), with whether the caller was told of it (see
+    /// [`halcyon_policy::Deny::told`]): for auditors reconstructing a decision, never for the caller.
+    pub withheld_all: BTreeMap<(String, Category), (u32, bool)>,
     /// The answer tells the caller that Halcyon knows the child: it shows a fact or an identity, or tells
     /// of withheld facts. When not, the caller gets the answer for an unknown child.
     pub reveals_child: bool,
@@ -161,6 +164,11 @@ pub fn view_of(
                     disclosure.rules.insert(deny.rule.to_string());
                 }
                 disclosure.facts_withheld += 1;
+                let entry = disclosure
+                    .withheld_all
+                    .entry((deny.rule.to_string(), pfact.category))
+                    .or_insert((0, deny.told));
+                entry.0 += 1;
                 if deny.told {
                     withheld
                         .entry((deny.rule, pfact.category))

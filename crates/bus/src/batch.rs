@@ -64,6 +64,8 @@ pub struct BatchConfig {
     pub window: usize,
     /// When set, refuse envelopes of any other agency before they reach the server.
     pub agency: Option<AgencyId>,
+    /// As [`PublisherConfig::future_tolerance_ms`].
+    pub future_tolerance_ms: i64,
 }
 
 impl Default for BatchConfig {
@@ -75,6 +77,7 @@ impl Default for BatchConfig {
             ack_timeout: Duration::from_secs(5),
             window: 1024,
             agency: None,
+            future_tolerance_ms: halcyon_schema::validate::CLOCK_TOLERANCE_MS,
         }
     }
 }
@@ -223,6 +226,7 @@ impl BatchPublisher {
                 backoff_initial: config.backoff_initial,
                 ack_timeout: config.ack_timeout,
                 agency: config.agency.clone(),
+                future_tolerance_ms: config.future_tolerance_ms,
             },
         );
         Self {
@@ -252,7 +256,7 @@ impl BatchPublisher {
         let mut events = Vec::with_capacity(envelopes.len());
         let mut invalid = Vec::new();
         for (index, envelope) in envelopes.iter().enumerate() {
-            match prepare(index, envelope.clone()) {
+            match prepare(index, envelope.clone(), self.config.future_tolerance_ms) {
                 Ok(event) => events.push(event),
                 Err(bad) => invalid.push(bad),
             }
@@ -507,7 +511,7 @@ fn transient(err_code: u64) -> bool {
     )
 }
 
-fn prepare(index: usize, envelope: pb::Envelope) -> Result<Prepared, InvalidEvent> {
+fn prepare(index: usize, envelope: pb::Envelope, future_tolerance_ms: i64) -> Result<Prepared, InvalidEvent> {
     let payload = Bytes::from(envelope.encode_to_vec());
     let event_id = envelope.event_id.clone();
     match validate_envelope(envelope).and_then(|valid| {
@@ -515,6 +519,7 @@ fn prepare(index: usize, envelope: pb::Envelope) -> Result<Prepared, InvalidEven
             valid.occurred_at_ms,
             valid.recorded_at_ms,
             crate::publisher::clock_ms(),
+            future_tolerance_ms,
         );
         if times.is_empty() { Ok(valid) } else { Err(times) }
     }) {
@@ -568,7 +573,7 @@ impl<I: Iterator<Item = (usize, pb::Envelope)>> Grouper<I> {
                     result: Err(error),
                 }))
             };
-            let event = match prepare(index, envelope) {
+            let event = match prepare(index, envelope, publisher.config.future_tolerance_ms) {
                 Ok(event) => event,
                 Err(invalid) => return refused(BatchError::Invalid(vec![invalid])),
             };

@@ -28,6 +28,9 @@ pub struct PublisherConfig {
     /// When set, refuse envelopes of any other agency before they reach the server (which would refuse
     /// them too, but only as a timeout).
     pub agency: Option<AgencyId>,
+    /// How far an event's times may lie after this machine's clock; further, the event is refused as
+    /// future-dated (the projector would quarantine it). Use the deployment's stated tolerance.
+    pub future_tolerance_ms: i64,
 }
 
 impl Default for PublisherConfig {
@@ -38,6 +41,7 @@ impl Default for PublisherConfig {
             backoff_initial: Duration::from_millis(50),
             ack_timeout: Duration::from_secs(5),
             agency: None,
+            future_tolerance_ms: halcyon_schema::validate::CLOCK_TOLERANCE_MS,
         }
     }
 }
@@ -107,7 +111,12 @@ impl Publisher {
     /// Validates and encodes one event, once, for sending and any retries.
     fn prepare(&self, envelope: &pb::Envelope) -> Result<Prepared, PublishError> {
         let checked = check_envelope(envelope).map_err(PublishError::Invalid)?;
-        let times = check_times(checked.occurred_at_ms, checked.recorded_at_ms, clock_ms());
+        let times = check_times(
+            checked.occurred_at_ms,
+            checked.recorded_at_ms,
+            clock_ms(),
+            self.config.future_tolerance_ms,
+        );
         if !times.is_empty() {
             return Err(PublishError::Invalid(times));
         }

@@ -66,6 +66,12 @@ fn operator(nats: &NatsServer) -> Vec<String> {
     .to_vec()
 }
 
+/// These tests date their events a week or two ahead, so that every moment they ask about comes after
+/// the server stored the events; the deployment's stated tolerance for future-dated events is set to match
+/// (`--future-tolerance-secs`, and the publisher's), or they would be quarantined.
+const FUTURE_TOLERANCE_SECS: &str = "2592000";
+const FUTURE_TOLERANCE_MS: i64 = 30 * DAY_MS;
+
 fn envelope(at_ms: i64, kind: Kind) -> pb::Envelope {
     halcyon_testkit::envelope(CSC, "sw-1", NHS, at_ms, kind)
 }
@@ -76,6 +82,7 @@ fn as_of(nats: &NatsServer, agency: &str, at_ms: i64, json: bool) -> String {
     if json {
         args.push("--json");
     }
+    args.extend(["--future-tolerance-secs", FUTURE_TOLERANCE_SECS]);
     let ops = operator(nats);
     args.extend(ops.iter().map(String::as_str));
     halcyon_ok(&args)
@@ -128,6 +135,7 @@ async fn as_of_shows_a_deadline_open_then_breached_then_met_late_and_the_chronol
         client,
         PublisherConfig {
             agency: Some(CSC.parse().unwrap()),
+            future_tolerance_ms: FUTURE_TOLERANCE_MS,
             ..Default::default()
         },
     );
@@ -218,6 +226,8 @@ async fn as_of_shows_a_deadline_open_then_breached_then_met_late_and_the_chronol
             "--out",
             path.to_str().unwrap(),
             "--quiet",
+            "--future-tolerance-secs",
+            FUTURE_TOLERANCE_SECS,
         ];
         args.extend(ops.iter().map(String::as_str));
         halcyon_ok(&args);
@@ -272,6 +282,7 @@ async fn publish_as_agencies(nats: &NatsServer, envelopes: &[&pb::Envelope]) {
             client,
             PublisherConfig {
                 agency: Some(agency.parse().unwrap()),
+                future_tolerance_ms: FUTURE_TOLERANCE_MS,
                 ..Default::default()
             },
         );
@@ -331,6 +342,7 @@ async fn as_of_shows_when_a_signal_first_fired_to_its_recipients_citing_what_eac
         }),
     );
     check.occurred_at = Some(timestamp_from_millis(day0 + 11 * HOUR_MS));
+    check.recorded_at = check.occurred_at;
     let missing = |day| {
         at(
             day,
@@ -437,6 +449,8 @@ async fn as_of_shows_when_a_signal_first_fired_to_its_recipients_citing_what_eac
             "--out",
             path.to_str().unwrap(),
             "--quiet",
+            "--future-tolerance-secs",
+            FUTURE_TOLERANCE_SECS,
         ];
         args.extend(ops.iter().map(String::as_str));
         halcyon_ok(&args);

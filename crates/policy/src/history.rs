@@ -185,7 +185,7 @@ mod tests {
     fn england(version: &str) -> Result<Policy, PolicyError> {
         Policy::from_toml(
             &ENGLAND_TOML.replacen(
-                "version = \"england-2026.1\"",
+                "version = \"england-2026.2\"",
                 &format!("version = \"{version}\""),
                 1,
             ),

@@ -147,10 +147,11 @@ fn granted(policy: &Policy, c: &Case) -> bool {
         Some(bg) if !(0..=max_ms).contains(&(c.now_ms - bg.started_at_ms)) => return false,
         Some(_) => true,
     };
-    if c.fact.originator == c.principal.agency {
+    let category = c.fact.category;
+    let own = c.fact.originator == c.principal.agency;
+    if own && policy.category(category).is_none_or(|r| r.own_rule()) {
         return true;
     }
-    let category = c.fact.category;
     let (Some(rules), Some(cell)) = (policy.category(category), policy.cell(category, c.principal.kind))
     else {
         return false;
@@ -169,6 +170,7 @@ fn granted(policy: &Policy, c: &Case) -> bool {
     let related = cell.relationships().is_empty()
         || cell.relationships().iter().any(|r| match r {
             halcyon_policy::Relationship::MashReferral => stage.mash_referral,
+            halcyon_policy::Relationship::OwnRecord => own,
             other => c
                 .state
                 .involvements
@@ -201,7 +203,7 @@ proptest! {
         prop_assert_eq!(decision.is_permit(), granted(policy, &c), "{:?}", decision);
         prop_assert_eq!(decision.policy_version(), policy.version());
         if let Decision::Permit(p) = &decision
-            && c.fact.originator != c.principal.agency
+            && &*p.rule != "own"
         {
             let cell = policy.cell(c.fact.category, c.principal.kind).unwrap();
             prop_assert_eq!(Some(p.projection), cell.projection());

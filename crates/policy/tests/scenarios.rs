@@ -74,7 +74,8 @@ fn an_emergency_department_sees_the_cp_flag_and_the_owning_authoritys_numbers_an
 fn an_agency_always_sees_its_own_records_in_full() {
     let policy = policy();
     for kind in AgencyKind::ALL {
-        for c in Category::all() {
+        // The access log is the exception: its cells decide (see the next test but one).
+        for c in Category::all().filter(|c| *c != Category::ACCESS_LOG) {
             let own = given(kind, c)
                 .recorded_by(agency_of(kind))
                 .role(Role::Operator)
@@ -121,24 +122,70 @@ fn a_purpose_the_category_does_not_allow_is_denied() {
 }
 
 #[test]
-fn the_access_log_is_for_privacy_officers_auditing() {
+fn the_access_log_is_for_owners_own_queries_and_governance_auditing() {
     let policy = policy();
+    // The owning authority (it holds its own case), practitioner or privacy officer, for audit.
     let la = given(AgencyKind::ChildrensSocialCare, Category::ACCESS_LOG).involved(Involvement::OwnCase);
-    let deny = la
-        .clone()
-        .purpose(Purpose::Audit)
-        .decide(&policy)
-        .deny()
-        .cloned()
-        .unwrap();
-    assert_eq!(deny.kind, DenyKind::Role);
-    assert!(
+    for role in [Role::Practitioner, Role::PrivacyOfficer] {
+        assert!(
+            la.clone()
+                .role(role)
+                .purpose(Purpose::Audit)
+                .decide(&policy)
+                .is_permit(),
+            "{role}"
+        );
+    }
+    assert_eq!(
         la.clone()
-            .role(Role::PrivacyOfficer)
+            .role(Role::Operator)
             .purpose(Purpose::Audit)
             .decide(&policy)
-            .is_permit()
+            .deny()
+            .unwrap()
+            .kind,
+        DenyKind::Role
     );
+    // Police, health and schools: the records of their own calls only ("own queries").
+    for kind in [
+        AgencyKind::Police,
+        AgencyKind::HealthUnscheduled,
+        AgencyKind::HealthCommunity,
+        AgencyKind::School,
+    ] {
+        let own = given(kind, Category::ACCESS_LOG)
+            .recorded_by(agency_of(kind))
+            .purpose(Purpose::Audit);
+        let permit = own
+            .decide(&policy)
+            .permit()
+            .cloned()
+            .unwrap_or_else(|| panic!("{kind}"));
+        assert_eq!(
+            permit.relied_on,
+            Some(halcyon_policy::Relationship::OwnRecord),
+            "{kind}"
+        );
+        let others = given(kind, Category::ACCESS_LOG)
+            .involved(Involvement::OwnCase)
+            .purpose(Purpose::Audit);
+        assert_eq!(
+            others.decide(&policy).deny().unwrap().kind,
+            DenyKind::Relationship,
+            "{kind}"
+        );
+    }
+    // Youth justice and the voluntary sector: "–", not even the records of their own calls.
+    for kind in [AgencyKind::YouthJustice, AgencyKind::Voluntary] {
+        let own = given(kind, Category::ACCESS_LOG)
+            .recorded_by(agency_of(kind))
+            .purpose(Purpose::Audit);
+        assert_eq!(
+            own.decide(&policy).deny().unwrap().kind,
+            DenyKind::NotGranted,
+            "{kind}"
+        );
+    }
     assert_eq!(
         la.role(Role::PrivacyOfficer).decide(&policy).deny().unwrap().kind,
         DenyKind::Purpose

@@ -102,10 +102,13 @@ const TABLE: [[&str; 8]; 14] = [
     ],
 ];
 
-/// What a box means for agencies other than the one that recorded the fact (which always sees its own).
+/// What a box means for agencies other than the one that recorded the fact (which always sees its own,
+/// but in D13). "own queries" (D13) is a query cell whose relationship is `own-record`: an access record
+/// is made by the agency whose call it records.
 fn expected_mode(category: Category, text: &str) -> Mode {
     match text {
-        "–" | "own" | "own queries" => Mode::Never,
+        "–" | "own" => Mode::Never,
+        "own queries" => Mode::Query,
         // Referrer identity is restricted, even between local authorities.
         "owner" if category == Category::REFERRER_IDENTITY => Mode::OriginatorApproval,
         "owner" | "owner + privacy officer" | "governance" => Mode::Query,
@@ -173,6 +176,9 @@ fn every_box_of_the_table_is_a_cell_with_its_mode_basis_and_projection() {
                 })
                 .approved()
                 .consented(category);
+            if *text == "own queries" {
+                entitled = entitled.recorded_by(common::agency_of(kind));
+            }
             entitled.fact.handling_code = Some("P".into());
             match (entitled.decide(&policy), mode) {
                 (Decision::Deny(deny), Mode::Never) => {
@@ -236,6 +242,10 @@ fn qualified_boxes_rely_on_the_relationship_they_name() {
         "the CP-IS flag is a standing entitlement"
     );
     assert!(rel(1, Mash).contains(&MashReferral));
+    for kind in [Police, HealthUnscheduled, HealthCommunity, School] {
+        assert_eq!(rel(13, kind), [OwnRecord], "D13 {kind}: own queries");
+    }
+    assert_eq!(rel(13, Mash), [MashReferral], "D13 MASH: governance");
 }
 
 #[test]

@@ -194,7 +194,10 @@ mod tests {
                 sequence,
                 subject: Scenario::subject(e),
                 payload: Bytes::from(e.encode_to_vec()),
-                stored_at_ms: 1,
+                stored_at_ms: e
+                    .recorded_at
+                    .as_ref()
+                    .map_or(0, halcyon_schema::convert::timestamp_millis),
             });
         }
         for (stream, msgs) in streams {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use halcyon_schema::pb::event::Kind;
-use halcyon_schema::validate::{ValidEnvelope, check_times};
+use halcyon_schema::validate::{CLOCK_TOLERANCE_MS, ValidEnvelope, check_times};
 use halcyon_schema::{
     AgencyId, ChildId, NhsNumber, Problem, Upn, parse_event_subject, pb, validate_envelope,
 };
@@ -275,13 +275,15 @@ impl Filed {
 }
 
 impl Prepared {
-    /// Decodes and checks `messages` (consecutive, from `stream`) as the projector must.
-    pub fn new(stream: &str, messages: &[Incoming]) -> Self {
+    /// Decodes and checks `messages` (consecutive, from `stream`) as the projector must; an event's times
+    /// may lie at most `future_tolerance_ms` after the time the bus stored it
+    /// ([`Projector::future_tolerance_ms`]).
+    pub fn new(stream: &str, messages: &[Incoming], future_tolerance_ms: i64) -> Self {
         let messages = messages
             .iter()
             .map(|m| Ready {
                 sequence: m.sequence,
-                checked: ready(stream, m),
+                checked: ready(stream, m, future_tolerance_ms),
             })
             .collect();
         Self {
@@ -305,8 +307,8 @@ impl Prepared {
     }
 }
 
-fn ready(stream: &str, m: &Incoming) -> Checked {
-    let valid = match check(m) {
+fn ready(stream: &str, m: &Incoming, future_tolerance_ms: i64) -> Checked {
+    let valid = match check(m, future_tolerance_ms) {
         Ok(valid) => valid,
         Err((problems, agency, event_id)) => {
             let record = QuarantineRecord {
@@ -366,6 +368,9 @@ pub struct Projector {
     /// fact may be. Loaded from the fact keys by the first `apply`; a stale or colliding entry costs only a
     /// scan. Locked under `writer`.
     moments: std::sync::Mutex<Option<HashSet<u64>>>,
+    /// How far an event's times may lie after the time the bus stored it before it is quarantined as
+    /// future-dated. Every node and rebuild of a deployment must use the same value, as for the policy.
+    future_tolerance_ms: i64,
     /// When set, each batch re-derives the per-agency views of the children it touched.
     views: Option<ViewSpec>,
     /// When set, deriving a child's views also derives its deadlines (`deadlines.rs`).
@@ -407,10 +412,23 @@ impl Projector {
             model,
             positions,
             moments: std::sync::Mutex::new(None),
+            future_tolerance_ms: CLOCK_TOLERANCE_MS,
             views: None,
             deadlines: None,
             signals: None,
         })
+    }
+
+    /// Quarantines events whose times lie more than `ms` after the time the bus stored them (default
+    /// [`CLOCK_TOLERANCE_MS`]).
+    pub fn with_future_tolerance_ms(mut self, ms: i64) -> Self {
+        self.future_tolerance_ms = ms;
+        self
+    }
+
+    /// See [`Projector::with_future_tolerance_ms`].
+    pub fn future_tolerance_ms(&self) -> i64 {
+        self.future_tolerance_ms
     }
 
     /// Derives and stores per-agency views with `spec` from now on.
@@ -457,7 +475,7 @@ impl Projector {
     /// Applies a batch of consecutive messages from one stream, with that stream's checkpoint, atomically.
     /// Messages at or below the checkpoint are skipped, so a redelivered batch changes nothing.
     pub fn apply(&self, stream: &str, messages: &[Incoming]) -> Result<ApplyOutcome, ProjectorError> {
-        self.apply_prepared(Prepared::new(stream, messages))
+        self.apply_prepared(Prepared::new(stream, messages, self.future_tolerance_ms))
     }
 
     /// Applies a batch made ready by `Prepared::new`, with its stream's checkpoint, atomically (as `apply`).
@@ -913,7 +931,7 @@ type Rejection = (Vec<Problem>, Option<String>, Option<String>);
 
 /// Re-validates a message as the projector must: subject, decoding, envelope, and that the envelope speaks
 /// for the agency whose subject it arrived on.
-fn check(m: &Incoming) -> Result<ValidEnvelope, Rejection> {
+fn check(m: &Incoming, future_tolerance_ms: i64) -> Result<ValidEnvelope, Rejection> {
     let subject = parse_event_subject(&m.subject);
     let subject_agency = subject.as_ref().ok().map(|(a, _)| a.to_string());
     let envelope = match pb::Envelope::decode(m.payload.as_ref()) {
@@ -961,6 +979,7 @@ fn check(m: &Incoming) -> Result<ValidEnvelope, Rejection> {
                 valid.occurred_at_ms,
                 valid.recorded_at_ms,
                 m.stored_at_ms,
+                future_tolerance_ms,
             ));
             if problems.is_empty() {
                 Ok(valid)

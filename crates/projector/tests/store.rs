@@ -12,8 +12,18 @@ fn incoming(seq: u64, envelope: &pb::Envelope) -> Incoming {
         sequence: seq,
         subject: Scenario::subject(envelope),
         payload: Bytes::from(envelope.encode_to_vec()),
-        stored_at_ms: 1,
+        stored_at_ms: stored_ms(envelope),
     }
+}
+
+/// When the bus stored an event: a minute after its agency recorded it (the projector quarantines an event
+/// recorded after it was stored).
+fn stored_ms(envelope: &pb::Envelope) -> i64 {
+    envelope
+        .recorded_at
+        .as_ref()
+        .map_or(0, halcyon_schema::convert::timestamp_millis)
+        + 60_000
 }
 
 fn scenario(children: usize) -> Scenario {

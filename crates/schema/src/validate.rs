@@ -46,16 +46,23 @@ impl Problem {
     }
 }
 
-/// How far an event's `recorded_at` (or `occurred_at`) may lie ahead of the clock it is checked against:
-/// the bus's stored time when the projector checks it, the publisher's clock when the client library does.
-/// Five minutes covers ordinary clock drift between an agency's system and the bus.
+/// The default for how far an event's `recorded_at` (or `occurred_at`) may lie ahead of the clock it is
+/// checked against: the bus's stored time when the projector checks it, the publisher's clock when the
+/// client library does. Five minutes covers ordinary clock drift between an agency's system and the bus. A
+/// deployment states its own with `--future-tolerance-secs`, the same on every node and rebuild.
 pub const CLOCK_TOLERANCE_MS: i64 = 5 * 60_000;
 
 /// Checks an event's times against each other and a reference clock: it cannot have occurred after it was
-/// recorded, and neither time may lie more than [`CLOCK_TOLERANCE_MS`] after `reference_ms`. The projector
+/// recorded, and neither time may lie more than `tolerance_ms` (by default [`CLOCK_TOLERANCE_MS`]) after
+/// `reference_ms`. The projector
 /// passes the time the bus stored the message, which every rebuild reads again, so its verdict never
 /// changes; a future-dated event is quarantined, never projected as a fact.
-pub fn check_times(occurred_at_ms: i64, recorded_at_ms: i64, reference_ms: i64) -> Vec<Problem> {
+pub fn check_times(
+    occurred_at_ms: i64,
+    recorded_at_ms: i64,
+    reference_ms: i64,
+    tolerance_ms: i64,
+) -> Vec<Problem> {
     let mut problems = Vec::new();
     if occurred_at_ms > recorded_at_ms {
         problems.push(Problem::invalid(
@@ -63,14 +70,14 @@ pub fn check_times(occurred_at_ms: i64, recorded_at_ms: i64, reference_ms: i64) 
             "is after recorded_at: an event is recorded after it happens",
         ));
     }
-    let limit = reference_ms.saturating_add(CLOCK_TOLERANCE_MS);
+    let limit = reference_ms.saturating_add(tolerance_ms);
     for (field, at) in [("occurred_at", occurred_at_ms), ("recorded_at", recorded_at_ms)] {
         if at > limit {
             problems.push(Problem::invalid(
                 field,
                 format!(
-                    "is in the future: more than {} minutes after the time it was checked against (the bus's stored time, or the publisher's clock)",
-                    CLOCK_TOLERANCE_MS / 60_000
+                    "is in the future: more than {} s after the time it was checked against (the bus's stored time, or the publisher's clock)",
+                    tolerance_ms / 1000
                 ),
             ));
         }

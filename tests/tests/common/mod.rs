@@ -43,6 +43,7 @@ pub fn node_config(nats: &NatsServer, data_dir: &std::path::Path) -> NodeConfig 
         timescales: halcyon_api::deadlines::england(),
         clock: halcyon_api::clock::Clock::system(),
         signals: halcyon_api::signals::england(),
+        future_tolerance_ms: halcyon_schema::validate::CLOCK_TOLERANCE_MS,
     }
 }
 

@@ -15,14 +15,65 @@ pub struct NatsArgs {
     pub nats_user: Option<String>,
     #[arg(long, env = "HALCYON_NATS_PASSWORD", hide_env_values = true)]
     pub nats_password: Option<String>,
+    /// Passwords by NATS user (TOML `user = "password"`, e.g. deploy/nats/dev-credentials.toml), so that no
+    /// password is typed on the command line: --nats-user's is used when --nats-password is not given
+    /// (`publish` looks up each agency's).
+    #[arg(long, env = "HALCYON_CREDENTIALS")]
+    pub credentials: Option<PathBuf>,
 }
 
 impl NatsArgs {
-    pub fn credentials(&self) -> halcyon_bus::Credentials {
-        match (&self.nats_user, &self.nats_password) {
-            (Some(u), Some(p)) => halcyon_bus::Credentials::user(u, p),
-            _ => halcyon_bus::Credentials::default(),
+    /// Who to connect as: --nats-user with --nats-password, or with its password from --credentials.
+    pub fn credentials(&self) -> Result<halcyon_bus::Credentials, crate::Failure> {
+        let Some(user) = &self.nats_user else {
+            return Ok(halcyon_bus::Credentials::default());
+        };
+        if let Some(p) = &self.nats_password {
+            return Ok(halcyon_bus::Credentials::user(user, p));
         }
+        match self.passwords()? {
+            None => Ok(halcyon_bus::Credentials::default()),
+            Some(passwords) => {
+                let path = self.credentials.as_deref().unwrap_or(Path::new(""));
+                let p = passwords.get(user).ok_or_else(|| {
+                    crate::config_error(anyhow::anyhow!(
+                        "no password for NATS user {user} in {}",
+                        path.display()
+                    ))
+                })?;
+                Ok(halcyon_bus::Credentials::user(user, p))
+            }
+        }
+    }
+
+    /// The --credentials file's passwords by user, if one was given.
+    pub fn passwords(&self) -> Result<Option<std::collections::BTreeMap<String, String>>, crate::Failure> {
+        let Some(path) = &self.credentials else {
+            return Ok(None);
+        };
+        let src = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the credentials file {}", path.display()))
+            .map_err(crate::config_error)?;
+        toml::from_str(&src)
+            .with_context(|| path.display().to_string())
+            .map(Some)
+            .map_err(crate::config_error)
+    }
+}
+
+/// The deployment's stated tolerance for future-dated events: every node, rebuild and reconstruction of a
+/// deployment must use the same, or they would quarantine different events.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FutureToleranceArgs {
+    /// How far an event's occurred_at or recorded_at may lie after the time the bus stored it (seconds);
+    /// later, the event is quarantined as future-dated (publishers check against their own clock).
+    #[arg(long, env = "HALCYON_FUTURE_TOLERANCE_SECS", default_value_t = (halcyon_schema::validate::CLOCK_TOLERANCE_MS / 1000) as u64)]
+    pub future_tolerance_secs: u64,
+}
+
+impl FutureToleranceArgs {
+    pub fn ms(&self) -> i64 {
+        i64::try_from(self.future_tolerance_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
     }
 }
 

@@ -21,6 +21,9 @@ use crate::{Failure, config_error};
 pub struct Args {
     #[command(flatten)]
     nats: NatsArgs,
+    /// The deployment's tolerance for future-dated events, checked against this machine's clock.
+    #[command(flatten)]
+    future: super::common::FutureToleranceArgs,
     /// JSON lines to publish (`-` for standard input).
     #[arg(long, conflicts_with = "scenario_children")]
     file: Option<PathBuf>,
@@ -32,10 +35,6 @@ pub struct Args {
     /// First event of the scenario (RFC 3339 or a date).
     #[arg(long)]
     scenario_start: Option<String>,
-    /// Per-agency NATS passwords (TOML: `agency-id = "password"`), to publish each agency's events as that
-    /// agency. Without it, every event is published with --nats-user.
-    #[arg(long, env = "HALCYON_CREDENTIALS")]
-    credentials: Option<PathBuf>,
     #[arg(long, env = "HALCYON_AGENCIES", default_value_os_t = deploy_path("agencies.toml"))]
     agencies: PathBuf,
     /// Publishes awaiting acknowledgement at once.
@@ -92,18 +91,8 @@ pub async fn run(args: Args) -> Result<(), Failure> {
             )));
         }
     };
-    let passwords: Option<BTreeMap<String, String>> = match &args.credentials {
-        Some(path) => {
-            let src =
-                std::fs::read_to_string(path).with_context(|| format!("credentials {}", path.display()));
-            Some(
-                toml::from_str(&src.map_err(config_error)?)
-                    .with_context(|| path.display().to_string())
-                    .map_err(config_error)?,
-            )
-        }
-        None => None,
-    };
+    // With --credentials, each agency's events go out as that agency (its password from the file).
+    let passwords: Option<BTreeMap<String, String>> = args.nats.passwords()?;
 
     let mut by_agency: BTreeMap<String, Vec<Item>> = BTreeMap::new();
     for item in items {
@@ -133,7 +122,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
                     config_error(anyhow!("no password for agency {agency} in --credentials"))
                 })?,
             ),
-            None => args.nats.credentials(),
+            None => args.nats.credentials()?,
         };
         let client = connect(
             &args.nats.nats_url,
@@ -164,6 +153,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
                 batch_len: args.batch_len,
                 window: args.window,
                 agency: speaks_for,
+                future_tolerance_ms: args.future.ms(),
                 ..Default::default()
             };
             let publisher = BatchPublisher::new(client.clone(), config);
@@ -186,6 +176,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
             let config = PublisherConfig {
                 window: args.window,
                 agency: speaks_for,
+                future_tolerance_ms: args.future.ms(),
                 ..Default::default()
             };
             let publisher = Publisher::new(client.clone(), config);

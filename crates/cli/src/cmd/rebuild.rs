@@ -37,6 +37,9 @@ pub struct RebuildArgs {
     /// The node's signal rules: a rebuild must derive signals with the same file.
     #[command(flatten)]
     signals: super::signals::SignalArgs,
+    /// The node's tolerance for future-dated events: a rebuild must quarantine the same ones.
+    #[command(flatten)]
+    future: super::common::FutureToleranceArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -99,12 +102,13 @@ pub async fn rebuild(args: RebuildArgs) -> Result<(), Failure> {
         .join(format!("read-models.rebuild-{}", halcyon_api::query::now_ms()));
     let projector = Arc::new(
         Projector::open(&fresh)?
+            .with_future_tolerance_ms(args.future.ms())
             .with_views(spec)
             .with_deadlines(halcyon_api::deadlines::spec(timescales))
             .with_signals(signals),
     );
     let client =
-        halcyon_bus::connect(&args.nats.nats_url, &args.nats.credentials(), "halcyon rebuild").await?;
+        halcyon_bus::connect(&args.nats.nats_url, &args.nats.credentials()?, "halcyon rebuild").await?;
     let js = async_nats::jetstream::new(client);
     let bar = if args.quiet || !std::io::stderr().is_terminal() {
         indicatif::ProgressBar::hidden()

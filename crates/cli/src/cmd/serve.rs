@@ -89,6 +89,10 @@ pub struct Args {
     timescales: super::deadlines::TimescaleArgs,
     #[command(flatten)]
     signals: super::signals::SignalArgs,
+    /// How far an event's occurred_at or recorded_at may lie after the time the bus stored it (seconds)
+    /// before it is quarantined as future-dated (default 300). Every node and rebuild must agree.
+    #[arg(long, env = "HALCYON_FUTURE_TOLERANCE_SECS")]
+    future_tolerance_secs: Option<u64>,
 }
 
 /// The same settings, from a file.
@@ -122,6 +126,7 @@ struct FileConfig {
     timescales: Option<Vec<PathBuf>>,
     bank_holidays: Option<PathBuf>,
     signals: Option<PathBuf>,
+    future_tolerance_secs: Option<u64>,
 }
 
 fn build(args: Args) -> anyhow::Result<NodeConfig> {
@@ -199,7 +204,14 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
             Some(chain)
         }
     };
+    let future_tolerance_ms = args
+        .future_tolerance_secs
+        .or(file.future_tolerance_secs)
+        .map_or(halcyon_schema::validate::CLOCK_TOLERANCE_MS, |s| {
+            i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)
+        });
     Ok(NodeConfig {
+        future_tolerance_ms,
         nats_url: args
             .nats_url
             .or(file.nats_url)

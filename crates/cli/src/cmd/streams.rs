@@ -40,7 +40,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         replicas,
     } = args.action;
     let registry = load_registry(&agencies)?;
-    let client = connect(&nats.nats_url, &nats.credentials(), "halcyon streams").await?;
+    let client = connect(&nats.nats_url, &nats.credentials()?, "halcyon streams").await?;
     let js = async_nats::jetstream::new(client);
     let settings = StreamSettings {
         duplicate_window: Duration::from_secs(duplicate_window_secs),

@@ -78,6 +78,9 @@ pub struct Args {
     /// The signal rules signals are derived with (the node's).
     #[command(flatten)]
     signals: crate::cmd::signals::SignalArgs,
+    /// The nodes' tolerance for future-dated events.
+    #[command(flatten)]
+    future: crate::cmd::common::FutureToleranceArgs,
 }
 
 /// One agency's lane.
@@ -218,7 +221,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let signal_spec = SignalSpec::new(args.signals.load().map_err(config_error)?, &registry);
     let js = args.nats.jetstream("halcyon audit chronology").await?;
 
-    let projector = Arc::new(Projector::temporary()?);
+    let projector = Arc::new(Projector::temporary()?.with_future_tolerance_ms(args.future.ms()));
     let bar = if args.quiet || !std::io::stderr().is_terminal() {
         indicatif::ProgressBar::hidden()
     } else {

@@ -106,6 +106,9 @@ pub struct AsOfArgs {
     /// The signal rules the signals are derived with (the node's: `--signals`).
     #[command(flatten)]
     signals: crate::cmd::signals::SignalArgs,
+    /// The nodes' tolerance for future-dated events.
+    #[command(flatten)]
+    future: crate::cmd::common::FutureToleranceArgs,
     /// JSON lines (one object per line, `"kind"` says which) instead of text.
     #[arg(long)]
     json: bool,
@@ -180,6 +183,9 @@ struct ReviewArgs {
     nats: NatsArgs,
     /// The access record reviewed: its record id, as `halcyon audit access --break-glass` lists it.
     record: String,
+    /// The nodes' tolerance for future-dated events.
+    #[command(flatten)]
+    future: crate::cmd::common::FutureToleranceArgs,
     #[arg(long, value_enum)]
     outcome: Outcome,
     /// Why: recorded with the review.
@@ -232,7 +238,7 @@ fn registered(registry: &Registry, flag: &str, agency: &str) -> Result<(AgencyId
 }
 
 async fn jetstream(nats: &NatsArgs, name: &str) -> Result<async_nats::jetstream::Context, Failure> {
-    let client = halcyon_bus::connect(&nats.nats_url, &nats.credentials(), name).await?;
+    let client = halcyon_bus::connect(&nats.nats_url, &nats.credentials()?, name).await?;
     Ok(async_nats::jetstream::new(client))
 }
 
@@ -559,7 +565,9 @@ pub async fn as_of(args: AsOfArgs) -> Result<(), Failure> {
     };
 
     let js = jetstream(&args.nats, "halcyon audit as-of").await?;
-    let then = reconstruct(&js, at_ms).await.map_err(|e| anyhow!("{e}"))?;
+    let then = reconstruct(&js, at_ms, args.future.ms())
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
     let child = match &child_ref {
         ChildRef::Identifier(id) => then.child(id)?,
         ChildRef::Id(id) => (!then.facts(id)?.is_empty()).then_some(*id),
@@ -628,8 +636,15 @@ pub async fn as_of(args: AsOfArgs) -> Result<(), Failure> {
                 "position": f.position.as_ref().map(|p| format!("{}:{}", p.stream, p.sequence)),
             }));
         }
-        for w in &seen.view.withheld {
-            lines.push(json!({"kind": "withheld", "rule": w.rule, "count": w.count}));
+        // Everything withheld, for the auditor; `told`: whether the agency was told such facts exist.
+        for ((rule, category), (count, told)) in &seen.disclosure.withheld_all {
+            lines.push(json!({
+                "kind": "withheld",
+                "rule": rule,
+                "category": category.to_string(),
+                "count": count,
+                "told": told,
+            }));
         }
         lines.extend(deadlines.iter().map(deadline_json));
         lines.extend(signals.iter().map(signal_json));
@@ -681,10 +696,13 @@ pub async fn as_of(args: AsOfArgs) -> Result<(), Failure> {
             f.rule
         );
     }
-    let withheld: u32 = seen.view.withheld.iter().map(|w| w.count).sum();
-    println!("withheld {withheld}:");
-    for w in &seen.view.withheld {
-        println!("  {} × {}", w.count, w.rule);
+    let withheld: u32 = seen.disclosure.withheld_all.values().map(|(n, _)| n).sum();
+    println!(
+        "withheld {withheld} (* the agency was told such facts exist; the others it could not know of):"
+    );
+    for ((rule, category), (count, told)) in &seen.disclosure.withheld_all {
+        let mark = if *told { "*" } else { " " };
+        println!("  {mark}{count} × {rule} ({category})");
     }
     println!();
     println!(
@@ -873,7 +891,9 @@ async fn record_review(args: ReviewArgs) -> Result<(), Failure> {
         .child_id
         .parse()
         .map_err(|e| anyhow!("access record {} names no child: {e}", args.record))?;
-    let now = reconstruct(&js, i64::MAX).await.map_err(|e| anyhow!("{e}"))?;
+    let now = reconstruct(&js, i64::MAX, args.future.ms())
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
     let facts = now.facts(&child)?;
     let identifiers = facts
         .iter()

@@ -186,7 +186,7 @@ fn json(v: &halcyon_bus::checkpoint::Verification) -> serde_json::Value {
 }
 
 async fn connect(nats: &NatsArgs) -> Result<jetstream::Context, Failure> {
-    let client = halcyon_bus::connect(&nats.nats_url, &nats.credentials(), "halcyon audit verify").await?;
+    let client = halcyon_bus::connect(&nats.nats_url, &nats.credentials()?, "halcyon audit verify").await?;
     Ok(jetstream::new(client))
 }
 

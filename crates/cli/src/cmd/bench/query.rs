@@ -177,6 +177,7 @@ impl Queries<'_> {
             checkpoints: None,
             timescales: halcyon_api::deadlines::england(),
             signals: halcyon_api::signals::england(),
+            future_tolerance_ms: halcyon_schema::validate::CLOCK_TOLERANCE_MS,
             clock: halcyon_api::clock::Clock::system(),
         })
     }
