@@ -221,12 +221,14 @@ impl Node {
         let reflection = config.reflection.then(|| {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(halcyon_schema::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
                 .build_v1()
                 .expect("the embedded descriptor set is valid")
         });
         let reflection_v1alpha = config.reflection.then(|| {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(halcyon_schema::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
                 .build_v1alpha()
                 .expect("the embedded descriptor set is valid")
         });

@@ -254,7 +254,8 @@ impl Publisher {
                 return Outcome::Retry;
             }
             Err(e) if retryable(e.kind()) => Err(PublishError::Unavailable(format!(
-                "{subject}: no acknowledgement after {attempt} attempts ({e})"
+                "{subject}: no acknowledgement after {attempt} attempts ({e}); is the server up, and does this \
+                 connection receive on the agency's inbox prefix _INBOX_<agency>? (deploy/README.md)"
             ))),
             Err(e) => Err(PublishError::Unavailable(format!("{subject}: {e}"))),
         })
