@@ -297,8 +297,11 @@ pub(crate) fn rederive(
     facts: &[Fact],
 ) -> Result<(Vec<BreachNotice>, bool), ProjectorError> {
     let key = deadlines_key(child);
-    if let Some(old) = tree.get(&key)? {
-        let old = ChildDeadlines::decode(old.as_ref()).map_err(|e| corrupt(&key, e))?;
+    // An old record that cannot be read is replaced by the new derivation (a due-index entry it leaves
+    // behind is dropped when it falls due: `record_breaches`).
+    if let Some(old) = tree.get(&key)?
+        && let Ok(old) = ChildDeadlines::decode(old.as_ref())
+    {
         for d in old.deadlines.iter().filter(|d| d.is_running()) {
             batch.remove(due_key(d.due_at_ms, child, &d.key()));
         }
@@ -306,8 +309,9 @@ pub(crate) fn rederive(
     let mut recorded = std::collections::BTreeMap::new();
     for kv in tree.scan_prefix(breaches_prefix(child)) {
         let (k, v) = kv?;
-        let old = StoredDeadline::decode(v.as_ref()).map_err(|e| corrupt(&k, e))?;
-        recorded.insert(k.to_vec(), old);
+        if let Ok(old) = StoredDeadline::decode(v.as_ref()) {
+            recorded.insert(k.to_vec(), old);
+        }
     }
     let new = if facts.is_empty() {
         ChildDeadlines::default()
@@ -416,12 +420,14 @@ impl Projector {
 
     /// The earliest due time of a running deadline not yet recorded as breached.
     pub fn next_due_ms(&self) -> Result<Option<i64>, ProjectorError> {
-        match self.model.scan_prefix([DUE]).next().transpose()? {
-            None => Ok(None),
-            Some((k, _)) => Ok(Some(
-                parse_due_key(&k).ok_or_else(|| corrupt(&k, "a bad due key"))?.0,
-            )),
+        for kv in self.model.scan_prefix([DUE]) {
+            let (k, _) = kv?;
+            match parse_due_key(&k) {
+                Some((due_ms, _, _)) => return Ok(Some(due_ms)),
+                None => self.damage.set_aside(&k, "a bad due key"),
+            }
         }
+        Ok(None)
     }
 
     /// Records as breaches the running deadlines due before `now_ms` (at most `RECORD_BATCH_MAX` per call;
@@ -437,8 +443,11 @@ impl Projector {
         let mut notices = Vec::new();
         for kv in self.model.scan_prefix([DUE]).take(RECORD_BATCH_MAX) {
             let (k, _) = kv?;
-            let (due_ms, child, deadline_key) =
-                parse_due_key(&k).ok_or_else(|| corrupt(&k, "a bad due key"))?;
+            let Some((due_ms, child, deadline_key)) = parse_due_key(&k) else {
+                self.damage.set_aside(&k, "a bad due key");
+                batch.remove(k.to_vec());
+                continue;
+            };
             if due_ms >= now_ms {
                 break;
             }
@@ -463,7 +472,10 @@ impl Projector {
         let key = deadlines_key(child);
         match self.model.get(&key)? {
             None => Ok(ChildDeadlines::default()),
-            Some(v) => ChildDeadlines::decode(v.as_ref()).map_err(|e| corrupt(&key, e)),
+            Some(v) => Ok(ChildDeadlines::decode(v.as_ref()).unwrap_or_else(|e| {
+                self.damage.set_aside(&key, e);
+                ChildDeadlines::default()
+            })),
         }
     }
 
@@ -474,20 +486,16 @@ impl Projector {
         for kv in self.model.scan_prefix(prefix) {
             let (k, v) = kv?;
             if k.len() < 17 {
-                return Err(corrupt(&k, "a short breach key"));
+                self.damage.set_aside(&k, "a short breach key");
+                continue;
             }
             let child = ChildId::from_bytes(k[1..17].try_into().expect("16 bytes"));
-            let deadline = StoredDeadline::decode(v.as_ref()).map_err(|e| corrupt(&k, e))?;
-            out.push(BreachNotice { child, deadline });
+            match StoredDeadline::decode(v.as_ref()) {
+                Ok(deadline) => out.push(BreachNotice { child, deadline }),
+                Err(e) => self.damage.set_aside(&k, e),
+            }
         }
         Ok(out)
-    }
-}
-
-pub(crate) fn corrupt(key: &[u8], e: impl std::fmt::Display) -> ProjectorError {
-    ProjectorError::Corrupt {
-        key: hex::encode(key),
-        reason: e.to_string(),
     }
 }
 

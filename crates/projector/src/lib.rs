@@ -6,6 +6,7 @@
 //! reasons, never dropped, and never stop the projector.
 #![forbid(unsafe_code)]
 
+pub mod damage;
 pub mod deadlines;
 pub mod error;
 pub mod keys;
@@ -16,6 +17,7 @@ pub mod state;
 pub mod store;
 pub mod view;
 
+pub use damage::{Damage, DamagedRecord};
 pub use deadlines::{BreachNotice, DeadlineSpec, StoredDeadline};
 pub use error::ProjectorError;
 pub use quarantine::QuarantineRecord;

@@ -26,7 +26,6 @@ use halcyon_signals::{Observation, SignalRules, evaluate_until};
 use prost::Message;
 use tokio::sync::broadcast;
 
-use crate::deadlines::corrupt;
 use crate::error::ProjectorError;
 use crate::state::SharingState;
 use crate::store::{Fact, Projector};
@@ -254,8 +253,9 @@ pub(crate) fn rederive(
     facts: &[Fact],
 ) -> Result<Vec<SignalNotice>, ProjectorError> {
     let key = signals_key(child);
+    // An old record that cannot be read is replaced by the new derivation.
     let old = match tree.get(&key)? {
-        Some(v) => ChildSignals::decode(v.as_ref()).map_err(|e| corrupt(&key, e))?,
+        Some(v) => ChildSignals::decode(v.as_ref()).unwrap_or_default(),
         None => ChildSignals::default(),
     };
     let new = derive(spec, facts);
@@ -322,7 +322,10 @@ impl Projector {
         let key = signals_key(child);
         match self.model.get(&key)? {
             None => Ok(ChildSignals::default()),
-            Some(v) => ChildSignals::decode(v.as_ref()).map_err(|e| corrupt(&key, e)),
+            Some(v) => Ok(ChildSignals::decode(v.as_ref()).unwrap_or_else(|e| {
+                self.damage.set_aside(&key, e);
+                ChildSignals::default()
+            })),
         }
     }
 
@@ -332,15 +335,18 @@ impl Projector {
         let mut out = Vec::new();
         for kv in self.model.scan_prefix(prefix) {
             let (k, v) = kv?;
-            let child = k
+            let Some(child) = k
                 .get(1..17)
                 .and_then(|b| <[u8; 16]>::try_from(b).ok())
                 .map(ChildId::from_bytes)
-                .ok_or_else(|| corrupt(&k, "a short signal key"))?;
-            out.push((
-                child,
-                ChildSignals::decode(v.as_ref()).map_err(|e| corrupt(&k, e))?,
-            ));
+            else {
+                self.damage.set_aside(&k, "a short signal key");
+                continue;
+            };
+            match ChildSignals::decode(v.as_ref()) {
+                Ok(signals) => out.push((child, signals)),
+                Err(e) => self.damage.set_aside(&k, e),
+            }
         }
         Ok(out)
     }

@@ -29,21 +29,8 @@ pub struct Incoming {
     pub stored_at_ms: i64,
 }
 
-/// What a fact is stored as: where it came from and the envelope as published.
-#[derive(Clone, PartialEq, prost::Message)]
-struct StoredFact {
-    #[prost(string, tag = "1")]
-    stream: String,
-    #[prost(uint64, tag = "2")]
-    sequence: u64,
-    #[prost(int64, tag = "3")]
-    stored_at_ms: i64,
-    #[prost(message, optional, tag = "4")]
-    envelope: Option<pb::Envelope>,
-}
-
-/// `StoredFact` as written: the envelope exactly as published (the same bytes on the wire as the message
-/// field, without decoding and encoding it again).
+/// What a fact is stored as: where it came from and the envelope exactly as published (its bytes, never
+/// decoded and encoded again; read back by [`decode_fact`]).
 #[derive(Clone, PartialEq, prost::Message)]
 struct StoredFactRaw {
     #[prost(string, tag = "1")]
@@ -368,6 +355,8 @@ pub struct Projector {
     /// fact may be. Loaded from the fact keys by the first `apply`; a stale or colliding entry costs only a
     /// scan. Locked under `writer`.
     moments: std::sync::Mutex<Option<HashSet<u64>>>,
+    /// Records that could not be read back, set aside (see `damage.rs`).
+    pub(crate) damage: crate::damage::Damage,
     /// How far an event's times may lie after the time the bus stored it before it is quarantined as
     /// future-dated. Every node and rebuild of a deployment must use the same value, as for the policy.
     future_tolerance_ms: i64,
@@ -412,6 +401,7 @@ impl Projector {
             model,
             positions,
             moments: std::sync::Mutex::new(None),
+            damage: crate::damage::Damage::default(),
             future_tolerance_ms: CLOCK_TOLERANCE_MS,
             views: None,
             deadlines: None,
@@ -770,14 +760,56 @@ impl Projector {
     }
 
     /// A child's facts in (occurred at, agency, sequence) order.
+    ///
+    /// A fact that cannot be read back is set aside ([`Projector::damaged`]) and left out: the rest of the
+    /// child's record still answers.
     pub fn facts(&self, child: &ChildId) -> Result<Vec<Fact>, ProjectorError> {
-        self.model
-            .scan_prefix(keys::child_facts_prefix(child))
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode_fact(&k, &v)
-            })
-            .collect()
+        let mut facts = Vec::new();
+        for kv in self.model.scan_prefix(keys::child_facts_prefix(child)) {
+            let (k, v) = kv?;
+            match decode_fact(&k, &v) {
+                Ok(fact) => facts.push(fact),
+                Err(e) => self.damage.set_aside(&k, reason_of(e)),
+            }
+        }
+        Ok(facts)
+    }
+
+    /// Records that could not be read back since the read models were opened, each set aside with its key
+    /// and reason; a rebuild from the streams replaces them.
+    pub fn damaged(&self) -> Vec<crate::damage::DamagedRecord> {
+        self.damage.records()
+    }
+
+    /// Reads every record of the read models, setting aside (and counting) those that cannot be read:
+    /// an integrity check for operators and exports.
+    pub fn check_records(&self) -> Result<usize, ProjectorError> {
+        for kv in self.model.iter() {
+            let (k, v) = kv?;
+            let readable = match k.first().copied() {
+                Some(keys::FACT) => decode_fact(&k, &v).map(drop).map_err(reason_of),
+                Some(keys::VIEWS) => ChildViews::decode(v.as_ref())
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                Some(keys::QUARANTINE) => serde_json::from_slice::<QuarantineRecord>(&v)
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                Some(crate::deadlines::DEADLINES) => crate::deadlines::ChildDeadlines::decode(v.as_ref())
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                Some(crate::deadlines::BREACHES) => crate::deadlines::StoredDeadline::decode(v.as_ref())
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                Some(crate::signals::SIGNALS) => crate::signals::ChildSignals::decode(v.as_ref())
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                _ => Ok(()),
+            };
+            if let Err(reason) = readable {
+                self.damage.set_aside(&k, reason);
+            }
+        }
+        Ok(self.damage.len())
     }
 
     /// What `agency` may see of `child` under its standing entitlements (empty without views).
@@ -790,8 +822,13 @@ impl Projector {
         let Some(bytes) = self.model.get(&key)? else {
             return Ok(Vec::new());
         };
-        let views = ChildViews::decode(bytes.as_ref()).map_err(|e| corrupt(&key, e))?;
-        Ok(views.entries(agency.as_str()))
+        match ChildViews::decode(bytes.as_ref()) {
+            Ok(views) => Ok(views.entries(agency.as_str())),
+            Err(e) => {
+                self.damage.set_aside(&key, e);
+                Ok(Vec::new())
+            }
+        }
     }
 
     /// Quarantined events, all or one publishing agency's, in stream order.
@@ -799,7 +836,13 @@ impl Projector {
         let mut out = Vec::new();
         for kv in self.model.scan_prefix([keys::QUARANTINE]) {
             let (k, v) = kv?;
-            let record: QuarantineRecord = serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?;
+            let record: QuarantineRecord = match serde_json::from_slice(&v) {
+                Ok(record) => record,
+                Err(e) => {
+                    self.damage.set_aside(&k, e);
+                    continue;
+                }
+            };
             if agency.is_none_or(|a| record.agency.as_deref() == Some(a.as_str())) {
                 out.push(record);
             }
@@ -858,16 +901,30 @@ fn corrupt(key: &[u8], e: impl std::fmt::Display) -> ProjectorError {
     }
 }
 
+/// Reads a stored fact back: the wrapper, then the envelope from the bytes exactly as published, with the
+/// same decoder (and so the same limits: prost's recursion limit of 100 nested messages or groups, the
+/// payload size NATS allowed) that validated it before it was stored. What was accepted can always be
+/// read: nothing wraps the envelope's own nesting in an extra level.
 fn decode_fact(key: &[u8], value: &[u8]) -> Result<Fact, ProjectorError> {
-    let stored = StoredFact::decode(value).map_err(|e| corrupt(key, e))?;
+    let stored = StoredFactRaw::decode(value).map_err(|e| corrupt(key, e))?;
+    if stored.envelope.is_empty() {
+        return Err(corrupt(key, "fact without envelope"));
+    }
+    let envelope = pb::Envelope::decode(stored.envelope).map_err(|e| corrupt(key, e))?;
     Ok(Fact {
         stream: stored.stream,
         sequence: stored.sequence,
         stored_at_ms: stored.stored_at_ms,
-        envelope: stored
-            .envelope
-            .ok_or_else(|| corrupt(key, "fact without envelope"))?,
+        envelope,
     })
+}
+
+/// The reason of a read error, for the damage list.
+fn reason_of(e: ProjectorError) -> String {
+    match e {
+        ProjectorError::Corrupt { reason, .. } => reason,
+        other => other.to_string(),
+    }
 }
 
 /// The same fact key under another child.
