@@ -45,4 +45,8 @@ pub struct NodeConfig {
     /// future-dated (`halcyon_schema::validate::CLOCK_TOLERANCE_MS` by default); every node and rebuild of
     /// a deployment must use the same.
     pub future_tolerance_ms: i64,
+    /// sled's page cache, bytes (`halcyon_projector::store::SLED_CACHE_BYTES_DEFAULT` by default). The
+    /// node's other caches are bounded by count: decoded facts of `read::CACHED_CHILDREN_MAX` children,
+    /// `view::VIEW_MEMO_MAX` decided views.
+    pub sled_cache_bytes: u64,
 }

@@ -52,8 +52,8 @@ pub struct Node {
 
 /// Opens the read models; if sled reports an error, moves the folder aside, says so, and starts afresh
 /// (sled is a cache of the log: the projector rebuilds it from the streams).
-pub fn open_read_models(dir: &Path) -> Result<Projector, NodeError> {
-    match Projector::open(dir) {
+pub fn open_read_models(dir: &Path, cache_bytes: u64) -> Result<Projector, NodeError> {
+    match Projector::open_with_cache(dir, cache_bytes) {
         Ok(p) => Ok(p),
         Err(e) => {
             let aside = dir.with_extension(format!("corrupt-{}", crate::query::now_ms()));
@@ -69,7 +69,7 @@ pub fn open_read_models(dir: &Path) -> Result<Projector, NodeError> {
                     aside.display()
                 ))
             })?;
-            Ok(Projector::open(dir)?)
+            Ok(Projector::open_with_cache(dir, cache_bytes)?)
         }
     }
 }
@@ -115,7 +115,7 @@ impl Node {
             .map_err(|e| NodeError::Config(format!("data dir {}: {e}", config.data_dir.display())))?;
         let spec = halcyon_projector::ViewSpec::new(Arc::new(config.policy.clone()), &config.agencies);
         let projector = Arc::new(
-            open_read_models(&dir)?
+            open_read_models(&dir, config.sled_cache_bytes)?
                 .with_future_tolerance_ms(config.future_tolerance_ms)
                 .with_views(spec)
                 .with_deadlines(crate::deadlines::spec(config.timescales.clone()))
@@ -213,6 +213,7 @@ impl Node {
                 js.clone(),
                 lag.clone(),
                 config.lag_max,
+                projector.clone(),
                 shutdown.clone(),
             )
             .instrument(tracing::info_span!("health")),
@@ -311,14 +312,35 @@ async fn watch_health(
     js: jetstream::Context,
     lag: Lag,
     lag_max: u64,
+    projector: Arc<Projector>,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut serving = Some(true);
+    let mut damaged_seen = 0;
+    reporter
+        .set_service_status(READ_MODELS, ServingStatus::Serving)
+        .await;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        // Unreadable records are set aside and fail nothing else: the node keeps serving, and says so under
+        // its own name, for an operator to rebuild.
+        let damaged = projector.damaged().len();
+        if damaged != damaged_seen {
+            let status = if damaged == 0 {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            reporter.set_service_status(READ_MODELS, status).await;
+            tracing::warn!(
+                damaged,
+                "read-model records set aside as unreadable (halcyon quarantine lists them; rebuild to replace)"
+            );
+            damaged_seen = damaged;
         }
         let lagging: Vec<String> = lag
             .lock()
@@ -354,6 +376,9 @@ async fn watch_health(
 
 /// The query service's name for the health protocol.
 const QUERY_SERVICE: &str = "halcyon.v1.QueryService";
+/// The read models' name for the health protocol: NOT_SERVING while any record is set aside as unreadable
+/// (the node still answers from the rest).
+pub const READ_MODELS: &str = "halcyon.ReadModels";
 
 /// Runs a node until `shutdown` completes (SIGTERM/SIGINT in the binary).
 pub async fn run(

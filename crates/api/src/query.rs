@@ -877,7 +877,20 @@ impl QueryService for Query {
                 stored_at: Some(timestamp_from_millis(r.stored_at_ms)),
             })
             .collect();
-        Ok(Response::new(pb::ListQuarantineResponse { events }))
+        let damaged = if operator {
+            self.projector
+                .damaged()
+                .into_iter()
+                .map(|d| pb::DamagedRecord {
+                    kind: d.kind.to_string(),
+                    key: d.key,
+                    reason: d.reason,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(pb::ListQuarantineResponse { events, damaged }))
     }
 }
 

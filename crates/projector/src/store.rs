@@ -43,6 +43,9 @@ struct StoredFactRaw {
     envelope: Bytes,
 }
 
+/// sled's page cache unless a node is told otherwise (`--sled-cache-mb`).
+pub const SLED_CACHE_BYTES_DEFAULT: u64 = 128 * 1024 * 1024;
+
 /// A projected fact about a child.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fact {
@@ -371,8 +374,15 @@ pub struct Projector {
 impl Projector {
     /// Opens (or creates) the read models in `path`.
     pub fn open(path: &Path) -> Result<Self, ProjectorError> {
+        Self::open_with_cache(path, SLED_CACHE_BYTES_DEFAULT)
+    }
+
+    /// [`Projector::open`] with sled's page cache held to `cache_bytes` (sled's own default is 1 GiB,
+    /// which a node would fill and keep).
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Self, ProjectorError> {
         let db = sled::Config::new()
             .path(path)
+            .cache_capacity(cache_bytes)
             .open()
             .map_err(|source| ProjectorError::Open {
                 path: path.display().to_string(),
@@ -383,7 +393,12 @@ impl Projector {
 
     /// Read models that vanish when dropped (tests, benchmarks, as-of reconstruction).
     pub fn temporary() -> Result<Self, ProjectorError> {
-        Self::with_db(sled::Config::new().temporary(true).open()?)
+        Self::with_db(
+            sled::Config::new()
+                .temporary(true)
+                .cache_capacity(SLED_CACHE_BYTES_DEFAULT)
+                .open()?,
+        )
     }
 
     fn with_db(db: sled::Db) -> Result<Self, ProjectorError> {
@@ -991,6 +1006,17 @@ type Rejection = (Vec<Problem>, Option<String>, Option<String>);
 fn check(m: &Incoming, future_tolerance_ms: i64) -> Result<ValidEnvelope, Rejection> {
     let subject = parse_event_subject(&m.subject);
     let subject_agency = subject.as_ref().ok().map(|(a, _)| a.to_string());
+    if m.payload.len() > halcyon_schema::validate::ENVELOPE_BYTES_MAX {
+        let problems = vec![Problem::Invalid {
+            field: "payload".into(),
+            reason: format!(
+                "{} bytes, over the limit of {}",
+                m.payload.len(),
+                halcyon_schema::validate::ENVELOPE_BYTES_MAX
+            ),
+        }];
+        return Err((problems, subject_agency, None));
+    }
     let envelope = match pb::Envelope::decode(m.payload.as_ref()) {
         Ok(e) => e,
         Err(e) => {

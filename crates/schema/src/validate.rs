@@ -46,6 +46,11 @@ impl Problem {
     }
 }
 
+/// The largest envelope accepted, encoded (bytes). An envelope is stored exactly as published and read
+/// back with the same decoder, so whatever passes is readable; this bound keeps every fact well inside a
+/// gRPC answer (16 MiB) and the bus's message limit (1 MiB), with room for narratives of several pages.
+pub const ENVELOPE_BYTES_MAX: usize = 64 * 1024;
+
 /// The default for how far an event's `recorded_at` (or `occurred_at`) may lie ahead of the clock it is
 /// checked against: the bus's stored time when the projector checks it, the publisher's clock when the
 /// client library does. Five minutes covers ordinary clock drift between an agency's system and the bus. A
@@ -147,6 +152,13 @@ pub struct Checked {
 /// Checks an envelope without taking it (publishers check, then encode the same value).
 pub fn check_envelope(envelope: &pb::Envelope) -> Result<Checked, Vec<Problem>> {
     let mut problems = Vec::new();
+    let size = prost::Message::encoded_len(envelope);
+    if size > ENVELOPE_BYTES_MAX {
+        problems.push(Problem::invalid(
+            "payload",
+            format!("{size} bytes, over the limit of {ENVELOPE_BYTES_MAX}"),
+        ));
+    }
     let mut parse = |field: &str, value: &str| -> Option<()> {
         if value.is_empty() {
             problems.push(Problem::missing(field));

@@ -44,6 +44,7 @@ pub fn node_config(nats: &NatsServer, data_dir: &std::path::Path) -> NodeConfig 
         clock: halcyon_api::clock::Clock::system(),
         signals: halcyon_api::signals::england(),
         future_tolerance_ms: halcyon_schema::validate::CLOCK_TOLERANCE_MS,
+        sled_cache_bytes: halcyon_projector::store::SLED_CACHE_BYTES_DEFAULT,
     }
 }
 

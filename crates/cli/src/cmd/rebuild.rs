@@ -81,14 +81,29 @@ pub async fn rebuild(args: RebuildArgs) -> Result<(), Failure> {
         &load_registry(&args.agencies)?,
     );
     let live = read_models_dir(&args.data_dir);
+    let mut replaced_damage = 0;
     if live.exists() {
-        // sled's lock tells whether a node is using the folder.
-        drop(Projector::open(&live).map_err(|e| {
-            anyhow!(
-                "{e} (is a node still running on {}? stop it first)",
+        // sled's lock tells whether a node is using the folder. A store sled itself cannot open is what
+        // a rebuild is for: it is replaced, not read.
+        match Projector::open(&live) {
+            Ok(old) => {
+                // Records the old read models cannot read back: reported, and replaced by the rebuild.
+                replaced_damage = old.check_records().unwrap_or(0);
+            }
+            Err(halcyon_projector::ProjectorError::Open { source, .. })
+                if source.to_string().contains("lock") || source.to_string().contains("WouldBlock") =>
+            {
+                return Err(anyhow!(
+                    "{source} (is a node still running on {}? stop it first)",
+                    live.display()
+                )
+                .into());
+            }
+            Err(e) => eprintln!(
+                "the read models at {} cannot be opened ({e}); rebuilding them",
                 live.display()
-            )
-        })?);
+            ),
+        }
     }
     let until = match &args.as_of {
         Some(t) => Until::StoredAt(halcyon_schema::convert::timestamp_millis(
@@ -139,6 +154,11 @@ pub async fn rebuild(args: RebuildArgs) -> Result<(), Failure> {
         applied as f64 / secs.max(1e-9),
         size / 1_000_000
     );
+    if replaced_damage > 0 {
+        println!(
+            "the read models replaced held {replaced_damage} record(s) that could not be read back; the rebuild replaced them"
+        );
+    }
     Ok(())
 }
 
@@ -170,6 +190,14 @@ pub fn export(args: ExportArgs) -> Result<(), Failure> {
     let derived = projector.derive_all_views()?;
     if derived > 0 {
         eprintln!("derived the views of {derived} children the node had not derived yet");
+    }
+    // Every record read once: those that cannot be read back are reported (and dumped as stored).
+    let damaged = projector.check_records()?;
+    if damaged > 0 {
+        eprintln!("{damaged} record(s) cannot be read back (rebuild the read models to replace them):");
+        for d in projector.damaged() {
+            eprintln!("  {} {}  {}", d.kind, d.key, d.reason);
+        }
     }
     // Deadlines are evaluated now (or at --deadlines-at), as a running node's timer would: breaches due
     // before that moment are recorded.

@@ -93,6 +93,9 @@ pub struct Args {
     /// before it is quarantined as future-dated (default 300). Every node and rebuild must agree.
     #[arg(long, env = "HALCYON_FUTURE_TOLERANCE_SECS")]
     future_tolerance_secs: Option<u64>,
+    /// sled's page cache in MiB (default 128). The node's other caches are bounded by count.
+    #[arg(long, env = "HALCYON_SLED_CACHE_MB")]
+    sled_cache_mb: Option<u64>,
 }
 
 /// The same settings, from a file.
@@ -127,6 +130,7 @@ struct FileConfig {
     bank_holidays: Option<PathBuf>,
     signals: Option<PathBuf>,
     future_tolerance_secs: Option<u64>,
+    sled_cache_mb: Option<u64>,
 }
 
 fn build(args: Args) -> anyhow::Result<NodeConfig> {
@@ -210,8 +214,15 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
         .map_or(halcyon_schema::validate::CLOCK_TOLERANCE_MS, |s| {
             i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)
         });
+    let sled_cache_bytes = args
+        .sled_cache_mb
+        .or(file.sled_cache_mb)
+        .map_or(halcyon_projector::store::SLED_CACHE_BYTES_DEFAULT, |mb| {
+            mb.saturating_mul(1024 * 1024)
+        });
     Ok(NodeConfig {
         future_tolerance_ms,
+        sled_cache_bytes,
         nats_url: args
             .nats_url
             .or(file.nats_url)

@@ -178,6 +178,7 @@ impl Queries<'_> {
             timescales: halcyon_api::deadlines::england(),
             signals: halcyon_api::signals::england(),
             future_tolerance_ms: halcyon_schema::validate::CLOCK_TOLERANCE_MS,
+            sled_cache_bytes: halcyon_projector::store::SLED_CACHE_BYTES_DEFAULT,
             clock: halcyon_api::clock::Clock::system(),
         })
     }
