@@ -29,6 +29,7 @@ use crate::Failure;
 mod projection;
 mod query;
 mod replay;
+mod soak;
 mod verify;
 
 #[derive(Debug, clap::Args)]
@@ -69,6 +70,13 @@ pub struct Args {
     /// Where to write the rows as JSON.
     #[arg(long, default_value = "target/bench/report.json")]
     out: PathBuf,
+    /// How long the soak runs (mixed load on a node process of its own; its memory read at the start,
+    /// middle and end).
+    #[arg(long, default_value_t = 300)]
+    soak_secs: u64,
+    /// New events published per second during the soak.
+    #[arg(long, default_value_t = 500)]
+    soak_rate: usize,
     /// Run only these groups (repeatable); all groups when absent.
     #[arg(long, value_enum)]
     only: Vec<Group>,
@@ -84,6 +92,7 @@ pub enum Group {
     Rebuild,
     Verify,
     Replay,
+    Soak,
 }
 
 impl Args {
@@ -359,6 +368,17 @@ pub async fn run(args: Args) -> Result<(), Failure> {
             rounds: args.rounds,
             load: Duration::from_millis(args.query_ms),
             children: args.query_children,
+        }
+        .rows(&mut report)
+        .await?;
+    }
+
+    if args.runs(Group::Soak) {
+        eprintln!("soak: mixed load on a node process of its own, its memory read as it runs:");
+        soak::Soak {
+            agencies: &agencies,
+            duration: Duration::from_secs(args.soak_secs.max(20)),
+            rate: args.soak_rate.max(1),
         }
         .rows(&mut report)
         .await?;

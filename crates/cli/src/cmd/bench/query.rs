@@ -45,8 +45,8 @@ pub(super) struct Queries<'a> {
 
 /// One load run: calls answered per second and latency percentiles in µs.
 #[derive(Debug, Clone, Copy)]
-struct Load {
-    rate: f64,
+pub(super) struct Load {
+    pub(super) rate: f64,
     p50_us: f64,
     p99_us: f64,
 }
@@ -200,7 +200,7 @@ fn find_child(nhs: &str) -> Request<pb::FindChildRequest> {
 
 /// `concurrency` callers, each calling FindChild in a loop over the children for `duration`, spread over
 /// channels of at most `CALLS_PER_CHANNEL` calls; every call must succeed.
-async fn load(
+pub(super) async fn load(
     url: &str,
     concurrency: usize,
     duration: Duration,
@@ -252,7 +252,7 @@ async fn load(
 }
 
 /// Publishes the scenario without `Nats-Msg-Id`, `window` acknowledgements outstanding.
-async fn publish(
+pub(super) async fn publish(
     client: &async_nats::Client,
     envelopes: &[pb::Envelope],
     window: usize,
