@@ -145,7 +145,7 @@ until_shows 'action taken by mash-rotherham' "$halcyon" signals --token demo-mas
 # child was published, and a derivation pass writes its children's deadlines and signals in one batch
 # (ingest::derive_views), so the fourth child's signal showing means the scenario's deadlines are derived.
 echo
-echo "== Statutory deadlines (DOMAIN.md §3) children's social care may know of (csc-rotherham): the breaches, with rule,"
+echo "== Statutory deadlines (docs/domain.md §3) children's social care may know of (csc-rotherham): the breaches, with rule,"
 echo "   start fact, due time, how late and what closed it"
 for i in 1 2 3; do
   n=$(sed -n "s/^child $i: NHS number //p" "$demo/publish.out")

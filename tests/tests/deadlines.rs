@@ -277,7 +277,7 @@ async fn issue_8_an_agency_the_policy_entitles_to_the_start_fact_is_told_of_the_
         .unwrap()
         .into_inner();
     // The referral; then a strategy discussion with the police that opens a section 47 enquiry, which
-    // entitles the police to the referral (DOMAIN.md §4, D2: "Q (s47 / MASH)").
+    // entitles the police to the referral (docs/sharing.md, D2: "Q (s47 / MASH)").
     let referral = referral_at(MONDAY_10H);
     let discussion = envelope(
         MONDAY_10H + 3_600_000,

@@ -88,7 +88,7 @@ impl Column {
     }
 }
 
-/// DOMAIN.md §4, box by box. Rows D0–D13; columns CSC, police, health: unscheduled, health: GP / HV /
+/// docs/sharing.md, box by box. Rows D0–D13; columns CSC, police, health: unscheduled, health: GP / HV /
 /// school nurse, education (DSL), MASH member, youth justice, voluntary.
 #[rustfmt::skip]
 const TABLE: [[&str; 8]; 14] = [

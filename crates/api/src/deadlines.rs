@@ -1,4 +1,4 @@
-//! Statutory deadlines on a node (DESIGN.md §5): the timer that records breaches when the clock passes a
+//! Statutory deadlines on a node (ARCHITECTURE.md): the timer that records breaches when the clock passes a
 //! deadline's due time (and, on start, those missed while the node was down), breach notices on the watch
 //! stream, and `DeadlineService.ListBreaches`. Every breach shown names its start fact by reference and is
 //! shown only to a caller the policy lets see that fact (the owning agency, or one entitled to it), after

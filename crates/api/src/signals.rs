@@ -1,4 +1,4 @@
-//! Multi-agency signals on a node ("joining the dots", DESIGN.md §5): signal notices on the watch stream and
+//! Multi-agency signals on a node ("joining the dots", ARCHITECTURE.md): signal notices on the watch stream and
 //! `SignalService.ListSignals`. A signal goes to a caller only when both say so (default deny): the rule
 //! file names the caller as a recipient (its agency kind, or the child's lead authority), and the sharing
 //! policy entitles the caller to the signal's category (`category` in the rule file, D11 by default) for

@@ -135,7 +135,7 @@ fn kind(e: &pb::Envelope) -> &Kind {
 }
 
 /// The child's sharing state as it concerns `agency`, folded here from the published events by the rules
-/// of DOMAIN.md §2/§4 (not by the projector's code): own case when the agency recorded something; strategy
+/// of docs/domain.md §2 and docs/sharing.md (not by the projector's code): own case when the agency recorded something; strategy
 /// participant and core group from the meetings (the core group ends with the plan); explicit
 /// involvements; the case stage; consent and exemptions.
 fn state_for(agency: &str, envelopes: &[&pb::Envelope]) -> ChildState {

@@ -332,7 +332,7 @@ fn decide_with(policy: &Policy, req: &Request<'_>, trace: &mut impl Trace) -> De
         let table = if cell.table.is_empty() {
             String::new()
         } else {
-            format!(", DOMAIN.md §4 {:?}", cell.table)
+            format!(", sharing table {:?}", cell.table)
         };
         format!(
             "cell: {} (line {}{table}): mode {}",

@@ -752,7 +752,7 @@ fn compile_cell(
     let shown = if table.is_empty() {
         String::new()
     } else {
-        format!(" (DOMAIN.md §4: \"{table}\")")
+        format!(" (sharing table: \"{table}\")")
     };
     let rel_names = join(members(Relationship::ALL, Relationship::bit, relationships));
     let stage_names = join(&stage);

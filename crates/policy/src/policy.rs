@@ -134,7 +134,7 @@ impl CategoryRules {
         self.consent_required
     }
 
-    /// Never shared without the originating agency's approval (DESIGN.md §3: sexual health, referrer
+    /// Never shared without the originating agency's approval (ARCHITECTURE.md: sexual health, referrer
     /// identity).
     pub fn restricted(&self) -> bool {
         self.restricted
@@ -264,7 +264,7 @@ impl Cell {
         &self.id
     }
 
-    /// The box as written in DOMAIN.md §4, e.g. `P (participant)`.
+    /// The box as written in docs/sharing.md, e.g. `P (participant)`.
     pub fn table(&self) -> &str {
         &self.table
     }

@@ -75,7 +75,7 @@ macro_rules! vocabulary {
 }
 
 vocabulary! {
-    /// Why the caller is asking (DESIGN.md §3). Every request states one; the policy lists the purposes
+    /// Why the caller is asking (ARCHITECTURE.md). Every request states one; the policy lists the purposes
     /// allowed for each category.
     Purpose, "purpose" {
         Safeguarding => "safeguarding",
@@ -123,7 +123,7 @@ vocabulary! {
 }
 
 vocabulary! {
-    /// An access mode of DOMAIN.md §4. The table's "owner" and "own" cells are not modes: an agency always
+    /// An access mode of docs/sharing.md. The table's "owner" and "own" cells are not modes: an agency always
     /// sees its own records in full (rule `own`); for other agencies' records those cells are `query`
     /// ("owner", another local authority) or `never` ("own").
     Mode, "mode" {

@@ -26,7 +26,7 @@ fn explain_prints_the_rule_path_of_a_permit() {
         "  2. break-glass: not claimed".to_owned(),
         "  3. own: no, csc-originating recorded it".to_owned(),
         "  4. purpose: safeguarding is allowed for D4 (strategy discussion and s47)".to_owned(),
-        format!("  5. cell: D4.police.pushed (line {cell_line}, DOMAIN.md §4 \"P (participant)\"): mode pushed"),
+        format!("  5. cell: D4.police.pushed (line {cell_line}, sharing table \"P (participant)\"): mode pushed"),
         "  6. role: practitioner is served".to_owned(),
         format!("  7. gate gate.s47-or-plan (line {gate_line}): open (s47-started)"),
         "  8. relationship: holds strategy-participant".to_owned(),

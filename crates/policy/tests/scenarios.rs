@@ -1,4 +1,4 @@
-//! Scenarios from DOMAIN.md and DESIGN.md, one behaviour each, in given/when/then form.
+//! Scenarios from docs/domain.md and ARCHITECTURE.md, one behaviour each, in given/when/then form.
 
 mod common;
 

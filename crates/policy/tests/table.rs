@@ -1,4 +1,4 @@
-//! The sharing table of DOMAIN.md §4, one case per box (14 categories × 8 recipient kinds), checked
+//! The sharing table of docs/sharing.md, one case per box (14 categories × 8 recipient kinds), checked
 //! against the shipped policy: the box as written, the mode, lawful basis and projection it means, and a
 //! decision for a recipient that meets every condition (permitted unless the box is never) and for one
 //! that meets none (denied unless the box is a standing flag). Then the stage gates under the table.
@@ -11,7 +11,7 @@ use halcyon_policy::{
     Relationship,
 };
 
-/// DOMAIN.md §4, verbatim. Columns: CSC, police, health: unscheduled, health: GP / HV / school nurse,
+/// docs/sharing.md, verbatim. Columns: CSC, police, health: unscheduled, health: GP / HV / school nurse,
 /// education (DSL), MASH member, youth justice, voluntary.
 const TABLE: [[&str; 8]; 14] = [
     ["Q", "Q", "Q", "Q", "Q (own pupils)", "Q", "Q", "N"],

@@ -1,4 +1,4 @@
-//! The deadline projection (DESIGN.md §5, DOMAIN.md §3): each child's statutory deadlines derived from its
+//! The deadline projection (ARCHITECTURE.md, docs/domain.md §3): each child's statutory deadlines derived from its
 //! facts with `halcyon-timescales`, an index of the open ones by due time (so a node's timer finds the next
 //! one without scanning), and breach records.
 //!

@@ -1,4 +1,4 @@
-//! The signal projection ("joining the dots", DESIGN.md §5, DOMAIN.md §7): each child's multi-agency
+//! The signal projection ("joining the dots", ARCHITECTURE.md, docs/domain.md §7): each child's multi-agency
 //! signals derived from its facts with `halcyon-signals`, beside its views and deadlines, with the outcome
 //! recipients recorded for each (`SignalOutcomeRecorded`).
 //!

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use crate::ids::AgencyId;
 
-/// The kinds of agency the sharing policy distinguishes (the columns of DOMAIN.md §4).
+/// The kinds of agency the sharing policy distinguishes (the columns of docs/sharing.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AgencyKind {

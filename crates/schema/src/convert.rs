@@ -9,7 +9,7 @@ use crate::pb;
 use crate::pb::event::Kind;
 pub use pbjson_types::Timestamp;
 
-/// A data category of DOMAIN.md §4, `D0`..`D13`. The unit the sharing policy decides on.
+/// A data category of docs/sharing.md, `D0`..`D13`. The unit the sharing policy decides on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Category(u8);

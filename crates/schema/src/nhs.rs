@@ -1,4 +1,4 @@
-//! The NHS number: ten digits, mod-11 check digit (DOMAIN.md §6). The consistent child identifier.
+//! The NHS number: ten digits, mod-11 check digit (docs/domain.md §6). The consistent child identifier.
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,4 +1,4 @@
-//! The unique pupil number: 13 characters, a mod-23 check letter first (DOMAIN.md §6).
+//! The unique pupil number: 13 characters, a mod-23 check letter first (docs/domain.md §6).
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,4 +1,4 @@
-//! Joining the dots (DESIGN.md §5, DOMAIN.md §7): rules kept as data (`deploy/signals.toml`) that raise a
+//! Joining the dots (ARCHITECTURE.md, docs/domain.md §7): rules kept as data (`deploy/signals.toml`) that raise a
 //! multi-agency signal for a child when, within a window, concerns arrive from enough agencies, or enough
 //! kinds of exploitation indicator co-occur — and a pure evaluation of a child's facts against them.
 //!

@@ -12,7 +12,7 @@ use halcyon_schema::{AgencyKind, Category};
 use crate::file::{self, SignalRuleError};
 use crate::indicator::{Indicator, Observation};
 
-/// The shipped rules for England (DOMAIN.md §7), compiled in.
+/// The shipped rules for England (docs/domain.md §7), compiled in.
 pub const ENGLAND_TOML: &str = include_str!("../../../deploy/signals.toml");
 /// The shipped rule file's path, as used in error messages.
 pub const ENGLAND_FILE: &str = "deploy/signals.toml";

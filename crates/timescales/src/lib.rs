@@ -1,4 +1,4 @@
-//! Statutory timescales (DOMAIN.md §3, DESIGN.md §5): a working-day calendar and a table of deadline rules,
+//! Statutory timescales (docs/domain.md §3, ARCHITECTURE.md): a working-day calendar and a table of deadline rules,
 //! both data files under `deploy/timescales/`, and a pure evaluation that turns a child's facts into
 //! deadlines — open, met (how early), breached (how late, and whether later met), stopped or expired.
 //!

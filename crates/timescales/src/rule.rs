@@ -11,7 +11,7 @@ use crate::TimescaleError;
 use crate::calendar::{Calendar, HOUR_MS, add_days, add_months, date_of_ms, end_of_day_ms};
 use crate::file;
 
-/// The shipped rules for England (DOMAIN.md §3), compiled in.
+/// The shipped rules for England (docs/domain.md §3), compiled in.
 pub const ENGLAND_TOML: &str = include_str!("../../../deploy/timescales/england.toml");
 /// The shipped rule file's path, as used in error messages.
 pub const ENGLAND_FILE: &str = "deploy/timescales/england.toml";

@@ -1,4 +1,4 @@
-//! Loading rule files: the shipped files are valid and hold every row of DOMAIN.md §3, and broken files are
+//! Loading rule files: the shipped files are valid and hold every row of docs/domain.md §3, and broken files are
 //! rejected with the file, the line of the problem and a reason a person can act on.
 
 use std::path::Path;
@@ -105,7 +105,7 @@ fn the_shipped_england_file_holds_every_row_of_domain_section_3() {
         ]
     );
     assert_eq!(rules.calendar_id(), "england-and-wales");
-    // The table, as DOMAIN.md §3 writes it.
+    // The table, as docs/domain.md §3 writes it.
     let table: [(&str, &str, Option<&str>, u32, Unit); 15] = [
         (
             "T01",

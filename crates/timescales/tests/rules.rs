@@ -1,4 +1,4 @@
-//! Every rule of DOMAIN.md §3 (and the local MASH example) with a met case and a breached case, table
+//! Every rule of docs/domain.md §3 (and the local MASH example) with a met case and a breached case, table
 //! driven (issue 8, must show 1); then T13's expiry, and what each rule-file feature does: conditions,
 //! stop events, restarts, recurring reviews, scopes.
 

@@ -39,7 +39,7 @@ pub struct Args {
 /// with: rule tables and a bank-holiday calendar, all data (`deploy/timescales/`).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct TimescaleArgs {
-    /// Timescale rules (DOMAIN.md §3): the base table, then local tables merged into it (repeatable, or
+    /// Timescale rules (docs/domain.md §3): the base table, then local tables merged into it (repeatable, or
     /// comma-separated). Default: the shipped England table.
     #[arg(long = "timescales", env = "HALCYON_TIMESCALES", value_delimiter = ',')]
     pub timescales: Vec<PathBuf>,

@@ -110,7 +110,7 @@ struct OutcomeArgs {
 /// The signal rules a node (and a rebuild or an export, which must use the same) derives signals with.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct SignalArgs {
-    /// Signal rules (DOMAIN.md §7). Default: the shipped `deploy/signals.toml`.
+    /// Signal rules (docs/domain.md §7). Default: the shipped `deploy/signals.toml`.
     #[arg(long = "signals", env = "HALCYON_SIGNALS")]
     pub signals: Option<PathBuf>,
 }
