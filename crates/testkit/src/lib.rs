@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod envelope;
+pub mod fuzz;
 pub mod nats;
 pub mod scenario;
 
