@@ -1,5 +1,6 @@
 //! The audit service: the access log (D13) for the people entitled to it. Each access record is a D13
-//! fact made by the agency whose call it records, decided by the policy like every other fact: the
+//! fact made by the agency whose call it records, decided by the policy (`decide_access_record`: the D13
+//! cells, not the own rule): the
 //! category's cells say who sees which records (an agency the records of its own calls, the owning local
 //! authority every record about its child, a MASH's privacy officer those of children whose referral the
 //! MASH handled; youth justice and the voluntary sector nothing). A record shown is cut to what its reader
@@ -14,7 +15,7 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use halcyon_bus::audit::decode_records;
 use halcyon_policy::{
-    ChildState, Decision, Fact as PolicyFact, Policy, Principal, Purpose, Request, Role, decide,
+    ChildState, Decision, Fact as PolicyFact, Policy, Principal, Purpose, Request, Role, decide_access_record,
 };
 use halcyon_projector::read::ChildFacts;
 use halcyon_schema::convert::timestamp_millis;
@@ -273,7 +274,7 @@ impl AuditService for AccessLog {
             let child: Option<ChildId> = record.child_id.parse().ok();
             let state = readers.state(child).await?;
             let fact = PolicyFact::new(Category::ACCESS_LOG, maker);
-            let decision = decide(
+            let decision = decide_access_record(
                 &policy,
                 &Request {
                     principal: &caller.principal,

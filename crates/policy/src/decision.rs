@@ -152,13 +152,21 @@ impl Decision {
 /// Decides one request. Never fails; allocates nothing on either outcome (rule ids, reasons and the
 /// version are shared strings prepared at load time).
 pub fn decide(policy: &Policy, req: &Request<'_>) -> Decision {
-    decide_with(policy, req, &mut NoTrace)
+    decide_with(policy, req, &mut NoTrace, true)
+}
+
+/// Decides whether the principal may read an access record (D13): `req.fact.originator` is the agency whose
+/// call the record records. The `own` rule does not apply — the D13 cells decide, with the relationship
+/// `own-record` for the records of the principal's own calls — so an agency whose D13 box is "–" sees none,
+/// not even its own.
+pub fn decide_access_record(policy: &Policy, req: &Request<'_>) -> Decision {
+    decide_with(policy, req, &mut NoTrace, false)
 }
 
 /// Like [`decide`], and records the rule path in the decision's `path`.
 pub fn decide_explained(policy: &Policy, req: &Request<'_>) -> Decision {
     let mut path = Vec::new();
-    decide_with(policy, req, &mut path)
+    decide_with(policy, req, &mut path, true)
 }
 
 /// Whether referrer identity (D12) may be shown alongside a fact: the same request, asked for D12. Pass
@@ -217,7 +225,7 @@ fn refuse_told(
     })
 }
 
-fn decide_with(policy: &Policy, req: &Request<'_>, trace: &mut impl Trace) -> Decision {
+fn decide_with(policy: &Policy, req: &Request<'_>, trace: &mut impl Trace, own_rule: bool) -> Decision {
     let principal = req.principal;
     let fact = req.fact;
     let category = fact.category;
@@ -271,7 +279,7 @@ fn decide_with(policy: &Policy, req: &Request<'_>, trace: &mut impl Trace) -> De
     };
 
     // 2. An agency always sees what it recorded itself, where the category keeps the own rule.
-    if fact.originator == principal.agency && policy.category(category).is_none_or(|c| c.own_rule) {
+    if own_rule && fact.originator == principal.agency {
         let basis = policy.own.basis[crate::policy::kind_index(principal.kind)];
         trace.step(|| format!("own: {} recorded this fact itself", principal.agency));
         trace.step(|| format!("permit: own record, full, basis {}", basis.citation()));
@@ -291,7 +299,7 @@ fn decide_with(policy: &Policy, req: &Request<'_>, trace: &mut impl Trace) -> De
         });
     }
     if fact.originator == principal.agency {
-        trace.step(|| format!("own: not applied to {category}; its cells decide (own-record)"));
+        trace.step(|| "own: not applied to an access record; the D13 cells decide (own-record)".to_owned());
     } else {
         trace.step(|| format!("own: no, {} recorded it", fact.originator));
     }

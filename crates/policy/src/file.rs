@@ -131,9 +131,6 @@ struct RawCategory {
     #[serde(default)]
     handling_code_needs_approval: bool,
     open_handling_codes: Option<Spanned<Vec<String>>>,
-    /// `false`: the `own` rule does not apply to this category; its cells decide, and the relationship
-    /// `own-record` grants an agency the records of its own making.
-    own_rule: Option<bool>,
     #[serde(default)]
     note: String,
 }
@@ -330,7 +327,6 @@ fn compile(s: &Source<'_>, raw: RawFile) -> Result<Policy, PolicyError> {
             restricted: rc.restricted,
             condition,
             handling_code_needs_approval: rc.handling_code_needs_approval,
-            own_rule: rc.own_rule.unwrap_or(true),
             note: rc.note.trim().to_owned(),
             line,
             gates: Vec::new(),
@@ -670,12 +666,12 @@ fn compile_cell(
         let span = rc.relationship.as_ref().map_or(rc.mode.span(), Spanned::span);
         return Err(s.error(span, format!("{what}: only MASH cells may rely on mash-referral")));
     }
-    if relationships.contains(Relationship::OwnRecord.bit()) && cat.own_rule {
+    if relationships.contains(Relationship::OwnRecord.bit()) && category != Category::ACCESS_LOG {
         let span = rc.relationship.as_ref().map_or(rc.mode.span(), Spanned::span);
         return Err(s.error(
             span,
             format!(
-                "{what}: own-record is for categories with `own_rule = false`; in {category} the own rule already shows an agency its own records"
+                "{what}: own-record is for the access log (D13) only: an access record is made by the agency whose call it records; for other categories the own rule already shows an agency its own records"
             ),
         ));
     }

@@ -8,8 +8,8 @@
 //!
 //! The order of checks (`explain` prints it as the rule path):
 //! 1. a claimed break-glass must have a reason and be current, or nothing is shared;
-//! 2. an agency always sees its own facts in full (rule `own`), in every category whose `own_rule` is not
-//!    switched off (D13: there the cells decide, through the relationship `own-record`);
+//! 2. an agency always sees its own facts in full (rule `own`) — except an access record decided with
+//!    [`decide_access_record`], where the D13 cells decide, through the relationship `own-record`;
 //! 3. the category must have rules and allow the purpose;
 //! 4. the cell (category × recipient kind) must exist, not be `never`, allow the purpose and serve the
 //!    principal's role;
@@ -33,7 +33,8 @@ mod vocabulary;
 pub use halcyon_schema::{AgencyId, AgencyKind, Category};
 
 pub use decision::{
-    ConsentGround, Decision, Deny, DenyKind, Permit, decide, decide_explained, referrer_identity_granted,
+    ConsentGround, Decision, Deny, DenyKind, Permit, decide, decide_access_record, decide_explained,
+    referrer_identity_granted,
 };
 pub use explain::{check, check_source, explain};
 pub use file::PolicyError;

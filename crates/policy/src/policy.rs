@@ -97,9 +97,6 @@ pub struct CategoryRules {
     pub(crate) condition: Option<Condition>,
     pub(crate) handling_code_needs_approval: bool,
     pub(crate) open_handling_codes: Vec<String>,
-    /// Whether the `own` rule applies (an agency sees its own records of this category whatever the cells
-    /// say); `false` for D13, where the cells decide through the `own-record` relationship.
-    pub(crate) own_rule: bool,
     pub(crate) note: String,
     pub(crate) line: usize,
     /// Indices into `Policy::gates` of the gates on this category.
@@ -156,12 +153,6 @@ impl CategoryRules {
 
     pub fn note(&self) -> &str {
         &self.note
-    }
-
-    /// Whether an agency always sees its own records of this category (the `own` rule); when not, its
-    /// cells decide (relationship `own-record`).
-    pub fn own_rule(&self) -> bool {
-        self.own_rule
     }
 
     /// Line of `[category.Dn]` in the file.

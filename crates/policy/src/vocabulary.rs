@@ -210,9 +210,9 @@ vocabulary! {
         TreatingClinician => "treating-clinician",
         /// The child's contact or referral came through the MASH (`Stage::mash_referral`).
         MashReferral => "mash-referral",
-        /// The record was made by the principal's own agency. Only meaningful in a category whose
-        /// `own_rule = false` (D13: an agency's access records of its own queries), where the cells, not
-        /// the `own` rule, decide whether an agency sees its own records.
+        /// The record was made by the principal's own agency: for the access log (D13), the record of one of
+        /// its own calls. Access records are decided by the D13 cells, not the `own` rule
+        /// (`decide_access_record`), so a "–" box shuts an agency out of even its own calls' records.
         OwnRecord => "own-record",
     }
 }

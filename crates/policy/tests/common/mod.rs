@@ -71,6 +71,11 @@ impl Given {
         decide(policy, &self.request())
     }
 
+    /// As [`Given::decide`], for an access record made by the fact's originator (D13 cells only).
+    pub fn decide_access_record(&self, policy: &Policy) -> Decision {
+        halcyon_policy::decide_access_record(policy, &self.request())
+    }
+
     pub fn explain(&self, policy: &Policy) -> String {
         explain(policy, &self.request())
     }
