@@ -546,6 +546,9 @@ enum Class {
     AccessLogContent,
     /// ListAccess answering with other agencies' records for a purpose D13 does not allow.
     AccessLogPurpose,
+    /// A flag check or search telling a caller the table gives nothing of the child that the child is
+    /// known (defect 4).
+    KnownChild,
     /// The same question asked twice, answered differently.
     Repeat,
 }
@@ -558,6 +561,9 @@ impl Class {
             Class::Field => "[defect 1] a field beyond the projection",
             Class::Withheld => "[defect 3] withheld metadata about what the caller may never see",
             Class::Paging => "[defect 3] chronology paging reveals facts the caller may never see",
+            Class::KnownChild => {
+                "[defect 4] a caller the table gives nothing of the child learns that it is known"
+            }
             Class::Identity => "[defect 5] identity is not the best known from the facts the caller may see",
             Class::AccessLog => "[defect 2] ListAccess shows records the reader's D13 box does not allow",
             Class::AccessLogContent => {
@@ -1746,9 +1752,46 @@ async fn run() -> Findings {
     let mut f = Findings::default();
     let mut client = h.client().await;
     let mut child_ids: BTreeMap<String, usize> = BTreeMap::new();
+    // An NHS number no scenario uses: the answers every unentitled caller must get.
+    let unknown = nhs_number(777_000);
+    assert!(children.iter().all(|c| c.nhs != unknown));
     for who in &callers {
         for purpose in PURPOSES {
+            let flag_of = |nhs: &str| pb::CheckFlagRequest {
+                context: Some(common::context(purpose, &after)),
+                nhs_number: nhs.to_owned(),
+            };
+            let as_unknown = client
+                .check_flag(common::authorised(flag_of(&unknown), &who.token))
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|s| (s.code(), s.message().to_owned()));
             for (index, child) in children.iter().enumerate() {
+                // Defect 4: a caller the table gives no flag fact of this child (D1) gets, from a flag
+                // check, the answer for a child Halcyon does not know.
+                let d1_allowed = child
+                    .facts
+                    .iter()
+                    .filter(|e| category_of(e) == 1)
+                    .any(|e| child.ceiling(e, 1, who, purpose).is_ok());
+                let flag = client
+                    .check_flag(common::authorised(flag_of(&child.nhs), &who.token))
+                    .await
+                    .map(|r| r.into_inner())
+                    .map_err(|s| (s.code(), s.message().to_owned()));
+                if !d1_allowed && flag != as_unknown {
+                    f.note(
+                        Class::KnownChild,
+                        format!(
+                            "{}: CheckFlag answers otherwise than for an unknown child",
+                            who.label()
+                        ),
+                        "CheckFlag",
+                        purpose,
+                        &child.label,
+                        format!("{flag:?} against {as_unknown:?}"),
+                    );
+                }
                 let request = pb::FindChildRequest {
                     context: Some(common::context(purpose, &after)),
                     identifier: Some(pb::find_child_request::Identifier::NhsNumber(child.nhs.clone())),
@@ -1973,6 +2016,11 @@ fn identity_is_the_best_known_from_facts_the_caller_may_see() {
 #[test]
 fn the_access_log_shows_each_reader_only_what_its_box_allows() {
     findings().assert_none(&[Class::AccessLog, Class::AccessLogContent]);
+}
+
+#[test]
+fn a_caller_denied_the_flag_learns_nothing_of_the_child() {
+    findings().assert_none(&[Class::KnownChild]);
 }
 
 #[test]

@@ -83,9 +83,22 @@ impl Queries<'_> {
         // One pass over every child: every call must answer, and the sizes choose the bare response.
         let mut client = QueryServiceClient::connect(node_url.clone()).await?;
         let mut views = Vec::with_capacity(nhs.len());
+        let mut seen = Vec::with_capacity(nhs.len());
         for n in nhs.iter() {
-            views.push(client.find_child(find_child(n)).await?.into_inner());
+            // A child the caller may learn nothing of answers NOT_FOUND: the load asks only for the others.
+            match client.find_child(find_child(n)).await {
+                Ok(view) => {
+                    views.push(view.into_inner());
+                    seen.push(n.clone());
+                }
+                Err(status) if status.code() == tonic::Code::NotFound => {}
+                Err(status) => return Err(status.into()),
+            }
         }
+        if views.is_empty() {
+            bail!("the caller may see none of the scenario's children");
+        }
+        let nhs = Arc::new(seen);
         let mean_len = views.iter().map(|v| v.encoded_len()).sum::<usize>() / views.len();
         let view = views
             .into_iter()
@@ -249,6 +262,20 @@ pub(super) async fn load(
         p50_us: at(0.50),
         p99_us: at(0.99),
     })
+}
+
+/// The children of `nhs` the bench's caller may learn something of (the others answer NOT_FOUND).
+pub(super) async fn answered(url: &str, nhs: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut client = QueryServiceClient::connect(url.to_owned()).await?;
+    let mut seen = Vec::new();
+    for n in nhs {
+        match client.find_child(find_child(n)).await {
+            Ok(_) => seen.push(n.clone()),
+            Err(status) if status.code() == tonic::Code::NotFound => {}
+            Err(status) => return Err(status.into()),
+        }
+    }
+    Ok(seen)
 }
 
 /// Publishes the scenario without `Nats-Msg-Id`, `window` acknowledgements outstanding.

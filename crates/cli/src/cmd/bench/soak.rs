@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use halcyon_schema::pb::{self, query_service_client::QueryServiceClient};
 use halcyon_testkit::{Auth, NatsServer, Scenario, ScenarioAgencies, ScenarioConfig, workspace_root};
 use prost::Message as _;
 
@@ -94,13 +95,45 @@ impl Soak<'_> {
         let client = async_nats::connect(nats.url()).await?;
         let warm = scenario.envelopes.len().min(500 * per_child);
         super::query::publish(&client, &scenario.envelopes[..warm], 1024).await?;
+        // Wait, bounded, for the node to have projected the warm-up, then ask only for the children the
+        // caller (police) may learn something of.
         let js = async_nats::jetstream::new(client);
-        let nhs: Arc<Vec<String>> = Arc::new(
-            scenario.children[..500.min(scenario.children.len())]
-                .iter()
-                .map(|c| c.nhs.to_string())
-                .collect(),
-        );
+        let mut ends = Vec::new();
+        for name in halcyon_bus::list_event_streams(&js).await? {
+            let last = js.get_stream(&name).await?.info().await?.state.last_sequence;
+            ends.push(pb::Position {
+                stream: name,
+                sequence: last,
+            });
+        }
+        let mut query = QueryServiceClient::connect(url.clone()).await?;
+        let waited = Instant::now();
+        loop {
+            let mut request = tonic::Request::new(pb::GetPositionsRequest {});
+            request
+                .metadata_mut()
+                .insert("authorization", "Bearer demo-operator".parse().expect("ascii"));
+            let have = query.get_positions(request).await?.into_inner().positions;
+            let reached = ends.iter().all(|e| {
+                have.iter()
+                    .any(|p| p.stream == e.stream && p.sequence >= e.sequence)
+            });
+            if reached {
+                break;
+            }
+            if waited.elapsed() > Duration::from_secs(120) {
+                bail!("the soak node did not project the warm-up in 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let warm_children: Vec<String> = scenario.children[..500.min(scenario.children.len())]
+            .iter()
+            .map(|c| c.nhs.to_string())
+            .collect();
+        let nhs: Arc<Vec<String>> = Arc::new(super::query::answered(&url, &warm_children).await?);
+        if nhs.is_empty() {
+            bail!("the soak caller may see none of the warm-up's children");
+        }
 
         // The publisher: `rate` events a second, in tenths.
         let rest: Vec<Vec<u8>> = scenario.envelopes[warm..]
