@@ -8,13 +8,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, free_port, halcyon, halcyon_ok};
+use common::{free_port, halcyon, halcyon_ok, serve_at, stop};
 use halcyon_schema::pb::{self, query_service_client::QueryServiceClient};
-use halcyon_testkit::{NatsServer, workspace_root};
+use halcyon_testkit::NatsServer;
 use tonic::transport::Channel;
 
 const AGENCIES: &[&str] = &[
@@ -30,55 +28,6 @@ const AGENCIES: &[&str] = &[
 
 fn nats_args(nats: &NatsServer) -> Vec<String> {
     ["--nats-url", &nats.url()].map(str::to_owned).to_vec()
-}
-
-fn serve(nats: &NatsServer, data: &Path, port: u16) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(data.with_extension("log"))
-        .unwrap();
-    Command::new(BIN)
-        .args([
-            "serve",
-            "--nats-url",
-            &nats.url(),
-            "--nats-monitor-url",
-            &nats.monitor_url(),
-        ])
-        .args([
-            "--nats-user",
-            "halcyon-node",
-            "--nats-password",
-            "node-dev-secret",
-        ])
-        .args([
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(["--node-id", "damaged"])
-        .current_dir(workspace_root())
-        .env("HALCYON_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
-}
-
-/// Stops the node as its service manager would (SIGTERM), so that it flushes its read models.
-fn stop(mut node: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &node.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while node.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = node.kill();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 async fn channel(port: u16) -> Channel {
@@ -150,7 +99,7 @@ async fn an_unreadable_record_fails_nothing_else_and_a_rebuild_replaces_it() {
     apply.extend(n.iter().map(String::as_str));
     halcyon_ok(&apply);
     let port = free_port();
-    let node = serve(&nats, &data, port);
+    let node = serve_at(&nats, &data, port, "damaged", true);
     let _ = channel(port).await;
 
     let mut publish = vec![
@@ -214,7 +163,7 @@ async fn an_unreadable_record_fails_nothing_else_and_a_rebuild_replaces_it() {
         db.flush().unwrap();
     }
 
-    let node = serve(&nats, &data, port);
+    let node = serve_at(&nats, &data, port, "damaged", true);
     let channel = channel(port).await;
     let mut client = QueryServiceClient::new(channel.clone());
     // The child's record answers every agency exactly as before.

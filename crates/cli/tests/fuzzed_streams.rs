@@ -4,83 +4,14 @@
 //! `halcyon export` of the live read models and `halcyon rebuild` from the streams both succeed and agree
 //! byte for byte, with every message either a fact or a quarantine record.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
+use common::{caught_up, free_port, halcyon_ok as halcyon, serve_at, stop};
 use halcyon_schema::pb::{self, query_service_client::QueryServiceClient};
-use halcyon_testkit::{NatsServer, Scenario, ScenarioAgencies, ScenarioConfig, workspace_root};
+use halcyon_testkit::{NatsServer, Scenario, ScenarioAgencies, ScenarioConfig};
 use rand::SeedableRng;
-
-const BIN: &str = env!("CARGO_BIN_EXE_halcyon");
-
-fn halcyon(args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .current_dir(workspace_root())
-        .env("HALCYON_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "halcyon {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn serve(nats: &NatsServer, data: &Path, port: u16) -> Child {
-    Command::new(BIN)
-        .args([
-            "serve",
-            "--nats-url",
-            &nats.url(),
-            "--nats-monitor-url",
-            &nats.monitor_url(),
-        ])
-        .args([
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(["--node-id", "fuzzed"])
-        .current_dir(workspace_root())
-        .env("HALCYON_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-async fn caught_up(port: u16, wanted: &BTreeMap<String, u64>) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        assert!(Instant::now() < deadline, "the node did not catch up");
-        if let Ok(mut client) = QueryServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
-            let mut request = tonic::Request::new(pb::GetPositionsRequest {});
-            request
-                .metadata_mut()
-                .insert("authorization", "Bearer demo-operator".parse().unwrap());
-            if let Ok(r) = client.get_positions(request).await {
-                let have: BTreeMap<_, _> = r
-                    .into_inner()
-                    .positions
-                    .into_iter()
-                    .map(|p| (p.stream, p.sequence))
-                    .collect();
-                if wanted
-                    .iter()
-                    .all(|(s, q)| have.get(s).copied().unwrap_or(0) >= *q)
-                {
-                    return;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fuzzed_streams_are_projected_or_quarantined_and_rebuild_and_export_agree() {
@@ -88,12 +19,8 @@ async fn fuzzed_streams_are_projected_or_quarantined_and_rebuild_and_export_agre
     halcyon(&["streams", "apply", "--nats-url", &nats.url()]);
     let dir = tempfile::tempdir().unwrap();
     let (live, rebuilt) = (dir.path().join("live"), dir.path().join("rebuilt"));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut node = serve(&nats, &live, port);
+    let port = free_port();
+    let node = serve_at(&nats, &live, port, "fuzzed", false);
 
     let scenario = Scenario::generate(
         &ScenarioConfig {
@@ -143,11 +70,7 @@ async fn fuzzed_streams_are_projected_or_quarantined_and_rebuild_and_export_agre
             "a child's record failed: {answer:?}"
         );
     }
-    Command::new("kill")
-        .args(["-TERM", &node.id().to_string()])
-        .status()
-        .unwrap();
-    node.wait().unwrap();
+    stop(node);
 
     let live_export = dir.path().join("live.txt");
     halcyon(&[

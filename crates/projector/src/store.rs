@@ -44,7 +44,7 @@ struct StoredFactRaw {
 }
 
 /// sled's page cache unless a node is told otherwise (`--sled-cache-mb`).
-pub const SLED_CACHE_BYTES_DEFAULT: u64 = 128 * 1024 * 1024;
+pub const SLED_CACHE_BYTES_DEFAULT: u64 = 32 * 1024 * 1024;
 
 /// A projected fact about a child.
 #[derive(Debug, Clone, PartialEq)]

@@ -93,7 +93,7 @@ pub struct Args {
     /// before it is quarantined as future-dated (default 300). Every node and rebuild must agree.
     #[arg(long, env = "HALCYON_FUTURE_TOLERANCE_SECS")]
     future_tolerance_secs: Option<u64>,
-    /// sled's page cache in MiB (default 128). The node's other caches are bounded by count.
+    /// sled's page cache in MiB (default 32). The node's other caches are bounded by count.
     #[arg(long, env = "HALCYON_SLED_CACHE_MB")]
     sled_cache_mb: Option<u64>,
 }

@@ -2,6 +2,8 @@
 //! as a child process on a free port with a temporary data folder.
 #![allow(dead_code)] // each test binary uses its own part
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -100,5 +102,87 @@ impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.process.kill();
         let _ = self.process.wait();
+    }
+}
+
+/// `halcyon serve` on `port` with its data in `data` (kept across restarts), its log beside it
+/// (`data.log`); as the node user on a server with the deploy users (`auth`), or anonymously on an open one.
+pub fn serve_at(nats: &NatsServer, data: &Path, port: u16, node_id: &str, auth: bool) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.with_extension("log"))
+        .unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "serve",
+        "--nats-url",
+        &nats.url(),
+        "--nats-monitor-url",
+        &nats.monitor_url(),
+    ]);
+    if auth {
+        cmd.args([
+            "--nats-user",
+            "halcyon-node",
+            "--nats-password",
+            "node-dev-secret",
+        ]);
+    }
+    cmd.args([
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .args(["--node-id", node_id])
+    .current_dir(workspace_root())
+    .env("HALCYON_LOG", "warn")
+    .stdout(Stdio::null())
+    .stderr(log)
+    .spawn()
+    .unwrap()
+}
+
+/// Stops a node as a service manager would (SIGTERM: it drains and flushes), killing it after 20 s.
+pub fn stop(mut node: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &node.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while node.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = node.kill();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits (at most two minutes) until the node on `port` has projected `wanted` (stream → sequence).
+pub async fn caught_up(port: u16, wanted: &BTreeMap<String, u64>) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < deadline, "the node did not catch up");
+        if let Ok(mut client) = QueryServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
+            let mut request = tonic::Request::new(halcyon_schema::pb::GetPositionsRequest {});
+            request
+                .metadata_mut()
+                .insert("authorization", "Bearer demo-operator".parse().unwrap());
+            if let Ok(r) = client.get_positions(request).await {
+                let have: BTreeMap<_, _> = r
+                    .into_inner()
+                    .positions
+                    .into_iter()
+                    .map(|p| (p.stream, p.sequence))
+                    .collect();
+                if wanted
+                    .iter()
+                    .all(|(s, q)| have.get(s).copied().unwrap_or(0) >= *q)
+                {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -63,7 +63,7 @@ impl Soak<'_> {
                 .current_dir(workspace_root())
                 .env("HALCYON_LOG", "warn")
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(std::fs::File::create(data.path().join("node.log"))?)
                 .spawn()
                 .context("starting halcyon serve")?,
         );
@@ -114,15 +114,22 @@ impl Soak<'_> {
                 .metadata_mut()
                 .insert("authorization", "Bearer demo-operator".parse().expect("ascii"));
             let have = query.get_positions(request).await?.into_inner().positions;
+            // A stream with nothing in it has no position yet.
             let reached = ends.iter().all(|e| {
-                have.iter()
-                    .any(|p| p.stream == e.stream && p.sequence >= e.sequence)
+                e.sequence == 0
+                    || have
+                        .iter()
+                        .any(|p| p.stream == e.stream && p.sequence >= e.sequence)
             });
             if reached {
                 break;
             }
             if waited.elapsed() > Duration::from_secs(120) {
-                bail!("the soak node did not project the warm-up in 120 s");
+                let log = std::fs::read_to_string(data.path().join("node.log")).unwrap_or_default();
+                bail!(
+                    "the soak node did not project the warm-up in 120 s (wanted {ends:?}, has {have:?}); its log:\n{}",
+                    log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
