@@ -4,38 +4,15 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+mod common;
+
+use common::{BIN, caught_up_within, export_live_and_rebuilt, free_port, halcyon_ok as halcyon};
 use futures::StreamExt;
 use halcyon_bus::{Credentials, Publisher, PublisherConfig, connect};
-use halcyon_schema::pb::{self, query_service_client::QueryServiceClient};
 use halcyon_testkit::{NatsServer, Scenario, ScenarioAgencies, ScenarioConfig, workspace_root};
 use rand::{Rng, SeedableRng};
-
-const BIN: &str = env!("CARGO_BIN_EXE_halcyon");
-
-fn halcyon(args: &[&str]) -> std::process::Output {
-    let out = Command::new(BIN)
-        .args(args)
-        .current_dir(workspace_root())
-        .env("HALCYON_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "halcyon {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn serve(nats: &NatsServer, data: &Path, port: u16, log: &Path) -> Child {
     let log = std::fs::OpenOptions::new()
@@ -78,34 +55,6 @@ fn sigterm(node: &mut Child) {
         .status()
         .unwrap();
     node.wait().unwrap();
-}
-
-/// Waits until the node answers GetPositions with at least `wanted` for every stream.
-async fn caught_up(port: u16, wanted: &std::collections::BTreeMap<String, u64>, deadline: Instant) {
-    loop {
-        assert!(Instant::now() < deadline, "the node did not catch up");
-        if let Ok(mut client) = QueryServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
-            let mut request = tonic::Request::new(pb::GetPositionsRequest {});
-            request
-                .metadata_mut()
-                .insert("authorization", "Bearer demo-operator".parse().unwrap());
-            if let Ok(r) = client.get_positions(request).await {
-                let have: std::collections::BTreeMap<_, _> = r
-                    .into_inner()
-                    .positions
-                    .into_iter()
-                    .map(|p| (p.stream, p.sequence))
-                    .collect();
-                if wanted
-                    .iter()
-                    .all(|(s, q)| have.get(s).copied().unwrap_or(0) >= *q)
-                {
-                    return;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,44 +117,11 @@ async fn a_node_killed_at_random_moments_ends_byte_identical_to_a_rebuild() {
         kills_while_publishing >= 3,
         "only {kills_while_publishing} kills landed while publishing"
     );
-    caught_up(port, &last, Instant::now() + Duration::from_secs(300)).await;
+    caught_up_within(port, &last, Duration::from_secs(300)).await;
     sigterm(&mut node);
 
-    let live_export = dir.path().join("live.txt");
-    halcyon(&[
-        "export",
-        "--data-dir",
-        live.to_str().unwrap(),
-        "--out",
-        live_export.to_str().unwrap(),
-    ]);
-    halcyon(&[
-        "rebuild",
-        "--nats-url",
-        &nats.url(),
-        "--data-dir",
-        rebuilt.to_str().unwrap(),
-        "--quiet",
-    ]);
-    let rebuilt_export = dir.path().join("rebuilt.txt");
-    halcyon(&[
-        "export",
-        "--data-dir",
-        rebuilt.to_str().unwrap(),
-        "--out",
-        rebuilt_export.to_str().unwrap(),
-    ]);
-
-    let (a, b) = (
-        std::fs::read(&live_export).unwrap(),
-        std::fs::read(&rebuilt_export).unwrap(),
-    );
-    let count = |prefix: &str| {
-        String::from_utf8_lossy(&a)
-            .lines()
-            .filter(|l| l.starts_with(prefix))
-            .count()
-    };
+    let (a, b) = export_live_and_rebuilt(&nats.url(), &live, &rebuilt, dir.path());
+    let count = |prefix: &str| a.lines().filter(|l| l.starts_with(prefix)).count();
     assert_eq!(
         count("F "),
         n_events,

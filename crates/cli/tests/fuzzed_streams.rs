@@ -72,34 +72,7 @@ async fn fuzzed_streams_are_projected_or_quarantined_and_rebuild_and_export_agre
     }
     stop(node);
 
-    let live_export = dir.path().join("live.txt");
-    halcyon(&[
-        "export",
-        "--data-dir",
-        live.to_str().unwrap(),
-        "--out",
-        live_export.to_str().unwrap(),
-    ]);
-    halcyon(&[
-        "rebuild",
-        "--nats-url",
-        &nats.url(),
-        "--data-dir",
-        rebuilt.to_str().unwrap(),
-        "--quiet",
-    ]);
-    let rebuilt_export = dir.path().join("rebuilt.txt");
-    halcyon(&[
-        "export",
-        "--data-dir",
-        rebuilt.to_str().unwrap(),
-        "--out",
-        rebuilt_export.to_str().unwrap(),
-    ]);
-    let (a, b) = (
-        std::fs::read_to_string(&live_export).unwrap(),
-        std::fs::read_to_string(&rebuilt_export).unwrap(),
-    );
+    let (a, b) = common::export_live_and_rebuilt(&nats.url(), &live, &rebuilt, dir.path());
     let count = |prefix: &str| a.lines().filter(|l| l.starts_with(prefix)).count();
     let (facts, quarantined, duplicates) = (count("F "), count("Q "), count("D "));
     eprintln!("{n} messages: {facts} facts, {quarantined} quarantined, {duplicates} duplicates");

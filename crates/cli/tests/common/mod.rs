@@ -160,7 +160,12 @@ pub fn stop(mut node: Child) {
 
 /// Waits (at most two minutes) until the node on `port` has projected `wanted` (stream → sequence).
 pub async fn caught_up(port: u16, wanted: &BTreeMap<String, u64>) {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    caught_up_within(port, wanted, Duration::from_secs(120)).await
+}
+
+/// Waits (at most `limit`) until the node on `port` has projected `wanted` (stream → sequence).
+pub async fn caught_up_within(port: u16, wanted: &BTreeMap<String, u64>, limit: Duration) {
+    let deadline = Instant::now() + limit;
     loop {
         assert!(Instant::now() < deadline, "the node did not catch up");
         if let Ok(mut client) = QueryServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
@@ -185,4 +190,30 @@ pub async fn caught_up(port: u16, wanted: &BTreeMap<String, u64>) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Exports the stopped node's read models in `live`, rebuilds a second copy from the streams into `rebuilt`
+/// and exports that: returns both exports (live, rebuilt), written beside them in `dir`.
+pub fn export_live_and_rebuilt(nats_url: &str, live: &Path, rebuilt: &Path, dir: &Path) -> (String, String) {
+    let export = |data: &Path, name: &str| {
+        let out = dir.join(name);
+        halcyon_ok(&[
+            "export",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        std::fs::read_to_string(&out).unwrap()
+    };
+    let live_export = export(live, "live.txt");
+    halcyon_ok(&[
+        "rebuild",
+        "--nats-url",
+        nats_url,
+        "--data-dir",
+        rebuilt.to_str().unwrap(),
+        "--quiet",
+    ]);
+    (live_export, export(rebuilt, "rebuilt.txt"))
 }
