@@ -6,8 +6,8 @@ mod common;
 
 use std::time::Duration;
 
+use halcyon_grpc::pb::{self, audit_service_client::AuditServiceClient};
 use halcyon_policy::Purpose;
-use halcyon_schema::pb::{self, audit_service_client::AuditServiceClient};
 use halcyon_testkit::{Scenario, ScenarioAgencies, ScenarioConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,8 @@ mod common;
 use std::time::Duration;
 
 use halcyon_bus::{Credentials, PublishError, Publisher, PublisherConfig, connect, connect_watching};
-use halcyon_schema::{EventId, pb};
+use halcyon_grpc::pb;
+use halcyon_schema::EventId;
 use halcyon_testkit::{NatsServer, Scenario, ScenarioAgencies, ScenarioConfig};
 use prost::Message;
 

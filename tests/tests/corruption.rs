@@ -47,12 +47,10 @@ async fn a_corrupt_read_model_folder_is_moved_aside_and_rebuilt() {
         .filter(|n| n.starts_with("read-models.corrupt-"))
         .collect();
     assert_eq!(aside.len(), 1, "the corrupt folder was moved aside: {aside:?}");
-    let mut client = halcyon_schema::pb::query_service_client::QueryServiceClient::connect(format!(
-        "http://{}",
-        node.addr
-    ))
-    .await
-    .unwrap();
+    let mut client =
+        halcyon_grpc::pb::query_service_client::QueryServiceClient::connect(format!("http://{}", node.addr))
+            .await
+            .unwrap();
     let again = common::find_by_nhs(&mut client, "police-sy", &nhs, Purpose::Safeguarding, &after)
         .await
         .unwrap();

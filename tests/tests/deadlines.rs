@@ -13,10 +13,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use halcyon_api::clock::Clock;
 use halcyon_api::{Node, NodeConfig};
+use halcyon_grpc::pb::{self, deadline_service_client::DeadlineServiceClient, event::Kind};
 use halcyon_policy::Purpose;
 use halcyon_projector::{Projector, ViewSpec};
 use halcyon_schema::convert::timestamp_millis;
-use halcyon_schema::pb::{self, deadline_service_client::DeadlineServiceClient, event::Kind};
 use halcyon_testkit::NatsServer;
 
 const NHS: &str = "9434765919";

@@ -48,18 +48,18 @@ async fn published_events_are_projected_and_read_back_under_the_policy() {
     }
     // The owning authority sees its own referral with the referrer's identity; police see the referral
     // without it; A&E sees the child-protection flag but no case content.
-    let referral = |v: &halcyon_schema::pb::ChildView| {
+    let referral = |v: &halcyon_grpc::pb::ChildView| {
         v.facts
             .iter()
             .find(|f| f.event_type == "ReferralReceived")
             .cloned()
     };
     let csc_referral = referral(&csc).expect("CSC sees its referral");
-    let referrer =
-        |f: &halcyon_schema::pb::VisibleFact| match f.event.as_ref().unwrap().kind.as_ref().unwrap() {
-            halcyon_schema::pb::event::Kind::ReferralReceived(r) => r.referrer.clone().unwrap_or_default(),
-            _ => unreachable!(),
-        };
+    let referrer = |f: &halcyon_grpc::pb::VisibleFact| match f.event.as_ref().unwrap().kind.as_ref().unwrap()
+    {
+        halcyon_grpc::pb::event::Kind::ReferralReceived(r) => r.referrer.clone().unwrap_or_default(),
+        _ => unreachable!(),
+    };
     assert!(!referrer(&csc_referral).referrer_name.is_empty());
     if let Some(police_referral) = referral(&police) {
         assert!(

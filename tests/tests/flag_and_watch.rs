@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use futures::StreamExt;
+use halcyon_grpc::pb;
 use halcyon_policy::Purpose;
-use halcyon_schema::pb;
 use halcyon_testkit::{Scenario, ScenarioAgencies, ScenarioConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

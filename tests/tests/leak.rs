@@ -37,9 +37,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use halcyon_api::auth::{Tokens, hash_token};
+use halcyon_grpc::pb::{self, audit_service_client::AuditServiceClient, event::Kind as Ev};
 use halcyon_policy::Purpose;
 use halcyon_schema::convert::timestamp_millis;
-use halcyon_schema::pb::{self, audit_service_client::AuditServiceClient, event::Kind as Ev};
 use halcyon_schema::{EventKindExt, NhsNumber, validate_envelope};
 use halcyon_testkit::{Scenario, ScenarioAgencies, ScenarioConfig, envelope::envelope, workspace_root};
 use serde_json::Value;

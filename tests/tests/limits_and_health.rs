@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use halcyon_api::Node;
+use halcyon_grpc::pb;
 use halcyon_policy::Purpose;
-use halcyon_schema::pb;
 use halcyon_testkit::{Scenario, ScenarioAgencies, ScenarioConfig};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -81,19 +81,17 @@ async fn a_node_at_its_limit_sheds_calls() {
     config.concurrency_max = 1;
     config.read_wait = Duration::from_secs(3);
     let node = Node::start(config).await.unwrap();
-    let client = halcyon_schema::pb::query_service_client::QueryServiceClient::connect(format!(
-        "http://{}",
-        node.addr
-    ))
-    .await
-    .unwrap();
+    let client =
+        halcyon_grpc::pb::query_service_client::QueryServiceClient::connect(format!("http://{}", node.addr))
+            .await
+            .unwrap();
     // The one slot is held by a call waiting for a position the node will not reach.
     let far = [halcyon_bus::Position {
         stream: "EVENTS_POLICE_SY".into(),
         sequence: 1_000_000,
     }];
     // The holder may itself be shed if it arrives while the probe below holds the slot; then it starts again.
-    let hold = |mut waiting: halcyon_schema::pb::query_service_client::QueryServiceClient<_>| {
+    let hold = |mut waiting: halcyon_grpc::pb::query_service_client::QueryServiceClient<_>| {
         let far = far.clone();
         tokio::spawn(async move {
             common::find_by_nhs(

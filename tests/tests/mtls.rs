@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use halcyon_api::Node;
 use halcyon_api::tls::TlsSettings;
+use halcyon_grpc::pb::{self, query_service_client::QueryServiceClient};
 use halcyon_policy::Purpose;
-use halcyon_schema::pb::{self, query_service_client::QueryServiceClient};
 use halcyon_testkit::{NatsServer, Scenario, ScenarioAgencies, ScenarioConfig};
 use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};

@@ -13,9 +13,9 @@ mod common;
 use std::time::Duration;
 
 use halcyon_bus::{Credentials, connect};
+use halcyon_grpc::pb::{self, event::Kind};
 use halcyon_policy::Purpose;
 use halcyon_schema::convert::{timestamp_from_millis, timestamp_millis};
-use halcyon_schema::pb::{self, event::Kind};
 use halcyon_testkit::envelope;
 use prost::Message;
 

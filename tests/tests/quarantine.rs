@@ -27,7 +27,7 @@ async fn six_kinds_of_bad_input_are_quarantined_and_the_rest_projected() {
         .cloned()
         .collect();
     let template = police[0].clone();
-    let fresh = |e: &halcyon_schema::pb::Envelope| {
+    let fresh = |e: &halcyon_grpc::pb::Envelope| {
         let mut e = e.clone();
         e.event_id = halcyon_schema::EventId::new().to_string();
         e

@@ -9,8 +9,9 @@ mod common;
 use std::time::Duration;
 
 use futures::StreamExt;
+use halcyon_grpc::pb;
 use halcyon_policy::Purpose;
-use halcyon_schema::{Category, pb};
+use halcyon_schema::Category;
 use halcyon_testkit::{Scenario, ScenarioAgencies, ScenarioConfig};
 
 fn request(nhs: &str, context: Option<pb::RequestContext>) -> pb::FindChildRequest {
@@ -228,8 +229,8 @@ async fn after_a_consent_withdrawal_a_query_at_its_position_never_returns_the_wi
 /// nothing about a child was read; the same calls without break-glass are answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn break_glass_is_refused_for_lists_and_standing_watches() {
-    use halcyon_schema::pb::deadline_service_client::DeadlineServiceClient;
-    use halcyon_schema::pb::signal_service_client::SignalServiceClient;
+    use halcyon_grpc::pb::deadline_service_client::DeadlineServiceClient;
+    use halcyon_grpc::pb::signal_service_client::SignalServiceClient;
 
     let h = common::Harness::start().await;
     let url = format!("http://{}", h.node.addr);

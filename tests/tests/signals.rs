@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use halcyon_api::Node;
 use halcyon_bus::Position;
+use halcyon_grpc::pb::{
+    self, audit_service_client::AuditServiceClient, event::Kind, signal_service_client::SignalServiceClient,
+};
 use halcyon_policy::Purpose;
 use halcyon_projector::{Projector, ViewSpec};
 use halcyon_schema::convert::timestamp_millis;
-use halcyon_schema::pb::{
-    self, audit_service_client::AuditServiceClient, event::Kind, signal_service_client::SignalServiceClient,
-};
 use halcyon_testkit::NatsServer;
 
 const NHS: &str = "9434765919";

@@ -321,7 +321,7 @@ async fn a_payload_changed_in_a_rebuilt_stream_is_altered_at_its_sequence() {
     let k = last / 2;
     let mut copy = copy_of(&js, &stream).await;
     let m = &mut copy[k as usize - 1];
-    let mut envelope = halcyon_schema::pb::Envelope::decode(m.payload.clone()).unwrap();
+    let mut envelope = halcyon_grpc::pb::Envelope::decode(m.payload.clone()).unwrap();
     envelope.occurred_at.as_mut().unwrap().seconds -= 86_400;
     m.payload = envelope.encode_to_vec().into();
     let event_id = m.event_id.clone();

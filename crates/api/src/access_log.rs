@@ -14,12 +14,12 @@ use std::time::Duration;
 use async_nats::jetstream;
 use futures::StreamExt;
 use halcyon_bus::audit::decode_records;
+use halcyon_grpc::pb::{self, audit_service_server::AuditService};
 use halcyon_policy::{
     ChildState, Decision, Fact as PolicyFact, Policy, Principal, Purpose, Request, Role, decide_access_record,
 };
 use halcyon_projector::read::ChildFacts;
 use halcyon_schema::convert::timestamp_millis;
-use halcyon_schema::pb::{self, audit_service_server::AuditService};
 use halcyon_schema::subject::AUDIT_STREAM;
 use halcyon_schema::{AgencyId, AgencyKind, Category, ChildId};
 use tonic::{Request as GrpcRequest, Response, Status};

@@ -16,13 +16,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use async_nats::jetstream;
+use halcyon_grpc::pb;
 use halcyon_policy::{ChildState, Fact as PolicyFact, Policy, Principal, Purpose, Request, decide};
 use halcyon_projector::deadlines::{Ending, occurrences};
 use halcyon_projector::signals::{ChildSignals, StoredSignal, derive_until};
 use halcyon_projector::{
     Fact, Identifier, Projector, ProjectorError, SharingState, SignalSpec, StoredDeadline,
 };
-use halcyon_schema::{AgencyId, Category, ChildId, pb};
+use halcyon_schema::{AgencyId, Category, ChildId};
 use halcyon_timescales::{Margin, Status, Timescales, evaluate};
 
 use crate::rebuild::{RebuildError, Until, project_streams};

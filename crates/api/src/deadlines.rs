@@ -7,11 +7,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use halcyon_grpc::pb::{self, deadline_service_server::DeadlineService};
 use halcyon_projector::deadlines::{Ending, RECORD_BATCH_MAX, StoredDeadline, StoredFactRef, occurrences};
 use halcyon_projector::read::ChildFacts;
 use halcyon_projector::{BreachNotice, DeadlineSpec, Projector, ProjectorError};
 use halcyon_schema::convert::timestamp_from_millis;
-use halcyon_schema::pb::{self, deadline_service_server::DeadlineService};
 use halcyon_schema::{Category, ChildId};
 use halcyon_timescales::{Status, Timescales, evaluate};
 use tokio::sync::broadcast::error::RecvError;

@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use halcyon_schema::{AgencyId, ChildId, pb};
+use halcyon_grpc::pb;
+use halcyon_schema::{AgencyId, ChildId};
 use tokio::sync::broadcast;
 
 /// Events kept for slow watchers before they are told they fell behind.

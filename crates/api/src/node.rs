@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use halcyon_bus::{AuditWriter, Credentials, connect, ensure_audit_stream, ensure_event_stream};
+use halcyon_grpc::pb::query_service_server::QueryServiceServer;
 use halcyon_projector::Projector;
-use halcyon_schema::pb::query_service_server::QueryServiceServer;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
@@ -221,14 +221,14 @@ impl Node {
         // Reflection in both versions: grpcurl and most tools speak v1, stock Python clients only v1alpha.
         let reflection = config.reflection.then(|| {
             tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(halcyon_schema::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(halcyon_grpc::pb::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
                 .build_v1()
                 .expect("the embedded descriptor set is valid")
         });
         let reflection_v1alpha = config.reflection.then(|| {
             tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(halcyon_schema::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(halcyon_grpc::pb::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
                 .build_v1alpha()
                 .expect("the embedded descriptor set is valid")
@@ -250,7 +250,7 @@ impl Node {
             .add_service(health_service)
             .add_service(crate::reply::QueryRoutes::new(query))
             .add_service(
-                halcyon_schema::pb::audit_service_server::AuditServiceServer::new(
+                halcyon_grpc::pb::audit_service_server::AuditServiceServer::new(
                     crate::access_log::AccessLog {
                         query: query_for_audit,
                         js: js.clone(),
@@ -260,12 +260,12 @@ impl Node {
                 .max_encoding_message_size(RESPONSE_BYTES_MAX),
             )
             .add_service(
-                halcyon_schema::pb::deadline_service_server::DeadlineServiceServer::new(deadlines)
+                halcyon_grpc::pb::deadline_service_server::DeadlineServiceServer::new(deadlines)
                     .max_decoding_message_size(REQUEST_BYTES_MAX)
                     .max_encoding_message_size(RESPONSE_BYTES_MAX),
             )
             .add_service(
-                halcyon_schema::pb::signal_service_server::SignalServiceServer::new(signals)
+                halcyon_grpc::pb::signal_service_server::SignalServiceServer::new(signals)
                     .max_decoding_message_size(REQUEST_BYTES_MAX)
                     .max_encoding_message_size(RESPONSE_BYTES_MAX),
             )

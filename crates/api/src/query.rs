@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use halcyon_bus::AuditWriter;
+use halcyon_grpc::pb::{
+    self, find_child_request::Identifier as WireIdentifier, query_service_server::QueryService,
+};
 use halcyon_policy::{BreakGlass, Policy, Purpose, Role};
 use halcyon_projector::read::{ChildFacts, FactCache};
 use halcyon_projector::{Identifier, Projector};
 use halcyon_schema::convert::timestamp_from_millis;
-use halcyon_schema::pb::{
-    self, find_child_request::Identifier as WireIdentifier, query_service_server::QueryService,
-};
 use halcyon_schema::subject::StreamName;
 use halcyon_schema::{ChildId, EventId};
 use tonic::{Request, Response, Status};

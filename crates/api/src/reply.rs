@@ -14,7 +14,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use halcyon_schema::pb::{self, query_service_server::QueryServiceServer};
+use halcyon_grpc::pb::{self, query_service_server::QueryServiceServer};
 use prost::Message as _;
 use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, Context, Poll, Service, StdError, http};

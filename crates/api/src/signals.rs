@@ -10,12 +10,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use halcyon_grpc::pb::{self, signal_service_server::SignalService};
 use halcyon_policy::{Fact as PolicyFact, Request, decide};
 use halcyon_projector::read::ChildFacts;
 use halcyon_projector::signals::{ChildSignals, SignalFact, StoredSignal};
 use halcyon_projector::{SignalNotice, SignalSpec};
 use halcyon_schema::convert::timestamp_from_millis;
-use halcyon_schema::pb::{self, signal_service_server::SignalService};
 use halcyon_schema::{AgencyId, ChildId, Registry};
 use halcyon_signals::SignalRules;
 use tokio::sync::broadcast::{self, error::RecvError};

@@ -3,13 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use halcyon_grpc::pb;
 use halcyon_policy::{
     BreakGlass, ChildState, Decision, Fact as PolicyFact, Policy, Principal, Purpose, Request, decide,
     minimise, referrer_identity_granted,
 };
 use halcyon_projector::Fact;
 use halcyon_projector::read::ChildFacts;
-use halcyon_schema::pb;
 use halcyon_schema::{AgencyId, Category, ChildId, EventKindExt};
 
 /// What a view disclosed and withheld, for the access record.

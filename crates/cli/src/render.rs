@@ -2,8 +2,9 @@
 
 use std::fmt::Write as _;
 
+use halcyon_grpc::pb;
+use halcyon_schema::Category;
 use halcyon_schema::convert::format_timestamp;
-use halcyon_schema::{Category, pb};
 
 /// The fields of a minimised event, `name: value`, skipping empty ones.
 pub fn event_fields(event: &pb::Event) -> String {

@@ -15,11 +15,11 @@ use std::time::Duration;
 mod common;
 use common::{Node, free_port, halcyon, halcyon_ok};
 use halcyon_bus::{Credentials, Position, Publisher, PublisherConfig, connect};
+use halcyon_grpc::pb::{self, event::Kind, query_service_client::QueryServiceClient};
 use halcyon_policy::{
     AgencyKind, ChildState, Fact, Involvement, Policy, Principal, Purpose, Request, Role, decide,
 };
 use halcyon_schema::convert::{format_timestamp, timestamp_from_millis};
-use halcyon_schema::pb::{self, event::Kind, query_service_client::QueryServiceClient};
 use halcyon_schema::{Category, EventKindExt};
 use halcyon_testkit::{NatsServer, Scenario, ScenarioAgencies, ScenarioConfig, workspace_root};
 use serde_json::Value;

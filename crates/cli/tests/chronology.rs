@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use halcyon_schema::pb;
+use halcyon_grpc::pb;
 use halcyon_schema::{ChildId, NhsNumber, Registry};
 use halcyon_testkit::{NatsServer, Scenario, ScenarioAgencies, ScenarioConfig, workspace_root};
 use prost::Message as _;

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{free_port, halcyon, halcyon_ok, serve_at, stop};
-use halcyon_schema::pb::{self, query_service_client::QueryServiceClient};
+use halcyon_grpc::pb::{self, query_service_client::QueryServiceClient};
 use halcyon_testkit::NatsServer;
 use tonic::transport::Channel;
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 mod common;
 use common::{Node, halcyon_ok};
 use halcyon_bus::{Credentials, Publisher, PublisherConfig, connect};
-use halcyon_schema::pb::{self, event::Kind};
+use halcyon_grpc::pb::{self, event::Kind};
 use halcyon_testkit::NatsServer;
 use serde_json::Value;
 

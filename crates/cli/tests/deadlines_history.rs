@@ -12,8 +12,8 @@
 use std::collections::BTreeMap;
 
 use halcyon_bus::{Credentials, Publisher, PublisherConfig, connect};
+use halcyon_grpc::pb::{self, event::Kind};
 use halcyon_schema::convert::{format_timestamp, timestamp_from_millis};
-use halcyon_schema::pb::{self, event::Kind};
 use halcyon_testkit::NatsServer;
 use halcyon_timescales::Calendar;
 use halcyon_timescales::calendar::{add_days, date_of_ms, start_of_day_ms};

@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{caught_up, free_port, halcyon_ok as halcyon, serve_at, stop};
-use halcyon_schema::pb::{self, query_service_client::QueryServiceClient};
+use halcyon_grpc::pb::{self, query_service_client::QueryServiceClient};
 use halcyon_testkit::{NatsServer, Scenario, ScenarioAgencies, ScenarioConfig};
 use rand::SeedableRng;
 

@@ -6,7 +6,8 @@
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use halcyon_schema::{ChildId, pb};
+use halcyon_grpc::pb;
+use halcyon_schema::ChildId;
 use halcyon_testkit::{NatsServer, Scenario, ScenarioAgencies, ScenarioConfig, workspace_root};
 
 const CREDENTIALS: &str = "deploy/nats/dev-credentials.toml";

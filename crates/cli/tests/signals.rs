@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 mod common;
 use common::{Node, halcyon, halcyon_ok};
 use halcyon_bus::{Credentials, Publisher, PublisherConfig, connect};
-use halcyon_schema::pb::{self, event::Kind};
+use halcyon_grpc::pb::{self, event::Kind};
 use halcyon_testkit::NatsServer;
 use serde_json::Value;
 

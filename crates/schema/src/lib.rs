@@ -12,10 +12,10 @@ pub mod subject;
 pub mod upn;
 pub mod validate;
 
-/// Generated protobuf types and gRPC stubs for `halcyon.v1`.
+/// Generated protobuf types for `halcyon.v1` (the gRPC stubs are in `halcyon-grpc`).
 pub mod pb {
     #![allow(clippy::all, missing_docs, rust_2018_idioms)]
-    tonic::include_proto!("halcyon.v1");
+    include!(concat!(env!("OUT_DIR"), "/halcyon.v1.rs"));
     include!(concat!(env!("OUT_DIR"), "/halcyon.v1.serde.rs"));
 
     /// The encoded `FileDescriptorSet`, for gRPC reflection.

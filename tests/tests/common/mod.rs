@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use halcyon_api::{Node, NodeConfig, auth::Tokens};
 use halcyon_bus::{Credentials, Position, Publisher, PublisherConfig, StreamSettings, connect};
+use halcyon_grpc::pb::{self, query_service_client::QueryServiceClient};
 use halcyon_policy::{Policy, Purpose};
 use halcyon_schema::Registry;
-use halcyon_schema::pb::{self, query_service_client::QueryServiceClient};
 use halcyon_testkit::{NatsServer, Scenario, workspace_root};
 use tonic::transport::Channel;
 

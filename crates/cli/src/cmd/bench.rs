@@ -16,11 +16,12 @@ use futures::StreamExt;
 use halcyon_bus::{
     BatchConfig, BatchPublisher, Publisher, PublisherConfig, StreamSettings, ensure_event_stream,
 };
+use halcyon_grpc::pb;
 use halcyon_policy::{
     AgencyId, AgencyKind, BreakGlass, Category, ChildState, Fact, Involvement, Policy, Principal, Purpose,
     Request, Role, Stage, decide,
 };
-use halcyon_schema::{Registry, StreamName, pb};
+use halcyon_schema::{Registry, StreamName};
 use halcyon_testkit::{Auth, NatsServer, Scenario, ScenarioAgencies, ScenarioConfig};
 use prost::Message as _;
 

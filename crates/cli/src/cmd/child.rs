@@ -1,7 +1,7 @@
 //! `halcyon child`: ask a node what the calling agency may see about a child, as a person reads it.
 
 use anyhow::anyhow;
-use halcyon_schema::pb;
+use halcyon_grpc::pb;
 
 use super::common::{ApiArgs, refused, wire_positions};
 use crate::{Failure, config_error};

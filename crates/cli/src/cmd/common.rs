@@ -106,10 +106,10 @@ impl ApiArgs {
     pub async fn client(
         &self,
     ) -> Result<
-        halcyon_schema::pb::query_service_client::QueryServiceClient<tonic::transport::Channel>,
+        halcyon_grpc::pb::query_service_client::QueryServiceClient<tonic::transport::Channel>,
         crate::Failure,
     > {
-        halcyon_schema::pb::query_service_client::QueryServiceClient::connect(self.api.clone())
+        halcyon_grpc::pb::query_service_client::QueryServiceClient::connect(self.api.clone())
             .await
             .map_err(|e| anyhow::anyhow!("cannot reach the halcyon node at {}: {e}", self.api).into())
     }
@@ -131,10 +131,10 @@ pub fn refused(status: tonic::Status) -> anyhow::Error {
 }
 
 /// Positions from the command line, for a request context.
-pub fn wire_positions(after: &[halcyon_bus::Position]) -> Vec<halcyon_schema::pb::Position> {
+pub fn wire_positions(after: &[halcyon_bus::Position]) -> Vec<halcyon_grpc::pb::Position> {
     after
         .iter()
-        .map(|p| halcyon_schema::pb::Position {
+        .map(|p| halcyon_grpc::pb::Position {
             stream: p.stream.clone(),
             sequence: p.sequence,
         })

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use anyhow::anyhow;
 use futures::StreamExt;
+use halcyon_grpc::pb::{self, deadline_service_client::DeadlineServiceClient};
 use halcyon_schema::convert::format_timestamp;
-use halcyon_schema::pb::{self, deadline_service_client::DeadlineServiceClient};
 use halcyon_timescales::{Calendar, RuleSet, Timescales};
 
 use super::common::{ApiArgs, refused};

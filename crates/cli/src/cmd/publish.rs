@@ -11,7 +11,8 @@ use futures::StreamExt;
 use halcyon_bus::{
     BatchConfig, BatchPublisher, Credentials, Position, Published, Publisher, PublisherConfig, connect,
 };
-use halcyon_schema::{pb, validate_envelope};
+use halcyon_grpc::pb;
+use halcyon_schema::validate_envelope;
 use halcyon_testkit::{Scenario, ScenarioAgencies, ScenarioConfig};
 
 use super::common::{NatsArgs, deploy_path, load_registry};

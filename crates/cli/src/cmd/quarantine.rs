@@ -1,8 +1,8 @@
 //! `halcyon quarantine`: the events a node would not project, and why. An agency lists its own; an
 //! operator lists every agency's, and the read-model records the node set aside as unreadable.
 
+use halcyon_grpc::pb;
 use halcyon_schema::convert::format_timestamp;
-use halcyon_schema::pb;
 
 use super::common::{ApiArgs, refused};
 use crate::Failure;

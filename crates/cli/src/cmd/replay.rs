@@ -13,8 +13,8 @@ use anyhow::{Context as _, anyhow};
 use async_nats::jetstream;
 use futures::{Stream, StreamExt};
 use halcyon_bus::{BusError, Credentials, RawMessage, Start, list_event_streams, ordered_read};
+use halcyon_grpc::pb;
 use halcyon_schema::convert::{format_timestamp, parse_timestamp, timestamp_from_millis, timestamp_millis};
-use halcyon_schema::pb;
 use halcyon_schema::{
     AgencyId, CaseId, Category, ChildId, EventKindExt, NhsNumber, StreamName, Upn, event_subject,
 };

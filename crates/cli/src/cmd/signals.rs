@@ -9,8 +9,8 @@ use std::sync::Arc;
 use anyhow::anyhow;
 use futures::StreamExt;
 use halcyon_bus::{Credentials, Publisher, PublisherConfig, connect_watching};
+use halcyon_grpc::pb::{self, signal_service_client::SignalServiceClient};
 use halcyon_schema::convert::{format_timestamp, timestamp_from_millis};
-use halcyon_schema::pb::{self, signal_service_client::SignalServiceClient};
 use halcyon_schema::{AgencyId, CaseId, Category, ChildId, EventId, NhsNumber, SCHEMA_VERSION};
 use halcyon_signals::SignalRules;
 

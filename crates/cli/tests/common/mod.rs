@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use halcyon_schema::pb::query_service_client::QueryServiceClient;
+use halcyon_grpc::pb::query_service_client::QueryServiceClient;
 use halcyon_testkit::{NatsServer, workspace_root};
 use tonic::transport::Channel;
 
@@ -169,7 +169,7 @@ pub async fn caught_up_within(port: u16, wanted: &BTreeMap<String, u64>, limit: 
     loop {
         assert!(Instant::now() < deadline, "the node did not catch up");
         if let Ok(mut client) = QueryServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
-            let mut request = tonic::Request::new(halcyon_schema::pb::GetPositionsRequest {});
+            let mut request = tonic::Request::new(halcyon_grpc::pb::GetPositionsRequest {});
             request
                 .metadata_mut()
                 .insert("authorization", "Bearer demo-operator".parse().unwrap());

@@ -29,11 +29,12 @@ use anyhow::{Context as _, anyhow};
 use halcyon_api::access_trail::{LocatedRecord, access_records};
 use halcyon_api::as_of::{DeadlineThen, Standing, deadlines_at, signal_permit, signals_at};
 use halcyon_api::rebuild::{Until, project_streams};
+use halcyon_grpc::pb;
 use halcyon_policy::Policy;
 use halcyon_policy::{AgencyKind, Principal, Purpose, Role};
 use halcyon_projector::{Fact, Identifier, Projector, SharingState, SignalSpec, StoredSignal, ViewSpec};
 use halcyon_schema::convert::{format_timestamp, parse_timestamp, timestamp_from_millis, timestamp_millis};
-use halcyon_schema::{Category, ChildId, EventKindExt, Registry, pb};
+use halcyon_schema::{Category, ChildId, EventKindExt, Registry};
 
 use crate::cmd::common::{deploy_path, load_registry};
 use crate::cmd::replay::{ChildMatch, OperatorNats};
@@ -556,7 +557,7 @@ impl Chronology {
                     .filter_map(|f| by_event.get(f.event_id.as_str()).copied())
                     .collect(),
                 outcome: s.outcome.as_ref().map(|o| {
-                    let name = halcyon_schema::pb::SignalOutcome::try_from(o.outcome)
+                    let name = halcyon_grpc::pb::SignalOutcome::try_from(o.outcome)
                         .map(|v| wire_name(v.as_str_name(), "SIGNAL_OUTCOME_").replace('_', " "))
                         .unwrap_or_else(|_| "?".into());
                     format!("{name} by {}", o.agency_id)

@@ -11,10 +11,10 @@ use anyhow::anyhow;
 use halcyon_api::access_trail::{self, LocatedRecord, Review, ReviewDecision};
 use halcyon_api::as_of::{AsOfView, DeadlineThen, SignalThen, Standing, reconstruct};
 use halcyon_bus::{Credentials, Publisher, PublisherConfig, connect_watching};
+use halcyon_grpc::pb::{self, event::Kind};
 use halcyon_policy::{AgencyKind, Policy, PolicyHistory, Principal, Purpose, Role, StageTerm};
 use halcyon_projector::Identifier;
 use halcyon_schema::convert::{format_timestamp, parse_timestamp, timestamp_from_millis, timestamp_millis};
-use halcyon_schema::pb::{self, event::Kind};
 use halcyon_schema::{AgencyId, CaseId, Category, ChildId, NhsNumber, Registry, Upn};
 use serde_json::json;
 

@@ -12,9 +12,10 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use halcyon_api::rebuild::{Until, project_streams};
 use halcyon_bus::{list_event_streams, ordered_messages};
+use halcyon_grpc::pb;
 use halcyon_policy::Policy;
 use halcyon_projector::{Projector, ViewSpec};
-use halcyon_schema::{Registry, pb};
+use halcyon_schema::Registry;
 use halcyon_testkit::{Auth, NatsServer, Scenario, ScenarioAgencies, ScenarioConfig};
 use prost::Message as _;
 

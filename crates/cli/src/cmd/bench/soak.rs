@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use halcyon_schema::pb::{self, query_service_client::QueryServiceClient};
+use halcyon_grpc::pb::{self, query_service_client::QueryServiceClient};
 use halcyon_testkit::{Auth, NatsServer, Scenario, ScenarioAgencies, ScenarioConfig, workspace_root};
 use prost::Message as _;
 

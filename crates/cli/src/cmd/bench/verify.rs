@@ -184,7 +184,7 @@ async fn read_all(js: &jetstream::Context, stream: &str) -> anyhow::Result<Vec<C
 /// it), `window` acknowledgements outstanding.
 async fn fill(
     client: &async_nats::Client,
-    envelopes: &[halcyon_schema::pb::Envelope],
+    envelopes: &[halcyon_grpc::pb::Envelope],
     window: usize,
 ) -> anyhow::Result<()> {
     let js = jetstream::context::ContextBuilder::new()
