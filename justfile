@@ -33,7 +33,8 @@ test: nats-server chromium
 
 # Hot paths, each beside a baseline from the same run, on its own nats-servers; table + target/bench/report.json.
 bench *ARGS: nats-server
-    HALCYON_LOG="${HALCYON_LOG:-warn}" cargo run --locked --release -p halcyon-cli -- bench {{ARGS}}
+    cargo build --locked --release -p halcyon-cli -p halcyon-bench
+    HALCYON_LOG="${HALCYON_LOG:-warn}" ./target/release/halcyon-bench {{ARGS}}
 
 # Formatting and clippy, warnings as errors.
 lint:

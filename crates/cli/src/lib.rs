@@ -56,8 +56,6 @@ enum Command {
     /// Case-review questions: as-of, chronology, access log, tamper evidence.
     #[command(subcommand)]
     Audit(cmd::audit::Command),
-    /// Measure the hot paths, each beside a baseline from the same run; writes target/bench/report.json.
-    Bench(cmd::bench::Args),
 }
 
 /// A failure with the exit code it deserves.
@@ -113,7 +111,6 @@ pub fn main() -> ExitCode {
             Command::Rebuild(args) => cmd::rebuild::rebuild(args).await,
             Command::Export(args) => cmd::rebuild::export(args),
             Command::Policy(command) => cmd::policy::run(command),
-            Command::Bench(args) => cmd::bench::run(args).await,
             Command::Replay(args) => cmd::replay::run(args).await,
             Command::Audit(command) => cmd::audit::run(command).await,
             Command::HashToken { token } => {

@@ -1,15 +1,13 @@
-//! Dev-only kit: a real `nats-server` with JetStream on a free loopback port (`nats`), and a seeded,
-//! deterministic multi-agency scenario generator (`scenario`). Used by tests, the demo and benchmarks.
+//! Dev-only kit: a real `nats-server` with JetStream on a free loopback port (`nats`) and an envelope fuzzer
+//! (`fuzz`), with the scenario generator of `halcyon-scenario` handed on. Used by tests and benchmarks; the
+//! shipped `halcyon` binary does not link it.
 #![forbid(unsafe_code)]
 
-pub mod envelope;
 pub mod fuzz;
 pub mod nats;
-pub mod scenario;
 
-pub use envelope::envelope;
+pub use halcyon_scenario::{Scenario, ScenarioAgencies, ScenarioConfig, envelope, scenario};
 pub use nats::{Auth, NatsServer, nats_server_binary};
-pub use scenario::{Scenario, ScenarioAgencies, ScenarioConfig};
 
 /// The workspace root (for `deploy/` files).
 pub fn workspace_root() -> std::path::PathBuf {

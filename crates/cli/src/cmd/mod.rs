@@ -1,7 +1,6 @@
 //! One module per subcommand.
 
 pub mod audit;
-pub mod bench;
 pub mod child;
 pub mod common;
 pub mod deadlines;

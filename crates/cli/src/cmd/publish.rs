@@ -12,8 +12,8 @@ use halcyon_bus::{
     BatchConfig, BatchPublisher, Credentials, Position, Published, Publisher, PublisherConfig, connect,
 };
 use halcyon_grpc::pb;
+use halcyon_scenario::{Scenario, ScenarioAgencies, ScenarioConfig};
 use halcyon_schema::validate_envelope;
-use halcyon_testkit::{Scenario, ScenarioAgencies, ScenarioConfig};
 
 use super::common::{NatsArgs, deploy_path, load_registry};
 use crate::{Failure, config_error};

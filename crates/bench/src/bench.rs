@@ -1,4 +1,4 @@
-//! `halcyon bench`: Halcyon's hot paths, each beside a baseline measured in the same run on the same
+//! `halcyon-bench` (`just bench`): Halcyon's hot paths, each beside a baseline measured in the same run on the same
 //! machine (absolute figures drift 10–40% between runs on shared machines; ratios much less). Starts its
 //! own nats-servers (one syncing every write, one with JetStream's default) on free ports in temp dirs,
 //! prints a table and writes the same rows as JSON.
@@ -25,7 +25,7 @@ use halcyon_schema::{Registry, StreamName};
 use halcyon_testkit::{Auth, NatsServer, Scenario, ScenarioAgencies, ScenarioConfig};
 use prost::Message as _;
 
-use crate::Failure;
+use halcyon_cli::Failure;
 
 mod projection;
 mod query;
@@ -146,6 +146,7 @@ impl Report {
         self.rows.push(row);
     }
 
+    #[cfg(test)]
     pub fn rows(&self) -> &[Row] {
         &self.rows
     }
@@ -249,7 +250,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         || args.query_ms == 0
         || args.query_children == 0
     {
-        return Err(crate::config_error(anyhow::anyhow!(
+        return Err(halcyon_cli::config_error(anyhow::anyhow!(
             "--rounds, --events, --durable-events, --window, --projection-events, --rebuild-events, \
              --replay-events, --verify-events, --query-ms and --query-children must be at least 1"
         )));
@@ -269,7 +270,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
             .and_then(|l| l.split_whitespace().next().map(str::to_owned))
             .unwrap_or_else(|| "unknown".into()),
     );
-    eprintln!("halcyon bench: {context}");
+    eprintln!("halcyon-bench: {context}");
 
     let publish = Publishing {
         agencies: &agencies,

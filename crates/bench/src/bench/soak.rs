@@ -50,7 +50,7 @@ impl Soak<'_> {
         let data = tempfile::tempdir().context("a temp dir for the node")?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let node = Serving(
-            Command::new(std::env::current_exe()?)
+            Command::new(halcyon_binary()?)
                 .args([
                     "serve",
                     "--nats-url",
@@ -214,4 +214,16 @@ impl Soak<'_> {
         drop(node);
         Ok(())
     }
+}
+
+/// The `halcyon` binary built beside this one (`cargo build --release -p halcyon-cli -p halcyon-bench`).
+fn halcyon_binary() -> anyhow::Result<std::path::PathBuf> {
+    let beside = std::env::current_exe()?.with_file_name("halcyon");
+    anyhow::ensure!(
+        beside.exists(),
+        "the soak runs the node as its own process: build it beside this binary first \
+         (cargo build --release -p halcyon-cli), expected at {}",
+        beside.display()
+    );
+    Ok(beside)
 }

@@ -11,7 +11,7 @@ use halcyon_testkit::{Auth, NatsServer, ScenarioAgencies};
 
 use super::projection::{ordered_read, publish_scenario_chunks};
 use super::{Publishing, Report, figure, median};
-use crate::cmd::replay::{Format, Selection, replay};
+use halcyon_cli::cmd::replay::{Format, Selection, replay};
 
 pub(super) struct ReplayBench<'a> {
     pub agencies: &'a ScenarioAgencies,
