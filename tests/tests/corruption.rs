@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use halcyon_api::Node;
+use halcyon_node::Node;
 use halcyon_policy::Purpose;
 use halcyon_testkit::{Scenario, ScenarioAgencies, ScenarioConfig};
 

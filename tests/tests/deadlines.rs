@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use halcyon_api::clock::Clock;
-use halcyon_api::{Node, NodeConfig};
 use halcyon_grpc::pb::{self, deadline_service_client::DeadlineServiceClient, event::Kind};
+use halcyon_node::{Node, NodeConfig};
 use halcyon_policy::Purpose;
+use halcyon_projector::clock::Clock;
 use halcyon_projector::{Projector, ViewSpec};
 use halcyon_schema::convert::timestamp_millis;
 use halcyon_testkit::NatsServer;
@@ -180,15 +180,22 @@ async fn issue_8_an_undecided_referral_breaches_t01_on_the_timer_and_a_late_deci
         Projector::temporary()
             .unwrap()
             .with_views(ViewSpec::new(Arc::new(policy), &registry))
-            .with_deadlines(halcyon_api::deadlines::spec(halcyon_api::deadlines::england())),
+            .with_deadlines(halcyon_projector::DeadlineSpec::new(std::sync::Arc::new(
+                halcyon_timescales::Timescales::england(),
+            ))),
     );
     let operator = common::operator(&nats).await;
-    halcyon_api::rebuild::project_streams(&operator, &rebuilt, &halcyon_api::rebuild::Until::End, &|_, _| {})
-        .await
-        .unwrap();
+    halcyon_review::rebuild::project_streams(
+        &operator,
+        &rebuilt,
+        &halcyon_review::rebuild::Until::End,
+        &|_, _| {},
+    )
+    .await
+    .unwrap();
     live.derive_all_views().unwrap();
-    halcyon_api::deadlines::record_all(&live, THURSDAY_10H).unwrap();
-    halcyon_api::deadlines::record_all(&rebuilt, THURSDAY_10H).unwrap();
+    live.record_all_breaches(THURSDAY_10H).unwrap();
+    rebuilt.record_all_breaches(THURSDAY_10H).unwrap();
     let (live, rebuilt) = (export(&live), export(&rebuilt));
     assert!(
         live.lines().any(|l| l.starts_with("B ")),

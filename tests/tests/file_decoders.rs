@@ -66,9 +66,9 @@ fn decode_all(src: &str) {
     let _ = halcyon_signals::SignalRules::from_toml(src, "signals.toml");
     let registry = halcyon_schema::Registry::from_toml(src);
     let agencies = halcyon_schema::Registry::from_toml(&shipped("deploy/agencies.toml")).unwrap();
-    let _ = halcyon_api::auth::Tokens::from_toml(src, &agencies);
+    let _ = halcyon_node::auth::Tokens::from_toml(src, &agencies);
     if let Ok(registry) = registry {
-        let _ = halcyon_api::auth::Tokens::from_toml(&shipped("deploy/tokens.toml"), &registry);
+        let _ = halcyon_node::auth::Tokens::from_toml(&shipped("deploy/tokens.toml"), &registry);
     }
 }
 
@@ -125,5 +125,5 @@ fn the_shipped_files_decode() {
     )
     .unwrap();
     halcyon_signals::SignalRules::from_toml(&shipped("deploy/signals.toml"), "signals.toml").unwrap();
-    halcyon_api::auth::Tokens::from_toml(&shipped("deploy/tokens.toml"), &registry).unwrap();
+    halcyon_node::auth::Tokens::from_toml(&shipped("deploy/tokens.toml"), &registry).unwrap();
 }

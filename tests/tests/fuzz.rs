@@ -39,9 +39,11 @@ fn projector() -> Projector {
     Projector::temporary()
         .unwrap()
         .with_views(halcyon_projector::view::ViewSpec::new(policy, &registry()))
-        .with_deadlines(halcyon_api::deadlines::spec(halcyon_api::deadlines::england()))
-        .with_signals(halcyon_api::signals::spec(
-            halcyon_api::signals::england(),
+        .with_deadlines(halcyon_projector::DeadlineSpec::new(std::sync::Arc::new(
+            halcyon_timescales::Timescales::england(),
+        )))
+        .with_signals(halcyon_projector::SignalSpec::new(
+            std::sync::Arc::new(halcyon_signals::SignalRules::england()),
             &registry(),
         ))
 }
@@ -90,7 +92,7 @@ fn every_fuzzed_event_is_quarantined_or_readable_and_rebuilds_agree() {
         },
         &ScenarioAgencies::deploy(),
     );
-    let now = halcyon_api::query::now_ms();
+    let now = halcyon_projector::now_ms();
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let mut streams: BTreeMap<String, Vec<Incoming>> = BTreeMap::new();
     let mut kinds: BTreeMap<(String, u64), &'static str> = BTreeMap::new();
@@ -163,7 +165,7 @@ fn every_fuzzed_event_is_quarantined_or_readable_and_rebuilds_agree() {
             .map(|f| f.envelope.agency_id.clone())
             .collect();
         for agency in agencies {
-            let (view, _) = halcyon_api::view::view_of(
+            let (view, _) = halcyon_projector::disclose::view_of(
                 &halcyon_policy::Policy::england(),
                 &principal_of(&registry, &agency),
                 Purpose::Safeguarding,
@@ -235,7 +237,7 @@ fn nesting_at_the_decoders_limit_is_refused_or_readable_in_every_part() {
         &ScenarioAgencies::deploy(),
     );
     let template = &base.envelopes[0];
-    let now = halcyon_api::query::now_ms();
+    let now = halcyon_projector::now_ms();
     let p = projector();
     let stream = StreamName::for_agency(&template.agency_id.parse().unwrap()).to_string();
     let mut sequence = 0;

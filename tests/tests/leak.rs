@@ -36,8 +36,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use halcyon_api::auth::{Tokens, hash_token};
 use halcyon_grpc::pb::{self, audit_service_client::AuditServiceClient, event::Kind as Ev};
+use halcyon_node::auth::{Tokens, hash_token};
 use halcyon_policy::Purpose;
 use halcyon_schema::convert::timestamp_millis;
 use halcyon_schema::{EventKindExt, NhsNumber, validate_envelope};
@@ -1150,7 +1150,7 @@ async fn harness() -> common::Harness {
         hash_token(MASH_PRIVACY_OFFICER_TOKEN)
     ));
     config.tokens = Tokens::from_toml(&tokens, &common::registry()).unwrap();
-    let node = halcyon_api::Node::start(config).await.expect("node starts");
+    let node = halcyon_node::Node::start(config).await.expect("node starts");
     common::Harness { nats, node, data }
 }
 

@@ -6,8 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use halcyon_api::Node;
 use halcyon_grpc::pb;
+use halcyon_node::Node;
 use halcyon_policy::Purpose;
 use halcyon_testkit::{Scenario, ScenarioAgencies, ScenarioConfig};
 use tonic_health::pb::{

@@ -5,9 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use halcyon_api::Node;
-use halcyon_api::tls::TlsSettings;
 use halcyon_grpc::pb::{self, query_service_client::QueryServiceClient};
+use halcyon_node::Node;
+use halcyon_node::tls::TlsSettings;
 use halcyon_policy::Purpose;
 use halcyon_testkit::{NatsServer, Scenario, ScenarioAgencies, ScenarioConfig};
 use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair};

@@ -5,9 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use halcyon_api::Node;
 use halcyon_bus::streams::Provisioned;
 use halcyon_bus::{StreamSettings, ensure_event_stream};
+use halcyon_node::Node;
 use halcyon_testkit::{Auth, NatsServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

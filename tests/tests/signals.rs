@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use halcyon_api::Node;
 use halcyon_bus::Position;
 use halcyon_grpc::pb::{
     self, audit_service_client::AuditServiceClient, event::Kind, signal_service_client::SignalServiceClient,
 };
+use halcyon_node::Node;
 use halcyon_policy::Purpose;
 use halcyon_projector::{Projector, ViewSpec};
 use halcyon_schema::convert::timestamp_millis;
@@ -335,18 +335,26 @@ async fn issue_8_missing_absence_and_intoxication_raise_one_signal_for_the_mash_
         Projector::temporary()
             .unwrap()
             .with_views(ViewSpec::new(Arc::new(config.policy.clone()), &registry))
-            .with_deadlines(halcyon_api::deadlines::spec(config.timescales.clone()))
-            .with_signals(halcyon_api::signals::spec(config.signals.clone(), &registry)),
+            .with_deadlines(halcyon_projector::DeadlineSpec::new(config.timescales.clone()))
+            .with_signals(halcyon_projector::SignalSpec::new(
+                config.signals.clone(),
+                &registry,
+            )),
     );
     let operator = common::operator(&nats).await;
-    halcyon_api::rebuild::project_streams(&operator, &rebuilt, &halcyon_api::rebuild::Until::End, &|_, _| {})
-        .await
-        .unwrap();
+    halcyon_review::rebuild::project_streams(
+        &operator,
+        &rebuilt,
+        &halcyon_review::rebuild::Until::End,
+        &|_, _| {},
+    )
+    .await
+    .unwrap();
     live.derive_all_views().unwrap();
     rebuilt.derive_all_views().unwrap();
-    let at_ms = halcyon_api::query::now_ms();
-    halcyon_api::deadlines::record_all(&live, at_ms).unwrap();
-    halcyon_api::deadlines::record_all(&rebuilt, at_ms).unwrap();
+    let at_ms = halcyon_projector::now_ms();
+    live.record_all_breaches(at_ms).unwrap();
+    rebuilt.record_all_breaches(at_ms).unwrap();
     let (live, rebuilt) = (export(&live), export(&rebuilt));
     assert_eq!(
         live.lines().filter(|l| l.starts_with("S ")).count(),

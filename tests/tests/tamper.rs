@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use futures::StreamExt;
-use halcyon_api::{Node, NodeConfig};
 use halcyon_bus::checkpoint::{
     CHECKPOINT_STREAM, ChainMessage, chain_messages, checkpoint_subject, last_checkpoint, read_checkpoints,
     verify_stream,
 };
 use halcyon_ledger::{Checkpoint, Divergence, Field, Keyring, PublicKey};
+use halcyon_node::{Node, NodeConfig};
 use halcyon_testkit::{Auth, NatsServer, Scenario, ScenarioAgencies, ScenarioConfig, workspace_root};
 use prost::Message as _;
 

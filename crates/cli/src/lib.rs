@@ -114,7 +114,7 @@ pub fn main() -> ExitCode {
             Command::Replay(args) => cmd::replay::run(args).await,
             Command::Audit(command) => cmd::audit::run(command).await,
             Command::HashToken { token } => {
-                println!("{}", halcyon_api::auth::hash_token(&token));
+                println!("{}", halcyon_node::auth::hash_token(&token));
                 Ok(())
             }
         }

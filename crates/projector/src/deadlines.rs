@@ -467,6 +467,19 @@ impl Projector {
         Ok(notices)
     }
 
+    /// Records every breach due before `now_ms`, batch after batch (a rebuild or an export evaluates at the
+    /// moment it runs, as the node's timer does); returns how many it recorded.
+    pub fn record_all_breaches(&self, now_ms: i64) -> Result<usize, ProjectorError> {
+        let mut total = 0;
+        loop {
+            let n = self.record_breaches(now_ms)?.len();
+            total += n;
+            if n < RECORD_BATCH_MAX {
+                return Ok(total);
+            }
+        }
+    }
+
     /// Every deadline of `child`, as its facts decide them.
     pub fn deadlines_of(&self, child: &ChildId) -> Result<ChildDeadlines, ProjectorError> {
         let key = deadlines_key(child);

@@ -6,8 +6,14 @@
 //! reasons, never dropped, and never stop the projector.
 #![forbid(unsafe_code)]
 
+/// Messages per sled batch when projecting a stream: about 1,000 rows keeps batches fast and memory flat
+/// (docs/measured.md).
+pub const BATCH_LEN_MAX: usize = 1000;
+
+pub mod clock;
 pub mod damage;
 pub mod deadlines;
+pub mod disclose;
 pub mod error;
 pub mod keys;
 pub mod quarantine;
@@ -17,6 +23,7 @@ pub mod state;
 pub mod store;
 pub mod view;
 
+pub use clock::{Clock, now_ms};
 pub use damage::{Damage, DamagedRecord};
 pub use deadlines::{BreachNotice, DeadlineSpec, StoredDeadline};
 pub use error::ProjectorError;

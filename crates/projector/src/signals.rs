@@ -32,6 +32,10 @@ use crate::store::{Fact, Projector};
 
 pub const SIGNALS: u8 = b'S';
 
+/// The originator a signal is decided as: Halcyon itself, never a registered agency, so the policy's
+/// category cells decide (an agency's "own records" rule never applies to a signal).
+pub const SIGNAL_ORIGINATOR: &str = "halcyon";
+
 /// Signal notices kept for a slow listener before it is told it fell behind.
 pub const NOTICES_BUFFERED_MAX: usize = 1024;
 

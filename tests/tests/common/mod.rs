@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use halcyon_api::{Node, NodeConfig, auth::Tokens};
 use halcyon_bus::{Credentials, Position, Publisher, PublisherConfig, StreamSettings, connect};
 use halcyon_grpc::pb::{self, query_service_client::QueryServiceClient};
+use halcyon_node::{Node, NodeConfig, auth::Tokens};
 use halcyon_policy::{Policy, Purpose};
 use halcyon_schema::Registry;
 use halcyon_testkit::{NatsServer, Scenario, workspace_root};
@@ -40,21 +40,21 @@ pub fn node_config(nats: &NatsServer, data_dir: &std::path::Path) -> NodeConfig 
         lag_max: 10_000,
         tls: None,
         checkpoints: Some(dev_chain()),
-        timescales: halcyon_api::deadlines::england(),
-        clock: halcyon_api::clock::Clock::system(),
-        signals: halcyon_api::signals::england(),
+        timescales: std::sync::Arc::new(halcyon_timescales::Timescales::england()),
+        clock: halcyon_projector::clock::Clock::system(),
+        signals: std::sync::Arc::new(halcyon_signals::SignalRules::england()),
         future_tolerance_ms: halcyon_schema::validate::CLOCK_TOLERANCE_MS,
         sled_cache_bytes: halcyon_projector::store::SLED_CACHE_BYTES_DEFAULT,
     }
 }
 
 /// The development checkpoint key (deploy/checkpoint-dev.key), checkpoints every 100 messages or 200 ms.
-pub fn dev_chain() -> halcyon_api::chain::ChainConfig {
+pub fn dev_chain() -> halcyon_node::chain::ChainConfig {
     let text = std::fs::read_to_string(workspace_root().join("deploy/checkpoint-dev.key")).unwrap();
-    halcyon_api::chain::ChainConfig {
+    halcyon_node::chain::ChainConfig {
         every_messages: 100,
         every: Duration::from_millis(200),
-        ..halcyon_api::chain::ChainConfig::new(halcyon_ledger::SigningKey::parse(&text).unwrap())
+        ..halcyon_node::chain::ChainConfig::new(halcyon_ledger::SigningKey::parse(&text).unwrap())
     }
 }
 

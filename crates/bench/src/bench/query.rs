@@ -3,7 +3,7 @@
 //! beside a bare tonic service that returns a pre-built `ChildView` of the same size in the same run.
 //!
 //! The bare service is stock generated tonic: it clones its message and prost encodes it on every call.
-//! The node keeps each decided view encoded (`halcyon_api::reply`) and copies those bytes, so the two differ
+//! The node keeps each decided view encoded (`halcyon_node::reply`) and copies those bytes, so the two differ
 //! in that too; every node call still authenticates, decides or reuses the view for the facts it holds, and
 //! waits for its own access record to be durable.
 
@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use async_nats::jetstream;
-use halcyon_api::{Node, NodeConfig, auth::Tokens};
 use halcyon_bus::{StreamSettings, list_event_streams};
 use halcyon_grpc::pb;
 use halcyon_grpc::pb::query_service_client::QueryServiceClient;
 use halcyon_grpc::pb::query_service_server::{QueryService, QueryServiceServer};
+use halcyon_node::{Node, NodeConfig, auth::Tokens};
 use halcyon_policy::{Policy, Purpose};
 use halcyon_schema::Registry;
 use halcyon_testkit::{Auth, NatsServer, Scenario, ScenarioAgencies, ScenarioConfig, workspace_root};
@@ -189,11 +189,11 @@ impl Queries<'_> {
             lag_max: 10_000,
             tls: None,
             checkpoints: None,
-            timescales: halcyon_api::deadlines::england(),
-            signals: halcyon_api::signals::england(),
+            timescales: std::sync::Arc::new(halcyon_timescales::Timescales::england()),
+            signals: std::sync::Arc::new(halcyon_signals::SignalRules::england()),
             future_tolerance_ms: halcyon_schema::validate::CLOCK_TOLERANCE_MS,
             sled_cache_bytes: halcyon_projector::store::SLED_CACHE_BYTES_DEFAULT,
-            clock: halcyon_api::clock::Clock::system(),
+            clock: halcyon_projector::clock::Clock::system(),
         })
     }
 }

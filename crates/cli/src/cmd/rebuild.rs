@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow};
-use halcyon_api::rebuild::{Until, project_streams, read_models_dir, swap_in};
 use halcyon_policy::Policy;
 use halcyon_projector::{Projector, ViewSpec};
+use halcyon_review::rebuild::{Until, project_streams, read_models_dir, swap_in};
 
 use super::common::{NatsArgs, deploy_path, load_registry};
 use crate::{Failure, config_error};
@@ -76,7 +76,7 @@ fn open_spec(agencies: &Path, policy: &Path) -> Result<ViewSpec, Failure> {
 pub async fn rebuild(args: RebuildArgs) -> Result<(), Failure> {
     let spec = open_spec(&args.agencies, &args.policy)?;
     let timescales = args.timescales.load().map_err(config_error)?;
-    let signals = halcyon_api::signals::spec(
+    let signals = halcyon_projector::SignalSpec::new(
         args.signals.load().map_err(config_error)?,
         &load_registry(&args.agencies)?,
     );
@@ -114,12 +114,12 @@ pub async fn rebuild(args: RebuildArgs) -> Result<(), Failure> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| args.data_dir.display().to_string())?;
     let fresh = args
         .data_dir
-        .join(format!("read-models.rebuild-{}", halcyon_api::query::now_ms()));
+        .join(format!("read-models.rebuild-{}", halcyon_projector::now_ms()));
     let projector = Arc::new(
         Projector::open(&fresh)?
             .with_future_tolerance_ms(args.future.ms())
             .with_views(spec)
-            .with_deadlines(halcyon_api::deadlines::spec(timescales))
+            .with_deadlines(halcyon_projector::DeadlineSpec::new(timescales))
             .with_signals(signals),
     );
     let client =
@@ -169,7 +169,7 @@ pub fn export(args: ExportArgs) -> Result<(), Failure> {
     }
     let spec = open_spec(&args.agencies, &args.policy)?;
     let timescales = args.timescales.load().map_err(config_error)?;
-    let signals = halcyon_api::signals::spec(
+    let signals = halcyon_projector::SignalSpec::new(
         args.signals.load().map_err(config_error)?,
         &load_registry(&args.agencies)?,
     );
@@ -178,12 +178,12 @@ pub fn export(args: ExportArgs) -> Result<(), Failure> {
             &halcyon_schema::convert::parse_timestamp(t)
                 .map_err(|e| config_error(anyhow!("deadlines_at: {e}")))?,
         ),
-        None => halcyon_api::query::now_ms(),
+        None => halcyon_projector::now_ms(),
     };
     let projector = Projector::open(&dir)
         .map_err(|e| anyhow!("{e} (is a node still running? stop it first)"))?
         .with_views(spec)
-        .with_deadlines(halcyon_api::deadlines::spec(timescales))
+        .with_deadlines(halcyon_projector::DeadlineSpec::new(timescales))
         .with_signals(signals);
     // A node stopped (or killed) before deriving its last views leaves markers; derive them first, so the
     // dump depends only on the events applied.
@@ -201,7 +201,7 @@ pub fn export(args: ExportArgs) -> Result<(), Failure> {
     }
     // Deadlines are evaluated now (or at --deadlines-at), as a running node's timer would: breaches due
     // before that moment are recorded.
-    halcyon_api::deadlines::record_all(&projector, at_ms)?;
+    projector.record_all_breaches(at_ms)?;
     let mut out: Box<dyn Write> = match &args.out {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| path.display().to_string())?,

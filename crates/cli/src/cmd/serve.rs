@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use halcyon_api::NodeConfig;
-use halcyon_api::auth::Tokens;
+use halcyon_node::NodeConfig;
+use halcyon_node::auth::Tokens;
 use halcyon_policy::Policy;
 
 use crate::{Failure, config_error};
@@ -187,7 +187,7 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
         None => None,
         Some(path) => {
             let mut chain =
-                halcyon_api::chain::ChainConfig::new(super::audit::verify::load_signing_key(&path)?);
+                halcyon_node::chain::ChainConfig::new(super::audit::verify::load_signing_key(&path)?);
             let trusted = if args.checkpoint_trusted_key.is_empty() {
                 file.checkpoint_trusted_keys.unwrap_or_default()
             } else {
@@ -262,7 +262,7 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
             args.tls_client_ca.or(file.tls_client_ca),
         ) {
             (Some(cert), Some(key), Some(client_ca)) => {
-                Some(halcyon_api::tls::TlsSettings { cert, key, client_ca })
+                Some(halcyon_node::tls::TlsSettings { cert, key, client_ca })
             }
             (None, None, None) => None,
             _ => {
@@ -273,14 +273,14 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
         },
         checkpoints,
         timescales,
-        clock: halcyon_api::clock::Clock::system(),
+        clock: halcyon_projector::clock::Clock::system(),
         signals,
     })
 }
 
 pub async fn run(args: Args) -> Result<(), Failure> {
     let config = build(args).map_err(config_error)?;
-    halcyon_api::run(config, shutdown_signal()).await?;
+    halcyon_node::run(config, shutdown_signal()).await?;
     Ok(())
 }
 

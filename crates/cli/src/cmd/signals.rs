@@ -119,7 +119,7 @@ impl SignalArgs {
     /// Loads and checks the file; an error names the file, line, column and reason.
     pub fn load(&self) -> anyhow::Result<Arc<SignalRules>> {
         match &self.signals {
-            None => Ok(halcyon_api::signals::england()),
+            None => Ok(std::sync::Arc::new(halcyon_signals::SignalRules::england())),
             Some(path) => Ok(Arc::new(
                 SignalRules::load(path).map_err(|e| anyhow!("signals: {e}"))?,
             )),
@@ -297,7 +297,7 @@ async fn record_outcome(args: OutcomeArgs) -> Result<(), Failure> {
             o.agency_id
         );
     }
-    let now = timestamp_from_millis(halcyon_api::query::now_ms());
+    let now = timestamp_from_millis(halcyon_projector::now_ms());
     let envelope = pb::Envelope {
         event_id: EventId::new().to_string(),
         case_id: case.as_str().to_owned(),

@@ -26,13 +26,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow};
-use halcyon_api::access_trail::{LocatedRecord, access_records};
-use halcyon_api::as_of::{DeadlineThen, Standing, deadlines_at, signal_permit, signals_at};
-use halcyon_api::rebuild::{Until, project_streams};
 use halcyon_grpc::pb;
 use halcyon_policy::Policy;
 use halcyon_policy::{AgencyKind, Principal, Purpose, Role};
 use halcyon_projector::{Fact, Identifier, Projector, SharingState, SignalSpec, StoredSignal, ViewSpec};
+use halcyon_review::access_trail::{LocatedRecord, access_records};
+use halcyon_review::as_of::{DeadlineThen, Standing, deadlines_at, signal_permit, signals_at};
+use halcyon_review::rebuild::{Until, project_streams};
 use halcyon_schema::convert::{format_timestamp, parse_timestamp, timestamp_from_millis, timestamp_millis};
 use halcyon_schema::{Category, ChildId, EventKindExt, Registry};
 

@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::anyhow;
-use halcyon_api::access_trail::{self, LocatedRecord, Review, ReviewDecision};
-use halcyon_api::as_of::{AsOfView, DeadlineThen, SignalThen, Standing, reconstruct};
 use halcyon_bus::{Credentials, Publisher, PublisherConfig, connect_watching};
 use halcyon_grpc::pb::{self, event::Kind};
 use halcyon_policy::{AgencyKind, Policy, PolicyHistory, Principal, Purpose, Role, StageTerm};
 use halcyon_projector::Identifier;
+use halcyon_review::access_trail::{self, LocatedRecord, Review, ReviewDecision};
+use halcyon_review::as_of::{AsOfView, DeadlineThen, SignalThen, Standing, reconstruct};
 use halcyon_schema::convert::{format_timestamp, parse_timestamp, timestamp_from_millis, timestamp_millis};
 use halcyon_schema::{AgencyId, CaseId, Category, ChildId, NhsNumber, Registry, Upn};
 use serde_json::json;
@@ -930,7 +930,7 @@ async fn record_review(args: ReviewArgs) -> Result<(), Failure> {
         reason: args.reason.trim().to_owned(),
     };
     let envelope =
-        access_trail::review_envelope(&record, identifiers, &decision, halcyon_api::query::now_ms());
+        access_trail::review_envelope(&record, identifiers, &decision, halcyon_projector::now_ms());
     let (client, violations) = connect_watching(
         &args.nats.nats_url,
         &Credentials::agency(reviewer_agency.as_str(), &args.reviewer_password),

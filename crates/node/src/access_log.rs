@@ -26,7 +26,7 @@ use tonic::{Request as GrpcRequest, Response, Status};
 
 use crate::error::ApiError;
 use crate::query::{Query, now_ms};
-use crate::view::{Disclosure, view_of};
+use halcyon_projector::disclose::{Disclosure, view_of};
 
 /// Records returned at most per call.
 pub const ACCESS_PAGE_MAX: u32 = 1000;

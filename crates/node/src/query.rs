@@ -19,7 +19,8 @@ use tonic::{Request, Response, Status};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::reply::ViewReply;
-use crate::view::{Disclosure, ViewMemo, child_view, learnable, view_of};
+use crate::view_memo::ViewMemo;
+use halcyon_projector::disclose::{Disclosure, child_view, learnable, view_of};
 
 /// Shared by every call.
 #[derive(Debug, Clone)]
@@ -50,9 +51,7 @@ pub struct Context {
     pub break_glass: Option<BreakGlass>,
 }
 
-pub fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
+pub use halcyon_projector::now_ms;
 
 impl Query {
     /// Checks a request's context (purpose, break-glass, read-your-writes) for other services.

@@ -56,7 +56,7 @@ pub fn open_read_models(dir: &Path, cache_bytes: u64) -> Result<Projector, NodeE
     match Projector::open_with_cache(dir, cache_bytes) {
         Ok(p) => Ok(p),
         Err(e) => {
-            let aside = dir.with_extension(format!("corrupt-{}", crate::query::now_ms()));
+            let aside = dir.with_extension(format!("corrupt-{}", halcyon_projector::now_ms()));
             tracing::error!(
                 error = %e,
                 moved_to = %aside.display(),
@@ -118,8 +118,11 @@ impl Node {
             open_read_models(&dir, config.sled_cache_bytes)?
                 .with_future_tolerance_ms(config.future_tolerance_ms)
                 .with_views(spec)
-                .with_deadlines(crate::deadlines::spec(config.timescales.clone()))
-                .with_signals(crate::signals::spec(config.signals.clone(), &config.agencies)),
+                .with_deadlines(halcyon_projector::DeadlineSpec::new(config.timescales.clone()))
+                .with_signals(halcyon_projector::SignalSpec::new(
+                    config.signals.clone(),
+                    &config.agencies,
+                )),
         );
         let lag: Lag = Arc::new(Mutex::new(Default::default()));
         let shutdown = CancellationToken::new();

@@ -16,8 +16,7 @@ use tracing::Instrument;
 
 use crate::events::{Events, NodeEvent};
 
-/// Messages per sled batch (MEASURED.md: about 1,000 rows keeps batches fast and memory flat).
-pub const BATCH_LEN_MAX: usize = 1000;
+pub use halcyon_projector::BATCH_LEN_MAX;
 /// How often the node looks for new agency streams.
 pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(2);
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use halcyon_grpc::pb::{self, deadline_service_server::DeadlineService};
 use halcyon_projector::deadlines::{Ending, RECORD_BATCH_MAX, StoredDeadline, StoredFactRef, occurrences};
 use halcyon_projector::read::ChildFacts;
-use halcyon_projector::{BreachNotice, DeadlineSpec, Projector, ProjectorError};
+use halcyon_projector::{BreachNotice, Projector, ProjectorError};
 use halcyon_schema::convert::timestamp_from_millis;
 use halcyon_schema::{Category, ChildId};
 use halcyon_timescales::{Status, Timescales, evaluate};
@@ -19,31 +19,14 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status as GrpcStatus};
 
 use crate::auth::Caller;
-use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::events::{Events, NodeEvent};
 use crate::query::{Context, Query};
-use crate::view::{Disclosure, view_of};
+use halcyon_projector::clock::Clock;
+use halcyon_projector::disclose::{Disclosure, view_of};
 
 /// After a failure to read or write the read models, the timer tries again this much later.
 pub const RETRY_MS: i64 = 5_000;
-
-/// England's statutory timescales on the England and Wales bank-holiday calendar (the shipped files under
-/// `deploy/timescales/`).
-pub fn england() -> Arc<Timescales> {
-    Arc::new(Timescales::england())
-}
-
-/// The deadline spec a node (or a rebuild, or an export) derives with.
-pub fn spec(timescales: Arc<Timescales>) -> DeadlineSpec {
-    DeadlineSpec::new(timescales)
-}
-
-/// Records every breach due before `now_ms` (a rebuild or an export evaluates at the moment it runs, as the
-/// node's timer does), handing each batch to `recorded`; returns how many it recorded.
-pub fn record_all(projector: &Projector, now_ms: i64) -> Result<usize, ProjectorError> {
-    record_announcing(projector, now_ms, |_| {})
-}
 
 fn record_announcing(
     projector: &Projector,
@@ -228,7 +211,7 @@ pub async fn disclosed(
         child,
         &facts,
         0..facts.facts.len(),
-        crate::query::now_ms(),
+        halcyon_projector::now_ms(),
     );
     let visible: BTreeMap<&str, &pb::VisibleFact> =
         view.facts.iter().map(|f| (f.event_id.as_str(), f)).collect();

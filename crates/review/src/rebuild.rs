@@ -9,9 +9,7 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use halcyon_bus::{BusError, list_event_streams, ordered_messages};
 use halcyon_projector::store::Prepared;
-use halcyon_projector::{Incoming, Projector, ProjectorError};
-
-use crate::ingest::BATCH_LEN_MAX;
+use halcyon_projector::{BATCH_LEN_MAX, Incoming, Projector, ProjectorError};
 
 /// Where projection stops.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -161,7 +159,7 @@ pub fn swap_in(data_dir: &Path, fresh: &Path) -> Result<(), RebuildError> {
     let live = read_models_dir(data_dir);
     let io = |what: &str, e: std::io::Error| RebuildError::Io(format!("{what}: {e}"));
     if live.exists() {
-        let old = data_dir.join(format!("read-models.replaced-{}", crate::query::now_ms()));
+        let old = data_dir.join(format!("read-models.replaced-{}", halcyon_projector::now_ms()));
         std::fs::rename(&live, &old).map_err(|e| io("moving the old read models aside", e))?;
         std::fs::rename(fresh, &live).map_err(|e| io("moving the rebuilt read models in", e))?;
         std::fs::remove_dir_all(&old).map_err(|e| io("removing the old read models", e))?;

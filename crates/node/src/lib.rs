@@ -3,11 +3,8 @@
 #![forbid(unsafe_code)]
 
 pub mod access_log;
-pub mod access_trail;
-pub mod as_of;
 pub mod auth;
 pub mod chain;
-pub mod clock;
 pub mod config;
 pub mod deadlines;
 pub mod error;
@@ -16,11 +13,10 @@ pub mod ingest;
 pub mod limits;
 pub mod node;
 pub mod query;
-pub mod rebuild;
 pub mod reply;
 pub mod signals;
 pub mod tls;
-pub mod view;
+pub mod view_memo;
 
 pub use config::NodeConfig;
 pub use error::ApiError;

@@ -16,18 +16,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use async_nats::jetstream;
-use halcyon_grpc::pb;
 use halcyon_policy::{ChildState, Fact as PolicyFact, Policy, Principal, Purpose, Request, decide};
 use halcyon_projector::deadlines::{Ending, occurrences};
 use halcyon_projector::signals::{ChildSignals, StoredSignal, derive_until};
 use halcyon_projector::{
     Fact, Identifier, Projector, ProjectorError, SharingState, SignalSpec, StoredDeadline,
 };
+use halcyon_schema::pb;
 use halcyon_schema::{AgencyId, Category, ChildId};
 use halcyon_timescales::{Margin, Status, Timescales, evaluate};
 
 use crate::rebuild::{RebuildError, Until, project_streams};
-use crate::view::{Disclosure, child_view};
+use halcyon_projector::disclose::{Disclosure, child_view};
 
 /// The read models as they stood at a moment, in a temporary store dropped with this value.
 #[derive(Debug)]
@@ -190,7 +190,7 @@ impl DeadlineThen {
 
 /// Every deadline of `child` as it stood at `at_ms`, by the deadline projection's own path: the facts held
 /// that had occurred by `at_ms` are derived as a node derives them (`Projector::derive_child_deadlines`),
-/// breaches are recorded as the node's timer records them by `at_ms` (`deadlines::record_all`), and the
+/// breaches are recorded as the node's timer records them by `at_ms` (`Projector::record_all_breaches`), and the
 /// margins are measured by `halcyon_timescales::evaluate` at `at_ms`, as `halcyon deadlines` measures them.
 /// Writes the child's deadline keys in `projector`, which must be a throwaway store with no deadline spec
 /// of its own (a reconstruction).
@@ -207,7 +207,7 @@ pub fn deadlines_at(
         .cloned()
         .collect();
     projector.derive_child_deadlines(timescales, &child, &facts)?;
-    crate::deadlines::record_all(projector, at_ms)?;
+    projector.record_all_breaches(at_ms)?;
     let recorded: BTreeMap<String, StoredDeadline> = projector
         .breaches(Some(&child))?
         .into_iter()
@@ -307,7 +307,7 @@ pub fn signal_permit(
     state: &ChildState,
     now_ms: i64,
 ) -> Option<String> {
-    let originator: AgencyId = crate::signals::SIGNAL_ORIGINATOR
+    let originator: AgencyId = halcyon_projector::signals::SIGNAL_ORIGINATOR
         .parse()
         .expect("a valid agency id");
     let fact = PolicyFact::new(category, originator);

@@ -16,7 +16,7 @@ use halcyon_projector::read::ChildFacts;
 use halcyon_projector::signals::{ChildSignals, SignalFact, StoredSignal};
 use halcyon_projector::{SignalNotice, SignalSpec};
 use halcyon_schema::convert::timestamp_from_millis;
-use halcyon_schema::{AgencyId, ChildId, Registry};
+use halcyon_schema::{AgencyId, ChildId};
 use halcyon_signals::SignalRules;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
@@ -26,21 +26,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::events::{Events, NodeEvent};
 use crate::query::{Context, Query};
-use crate::view::Disclosure;
-
-/// The originator a signal is decided as: Halcyon itself, never a registered agency, so the policy's
-/// category cells decide (an agency's "own records" rule never applies to a signal).
-pub const SIGNAL_ORIGINATOR: &str = "halcyon";
-
-/// The shipped signal rules (`deploy/signals.toml`).
-pub fn england() -> Arc<SignalRules> {
-    Arc::new(SignalRules::england())
-}
-
-/// The signal spec a node (or a rebuild, or an export) derives with.
-pub fn spec(rules: Arc<SignalRules>, registry: &Registry) -> SignalSpec {
-    SignalSpec::new(rules, registry)
-}
+use halcyon_projector::disclose::Disclosure;
 
 /// Runs until `shutdown`: tells watchers of every signal that fires or whose outcome is recorded.
 pub async fn run(
@@ -116,7 +102,9 @@ fn entitled(
     if !rule.addresses(caller.principal.kind, lead) {
         return None;
     }
-    let originator: AgencyId = SIGNAL_ORIGINATOR.parse().expect("a valid agency id");
+    let originator: AgencyId = halcyon_projector::signals::SIGNAL_ORIGINATOR
+        .parse()
+        .expect("a valid agency id");
     let fact = PolicyFact::new(spec.rules.category(), originator);
     let state = facts.sharing.for_agency(agency);
     let decision = decide(
@@ -127,7 +115,7 @@ fn entitled(
             fact: &fact,
             state: &state,
             break_glass: None,
-            now_ms: crate::query::now_ms(),
+            now_ms: halcyon_projector::now_ms(),
         },
     );
     decision.is_permit().then(|| decision.rule().to_owned())

@@ -38,7 +38,7 @@ pub struct NodeConfig {
     /// The statutory timescales deadlines are derived with (`deploy/timescales/`).
     pub timescales: std::sync::Arc<halcyon_timescales::Timescales>,
     /// What the deadline timer reads: the system clock, or one a test sets.
-    pub clock: crate::clock::Clock,
+    pub clock: halcyon_projector::clock::Clock,
     /// The multi-agency signal rules signals are derived with (`deploy/signals.toml`).
     pub signals: std::sync::Arc<halcyon_signals::SignalRules>,
     /// How far an event's times may lie after the time the bus stored it before it is quarantined as
