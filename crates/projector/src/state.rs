@@ -44,6 +44,43 @@ impl SharingState {
         s
     }
 
+    /// The state after each prefix of `facts` — element `i` equals `derive(&facts[..=i])` — in one pass
+    /// (a chronology walks every prefix; deriving each afresh cost the square of the child's facts).
+    pub fn successive(facts: &[Fact]) -> Vec<Self> {
+        let mut state = Self::default();
+        let mut recorded_by: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+        // Approvals of a fact not yet seen: approved event id → (approving agency, recipient).
+        let mut waiting: std::collections::HashMap<&str, Vec<(&str, AgencyId)>> =
+            std::collections::HashMap::new();
+        let mut out = Vec::with_capacity(facts.len());
+        for fact in facts {
+            let (id, agency) = (fact.envelope.event_id.as_str(), fact.envelope.agency_id.as_str());
+            state.apply(fact);
+            recorded_by.insert(id, agency);
+            for (approver, recipient) in waiting.remove(id).unwrap_or_default() {
+                if approver == agency {
+                    state.approvals.insert((id.to_owned(), recipient));
+                }
+            }
+            if let Some(Kind::OriginatorApprovalGranted(a)) = fact.kind()
+                && let Ok(recipient) = a.recipient_agency_id.parse::<AgencyId>()
+            {
+                match recorded_by.get(a.approved_event_id.as_str()) {
+                    Some(by) if *by == agency => {
+                        state.approvals.insert((a.approved_event_id.clone(), recipient));
+                    }
+                    Some(_) => {}
+                    None => waiting
+                        .entry(a.approved_event_id.as_str())
+                        .or_default()
+                        .push((agency, recipient)),
+                }
+            }
+            out.push(state.clone());
+        }
+        out
+    }
+
     /// Records the approvals among the facts that had occurred by `until_ms`: only an approval published by
     /// the agency that recorded the approved fact counts; an agency cannot approve another's record.
     fn approve(&mut self, facts: &[Fact], until_ms: i64) {
@@ -255,5 +292,55 @@ mod tests {
         // The GP's own approval does, whichever comes first in time.
         let approved = SharingState::derive(&[approval("health-gp-clifton"), attendance.clone()]);
         assert!(approved.approved(&attendance.envelope.event_id, &police));
+    }
+
+    #[test]
+    fn successive_states_equal_the_states_of_each_prefix() {
+        let mut attendance = fact(
+            "health-gp-clifton",
+            Kind::HealthAttendanceRecorded(pb::HealthAttendanceRecorded::default()),
+        );
+        attendance.envelope.event_id = "0192f0c4-7b1e-7cc1-9a57-3f0a8f1e2d3c".into();
+        let approval = |by: &str, id: &str| {
+            let mut f = fact(
+                by,
+                Kind::OriginatorApprovalGranted(pb::OriginatorApprovalGranted {
+                    approved_event_id: attendance.envelope.event_id.clone(),
+                    recipient_agency_id: "police-sy".into(),
+                    ..Default::default()
+                }),
+            );
+            f.envelope.event_id = id.into();
+            f
+        };
+        let mut referral = fact(
+            "csc-rotherham",
+            Kind::ReferralReceived(pb::ReferralReceived::default()),
+        );
+        referral.envelope.event_id = "r".into();
+        let mut plan = fact(
+            "csc-rotherham",
+            Kind::ChildProtectionPlanStarted(pb::ChildProtectionPlanStarted::default()),
+        );
+        plan.envelope.event_id = "p".into();
+        // Approvals before and after the approved fact, by its recorder and by another agency.
+        let facts = vec![
+            approval("health-gp-clifton", "a1"),
+            referral,
+            approval("police-sy", "a2"),
+            attendance.clone(),
+            plan,
+            approval("health-gp-clifton", "a3"),
+        ];
+        let successive = SharingState::successive(&facts);
+        for i in 0..facts.len() {
+            assert_eq!(
+                successive[i],
+                SharingState::derive(&facts[..=i]),
+                "after fact {i}"
+            );
+        }
+        assert!(successive[3].approved(&attendance.envelope.event_id, &"police-sy".parse().unwrap()));
+        assert!(!successive[2].approved(&attendance.envelope.event_id, &"police-sy".parse().unwrap()));
     }
 }

@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Chronology, Period, access_event, categories_text, time};
+use super::{Chronology, Period, Render, access_event, categories_text, time};
 
 /// The marker of a breach: a diamond this many units from its centre to each point.
 const BREACH_R: f64 = 7.0;
