@@ -463,7 +463,50 @@ impl Query {
                     status.looked_after = false;
                     status.looked_after_ended = at;
                 }
-                _ => {}
+                Some(
+                    Kind::ContactReceived(_)
+                    | Kind::ReferralReceived(_)
+                    | Kind::ReferralDecisionRecorded(_)
+                    | Kind::ReferralAcknowledged(_)
+                    | Kind::AgencyCheckRequested(_)
+                    | Kind::AgencyCheckResponded(_)
+                    | Kind::AssessmentStarted(_)
+                    | Kind::AssessmentCompleted(_)
+                    | Kind::StrategyDiscussionHeld(_)
+                    | Kind::Section47EnquiryStarted(_)
+                    | Kind::Section47EnquiryConcluded(_)
+                    | Kind::InitialConferenceHeld(_)
+                    | Kind::CategoryChanged(_)
+                    | Kind::CoreGroupMeetingHeld(_)
+                    | Kind::ReviewConferenceHeld(_)
+                    | Kind::LookedAfterReviewHeld(_)
+                    | Kind::PoliceProtectionStarted(_)
+                    | Kind::PoliceProtectionEnded(_)
+                    | Kind::EmergencyProtectionOrderMade(_)
+                    | Kind::MissingEpisodeReported(_)
+                    | Kind::MissingEpisodeClosed(_)
+                    | Kind::ReturnHomeInterviewCompleted(_)
+                    | Kind::AttendanceConcernRecorded(_)
+                    | Kind::ExclusionRecorded(_)
+                    | Kind::HealthAttendanceRecorded(_)
+                    | Kind::PoliceIntelligenceRecorded(_)
+                    | Kind::ExploitationIndicatorRecorded(_)
+                    | Kind::ConcernRecorded(_)
+                    | Kind::InvolvementStarted(_)
+                    | Kind::InvolvementEnded(_)
+                    | Kind::ConsentRecorded(_)
+                    | Kind::ConsentWithdrawn(_)
+                    | Kind::ConsentExemptionRecorded(_)
+                    | Kind::ShareDecisionRecorded(_)
+                    | Kind::OriginatorApprovalGranted(_)
+                    | Kind::IdentifierLinked(_)
+                    | Kind::RecordCorrected(_)
+                    | Kind::SeriousIncidentNotified(_)
+                    | Kind::RapidReviewCompleted(_)
+                    | Kind::BreakGlassReviewed(_)
+                    | Kind::SignalOutcomeRecorded(_),
+                )
+                | None => {}
             }
         }
         if status.owning_agency_id.is_empty()

@@ -51,7 +51,49 @@ fn flag(kind: &Kind, extra: FlagContent) -> Kind {
             office_hours_phone: e.office_hours_phone.clone(),
             out_of_hours_phone: e.out_of_hours_phone.clone(),
         }),
-        other => empty(other),
+        // Everything else: the kind alone, with none of its fields.
+        Kind::ContactReceived(_)
+        | Kind::ReferralReceived(_)
+        | Kind::ReferralDecisionRecorded(_)
+        | Kind::ReferralAcknowledged(_)
+        | Kind::AgencyCheckRequested(_)
+        | Kind::AgencyCheckResponded(_)
+        | Kind::AssessmentStarted(_)
+        | Kind::AssessmentCompleted(_)
+        | Kind::StrategyDiscussionHeld(_)
+        | Kind::Section47EnquiryStarted(_)
+        | Kind::Section47EnquiryConcluded(_)
+        | Kind::InitialConferenceHeld(_)
+        | Kind::ChildProtectionPlanEnded(_)
+        | Kind::CoreGroupMeetingHeld(_)
+        | Kind::ReviewConferenceHeld(_)
+        | Kind::LookedAfterPeriodEnded(_)
+        | Kind::LookedAfterReviewHeld(_)
+        | Kind::PoliceProtectionStarted(_)
+        | Kind::PoliceProtectionEnded(_)
+        | Kind::EmergencyProtectionOrderMade(_)
+        | Kind::MissingEpisodeReported(_)
+        | Kind::MissingEpisodeClosed(_)
+        | Kind::ReturnHomeInterviewCompleted(_)
+        | Kind::AttendanceConcernRecorded(_)
+        | Kind::ExclusionRecorded(_)
+        | Kind::HealthAttendanceRecorded(_)
+        | Kind::PoliceIntelligenceRecorded(_)
+        | Kind::ExploitationIndicatorRecorded(_)
+        | Kind::ConcernRecorded(_)
+        | Kind::InvolvementStarted(_)
+        | Kind::InvolvementEnded(_)
+        | Kind::ConsentRecorded(_)
+        | Kind::ConsentWithdrawn(_)
+        | Kind::ConsentExemptionRecorded(_)
+        | Kind::ShareDecisionRecorded(_)
+        | Kind::OriginatorApprovalGranted(_)
+        | Kind::IdentifierLinked(_)
+        | Kind::RecordCorrected(_)
+        | Kind::SeriousIncidentNotified(_)
+        | Kind::RapidReviewCompleted(_)
+        | Kind::BreakGlassReviewed(_)
+        | Kind::SignalOutcomeRecorded(_) => empty(kind),
     }
 }
 
@@ -173,16 +215,9 @@ fn summary(mut kind: Kind) -> Kind {
 
 /// The kind in full, less referrer identity unless granted.
 fn full(mut kind: Kind, referrer_identity_granted: bool) -> Kind {
-    if !referrer_identity_granted {
-        let referrer = match &mut kind {
-            Kind::ContactReceived(e) => e.referrer.as_mut(),
-            Kind::ReferralReceived(e) => e.referrer.as_mut(),
-            _ => None,
-        };
-        if let Some(r) = referrer {
-            r.referrer_name.clear();
-            r.referrer_contact.clear();
-        }
+    if !referrer_identity_granted && let Some(r) = halcyon_schema::catalogue::referrer_mut(&mut kind) {
+        r.referrer_name.clear();
+        r.referrer_contact.clear();
     }
     kind
 }

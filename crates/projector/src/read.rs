@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use halcyon_policy::{Fact as PolicyFact, Principal};
-use halcyon_schema::pb::event::Kind;
 use halcyon_schema::{AgencyId, Category, ChildId};
 use tokio::sync::watch;
 
@@ -67,10 +66,10 @@ impl ChildFacts {
 fn unapproved_policy_fact(fact: &Fact) -> Option<PolicyFact> {
     let category = Category::from_wire(fact.envelope.category)?;
     let originator: AgencyId = fact.envelope.agency_id.parse().ok()?;
-    let handling_code = match fact.kind() {
-        Some(Kind::PoliceIntelligenceRecorded(i)) => Some(i.handling_code.clone()),
-        _ => None,
-    };
+    let handling_code = fact
+        .kind()
+        .and_then(halcyon_schema::catalogue::handling_code)
+        .map(str::to_owned);
     Some(PolicyFact {
         category,
         originator,

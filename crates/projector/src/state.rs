@@ -196,7 +196,36 @@ impl SharingState {
             Kind::ConsentExemptionRecorded(x) => self.exempted.extend(categories(&x.categories)),
             // Approvals are recorded once every fact is folded (`approve`): they need the approved fact's
             // agency, which may come later in time order.
-            _ => {}
+            Kind::ReferralDecisionRecorded(_)
+            | Kind::ReferralAcknowledged(_)
+            | Kind::AgencyCheckResponded(_)
+            | Kind::AssessmentStarted(_)
+            | Kind::AssessmentCompleted(_)
+            | Kind::Section47EnquiryConcluded(_)
+            | Kind::CategoryChanged(_)
+            | Kind::CoreGroupMeetingHeld(_)
+            | Kind::ReviewConferenceHeld(_)
+            | Kind::LookedAfterReviewHeld(_)
+            | Kind::PoliceProtectionStarted(_)
+            | Kind::PoliceProtectionEnded(_)
+            | Kind::EmergencyProtectionOrderMade(_)
+            | Kind::MissingEpisodeReported(_)
+            | Kind::MissingEpisodeClosed(_)
+            | Kind::ReturnHomeInterviewCompleted(_)
+            | Kind::AttendanceConcernRecorded(_)
+            | Kind::ExclusionRecorded(_)
+            | Kind::HealthAttendanceRecorded(_)
+            | Kind::PoliceIntelligenceRecorded(_)
+            | Kind::ExploitationIndicatorRecorded(_)
+            | Kind::ConcernRecorded(_)
+            | Kind::ShareDecisionRecorded(_)
+            | Kind::OriginatorApprovalGranted(_)
+            | Kind::IdentifierLinked(_)
+            | Kind::RecordCorrected(_)
+            | Kind::SeriousIncidentNotified(_)
+            | Kind::RapidReviewCompleted(_)
+            | Kind::BreakGlassReviewed(_)
+            | Kind::SignalOutcomeRecorded(_) => {}
         }
     }
 

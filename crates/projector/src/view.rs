@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use halcyon_policy::{Decision, Fact as PolicyFact, Policy, Principal, Purpose, Request, Role, decide};
-use halcyon_schema::pb::event::Kind;
 use halcyon_schema::{AgencyId, AgencyKind, Category};
 
 use crate::state::SharingState;
@@ -183,10 +182,10 @@ fn describe(fact: &Fact) -> Option<Described> {
     Some(Described {
         category: Category::from_wire(fact.envelope.category)?,
         originator: fact.envelope.agency_id.parse().ok()?,
-        handling_code: match fact.kind() {
-            Some(Kind::PoliceIntelligenceRecorded(i)) => Some(i.handling_code.clone()),
-            _ => None,
-        },
+        handling_code: fact
+            .kind()
+            .and_then(halcyon_schema::catalogue::handling_code)
+            .map(str::to_owned),
     })
 }
 
@@ -194,10 +193,10 @@ fn describe(fact: &Fact) -> Option<Described> {
 pub fn policy_fact(fact: &Fact, sharing: &SharingState, principal: &Principal) -> Option<PolicyFact> {
     let category = Category::from_wire(fact.envelope.category)?;
     let originator: AgencyId = fact.envelope.agency_id.parse().ok()?;
-    let handling_code = match fact.kind() {
-        Some(Kind::PoliceIntelligenceRecorded(i)) => Some(i.handling_code.clone()),
-        _ => None,
-    };
+    let handling_code = fact
+        .kind()
+        .and_then(halcyon_schema::catalogue::handling_code)
+        .map(str::to_owned);
     Some(PolicyFact {
         category,
         originator,

@@ -6,7 +6,6 @@ use std::str::FromStr;
 use time::OffsetDateTime;
 
 use crate::pb;
-use crate::pb::event::Kind;
 pub use pbjson_types::Timestamp;
 
 /// A data category of docs/sharing.md, `D0`..`D13`. The unit the sharing policy decides on.
@@ -107,77 +106,7 @@ impl From<Category> for String {
     }
 }
 
-macro_rules! event_kinds {
-    ($($variant:ident => $category:ident),* $(,)?) => {
-        /// Facts about each event kind.
-        pub trait EventKindExt {
-            /// The event's name, e.g. `ReferralReceived`.
-            fn type_name(&self) -> &'static str;
-            /// The category an event of this kind normally falls in.
-            fn default_category(&self) -> Category;
-        }
-
-        impl EventKindExt for Kind {
-            fn type_name(&self) -> &'static str {
-                match self { $(Kind::$variant(_) => stringify!($variant),)* }
-            }
-            fn default_category(&self) -> Category {
-                match self { $(Kind::$variant(_) => Category::$category,)* }
-            }
-        }
-
-        /// Every event kind's name, in wire order.
-        pub const EVENT_TYPE_NAMES: &[&str] = &[$(stringify!($variant)),*];
-    };
-}
-
-event_kinds! {
-    ContactReceived => CONTACT_REFERRAL,
-    ReferralReceived => CONTACT_REFERRAL,
-    ReferralDecisionRecorded => CONTACT_REFERRAL,
-    ReferralAcknowledged => CONTACT_REFERRAL,
-    AgencyCheckRequested => CONTACT_REFERRAL,
-    AgencyCheckResponded => CONTACT_REFERRAL,
-    AssessmentStarted => ASSESSMENT,
-    AssessmentCompleted => ASSESSMENT,
-    StrategyDiscussionHeld => STRATEGY_S47,
-    Section47EnquiryStarted => STRATEGY_S47,
-    Section47EnquiryConcluded => STRATEGY_S47,
-    InitialConferenceHeld => CONFERENCE_PLAN,
-    ChildProtectionPlanStarted => STATUS_FLAG,
-    CategoryChanged => CONFERENCE_PLAN,
-    ChildProtectionPlanEnded => STATUS_FLAG,
-    CoreGroupMeetingHeld => CONFERENCE_PLAN,
-    ReviewConferenceHeld => CONFERENCE_PLAN,
-    LookedAfterPeriodStarted => STATUS_FLAG,
-    LookedAfterPeriodEnded => STATUS_FLAG,
-    LookedAfterReviewHeld => CONFERENCE_PLAN,
-    PoliceProtectionStarted => STRATEGY_S47,
-    PoliceProtectionEnded => STRATEGY_S47,
-    EmergencyProtectionOrderMade => STRATEGY_S47,
-    MissingEpisodeReported => MISSING,
-    MissingEpisodeClosed => MISSING,
-    ReturnHomeInterviewCompleted => MISSING,
-    AttendanceConcernRecorded => ATTENDANCE,
-    ExclusionRecorded => ATTENDANCE,
-    HealthAttendanceRecorded => HEALTH_CLINICAL,
-    PoliceIntelligenceRecorded => POLICE_INTELLIGENCE,
-    ExploitationIndicatorRecorded => EXPLOITATION,
-    ConcernRecorded => CONTACT_REFERRAL,
-    InvolvementStarted => IDENTITY,
-    InvolvementEnded => IDENTITY,
-    ConsentRecorded => IDENTITY,
-    ConsentWithdrawn => IDENTITY,
-    ConsentExemptionRecorded => IDENTITY,
-    ShareDecisionRecorded => ACCESS_LOG,
-    OriginatorApprovalGranted => ACCESS_LOG,
-    IdentifierLinked => IDENTITY,
-    RecordCorrected => IDENTITY,
-    SeriousIncidentNotified => CONTACT_REFERRAL,
-    RapidReviewCompleted => CONTACT_REFERRAL,
-    BreakGlassReviewed => ACCESS_LOG,
-    SignalOutcomeRecorded => EXPLOITATION,
-}
+pub use crate::catalogue::{EVENT_TYPE_NAMES, EventKindExt};
 
 /// Milliseconds since the Unix epoch, for sort keys. Saturates rather than overflowing.
 pub fn timestamp_millis(ts: &Timestamp) -> i64 {

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agencies;
+pub mod catalogue;
 pub mod convert;
 pub mod ids;
 pub mod nhs;

@@ -444,7 +444,38 @@ fn check_event(kind: &Kind, has_nhs: bool, problems: &mut Vec<Problem>) {
         }
         Kind::BreakGlassReviewed(e) => crate::review::check_break_glass_reviewed(e, problems),
         Kind::SignalOutcomeRecorded(e) => crate::review::check_signal_outcome_recorded(e, problems),
-        _ => {}
+        Kind::ContactReceived(_)
+        | Kind::ReferralReceived(_)
+        | Kind::ReferralDecisionRecorded(_)
+        | Kind::ReferralAcknowledged(_)
+        | Kind::AgencyCheckRequested(_)
+        | Kind::AgencyCheckResponded(_)
+        | Kind::AssessmentStarted(_)
+        | Kind::AssessmentCompleted(_)
+        | Kind::Section47EnquiryStarted(_)
+        | Kind::Section47EnquiryConcluded(_)
+        | Kind::ChildProtectionPlanStarted(_)
+        | Kind::CategoryChanged(_)
+        | Kind::ChildProtectionPlanEnded(_)
+        | Kind::CoreGroupMeetingHeld(_)
+        | Kind::ReviewConferenceHeld(_)
+        | Kind::LookedAfterPeriodStarted(_)
+        | Kind::LookedAfterPeriodEnded(_)
+        | Kind::LookedAfterReviewHeld(_)
+        | Kind::PoliceProtectionStarted(_)
+        | Kind::PoliceProtectionEnded(_)
+        | Kind::EmergencyProtectionOrderMade(_)
+        | Kind::MissingEpisodeReported(_)
+        | Kind::MissingEpisodeClosed(_)
+        | Kind::ReturnHomeInterviewCompleted(_)
+        | Kind::AttendanceConcernRecorded(_)
+        | Kind::ExclusionRecorded(_)
+        | Kind::HealthAttendanceRecorded(_)
+        | Kind::PoliceIntelligenceRecorded(_)
+        | Kind::ExploitationIndicatorRecorded(_)
+        | Kind::ConcernRecorded(_)
+        | Kind::SeriousIncidentNotified(_)
+        | Kind::RapidReviewCompleted(_) => {}
     }
 }
 
