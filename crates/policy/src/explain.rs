@@ -144,14 +144,5 @@ impl Policy {
 }
 
 fn short(kind: AgencyKind) -> &'static str {
-    match kind {
-        AgencyKind::ChildrensSocialCare => "csc",
-        AgencyKind::Police => "police",
-        AgencyKind::HealthUnscheduled => "health-u",
-        AgencyKind::HealthCommunity => "health-c",
-        AgencyKind::School => "school",
-        AgencyKind::Mash => "mash",
-        AgencyKind::YouthJustice => "yj",
-        AgencyKind::Voluntary => "voluntary",
-    }
+    kind.short_name()
 }

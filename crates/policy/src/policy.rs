@@ -443,16 +443,7 @@ impl Policy {
 }
 
 pub(crate) fn kind_index(kind: AgencyKind) -> usize {
-    match kind {
-        AgencyKind::ChildrensSocialCare => 0,
-        AgencyKind::Police => 1,
-        AgencyKind::HealthUnscheduled => 2,
-        AgencyKind::HealthCommunity => 3,
-        AgencyKind::School => 4,
-        AgencyKind::Mash => 5,
-        AgencyKind::YouthJustice => 6,
-        AgencyKind::Voluntary => 7,
-    }
+    kind.index()
 }
 
 #[cfg(test)]

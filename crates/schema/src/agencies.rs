@@ -7,44 +7,46 @@ use std::str::FromStr;
 
 use crate::ids::AgencyId;
 
-/// The kinds of agency the sharing policy distinguishes (the columns of docs/sharing.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AgencyKind {
-    ChildrensSocialCare,
-    Police,
-    HealthUnscheduled,
-    HealthCommunity,
-    School,
-    Mash,
-    YouthJustice,
-    Voluntary,
+macro_rules! agency_kinds {
+    ($($variant:ident => $name:literal, $short:literal;)*) => {
+        /// The kinds of agency the sharing policy distinguishes (the columns of docs/sharing.md). The one
+        /// table of agency kinds: the name in files and on the wire, and the short column heading.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(rename_all = "kebab-case")]
+        pub enum AgencyKind {
+            $($variant,)*
+        }
+
+        impl AgencyKind {
+            pub const ALL: [AgencyKind; [$(stringify!($variant)),*].len()] = [$(Self::$variant),*];
+
+            /// The name in configuration files (`childrens-social-care`).
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $name,)* }
+            }
+
+            /// The short column heading of the policy's tables (`csc`).
+            pub fn short_name(self) -> &'static str {
+                match self { $(Self::$variant => $short,)* }
+            }
+
+            /// The kind's position in [`AgencyKind::ALL`].
+            pub fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
 }
 
-impl AgencyKind {
-    pub const ALL: [AgencyKind; 8] = [
-        Self::ChildrensSocialCare,
-        Self::Police,
-        Self::HealthUnscheduled,
-        Self::HealthCommunity,
-        Self::School,
-        Self::Mash,
-        Self::YouthJustice,
-        Self::Voluntary,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ChildrensSocialCare => "childrens-social-care",
-            Self::Police => "police",
-            Self::HealthUnscheduled => "health-unscheduled",
-            Self::HealthCommunity => "health-community",
-            Self::School => "school",
-            Self::Mash => "mash",
-            Self::YouthJustice => "youth-justice",
-            Self::Voluntary => "voluntary",
-        }
-    }
+agency_kinds! {
+    ChildrensSocialCare => "childrens-social-care", "csc";
+    Police => "police", "police";
+    HealthUnscheduled => "health-unscheduled", "health-u";
+    HealthCommunity => "health-community", "health-c";
+    School => "school", "school";
+    Mash => "mash", "mash";
+    YouthJustice => "youth-justice", "yj";
+    Voluntary => "voluntary", "voluntary";
 }
 
 impl fmt::Display for AgencyKind {
@@ -137,6 +139,16 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_agency_kind_is_in_the_table_once_with_its_place_and_names() {
+        for (i, kind) in AgencyKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind.index(), i);
+            assert_eq!(kind.as_str().parse::<AgencyKind>(), Ok(kind));
+        }
+        let shorts: std::collections::BTreeSet<_> = AgencyKind::ALL.iter().map(|k| k.short_name()).collect();
+        assert_eq!(shorts.len(), AgencyKind::ALL.len(), "short names are distinct");
+    }
 
     #[test]
     fn parses_and_rejects_duplicates_and_unknown_kinds() {
