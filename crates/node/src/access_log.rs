@@ -224,9 +224,8 @@ impl AuditService for AccessLog {
         &self,
         request: GrpcRequest<pb::ListAccessRequest>,
     ) -> Result<Response<pb::ListAccessResponse>, Status> {
-        let caller = self.query.auth.authenticate(&request)?;
-        let req = request.into_inner();
-        let ctx = self.query.checked_context(req.context.as_ref()).await?;
+        let (pass, req) = self.query.gate(request).await?;
+        let (caller, ctx) = (&pass.caller, &pass.ctx);
         let policy = self.query.policy.clone();
         if let Some(d13) = policy.category(Category::ACCESS_LOG)
             && !d13.allows_purpose(ctx.purpose)
@@ -313,9 +312,8 @@ impl AuditService for AccessLog {
         } else {
             pb::AccessOutcome::Permitted
         };
-        self.query
-            .record_access(&caller, &ctx, "ListAccess", child, &disclosure, outcome)
-            .await?;
-        Ok(Response::new(pb::ListAccessResponse { records: shown }))
+        self.query.record(&pass, child, &disclosure, outcome).await?;
+        pass.answer(&self.query, child, pb::ListAccessResponse { records: shown })
+            .await
     }
 }

@@ -18,10 +18,10 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status as GrpcStatus};
 
-use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::events::{Events, NodeEvent};
-use crate::query::{Context, Query};
+use crate::gate::Pass;
+use crate::query::Query;
 use halcyon_projector::clock::Clock;
 use halcyon_projector::disclose::{Disclosure, view_of};
 
@@ -187,13 +187,12 @@ fn breach_pb(
 /// covering them is written before they are returned.
 pub async fn disclosed(
     query: &Query,
-    caller: &Caller,
-    ctx: &Context,
-    method: &str,
+    pass: &Pass,
     child: ChildId,
     deadlines: &[StoredDeadline],
     at_ms: i64,
 ) -> Result<Vec<pb::DeadlineBreach>, ApiError> {
+    let (caller, ctx) = (&pass.caller, &pass.ctx);
     let Some(spec) = query.projector.deadline_spec() else {
         return Ok(Vec::new());
     };
@@ -246,14 +245,7 @@ pub async fn disclosed(
         return Ok(shown);
     }
     query
-        .record_access(
-            caller,
-            ctx,
-            method,
-            Some(child),
-            &disclosure,
-            pb::AccessOutcome::Permitted,
-        )
+        .record(pass, Some(child), &disclosure, pb::AccessOutcome::Permitted)
         .await?;
     Ok(shown)
 }
@@ -261,16 +253,13 @@ pub async fn disclosed(
 /// The watch event `caller` receives for a breach notice, if any.
 pub async fn watched_breach(
     query: &Query,
-    caller: &Caller,
-    ctx: &Context,
+    pass: &Pass,
     notice: &BreachNotice,
     at_ms: i64,
 ) -> Result<Option<pb::WatchEvent>, ApiError> {
     let shown = disclosed(
         query,
-        caller,
-        ctx,
-        "Watch",
+        pass,
         notice.child,
         std::slice::from_ref(&notice.deadline),
         at_ms,
@@ -296,12 +285,8 @@ impl DeadlineService for Deadlines {
         &self,
         request: Request<pb::ListBreachesRequest>,
     ) -> Result<Response<pb::ListBreachesResponse>, GrpcStatus> {
-        let caller = self.query.auth.authenticate(&request)?;
-        let req = request.into_inner();
-        let (ctx, child) = self
-            .query
-            .listing_context(req.context.as_ref(), &req.child_id, "breaches")
-            .await?;
+        let (pass, req) = self.query.gate(request).await?;
+        let child = self.query.listing(&pass, &req.child_id, "breaches")?;
         let projector = self.query.projector.clone();
         let all = tokio::task::spawn_blocking(move || projector.breaches(child.as_ref()))
             .await
@@ -316,22 +301,12 @@ impl DeadlineService for Deadlines {
         let at_ms = self.clock.now_ms();
         let mut breaches = Vec::new();
         for (child, deadlines) in by_child {
-            breaches.extend(
-                disclosed(
-                    &self.query,
-                    &caller,
-                    &ctx,
-                    "ListBreaches",
-                    child,
-                    &deadlines,
-                    at_ms,
-                )
-                .await?,
-            );
+            breaches.extend(disclosed(&self.query, &pass, child, &deadlines, at_ms).await?);
         }
-        Ok(Response::new(pb::ListBreachesResponse {
+        let answer = pb::ListBreachesResponse {
             breaches,
             evaluated_at: Some(timestamp_from_millis(at_ms)),
-        }))
+        };
+        pass.answer(&self.query, child, answer).await
     }
 }

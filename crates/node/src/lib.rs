@@ -9,6 +9,7 @@ pub mod config;
 pub mod deadlines;
 pub mod error;
 pub mod events;
+pub mod gate;
 pub mod ingest;
 pub mod limits;
 pub mod node;

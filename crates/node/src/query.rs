@@ -16,8 +16,8 @@ use halcyon_schema::subject::StreamName;
 use halcyon_schema::{ChildId, EventId};
 use tonic::{Request, Response, Status};
 
-use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::gate::Pass;
 use crate::reply::ViewReply;
 use crate::view_memo::ViewMemo;
 use halcyon_projector::disclose::{Disclosure, child_view, learnable, view_of};
@@ -59,38 +59,18 @@ impl Query {
         self.context(ctx).await
     }
 
-    /// The checked context and the optional child of a listing call (breaches, signals): a list is never read
+    /// The optional child of a listing call (breaches, signals), once through the gate: a list is never read
     /// under break-glass, and an empty `child_id` means every child.
-    pub async fn listing_context(
-        &self,
-        ctx: Option<&pb::RequestContext>,
-        child_id: &str,
-        what: &str,
-    ) -> Result<(Context, Option<ChildId>), ApiError> {
-        let ctx = self.context(ctx).await?;
-        if ctx.break_glass.is_some() {
+    pub fn listing(&self, pass: &Pass, child_id: &str, what: &str) -> Result<Option<ChildId>, ApiError> {
+        if pass.ctx.break_glass.is_some() {
             return Err(ApiError::Invalid(format!(
                 "break-glass is for a single child's view, not a list of {what}"
             )));
         }
-        let child = match child_id.trim() {
-            "" => None,
-            raw => Some(Self::child_id(raw)?),
-        };
-        Ok((ctx, child))
-    }
-
-    /// Writes an access record for other services and waits for it.
-    pub async fn record_access(
-        &self,
-        caller: &Caller,
-        ctx: &Context,
-        method: &str,
-        child: Option<ChildId>,
-        d: &Disclosure,
-        outcome: pb::AccessOutcome,
-    ) -> Result<(), ApiError> {
-        self.record(caller, ctx, method, child, d, outcome).await
+        match child_id.trim() {
+            "" => Ok(None),
+            raw => Ok(Some(Self::child_id(raw)?)),
+        }
     }
 
     /// A child's facts, decoded with their sharing state: from the node's cache while nothing new has been
@@ -115,7 +95,7 @@ impl Query {
     }
 
     /// Admits a call or sheds it when the node is at its concurrency limit.
-    fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    pub(crate) fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
         self.admission.clone().try_acquire_owned().map_err(|_| {
             ApiError::Overloaded("the node is at its concurrency limit; retry with backoff".into())
         })
@@ -171,10 +151,7 @@ impl Query {
         &self,
         request: Request<pb::FindChildRequest>,
     ) -> Result<Response<ViewReply>, Status> {
-        let _permit = self.admit()?;
-        let caller = self.auth.authenticate(&request)?;
-        let req = request.into_inner();
-        let ctx = self.context(req.context.as_ref()).await?;
+        let (pass, req) = self.gate(request).await?;
         let identifier = match req.identifier {
             Some(WireIdentifier::NhsNumber(n)) => Identifier::Nhs(
                 n.parse()
@@ -198,9 +175,7 @@ impl Query {
             }
         };
         let child = self.projector.resolve(&identifier).map_err(ApiError::from)?;
-        Ok(Response::new(
-            self.answer(&caller, &ctx, "FindChild", child).await?,
-        ))
+        Ok(Response::new(self.answer(&pass, child).await?))
     }
 
     /// GetChildView: a child the caller knows the halcyon id of, as the caller may see it.
@@ -208,33 +183,21 @@ impl Query {
         &self,
         request: Request<pb::GetChildViewRequest>,
     ) -> Result<Response<ViewReply>, Status> {
-        let _permit = self.admit()?;
-        let caller = self.auth.authenticate(&request)?;
-        let req = request.into_inner();
-        let ctx = self.context(req.context.as_ref()).await?;
+        let (pass, req) = self.gate(request).await?;
         let child = Self::child_id(&req.child_id)?;
-        Ok(Response::new(
-            self.answer(&caller, &ctx, "GetChildView", child).await?,
-        ))
+        Ok(Response::new(self.answer(&pass, child).await?))
     }
 
     /// Builds a view, records the access, and only then returns the view.
-    async fn answer(
-        &self,
-        caller: &Caller,
-        ctx: &Context,
-        method: &str,
-        child: ChildId,
-    ) -> Result<ViewReply, ApiError> {
+    async fn answer(&self, pass: &Pass, child: ChildId) -> Result<ViewReply, ApiError> {
+        let (caller, ctx) = (&pass.caller, &pass.ctx);
         // Announced now, so the audit writer can hold its next group open for this call's record.
         let expected = self.audit.expect();
         let facts = self.child_facts(child).await?;
         if facts.facts.is_empty() {
             self.record_expected(
                 Some(expected),
-                caller,
-                ctx,
-                method,
+                pass,
                 None,
                 &Disclosure::default(),
                 pb::AccessOutcome::NotFound,
@@ -273,16 +236,8 @@ impl Query {
         } else {
             pb::AccessOutcome::Denied
         };
-        self.record_expected(
-            Some(expected),
-            caller,
-            ctx,
-            method,
-            Some(child),
-            disclosure,
-            outcome,
-        )
-        .await?;
+        self.record_expected(Some(expected), pass, Some(child), disclosure, outcome)
+            .await?;
         if !disclosure.reveals_child {
             // Nothing shown, nothing told, no identity: the caller may not learn that Halcyon knows the
             // child, so the answer is the one for a child it does not know.
@@ -301,35 +256,28 @@ impl Query {
         })
     }
 
-    /// The audit gate: no answer leaves before its access record is acknowledged by the AUDIT stream.
-    async fn record(
+    /// Writes an access record of the call through `pass` and waits for the AUDIT stream's acknowledgement:
+    /// no answer leaves before it (see [`crate::gate`]).
+    pub async fn record(
         &self,
-        caller: &Caller,
-        ctx: &Context,
-        method: &str,
+        pass: &Pass,
         child: Option<ChildId>,
         d: &Disclosure,
         outcome: pb::AccessOutcome,
     ) -> Result<(), ApiError> {
-        self.record_expected(None, caller, ctx, method, child, d, outcome)
-            .await
+        self.record_expected(None, pass, child, d, outcome).await
     }
 
     /// [`Self::record`] of a record announced to the audit writer beforehand.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "the record's parts; a struct would only rename them"
-    )]
     async fn record_expected(
         &self,
         expected: Option<halcyon_bus::audit::Expected>,
-        caller: &Caller,
-        ctx: &Context,
-        method: &str,
+        pass: &Pass,
         child: Option<ChildId>,
         d: &Disclosure,
         outcome: pb::AccessOutcome,
     ) -> Result<(), ApiError> {
+        let (caller, ctx, method) = (&pass.caller, &pass.ctx, pass.method);
         let record = pb::AccessRecord {
             record_id: EventId::new().to_string(),
             at: Some(timestamp_from_millis(now_ms())),
@@ -360,6 +308,7 @@ impl Query {
             None => self.audit.record(record).await,
         }
         .map_err(|e| ApiError::AuditUnavailable(e.to_string()))?;
+        pass.count_record();
         tracing::info!(
             method,
             agency = %caller.principal.agency,
@@ -388,7 +337,8 @@ impl Query {
     /// A caller that may see no flag fact of the child — because Halcyon does not know the NHS number, the
     /// child has no flag, or the policy does not entitle the caller — gets one and the same answer: a
     /// status with no flag and no child id. The access record says which it was.
-    async fn flag(&self, caller: &Caller, ctx: &Context, nhs: &str) -> Result<pb::FlagStatus, ApiError> {
+    async fn flag(&self, pass: &Pass, nhs: &str) -> Result<pb::FlagStatus, ApiError> {
+        let (caller, ctx) = (&pass.caller, &pass.ctx);
         let no_flag = pb::FlagStatus {
             policy_version: self.policy.version().to_owned(),
             ..Default::default()
@@ -396,15 +346,8 @@ impl Query {
         let child = self.projector.resolve(&Self::identifier(nhs)?)?;
         let facts = self.child_facts(child).await?;
         if facts.facts.is_empty() {
-            self.record(
-                caller,
-                ctx,
-                "CheckFlag",
-                None,
-                &Disclosure::default(),
-                pb::AccessOutcome::NotFound,
-            )
-            .await?;
+            self.record(pass, None, &Disclosure::default(), pb::AccessOutcome::NotFound)
+                .await?;
             return Ok(no_flag);
         }
         let flag_facts: Vec<_> = facts
@@ -528,26 +471,12 @@ impl Query {
             }
         }
         if disclosure.facts_disclosed == 0 {
-            self.record(
-                caller,
-                ctx,
-                "CheckFlag",
-                Some(child),
-                &disclosure,
-                pb::AccessOutcome::Denied,
-            )
-            .await?;
+            self.record(pass, Some(child), &disclosure, pb::AccessOutcome::Denied)
+                .await?;
             return Ok(no_flag);
         }
-        self.record(
-            caller,
-            ctx,
-            "CheckFlag",
-            Some(child),
-            &disclosure,
-            pb::AccessOutcome::Permitted,
-        )
-        .await?;
+        self.record(pass, Some(child), &disclosure, pb::AccessOutcome::Permitted)
+            .await?;
         status.owner_notified = !disclosure.notify.is_empty();
         for owner in &disclosure.notify {
             let notification = pb::AccessNotification {
@@ -577,11 +506,11 @@ impl Query {
     /// written before any of them is sent.
     async fn watched_facts(
         &self,
-        caller: &Caller,
-        ctx: &Context,
+        pass: &Pass,
         child: ChildId,
         event_ids: &[&str],
     ) -> Result<Vec<pb::WatchEvent>, ApiError> {
+        let (caller, ctx) = (&pass.caller, &pass.ctx);
         let facts = self.child_facts(child).await?;
         let (view, _) = view_of(
             &self.policy,
@@ -610,15 +539,8 @@ impl Query {
             facts_disclosed: shown.len() as u32,
             ..Default::default()
         };
-        self.record(
-            caller,
-            ctx,
-            "Watch",
-            Some(child),
-            &disclosure,
-            pb::AccessOutcome::Permitted,
-        )
-        .await?;
+        self.record(pass, Some(child), &disclosure, pb::AccessOutcome::Permitted)
+            .await?;
         Ok(shown
             .into_iter()
             .map(|fact| pb::WatchEvent {
@@ -631,8 +553,7 @@ impl Query {
     /// An access notification for the owner, itself recorded (it discloses who looked at the child).
     async fn notification(
         &self,
-        caller: &Caller,
-        ctx: &Context,
+        pass: &Pass,
         notification: pb::AccessNotification,
     ) -> Result<pb::WatchEvent, ApiError> {
         let child: Option<ChildId> = notification.child_id.parse().ok();
@@ -642,15 +563,8 @@ impl Query {
             facts_disclosed: 1,
             ..Default::default()
         };
-        self.record(
-            caller,
-            ctx,
-            "Watch",
-            child,
-            &disclosure,
-            pb::AccessOutcome::Permitted,
-        )
-        .await?;
+        self.record(pass, child, &disclosure, pb::AccessOutcome::Permitted)
+            .await?;
         Ok(pb::WatchEvent {
             child_id: notification.child_id.clone(),
             kind: Some(pb::watch_event::Kind::Access(notification)),
@@ -668,10 +582,8 @@ impl QueryService for Query {
         &self,
         request: Request<pb::GetChronologyRequest>,
     ) -> Result<Response<pb::ChronologyPage>, Status> {
-        let _permit = self.admit()?;
-        let caller = self.auth.authenticate(&request)?;
-        let req = request.into_inner();
-        let ctx = self.context(req.context.as_ref()).await?;
+        let (pass, req) = self.gate(request).await?;
+        let (caller, ctx) = (&pass.caller, &pass.ctx);
         let child = Self::child_id(&req.child_id)?;
         let page_size = match req.page_size {
             0 => PAGE_SIZE_DEFAULT,
@@ -708,15 +620,7 @@ impl QueryService for Query {
                 pb::AccessOutcome::Denied
             };
             let child = (!child_facts.facts.is_empty()).then_some(child);
-            self.record(
-                &caller,
-                &ctx,
-                "GetChronology",
-                child,
-                &Disclosure::default(),
-                outcome,
-            )
-            .await?;
+            self.record(&pass, child, &Disclosure::default(), outcome).await?;
             return Err(ApiError::NotFound("no child with that id is known to Halcyon".into()).into());
         }
         let window = &learnable[start.min(learnable.len())..(start + page_size).min(learnable.len())];
@@ -735,10 +639,9 @@ impl QueryService for Query {
         } else {
             pb::AccessOutcome::Denied
         };
-        self.record(&caller, &ctx, "GetChronology", Some(child), &disclosure, outcome)
-            .await?;
+        self.record(&pass, Some(child), &disclosure, outcome).await?;
         let next = start + page_size;
-        Ok(Response::new(pb::ChronologyPage {
+        let page = pb::ChronologyPage {
             child_id: view.child_id,
             facts: view.facts,
             withheld: view.withheld,
@@ -748,27 +651,26 @@ impl QueryService for Query {
                 String::new()
             },
             policy_version: view.policy_version,
-        }))
+        };
+        pass.answer(self, Some(child), page).await
     }
 
     async fn check_flag(
         &self,
         request: Request<pb::CheckFlagRequest>,
     ) -> Result<Response<pb::FlagStatus>, Status> {
-        let _permit = self.admit()?;
-        let caller = self.auth.authenticate(&request)?;
-        let req = request.into_inner();
-        let ctx = self.context(req.context.as_ref()).await?;
-        Ok(Response::new(self.flag(&caller, &ctx, &req.nhs_number).await?))
+        let (pass, req) = self.gate(request).await?;
+        let status = self.flag(&pass, &req.nhs_number).await?;
+        pass.answer(self, None, status).await
     }
 
     async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<WatchStream>, Status> {
         use crate::events::NodeEvent;
         use tokio::sync::broadcast::error::RecvError;
-        let caller = self.auth.authenticate(&request)?;
-        let req = request.into_inner();
-        let ctx = self.context(req.context.as_ref()).await?;
-        if ctx.break_glass.is_some() {
+        let (pass, _req) = self.gate(request).await?;
+        // Admitted for its setup; a watch then streams without holding a place in the admission limit.
+        let pass = pass.release();
+        if pass.ctx.break_glass.is_some() {
             return Err(ApiError::Invalid(
                 "break-glass is for a single look-up, not a standing watch".into(),
             )
@@ -788,7 +690,7 @@ impl QueryService for Query {
                         }
                         let mut out = Vec::new();
                         for (child, event_ids) in &by_child {
-                            match this.watched_facts(&caller, &ctx, *child, event_ids).await {
+                            match this.watched_facts(&pass, *child, event_ids).await {
                                 Ok(events) => out.extend(events.into_iter().map(Ok)),
                                 Err(e) => {
                                     out.push(Err(Status::from(e)));
@@ -798,23 +700,21 @@ impl QueryService for Query {
                         }
                         out
                     }
-                    Ok(NodeEvent::Access { owner, notification }) if owner == caller.principal.agency => {
-                        vec![
-                            this.notification(&caller, &ctx, notification)
-                                .await
-                                .map_err(Status::from),
-                        ]
+                    Ok(NodeEvent::Access { owner, notification })
+                        if owner == pass.caller.principal.agency =>
+                    {
+                        vec![this.notification(&pass, notification).await.map_err(Status::from)]
                     }
                     Ok(NodeEvent::Access { .. }) => continue,
                     Ok(NodeEvent::Breach { notice, at_ms }) => {
-                        match crate::deadlines::watched_breach(&this, &caller, &ctx, &notice, at_ms).await {
+                        match crate::deadlines::watched_breach(&this, &pass, &notice, at_ms).await {
                             Ok(Some(event)) => vec![Ok(event)],
                             Ok(None) => continue,
                             Err(e) => vec![Err(Status::from(e))],
                         }
                     }
                     Ok(NodeEvent::Signal { notice }) => {
-                        match crate::signals::watched_signal(&this, &caller, &ctx, &notice).await {
+                        match crate::signals::watched_signal(&this, &pass, &notice).await {
                             Ok(Some(event)) => vec![Ok(event)],
                             Ok(None) => continue,
                             Err(e) => vec![Err(Status::from(e))],
@@ -857,7 +757,7 @@ impl QueryService for Query {
         &self,
         request: Request<pb::GetPositionsRequest>,
     ) -> Result<Response<pb::GetPositionsResponse>, Status> {
-        self.auth.authenticate(&request)?;
+        let (_caller, _permit, _req) = self.gate_operational(request)?;
         let positions = self
             .projector
             .checkpoints()
@@ -881,8 +781,8 @@ impl QueryService for Query {
         &self,
         request: Request<pb::ListQuarantineRequest>,
     ) -> Result<Response<pb::ListQuarantineResponse>, Status> {
-        let caller = self.auth.authenticate(&request)?;
-        let wanted = request.into_inner().agency_id;
+        let (caller, _permit, req) = self.gate_operational(request)?;
+        let wanted = req.agency_id;
         let operator = caller.principal.role == Role::Operator;
         let agency = match (operator, wanted.is_empty()) {
             (true, true) => None,

@@ -25,6 +25,7 @@ use tonic::{Request as GrpcRequest, Response, Status};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::events::{Events, NodeEvent};
+use crate::gate::Pass;
 use crate::query::{Context, Query};
 use halcyon_projector::disclose::Disclosure;
 
@@ -125,9 +126,7 @@ fn entitled(
 /// they are returned; none when there is nothing to show.
 pub async fn disclosed(
     query: &Query,
-    caller: &Caller,
-    ctx: &Context,
-    method: &str,
+    pass: &Pass,
     child: ChildId,
     signals: &[StoredSignal],
 ) -> Result<Vec<pb::Signal>, ApiError> {
@@ -141,7 +140,7 @@ pub async fn disclosed(
     let mut disclosure = Disclosure::default();
     let mut shown = Vec::new();
     for s in signals {
-        let Some(rule) = entitled(query, spec, caller, ctx, &facts, &s.rule_id) else {
+        let Some(rule) = entitled(query, spec, &pass.caller, &pass.ctx, &facts, &s.rule_id) else {
             continue;
         };
         disclosure.categories_disclosed.insert(spec.rules.category());
@@ -153,14 +152,7 @@ pub async fn disclosed(
         return Ok(shown);
     }
     query
-        .record_access(
-            caller,
-            ctx,
-            method,
-            Some(child),
-            &disclosure,
-            pb::AccessOutcome::Permitted,
-        )
+        .record(pass, Some(child), &disclosure, pb::AccessOutcome::Permitted)
         .await?;
     Ok(shown)
 }
@@ -168,19 +160,10 @@ pub async fn disclosed(
 /// The watch event `caller` receives for a signal notice, if any.
 pub async fn watched_signal(
     query: &Query,
-    caller: &Caller,
-    ctx: &Context,
+    pass: &Pass,
     notice: &SignalNotice,
 ) -> Result<Option<pb::WatchEvent>, ApiError> {
-    let shown = disclosed(
-        query,
-        caller,
-        ctx,
-        "Watch",
-        notice.child,
-        std::slice::from_ref(&notice.signal),
-    )
-    .await?;
+    let shown = disclosed(query, pass, notice.child, std::slice::from_ref(&notice.signal)).await?;
     Ok(shown.into_iter().next().map(|signal| pb::WatchEvent {
         child_id: notice.child.to_string(),
         kind: Some(pb::watch_event::Kind::Signal(signal)),
@@ -199,12 +182,8 @@ impl SignalService for Signals {
         &self,
         request: GrpcRequest<pb::ListSignalsRequest>,
     ) -> Result<Response<pb::ListSignalsResponse>, Status> {
-        let caller = self.query.auth.authenticate(&request)?;
-        let req = request.into_inner();
-        let (ctx, child) = self
-            .query
-            .listing_context(req.context.as_ref(), &req.child_id, "signals")
-            .await?;
+        let (pass, req) = self.query.gate(request).await?;
+        let child = self.query.listing(&pass, &req.child_id, "signals")?;
         let projector = self.query.projector.clone();
         let all: Vec<(ChildId, ChildSignals)> =
             tokio::task::spawn_blocking(move || projector.signals(child.as_ref()))
@@ -222,9 +201,9 @@ impl SignalService for Signals {
         }
         let mut signals = Vec::new();
         for (child, record) in by_child {
-            signals
-                .extend(disclosed(&self.query, &caller, &ctx, "ListSignals", child, &record.signals).await?);
+            signals.extend(disclosed(&self.query, &pass, child, &record.signals).await?);
         }
-        Ok(Response::new(pb::ListSignalsResponse { signals }))
+        pass.answer(&self.query, child, pb::ListSignalsResponse { signals })
+            .await
     }
 }

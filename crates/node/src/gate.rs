@@ -1,0 +1,131 @@
+//! The audit gate: the one way into every method of every service, and the one way an answer about a child
+//! leaves.
+//!
+//! In: [`Query::gate`] admits the call (beyond the node's concurrency it is shed with RESOURCE_EXHAUSTED),
+//! authenticates the caller (UNAUTHENTICATED), and checks the request's context — purpose, break-glass,
+//! read-your-writes positions (INVALID_ARGUMENT) — in that order, the same for every method. It hands back a
+//! [`Pass`]: who asks, for what, through which method.
+//!
+//! Out: every access record is written through the pass ([`Query::record`]: written to the AUDIT stream and
+//! acknowledged before the method goes on), and an answer leaves through [`Pass::answer`], which writes the
+//! call's record first if the method wrote none (a list with nothing in it is still a recorded question).
+//! `Watch` passes the gate once, for its setup, and records each event it sends through the same pass.
+//!
+//! `GetPositions` and `ListQuarantine` answer no question about a child (stream positions; events a
+//! node could not project, by stream and reason): they take no purpose and write no access record, but pass
+//! admission and authentication here like every other method ([`Query::gate_operational`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use halcyon_grpc::pb;
+use halcyon_schema::ChildId;
+use tokio::sync::OwnedSemaphorePermit;
+use tonic::{Request, Response, Status};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::query::{Context, Query};
+use halcyon_projector::disclose::Disclosure;
+
+/// A request that states its context (purpose, break-glass, positions), and the method it is for.
+pub trait Gated {
+    /// The method's name in access records.
+    const METHOD: &'static str;
+    fn context(&self) -> Option<&pb::RequestContext>;
+}
+
+macro_rules! gated {
+    ($($request:ident => $method:literal),* $(,)?) => {
+        $(impl Gated for pb::$request {
+            const METHOD: &'static str = $method;
+            fn context(&self) -> Option<&pb::RequestContext> {
+                self.context.as_ref()
+            }
+        })*
+    };
+}
+
+gated! {
+    FindChildRequest => "FindChild",
+    GetChildViewRequest => "GetChildView",
+    GetChronologyRequest => "GetChronology",
+    CheckFlagRequest => "CheckFlag",
+    WatchRequest => "Watch",
+    ListAccessRequest => "ListAccess",
+    ListBreachesRequest => "ListBreaches",
+    ListSignalsRequest => "ListSignals",
+}
+
+/// What the gate established for one call: the caller, the checked context and the method. Access records
+/// are written through it ([`Query::record`]), and it counts them.
+#[derive(Debug, Clone)]
+pub struct Pass {
+    pub caller: Caller,
+    pub ctx: Context,
+    pub method: &'static str,
+    recorded: Arc<AtomicU32>,
+    /// Held until the answer leaves (released early by a watch, which lives on).
+    permit: Option<Arc<OwnedSemaphorePermit>>,
+}
+
+impl Pass {
+    /// Access records written for this call so far.
+    pub fn recorded(&self) -> u32 {
+        self.recorded.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn count_record(&self) {
+        self.recorded.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Gives back the call's admission (a watch holds none while it streams).
+    pub fn release(mut self) -> Self {
+        self.permit = None;
+        self
+    }
+
+    /// The answer, after the call's access record: if the method wrote none (nothing to show), one is
+    /// written now, naming the child asked about if any, before anything leaves.
+    pub async fn answer<T>(
+        self,
+        query: &Query,
+        child: Option<ChildId>,
+        answer: T,
+    ) -> Result<Response<T>, Status> {
+        if self.recorded() == 0 {
+            query
+                .record(&self, child, &Disclosure::default(), pb::AccessOutcome::NotFound)
+                .await?;
+        }
+        Ok(Response::new(answer))
+    }
+}
+
+impl Query {
+    /// The gate of every method that answers about children: admission, authentication, context.
+    pub async fn gate<T: Gated>(&self, request: Request<T>) -> Result<(Pass, T), ApiError> {
+        let (caller, permit, request) = self.gate_operational(request)?;
+        let ctx = self.checked_context(request.context()).await?;
+        Ok((
+            Pass {
+                caller,
+                ctx,
+                method: T::METHOD,
+                recorded: Arc::new(AtomicU32::new(0)),
+                permit: Some(Arc::new(permit)),
+            },
+            request,
+        ))
+    }
+
+    /// Admission and authentication, for the operational methods that answer nothing about a child.
+    pub fn gate_operational<T>(
+        &self,
+        request: Request<T>,
+    ) -> Result<(Caller, OwnedSemaphorePermit, T), ApiError> {
+        let permit = self.admit()?;
+        let caller = self.auth.authenticate(&request)?;
+        Ok((caller, permit, request.into_inner()))
+    }
+}
