@@ -5,7 +5,7 @@
 //! positions it reflects. Two encodings of the same message type, one after the other, decode as their
 //! merge (protobuf's rule for concatenation), and the decided view never carries positions, so the bytes on
 //! the wire decode to exactly the `ChildView` the generated service would have sent. Clients see no
-//! difference; `tests/tests/leak.rs` checks every answer over gRPC.
+//! difference; `tests/tests/e2e/leak.rs` checks every answer over gRPC.
 //!
 //! [`QueryRoutes`] serves `FindChild` and `GetChildView` with [`ViewCodec`] and hands every other method of
 //! the query service to the generated server.

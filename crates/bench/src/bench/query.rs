@@ -164,7 +164,7 @@ impl Queries<'_> {
         Ok(())
     }
 
-    /// A node as tests build it (tests/tests/common), on an open server that syncs every write.
+    /// A node as tests build it (tests/tests/e2e/common), on an open server that syncs every write.
     fn node_config(&self, nats: &NatsServer, data_dir: &std::path::Path) -> anyhow::Result<NodeConfig> {
         let tokens = Tokens::load(&workspace_root().join("deploy/tokens.toml"), self.registry)
             .map_err(|e| anyhow::anyhow!("deploy/tokens.toml: {e}"))?;

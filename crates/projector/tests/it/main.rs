@@ -1,0 +1,9 @@
+//! The projector over real sled: the store, entitlements, deadlines, signals.
+//!
+//! One test binary for the crate (each binary relinks the workspace: on two cores that was most of the
+//! suite's time); each file is a module, run alone with `cargo test --test it <module>::`.
+
+mod deadlines;
+mod entitlements;
+mod signals;
+mod store;

@@ -1,0 +1,10 @@
+//! Statutory timescales: the calendar, the rules, loading, properties.
+//!
+//! One test binary for the crate (each binary relinks the workspace: on two cores that was most of the
+//! suite's time); each file is a module, run alone with `cargo test --test it <module>::`.
+
+mod calendar;
+mod common;
+mod loading;
+mod properties;
+mod rules;

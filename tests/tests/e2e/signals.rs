@@ -1,0 +1,408 @@
+//! Issue 8 (signals), over real NATS, sled and gRPC: the police record two missing episodes, a school records
+//! absences and A&E an intoxication attendance within six weeks → exactly one signal (S02), for the MASH
+//! principal on its watch and in ListSignals, citing exactly those four facts by reference; the lead
+//! authority receives it too; a school querying the same child sees neither the signal (not listed, not on
+//! its watch) nor the police facts it is not entitled to, and the MASH's own view still withholds the
+//! health fact the signal cites. The MASH records an outcome (an event) and the
+//! signal shows it. A rebuild exports the same read models, signals included, byte for byte. A fact outside
+//! the window raises nothing.
+
+use crate::common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use halcyon_bus::Position;
+use halcyon_grpc::pb::{
+    self, audit_service_client::AuditServiceClient, event::Kind, signal_service_client::SignalServiceClient,
+};
+use halcyon_node::Node;
+use halcyon_policy::Purpose;
+use halcyon_projector::{Projector, ViewSpec};
+use halcyon_schema::convert::timestamp_millis;
+use halcyon_testkit::NatsServer;
+
+const NHS: &str = "9434765919";
+const DAY: i64 = 86_400_000;
+/// Monday 2 March 2026, 10:00 UTC.
+const T0: i64 = 1_772_445_600_000;
+/// Every wait in this file gives up after this long.
+const WAIT: Duration = Duration::from_secs(20);
+
+fn envelope(agency: &str, at_ms: i64, kind: Kind) -> pb::Envelope {
+    halcyon_testkit::envelope(agency, "p-1", NHS, at_ms, kind)
+}
+
+fn missing(at_ms: i64) -> pb::Envelope {
+    envelope(
+        "police-sy",
+        at_ms,
+        Kind::MissingEpisodeReported(pb::MissingEpisodeReported {
+            circumstances: "did not return after school".into(),
+        }),
+    )
+}
+
+fn absence(at_ms: i64) -> pb::Envelope {
+    envelope(
+        "school-oakwood",
+        at_ms,
+        Kind::AttendanceConcernRecorded(pb::AttendanceConcernRecorded {
+            attendance_percent: 68,
+            sessions_missed: 21,
+        }),
+    )
+}
+
+fn intoxication(at_ms: i64) -> pb::Envelope {
+    envelope(
+        "health-rgh-ed",
+        at_ms,
+        Kind::HealthAttendanceRecorded(pb::HealthAttendanceRecorded {
+            setting: "ED".into(),
+            reason: pb::AttendanceReason::Intoxication as i32,
+            clinical_summary: "brought in by ambulance, intoxicated".into(),
+        }),
+    )
+}
+
+/// The lead authority's referral and the MASH's check request: the MASH holds the child's referral, so the
+/// policy entitles it to the signal category (D11: MASH, "any involvement or MASH referral").
+fn case_so_far() -> Vec<pb::Envelope> {
+    vec![
+        envelope(
+            "csc-rotherham",
+            T0,
+            Kind::ReferralReceived(pb::ReferralReceived {
+                referrer: None,
+                summary: "worries about who she is with".into(),
+            }),
+        ),
+        envelope(
+            "mash-rotherham",
+            T0 + 3_600_000,
+            Kind::AgencyCheckRequested(pb::AgencyCheckRequested {
+                requested_agency_id: "police-sy".into(),
+                rag: pb::Rag::Amber as i32,
+            }),
+        ),
+    ]
+}
+
+async fn signals_of(node: &Node, agency: &str, after: &[Position]) -> Vec<pb::Signal> {
+    let mut client = SignalServiceClient::connect(format!("http://{}", node.addr))
+        .await
+        .unwrap();
+    let request = pb::ListSignalsRequest {
+        context: Some(common::context(Purpose::Safeguarding, after)),
+        ..Default::default()
+    };
+    client
+        .list_signals(common::authorised(request, &format!("demo-{agency}")))
+        .await
+        .unwrap()
+        .into_inner()
+        .signals
+}
+
+async fn watch(node: &Node, agency: &str) -> tonic::Streaming<pb::WatchEvent> {
+    let mut client = pb::query_service_client::QueryServiceClient::connect(format!("http://{}", node.addr))
+        .await
+        .unwrap();
+    client
+        .watch(common::authorised(
+            pb::WatchRequest {
+                context: Some(common::context(Purpose::Safeguarding, &[])),
+            },
+            &format!("demo-{agency}"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn next_event(watch: &mut tonic::Streaming<pb::WatchEvent>, what: &str) -> pb::WatchEvent {
+    tokio::time::timeout(WAIT, watch.next())
+        .await
+        .unwrap_or_else(|_| panic!("no {what} on the watch within {WAIT:?}"))
+        .expect("the watch stays open")
+        .expect("a watch event")
+}
+
+/// The next signal on a watch (skipping the facts and breaches it also carries), within `WAIT` overall.
+async fn next_signal(watch: &mut tonic::Streaming<pb::WatchEvent>, what: &str) -> pb::Signal {
+    let until = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < until, "no {what} on the watch within {WAIT:?}");
+        if let Some(pb::watch_event::Kind::Signal(s)) = next_event(watch, what).await.kind {
+            return s;
+        }
+    }
+}
+
+/// Waits (bounded) until the node has derived every child's views, deadlines and signals.
+async fn derived(node: &Node, after: &[Position]) {
+    let wanted: Vec<(String, u64)> = after.iter().map(|p| (p.stream.clone(), p.sequence)).collect();
+    node.projector.wait_for(&wanted, WAIT).await.unwrap();
+    let until = Instant::now() + WAIT;
+    while node.projector.views_stale().unwrap() {
+        assert!(Instant::now() < until, "views derived within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn export(p: &Projector) -> String {
+    let mut out = Vec::new();
+    p.export(&mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_8_missing_absence_and_intoxication_raise_one_signal_for_the_mash_and_none_for_a_school() {
+    let nats = NatsServer::start_with_auth();
+    let data = tempfile::tempdir().unwrap();
+    let node = Node::start(common::node_config(&nats, data.path()))
+        .await
+        .expect("node starts");
+    let mut mash_watch = watch(&node, "mash-rotherham").await;
+    let mut school_watch = watch(&node, "school-oakwood").await;
+    common::publish_as_agencies(&nats.url(), &case_so_far()).await;
+
+    // Within six weeks: two missing episodes, an attendance concern, an intoxication attendance.
+    let facts = vec![
+        missing(T0 + DAY),
+        missing(T0 + 8 * DAY),
+        absence(T0 + 15 * DAY),
+        intoxication(T0 + 20 * DAY),
+    ];
+    let after = common::publish_as_agencies(&nats.url(), &facts).await;
+
+    // The MASH is told on its watch, without asking.
+    let signal = next_signal(&mut mash_watch, "signal for the MASH").await;
+    assert_eq!(signal.rule_id, "S02");
+    assert_eq!(signal.rule_name, "exploitation indicators co-occur");
+    assert_eq!(signal.rule_kind, "co-occurrence");
+    assert_eq!(signal.window_days, 42);
+    assert_eq!(signal.signal_id, format!("S02/{}", facts[3].event_id));
+    assert_eq!(timestamp_millis(signal.fired_at.as_ref().unwrap()), T0 + 20 * DAY);
+    let cited: Vec<(&str, &str)> = signal
+        .facts
+        .iter()
+        .map(|f| (f.agency_id.as_str(), f.event_id.as_str()))
+        .collect();
+    let published: Vec<(&str, &str)> = facts
+        .iter()
+        .map(|e| (e.agency_id.as_str(), e.event_id.as_str()))
+        .collect();
+    assert_eq!(
+        cited, published,
+        "exactly the four facts the rule needs, in time order"
+    );
+    for (f, e) in signal.facts.iter().zip(&facts) {
+        assert_eq!(
+            f.stream,
+            format!("EVENTS_{}", e.agency_id.to_uppercase().replace('-', "_"))
+        );
+        assert!(f.sequence >= 1);
+        assert_eq!(f.occurred_at, e.occurred_at);
+    }
+    assert!(signal.outcome.is_none());
+    // References only: nothing any fact says is in the signal.
+    let wire = format!("{signal:?}");
+    for text in ["did not return", "intoxicated"] {
+        assert!(!wire.contains(text), "{text:?} in {wire}");
+    }
+
+    // Exactly one, listed for the MASH, and for the lead authority.
+    let listed = signals_of(&node, "mash-rotherham", &after).await;
+    assert_eq!(listed, vec![signal.clone()]);
+    assert_eq!(signals_of(&node, "csc-rotherham", &after).await.len(), 1);
+
+    // A school: no signal listed…
+    assert!(signals_of(&node, "school-oakwood", &after).await.is_empty());
+    // …none on its watch (its own marker fact comes after everything the node announced before it)…
+    let marker = envelope(
+        "school-oakwood",
+        T0 + 21 * DAY,
+        Kind::ExclusionRecorded(pb::ExclusionRecorded {
+            permanent: false,
+            days: 2,
+            reason: "marker".into(),
+        }),
+    );
+    common::publish_as_agencies(&nats.url(), std::slice::from_ref(&marker)).await;
+    let until = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < until, "the school's marker within {WAIT:?}");
+        let event = next_event(&mut school_watch, "the school's own marker fact").await;
+        match event.kind {
+            Some(pb::watch_event::Kind::Signal(s)) => panic!("a school was shown a signal: {s:?}"),
+            Some(pb::watch_event::Kind::Fact(f)) if f.event_id == marker.event_id => break,
+            _ => {}
+        }
+    }
+    // …and, querying the child, none of the police facts it is not entitled to.
+    let mut query = pb::query_service_client::QueryServiceClient::connect(format!("http://{}", node.addr))
+        .await
+        .unwrap();
+    let view = common::find_by_nhs(&mut query, "school-oakwood", NHS, Purpose::Safeguarding, &after)
+        .await
+        .unwrap();
+    assert!(
+        view.facts.iter().all(|f| f.agency_id != "police-sy"),
+        "{:?}",
+        view.facts.iter().map(|f| &f.agency_id).collect::<Vec<_>>()
+    );
+    assert!(
+        view.facts.iter().any(|f| f.event_id == facts[2].event_id),
+        "its own absence record"
+    );
+
+    // The signal widens nothing: the MASH's own view of the child still withholds the A&E attendance it
+    // cites (health records reach a MASH only with the originator's approval), while the police and
+    // school facts the policy grants it are there.
+    let mash_view = common::find_by_nhs(&mut query, "mash-rotherham", NHS, Purpose::Safeguarding, &after)
+        .await
+        .unwrap();
+    let seen: Vec<&str> = mash_view.facts.iter().map(|f| f.event_id.as_str()).collect();
+    assert!(!seen.contains(&facts[3].event_id.as_str()), "{seen:?}");
+    for granted in &facts[..3] {
+        assert!(seen.contains(&granted.event_id.as_str()), "{seen:?}");
+    }
+    assert!(mash_view.withheld.iter().map(|w| w.count).sum::<u32>() >= 1);
+
+    // The MASH records an outcome; the signal shows it, on the watch and in the list.
+    let outcome = envelope(
+        "mash-rotherham",
+        T0 + 22 * DAY,
+        Kind::SignalOutcomeRecorded(pb::SignalOutcomeRecorded {
+            signal_id: signal.signal_id.clone(),
+            outcome: pb::SignalOutcome::ActionTaken as i32,
+            recorded_by: "mash-07".into(),
+            reason: "strategy discussion convened".into(),
+        }),
+    );
+    let after = common::publish_as_agencies(&nats.url(), std::slice::from_ref(&outcome)).await;
+    let updated = next_signal(&mut mash_watch, "the signal with its outcome").await;
+    assert_eq!(updated.signal_id, signal.signal_id);
+    let recorded = updated.outcome.as_ref().expect("an outcome");
+    assert_eq!(recorded.outcome(), pb::SignalOutcome::ActionTaken);
+    assert_eq!(
+        (recorded.agency_id.as_str(), recorded.recorded_by.as_str()),
+        ("mash-rotherham", "mash-07")
+    );
+    assert_eq!(recorded.fact.as_ref().unwrap().event_id, outcome.event_id);
+    assert_eq!(
+        signals_of(&node, "mash-rotherham", &after).await,
+        vec![updated.clone()]
+    );
+    assert!(signals_of(&node, "school-oakwood", &after).await.is_empty());
+
+    // Every showing was recorded in the access log first; the school's empty answers disclosed nothing.
+    let mut audit = AuditServiceClient::connect(format!("http://{}", node.addr))
+        .await
+        .unwrap();
+    let records = audit
+        .list_access(common::authorised(
+            pb::ListAccessRequest {
+                context: Some(common::context(Purpose::Audit, &[])),
+                child_id: signal.child_id.clone(),
+                ..Default::default()
+            },
+            "demo-privacy-officer",
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    let calls = |agency: &str, method: &str| {
+        records
+            .iter()
+            .filter(|r| r.agency_id == agency && r.method == method)
+            .count()
+    };
+    assert_eq!(calls("mash-rotherham", "ListSignals"), 2);
+    assert!(calls("mash-rotherham", "Watch") >= 2, "{records:?}");
+    assert_eq!(calls("school-oakwood", "ListSignals"), 0);
+
+    // A rebuild from the streams exports the same read models, signals included.
+    let live = node.projector.clone();
+    node.stop(Duration::from_secs(5)).await;
+    let registry = common::registry();
+    let config = common::node_config(&nats, data.path());
+    let rebuilt = Arc::new(
+        Projector::temporary()
+            .unwrap()
+            .with_views(ViewSpec::new(Arc::new(config.policy.clone()), &registry))
+            .with_deadlines(halcyon_projector::DeadlineSpec::new(config.timescales.clone()))
+            .with_signals(halcyon_projector::SignalSpec::new(
+                config.signals.clone(),
+                &registry,
+            )),
+    );
+    let operator = common::operator(&nats).await;
+    halcyon_review::rebuild::project_streams(
+        &operator,
+        &rebuilt,
+        &halcyon_review::rebuild::Until::End,
+        &|_, _| {},
+    )
+    .await
+    .unwrap();
+    live.derive_all_views().unwrap();
+    rebuilt.derive_all_views().unwrap();
+    let at_ms = halcyon_projector::now_ms();
+    live.record_all_breaches(at_ms).unwrap();
+    rebuilt.record_all_breaches(at_ms).unwrap();
+    let (live, rebuilt) = (export(&live), export(&rebuilt));
+    assert_eq!(
+        live.lines().filter(|l| l.starts_with("S ")).count(),
+        1,
+        "the child's signal record is exported"
+    );
+    assert_eq!(live, rebuilt);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_8_a_fact_outside_the_window_raises_no_signal() {
+    let h = common::Harness::start().await;
+    common::publish_as_agencies(&h.nats.url(), &case_so_far()).await;
+    // The attendance comes 44 days after the first missing episode: that episode is outside S02's 42-day
+    // window, so within the window there is one missing episode (not "repeat") and two kinds, not three.
+    let facts = vec![
+        missing(T0 + DAY),
+        missing(T0 + 8 * DAY),
+        absence(T0 + 15 * DAY),
+        intoxication(T0 + 45 * DAY),
+    ];
+    let after = common::publish_as_agencies(&h.nats.url(), &facts).await;
+    derived(&h.node, &after).await;
+    assert!(signals_of(&h.node, "mash-rotherham", &after).await.is_empty());
+    assert!(h.node.projector.signals(None).unwrap().is_empty());
+
+    // A third missing episode, recorded late but occurring on day 30, makes the episodes repeat within the
+    // window of the attendance: facts count by when they occurred, not when they arrived, so the signal
+    // fires at the attendance, citing the second and third episodes, the absence and the attendance.
+    let late = vec![missing(T0 + 30 * DAY)];
+    let after = common::publish_as_agencies(&h.nats.url(), &late).await;
+    derived(&h.node, &after).await;
+    let listed = signals_of(&h.node, "mash-rotherham", &after).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].signal_id, format!("S02/{}", facts[3].event_id));
+    assert_eq!(
+        timestamp_millis(listed[0].fired_at.as_ref().unwrap()),
+        T0 + 45 * DAY
+    );
+    let cited: Vec<&str> = listed[0].facts.iter().map(|f| f.event_id.as_str()).collect();
+    assert_eq!(
+        cited,
+        [
+            facts[1].event_id.as_str(),
+            facts[2].event_id.as_str(),
+            late[0].event_id.as_str(),
+            facts[3].event_id.as_str()
+        ]
+    );
+    h.node.stop(Duration::from_secs(5)).await;
+}
