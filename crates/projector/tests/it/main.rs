@@ -5,5 +5,6 @@
 
 mod deadlines;
 mod entitlements;
+mod model;
 mod signals;
 mod store;
