@@ -28,9 +28,9 @@ use tokio::sync::{broadcast, watch};
 use crate::error::ProjectorError;
 use crate::store::{Fact, Projector};
 
-pub const DEADLINES: u8 = b'L';
-pub const DUE: u8 = b'W';
-pub const BREACHES: u8 = b'B';
+pub use crate::keys::BREACHES;
+pub use crate::keys::DEADLINES;
+pub use crate::keys::DUE;
 
 /// Breach notices kept for a slow listener before it is told it fell behind.
 pub const NOTICES_BUFFERED_MAX: usize = 1024;

@@ -22,6 +22,29 @@ pub const IDENTITY: u8 = b'I';
 pub const QUARANTINE: u8 = b'Q';
 pub const VIEWS: u8 = b'V';
 pub const STALE_VIEWS: u8 = b'X';
+/// A child's deadlines (`deadlines.rs`).
+pub const DEADLINES: u8 = b'L';
+/// The due index: running deadlines by due time (`deadlines.rs`).
+pub const DUE: u8 = b'W';
+/// Breach records (`deadlines.rs`).
+pub const BREACHES: u8 = b'B';
+/// A child's multi-agency signals (`signals.rs`).
+pub const SIGNALS: u8 = b'S';
+
+/// Every prefix of the tree, with what it holds: a new read model declares its prefix here.
+pub const PREFIXES: &[(u8, &str)] = &[
+    (CHECKPOINT, "checkpoint"),
+    (DUPLICATE, "duplicate"),
+    (FACT, "fact"),
+    (IDENTITY, "identity"),
+    (QUARANTINE, "quarantine"),
+    (VIEWS, "views"),
+    (STALE_VIEWS, "views to derive"),
+    (DEADLINES, "deadlines"),
+    (DUE, "due index"),
+    (BREACHES, "breaches"),
+    (SIGNALS, "signals"),
+];
 
 pub fn checkpoint(stream: &str) -> Vec<u8> {
     let mut k = vec![CHECKPOINT];
@@ -106,5 +129,20 @@ mod tests {
                 fact(&c, 1_700_000_000_000, "a", 0)
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod prefix_tests {
+    use super::*;
+
+    #[test]
+    fn every_prefix_is_distinct() {
+        let mut seen = std::collections::BTreeMap::new();
+        for (prefix, what) in PREFIXES {
+            if let Some(other) = seen.insert(*prefix, *what) {
+                panic!("{} and {what} share the prefix {:?}", other, *prefix as char);
+            }
+        }
     }
 }

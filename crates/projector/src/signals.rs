@@ -30,7 +30,7 @@ use crate::error::ProjectorError;
 use crate::state::SharingState;
 use crate::store::{Fact, Projector};
 
-pub const SIGNALS: u8 = b'S';
+pub use crate::keys::SIGNALS;
 
 /// The originator a signal is decided as: Halcyon itself, never a registered agency, so the policy's
 /// category cells decide (an agency's "own records" rule never applies to a signal).

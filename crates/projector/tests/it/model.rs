@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use halcyon_projector::{DeadlineSpec, Incoming, Projector, SignalSpec, ViewSpec};
-use halcyon_schema::{Registry, StreamName, pb};
+use halcyon_schema::{Registry, StreamName};
 use halcyon_testkit::{Scenario, ScenarioAgencies, ScenarioConfig};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, RngSeed, TestRunner};
@@ -172,6 +172,12 @@ fn random_batches_duplicates_and_restarts_give_the_store_of_one_clean_pass() {
         "the streams hold quarantined messages"
     );
     assert!(model.lines().any(|l| l.starts_with("V ")), "views are compared");
+    for line in model.lines() {
+        assert!(
+            halcyon_projector::keys::PREFIXES.iter().any(|(p, _)| line.as_bytes()[0] == *p),
+            "a record under a prefix not declared in keys.rs: {line:.40}"
+        );
+    }
     let mut runner = TestRunner::new(Config {
         cases: 24,
         failure_persistence: None,
