@@ -26,7 +26,9 @@ use prost::Message;
 use tokio::sync::{broadcast, watch};
 
 use crate::error::ProjectorError;
-use crate::store::{Fact, Projector};
+use crate::fact::Fact;
+use crate::model::{Derived, ReadModel};
+use crate::store::Projector;
 
 pub use crate::keys::BREACHES;
 pub use crate::keys::DEADLINES;
@@ -349,11 +351,49 @@ pub(crate) fn rederive(
     Ok((notices, indexed))
 }
 
-/// What deriving a chunk of children's deadlines found, acted on once the chunk is written.
-#[derive(Debug, Default)]
-pub(crate) struct Derived {
-    notices: Vec<BreachNotice>,
-    indexed: bool,
+/// Deadlines as a read model: a child's deadlines (`L`), the due index (`W`) and breach records (`B`).
+impl ReadModel for DeadlineSpec {
+    fn prefixes(&self) -> &'static [u8] {
+        &[DEADLINES, DUE, BREACHES]
+    }
+
+    fn derive(
+        &self,
+        tree: &sled::Tree,
+        batch: &mut sled::Batch,
+        child: &ChildId,
+        facts: &[Fact],
+    ) -> Result<Derived, ProjectorError> {
+        Ok(Box::new(rederive(tree, batch, &self.timescales, child, facts)?))
+    }
+
+    fn announce(&self, derived: Vec<Derived>) {
+        let mut indexed = false;
+        let mut notices = Vec::new();
+        for d in derived {
+            if let Ok(d) = d.downcast::<(Vec<BreachNotice>, bool)>() {
+                let (n, i) = *d;
+                notices.extend(n);
+                indexed |= i;
+            }
+        }
+        if indexed {
+            self.due_changed();
+        }
+        self.notify(notices);
+    }
+
+    fn check(&self, prefix: u8, value: &[u8]) -> Result<(), String> {
+        match prefix {
+            DEADLINES => ChildDeadlines::decode(value).map(drop).map_err(|e| e.to_string()),
+            BREACHES => StoredDeadline::decode(value).map(drop).map_err(|e| e.to_string()),
+            _ => Ok(()),
+        }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 /// Breaches the timer records in one sled batch at most.
@@ -361,41 +401,13 @@ pub const RECORD_BATCH_MAX: usize = 1000;
 
 impl Projector {
     /// Derives and stores each child's deadlines with `spec` whenever its views are derived.
-    pub fn with_deadlines(mut self, spec: DeadlineSpec) -> Self {
-        self.deadlines = Some(spec);
-        self
+    pub fn with_deadlines(self, spec: DeadlineSpec) -> Self {
+        self.with_model(Arc::new(spec))
     }
 
     /// The deadline spec, when this projector derives deadlines.
     pub fn deadline_spec(&self) -> Option<&DeadlineSpec> {
-        self.deadlines.as_ref()
-    }
-
-    /// Called by `derive_views` for each child of a chunk (under the writer lock).
-    pub(crate) fn derive_deadlines(
-        &self,
-        batch: &mut sled::Batch,
-        child: &ChildId,
-        facts: &[Fact],
-        derived: &mut Derived,
-    ) -> Result<(), ProjectorError> {
-        let Some(spec) = &self.deadlines else {
-            return Ok(());
-        };
-        let (notices, indexed) = rederive(&self.model, batch, &spec.timescales, child, facts)?;
-        derived.notices.extend(notices);
-        derived.indexed |= indexed;
-        Ok(())
-    }
-
-    /// Called by `derive_views` once a chunk is written.
-    pub(crate) fn deadlines_derived(&self, derived: Derived) {
-        if let Some(spec) = &self.deadlines {
-            if derived.indexed {
-                spec.due_changed();
-            }
-            spec.notify(derived.notices);
-        }
+        self.model::<DeadlineSpec>()
     }
 
     /// Derives and stores `child`'s deadlines from `facts` with `timescales`, exactly as `derive_views` does

@@ -15,7 +15,9 @@ pub mod damage;
 pub mod deadlines;
 pub mod disclose;
 pub mod error;
+pub mod fact;
 pub mod keys;
+pub mod model;
 pub mod quarantine;
 pub mod read;
 pub mod signals;
@@ -31,5 +33,7 @@ pub use quarantine::QuarantineRecord;
 pub use signals::{SignalNotice, SignalSpec, StoredSignal};
 pub use state::SharingState;
 
-pub use store::{ApplyOutcome, Fact, Identifier, Incoming, Projector};
+pub use fact::Fact;
+pub use model::ReadModel;
+pub use store::{ApplyOutcome, Identifier, Incoming, Projector};
 pub use view::{ChildViews, ViewSpec};

@@ -17,8 +17,9 @@ use halcyon_schema::{AgencyId, Category, ChildId};
 use tokio::sync::watch;
 
 use crate::error::ProjectorError;
+use crate::fact::Fact;
 use crate::state::SharingState;
-use crate::store::{Fact, Projector};
+use crate::store::Projector;
 
 /// Children whose decoded facts are kept at most (about 15 KB each for a child with two dozen facts).
 pub const CACHED_CHILDREN_MAX: usize = 1024;

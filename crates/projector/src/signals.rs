@@ -27,8 +27,10 @@ use prost::Message;
 use tokio::sync::broadcast;
 
 use crate::error::ProjectorError;
+use crate::fact::Fact;
+use crate::model::{Derived, ReadModel};
 use crate::state::SharingState;
-use crate::store::{Fact, Projector};
+use crate::store::Projector;
 
 pub use crate::keys::SIGNALS;
 
@@ -285,40 +287,51 @@ pub(crate) fn rederive(
     Ok(notices)
 }
 
+/// Signals as a read model: a child's multi-agency signals (`S`).
+impl ReadModel for SignalSpec {
+    fn prefixes(&self) -> &'static [u8] {
+        &[SIGNALS]
+    }
+
+    fn derive(
+        &self,
+        tree: &sled::Tree,
+        batch: &mut sled::Batch,
+        child: &ChildId,
+        facts: &[Fact],
+    ) -> Result<Derived, ProjectorError> {
+        Ok(Box::new(rederive(tree, batch, self, child, facts)?))
+    }
+
+    fn announce(&self, derived: Vec<Derived>) {
+        for d in derived {
+            if let Ok(notices) = d.downcast::<Vec<SignalNotice>>() {
+                for notice in *notices {
+                    // No receivers is fine: nobody is listening.
+                    let _ = self.notices.send(notice);
+                }
+            }
+        }
+    }
+
+    fn check(&self, _prefix: u8, value: &[u8]) -> Result<(), String> {
+        ChildSignals::decode(value).map(drop).map_err(|e| e.to_string())
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 impl Projector {
     /// Derives and stores each child's signals with `spec` whenever its views are derived.
-    pub fn with_signals(mut self, spec: SignalSpec) -> Self {
-        self.signals = Some(spec);
-        self
+    pub fn with_signals(self, spec: SignalSpec) -> Self {
+        self.with_model(Arc::new(spec))
     }
 
     /// The signal spec, when this projector derives signals.
     pub fn signal_spec(&self) -> Option<&SignalSpec> {
-        self.signals.as_ref()
-    }
-
-    /// Called by `derive_views` for each child of a chunk (under the writer lock).
-    pub(crate) fn derive_signals(
-        &self,
-        batch: &mut sled::Batch,
-        child: &ChildId,
-        facts: &[Fact],
-        notices: &mut Vec<SignalNotice>,
-    ) -> Result<(), ProjectorError> {
-        if let Some(spec) = &self.signals {
-            notices.extend(rederive(&self.model, batch, spec, child, facts)?);
-        }
-        Ok(())
-    }
-
-    /// Called by `derive_views` once a chunk is written.
-    pub(crate) fn signals_derived(&self, notices: Vec<SignalNotice>) {
-        if let Some(spec) = &self.signals {
-            for notice in notices {
-                // No receivers is fine: nobody is listening.
-                let _ = spec.notices.send(notice);
-            }
-        }
+        self.model::<SignalSpec>()
     }
 
     /// Every signal of `child`, as its facts decide them.

@@ -8,7 +8,7 @@ use halcyon_policy::{ChildState, Involvement, Stage};
 use halcyon_schema::pb::{self, event::Kind};
 use halcyon_schema::{AgencyId, Category};
 
-use crate::store::Fact;
+use crate::fact::Fact;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SharingState {

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,7 +17,9 @@ use prost::Message;
 use tokio::sync::watch;
 
 use crate::error::ProjectorError;
+pub use crate::fact::Fact;
 use crate::keys;
+use crate::model::{Derived, ReadModel};
 use crate::quarantine::QuarantineRecord;
 use crate::view::{ChildViews, ViewSpec};
 
@@ -45,29 +48,6 @@ struct StoredFactRaw {
 
 /// sled's page cache unless a node is told otherwise (`--sled-cache-mb`).
 pub const SLED_CACHE_BYTES_DEFAULT: u64 = 32 * 1024 * 1024;
-
-/// A projected fact about a child.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Fact {
-    pub stream: String,
-    pub sequence: u64,
-    pub stored_at_ms: i64,
-    pub envelope: pb::Envelope,
-}
-
-impl Fact {
-    pub fn kind(&self) -> Option<&Kind> {
-        self.envelope.event.as_ref().and_then(|e| e.kind.as_ref())
-    }
-
-    pub fn occurred_ms(&self) -> i64 {
-        self.envelope
-            .occurred_at
-            .as_ref()
-            .map(halcyon_schema::convert::timestamp_millis)
-            .unwrap_or_default()
-    }
-}
 
 /// An identifier a child can be looked up by.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -408,10 +388,9 @@ pub struct Projector {
     future_tolerance_ms: i64,
     /// When set, each batch re-derives the per-agency views of the children it touched.
     views: Option<ViewSpec>,
-    /// When set, deriving a child's views also derives its deadlines (`deadlines.rs`).
-    pub(crate) deadlines: Option<crate::deadlines::DeadlineSpec>,
-    /// When set, deriving a child's views also derives its signals (`signals.rs`).
-    pub(crate) signals: Option<crate::signals::SignalSpec>,
+    /// The read models derived with a child's views, in the same batch: deadlines, signals (see
+    /// [`ReadModel`]).
+    models: Vec<Arc<dyn ReadModel>>,
 }
 
 impl Projector {
@@ -462,8 +441,7 @@ impl Projector {
             damage: crate::damage::Damage::default(),
             future_tolerance_ms: CLOCK_TOLERANCE_MS,
             views: None,
-            deadlines: None,
-            signals: None,
+            models: Vec::new(),
         })
     }
 
@@ -477,6 +455,18 @@ impl Projector {
     /// See [`Projector::with_future_tolerance_ms`].
     pub fn future_tolerance_ms(&self) -> i64 {
         self.future_tolerance_ms
+    }
+
+    /// Derives `model` with every child's views from now on, in the same batch (`with_deadlines`,
+    /// `with_signals`).
+    pub fn with_model(mut self, model: Arc<dyn ReadModel>) -> Self {
+        self.models.push(model);
+        self
+    }
+
+    /// The registered read model of type `M`, if any.
+    pub fn model<M: ReadModel>(&self) -> Option<&M> {
+        self.models.iter().find_map(|m| m.as_any().downcast_ref::<M>())
     }
 
     /// Derives and stores per-agency views with `spec` from now on.
@@ -618,19 +608,20 @@ impl Projector {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let mut batch = sled::Batch::default();
-            let mut derived = crate::deadlines::Derived::default();
-            let mut signals = Vec::new();
+            let mut derived: Vec<Vec<Derived>> = self.models.iter().map(|_| Vec::new()).collect();
             for (child, facts, views) in self.read_and_derive(chunk, spec)? {
-                self.derive_deadlines(&mut batch, child, &facts, &mut derived)?;
-                self.derive_signals(&mut batch, child, &facts, &mut signals)?;
+                for (model, derived) in self.models.iter().zip(&mut derived) {
+                    derived.push(model.derive(&self.model, &mut batch, child, &facts)?);
+                }
                 match views {
                     None => batch.remove(keys::views(child)),
                     Some(views) => batch.insert(keys::views(child), views),
                 }
             }
             self.model.apply_batch(batch)?;
-            self.deadlines_derived(derived);
-            self.signals_derived(signals);
+            for (model, derived) in self.models.iter().zip(derived) {
+                model.announce(derived);
+            }
         }
         if !lists.is_empty() {
             let mut batch = sled::Batch::default();
@@ -852,16 +843,11 @@ impl Projector {
                 Some(keys::QUARANTINE) => serde_json::from_slice::<QuarantineRecord>(&v)
                     .map(drop)
                     .map_err(|e| e.to_string()),
-                Some(crate::deadlines::DEADLINES) => crate::deadlines::ChildDeadlines::decode(v.as_ref())
-                    .map(drop)
-                    .map_err(|e| e.to_string()),
-                Some(crate::deadlines::BREACHES) => crate::deadlines::StoredDeadline::decode(v.as_ref())
-                    .map(drop)
-                    .map_err(|e| e.to_string()),
-                Some(crate::signals::SIGNALS) => crate::signals::ChildSignals::decode(v.as_ref())
-                    .map(drop)
-                    .map_err(|e| e.to_string()),
-                _ => Ok(()),
+                Some(prefix) => match self.models.iter().find(|m| m.prefixes().contains(&prefix)) {
+                    Some(model) => model.check(prefix, &v),
+                    None => Ok(()),
+                },
+                None => Ok(()),
             };
             if let Err(reason) = readable {
                 self.damage.set_aside(&k, reason);

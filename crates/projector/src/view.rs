@@ -9,8 +9,8 @@ use std::sync::Arc;
 use halcyon_policy::{Decision, Fact as PolicyFact, Policy, Principal, Purpose, Request, Role, decide};
 use halcyon_schema::{AgencyId, AgencyKind, Category};
 
+use crate::fact::Fact;
 use crate::state::SharingState;
-use crate::store::Fact;
 
 /// What views are derived with.
 #[derive(Debug, Clone)]

@@ -174,7 +174,9 @@ fn random_batches_duplicates_and_restarts_give_the_store_of_one_clean_pass() {
     assert!(model.lines().any(|l| l.starts_with("V ")), "views are compared");
     for line in model.lines() {
         assert!(
-            halcyon_projector::keys::PREFIXES.iter().any(|(p, _)| line.as_bytes()[0] == *p),
+            halcyon_projector::keys::PREFIXES
+                .iter()
+                .any(|(p, _)| line.as_bytes()[0] == *p),
             "a record under a prefix not declared in keys.rs: {line:.40}"
         );
     }
