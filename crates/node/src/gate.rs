@@ -19,13 +19,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use halcyon_grpc::pb;
-use halcyon_schema::ChildId;
+use halcyon_schema::convert::timestamp_from_millis;
+use halcyon_schema::{ChildId, EventId};
 use tokio::sync::OwnedSemaphorePermit;
 use tonic::{Request, Response, Status};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::query::{Context, Query};
+use crate::query::{Context, Query, now_ms};
 use halcyon_projector::disclose::Disclosure;
 
 /// A request that states its context (purpose, break-glass, positions), and the method it is for.
@@ -127,5 +128,84 @@ impl Query {
         let permit = self.admit()?;
         let caller = self.auth.authenticate(&request)?;
         Ok((caller, permit, request.into_inner()))
+    }
+
+    /// Writes an access record of the call through `pass` and waits for the AUDIT stream's acknowledgement:
+    /// no answer leaves before it (see [`crate::gate`]).
+    pub async fn record(
+        &self,
+        pass: &Pass,
+        child: Option<ChildId>,
+        d: &Disclosure,
+        outcome: pb::AccessOutcome,
+    ) -> Result<(), ApiError> {
+        self.record_expected(None, pass, child, d, outcome).await
+    }
+
+    /// [`Self::record`] of a record announced to the audit writer beforehand.
+    pub(crate) async fn record_expected(
+        &self,
+        expected: Option<halcyon_bus::audit::Expected>,
+        pass: &Pass,
+        child: Option<ChildId>,
+        d: &Disclosure,
+        outcome: pb::AccessOutcome,
+    ) -> Result<(), ApiError> {
+        let (caller, ctx, method) = (&pass.caller, &pass.ctx, pass.method);
+        let record = pb::AccessRecord {
+            record_id: EventId::new().to_string(),
+            at: Some(timestamp_from_millis(now_ms())),
+            agency_id: caller.principal.agency.to_string(),
+            role: caller.principal.role.to_string(),
+            principal_id: caller.principal_id.clone(),
+            purpose: ctx.purpose.to_pb() as i32,
+            method: method.to_owned(),
+            child_id: child.map(|c| c.to_string()).unwrap_or_default(),
+            categories_disclosed: d.categories_disclosed.iter().map(|c| c.to_pb() as i32).collect(),
+            categories_withheld: d.categories_withheld.iter().map(|c| c.to_pb() as i32).collect(),
+            rules: d.rules.iter().cloned().collect(),
+            policy_version: self.policy.version().to_owned(),
+            break_glass_reason: ctx
+                .break_glass
+                .as_ref()
+                .map(|b| b.reason.clone())
+                .unwrap_or_default(),
+            outcome: outcome as i32,
+            facts_disclosed: d.facts_disclosed,
+            facts_withheld: d.facts_withheld,
+            node_id: self.node_id.clone(),
+            break_glass_relied_on: d.break_glass,
+            redacted: false,
+        };
+        match expected {
+            Some(expected) => expected.record(record).await,
+            None => self.audit.record(record).await,
+        }
+        .map_err(|e| ApiError::AuditUnavailable(e.to_string()))?;
+        pass.count_record();
+        tracing::info!(
+            method,
+            agency = %caller.principal.agency,
+            outcome = ?outcome,
+            disclosed = d.facts_disclosed,
+            withheld = d.facts_withheld,
+            break_glass = d.break_glass,
+            "access recorded"
+        );
+        Ok(())
+    }
+
+    /// The optional child of a listing call (breaches, signals), once through the gate: a list is never read
+    /// under break-glass, and an empty `child_id` means every child.
+    pub fn listing(&self, pass: &Pass, child_id: &str, what: &str) -> Result<Option<ChildId>, ApiError> {
+        if pass.ctx.break_glass.is_some() {
+            return Err(ApiError::Invalid(format!(
+                "break-glass is for a single child's view, not a list of {what}"
+            )));
+        }
+        match child_id.trim() {
+            "" => Ok(None),
+            raw => Ok(Some(Self::child_id(raw)?)),
+        }
     }
 }

@@ -5,6 +5,7 @@
 pub mod access_log;
 pub mod auth;
 pub mod chain;
+pub mod child;
 pub mod config;
 pub mod deadlines;
 pub mod error;
@@ -15,9 +16,12 @@ pub mod limits;
 pub mod node;
 pub mod query;
 pub mod reply;
+pub mod routes;
+pub mod service;
 pub mod signals;
 pub mod tls;
 pub mod view_memo;
+pub mod watch;
 
 pub use config::NodeConfig;
 pub use error::ApiError;

@@ -26,6 +26,11 @@ pub fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> ht
     response
 }
 
+/// Largest request a client may send (requests are small: an identifier and a context).
+pub const REQUEST_BYTES_MAX: usize = 64 * 1024;
+/// Largest response (a child's whole view).
+pub const RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,12 +17,8 @@ use tracing::Instrument;
 
 use crate::config::NodeConfig;
 use crate::ingest::{self, Lag};
+use crate::limits::{REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX};
 use crate::query::Query;
-
-/// Largest request a client may send (requests are small: an identifier and a context).
-pub const REQUEST_BYTES_MAX: usize = 64 * 1024;
-/// Largest response (a child's whole view).
-pub const RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -251,7 +247,7 @@ impl Node {
                 crate::limits::oversized_is_resource_exhausted,
             ))
             .add_service(health_service)
-            .add_service(crate::reply::QueryRoutes::new(query))
+            .add_service(crate::routes::QueryRoutes::new(query))
             .add_service(
                 halcyon_grpc::pb::audit_service_server::AuditServiceServer::new(
                     crate::access_log::AccessLog {

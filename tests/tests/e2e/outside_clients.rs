@@ -297,7 +297,7 @@ async fn issue_13_defect_7_stock_clients_get_the_statuses_they_expect() {
         context: Some(common::context(Purpose::Safeguarding, &[])),
         identifier: Some(pb::find_child_request::Identifier::LocalId(pb::LocalId {
             agency_id: CSC.into(),
-            local_id: "x".repeat(halcyon_node::node::REQUEST_BYTES_MAX + 1),
+            local_id: "x".repeat(halcyon_node::limits::REQUEST_BYTES_MAX + 1),
         })),
     };
     let err = client
