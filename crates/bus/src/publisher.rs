@@ -428,9 +428,7 @@ fn retryable(kind: PublishErrorKind) -> bool {
 /// This machine's clock (ms since the Unix epoch), which the client library checks event times against
 /// before publishing, as the projector checks them against the bus's stored time.
 pub(crate) fn clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    halcyon_schema::clock::now_ms()
 }
 
 #[cfg(test)]

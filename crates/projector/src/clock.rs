@@ -7,12 +7,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-/// The wall clock: Unix milliseconds UTC. The one place that reads the system's time (`clippy.toml`
-/// forbids the others); everything else asks a [`Clock`] or is handed the time.
-#[allow(clippy::disallowed_methods)]
-pub fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
+/// The wall clock (`halcyon_schema::clock`).
+pub use halcyon_schema::clock::now_ms;
 
 /// The longest a wall-clock sleep lasts before the time is read again (a suspended host, a clock step).
 pub const SLEEP_SLICE_MAX: Duration = Duration::from_secs(60);

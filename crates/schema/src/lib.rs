@@ -4,6 +4,7 @@
 
 pub mod agencies;
 pub mod catalogue;
+pub mod clock;
 pub mod convert;
 pub mod ids;
 pub mod nhs;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use halcyon_bus::{Credentials, connect};
 use halcyon_grpc::pb::{self, event::Kind};
 use halcyon_policy::Purpose;
-use halcyon_schema::convert::{timestamp_from_millis, timestamp_millis};
+use halcyon_schema::convert::timestamp_from_millis;
 use halcyon_testkit::envelope;
 use prost::Message;
 
@@ -24,9 +24,7 @@ const POLICE: &str = "police-sy";
 const DAY_MS: i64 = 86_400_000;
 
 fn now_ms() -> i64 {
-    timestamp_millis(&halcyon_schema::convert::timestamp_from_datetime(
-        time::OffsetDateTime::now_utc(),
-    ))
+    halcyon_schema::clock::now_ms()
 }
 
 fn named(mut e: pb::Envelope, given: &str, family: &str, dob: &str) -> pb::Envelope {

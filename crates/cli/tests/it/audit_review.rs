@@ -110,10 +110,7 @@ async fn find(
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+    halcyon_schema::clock::now_ms()
 }
 
 /// The moment now, after which the wall clock has moved on by a millisecond, so that anything stored or

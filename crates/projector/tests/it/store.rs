@@ -105,10 +105,7 @@ fn a_re_send_in_a_later_batch_after_a_restart_and_a_link_is_a_recorded_duplicate
     let dir = std::env::temp_dir().join(format!(
         "halcyon-projector-resend-{}-{}",
         std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
+        halcyon_schema::clock::now_ms()
     ));
     {
         let p = Projector::open(&dir).unwrap();
