@@ -26,7 +26,7 @@ use tonic::{Request as GrpcRequest, Response, Status};
 
 use crate::error::ApiError;
 use crate::query::{Query, now_ms};
-use halcyon_projector::disclose::{Disclosure, view_of};
+use halcyon_projector::disclose::{Asker, Disclosure, view_of};
 
 /// Records returned at most per call.
 pub const ACCESS_PAGE_MAX: u32 = 1000;
@@ -135,14 +135,16 @@ impl Readers<'_> {
         if let Some(facts) = self.facts(child).await? {
             let policy = &self.query.policy;
             let (view, _) = view_of(
-                policy,
-                &self.standing,
-                purpose_term,
-                None,
+                &Asker {
+                    policy,
+                    principal: &self.standing,
+                    purpose: purpose_term,
+                    break_glass: None,
+                    now_ms: now_ms(),
+                },
                 child,
                 &facts,
                 0..facts.facts.len(),
-                now_ms(),
             );
             known
                 .shown

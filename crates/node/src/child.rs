@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use halcyon_grpc::pb::{self, find_child_request::Identifier as WireIdentifier};
 use halcyon_projector::Identifier;
-use halcyon_projector::disclose::{Disclosure, child_view, learnable, view_of};
+use halcyon_projector::disclose::{Asker, Disclosure, child_view, learnable, view_of};
 use halcyon_schema::ChildId;
 use halcyon_schema::convert::timestamp_from_millis;
 use tonic::{Request, Response, Status};
@@ -93,14 +93,16 @@ impl Query {
             ),
             Some(break_glass) => {
                 let (view, disclosure) = view_of(
-                    &self.policy,
-                    &caller.principal,
-                    ctx.purpose,
-                    Some(break_glass),
+                    &Asker {
+                        policy: &self.policy,
+                        principal: &caller.principal,
+                        purpose: ctx.purpose,
+                        break_glass: Some(break_glass),
+                        now_ms: now_ms(),
+                    },
                     child,
                     &facts,
                     0..facts.facts.len(),
-                    now_ms(),
                 );
                 Arc::new((ViewReply::encode_view(&view), disclosure))
             }
@@ -159,13 +161,15 @@ impl Query {
             .cloned()
             .collect();
         let (view, disclosure) = child_view(
-            &self.policy,
-            &caller.principal,
-            ctx.purpose,
-            ctx.break_glass.as_ref(),
+            &Asker {
+                policy: &self.policy,
+                principal: &caller.principal,
+                purpose: ctx.purpose,
+                break_glass: ctx.break_glass.as_ref(),
+                now_ms: now_ms(),
+            },
             child,
             &flag_facts,
-            now_ms(),
         );
         let sharing = halcyon_projector::SharingState::derive(&flag_facts);
         let mut status = pb::FlagStatus {
@@ -327,12 +331,14 @@ impl Query {
         // Pages are windows on the facts the caller may learn of, in time order; the state comes from every
         // fact.
         let learnable = learnable(
-            &self.policy,
-            &caller.principal,
-            ctx.purpose,
-            ctx.break_glass.as_ref(),
+            &Asker {
+                policy: &self.policy,
+                principal: &caller.principal,
+                purpose: ctx.purpose,
+                break_glass: ctx.break_glass.as_ref(),
+                now_ms: now_ms(),
+            },
             &child_facts,
-            now_ms(),
         );
         if learnable.is_empty() {
             // Nothing to show or tell: the answer for a child Halcyon does not know (recorded as it was).
@@ -347,14 +353,16 @@ impl Query {
         }
         let window = &learnable[start.min(learnable.len())..(start + page_size).min(learnable.len())];
         let (view, disclosure) = view_of(
-            &self.policy,
-            &caller.principal,
-            ctx.purpose,
-            ctx.break_glass.as_ref(),
+            &Asker {
+                policy: &self.policy,
+                principal: &caller.principal,
+                purpose: ctx.purpose,
+                break_glass: ctx.break_glass.as_ref(),
+                now_ms: now_ms(),
+            },
             child,
             &child_facts,
             window.iter().copied(),
-            now_ms(),
         );
         let outcome = if disclosure.facts_disclosed > 0 {
             pb::AccessOutcome::Permitted

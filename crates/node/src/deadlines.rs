@@ -23,7 +23,7 @@ use crate::events::{Events, NodeEvent};
 use crate::gate::Pass;
 use crate::query::Query;
 use halcyon_projector::clock::Clock;
-use halcyon_projector::disclose::{Disclosure, view_of};
+use halcyon_projector::disclose::{Asker, Disclosure, view_of};
 
 /// After a failure to read or write the read models, the timer tries again this much later.
 pub const RETRY_MS: i64 = 5_000;
@@ -203,14 +203,16 @@ pub async fn disclosed(
     let occurrences = occurrences(&facts);
     let facts = ChildFacts::new(facts);
     let (view, _) = view_of(
-        &query.policy,
-        &caller.principal,
-        ctx.purpose,
-        None,
+        &Asker {
+            policy: &query.policy,
+            principal: &caller.principal,
+            purpose: ctx.purpose,
+            break_glass: None,
+            now_ms: halcyon_projector::now_ms(),
+        },
         child,
         &facts,
         0..facts.facts.len(),
-        halcyon_projector::now_ms(),
     );
     let visible: BTreeMap<&str, &pb::VisibleFact> =
         view.facts.iter().map(|f| (f.event_id.as_str(), f)).collect();

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use halcyon_policy::{Policy, Principal, Purpose};
-use halcyon_projector::disclose::{Disclosure, view_of};
+use halcyon_projector::disclose::{Asker, Disclosure, view_of};
 use halcyon_projector::read::ChildFacts;
 use halcyon_schema::ChildId;
 
@@ -51,14 +51,16 @@ impl ViewMemo {
             return decided.view.clone();
         }
         let (view, disclosure) = view_of(
-            policy,
-            principal,
-            purpose,
-            None,
+            &Asker {
+                policy,
+                principal,
+                purpose,
+                break_glass: None,
+                now_ms,
+            },
             child,
             facts,
             0..facts.facts.len(),
-            now_ms,
         );
         let view = std::sync::Arc::new((crate::reply::ViewReply::encode_view(&view), disclosure));
         let mut entries = self.lock();

@@ -3,7 +3,7 @@
 //! it receives is recorded through the watch's [`Pass`] before it is sent.
 
 use halcyon_grpc::pb;
-use halcyon_projector::disclose::{Disclosure, view_of};
+use halcyon_projector::disclose::{Asker, Disclosure, view_of};
 use halcyon_schema::ChildId;
 use tonic::{Request, Response, Status};
 
@@ -106,14 +106,16 @@ impl Query {
         let (caller, ctx) = (&pass.caller, &pass.ctx);
         let facts = self.child_facts(child).await?;
         let (view, _) = view_of(
-            &self.policy,
-            &caller.principal,
-            ctx.purpose,
-            None,
+            &Asker {
+                policy: &self.policy,
+                principal: &caller.principal,
+                purpose: ctx.purpose,
+                break_glass: None,
+                now_ms: now_ms(),
+            },
             child,
             &facts,
             0..facts.facts.len(),
-            now_ms(),
         );
         let shown: Vec<pb::VisibleFact> = view
             .facts

@@ -31,54 +31,30 @@ pub struct Disclosure {
     pub reveals_child: bool,
 }
 
-/// Builds the view of `child` that `principal` may have for `purpose`.
-pub fn child_view(
-    policy: &Policy,
-    principal: &Principal,
-    purpose: Purpose,
-    break_glass: Option<&BreakGlass>,
-    child: ChildId,
-    facts: &[Fact],
-    now_ms: i64,
-) -> (pb::ChildView, Disclosure) {
-    child_view_window(
-        policy,
-        principal,
-        purpose,
-        break_glass,
-        child,
-        facts,
-        0..facts.len(),
-        now_ms,
-    )
+/// Who asks, for what, and when: the parts of every disclosure decision besides the child and its facts.
+#[derive(Debug, Clone, Copy)]
+pub struct Asker<'a> {
+    pub policy: &'a Policy,
+    pub principal: &'a Principal,
+    pub purpose: Purpose,
+    pub break_glass: Option<&'a BreakGlass>,
+    pub now_ms: i64,
+}
+
+/// Builds the view of `child` that the asker may have.
+pub fn child_view(asker: &Asker<'_>, child: ChildId, facts: &[Fact]) -> (pb::ChildView, Disclosure) {
+    child_view_window(asker, child, facts, 0..facts.len())
 }
 
 /// The view of the facts in `window` (indices into `facts`), decided on the state derived from all facts.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one call site each; a struct would only rename them"
-)]
 pub fn child_view_window(
-    policy: &Policy,
-    principal: &Principal,
-    purpose: Purpose,
-    break_glass: Option<&BreakGlass>,
+    asker: &Asker<'_>,
     child: ChildId,
     facts: &[Fact],
     window: std::ops::Range<usize>,
-    now_ms: i64,
 ) -> (pb::ChildView, Disclosure) {
     let facts = ChildFacts::new(facts.to_vec());
-    view_of(
-        policy,
-        principal,
-        purpose,
-        break_glass,
-        child,
-        &facts,
-        window,
-        now_ms,
-    )
+    view_of(asker, child, &facts, window)
 }
 
 /// The view of the facts in `window` (indices into `facts.facts`) of a child whose facts were decoded once
@@ -90,20 +66,19 @@ pub fn child_view_window(
 /// consent or a case stage, and nothing else missing). Of any other refusal (a category its kind may never
 /// see, a purpose, a role, no relationship) it learns nothing. The [`Disclosure`] for the access record
 /// keeps everything.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the request's parts; a struct would only rename them"
-)]
 pub fn view_of(
-    policy: &Policy,
-    principal: &Principal,
-    purpose: Purpose,
-    break_glass: Option<&BreakGlass>,
+    asker: &Asker<'_>,
     child: ChildId,
     facts: &ChildFacts,
     window: impl IntoIterator<Item = usize>,
-    now_ms: i64,
 ) -> (pb::ChildView, Disclosure) {
+    let &Asker {
+        policy,
+        principal,
+        purpose,
+        break_glass,
+        now_ms,
+    } = asker;
     let window = window.into_iter();
     let sharing = &facts.sharing;
     let state = sharing.for_agency(&principal.agency);
@@ -202,14 +177,14 @@ pub fn view_of(
 /// The indexes of the facts the principal may learn of: those it may see, and those it would be told are
 /// withheld. A chronology pages over these, so that neither its pages nor its page tokens count facts the
 /// caller may not learn of.
-pub fn learnable(
-    policy: &Policy,
-    principal: &Principal,
-    purpose: Purpose,
-    break_glass: Option<&BreakGlass>,
-    facts: &ChildFacts,
-    now_ms: i64,
-) -> Vec<usize> {
+pub fn learnable(asker: &Asker<'_>, facts: &ChildFacts) -> Vec<usize> {
+    let &Asker {
+        policy,
+        principal,
+        purpose,
+        break_glass,
+        now_ms,
+    } = asker;
     let state = facts.sharing.for_agency(&principal.agency);
     (0..facts.facts.len())
         .filter(|&i| {

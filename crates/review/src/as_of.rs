@@ -27,7 +27,7 @@ use halcyon_schema::{AgencyId, Category, ChildId};
 use halcyon_timescales::{Margin, Status, Timescales, evaluate};
 
 use crate::rebuild::{RebuildError, Until, project_streams};
-use halcyon_projector::disclose::{Disclosure, child_view};
+use halcyon_projector::disclose::{Asker, Disclosure, child_view};
 
 /// The read models as they stood at a moment, in a temporary store dropped with this value.
 #[derive(Debug)]
@@ -93,7 +93,17 @@ impl Reconstruction {
         if facts.is_empty() {
             return Ok(None);
         }
-        let (view, disclosure) = child_view(policy, principal, purpose, None, child, &facts, self.at_ms);
+        let (view, disclosure) = child_view(
+            &Asker {
+                policy,
+                principal,
+                purpose,
+                break_glass: None,
+                now_ms: self.at_ms,
+            },
+            child,
+            &facts,
+        );
         let state = SharingState::derive(&facts).for_agency(&principal.agency);
         Ok(Some(AsOfView {
             child,

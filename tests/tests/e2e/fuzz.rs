@@ -165,16 +165,17 @@ fn every_fuzzed_event_is_quarantined_or_readable_and_rebuilds_agree() {
             .map(|f| f.envelope.agency_id.clone())
             .collect();
         for agency in agencies {
-            let (view, _) = halcyon_projector::disclose::view_of(
-                &halcyon_policy::Policy::england(),
-                &principal_of(&registry, &agency),
-                Purpose::Safeguarding,
-                None,
-                *child,
-                &decoded,
-                0..decoded.facts.len(),
-                now,
-            );
+            let policy = halcyon_policy::Policy::england();
+            let principal = principal_of(&registry, &agency);
+            let asker = halcyon_projector::disclose::Asker {
+                policy: &policy,
+                principal: &principal,
+                purpose: Purpose::Safeguarding,
+                break_glass: None,
+                now_ms: now,
+            };
+            let (view, _) =
+                halcyon_projector::disclose::view_of(&asker, *child, &decoded, 0..decoded.facts.len());
             let shown: BTreeSet<&str> = view.facts.iter().map(|f| f.event_id.as_str()).collect();
             for f in decoded.facts.iter().filter(|f| f.envelope.agency_id == agency) {
                 assert!(
