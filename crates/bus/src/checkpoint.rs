@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use halcyon_ledger::{Checkpoint, Keyring, Report, StoredMessage, Verifier};
 
-use crate::error::BusError;
+use crate::error::{BoxError, BusError};
 
 /// The stream that keeps every agency stream's signed checkpoints.
 pub const CHECKPOINT_STREAM: &str = "CHECKPOINTS";
@@ -94,14 +94,14 @@ pub async fn chain_messages(
         .map_err(|e| BusError::js(format!("reading {stream}"), e))?;
     let name = stream.to_owned();
     Ok(messages.map(move |m| {
-        let fail = |reason: String| BusError::Consume {
+        let fail = |source: BoxError| BusError::Consume {
             stream: name.clone(),
-            reason,
+            source,
         };
-        let m = m.map_err(|e| fail(e.to_string()))?;
+        let m = m.map_err(|e| fail(e.into()))?;
         let info = m
             .info()
-            .map_err(|e| fail(format!("message without JetStream metadata: {e}")))?;
+            .map_err(|e| fail(format!("message without JetStream metadata: {e}").into()))?;
         let (sequence, pending) = (info.stream_sequence, info.pending);
         let event_id = m
             .headers
@@ -216,11 +216,11 @@ pub async fn read_checkpoints(
             .await
             .map_err(|_| BusError::Consume {
                 stream: CHECKPOINT_STREAM.into(),
-                reason: format!("no message in {} s", READ_WAIT.as_secs()),
+                source: format!("no message in {} s", READ_WAIT.as_secs()).into(),
             })?
             .ok_or_else(|| BusError::Consume {
                 stream: CHECKPOINT_STREAM.into(),
-                reason: "the read ended early".into(),
+                source: "the read ended early".into(),
             })??;
         match decode(m.sequence, &m.payload) {
             Ok(checkpoint) => out.checkpoints.push(StoredCheckpoint {
@@ -331,15 +331,15 @@ pub async fn verify_stream(
                 .await
                 .map_err(|_| BusError::Consume {
                     stream: stream.into(),
-                    reason: format!("no message in {} s", READ_WAIT.as_secs()),
+                    source: format!("no message in {} s", READ_WAIT.as_secs()).into(),
                 })?
                 .ok_or_else(|| BusError::Consume {
                     stream: stream.into(),
-                    reason: "the read ended early".into(),
+                    source: "the read ended early".into(),
                 })??;
             let going_on = verifier.push(&m.stored()).map_err(|e| BusError::Consume {
                 stream: stream.into(),
-                reason: e.to_string(),
+                source: e.into(),
             })?;
             if !going_on || m.sequence >= state.last_sequence || m.pending == 0 {
                 break;

@@ -5,7 +5,7 @@ use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull::Order
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
-use crate::error::BusError;
+use crate::error::{BoxError, BusError};
 
 /// One stored message, as the projector needs it.
 #[derive(Debug, Clone)]
@@ -75,7 +75,7 @@ pub async fn ordered_read(
             start_time: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).map_err(
                 |e| BusError::Consume {
                     stream: stream.to_owned(),
-                    reason: format!("start time {ms} ms: {e}"),
+                    source: format!("start time {ms} ms: {e}").into(),
                 },
             )?,
         },
@@ -95,14 +95,14 @@ pub async fn ordered_read(
         .map_err(|e| BusError::js(format!("reading {stream}"), e))?;
     let name = stream.to_owned();
     let messages = messages.map(move |m| {
-        let fail = |reason: String| BusError::Consume {
+        let fail = |source: BoxError| BusError::Consume {
             stream: name.clone(),
-            reason,
+            source,
         };
-        let m = m.map_err(|e| fail(e.to_string()))?;
+        let m = m.map_err(|e| fail(e.into()))?;
         let info = m
             .info()
-            .map_err(|e| fail(format!("message without JetStream metadata: {e}")))?;
+            .map_err(|e| fail(format!("message without JetStream metadata: {e}").into()))?;
         let stored_at_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
         let (sequence, pending) = (info.stream_sequence, info.pending);
         Ok(RawMessage {

@@ -1,5 +1,8 @@
 //! Errors of the bus layer.
 
+/// The error underneath a [`BusError`], kept whole (its chain of sources) rather than as text.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Something went wrong talking to NATS. Each variant says what Halcyon was doing.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -8,8 +11,8 @@ pub enum BusError {
         url: String,
         source: async_nats::ConnectError,
     },
-    #[error("JetStream request failed while {doing}: {reason}")]
-    JetStream { doing: String, reason: String },
+    #[error("JetStream request failed while {doing}: {source}")]
+    JetStream { doing: String, source: BoxError },
     #[error("stream {stream}: setting {setting} is {actual} on the server but {wanted} here; {hint}")]
     StreamSetting {
         stream: String,
@@ -22,17 +25,17 @@ pub enum BusError {
         "the NATS server does not sync every JetStream write to disk (sync_interval is not `always`): {detail}"
     )]
     NotDurable { detail: String },
-    #[error("reading stream {stream}: {reason}")]
-    Consume { stream: String, reason: String },
+    #[error("reading stream {stream}: {source}")]
+    Consume { stream: String, source: BoxError },
     #[error("the AUDIT stream did not acknowledge the access record: {reason}")]
     AuditUnavailable { reason: String },
 }
 
 impl BusError {
-    pub(crate) fn js(doing: impl Into<String>, e: impl std::fmt::Display) -> Self {
+    pub(crate) fn js(doing: impl Into<String>, e: impl Into<BoxError>) -> Self {
         Self::JetStream {
             doing: doing.into(),
-            reason: e.to_string(),
+            source: e.into(),
         }
     }
 }

@@ -16,7 +16,7 @@ pub use audit::AuditWriter;
 pub use batch::{BATCH_LEN_MAX, BatchConfig, BatchError, BatchOutcome, BatchPublisher, InvalidEvent};
 pub use connect::{Credentials, Violations, connect, connect_watching};
 pub use consumer::{OrderedRead, RawMessage, Start, ordered_messages, ordered_read};
-pub use error::BusError;
+pub use error::{BoxError, BusError};
 pub use publisher::{PublishError, Published, Publisher, PublisherConfig};
 pub use streams::{StreamSettings, ensure_audit_stream, ensure_event_stream, list_event_streams};
 

@@ -109,12 +109,10 @@ impl Consumer {
         }
     }
 
-    async fn read_from_checkpoint(&self) -> Result<(), String> {
+    async fn read_from_checkpoint(&self) -> Result<(), halcyon_bus::BoxError> {
         let start = self.projector.checkpoint(&self.stream) + 1;
         tracing::info!(start, "consuming");
-        let messages = ordered_messages(&self.js, &self.stream, start)
-            .await
-            .map_err(|e| e.to_string())?;
+        let messages = ordered_messages(&self.js, &self.stream, start).await?;
         let mut chunks = std::pin::pin!(messages.ready_chunks(BATCH_LEN_MAX));
         while let Some(chunk) = chunks.next().await {
             let mut batch = Vec::with_capacity(chunk.len());
@@ -127,7 +125,7 @@ impl Consumer {
                     stored_at_ms,
                     pending: p,
                     ..
-                } = m.map_err(|e| e.to_string())?;
+                } = m?;
                 pending = p;
                 batch.push(Incoming {
                     sequence,
@@ -141,10 +139,7 @@ impl Consumer {
                 .expect("lag lock")
                 .insert(self.stream.clone(), pending);
             let (projector, stream) = (self.projector.clone(), self.stream.clone());
-            let outcome = tokio::task::spawn_blocking(move || projector.apply(&stream, &batch))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+            let outcome = tokio::task::spawn_blocking(move || projector.apply(&stream, &batch)).await??;
             tracing::debug!(
                 projected = outcome.projected,
                 quarantined = outcome.quarantined,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use futures::StreamExt;
 use halcyon_bus::audit::decode_records;
-use halcyon_bus::{BusError, Position, RawMessage, list_event_streams, ordered_messages};
+use halcyon_bus::{BoxError, BusError, Position, RawMessage, list_event_streams, ordered_messages};
 use halcyon_schema::convert::timestamp_from_millis;
 use halcyon_schema::pb::{self, event::Kind};
 use halcyon_schema::subject::AUDIT_STREAM;
@@ -48,18 +48,15 @@ async fn read_to_end(
     stream: &str,
     mut each: impl FnMut(RawMessage) -> Result<(), BusError>,
 ) -> Result<(), BusError> {
-    let js_error = |doing: String, e: &dyn std::fmt::Display| BusError::JetStream {
-        doing,
-        reason: e.to_string(),
-    };
+    let js_error = |doing: String, e: BoxError| BusError::JetStream { doing, source: e };
     let mut handle = js
         .get_stream(stream)
         .await
-        .map_err(|e| js_error(format!("opening stream {stream}"), &e))?;
+        .map_err(|e| js_error(format!("opening stream {stream}"), e.into()))?;
     let state = handle
         .info()
         .await
-        .map_err(|e| js_error(format!("reading stream {stream}"), &e))?
+        .map_err(|e| js_error(format!("reading stream {stream}"), e.into()))?
         .state
         .clone();
     if state.messages == 0 {
@@ -72,11 +69,11 @@ async fn read_to_end(
             .await
             .map_err(|_| BusError::Consume {
                 stream: stream.to_owned(),
-                reason: format!("no message within {READ_WAIT:?}"),
+                source: format!("no message within {READ_WAIT:?}").into(),
             })?
             .ok_or_else(|| BusError::Consume {
                 stream: stream.to_owned(),
-                reason: "the consumer ended early".into(),
+                source: "the consumer ended early".into(),
             })??;
         let sequence = m.sequence;
         each(m)?;
@@ -92,7 +89,7 @@ pub async fn access_records(js: &jetstream::Context) -> Result<Vec<LocatedRecord
     read_to_end(js, AUDIT_STREAM, |m| {
         let records = decode_records(&m.payload).map_err(|e| BusError::Consume {
             stream: AUDIT_STREAM.into(),
-            reason: format!("message {} is not a set of access records: {e}", m.sequence),
+            source: format!("message {} is not a set of access records: {e}", m.sequence).into(),
         })?;
         out.extend(records.into_iter().map(|record| LocatedRecord {
             sequence: m.sequence,

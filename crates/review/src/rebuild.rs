@@ -29,8 +29,13 @@ pub enum RebuildError {
     Bus(#[from] BusError),
     #[error(transparent)]
     Projector(#[from] ProjectorError),
-    #[error("{0}")]
-    Io(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("a projection task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// Progress callbacks: (events applied so far, events to apply in all).
@@ -47,14 +52,14 @@ pub async fn project_streams(
     for name in list_event_streams(js).await? {
         let mut stream = js.get_stream(&name).await.map_err(|e| BusError::JetStream {
             doing: format!("opening stream {name}"),
-            reason: e.to_string(),
+            source: e.into(),
         })?;
         let last = stream
             .info()
             .await
             .map_err(|e| BusError::JetStream {
                 doing: format!("reading stream {name}"),
-                reason: e.to_string(),
+                source: e.into(),
             })?
             .state
             .last_sequence;
@@ -103,8 +108,7 @@ pub async fn project_streams(
                 let stream = name.clone();
                 let prepared =
                     tokio::task::spawn_blocking(move || Prepared::new(&stream, &batch, future_tolerance_ms))
-                        .await
-                        .map_err(|e| RebuildError::Io(e.to_string()))?;
+                        .await?;
                 if let Some(previous) = applying.take() {
                     done += previous.finish().await?;
                     progress(done, total);
@@ -121,9 +125,7 @@ pub async fn project_streams(
         progress(done, total);
     }
     let p = projector.clone();
-    tokio::task::spawn_blocking(move || p.derive_all_views())
-        .await
-        .map_err(|e| RebuildError::Io(e.to_string()))??;
+    tokio::task::spawn_blocking(move || p.derive_all_views()).await??;
     Ok(done)
 }
 
@@ -144,7 +146,7 @@ impl Applying {
 
     /// Waits for the batch to be applied; the number of messages it held.
     async fn finish(self) -> Result<u64, RebuildError> {
-        self.task.await.map_err(|e| RebuildError::Io(e.to_string()))??;
+        self.task.await??;
         Ok(self.n)
     }
 }
@@ -157,7 +159,7 @@ pub fn read_models_dir(data_dir: &Path) -> PathBuf {
 /// Moves `fresh` into place of the read models in `data_dir`, keeping nothing of the old ones.
 pub fn swap_in(data_dir: &Path, fresh: &Path) -> Result<(), RebuildError> {
     let live = read_models_dir(data_dir);
-    let io = |what: &str, e: std::io::Error| RebuildError::Io(format!("{what}: {e}"));
+    let io = |what: &'static str, source: std::io::Error| RebuildError::Io { what, source };
     if live.exists() {
         let old = data_dir.join(format!("read-models.replaced-{}", halcyon_projector::now_ms()));
         std::fs::rename(&live, &old).map_err(|e| io("moving the old read models aside", e))?;

@@ -384,14 +384,14 @@ pub async fn replay(
     for name in &selection.streams {
         let mut stream = js.get_stream(name).await.map_err(|e| BusError::JetStream {
             doing: format!("opening stream {name}"),
-            reason: e.to_string(),
+            source: e.into(),
         })?;
         let last = stream
             .info()
             .await
             .map_err(|e| BusError::JetStream {
                 doing: format!("reading stream {name}"),
-                reason: e.to_string(),
+                source: e.into(),
             })?
             .state
             .last_sequence;
