@@ -42,8 +42,17 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
-    /// Every access record in the AUDIT stream, oldest first.
-    async fn records(&self) -> Result<Vec<pb::AccessRecord>, ApiError> {
+    /// The AUDIT stream's messages, oldest first, with the last sequence it held when asked (0: empty).
+    /// Read one message at a time: a listing never holds the whole log in memory.
+    async fn audit(
+        &self,
+    ) -> Result<
+        (
+            impl futures::Stream<Item = Result<halcyon_bus::RawMessage, halcyon_bus::BusError>>,
+            u64,
+        ),
+        ApiError,
+    > {
         let unavailable =
             |e: &dyn std::fmt::Display| ApiError::AuditUnavailable(format!("reading the access log: {e}"));
         let mut stream = self
@@ -57,24 +66,10 @@ impl AccessLog {
             .map_err(|e| unavailable(&e))?
             .state
             .last_sequence;
-        let mut records = Vec::new();
-        if last == 0 {
-            return Ok(records);
-        }
-        let mut messages = halcyon_bus::ordered_messages(&self.js, AUDIT_STREAM, 1)
+        let messages = halcyon_bus::ordered_messages(&self.js, AUDIT_STREAM, 1)
             .await
             .map_err(|e| unavailable(&e))?;
-        while let Some(m) = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .map_err(|_| unavailable(&"timed out"))?
-        {
-            let m = m.map_err(|e| unavailable(&e))?;
-            records.extend(decode_records(&m.payload).map_err(|e| ApiError::Internal(e.to_string()))?);
-            if m.sequence >= last {
-                break;
-            }
-        }
-        Ok(records)
+        Ok((messages, last))
     }
 }
 
@@ -260,48 +255,71 @@ impl AuditService for AccessLog {
             visible: HashMap::new(),
         };
         let mut disclosure = Disclosure::default();
-        let mut shown: Vec<pb::AccessRecord> = Vec::new();
-        let candidates = self.records().await?.into_iter().filter(|r| {
-            let at = r.at.as_ref().map(timestamp_millis).unwrap_or_default();
-            (req.child_id.is_empty() || r.child_id == req.child_id)
-                && (req.agency_id.is_empty() || r.agency_id == req.agency_id)
-                && from.is_none_or(|f| at >= f)
-                && to.is_none_or(|t| at <= t)
-        });
-        for mut record in candidates {
-            let Ok(maker) = record.agency_id.parse::<AgencyId>() else {
-                continue;
+        // The most recent page, oldest first: a window of at most `page` records slides over the log.
+        let mut shown: std::collections::VecDeque<pb::AccessRecord> = std::collections::VecDeque::new();
+        let unavailable =
+            |e: &dyn std::fmt::Display| ApiError::AuditUnavailable(format!("reading the access log: {e}"));
+        let (messages, last) = self.audit().await?;
+        let mut messages = std::pin::pin!(messages);
+        loop {
+            if last == 0 {
+                break;
+            }
+            let Some(m) = tokio::time::timeout(Duration::from_secs(10), messages.next())
+                .await
+                .map_err(|_| unavailable(&"timed out"))?
+            else {
+                break;
             };
-            let child: Option<ChildId> = record.child_id.parse().ok();
-            let state = readers.state(child).await?;
-            let fact = PolicyFact::new(Category::ACCESS_LOG, maker);
-            let decision = decide_access_record(
-                &policy,
-                &Request {
-                    principal: &caller.principal,
-                    purpose: ctx.purpose,
-                    fact: &fact,
-                    state: &state,
-                    break_glass: None,
-                    now_ms: now_ms(),
-                },
-            );
-            match decision {
-                Decision::Permit(permit) => {
-                    disclosure.rules.insert(permit.rule.to_string());
-                    let known = readers.visible(child, record.purpose).await?;
-                    redact(&policy, &caller.principal, &mut record, &known);
-                    shown.push(record);
+            let m = m.map_err(|e| unavailable(&e))?;
+            let records = decode_records(&m.payload).map_err(|e| ApiError::Internal(e.to_string()))?;
+            for mut record in records {
+                let at = record.at.as_ref().map(timestamp_millis).unwrap_or_default();
+                let wanted = (req.child_id.is_empty() || record.child_id == req.child_id)
+                    && (req.agency_id.is_empty() || record.agency_id == req.agency_id)
+                    && from.is_none_or(|f| at >= f)
+                    && to.is_none_or(|t| at <= t);
+                if !wanted {
+                    continue;
                 }
-                Decision::Deny(deny) => {
-                    disclosure.rules.insert(deny.rule.to_string());
-                    disclosure.facts_withheld += 1;
+                let Ok(maker) = record.agency_id.parse::<AgencyId>() else {
+                    continue;
+                };
+                let child: Option<ChildId> = record.child_id.parse().ok();
+                let state = readers.state(child).await?;
+                let fact = PolicyFact::new(Category::ACCESS_LOG, maker);
+                let decision = decide_access_record(
+                    &policy,
+                    &Request {
+                        principal: &caller.principal,
+                        purpose: ctx.purpose,
+                        fact: &fact,
+                        state: &state,
+                        break_glass: None,
+                        now_ms: now_ms(),
+                    },
+                );
+                match decision {
+                    Decision::Permit(permit) => {
+                        disclosure.rules.insert(permit.rule.to_string());
+                        let known = readers.visible(child, record.purpose).await?;
+                        redact(&policy, &caller.principal, &mut record, &known);
+                        if shown.len() == page {
+                            shown.pop_front();
+                        }
+                        shown.push_back(record);
+                    }
+                    Decision::Deny(deny) => {
+                        disclosure.rules.insert(deny.rule.to_string());
+                        disclosure.facts_withheld += 1;
+                    }
                 }
             }
+            if m.sequence >= last {
+                break;
+            }
         }
-        // The most recent page, oldest first.
-        let skip = shown.len().saturating_sub(page);
-        shown.drain(..skip);
+        let shown: Vec<pb::AccessRecord> = shown.into();
         disclosure.facts_disclosed = shown.len() as u32;
         if shown.is_empty() {
             disclosure.categories_withheld.insert(Category::ACCESS_LOG);

@@ -49,7 +49,7 @@ impl Query {
                 );
             }
         };
-        let child = self.projector.resolve(&identifier).map_err(ApiError::from)?;
+        let child = self.resolve(identifier).await?;
         Ok(Response::new(self.answer(&pass, child).await?))
     }
 
@@ -144,7 +144,7 @@ impl Query {
             policy_version: self.policy.version().to_owned(),
             ..Default::default()
         };
-        let child = self.projector.resolve(&Self::identifier(nhs)?)?;
+        let child = self.resolve(Self::identifier(nhs)?).await?;
         let facts = self.child_facts(child).await?;
         if facts.facts.is_empty() {
             self.record(pass, None, &Disclosure::default(), pb::AccessOutcome::NotFound)

@@ -65,6 +65,16 @@ impl Query {
         )
     }
 
+    /// The child an identifier names, read from sled off the async runtime.
+    pub(crate) async fn resolve(&self, identifier: Identifier) -> Result<ChildId, ApiError> {
+        let projector = self.projector.clone();
+        Ok(
+            tokio::task::spawn_blocking(move || projector.resolve(&identifier))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))??,
+        )
+    }
+
     /// Parses a child id from a request.
     pub(crate) fn child_id(raw: &str) -> Result<ChildId, ApiError> {
         raw.parse()

@@ -99,9 +99,10 @@ impl QueryService for Query {
                 .into());
             }
         };
-        let records = self
-            .projector
-            .quarantine(agency.as_ref())
+        let projector = self.projector.clone();
+        let records = tokio::task::spawn_blocking(move || projector.quarantine(agency.as_ref()))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
             .map_err(ApiError::from)?;
         let events = records
             .into_iter()
