@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use crate::error::ProjectorError;
 use crate::fact::Fact;
 use crate::state::SharingState;
-use crate::store::Projector;
+use crate::store::{Identifier, Projector};
 
 /// Children whose decoded facts are kept at most (about 15 KB each for a child with two dozen facts).
 pub const CACHED_CHILDREN_MAX: usize = 1024;
@@ -91,6 +91,8 @@ struct Entries {
     /// The positions every entry was read at or after.
     at: BTreeMap<String, u64>,
     children: HashMap<ChildId, Arc<ChildFacts>>,
+    /// Identifiers resolved at those positions (a batch can link identifiers, so it retires them too).
+    resolved: HashMap<String, ChildId>,
 }
 
 impl FactCache {
@@ -102,6 +104,7 @@ impl FactCache {
             entries: Mutex::new(Entries {
                 at,
                 children: HashMap::new(),
+                resolved: HashMap::new(),
             }),
         }
     }
@@ -133,9 +136,41 @@ impl FactCache {
         if *now != entries.at {
             entries.at = now.clone();
             entries.children.clear();
+            entries.resolved.clear();
             return None;
         }
         entries.children.get(child).cloned()
+    }
+
+    /// The child `id` names, if resolved since anything was last applied.
+    pub fn resolved(&self, id: &Identifier) -> Option<ChildId> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if *self.positions.borrow() != entries.at {
+            return None;
+        }
+        entries.resolved.get(&id.key()).copied()
+    }
+
+    /// Resolves `id` in sled (blocking) and keeps the answer while the positions it was read at hold.
+    pub fn resolve(&self, projector: &Projector, id: &Identifier) -> Result<ChildId, ProjectorError> {
+        if let Some(hit) = self.resolved(id) {
+            return Ok(hit);
+        }
+        let read_at = self.positions.borrow().clone();
+        let child = projector.resolve(id)?;
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if *self.positions.borrow() == read_at {
+            if entries.at != read_at {
+                entries.at = read_at;
+                entries.children.clear();
+                entries.resolved.clear();
+            }
+            if entries.resolved.len() >= CACHED_CHILDREN_MAX {
+                entries.resolved.clear();
+            }
+            entries.resolved.insert(id.key(), child);
+        }
+        Ok(child)
     }
 
     /// Reads the child's facts from sled (blocking) and keeps them while the positions they were read at
@@ -152,6 +187,7 @@ impl FactCache {
             if entries.at != read_at {
                 entries.at = read_at;
                 entries.children.clear();
+                entries.resolved.clear();
             }
             if entries.children.len() >= CACHED_CHILDREN_MAX
                 && let Some(evicted) = entries.children.keys().next().copied()

@@ -58,7 +58,8 @@ pub enum Identifier {
 }
 
 impl Identifier {
-    fn key(&self) -> String {
+    /// Its key in the identity index.
+    pub(crate) fn key(&self) -> String {
         match self {
             Self::Nhs(n) => format!("nhs:{n}"),
             Self::Upn(u) => format!("upn:{u}"),
