@@ -383,14 +383,6 @@ impl ReadModel for DeadlineSpec {
         self.notify(notices);
     }
 
-    fn check(&self, prefix: u8, value: &[u8]) -> Result<(), String> {
-        match prefix {
-            DEADLINES => ChildDeadlines::decode(value).map(drop).map_err(|e| e.to_string()),
-            BREACHES => StoredDeadline::decode(value).map(drop).map_err(|e| e.to_string()),
-            _ => Ok(()),
-        }
-    }
-
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }

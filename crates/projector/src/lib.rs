@@ -10,6 +10,7 @@
 /// (docs/measured.md).
 pub const BATCH_LEN_MAX: usize = 1000;
 
+pub mod check;
 pub mod clock;
 pub mod damage;
 pub mod deadlines;

@@ -1,7 +1,7 @@
 //! Read models as plug-ins. A read model is derived from one child's facts whenever they change, in the
 //! same sled batch as that child's views (so a crash loses none of it), and announces what changed once the
 //! batch is durable. Deadlines (`deadlines.rs`) and signals (`signals.rs`) are read models; the store
-//! (`store.rs`) knows them only through this trait. A new model declares its key prefixes in `keys.rs`.
+//! (`store.rs`) knows them only through this trait. A new model declares its key prefixes in `keys.rs` and its records' decoder in `check.rs`.
 
 use std::any::Any;
 
@@ -30,9 +30,6 @@ pub trait ReadModel: Send + Sync + Any + std::fmt::Debug {
 
     /// Announces the derivations of a batch that is now written (in derivation order).
     fn announce(&self, derived: Vec<Derived>);
-
-    /// Whether a stored record under `prefix` can be read back (`Projector::check_records`).
-    fn check(&self, prefix: u8, value: &[u8]) -> Result<(), String>;
 
     /// For [`crate::Projector::model`].
     fn as_any(&self) -> &dyn Any;

@@ -314,10 +314,6 @@ impl ReadModel for SignalSpec {
         }
     }
 
-    fn check(&self, _prefix: u8, value: &[u8]) -> Result<(), String> {
-        ChildSignals::decode(value).map(drop).map_err(|e| e.to_string())
-    }
-
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }

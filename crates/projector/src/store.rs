@@ -831,32 +831,6 @@ impl Projector {
         self.damage.records()
     }
 
-    /// Reads every record of the read models, setting aside (and counting) those that cannot be read:
-    /// an integrity check for operators and exports.
-    pub fn check_records(&self) -> Result<usize, ProjectorError> {
-        for kv in self.model.iter() {
-            let (k, v) = kv?;
-            let readable = match k.first().copied() {
-                Some(keys::FACT) => decode_fact(&k, &v).map(drop).map_err(reason_of),
-                Some(keys::VIEWS) => ChildViews::decode(v.as_ref())
-                    .map(drop)
-                    .map_err(|e| e.to_string()),
-                Some(keys::QUARANTINE) => serde_json::from_slice::<QuarantineRecord>(&v)
-                    .map(drop)
-                    .map_err(|e| e.to_string()),
-                Some(prefix) => match self.models.iter().find(|m| m.prefixes().contains(&prefix)) {
-                    Some(model) => model.check(prefix, &v),
-                    None => Ok(()),
-                },
-                None => Ok(()),
-            };
-            if let Err(reason) = readable {
-                self.damage.set_aside(&k, reason);
-            }
-        }
-        Ok(self.damage.len())
-    }
-
     /// What `agency` may see of `child` under its standing entitlements (empty without views).
     pub fn view(
         &self,
@@ -950,7 +924,7 @@ fn corrupt(key: &[u8], e: impl std::fmt::Display) -> ProjectorError {
 /// same decoder (and so the same limits: prost's recursion limit of 100 nested messages or groups, the
 /// payload size NATS allowed) that validated it before it was stored. What was accepted can always be
 /// read: nothing wraps the envelope's own nesting in an extra level.
-fn decode_fact(key: &[u8], value: &[u8]) -> Result<Fact, ProjectorError> {
+pub(crate) fn decode_fact(key: &[u8], value: &[u8]) -> Result<Fact, ProjectorError> {
     let stored = StoredFactRaw::decode(value).map_err(|e| corrupt(key, e))?;
     if stored.envelope.is_empty() {
         return Err(corrupt(key, "fact without envelope"));
@@ -965,7 +939,7 @@ fn decode_fact(key: &[u8], value: &[u8]) -> Result<Fact, ProjectorError> {
 }
 
 /// The reason of a read error, for the damage list.
-fn reason_of(e: ProjectorError) -> String {
+pub(crate) fn reason_of(e: ProjectorError) -> String {
     match e {
         ProjectorError::Corrupt { reason, .. } => reason,
         other => other.to_string(),
