@@ -32,24 +32,18 @@ use halcyon_projector::{
 };
 use halcyon_schema::convert::timestamp_millis;
 use halcyon_schema::pb;
-use halcyon_schema::{Category, ChildId, EventKindExt, NhsNumber, Registry};
+use halcyon_schema::{Category, ChildId, EventKindExt, Registry};
 use halcyon_timescales::Timescales;
 
 use crate::access_trail::{LocatedRecord, access_records};
 use crate::as_of::{DeadlineThen, Standing, deadlines_at, signal_permit, signals_at};
 use crate::rebuild::{Progress, RebuildError, Until, project_streams};
-
-/// The child a chronology is about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChildRef {
-    Nhs(NhsNumber),
-    Id(ChildId),
-}
+pub use crate::replay::ChildMatch;
 
 /// What a chronology is built from, besides the streams.
 #[derive(Debug, Clone)]
 pub struct ChronologyRequest<'a> {
-    pub child: ChildRef,
+    pub child: ChildMatch,
     /// `None`: everything the streams hold.
     pub as_of_ms: Option<i64>,
     pub registry: &'a Registry,
@@ -84,8 +78,8 @@ pub async fn reconstruct(
     let until = request.as_of_ms.map_or(Until::End, Until::StoredAt);
     let read = project_streams(js, &projector, &until, progress).await?;
     let child = match &request.child {
-        ChildRef::Nhs(nhs) => projector.resolve(&Identifier::Nhs(nhs.clone()))?,
-        ChildRef::Id(id) => *id,
+        ChildMatch::Nhs(nhs) => projector.resolve(&Identifier::Nhs(nhs.clone()))?,
+        ChildMatch::Id(id) => *id,
     };
     let facts = projector.facts(&child)?;
     if facts.is_empty() {

@@ -9,3 +9,4 @@ pub mod access_trail;
 pub mod as_of;
 pub mod chronology;
 pub mod rebuild;
+pub mod replay;

@@ -6,25 +6,18 @@
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context as _, anyhow};
 use async_nats::jetstream;
-use futures::{Stream, StreamExt};
-use halcyon_bus::{BusError, Credentials, RawMessage, Start, list_event_streams, ordered_read};
+use halcyon_bus::{Credentials, RawMessage, list_event_streams};
 use halcyon_grpc::pb;
+pub use halcyon_review::replay::{ChildMatch, Replay, Selection, Summary, derived_child};
 use halcyon_schema::convert::{format_timestamp, parse_timestamp, timestamp_from_millis, timestamp_millis};
-use halcyon_schema::{
-    AgencyId, CaseId, Category, ChildId, EventKindExt, NhsNumber, StreamName, Upn, event_subject,
-};
-use prost::Message as _;
+use halcyon_schema::{AgencyId, CaseId, Category, EventKindExt, StreamName};
 
 use super::common::{deploy_path, load_registry};
 use crate::{Failure, config_error};
-
-/// How long a read may hear nothing from a stream it expects more messages from.
-const IDLE_MAX: Duration = Duration::from_secs(30);
 
 /// Where NATS is, as the operator (who may read every stream; agencies may not).
 #[derive(Debug, Clone, clap::Args)]
@@ -121,63 +114,6 @@ pub struct Args {
     /// Do not draw a progress bar or print the summary.
     #[arg(long)]
     pub quiet: bool,
-}
-
-/// Which events to replay, parsed and checked.
-#[derive(Debug, Clone, Default)]
-pub struct Selection {
-    /// Stream names, all agency streams when empty.
-    pub streams: Vec<String>,
-    pub child: Option<ChildMatch>,
-    pub case: Option<CaseId>,
-    pub from_seq: Option<u64>,
-    pub to_seq: Option<u64>,
-    /// Stored-time bounds, Unix ms, inclusive.
-    pub since_ms: Option<i64>,
-    pub until_ms: Option<i64>,
-}
-
-/// A child to select events of.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChildMatch {
-    Nhs(NhsNumber),
-    Id(ChildId),
-}
-
-impl ChildMatch {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        if let Ok(nhs) = s.parse::<NhsNumber>() {
-            return Ok(Self::Nhs(nhs));
-        }
-        if let Ok(id) = s.parse::<ChildId>() {
-            return Ok(Self::Id(id));
-        }
-        Err(format!(
-            "{s:?} is neither a valid NHS number (10 digits, mod-11 check) nor a halcyon child id (a UUID)"
-        ))
-    }
-
-    fn matches(&self, envelope: &pb::Envelope) -> bool {
-        let Some(child) = &envelope.child else {
-            return false;
-        };
-        match self {
-            Self::Nhs(n) => child.nhs_number == n.as_str(),
-            Self::Id(id) => derived_child(envelope, child).as_ref() == Some(id),
-        }
-    }
-}
-
-/// The child an envelope is filed under unless a link event says otherwise (as the projector files it).
-fn derived_child(envelope: &pb::Envelope, child: &pb::ChildIdentifiers) -> Option<ChildId> {
-    if let Ok(nhs) = child.nhs_number.parse::<NhsNumber>() {
-        return Some(ChildId::from_nhs(&nhs));
-    }
-    if let Ok(upn) = child.upn.parse::<Upn>() {
-        return Some(ChildId::from_upn(&upn));
-    }
-    let agency = envelope.agency_id.parse::<AgencyId>().ok()?;
-    (!child.local_id.is_empty()).then(|| ChildId::from_local(&agency, &child.local_id))
 }
 
 fn parse_time(flag: &str, s: &str) -> Result<i64, Failure> {
@@ -314,64 +250,8 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     Ok(())
 }
 
-/// What a replay did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Summary {
-    /// Messages read from the streams.
-    pub read: u64,
-    /// Events that matched the selection and were written.
-    pub written: u64,
-    /// Streams read.
-    pub streams: usize,
-}
-
-type Messages = Pin<Box<dyn Stream<Item = Result<RawMessage, BusError>> + Send>>;
-
-/// One stream being read, with the message at its head.
-struct Source {
-    name: String,
-    messages: Messages,
-    /// Last sequence to read (the stream's last when the replay began, or --to-seq).
-    end: u64,
-    head: Option<RawMessage>,
-    done: bool,
-}
-
-impl Source {
-    /// Reads the next message into `head` unless the stream is done.
-    async fn fill(&mut self, until_ms: Option<i64>) -> anyhow::Result<()> {
-        if self.done || self.head.is_some() {
-            return Ok(());
-        }
-        let next = tokio::time::timeout(IDLE_MAX, self.messages.next())
-            .await
-            .map_err(|_| {
-                anyhow!(
-                    "no message from {} for {} s, though it should hold more",
-                    self.name,
-                    IDLE_MAX.as_secs()
-                )
-            })?;
-        let Some(m) = next else {
-            self.done = true;
-            return Ok(());
-        };
-        let m = m?;
-        if m.sequence > self.end || until_ms.is_some_and(|t| m.stored_at_ms > t) {
-            self.done = true;
-            return Ok(());
-        }
-        // The last message to read: the end, or nothing more matching the filter when the read began.
-        if m.sequence >= self.end || m.pending == 0 {
-            self.done = true;
-        }
-        self.head = Some(m);
-        Ok(())
-    }
-}
-
 /// Streams the selected events into `out`, merged across streams by (stored time, stream, sequence);
-/// `progress(read, total)` after each message read.
+/// `progress(read, total)` as messages are read.
 pub async fn replay(
     js: &jetstream::Context,
     selection: &Selection,
@@ -379,101 +259,28 @@ pub async fn replay(
     out: &mut dyn Write,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> anyhow::Result<Summary> {
-    let mut sources = Vec::new();
-    let mut total = 0u64;
-    for name in &selection.streams {
-        let mut stream = js.get_stream(name).await.map_err(|e| BusError::JetStream {
-            doing: format!("opening stream {name}"),
-            source: e.into(),
-        })?;
-        let last = stream
-            .info()
-            .await
-            .map_err(|e| BusError::JetStream {
-                doing: format!("reading stream {name}"),
-                source: e.into(),
-            })?
-            .state
-            .last_sequence;
-        let end = selection.to_seq.map_or(last, |t| t.min(last));
-        let from = selection.from_seq.unwrap_or(1).max(1);
-        if last == 0 || from > end {
-            continue;
-        }
-        let start = match (selection.from_seq, selection.since_ms) {
-            (None, Some(since)) => Start::StoredAt(since),
-            _ => Start::Sequence(from),
-        };
-        let filter = match (&selection.case, StreamName::agency_of(name)) {
-            (Some(case), Some(agency)) => Some(event_subject(&agency, case)),
-            _ => None,
-        };
-        let read = ordered_read(js, name, start, filter.as_deref()).await?;
-        if read.pending_at_start == 0 {
-            continue;
-        }
-        total += read.pending_at_start.min(end - from + 1);
-        sources.push(Source {
-            name: name.clone(),
-            messages: Box::pin(read.messages),
-            end,
-            head: None,
-            done: false,
-        });
-    }
-    let mut summary = Summary {
-        streams: sources.len(),
-        ..Default::default()
-    };
-    progress(0, total);
+    let mut replay = Replay::open(js, selection).await?;
+    progress(0, replay.total);
     if format == Format::Table {
         writeln!(out, "{}", table_header())?;
     }
     let mut line = Vec::with_capacity(4096);
-    loop {
-        for s in &mut sources {
-            s.fill(selection.until_ms).await?;
-        }
-        let Some(next) = sources
-            .iter_mut()
-            .filter_map(|s| {
-                s.head
-                    .as_ref()
-                    .map(|m| (m.stored_at_ms, m.sequence))
-                    .map(|k| (k, s))
-            })
-            .min_by(|(a, s), (b, t)| {
-                a.0.cmp(&b.0)
-                    .then_with(|| s.name.cmp(&t.name))
-                    .then(a.1.cmp(&b.1))
-            })
-            .map(|(_, s)| s)
-        else {
-            break;
-        };
-        let m = next.head.take().expect("has a head");
-        summary.read += 1;
-        if summary.read.is_multiple_of(256) {
-            progress(summary.read, total.max(summary.read));
-        }
-        if selection.since_ms.is_some_and(|t| m.stored_at_ms < t) {
-            continue;
-        }
-        let envelope = pb::Envelope::decode(m.payload.as_ref());
-        if let Some(child) = &selection.child
-            && !envelope.as_ref().is_ok_and(|e| child.matches(e))
-        {
-            continue;
-        }
+    let mut reported = 0;
+    while let Some((m, envelope)) = replay.next().await? {
         line.clear();
         match format {
             Format::Json => json_line(&mut line, &m, envelope.as_ref())?,
             Format::Table => table_line(&mut line, &m, envelope.as_ref())?,
         }
         out.write_all(&line)?;
-        summary.written += 1;
+        let read = replay.summary().read;
+        if read >= reported + 256 {
+            reported = read;
+            progress(read, replay.total.max(read));
+        }
     }
-    progress(summary.read, total.max(summary.read));
+    let summary = replay.summary();
+    progress(summary.read, replay.total.max(summary.read));
     Ok(summary)
 }
 
@@ -571,35 +378,4 @@ fn table_line(
         .unwrap_or_else(|| "-".into());
     writeln!(line, "{child}")?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn child_is_an_nhs_number_or_a_child_id() {
-        assert!(matches!(ChildMatch::parse("9434765919"), Ok(ChildMatch::Nhs(_))));
-        let id = ChildId::from_nhs(&"9434765919".parse().unwrap()).to_string();
-        assert!(matches!(ChildMatch::parse(&id), Ok(ChildMatch::Id(_))));
-        let bad = ChildMatch::parse("9876544321").unwrap_err();
-        assert!(bad.contains("neither a valid NHS number"), "{bad}");
-    }
-
-    #[test]
-    fn an_nhs_number_and_its_child_id_select_the_same_envelopes() {
-        let nhs: NhsNumber = "9434765919".parse().unwrap();
-        let envelope = pb::Envelope {
-            agency_id: "police-sy".into(),
-            child: Some(pb::ChildIdentifiers {
-                nhs_number: nhs.to_string(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        assert!(ChildMatch::Nhs(nhs.clone()).matches(&envelope));
-        assert!(ChildMatch::Id(ChildId::from_nhs(&nhs)).matches(&envelope));
-        let other: NhsNumber = "9434765870".parse().unwrap();
-        assert!(!ChildMatch::Id(ChildId::from_nhs(&other)).matches(&envelope));
-    }
 }

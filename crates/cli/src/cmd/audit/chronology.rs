@@ -11,13 +11,13 @@ use anyhow::{Context as _, anyhow};
 use halcyon_policy::Policy;
 use halcyon_projector::SignalSpec;
 pub use halcyon_review::chronology::{
-    Access, Breach, ChildRef, Chronology, ChronologyRequest, Entry, Lane, Period, SignalMark, reconstruct,
+    Access, Breach, ChildMatch, Chronology, ChronologyRequest, Entry, Lane, Period, SignalMark, reconstruct,
 };
 use halcyon_schema::Category;
 use halcyon_schema::convert::{format_timestamp, parse_timestamp, timestamp_from_millis, timestamp_millis};
 
 use crate::cmd::common::{deploy_path, load_registry};
-use crate::cmd::replay::{ChildMatch, OperatorNats};
+use crate::cmd::replay::OperatorNats;
 use crate::{Failure, config_error};
 
 mod html;
@@ -65,10 +65,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> Result<(), Failure> {
-    let child = match ChildMatch::parse(&args.child).map_err(|e| config_error(anyhow!("--child: {e}")))? {
-        ChildMatch::Nhs(nhs) => ChildRef::Nhs(nhs),
-        ChildMatch::Id(id) => ChildRef::Id(id),
-    };
+    let child = ChildMatch::parse(&args.child).map_err(|e| config_error(anyhow!("--child: {e}")))?;
     let as_of_ms = args
         .as_of
         .as_deref()
