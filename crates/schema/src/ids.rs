@@ -8,22 +8,7 @@ use uuid::Uuid;
 use crate::nhs::NhsNumber;
 use crate::upn::Upn;
 
-/// Why a string is not a valid identifier of some kind.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {what}: {reason}")]
-pub struct IdError {
-    pub what: &'static str,
-    pub reason: String,
-}
-
-impl IdError {
-    pub fn new(what: &'static str, reason: impl Into<String>) -> Self {
-        Self {
-            what,
-            reason: reason.into(),
-        }
-    }
-}
+pub use crate::id_error::IdError;
 
 /// Checks a NATS-subject-safe token: 1..=max of `[a-z0-9-]` (or `[A-Za-z0-9_-]` when `wide`), not
 /// starting or ending with `-`.

@@ -6,6 +6,7 @@ pub mod agencies;
 pub mod catalogue;
 pub mod clock;
 pub mod convert;
+pub mod id_error;
 pub mod ids;
 pub mod nhs;
 pub mod review;

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::ids::IdError;
+use crate::id_error::IdError;
 
 /// A valid NHS number. Its `Debug` hides the digits so it cannot leak into logs by accident.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::ids::IdError;
+use crate::id_error::IdError;
 
 /// The check-letter alphabet (no I, O or S).
 const ALPHABET: &[u8; 23] = b"ABCDEFGHJKLMNPQRTUVWXYZ";

@@ -21,12 +21,8 @@
 //! panicking, so no input can bring a caller down.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use time::{Date, Month, Weekday};
-
-use crate::TimescaleError;
-use crate::file;
 
 /// Milliseconds in a day.
 pub const DAY_MS: i64 = 86_400_000;
@@ -57,27 +53,6 @@ pub struct Calendar {
 }
 
 impl Calendar {
-    /// Parses and checks a calendar file. `file_name` is used in error messages.
-    pub fn from_toml(src: &str, file_name: &str) -> Result<Calendar, TimescaleError> {
-        file::parse_calendar(src, file_name)
-    }
-
-    /// Reads, parses and checks a calendar file.
-    pub fn load(path: &Path) -> Result<Calendar, TimescaleError> {
-        let name = path.display().to_string();
-        let src = std::fs::read_to_string(path)
-            .map_err(|e| TimescaleError::whole_file(&name, format!("cannot read the calendar file: {e}")))?;
-        Calendar::from_toml(&src, &name)
-    }
-
-    /// England and Wales, from the shipped file (compiled in).
-    pub fn england_and_wales() -> Calendar {
-        match Calendar::from_toml(ENGLAND_AND_WALES_TOML, ENGLAND_AND_WALES_FILE) {
-            Ok(calendar) => calendar,
-            Err(e) => panic!("the shipped calendar is broken: {e}"),
-        }
-    }
-
     /// The calendar's id, e.g. `england-and-wales`.
     pub fn id(&self) -> &str {
         &self.id

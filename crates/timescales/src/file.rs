@@ -4,6 +4,7 @@
 use halcyon_schema::source::position;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -13,8 +14,11 @@ use time::{Date, Month};
 use toml::Spanned;
 use toml::value::Datetime;
 
-use crate::calendar::{Calendar, is_weekday};
-use crate::rule::{Condition, Repeat, Rule, RuleSet, Scope, Start, Stop, Unit};
+use crate::calendar::{Calendar, ENGLAND_AND_WALES_FILE, ENGLAND_AND_WALES_TOML, is_weekday};
+use crate::rule::{
+    Condition, ENGLAND_FILE, ENGLAND_TOML, LOCAL_EXAMPLE_FILE, LOCAL_EXAMPLE_TOML, Repeat, Rule, RuleSet,
+    Scope, Start, Stop, Unit,
+};
 
 /// Why a calendar or rule file was rejected: where, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -550,6 +554,62 @@ fn compile_rule(
         file: s.file.to_owned(),
         line,
     })
+}
+
+/// Loading a calendar: the parser above, from text, a file, or the shipped England and Wales file.
+impl Calendar {
+    /// Parses and checks a calendar file. `file_name` is used in error messages.
+    pub fn from_toml(src: &str, file_name: &str) -> Result<Calendar, TimescaleError> {
+        parse_calendar(src, file_name)
+    }
+
+    /// Reads, parses and checks a calendar file.
+    pub fn load(path: &Path) -> Result<Calendar, TimescaleError> {
+        let name = path.display().to_string();
+        let src = std::fs::read_to_string(path)
+            .map_err(|e| TimescaleError::whole_file(&name, format!("cannot read the calendar file: {e}")))?;
+        Calendar::from_toml(&src, &name)
+    }
+
+    /// England and Wales, from the shipped file (compiled in).
+    pub fn england_and_wales() -> Calendar {
+        match Calendar::from_toml(ENGLAND_AND_WALES_TOML, ENGLAND_AND_WALES_FILE) {
+            Ok(calendar) => calendar,
+            Err(e) => panic!("the shipped calendar is broken: {e}"),
+        }
+    }
+}
+
+/// Loading rules: the parser above, from text, a file, or the shipped files.
+impl RuleSet {
+    /// Parses and checks a rule file. `file_name` is used in error messages.
+    pub fn from_toml(src: &str, file_name: &str) -> Result<RuleSet, TimescaleError> {
+        parse_rules(src, file_name)
+    }
+
+    /// Reads, parses and checks a rule file.
+    pub fn load(path: &Path) -> Result<RuleSet, TimescaleError> {
+        let name = path.display().to_string();
+        let src = std::fs::read_to_string(path)
+            .map_err(|e| TimescaleError::whole_file(&name, format!("cannot read the rule file: {e}")))?;
+        RuleSet::from_toml(&src, &name)
+    }
+
+    /// England's statutory timescales, from the shipped file (compiled in).
+    pub fn england() -> RuleSet {
+        match RuleSet::from_toml(ENGLAND_TOML, ENGLAND_FILE) {
+            Ok(rules) => rules,
+            Err(e) => panic!("the shipped rule file is broken: {e}"),
+        }
+    }
+
+    /// The shipped example of local rules (MASH RAG ratings).
+    pub fn local_example() -> RuleSet {
+        match RuleSet::from_toml(LOCAL_EXAMPLE_TOML, LOCAL_EXAMPLE_FILE) {
+            Ok(rules) => rules,
+            Err(e) => panic!("the shipped local rule file is broken: {e}"),
+        }
+    }
 }
 
 #[cfg(test)]

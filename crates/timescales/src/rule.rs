@@ -3,13 +3,11 @@
 //! ([`Unit`], [`Scope`], [`Repeat`], [`Condition`]) is defined here.
 
 use std::fmt;
-use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::TimescaleError;
 use crate::calendar::{Calendar, HOUR_MS, add_days, add_months, date_of_ms, end_of_day_ms};
-use crate::file;
 
 /// The shipped rules for England (docs/domain.md §3), compiled in.
 pub const ENGLAND_TOML: &str = include_str!("../../../deploy/timescales/england.toml");
@@ -378,35 +376,6 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
-    /// Parses and checks a rule file. `file_name` is used in error messages.
-    pub fn from_toml(src: &str, file_name: &str) -> Result<RuleSet, TimescaleError> {
-        file::parse_rules(src, file_name)
-    }
-
-    /// Reads, parses and checks a rule file.
-    pub fn load(path: &Path) -> Result<RuleSet, TimescaleError> {
-        let name = path.display().to_string();
-        let src = std::fs::read_to_string(path)
-            .map_err(|e| TimescaleError::whole_file(&name, format!("cannot read the rule file: {e}")))?;
-        RuleSet::from_toml(&src, &name)
-    }
-
-    /// England's statutory timescales, from the shipped file (compiled in).
-    pub fn england() -> RuleSet {
-        match RuleSet::from_toml(ENGLAND_TOML, ENGLAND_FILE) {
-            Ok(rules) => rules,
-            Err(e) => panic!("the shipped rule file is broken: {e}"),
-        }
-    }
-
-    /// The shipped example of local rules (MASH RAG ratings).
-    pub fn local_example() -> RuleSet {
-        match RuleSet::from_toml(LOCAL_EXAMPLE_TOML, LOCAL_EXAMPLE_FILE) {
-            Ok(rules) => rules,
-            Err(e) => panic!("the shipped local rule file is broken: {e}"),
-        }
-    }
-
     /// Adds another file's rules (a local file beside the statutory one). Refused if an id is taken or the
     /// files were written for different calendars.
     pub fn merge(mut self, other: RuleSet) -> Result<RuleSet, TimescaleError> {
