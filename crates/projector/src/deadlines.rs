@@ -27,7 +27,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::error::ProjectorError;
 use crate::fact::Fact;
-use crate::model::{Derived, ReadModel};
+use crate::model::{Derived, ReadModel, Writes};
 use crate::store::Projector;
 
 pub use crate::keys::BREACHES;
@@ -293,7 +293,7 @@ pub fn breach_key(child: &ChildId, deadline_key: &str) -> Vec<u8> {
 /// index entry was added.
 pub(crate) fn rederive(
     tree: &sled::Tree,
-    batch: &mut sled::Batch,
+    batch: &mut Writes,
     timescales: &Timescales,
     child: &ChildId,
     facts: &[Fact],
@@ -360,11 +360,11 @@ impl ReadModel for DeadlineSpec {
     fn derive(
         &self,
         tree: &sled::Tree,
-        batch: &mut sled::Batch,
+        writes: &mut Writes,
         child: &ChildId,
         facts: &[Fact],
     ) -> Result<Derived, ProjectorError> {
-        Ok(Box::new(rederive(tree, batch, &self.timescales, child, facts)?))
+        Ok(Box::new(rederive(tree, writes, &self.timescales, child, facts)?))
     }
 
     fn announce(&self, derived: Vec<Derived>) {
@@ -416,8 +416,10 @@ impl Projector {
             .writer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut writes = Writes::default();
+        rederive(&self.model, &mut writes, timescales, child, facts)?;
         let mut batch = sled::Batch::default();
-        rederive(&self.model, &mut batch, timescales, child, facts)?;
+        writes.apply_to(&mut batch);
         self.model.apply_batch(batch)?;
         Ok(())
     }

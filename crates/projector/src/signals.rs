@@ -28,7 +28,7 @@ use tokio::sync::broadcast;
 
 use crate::error::ProjectorError;
 use crate::fact::Fact;
-use crate::model::{Derived, ReadModel};
+use crate::model::{Derived, ReadModel, Writes};
 use crate::state::SharingState;
 use crate::store::Projector;
 
@@ -253,7 +253,7 @@ pub fn signals_key(child: &ChildId) -> Vec<u8> {
 /// new or changed (fired, or an outcome recorded), for notices.
 pub(crate) fn rederive(
     tree: &sled::Tree,
-    batch: &mut sled::Batch,
+    batch: &mut Writes,
     spec: &SignalSpec,
     child: &ChildId,
     facts: &[Fact],
@@ -296,11 +296,11 @@ impl ReadModel for SignalSpec {
     fn derive(
         &self,
         tree: &sled::Tree,
-        batch: &mut sled::Batch,
+        writes: &mut Writes,
         child: &ChildId,
         facts: &[Fact],
     ) -> Result<Derived, ProjectorError> {
-        Ok(Box::new(rederive(tree, batch, self, child, facts)?))
+        Ok(Box::new(rederive(tree, writes, self, child, facts)?))
     }
 
     fn announce(&self, derived: Vec<Derived>) {

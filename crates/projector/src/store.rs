@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use crate::error::ProjectorError;
 pub use crate::fact::Fact;
 use crate::keys;
-use crate::model::{Derived, ReadModel};
+use crate::model::{Derived, ReadModel, Writes};
 use crate::quarantine::QuarantineRecord;
 use crate::view::{ChildViews, ViewSpec};
 
@@ -387,8 +387,6 @@ pub struct Projector {
     /// How far an event's times may lie after the time the bus stored it before it is quarantined as
     /// future-dated. Every node and rebuild of a deployment must use the same value, as for the policy.
     future_tolerance_ms: i64,
-    /// When set, each batch re-derives the per-agency views of the children it touched.
-    views: Option<ViewSpec>,
     /// The read models derived with a child's views, in the same batch: deadlines, signals (see
     /// [`ReadModel`]).
     models: Vec<Arc<dyn ReadModel>>,
@@ -441,7 +439,6 @@ impl Projector {
             moments: std::sync::Mutex::new(None),
             damage: crate::damage::Damage::default(),
             future_tolerance_ms: CLOCK_TOLERANCE_MS,
-            views: None,
             models: Vec::new(),
         })
     }
@@ -471,9 +468,8 @@ impl Projector {
     }
 
     /// Derives and stores per-agency views with `spec` from now on.
-    pub fn with_views(mut self, spec: ViewSpec) -> Self {
-        self.views = Some(spec);
-        self
+    pub fn with_views(self, spec: ViewSpec) -> Self {
+        self.with_model(Arc::new(spec))
     }
 
     /// The last sequence applied from `stream` (0: nothing yet).
@@ -560,7 +556,7 @@ impl Projector {
         if outcome.skipped as usize == n_messages {
             return Ok(outcome);
         }
-        if self.views.is_some() {
+        if !self.models.is_empty() {
             // Views are derived later, once per child however many batches touched it (`derive_views`);
             // the list of children to derive is written with the facts, so a crash cannot lose it.
             if !outcome.children.is_empty() {
@@ -583,9 +579,9 @@ impl Projector {
     /// views depend only on each child's set of facts, so when and how often this runs changes nothing in
     /// the result.
     pub fn derive_views(&self) -> Result<usize, ProjectorError> {
-        let Some(spec) = &self.views else {
+        if self.models.is_empty() {
             return Ok(0);
-        };
+        }
         let mut lists = Vec::new();
         let mut children = BTreeSet::new();
         for kv in self.model.scan_prefix([keys::STALE_VIEWS]) {
@@ -610,13 +606,10 @@ impl Projector {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let mut batch = sled::Batch::default();
             let mut derived: Vec<Vec<Derived>> = self.models.iter().map(|_| Vec::new()).collect();
-            for (child, facts, views) in self.read_and_derive(chunk, spec)? {
-                for (model, derived) in self.models.iter().zip(&mut derived) {
-                    derived.push(model.derive(&self.model, &mut batch, child, &facts)?);
-                }
-                match views {
-                    None => batch.remove(keys::views(child)),
-                    Some(views) => batch.insert(keys::views(child), views),
+            for per_model in self.read_and_derive(chunk)? {
+                for ((writes, d), derived) in per_model.into_iter().zip(&mut derived) {
+                    writes.apply_to(&mut batch);
+                    derived.push(d);
                 }
             }
             self.model.apply_batch(batch)?;
@@ -634,24 +627,22 @@ impl Projector {
         Ok(children.len())
     }
 
-    /// Each child's facts and encoded views (`None`: no facts), in `children`'s order. Both cores share the
-    /// work: reading and decoding facts and deriving views are pure reads of the store, so the order of the
-    /// writes that follow, and so the read models, are the same as from one thread.
-    #[allow(
-        clippy::type_complexity,
-        reason = "a child, its facts and its encoded views, read and written in the same function"
-    )]
-    fn read_and_derive<'c>(
-        &self,
-        children: &'c [ChildId],
-        spec: &ViewSpec,
-    ) -> Result<Vec<(&'c ChildId, Vec<Fact>, Option<Vec<u8>>)>, ProjectorError> {
-        let one = |part: &'c [ChildId]| {
+    /// Every model's derivation of each child, in `children`'s order. Both cores share the work: reading and
+    /// decoding facts and deriving the models are pure reads of the store, so the order of the writes that
+    /// follow, and so the read models, are the same as from one thread.
+    fn read_and_derive(&self, children: &[ChildId]) -> Result<Vec<Vec<(Writes, Derived)>>, ProjectorError> {
+        let one = |part: &[ChildId]| {
             part.iter()
                 .map(|child| {
                     let facts = self.facts(child)?;
-                    let views = (!facts.is_empty()).then(|| spec.derive(&facts).encode_to_vec());
-                    Ok((child, facts, views))
+                    self.models
+                        .iter()
+                        .map(|model| {
+                            let mut writes = Writes::default();
+                            let derived = model.derive(&self.model, &mut writes, child, &facts)?;
+                            Ok((writes, derived))
+                        })
+                        .collect::<Result<Vec<_>, ProjectorError>>()
                 })
                 .collect::<Result<Vec<_>, ProjectorError>>()
         };

@@ -204,3 +204,34 @@ pub fn policy_fact(fact: &Fact, sharing: &SharingState, principal: &Principal) -
         handling_code,
     })
 }
+
+/// Views as a read model: every registered agency's standing view of the child (`V`), or none without facts.
+impl crate::model::ReadModel for ViewSpec {
+    fn prefixes(&self) -> &'static [u8] {
+        &[crate::keys::VIEWS]
+    }
+
+    fn derive(
+        &self,
+        _tree: &sled::Tree,
+        writes: &mut crate::model::Writes,
+        child: &halcyon_schema::ChildId,
+        facts: &[Fact],
+    ) -> Result<crate::model::Derived, crate::error::ProjectorError> {
+        if facts.is_empty() {
+            writes.remove(crate::keys::views(child));
+        } else {
+            writes.insert(
+                crate::keys::views(child),
+                prost::Message::encode_to_vec(&ViewSpec::derive(self, facts)),
+            );
+        }
+        Ok(Box::new(()))
+    }
+
+    fn announce(&self, _derived: Vec<crate::model::Derived>) {}
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
