@@ -1,6 +1,6 @@
 //! Durable bulk publishing: one agency's events as JetStream atomic batches (ADR-50). On a server that
-//! syncs every write, the whole batch is stored under one fsync instead of one per event (MEASURED.md,
-//! "Durable ingest": about 12× the per-event rate at 1,000 events per batch). Each event keeps what the
+//! syncs every write, the whole batch is stored under one fsync instead of one per event (docs/measured.md:
+//! about 12× the per-event rate at 1,000 events per batch). Each event keeps what the
 //! per-event [`Publisher`] gives it: validation before sending, its case subject, and its event id as
 //! `Nats-Msg-Id`. A batch is stored whole or not at all, at consecutive sequences of one stream.
 //!
