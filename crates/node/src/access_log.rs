@@ -25,8 +25,9 @@ use halcyon_schema::{AgencyId, AgencyKind, Category, ChildId};
 use tonic::{Request as GrpcRequest, Response, Status};
 
 use crate::error::ApiError;
-use crate::query::{Query, now_ms};
+use crate::query::Query;
 use halcyon_projector::disclose::{Asker, Disclosure, view_of};
+use halcyon_schema::clock::now_ms;
 
 /// Records returned at most per call.
 pub const ACCESS_PAGE_MAX: u32 = 1000;

@@ -11,6 +11,7 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use halcyon_bus::checkpoint::{CheckpointError, chain_messages, last_checkpoint, publish_checkpoint};
 use halcyon_ledger::{ENTRIES_MAX, Keyring, PublicKey, Recorder, SigningKey};
+use halcyon_schema::clock::now_ms;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -215,5 +216,3 @@ impl Follower {
         Ok(())
     }
 }
-
-use halcyon_schema::clock::now_ms;

@@ -13,8 +13,9 @@ use tonic::{Request, Response, Status};
 
 use crate::error::ApiError;
 use crate::gate::Pass;
-use crate::query::{Query, now_ms};
+use crate::query::Query;
 use crate::reply::ViewReply;
+use halcyon_schema::clock::now_ms;
 
 /// Chronology pages hold at most this many facts.
 pub const PAGE_SIZE_MAX: u32 = 500;

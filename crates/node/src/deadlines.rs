@@ -208,7 +208,7 @@ pub async fn disclosed(
             principal: &caller.principal,
             purpose: ctx.purpose,
             break_glass: None,
-            now_ms: halcyon_projector::now_ms(),
+            now_ms: halcyon_schema::clock::now_ms(),
         },
         child,
         &facts,

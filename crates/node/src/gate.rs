@@ -26,8 +26,9 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::query::{Context, Query, now_ms};
+use crate::query::{Context, Query};
 use halcyon_projector::disclose::Disclosure;
+use halcyon_schema::clock::now_ms;
 
 /// A request that states its context (purpose, break-glass, positions), and the method it is for.
 pub trait Gated {
@@ -107,7 +108,7 @@ impl Query {
     /// The gate of every method that answers about children: admission, authentication, context.
     pub async fn gate<T: Gated>(&self, request: Request<T>) -> Result<(Pass, T), ApiError> {
         let (caller, permit, request) = self.gate_operational(request)?;
-        let ctx = self.checked_context(request.context()).await?;
+        let ctx = self.context(request.context()).await?;
         Ok((
             Pass {
                 caller,

@@ -52,7 +52,7 @@ pub fn open_read_models(dir: &Path, cache_bytes: u64) -> Result<Projector, NodeE
     match Projector::open_with_cache(dir, cache_bytes) {
         Ok(p) => Ok(p),
         Err(e) => {
-            let aside = dir.with_extension(format!("corrupt-{}", halcyon_projector::now_ms()));
+            let aside = dir.with_extension(format!("corrupt-{}", halcyon_schema::clock::now_ms()));
             tracing::error!(
                 error = %e,
                 moved_to = %aside.display(),

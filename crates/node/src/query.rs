@@ -12,6 +12,7 @@ use halcyon_policy::{BreakGlass, Policy, Purpose};
 use halcyon_projector::read::{ChildFacts, FactCache};
 use halcyon_projector::{Identifier, Projector};
 use halcyon_schema::ChildId;
+use halcyon_schema::clock::now_ms;
 use halcyon_schema::subject::StreamName;
 
 use crate::error::ApiError;
@@ -42,14 +43,7 @@ pub struct Context {
     pub break_glass: Option<BreakGlass>,
 }
 
-pub use halcyon_projector::now_ms;
-
 impl Query {
-    /// Checks a request's context (purpose, break-glass, read-your-writes) for other services.
-    pub async fn checked_context(&self, ctx: Option<&pb::RequestContext>) -> Result<Context, ApiError> {
-        self.context(ctx).await
-    }
-
     /// A child's facts, decoded with their sharing state: from the node's cache while nothing new has been
     /// projected since they were read, otherwise read from sled off the async runtime.
     pub(crate) async fn child_facts(&self, child: ChildId) -> Result<Arc<ChildFacts>, ApiError> {
@@ -88,6 +82,7 @@ impl Query {
         })
     }
 
+    /// Checks a request's context: purpose, break-glass, read-your-writes positions (`Query::gate` calls it).
     pub(crate) async fn context(&self, ctx: Option<&pb::RequestContext>) -> Result<Context, ApiError> {
         let ctx = ctx.ok_or_else(|| ApiError::Invalid("context is required: state a purpose".into()))?;
         const PURPOSES: &str = "PURPOSE_SAFEGUARDING, PURPOSE_DIRECT_CARE, PURPOSE_LAW_ENFORCEMENT, PURPOSE_STATUTORY_REVIEW, PURPOSE_AUDIT";

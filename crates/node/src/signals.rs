@@ -116,7 +116,7 @@ fn entitled(
             fact: &fact,
             state: &state,
             break_glass: None,
-            now_ms: halcyon_projector::now_ms(),
+            now_ms: halcyon_schema::clock::now_ms(),
         },
     );
     decision.is_permit().then(|| decision.rule().to_owned())

@@ -9,7 +9,8 @@ use tonic::{Request, Response, Status};
 
 use crate::error::ApiError;
 use crate::gate::Pass;
-use crate::query::{Query, now_ms};
+use crate::query::Query;
+use halcyon_schema::clock::now_ms;
 
 /// Watch streams carry at most this many events waiting to be read.
 const WATCH_QUEUE_LEN_MAX: usize = 256;

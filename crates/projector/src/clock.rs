@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-/// The wall clock (`halcyon_schema::clock`).
-pub use halcyon_schema::clock::now_ms;
+use halcyon_schema::clock::now_ms;
 
 /// The longest a wall-clock sleep lasts before the time is read again (a suspended host, a clock step).
 pub const SLEEP_SLICE_MAX: Duration = Duration::from_secs(60);

@@ -26,7 +26,7 @@ pub mod state;
 pub mod store;
 pub mod view;
 
-pub use clock::{Clock, now_ms};
+pub use clock::Clock;
 pub use damage::{Damage, DamagedRecord};
 pub use deadlines::{BreachNotice, DeadlineSpec, StoredDeadline};
 pub use error::ProjectorError;

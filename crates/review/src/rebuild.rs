@@ -161,7 +161,10 @@ pub fn swap_in(data_dir: &Path, fresh: &Path) -> Result<(), RebuildError> {
     let live = read_models_dir(data_dir);
     let io = |what: &'static str, source: std::io::Error| RebuildError::Io { what, source };
     if live.exists() {
-        let old = data_dir.join(format!("read-models.replaced-{}", halcyon_projector::now_ms()));
+        let old = data_dir.join(format!(
+            "read-models.replaced-{}",
+            halcyon_schema::clock::now_ms()
+        ));
         std::fs::rename(&live, &old).map_err(|e| io("moving the old read models aside", e))?;
         std::fs::rename(fresh, &live).map_err(|e| io("moving the rebuilt read models in", e))?;
         std::fs::remove_dir_all(&old).map_err(|e| io("removing the old read models", e))?;

@@ -92,7 +92,7 @@ fn every_fuzzed_event_is_quarantined_or_readable_and_rebuilds_agree() {
         },
         &ScenarioAgencies::deploy(),
     );
-    let now = halcyon_projector::now_ms();
+    let now = halcyon_schema::clock::now_ms();
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let mut streams: BTreeMap<String, Vec<Incoming>> = BTreeMap::new();
     let mut kinds: BTreeMap<(String, u64), &'static str> = BTreeMap::new();
@@ -238,7 +238,7 @@ fn nesting_at_the_decoders_limit_is_refused_or_readable_in_every_part() {
         &ScenarioAgencies::deploy(),
     );
     let template = &base.envelopes[0];
-    let now = halcyon_projector::now_ms();
+    let now = halcyon_schema::clock::now_ms();
     let p = projector();
     let stream = StreamName::for_agency(&template.agency_id.parse().unwrap()).to_string();
     let mut sequence = 0;

@@ -352,7 +352,7 @@ async fn issue_8_missing_absence_and_intoxication_raise_one_signal_for_the_mash_
     .unwrap();
     live.derive_all_views().unwrap();
     rebuilt.derive_all_views().unwrap();
-    let at_ms = halcyon_projector::now_ms();
+    let at_ms = halcyon_schema::clock::now_ms();
     live.record_all_breaches(at_ms).unwrap();
     rebuilt.record_all_breaches(at_ms).unwrap();
     let (live, rebuilt) = (export(&live), export(&rebuilt));

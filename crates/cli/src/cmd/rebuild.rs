@@ -114,7 +114,7 @@ pub async fn rebuild(args: RebuildArgs) -> Result<(), Failure> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| args.data_dir.display().to_string())?;
     let fresh = args
         .data_dir
-        .join(format!("read-models.rebuild-{}", halcyon_projector::now_ms()));
+        .join(format!("read-models.rebuild-{}", halcyon_schema::clock::now_ms()));
     let projector = Arc::new(
         Projector::open(&fresh)?
             .with_future_tolerance_ms(args.future.ms())
@@ -178,7 +178,7 @@ pub fn export(args: ExportArgs) -> Result<(), Failure> {
             &halcyon_schema::convert::parse_timestamp(t)
                 .map_err(|e| config_error(anyhow!("deadlines_at: {e}")))?,
         ),
-        None => halcyon_projector::now_ms(),
+        None => halcyon_schema::clock::now_ms(),
     };
     let projector = Projector::open(&dir)
         .map_err(|e| anyhow!("{e} (is a node still running? stop it first)"))?

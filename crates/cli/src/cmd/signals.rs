@@ -297,7 +297,7 @@ async fn record_outcome(args: OutcomeArgs) -> Result<(), Failure> {
             o.agency_id
         );
     }
-    let now = timestamp_from_millis(halcyon_projector::now_ms());
+    let now = timestamp_from_millis(halcyon_schema::clock::now_ms());
     let envelope = pb::Envelope {
         event_id: EventId::new().to_string(),
         case_id: case.as_str().to_owned(),

@@ -102,7 +102,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         timescales: &timescales,
         signal_spec: &signal_spec,
         future_tolerance_ms: args.future.ms(),
-        now_ms: halcyon_projector::now_ms(),
+        now_ms: halcyon_schema::clock::now_ms(),
     };
     let chronology = reconstruct(&js, &request, &progress).await?;
     bar.finish_and_clear();

@@ -930,7 +930,7 @@ async fn record_review(args: ReviewArgs) -> Result<(), Failure> {
         reason: args.reason.trim().to_owned(),
     };
     let envelope =
-        access_trail::review_envelope(&record, identifiers, &decision, halcyon_projector::now_ms());
+        access_trail::review_envelope(&record, identifiers, &decision, halcyon_schema::clock::now_ms());
     let (client, violations) = connect_watching(
         &args.nats.nats_url,
         &Credentials::agency(reviewer_agency.as_str(), &args.reviewer_password),
