@@ -29,19 +29,10 @@ impl Query {
     ) -> Result<Response<ViewReply>, Status> {
         let (pass, req) = self.gate(request).await?;
         let identifier = match req.identifier {
-            Some(WireIdentifier::NhsNumber(n)) => Identifier::Nhs(
-                n.parse()
-                    .map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))?,
-            ),
-            Some(WireIdentifier::Upn(u)) => Identifier::Upn(
-                u.parse()
-                    .map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))?,
-            ),
+            Some(WireIdentifier::NhsNumber(n)) => Identifier::Nhs(n.parse().map_err(ApiError::from)?),
+            Some(WireIdentifier::Upn(u)) => Identifier::Upn(u.parse().map_err(ApiError::from)?),
             Some(WireIdentifier::LocalId(l)) => Identifier::Local {
-                agency: l
-                    .agency_id
-                    .parse()
-                    .map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))?,
+                agency: l.agency_id.parse().map_err(ApiError::from)?,
                 local_id: l.local_id,
             },
             None => {
@@ -352,7 +343,9 @@ impl Query {
             self.record(&pass, child, &Disclosure::default(), outcome).await?;
             return Err(ApiError::NotFound("no child with that id is known to Halcyon".into()).into());
         }
-        let window = &learnable[start.min(learnable.len())..(start + page_size).min(learnable.len())];
+        // The token is the caller's: near usize::MAX it must not wrap into a reversed slice.
+        let next = start.saturating_add(page_size);
+        let window = &learnable[start.min(learnable.len())..next.min(learnable.len())];
         let (view, disclosure) = view_of(
             &Asker {
                 policy: &self.policy,
@@ -371,7 +364,6 @@ impl Query {
             pb::AccessOutcome::Denied
         };
         self.record(&pass, Some(child), &disclosure, outcome).await?;
-        let next = start + page_size;
         let page = pb::ChronologyPage {
             child_id: view.child_id,
             facts: view.facts,

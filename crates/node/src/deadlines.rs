@@ -8,8 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use halcyon_grpc::pb::{self, deadline_service_server::DeadlineService};
-use halcyon_projector::deadlines::{Ending, RECORD_BATCH_MAX, StoredDeadline, StoredFactRef, occurrences};
-use halcyon_projector::read::ChildFacts;
+use halcyon_projector::deadlines::{Ending, StoredDeadline, StoredFactRef, occurrences};
 use halcyon_projector::{BreachNotice, Projector, ProjectorError};
 use halcyon_schema::convert::timestamp_from_millis;
 use halcyon_schema::{Category, ChildId};
@@ -28,23 +27,6 @@ use halcyon_projector::disclose::{Asker, Disclosure, view_of};
 /// After a failure to read or write the read models, the timer tries again this much later.
 pub const RETRY_MS: i64 = 5_000;
 
-fn record_announcing(
-    projector: &Projector,
-    now_ms: i64,
-    mut recorded: impl FnMut(Vec<BreachNotice>),
-) -> Result<usize, ProjectorError> {
-    let mut total = 0;
-    loop {
-        let notices = projector.record_breaches(now_ms)?;
-        let n = notices.len();
-        total += n;
-        recorded(notices);
-        if n < RECORD_BATCH_MAX {
-            return Ok(total);
-        }
-    }
-}
-
 /// Runs until `shutdown`: records breaches as the clock passes their due times — at start those missed
 /// while the node was down, then at each next due time, re-reading it whenever a derivation indexes a new
 /// deadline — and tells watchers of every breach recorded or closed.
@@ -57,7 +39,7 @@ pub async fn run(projector: Arc<Projector>, clock: Clock, events: Events, shutdo
     loop {
         let (p, now_ms, to_watchers) = (projector.clone(), clock.now_ms(), events.clone());
         let recorded = tokio::task::spawn_blocking(move || {
-            let n = record_announcing(&p, now_ms, |notices| {
+            let n = p.record_all_breaches_announcing(now_ms, |notices| {
                 for notice in notices {
                     // No receivers is fine: nobody is watching.
                     let _ = to_watchers.send(NodeEvent::Breach {
@@ -196,12 +178,8 @@ pub async fn disclosed(
     let Some(spec) = query.projector.deadline_spec() else {
         return Ok(Vec::new());
     };
-    let projector = query.projector.clone();
-    let facts = tokio::task::spawn_blocking(move || projector.facts(&child))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
-    let occurrences = occurrences(&facts);
-    let facts = ChildFacts::new(facts);
+    let facts = query.child_facts(child).await?;
+    let occurrences = occurrences(&facts.facts);
     let (view, _) = view_of(
         &Asker {
             policy: &query.policy,

@@ -30,6 +30,13 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// A malformed identifier in a request is the caller's to fix: INVALID_ARGUMENT, naming the identifier.
+impl From<halcyon_schema::IdError> for ApiError {
+    fn from(e: halcyon_schema::IdError) -> Self {
+        ApiError::Invalid(e.to_string())
+    }
+}
+
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
         let code = match &e {

@@ -59,11 +59,16 @@ impl Query {
         )
     }
 
-    /// The child an identifier names, read from sled off the async runtime.
+    /// The child an identifier names: from the node's cache while nothing new has been projected since it
+    /// was resolved (a batch can link identifiers), otherwise read from sled off the async runtime.
     pub(crate) async fn resolve(&self, identifier: Identifier) -> Result<ChildId, ApiError> {
+        let cache = FactCache::of(&self.projector);
+        if let Some(hit) = cache.resolved(&identifier) {
+            return Ok(hit);
+        }
         let projector = self.projector.clone();
         Ok(
-            tokio::task::spawn_blocking(move || projector.resolve(&identifier))
+            tokio::task::spawn_blocking(move || cache.resolve(&projector, &identifier))
                 .await
                 .map_err(|e| ApiError::Internal(e.to_string()))??,
         )
@@ -71,8 +76,7 @@ impl Query {
 
     /// Parses a child id from a request.
     pub(crate) fn child_id(raw: &str) -> Result<ChildId, ApiError> {
-        raw.parse()
-            .map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))
+        raw.parse().map_err(ApiError::from)
     }
 
     /// Admits a call or sheds it when the node is at its concurrency limit.
@@ -129,8 +133,6 @@ impl Query {
     }
 
     pub(crate) fn identifier(nhs: &str) -> Result<Identifier, ApiError> {
-        Ok(Identifier::Nhs(nhs.parse().map_err(
-            |e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()),
-        )?))
+        Ok(Identifier::Nhs(nhs.parse().map_err(ApiError::from)?))
     }
 }

@@ -1,6 +1,6 @@
 //! Child views leave the node as protobuf bytes encoded once per decision.
 //!
-//! A decided view is kept (see [`halcyon_projector::disclose::ViewMemo`]) already encoded, so a call that reuses it neither
+//! A decided view is kept (see [`crate::view_memo::ViewMemo`]) already encoded, so a call that reuses it neither
 //! clones a `ChildView` nor encodes it again: the answer is those bytes followed by the encoding of the
 //! positions it reflects. Two encodings of the same message type, one after the other, decode as their
 //! merge (protobuf's rule for concatenation), and the decided view never carries positions, so the bytes on

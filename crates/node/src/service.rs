@@ -82,11 +82,7 @@ impl QueryService for Query {
         let operator = caller.principal.role == Role::Operator;
         let agency = match (operator, wanted.is_empty()) {
             (true, true) => None,
-            (true, false) => Some(
-                wanted
-                    .parse()
-                    .map_err(|e: halcyon_schema::IdError| ApiError::Invalid(e.to_string()))?,
-            ),
+            (true, false) => Some(wanted.parse().map_err(ApiError::from)?),
             (false, true) => Some(caller.principal.agency.clone()),
             (false, false) if wanted == caller.principal.agency.as_str() => {
                 Some(caller.principal.agency.clone())

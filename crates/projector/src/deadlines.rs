@@ -476,11 +476,23 @@ impl Projector {
     /// Records every breach due before `now_ms`, batch after batch (a rebuild or an export evaluates at the
     /// moment it runs, as the node's timer does); returns how many it recorded.
     pub fn record_all_breaches(&self, now_ms: i64) -> Result<usize, ProjectorError> {
+        self.record_all_breaches_announcing(now_ms, |_| {})
+    }
+
+    /// [`Projector::record_all_breaches`], handing each batch's notices to `recorded` (the node's timer
+    /// tells watchers). Stale index entries are dropped without a notice, so it goes on while anything is
+    /// still due, not while batches come back full.
+    pub fn record_all_breaches_announcing(
+        &self,
+        now_ms: i64,
+        mut recorded: impl FnMut(Vec<BreachNotice>),
+    ) -> Result<usize, ProjectorError> {
         let mut total = 0;
         loop {
-            let n = self.record_breaches(now_ms)?.len();
-            total += n;
-            if n < RECORD_BATCH_MAX {
+            let notices = self.record_breaches(now_ms)?;
+            total += notices.len();
+            recorded(notices);
+            if self.next_due_ms()?.is_none_or(|due| due >= now_ms) {
                 return Ok(total);
             }
         }

@@ -223,7 +223,9 @@ fn a_local_id_is_linked_only_by_an_explicit_event_and_facts_follow_it() {
     let police = s.envelopes.iter().find(|e| e.agency_id == "police-sy").unwrap();
     let mut local_only = police.clone();
     local_only.child.as_mut().unwrap().nhs_number.clear();
-    let p = Projector::temporary().unwrap();
+    let p = std::sync::Arc::new(Projector::temporary().unwrap());
+    // The node's cache of resolved identifiers sees the link too: any applied batch retires its answers.
+    let cache = halcyon_projector::read::FactCache::of(&p);
     p.apply("EVENTS_POLICE_SY", &[incoming(1, &local_only)]).unwrap();
     let nhs_child = p.resolve(&Identifier::Nhs(child.nhs.clone())).unwrap();
     let local = Identifier::Local {
@@ -231,6 +233,12 @@ fn a_local_id_is_linked_only_by_an_explicit_event_and_facts_follow_it() {
         local_id: child.police_local_id.clone(),
     };
     assert_ne!(p.resolve(&local).unwrap(), nhs_child, "no automatic link");
+    let unlinked = cache.resolve(&p, &local).unwrap();
+    assert_eq!(
+        cache.resolved(&local),
+        Some(unlinked),
+        "kept while nothing is applied"
+    );
     assert_eq!(p.facts(&nhs_child).unwrap().len(), 0);
 
     let mut link = police.clone();
@@ -245,6 +253,8 @@ fn a_local_id_is_linked_only_by_an_explicit_event_and_facts_follow_it() {
     });
     p.apply("EVENTS_POLICE_SY", &[incoming(2, &link)]).unwrap();
     assert_eq!(p.resolve(&local).unwrap(), nhs_child);
+    assert_eq!(cache.resolved(&local), None, "the link retired the cached answer");
+    assert_eq!(cache.resolve(&p, &local).unwrap(), nhs_child);
     assert_eq!(
         p.facts(&nhs_child).unwrap().len(),
         2,
