@@ -362,6 +362,7 @@ mod tests {
             approval("health-gp-clifton", "a3"),
         ];
         let successive = SharingState::successive(&facts);
+        assert_eq!(successive.len(), facts.len());
         for i in 0..facts.len() {
             assert_eq!(
                 successive[i],

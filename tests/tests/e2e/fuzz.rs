@@ -17,8 +17,10 @@ use halcyon_projector::read::ChildFacts;
 use halcyon_projector::{Incoming, Projector};
 use halcyon_schema::{AgencyKind, ChildId, Registry, StreamName};
 use halcyon_testkit::fuzz::{DECODER_DEPTH_LIMIT, PARTS, mutate, nested_in};
-use halcyon_testkit::{Scenario, ScenarioAgencies, ScenarioConfig, workspace_root};
+use halcyon_testkit::{Scenario, ScenarioAgencies, ScenarioConfig};
 use rand::SeedableRng;
+
+use crate::common::registry;
 use rand_chacha::ChaCha20Rng;
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -26,11 +28,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn registry() -> Registry {
-    Registry::from_toml(&std::fs::read_to_string(workspace_root().join("deploy/agencies.toml")).unwrap())
-        .unwrap()
 }
 
 /// A projector as a node builds it: views, deadlines and signals.

@@ -47,10 +47,12 @@ async fn fuzzed_streams_are_projected_or_quarantined_and_rebuild_and_export_agre
         last.insert(ack.stream, ack.sequence);
     }
     caught_up(port, &last).await;
-    // Every child answers its owner (the CSC holds a case for each).
+    // Every child answers its owner (the CSC holds a case for each): a view, or NOT_FOUND where every event
+    // of the child was mutated into quarantine — never an error.
     let mut client = QueryServiceClient::connect(format!("http://127.0.0.1:{port}"))
         .await
         .unwrap();
+    let mut answered = 0;
     for child in &scenario.children {
         let mut request = tonic::Request::new(pb::FindChildRequest {
             context: Some(pb::RequestContext {
@@ -65,11 +67,13 @@ async fn fuzzed_streams_are_projected_or_quarantined_and_rebuild_and_export_agre
             .metadata_mut()
             .insert("authorization", "Bearer demo-csc-rotherham".parse().unwrap());
         let answer = client.find_child(request).await;
-        assert!(
-            !matches!(&answer, Err(s) if s.code() == tonic::Code::Internal),
-            "a child's record failed: {answer:?}"
-        );
+        match &answer {
+            Ok(_) => answered += 1,
+            Err(s) if s.code() == tonic::Code::NotFound => {}
+            Err(_) => panic!("a child's record failed: {answer:?}"),
+        }
     }
+    assert!(answered > 0, "no child answered its owner");
     stop(node);
 
     let (a, b) = common::export_live_and_rebuilt(&nats.url(), &live, &rebuilt, dir.path());
