@@ -21,10 +21,29 @@ fn registry() -> Registry {
     Registry::from_toml(include_str!("../../../../deploy/agencies.toml")).unwrap()
 }
 
+/// Opens the store in `path`. sled releases its file lock from a background thread after the previous
+/// handle is dropped, so a restart in the same process may find it still held for a moment: try again then
+/// (a node restarts as a new process, which never meets this).
+fn reopen(path: &Path) -> Projector {
+    for _ in 0..500 {
+        match Projector::open(path) {
+            Ok(p) => return p,
+            Err(e) if e.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("opening {}: {e}", path.display()),
+        }
+    }
+    panic!(
+        "{} stayed locked after the previous handle was dropped",
+        path.display()
+    )
+}
+
 /// A projector with every read model: views, deadlines, signals.
 fn open(path: Option<&Path>) -> Projector {
     let p = match path {
-        Some(path) => Projector::open(path).unwrap(),
+        Some(path) => reopen(path),
         None => Projector::temporary().unwrap(),
     };
     let registry = registry();
