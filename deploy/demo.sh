@@ -51,11 +51,13 @@ wait_port "$nats_port" "$demo/nats.log"
 export HALCYON_NATS_URL="nats://127.0.0.1:$nats_port"
 export HALCYON_API="http://127.0.0.1:$api_port"
 
-echo "== provisioning streams (as operator)"
-HALCYON_LOG=warn "$halcyon" streams apply --nats-user operator --credentials deploy/nats/dev-credentials.toml \
+echo "== applying the stream spec (as operator; the node only checks it): deploy/streams-local.toml, one copy on one server"
+HALCYON_LOG=warn "$halcyon" streams apply --spec deploy/streams-local.toml \
+  --nats-user operator --credentials deploy/nats/dev-credentials.toml \
   | sed 's/^/   /'
 
-HALCYON_NATS_USER=halcyon-node HALCYON_NATS_PASSWORD=node-dev-secret \
+HALCYON_NATS_USER=halcyon-node HALCYON_CREDENTIALS=deploy/nats/dev-credentials.toml \
+HALCYON_STREAMS_SPEC=deploy/streams-local.toml \
 HALCYON_NATS_MONITOR_URL="http://127.0.0.1:$monitor_port" \
 HALCYON_LOG="${HALCYON_LOG:-info,async_nats=warn}" \
   "$halcyon" serve --data-dir "$demo/data" --listen "127.0.0.1:$api_port" --node-id demo-node \

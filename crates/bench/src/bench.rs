@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use async_nats::jetstream;
 use futures::StreamExt;
-use halcyon_bus::{
-    BatchConfig, BatchPublisher, Publisher, PublisherConfig, StreamSettings, ensure_event_stream,
-};
+use halcyon_bus::{BatchConfig, BatchPublisher, Publisher, PublisherConfig, StreamSpec};
 use halcyon_grpc::pb;
 use halcyon_policy::{
     AgencyId, AgencyKind, BreakGlass, Category, ChildState, Fact, Involvement, Policy, Principal, Purpose,
@@ -513,8 +511,9 @@ impl Publishing<'_> {
                     .await
                     .with_context(|| format!("deleting {}", name.as_str()))?;
             }
-            ensure_event_stream(&js, agency, &StreamSettings::default()).await?;
         }
+        let agencies = [&a.csc, &a.police, &a.school, &a.ed, &a.gp];
+        halcyon_bus::streams::apply(&js, &StreamSpec::single_server(), agencies).await?;
         Ok(client)
     }
 

@@ -28,7 +28,8 @@ pub struct AuditConfig {
     pub batch_len_max: usize,
     /// Records waiting for a write; beyond this, callers wait (back-pressure).
     pub queue_len_max: usize,
-    /// How long a write may go unacknowledged before the calls it covers fail.
+    /// How long a write may go unacknowledged, across its attempts, before the calls it covers fail closed.
+    /// Long enough to ride out a stream leader election in a cluster (a few seconds).
     pub ack_timeout: Duration,
     /// How long a group may wait for announced records that are still being built.
     pub linger_max: Duration,
@@ -39,7 +40,7 @@ impl Default for AuditConfig {
         Self {
             batch_len_max: 512,
             queue_len_max: 8192,
-            ack_timeout: Duration::from_secs(2),
+            ack_timeout: Duration::from_secs(5),
             linger_max: Duration::from_millis(2),
         }
     }
@@ -203,29 +204,72 @@ async fn write(js: jetstream::Context, subject: String, ack_timeout: Duration, b
         callers.push(p.done);
     }
     let message = pb::AccessRecords { records };
-    let publish = jetstream::message::PublishMessage::build()
-        .payload(message.encode_to_vec().into())
-        .message_id(&message.records[0].record_id);
-    let result = async {
-        let ack = js
-            .send_publish(subject, publish)
-            .await
-            .map_err(|e| e.to_string())?;
-        let ack = tokio::time::timeout(ack_timeout, ack)
-            .await
-            .map_err(|_| format!("no acknowledgement within {ack_timeout:?}"))?
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>(Position {
-            stream: ack.stream,
-            sequence: ack.sequence,
-        })
-    }
-    .await;
+    let payload: bytes::Bytes = message.encode_to_vec().into();
+    let msg_id = message.records[0].record_id.clone();
+    let result = write_retrying(&js, &subject, payload, &msg_id, ack_timeout).await;
     if let Err(reason) = &result {
         tracing::error!(%reason, records = callers.len(), "access records not written; their calls fail closed");
     }
     for done in callers {
         let _ = done.send(result.clone());
+    }
+}
+
+/// How long one attempt waits for its acknowledgement before the write is sent again (same message id).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Sends one AUDIT message until it is acknowledged or `deadline` has passed. An attempt whose outcome is
+/// unknown (a timeout, a leader change, no responders while a new stream leader is elected) is sent again
+/// with the same `Nats-Msg-Id`, so the stream keeps it once however many attempts reached it.
+async fn write_retrying(
+    js: &jetstream::Context,
+    subject: &str,
+    payload: bytes::Bytes,
+    msg_id: &str,
+    deadline: Duration,
+) -> Result<Position, String> {
+    let until = tokio::time::Instant::now() + deadline;
+    let mut pause = Duration::from_millis(50);
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(payload.clone())
+            .message_id(msg_id);
+        let attempt = async {
+            let ack = js
+                .send_publish(subject.to_owned(), publish)
+                .await
+                .map_err(|e| e.to_string())?;
+            let ack = tokio::time::timeout(left.min(ATTEMPT_TIMEOUT), ack)
+                .await
+                .map_err(|_| "no acknowledgement".to_owned())?
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(Position {
+                stream: ack.stream,
+                sequence: ack.sequence,
+            })
+        };
+        let error = match tokio::time::timeout(left, attempt).await {
+            Ok(Ok(position)) => {
+                if attempts > 1 {
+                    tracing::info!(attempts, "access records written after a retry");
+                }
+                return Ok(position);
+            }
+            Ok(Err(e)) => e,
+            Err(_) => "no acknowledgement".to_owned(),
+        };
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        if left <= pause {
+            return Err(format!(
+                "{error} (after {attempts} attempt(s) within {deadline:?})"
+            ));
+        }
+        tracing::debug!(%error, attempts, "access-record write unconfirmed; sending it again with the same id");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
     }
 }
 

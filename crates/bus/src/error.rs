@@ -11,6 +11,10 @@ pub enum BusError {
         url: String,
         source: async_nats::ConnectError,
     },
+    #[error("NATS server URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("NATS credentials {path}: {reason}")]
+    CredentialsFile { path: String, reason: String },
     #[error("JetStream request failed while {doing}: {source}")]
     JetStream { doing: String, source: BoxError },
     #[error("stream {stream}: setting {setting} is {actual} on the server but {wanted} here; {hint}")]
@@ -21,6 +25,14 @@ pub enum BusError {
         wanted: String,
         hint: &'static str,
     },
+    #[error("stream spec {path}: {reason}")]
+    Spec { path: String, reason: String },
+    #[error(
+        "the streams do not match the stream spec ({} difference(s)): {}; an operator applies the spec with `halcyon streams apply --spec FILE` (a node never changes a stream)",
+        .differences.len(),
+        .differences.join("; ")
+    )]
+    StreamsDiffer { differences: Vec<String> },
     #[error(
         "the NATS server does not sync every JetStream write to disk (sync_interval is not `always`): {detail}"
     )]

@@ -14,11 +14,11 @@ pub mod streams;
 
 pub use audit::AuditWriter;
 pub use batch::{BATCH_LEN_MAX, BatchConfig, BatchError, BatchOutcome, BatchPublisher, InvalidEvent};
-pub use connect::{Credentials, Violations, connect, connect_watching};
+pub use connect::{ClientTls, Credentials, Violations, connect, connect_watching, seed_urls};
 pub use consumer::{OrderedRead, RawMessage, Start, ordered_messages, ordered_read};
 pub use error::{BoxError, BusError};
 pub use publisher::{PublishError, Published, Publisher, PublisherConfig};
-pub use streams::{StreamSettings, ensure_audit_stream, ensure_event_stream, list_event_streams};
+pub use streams::{StreamSpec, list_event_streams};
 
 /// A place in a stream: the consistency token a publish returns and a query may wait for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]

@@ -439,7 +439,7 @@ mod tests {
     use halcyon_testkit::{NatsServer, Scenario, ScenarioAgencies, ScenarioConfig};
 
     use super::*;
-    use crate::{StreamSettings, ensure_event_stream};
+    use crate::StreamSpec;
 
     fn envelopes(agencies: &ScenarioAgencies, children: usize) -> Vec<pb::Envelope> {
         Scenario::generate(
@@ -454,11 +454,13 @@ mod tests {
 
     async fn provision(js: &jetstream::Context, agencies: &ScenarioAgencies) {
         let a = agencies;
-        for agency in [&a.csc, &a.police, &a.school, &a.ed, &a.gp] {
-            ensure_event_stream(js, agency, &StreamSettings::default())
-                .await
-                .unwrap();
-        }
+        crate::streams::apply(
+            js,
+            &StreamSpec::single_server(),
+            [&a.csc, &a.police, &a.school, &a.ed, &a.gp],
+        )
+        .await
+        .unwrap();
     }
 
     /// Each stream's sequences, in input order, are 1, 2, 3, … with no gaps.

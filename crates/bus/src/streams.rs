@@ -1,6 +1,13 @@
-//! Stream provisioning: one `EVENTS_<AGENCY>` stream per registered agency and the AUDIT stream. Idempotent;
-//! reconciles what may change (duplicate window, replicas), refuses what must not change silently.
+//! Stream settings as a checked-in spec (`deploy/streams.toml`): one `EVENTS_<AGENCY>` stream per registered
+//! agency, the AUDIT stream and the CHECKPOINTS stream.
+//!
+//! [`apply`] (run by `halcyon streams apply --spec`, as an operator) is the only writer of stream settings:
+//! it creates missing streams, reconciles what may change (replicas, duplicate window, message size,
+//! placement) and refuses what must not change silently. A node only [`verify`]s them at start, naming every
+//! difference, and never updates a stream: its NATS user has no right to.
 
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
@@ -8,28 +15,164 @@ use futures::TryStreamExt;
 use halcyon_schema::subject::{AUDIT_PREFIX, AUDIT_STREAM, EVENTS_STREAM_PREFIX, agency_events_filter};
 use halcyon_schema::{AgencyId, StreamName};
 
+use crate::checkpoint::{CHECKPOINT_PREFIX, CHECKPOINT_STREAM};
 use crate::error::BusError;
 
-/// Settings an operator chooses per deployment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamSettings {
-    /// How long JetStream remembers a `Nats-Msg-Id` to drop a re-sent event. The projector also remembers
-    /// every event id, so a re-send after the window is stored twice but projected once.
-    pub duplicate_window: Duration,
-    /// 1 on a laptop, 3 in a cluster.
+/// The settings of one kind of stream.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamClass {
+    /// Copies JetStream keeps, each on a different server (3 in a cluster; 1 on a laptop). A node accepts
+    /// at least this many.
     pub replicas: usize,
+    /// How long JetStream remembers a `Nats-Msg-Id` to drop a re-sent message. The projector also remembers
+    /// every event id, so an event re-sent after the window is stored twice but projected once. A node
+    /// accepts at least this long.
+    pub duplicate_window_secs: u64,
+    /// The largest message the stream accepts, bytes (the server's `max_payload` caps it too).
+    pub max_message_bytes: i32,
+    /// Server tags every replica's server must carry (e.g. `["region:uk-north"]`). Spreading the replicas
+    /// across zones is the servers' `unique_tag`, not this.
+    #[serde(default)]
+    pub placement_tags: Vec<String>,
 }
 
-impl Default for StreamSettings {
-    fn default() -> Self {
-        Self {
-            duplicate_window: Duration::from_secs(3600),
+/// The checked-in stream settings of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSpec {
+    /// Every `EVENTS_<AGENCY>` stream.
+    pub events: StreamClass,
+    /// The AUDIT stream of access records.
+    pub audit: StreamClass,
+    /// The CHECKPOINTS stream of signed hash-chain checkpoints.
+    pub checkpoints: StreamClass,
+}
+
+/// 1 MiB: the servers' `max_payload` (an envelope is at most 64 KiB; an AUDIT message groups records).
+const MESSAGE_BYTES_DEFAULT: i32 = 1024 * 1024;
+
+impl StreamSpec {
+    /// One server, one copy (a laptop, the demo, the tests): `deploy/streams-local.toml`.
+    pub fn single_server() -> Self {
+        let class = |window: u64| StreamClass {
             replicas: 1,
+            duplicate_window_secs: window,
+            max_message_bytes: MESSAGE_BYTES_DEFAULT,
+            placement_tags: Vec::new(),
+        };
+        Self {
+            events: class(3600),
+            audit: class(120),
+            checkpoints: class(120),
         }
+    }
+
+    /// The same with `replicas` copies of every stream.
+    pub fn replicated(replicas: usize) -> Self {
+        let mut spec = Self::single_server();
+        for class in [&mut spec.events, &mut spec.audit, &mut spec.checkpoints] {
+            class.replicas = replicas;
+        }
+        spec
+    }
+
+    /// Parses a spec and checks its values.
+    pub fn from_toml(src: &str) -> Result<Self, String> {
+        let spec: Self = toml::from_str(src).map_err(|e| e.to_string())?;
+        for (name, class) in spec.classes() {
+            if !(1..=5).contains(&class.replicas) {
+                return Err(format!(
+                    "[{name}] replicas must be 1 to 5, got {}",
+                    class.replicas
+                ));
+            }
+            if class.duplicate_window_secs == 0 {
+                return Err(format!("[{name}] duplicate_window_secs must be at least 1"));
+            }
+            if class.max_message_bytes < 1024 {
+                return Err(format!(
+                    "[{name}] max_message_bytes must be at least 1024, got {}",
+                    class.max_message_bytes
+                ));
+            }
+        }
+        Ok(spec)
+    }
+
+    /// Reads and checks a spec file.
+    pub fn load(path: &Path) -> Result<Self, BusError> {
+        let fail = |reason: String| BusError::Spec {
+            path: path.display().to_string(),
+            reason,
+        };
+        let src = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        Self::from_toml(&src).map_err(fail)
+    }
+
+    fn classes(&self) -> [(&'static str, &StreamClass); 3] {
+        [
+            ("events", &self.events),
+            ("audit", &self.audit),
+            ("checkpoints", &self.checkpoints),
+        ]
+    }
+
+    /// Every stream the spec describes for `agencies`, as the configuration the server should hold.
+    pub fn wanted<'a>(&self, agencies: impl IntoIterator<Item = &'a AgencyId>) -> Vec<stream::Config> {
+        let mut all: Vec<stream::Config> = agencies
+            .into_iter()
+            .map(|agency| stream::Config {
+                // Durable bulk loads: atomic batches share one fsync (`crate::batch`).
+                allow_atomic_publish: true,
+                ..config(
+                    StreamName::for_agency(agency).as_str(),
+                    vec![agency_events_filter(agency)],
+                    format!("case events published by agency {agency}"),
+                    &self.events,
+                )
+            })
+            .collect();
+        all.push(config(
+            AUDIT_STREAM,
+            vec![format!("{AUDIT_PREFIX}.>")],
+            "access records written by halcyon nodes before every disclosure".to_owned(),
+            &self.audit,
+        ));
+        all.push(config(
+            CHECKPOINT_STREAM,
+            vec![format!("{CHECKPOINT_PREFIX}.>")],
+            "signed hash-chain checkpoints of every agency stream, written by halcyon nodes".to_owned(),
+            &self.checkpoints,
+        ));
+        all
     }
 }
 
-/// What provisioning did to one stream.
+fn config(name: &str, subjects: Vec<String>, description: String, class: &StreamClass) -> stream::Config {
+    stream::Config {
+        name: name.to_owned(),
+        description: Some(description),
+        subjects,
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        num_replicas: class.replicas,
+        duplicate_window: Duration::from_secs(class.duplicate_window_secs),
+        max_message_size: class.max_message_bytes,
+        deny_delete: true,
+        deny_purge: true,
+        allow_rollup: false,
+        discard: stream::DiscardPolicy::New,
+        allow_direct: true,
+        placement: (!class.placement_tags.is_empty()).then(|| stream::Placement {
+            cluster: None,
+            tags: class.placement_tags.clone(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// What [`apply`] did to one stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Provisioned {
     Created,
@@ -38,157 +181,42 @@ pub enum Provisioned {
     Updated(Vec<String>),
 }
 
-fn wanted(
-    name: &str,
-    subjects: Vec<String>,
-    description: String,
-    settings: &StreamSettings,
-) -> stream::Config {
-    stream::Config {
-        name: name.to_owned(),
-        description: Some(description),
-        subjects,
-        storage: stream::StorageType::File,
-        retention: stream::RetentionPolicy::Limits,
-        num_replicas: settings.replicas,
-        duplicate_window: settings.duplicate_window,
-        deny_delete: true,
-        deny_purge: true,
-        allow_rollup: false,
-        discard: stream::DiscardPolicy::New,
-        allow_direct: true,
-        ..Default::default()
+/// Creates or reconciles every stream of `spec` (an operator's job: `halcyon streams apply --spec`).
+/// Refuses, naming the setting, to change what must not change silently (storage, subjects, the deny
+/// flags, retention limits).
+pub async fn apply<'a>(
+    js: &jetstream::Context,
+    spec: &StreamSpec,
+    agencies: impl IntoIterator<Item = &'a AgencyId>,
+) -> Result<Vec<(String, Provisioned)>, BusError> {
+    let mut done = Vec::new();
+    for wanted in spec.wanted(agencies) {
+        let name = wanted.name.clone();
+        done.push((name, ensure(js, wanted).await?));
     }
-}
-
-/// Creates or reconciles `EVENTS_<AGENCY>` on `halcyon.events.<agency>.>`.
-pub async fn ensure_event_stream(
-    js: &jetstream::Context,
-    agency: &AgencyId,
-    settings: &StreamSettings,
-) -> Result<Provisioned, BusError> {
-    let name = StreamName::for_agency(agency);
-    let config = stream::Config {
-        // Durable bulk loads: atomic batches share one fsync (`crate::batch`).
-        allow_atomic_publish: true,
-        ..wanted(
-            name.as_str(),
-            vec![agency_events_filter(agency)],
-            format!("case events published by agency {agency}"),
-            settings,
-        )
-    };
-    ensure(js, config).await
-}
-
-/// Creates or reconciles the AUDIT stream on `halcyon.audit.>`.
-pub async fn ensure_audit_stream(
-    js: &jetstream::Context,
-    settings: &StreamSettings,
-) -> Result<Provisioned, BusError> {
-    let config = wanted(
-        AUDIT_STREAM,
-        vec![format!("{AUDIT_PREFIX}.>")],
-        "access records written by halcyon nodes before every disclosure".to_owned(),
-        &StreamSettings {
-            duplicate_window: Duration::from_secs(120),
-            ..settings.clone()
-        },
-    );
-    ensure(js, config).await
-}
-
-/// Creates or reconciles the CHECKPOINTS stream on `halcyon.checkpoints.>`: each agency stream's signed
-/// hash-chain checkpoints (`crate::checkpoint`), written only by halcyon nodes, never deleted.
-pub async fn ensure_checkpoint_stream(
-    js: &jetstream::Context,
-    settings: &StreamSettings,
-) -> Result<Provisioned, BusError> {
-    use crate::checkpoint::{CHECKPOINT_PREFIX, CHECKPOINT_STREAM};
-    let config = wanted(
-        CHECKPOINT_STREAM,
-        vec![format!("{CHECKPOINT_PREFIX}.>")],
-        "signed hash-chain checkpoints of every agency stream, written by halcyon nodes".to_owned(),
-        &StreamSettings {
-            duplicate_window: Duration::from_secs(120),
-            ..settings.clone()
-        },
-    );
-    ensure(js, config).await
+    Ok(done)
 }
 
 async fn ensure(js: &jetstream::Context, wanted: stream::Config) -> Result<Provisioned, BusError> {
     let name = wanted.name.clone();
-    let mut existing = match js.get_stream(&name).await {
-        Ok(s) => s,
-        Err(e) if is_not_found(&e) => {
+    let actual = match stream_info(js, &name).await? {
+        Some(info) => info.config,
+        None => {
             js.create_stream(wanted)
                 .await
                 .map_err(|e| BusError::js(format!("creating stream {name}"), e))?;
             tracing::info!(stream = %name, "stream created");
             return Ok(Provisioned::Created);
         }
-        Err(e) => return Err(BusError::js(format!("looking up stream {name}"), e)),
     };
-    let actual = existing
-        .info()
-        .await
-        .map_err(|e| BusError::js(format!("reading stream {name}"), e))?
-        .config
-        .clone();
-    let refuse =
-        |setting: &'static str, actual: String, wanted: String, hint: &'static str| BusError::StreamSetting {
-            stream: name.clone(),
-            setting,
-            actual,
-            wanted,
-            hint,
-        };
-    if actual.storage != wanted.storage {
-        return Err(refuse(
-            "storage",
-            format!("{:?}", actual.storage),
-            format!("{:?}", wanted.storage),
-            "storage cannot change in place; migrate the stream deliberately",
-        ));
-    }
-    if actual.subjects != wanted.subjects {
-        return Err(refuse(
-            "subjects",
-            actual.subjects.join(","),
-            wanted.subjects.join(","),
-            "the subject is the agency's identity; fix the registry or the stream by hand",
-        ));
-    }
-    for (setting, a, w) in [
-        ("deny_delete", actual.deny_delete, wanted.deny_delete),
-        ("deny_purge", actual.deny_purge, wanted.deny_purge),
-    ] {
-        if a != w {
-            return Err(refuse(
-                setting,
-                a.to_string(),
-                w.to_string(),
-                "the log must be immutable; investigate who changed it",
-            ));
-        }
-    }
-    // The server reports "no limit" as -1 where a fresh config says 0.
-    let limited = |c: &stream::Config| {
-        (
-            c.max_age,
-            c.max_messages.max(0),
-            c.max_bytes.max(0),
-            c.max_messages_per_subject.max(0),
-        )
-    };
-    if actual.retention != wanted.retention || limited(&actual) != limited(&wanted) {
-        return Err(refuse(
-            "retention limits",
-            format!("{:?} {:?}", actual.retention, limited(&actual)),
-            format!("{:?} {:?}", wanted.retention, limited(&wanted)),
-            "Halcyon keeps every event; a limit would silently drop history",
-        ));
+    if let Some(d) = immutable_differences(&actual, &wanted).into_iter().next() {
+        return Err(BusError::StreamSetting {
+            stream: name,
+            setting: d.setting,
+            actual: d.actual,
+            wanted: d.wanted,
+            hint: d.hint,
+        });
     }
     let mut changes = Vec::new();
     if actual.duplicate_window != wanted.duplicate_window {
@@ -201,6 +229,19 @@ async fn ensure(js: &jetstream::Context, wanted: stream::Config) -> Result<Provi
         changes.push(format!(
             "num_replicas {} -> {}",
             actual.num_replicas, wanted.num_replicas
+        ));
+    }
+    if actual.max_message_size != wanted.max_message_size {
+        changes.push(format!(
+            "max_message_size {} -> {}",
+            actual.max_message_size, wanted.max_message_size
+        ));
+    }
+    if placement_tags(&actual) != placement_tags(&wanted) {
+        changes.push(format!(
+            "placement tags {:?} -> {:?}",
+            placement_tags(&actual),
+            placement_tags(&wanted)
         ));
     }
     if actual.description != wanted.description {
@@ -218,6 +259,8 @@ async fn ensure(js: &jetstream::Context, wanted: stream::Config) -> Result<Provi
     let update = stream::Config {
         duplicate_window: wanted.duplicate_window,
         num_replicas: wanted.num_replicas,
+        max_message_size: wanted.max_message_size,
+        placement: wanted.placement,
         description: wanted.description,
         allow_atomic_publish: wanted.allow_atomic_publish,
         ..actual
@@ -227,6 +270,187 @@ async fn ensure(js: &jetstream::Context, wanted: stream::Config) -> Result<Provi
         .map_err(|e| BusError::js(format!("updating stream {name}"), e))?;
     tracing::info!(stream = %name, changes = ?changes, "stream reconciled");
     Ok(Provisioned::Updated(changes))
+}
+
+fn placement_tags(c: &stream::Config) -> BTreeSet<String> {
+    c.placement
+        .as_ref()
+        .map(|p| p.tags.iter().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// One setting of one stream that is not as the spec says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Difference {
+    setting: &'static str,
+    actual: String,
+    wanted: String,
+    hint: &'static str,
+}
+
+/// What neither `apply` nor a node may accept or change in place.
+fn immutable_differences(actual: &stream::Config, wanted: &stream::Config) -> Vec<Difference> {
+    let mut out = Vec::new();
+    let mut differ = |setting, actual: String, wanted: String, hint| {
+        out.push(Difference {
+            setting,
+            actual,
+            wanted,
+            hint,
+        })
+    };
+    if actual.storage != wanted.storage {
+        differ(
+            "storage",
+            format!("{:?}", actual.storage),
+            format!("{:?}", wanted.storage),
+            "storage cannot change in place; migrate the stream deliberately",
+        );
+    }
+    if actual.subjects != wanted.subjects {
+        differ(
+            "subjects",
+            actual.subjects.join(","),
+            wanted.subjects.join(","),
+            "the subject is the agency's identity; fix the registry or the stream by hand",
+        );
+    }
+    for (setting, a, w) in [
+        ("deny_delete", actual.deny_delete, wanted.deny_delete),
+        ("deny_purge", actual.deny_purge, wanted.deny_purge),
+        ("allow_rollup", actual.allow_rollup, wanted.allow_rollup),
+    ] {
+        if a != w {
+            differ(
+                setting,
+                a.to_string(),
+                w.to_string(),
+                "the log must be immutable; investigate who changed it",
+            );
+        }
+    }
+    // The server reports "no limit" as -1 where a fresh config says 0.
+    let limited = |c: &stream::Config| {
+        (
+            c.max_age,
+            c.max_messages.max(0),
+            c.max_bytes.max(0),
+            c.max_messages_per_subject.max(0),
+        )
+    };
+    if actual.retention != wanted.retention || limited(actual) != limited(wanted) {
+        differ(
+            "retention limits",
+            format!("{:?} {:?}", actual.retention, limited(actual)),
+            format!("{:?} {:?}", wanted.retention, limited(wanted)),
+            "Halcyon keeps every event; a limit would silently drop history",
+        );
+    }
+    out
+}
+
+/// Every way the streams on the server fall short of `spec`, one line per difference (empty: they match).
+/// A node accepts more replicas and a longer duplicate window than the spec's, never fewer.
+fn shortfalls(actual: &stream::Config, wanted: &stream::Config) -> Vec<String> {
+    let name = &wanted.name;
+    let mut out: Vec<String> = immutable_differences(actual, wanted)
+        .into_iter()
+        .map(|d| {
+            format!(
+                "{name}: {} is {}, the spec says {}",
+                d.setting, d.actual, d.wanted
+            )
+        })
+        .collect();
+    if actual.num_replicas < wanted.num_replicas {
+        out.push(format!(
+            "{name}: replicas {} is fewer than the spec's {}",
+            actual.num_replicas, wanted.num_replicas
+        ));
+    }
+    if actual.duplicate_window < wanted.duplicate_window {
+        out.push(format!(
+            "{name}: duplicate window {} s is shorter than the spec's {} s",
+            actual.duplicate_window.as_secs(),
+            wanted.duplicate_window.as_secs()
+        ));
+    }
+    if actual.max_message_size != wanted.max_message_size {
+        out.push(format!(
+            "{name}: max message size {} bytes, the spec says {}",
+            actual.max_message_size, wanted.max_message_size
+        ));
+    }
+    if !placement_tags(wanted).is_subset(&placement_tags(actual)) {
+        out.push(format!(
+            "{name}: placement tags {:?}, the spec says {:?}",
+            placement_tags(actual),
+            placement_tags(wanted)
+        ));
+    }
+    if wanted.allow_atomic_publish && !actual.allow_atomic_publish {
+        out.push(format!(
+            "{name}: atomic batch publishing is off, the spec turns it on"
+        ));
+    }
+    out
+}
+
+/// Checks, without changing anything, that every stream of `spec` exists with at least its settings.
+/// Returns each stream's info (for the durability check); fails naming every difference.
+pub async fn verify<'a>(
+    js: &jetstream::Context,
+    spec: &StreamSpec,
+    agencies: impl IntoIterator<Item = &'a AgencyId>,
+) -> Result<Vec<stream::Info>, BusError> {
+    let mut differences = Vec::new();
+    let mut infos = Vec::new();
+    for wanted in spec.wanted(agencies) {
+        match stream_info(js, &wanted.name).await? {
+            None => differences.push(format!("{}: the stream does not exist", wanted.name)),
+            Some(info) => {
+                differences.extend(shortfalls(&info.config, &wanted));
+                infos.push(info);
+            }
+        }
+    }
+    if differences.is_empty() {
+        Ok(infos)
+    } else {
+        Err(BusError::StreamsDiffer { differences })
+    }
+}
+
+/// A stream's info, `None` if it does not exist.
+pub async fn stream_info(js: &jetstream::Context, name: &str) -> Result<Option<stream::Info>, BusError> {
+    match js.get_stream(name).await {
+        Ok(mut s) => Ok(Some(
+            s.info()
+                .await
+                .map_err(|e| BusError::js(format!("reading stream {name}"), e))?
+                .clone(),
+        )),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(BusError::js(format!("looking up stream {name}"), e)),
+    }
+}
+
+/// The payload of the message at `sequence` of `stream`, `None` if the stream or the message is not there.
+pub async fn stored_payload(
+    js: &jetstream::Context,
+    stream: &str,
+    sequence: u64,
+) -> Result<Option<bytes::Bytes>, BusError> {
+    let handle = match js.get_stream_no_info(stream).await {
+        Ok(s) => s,
+        Err(e) => return Err(BusError::js(format!("looking up stream {stream}"), e)),
+    };
+    match handle.direct_get(sequence).await {
+        Ok(m) if m.sequence == sequence => Ok(Some(m.payload)),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
+        Err(e) => Err(BusError::js(format!("reading {stream}:{sequence}"), e)),
+    }
 }
 
 fn is_not_found(e: &jetstream::context::GetStreamError) -> bool {
@@ -246,9 +470,17 @@ pub async fn list_event_streams(js: &jetstream::Context) -> Result<Vec<String>, 
     Ok(names)
 }
 
-/// Asks the server's monitoring endpoint (`http://host:port/varz`) whether JetStream syncs every write.
-/// A plain HTTP/1.0 GET over TCP: the endpoint is local and this avoids an HTTP client dependency.
-pub async fn check_sync_always(monitor_url: &str) -> Result<(), BusError> {
+/// What one server's monitoring endpoint says about durability.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSync {
+    pub monitor_url: String,
+    pub server_name: String,
+    pub sync_always: bool,
+}
+
+/// Asks one server's monitoring endpoint (`http://host:port/varz`) its name and whether JetStream syncs
+/// every write. A plain HTTP/1.0 GET over TCP: the endpoint is local and this avoids an HTTP client.
+pub async fn server_sync(monitor_url: &str) -> Result<ServerSync, BusError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let hostport = monitor_url.trim_start_matches("http://").trim_end_matches('/');
     let fail = |detail: String| BusError::NotDurable { detail };
@@ -262,19 +494,144 @@ pub async fn check_sync_always(monitor_url: &str) -> Result<(), BusError> {
     let mut body = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut body))
         .await
-        .map_err(|_| fail("monitoring endpoint timed out".into()))?
+        .map_err(|_| fail(format!("monitoring endpoint {monitor_url} timed out")))?
         .map_err(|e| fail(e.to_string()))?;
     let text = String::from_utf8_lossy(&body);
     let json = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
     let varz: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| fail(format!("unreadable /varz: {e}")))?;
-    match varz
-        .pointer("/jetstream/config/sync_always")
-        .and_then(|v| v.as_bool())
-    {
-        Some(true) => Ok(()),
-        _ => Err(fail(format!(
-            "{monitor_url}/varz has no jetstream.config.sync_always=true; set `sync_interval: always` in the jetstream block"
-        ))),
+        serde_json::from_str(json).map_err(|e| fail(format!("unreadable {monitor_url}/varz: {e}")))?;
+    Ok(ServerSync {
+        monitor_url: monitor_url.to_owned(),
+        server_name: varz
+            .pointer("/server_name")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned(),
+        sync_always: varz
+            .pointer("/jetstream/config/sync_always")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false),
+    })
+}
+
+/// Asks one server whether JetStream syncs every write.
+pub async fn check_sync_always(monitor_url: &str) -> Result<(), BusError> {
+    let sync = server_sync(monitor_url).await?;
+    if sync.sync_always {
+        Ok(())
+    } else {
+        Err(not_synced(&sync))
+    }
+}
+
+fn not_synced(s: &ServerSync) -> BusError {
+    BusError::NotDurable {
+        detail: format!(
+            "server {} ({}/varz) has no jetstream.config.sync_always=true; set `sync_interval: always` in its jetstream block",
+            s.server_name, s.monitor_url
+        ),
+    }
+}
+
+/// Checks that every server of the cluster syncs every write: each monitoring endpoint given must say so,
+/// and every server that leads or holds a replica of one of `streams` must be among them (a server whose
+/// endpoint was not given cannot be vouched for). Returns the servers checked.
+pub async fn check_sync_everywhere(
+    monitor_urls: &[String],
+    streams: &[stream::Info],
+) -> Result<Vec<ServerSync>, BusError> {
+    if monitor_urls.is_empty() {
+        return Err(BusError::NotDurable {
+            detail: "no monitoring endpoint given".into(),
+        });
+    }
+    let mut servers = Vec::new();
+    for url in monitor_urls {
+        let sync = server_sync(url).await?;
+        if !sync.sync_always {
+            return Err(not_synced(&sync));
+        }
+        servers.push(sync);
+    }
+    let checked: BTreeSet<&str> = servers.iter().map(|s| s.server_name.as_str()).collect();
+    let mut unchecked = BTreeSet::new();
+    for info in streams {
+        let Some(cluster) = &info.cluster else { continue };
+        let holders = cluster
+            .leader
+            .iter()
+            .cloned()
+            .chain(cluster.replicas.iter().map(|p| p.name.clone()));
+        for server in holders {
+            if !checked.contains(server.as_str()) {
+                unchecked.insert(format!("{server} (holds {})", info.config.name));
+            }
+        }
+    }
+    if !unchecked.is_empty() {
+        return Err(BusError::NotDurable {
+            detail: format!(
+                "server(s) {} hold stream replicas but their monitoring endpoints were not given (checked: {}); list every server's endpoint in nats_monitor_url",
+                unchecked.into_iter().collect::<Vec<_>>().join(", "),
+                checked.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+        });
+    }
+    Ok(servers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checked_in_specs_parse_and_the_local_one_is_the_single_server_spec() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+        let local = StreamSpec::load(&root.join("streams-local.toml")).unwrap();
+        assert_eq!(local, StreamSpec::single_server());
+        let cluster = StreamSpec::load(&root.join("streams.toml")).unwrap();
+        assert_eq!(cluster.events.replicas, 3);
+        assert_eq!(cluster.audit.replicas, 3);
+        assert_eq!(cluster.checkpoints.replicas, 3);
+    }
+
+    #[test]
+    fn a_spec_with_an_impossible_value_is_refused_with_its_name() {
+        let bad = toml::to_string(&StreamSpec::replicated(7)).unwrap();
+        let err = StreamSpec::from_toml(&bad).unwrap_err();
+        assert!(err.contains("[events] replicas must be 1 to 5, got 7"), "{err}");
+        let err = StreamSpec::from_toml("[events]\nreplicas = 3\n").unwrap_err();
+        assert!(err.contains("missing field"), "{err}");
+    }
+
+    #[test]
+    fn shortfalls_name_each_difference_and_accept_more_than_the_spec() {
+        let spec = StreamSpec::replicated(3);
+        let agency: AgencyId = "police-sy".parse().unwrap();
+        let wanted = spec.wanted([&agency]).remove(0);
+        assert!(shortfalls(&wanted, &wanted).is_empty());
+        let more = stream::Config {
+            num_replicas: 5,
+            duplicate_window: Duration::from_secs(7200),
+            ..wanted.clone()
+        };
+        assert!(shortfalls(&more, &wanted).is_empty());
+        let less = stream::Config {
+            num_replicas: 1,
+            duplicate_window: Duration::from_secs(60),
+            deny_delete: false,
+            max_bytes: 1 << 20,
+            ..wanted.clone()
+        };
+        let found = shortfalls(&less, &wanted);
+        assert_eq!(found.len(), 4, "{found:#?}");
+        assert!(
+            found
+                .iter()
+                .any(|d| d.contains("replicas 1 is fewer than the spec's 3"))
+        );
+        assert!(found.iter().any(|d| d.contains("deny_delete is false")));
+        assert!(found.iter().any(|d| d.contains("duplicate window 60 s")));
+        assert!(found.iter().any(|d| d.contains("retention limits")));
     }
 }

@@ -7,8 +7,7 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use halcyon_bus::streams::Provisioned;
 use halcyon_bus::{
-    BatchConfig, BatchError, BatchPublisher, Position, Publisher, PublisherConfig, StreamSettings,
-    ensure_event_stream,
+    BatchConfig, BatchError, BatchPublisher, Position, Publisher, PublisherConfig, StreamSpec,
 };
 use halcyon_schema::{AgencyId, StreamName, pb};
 use halcyon_testkit::{NatsServer, Scenario, ScenarioAgencies, ScenarioConfig};
@@ -26,17 +25,16 @@ async fn setup(children: usize) -> Setup {
     let client = async_nats::connect(server.url()).await.unwrap();
     let js = jetstream::new(client.clone());
     let agencies = ScenarioAgencies::deploy();
-    for agency in [
+    let all = [
         &agencies.csc,
         &agencies.police,
         &agencies.school,
         &agencies.ed,
         &agencies.gp,
-    ] {
-        ensure_event_stream(&js, agency, &StreamSettings::default())
-            .await
-            .unwrap();
-    }
+    ];
+    halcyon_bus::streams::apply(&js, &StreamSpec::single_server(), all)
+        .await
+        .unwrap();
     let envelopes = Scenario::generate(
         &ScenarioConfig {
             children,
@@ -302,12 +300,15 @@ async fn a_stream_without_atomic_publishing_refuses_and_provisioning_turns_it_on
     assert_eq!(*err_code, 10174);
     assert!(description.contains("streams apply"), "{description}");
 
-    let provisioned = ensure_event_stream(&s.js, &s.agencies.police, &StreamSettings::default())
+    let provisioned = halcyon_bus::streams::apply(&s.js, &StreamSpec::single_server(), [&s.agencies.police])
         .await
         .unwrap();
     assert_eq!(
-        provisioned,
-        Provisioned::Updated(vec!["allow_atomic false -> true".into()])
+        provisioned[0],
+        (
+            "EVENTS_POLICE_SY".to_owned(),
+            Provisioned::Updated(vec!["allow_atomic false -> true".into()])
+        )
     );
     assert_eq!(publisher.publish_batch(&batch).await.unwrap().len(), 3);
 }

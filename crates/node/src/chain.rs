@@ -120,14 +120,14 @@ struct Follower {
 
 impl Follower {
     async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
+            let started = tokio::time::Instant::now();
             let wait = match self.follow(&shutdown).await {
                 Ok(()) => return,
                 Err(Stop::Retry(reason)) => {
                     tracing::warn!(%reason, "chain stopped; resuming from the last checkpoint");
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    backoff
+                    backoff.after(started.elapsed())
                 }
                 Err(Stop::Refused(reason)) => {
                     tracing::error!(%reason, "not extending this stream's checkpoints; run `halcyon audit verify`");

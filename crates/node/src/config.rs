@@ -7,11 +7,13 @@ use std::time::Duration;
 /// Everything a node needs. Built by the `halcyon` binary from flags, `HALCYON_*` variables and a file.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
+    /// One seed URL or several, comma-separated (any servers of the cluster).
     pub nats_url: String,
-    pub nats_user: Option<String>,
-    pub nats_password: Option<String>,
-    /// The server's monitoring endpoint, to check that JetStream syncs every write.
-    pub nats_monitor_url: Option<String>,
+    /// Who the node is on NATS (user and password, a credentials file or an nkey) and the TLS it uses.
+    pub nats_credentials: halcyon_bus::Credentials,
+    /// Every server's monitoring endpoint, to check that each syncs every JetStream write (a server holding
+    /// a stream replica whose endpoint is missing fails the check).
+    pub nats_monitor_urls: Vec<String>,
     /// Start even if the server does not sync every write (development only).
     pub allow_unsynced_jetstream: bool,
     pub data_dir: PathBuf,
@@ -25,7 +27,9 @@ pub struct NodeConfig {
     pub reflection: bool,
     /// The longest a read-your-writes request waits for the node to reach its position.
     pub read_wait: Duration,
-    pub streams: halcyon_bus::StreamSettings,
+    /// The deployment's stream spec (`deploy/streams.toml`): the node checks the streams against it at
+    /// start and refuses to start on any shortfall; it never changes a stream.
+    pub streams: halcyon_bus::StreamSpec,
     /// Calls answered at once; more are shed with RESOURCE_EXHAUSTED.
     pub concurrency_max: usize,
     /// Health reports NOT_SERVING while any stream lags by more events than this.

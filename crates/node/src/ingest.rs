@@ -23,11 +23,55 @@ pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(2);
 /// Events behind per stream, as last reported by each consumer.
 pub type Lag = Arc<Mutex<BTreeMap<String, u64>>>;
 
+/// Streams this node has stopped reading because they went backwards, with the reason (health is
+/// NOT_SERVING while any is listed).
+pub type Halted = Arc<Mutex<BTreeMap<String, String>>>;
+
+/// Checks that `stream` still holds, at this node's checkpoint, the message the node applied there.
+/// `Ok(Err(reason))` if the stream went backwards — restored from an older snapshot, or deleted and
+/// recreated — so that reading on from the checkpoint would skip or misapply events: the read models
+/// must be rebuilt.
+pub async fn went_backwards(
+    js: &jetstream::Context,
+    projector: &Projector,
+    stream: &str,
+) -> Result<Result<(), String>, halcyon_bus::BusError> {
+    let checkpoint = projector.checkpoint(stream);
+    if checkpoint == 0 {
+        return Ok(Ok(()));
+    }
+    let rebuild = "the read models must be rebuilt from the streams (`halcyon rebuild`, or start the node with an empty data folder)";
+    let Some(info) = halcyon_bus::streams::stream_info(js, stream).await? else {
+        return Ok(Err(format!(
+            "{stream}: this node has applied up to sequence {checkpoint} but the stream does not exist; {rebuild}"
+        )));
+    };
+    let last = info.state.last_sequence;
+    if last < checkpoint {
+        return Ok(Err(format!(
+            "{stream}: this node has applied up to sequence {checkpoint} but the stream ends at {last} (restored from an older snapshot, or recreated); refusing to skip ahead: {rebuild}"
+        )));
+    }
+    let Ok(Some(digest)) = projector.checkpoint_digest(stream) else {
+        return Ok(Ok(()));
+    };
+    match halcyon_bus::streams::stored_payload(js, stream, checkpoint).await? {
+        Some(payload) if halcyon_projector::store::message_digest(&payload) == digest => Ok(Ok(())),
+        Some(_) => Ok(Err(format!(
+            "{stream}: the message at sequence {checkpoint} is not the one this node applied there (the stream was recreated or restored and written again); refusing to read on: {rebuild}"
+        ))),
+        None => Ok(Err(format!(
+            "{stream}: the message at sequence {checkpoint}, which this node applied, is no longer in the stream; {rebuild}"
+        ))),
+    }
+}
+
 /// Runs until `shutdown`: discovers agency streams and consumes each.
 pub async fn run(
     js: jetstream::Context,
     projector: Arc<Projector>,
     lag: Lag,
+    halted: Halted,
     events: Events,
     shutdown: CancellationToken,
 ) {
@@ -38,6 +82,7 @@ pub async fn run(
             projector: projector.clone(),
             stream: name.clone(),
             lag: lag.clone(),
+            halted: halted.clone(),
             events: events.clone(),
         };
         consumer
@@ -84,18 +129,21 @@ struct Consumer {
     projector: Arc<Projector>,
     stream: String,
     lag: Lag,
+    halted: Halted,
     events: Events,
 }
 
 impl Consumer {
     /// Reads the stream from the checkpoint forever; after any failure, backs off and starts again from the
-    /// checkpoint.
+    /// checkpoint. Before each start, checks that the stream did not go backwards; if it did, reads nothing
+    /// more from it (health says why) until the read models are rebuilt.
     async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
+            let started = tokio::time::Instant::now();
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                result = self.read_from_checkpoint() => result,
+                result = self.check_then_read() => result,
             };
             match result {
                 Ok(()) => tracing::warn!("stream ended; re-reading from the checkpoint"),
@@ -103,10 +151,26 @@ impl Consumer {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(backoff.after(started.elapsed())) => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
+    }
+
+    async fn check_then_read(&self) -> Result<(), halcyon_bus::BoxError> {
+        match went_backwards(&self.js, &self.projector, &self.stream).await? {
+            Ok(()) => {
+                self.halted.lock().expect("halted lock").remove(&self.stream);
+            }
+            Err(reason) => {
+                tracing::error!(%reason, "not reading this stream");
+                self.halted
+                    .lock()
+                    .expect("halted lock")
+                    .insert(self.stream.clone(), reason.clone());
+                return Err(reason.into());
+            }
+        }
+        self.read_from_checkpoint().await
     }
 
     async fn read_from_checkpoint(&self) -> Result<(), halcyon_bus::BoxError> {

@@ -4,6 +4,7 @@
 
 pub mod access_log;
 pub mod auth;
+pub mod backoff;
 pub mod chain;
 pub mod child;
 pub mod config;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream;
-use halcyon_bus::{AuditWriter, Credentials, connect, ensure_audit_stream, ensure_event_stream};
+use halcyon_bus::{AuditWriter, connect};
 use halcyon_grpc::pb::query_service_server::QueryServiceServer;
 use halcyon_projector::Projector;
 use tokio::task::JoinHandle;
@@ -34,6 +34,8 @@ pub enum NodeError {
     },
     #[error("{0}")]
     Config(String),
+    #[error("a stream went backwards: {0}")]
+    WentBackwards(String),
 }
 
 /// A running node (for tests and the binary): where it listens, its read models, and how to stop it.
@@ -72,39 +74,32 @@ pub fn open_read_models(dir: &Path, cache_bytes: u64) -> Result<Projector, NodeE
 
 impl Node {
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
-        let credentials = match (&config.nats_user, &config.nats_password) {
-            (Some(u), Some(p)) => Credentials::user(u, p),
-            _ => Credentials::default(),
-        };
-        match &config.nats_monitor_url {
-            Some(url) => match halcyon_bus::streams::check_sync_always(url).await {
-                Ok(()) => {}
-                Err(e) if config.allow_unsynced_jetstream => {
-                    tracing::warn!(error = %e, "starting anyway (--allow-unsynced-jetstream): acknowledged events may be lost on power failure")
-                }
-                Err(e) => return Err(e.into()),
-            },
-            None if config.allow_unsynced_jetstream => {
-                tracing::warn!("not checking that JetStream syncs every write (--allow-unsynced-jetstream)")
-            }
-            None => {
-                return Err(NodeError::Config(
-                    "set nats_monitor_url (HALCYON_NATS_MONITOR_URL) so the node can check that JetStream syncs every write, or pass --allow-unsynced-jetstream".into(),
-                ));
-            }
-        }
         let client = connect(
             &config.nats_url,
-            &credentials,
+            &config.nats_credentials,
             &format!("halcyon-node {}", config.node_id),
         )
         .await?;
         let js = jetstream::new(client.clone());
-        for agency in config.agencies.iter() {
-            ensure_event_stream(&js, &agency.id, &config.streams).await?;
+        // The node never changes a stream: it checks them against the spec and refuses to start on any
+        // shortfall (an operator applies the spec).
+        let streams =
+            halcyon_bus::streams::verify(&js, &config.streams, config.agencies.iter().map(|a| &a.id)).await?;
+        match halcyon_bus::streams::check_sync_everywhere(&config.nats_monitor_urls, &streams).await {
+            Ok(servers) => tracing::info!(
+                servers = ?servers.iter().map(|s| s.server_name.as_str()).collect::<Vec<_>>(),
+                "every server holding a stream syncs each write"
+            ),
+            Err(e) if config.allow_unsynced_jetstream => {
+                tracing::warn!(error = %e, "starting anyway (--allow-unsynced-jetstream): acknowledged events may be lost on power failure")
+            }
+            Err(e) if config.nats_monitor_urls.is_empty() => {
+                return Err(NodeError::Config(format!(
+                    "{e}: set nats_monitor_url (HALCYON_NATS_MONITOR_URL, every server's, comma-separated) so the node can check that JetStream syncs every write, or pass --allow-unsynced-jetstream"
+                )));
+            }
+            Err(e) => return Err(e.into()),
         }
-        ensure_audit_stream(&js, &config.streams).await?;
-        halcyon_bus::streams::ensure_checkpoint_stream(&js, &config.streams).await?;
 
         let dir = config.data_dir.join("read-models");
         std::fs::create_dir_all(&config.data_dir)
@@ -120,7 +115,18 @@ impl Node {
                     &config.agencies,
                 )),
         );
+        // A stream that went backwards behind this node's checkpoint is refused, not skipped.
+        let mut behind = Vec::new();
+        for stream in projector.checkpoints().keys() {
+            if let Err(reason) = ingest::went_backwards(&js, &projector, stream).await? {
+                behind.push(reason);
+            }
+        }
+        if !behind.is_empty() {
+            return Err(NodeError::WentBackwards(behind.join("; ")));
+        }
         let lag: Lag = Arc::new(Mutex::new(Default::default()));
+        let halted: ingest::Halted = Arc::default();
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
         let events = crate::events::channel();
@@ -129,6 +135,7 @@ impl Node {
                 js.clone(),
                 projector.clone(),
                 lag.clone(),
+                halted.clone(),
                 events.clone(),
                 shutdown.clone(),
             )
@@ -211,6 +218,7 @@ impl Node {
                 health_reporter,
                 js.clone(),
                 lag.clone(),
+                halted.clone(),
                 config.lag_max,
                 projector.clone(),
                 shutdown.clone(),
@@ -310,6 +318,7 @@ async fn watch_health(
     reporter: tonic_health::server::HealthReporter,
     js: jetstream::Context,
     lag: Lag,
+    halted: ingest::Halted,
     lag_max: u64,
     projector: Arc<Projector>,
     shutdown: CancellationToken,
@@ -348,13 +357,22 @@ async fn watch_health(
             .filter(|(_, behind)| **behind > lag_max)
             .map(|(s, behind)| format!("{s} ({behind} behind)"))
             .collect();
+        let went_back: Vec<String> = halted.lock().expect("halted lock").keys().cloned().collect();
+        // AUDIT is writable only while its stream has a leader (in a cluster: while a quorum of its
+        // replicas is up and reachable); a request that does not come back within a second counts as not.
         let audit = tokio::time::timeout(
             Duration::from_secs(1),
-            js.get_stream(halcyon_schema::subject::AUDIT_STREAM),
+            halcyon_bus::streams::stream_info(&js, halcyon_schema::subject::AUDIT_STREAM),
         )
         .await;
-        let audit_ok = matches!(audit, Ok(Ok(_)));
-        let ok = lagging.is_empty() && audit_ok;
+        let audit_ok = match audit {
+            Ok(Ok(Some(info))) => info
+                .cluster
+                .as_ref()
+                .is_none_or(|c| c.leader.as_deref().is_some_and(|l| !l.is_empty())),
+            _ => false,
+        };
+        let ok = lagging.is_empty() && audit_ok && went_back.is_empty();
         if serving != Some(ok) {
             let status = if ok {
                 ServingStatus::Serving
@@ -366,7 +384,7 @@ async fn watch_health(
             if ok {
                 tracing::info!("healthy again: serving");
             } else {
-                tracing::warn!(lagging = ?lagging, audit_reachable = audit_ok, "not serving");
+                tracing::warn!(lagging = ?lagging, audit_writable = audit_ok, went_backwards = ?went_back, "not serving");
             }
             serving = Some(ok);
         }

@@ -194,6 +194,8 @@ impl<'a> Overlay<'a> {
 pub struct Prepared {
     stream: String,
     messages: Vec<Ready>,
+    /// The digest of the last message's payload, kept with the checkpoint ([`message_digest`]).
+    last_digest: Option<[u8; 32]>,
 }
 
 /// One message made ready.
@@ -249,8 +251,8 @@ impl Prepared {
     /// Decodes and checks `messages` (consecutive, from `stream`) as the projector must; an event's times
     /// may lie at most `future_tolerance_ms` after the time the bus stored it
     /// ([`Projector::future_tolerance_ms`]).
-    pub fn new(stream: &str, messages: &[Incoming], future_tolerance_ms: i64) -> Self {
-        let messages = messages
+    pub fn new(stream: &str, incoming: &[Incoming], future_tolerance_ms: i64) -> Self {
+        let messages = incoming
             .iter()
             .map(|m| Ready {
                 sequence: m.sequence,
@@ -260,6 +262,7 @@ impl Prepared {
         Self {
             stream: stream.to_owned(),
             messages,
+            last_digest: messages_last_digest(incoming),
         }
     }
 
@@ -276,6 +279,18 @@ impl Prepared {
     pub fn is_empty(&self) -> bool {
         self.messages.is_empty()
     }
+}
+
+fn messages_last_digest(messages: &[Incoming]) -> Option<[u8; 32]> {
+    messages.last().map(|m| message_digest(&m.payload))
+}
+
+/// The digest a checkpoint keeps of the message it stands at (SHA-256 of the payload as stored), so that a
+/// stream that went backwards — restored from an older snapshot, or recreated and written again — is
+/// noticed even where its sequence has caught up again.
+pub fn message_digest(payload: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(payload).into()
 }
 
 fn ready(stream: &str, m: &Incoming, future_tolerance_ms: i64) -> Checked {
@@ -428,7 +443,7 @@ impl Projector {
         for kv in model.scan_prefix([keys::CHECKPOINT]) {
             let (k, v) = kv?;
             let stream = String::from_utf8_lossy(&k[1..]).into_owned();
-            positions.insert(stream, keys::decode_u64(&v).unwrap_or_default());
+            positions.insert(stream, keys::decode_u64(&v[..v.len().min(8)]).unwrap_or_default());
         }
         let (positions, _) = watch::channel(positions);
         Ok(Self {
@@ -477,6 +492,15 @@ impl Projector {
         self.positions.borrow().get(stream).copied().unwrap_or(0)
     }
 
+    /// The digest of the message at `stream`'s checkpoint ([`message_digest`]), if the checkpoint keeps one
+    /// (checkpoints written before digests were kept do not).
+    pub fn checkpoint_digest(&self, stream: &str) -> Result<Option<[u8; 32]>, ProjectorError> {
+        Ok(self
+            .model
+            .get(keys::checkpoint(stream))?
+            .and_then(|v| v.get(8..40).and_then(|d| d.try_into().ok())))
+    }
+
     pub fn checkpoints(&self) -> BTreeMap<String, u64> {
         self.positions.borrow().clone()
     }
@@ -517,7 +541,11 @@ impl Projector {
     /// Only what depends on the store (the checkpoint, event ids already projected, identity links) is
     /// decided here, under the writer lock.
     pub fn apply_prepared(&self, prepared: Prepared) -> Result<ApplyOutcome, ProjectorError> {
-        let Prepared { stream, messages } = prepared;
+        let Prepared {
+            stream,
+            messages,
+            last_digest,
+        } = prepared;
         let stream = stream.as_str();
         let _writer = self
             .writer
@@ -545,6 +573,7 @@ impl Projector {
         let mut overlay = Overlay::new(&self.model);
         let mut outcome = ApplyOutcome::default();
         let n_messages = messages.len();
+        let batch_end = messages.last().map(|m| m.sequence);
         for m in messages {
             if m.sequence <= last {
                 outcome.skipped += 1;
@@ -564,7 +593,13 @@ impl Projector {
                 overlay.put(keys::position(keys::STALE_VIEWS, stream, last), children);
             }
         }
-        overlay.put(keys::checkpoint(stream), last.to_be_bytes().to_vec());
+        let mut checkpoint = last.to_be_bytes().to_vec();
+        if let Some(digest) = last_digest
+            && batch_end == Some(last)
+        {
+            checkpoint.extend_from_slice(&digest);
+        }
+        overlay.put(keys::checkpoint(stream), checkpoint);
         self.model.apply_batch(overlay.into_batch())?;
         self.positions.send_modify(|p| {
             p.insert(stream.to_owned(), last);

@@ -5,7 +5,6 @@ use crate::common;
 
 use std::time::Duration;
 
-use halcyon_node::Node;
 use halcyon_policy::Purpose;
 use halcyon_testkit::{Scenario, ScenarioAgencies, ScenarioConfig};
 
@@ -38,7 +37,7 @@ async fn a_corrupt_read_model_folder_is_moved_aside_and_rebuilt() {
     for entry in walk(&dir) {
         std::fs::write(&entry, b"\xde\xad\xbe\xef not a sled file").unwrap();
     }
-    let node = Node::start(common::node_config(&nats, data.path()))
+    let node = common::start_node(common::node_config(&nats, data.path()))
         .await
         .expect("the node starts anyway");
     let aside: Vec<_> = std::fs::read_dir(data.path())

@@ -86,7 +86,7 @@ async fn issue_8_an_undecided_referral_breaches_t01_on_the_timer_and_a_late_deci
     let nats = NatsServer::start_with_auth();
     let data = tempfile::tempdir().unwrap();
     let clock = Clock::manual(MONDAY_10H + 3_600_000);
-    let node = Node::start(NodeConfig {
+    let node = common::start_node(NodeConfig {
         clock: clock.clone(),
         ..common::node_config(&nats, data.path())
     })
@@ -222,7 +222,7 @@ async fn issue_8_a_restarted_node_records_the_breaches_it_missed_while_down() {
         ..common::node_config(&nats, data.path())
     };
     let monday = Clock::manual(MONDAY_10H + 3_600_000);
-    let node = Node::start(config(&monday)).await.expect("node starts");
+    let node = common::start_node(config(&monday)).await.expect("node starts");
     let referral = referral_at(MONDAY_10H);
     common::publish_as_agencies(&nats.url(), std::slice::from_ref(&referral)).await;
     let projector = node.projector.clone();
@@ -236,7 +236,7 @@ async fn issue_8_a_restarted_node_records_the_breaches_it_missed_while_down() {
     node.stop(Duration::from_secs(5)).await;
 
     // The node is down over Tuesday's due time; it comes back on Thursday.
-    let node = Node::start(config(&Clock::manual(THURSDAY_10H)))
+    let node = common::start_node(config(&Clock::manual(THURSDAY_10H)))
         .await
         .expect("node restarts");
     // Polled (bounded): the breaches are recorded at start, before any watch could be opened.
@@ -264,7 +264,7 @@ async fn issue_8_an_agency_the_policy_entitles_to_the_start_fact_is_told_of_the_
     let nats = NatsServer::start_with_auth();
     let data = tempfile::tempdir().unwrap();
     let clock = Clock::manual(MONDAY_10H + 3 * 3_600_000);
-    let node = Node::start(NodeConfig {
+    let node = common::start_node(NodeConfig {
         clock: clock.clone(),
         ..common::node_config(&nats, data.path())
     })

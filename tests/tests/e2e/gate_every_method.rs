@@ -240,7 +240,7 @@ async fn every_method_is_refused_the_same_way_at_the_gate() {
 
     // A node admitting nothing: every method, each one, is shed.
     let data = tempfile::tempdir().unwrap();
-    let full = Node::start(NodeConfig {
+    let full = common::start_node(NodeConfig {
         concurrency_max: 0,
         ..common::node_config(&h.nats, data.path())
     })

@@ -1150,7 +1150,7 @@ async fn harness() -> common::Harness {
         hash_token(MASH_PRIVACY_OFFICER_TOKEN)
     ));
     config.tokens = Tokens::from_toml(&tokens, &common::registry()).unwrap();
-    let node = halcyon_node::Node::start(config).await.expect("node starts");
+    let node = common::start_node(config).await.expect("node starts");
     common::Harness { nats, node, data }
 }
 

@@ -7,7 +7,6 @@ use crate::common;
 use std::time::Duration;
 
 use halcyon_grpc::pb;
-use halcyon_node::Node;
 use halcyon_policy::Purpose;
 use halcyon_testkit::{Scenario, ScenarioAgencies, ScenarioConfig};
 use tonic_health::pb::{
@@ -80,7 +79,7 @@ async fn a_node_at_its_limit_sheds_calls() {
     let mut config = common::node_config(&nats, data.path());
     config.concurrency_max = 1;
     config.read_wait = Duration::from_secs(3);
-    let node = Node::start(config).await.unwrap();
+    let node = common::start_node(config).await.unwrap();
     let client =
         halcyon_grpc::pb::query_service_client::QueryServiceClient::connect(format!("http://{}", node.addr))
             .await

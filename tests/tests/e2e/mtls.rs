@@ -6,7 +6,6 @@ use crate::common;
 use std::time::Duration;
 
 use halcyon_grpc::pb::{self, query_service_client::QueryServiceClient};
-use halcyon_node::Node;
 use halcyon_node::tls::TlsSettings;
 use halcyon_policy::Purpose;
 use halcyon_testkit::{NatsServer, Scenario, ScenarioAgencies, ScenarioConfig};
@@ -90,7 +89,7 @@ async fn the_agency_comes_from_the_client_certificate_and_other_cas_are_refused(
         key: write("server.key", &server_key),
         client_ca: write("ca.pem", &halcyon_ca.pem),
     });
-    let node = Node::start(config).await.unwrap();
+    let node = common::start_node(config).await.unwrap();
     let s = Scenario::generate(
         &ScenarioConfig {
             children: 1,

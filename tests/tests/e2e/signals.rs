@@ -162,7 +162,7 @@ fn export(p: &Projector) -> String {
 async fn issue_8_missing_absence_and_intoxication_raise_one_signal_for_the_mash_and_none_for_a_school() {
     let nats = NatsServer::start_with_auth();
     let data = tempfile::tempdir().unwrap();
-    let node = Node::start(common::node_config(&nats, data.path()))
+    let node = common::start_node(common::node_config(&nats, data.path()))
         .await
         .expect("node starts");
     let mut mash_watch = watch(&node, "mash-rotherham").await;

@@ -31,11 +31,10 @@ fn keys() -> Keyring {
 /// An open server (the tamperer has every right) with a node keeping chains in front of it.
 async fn open_node(nats: &NatsServer, data: &std::path::Path) -> Node {
     let config = NodeConfig {
-        nats_user: None,
-        nats_password: None,
+        nats_credentials: halcyon_bus::Credentials::default(),
         ..common::node_config(nats, data)
     };
-    Node::start(config).await.expect("node starts")
+    common::start_node(config).await.expect("node starts")
 }
 
 async fn admin(nats: &NatsServer) -> jetstream::Context {
@@ -165,7 +164,7 @@ async fn untouched_history_verifies_clean_and_a_restarted_node_resumes_its_chain
     let common::Harness { nats, node, data } = h;
     node.stop(Duration::from_secs(5)).await;
     let data2 = tempfile::tempdir().unwrap();
-    let node = Node::start(common::node_config(&nats, data2.path()))
+    let node = common::start_node(common::node_config(&nats, data2.path()))
         .await
         .unwrap();
     let more = Scenario::generate(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use async_nats::jetstream;
-use halcyon_bus::{StreamSettings, list_event_streams};
+use halcyon_bus::{StreamSpec, list_event_streams};
 use halcyon_grpc::pb;
 use halcyon_grpc::pb::query_service_client::QueryServiceClient;
 use halcyon_grpc::pb::query_service_server::{QueryService, QueryServiceServer};
@@ -56,7 +56,10 @@ impl Queries<'_> {
     pub async fn rows(&self, report: &mut Report) -> anyhow::Result<()> {
         let server = NatsServer::start_with(Auth::Open, true);
         let data = tempfile::tempdir().context("a temp dir for the node")?;
-        let node = Node::start(self.node_config(&server, data.path())?).await?;
+        let config = self.node_config(&server, data.path())?;
+        let js = jetstream::new(async_nats::connect(server.url()).await?);
+        halcyon_bus::streams::apply(&js, &config.streams, config.agencies.iter().map(|a| &a.id)).await?;
+        let node = Node::start(config).await?;
         let scenario = Scenario::generate(
             &ScenarioConfig {
                 seed: 7,
@@ -172,9 +175,8 @@ impl Queries<'_> {
             .map_err(|e| anyhow::anyhow!("deploy/policy/england.toml: {e}"))?;
         Ok(NodeConfig {
             nats_url: nats.url(),
-            nats_user: None,
-            nats_password: None,
-            nats_monitor_url: Some(nats.monitor_url()),
+            nats_credentials: Default::default(),
+            nats_monitor_urls: vec![nats.monitor_url()],
             allow_unsynced_jetstream: false,
             data_dir: data_dir.to_owned(),
             listen: "127.0.0.1:0".parse().expect("address"),
@@ -184,7 +186,7 @@ impl Queries<'_> {
             node_id: "bench-node".into(),
             reflection: false,
             read_wait: Duration::from_secs(20),
-            streams: StreamSettings::default(),
+            streams: StreamSpec::single_server(),
             concurrency_max: 256,
             lag_max: 10_000,
             tls: None,

@@ -49,10 +49,19 @@ impl Soak<'_> {
         let nats = NatsServer::start_with(Auth::Open, true);
         let data = tempfile::tempdir().context("a temp dir for the node")?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await?);
+        halcyon_bus::streams::apply(
+            &js,
+            &halcyon_bus::StreamSpec::single_server(),
+            super::load_registry()?.iter().map(|a| &a.id),
+        )
+        .await?;
         let node = Serving(
             Command::new(halcyon_binary()?)
                 .args([
                     "serve",
+                    "--streams-spec",
+                    "deploy/streams-local.toml",
                     "--nats-url",
                     &nats.url(),
                     "--nats-monitor-url",

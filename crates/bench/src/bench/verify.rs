@@ -39,7 +39,6 @@ impl Verify<'_> {
         .fresh(&server)
         .await?;
         let js = jetstream::new(client.clone());
-        halcyon_bus::streams::ensure_checkpoint_stream(&js, &Default::default()).await?;
         fill(&client, &scenario_envelopes(self.agencies, n_events), self.window).await?;
 
         // Record the chains and checkpoints as a node does, keeping the stored messages for the baselines.

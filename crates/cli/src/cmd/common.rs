@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use halcyon_schema::Registry;
 
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct NatsArgs {
-    /// NATS server URL.
+    /// NATS seed URLs, comma-separated (any servers of the cluster; the client learns the others).
     #[arg(long, env = "HALCYON_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
     /// NATS user (an agency id to publish as that agency; `halcyon-node` or `operator` otherwise).
@@ -20,11 +20,59 @@ pub struct NatsArgs {
     /// (`publish` looks up each agency's).
     #[arg(long, env = "HALCYON_CREDENTIALS")]
     pub credentials: Option<PathBuf>,
+    /// A NATS credentials file (user JWT + nkey seed), for servers in operator mode.
+    #[arg(long, env = "HALCYON_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// A file holding this user's nkey seed, for servers that list nkey users.
+    #[arg(long, env = "HALCYON_NATS_NKEY")]
+    pub nats_nkey: Option<PathBuf>,
+    /// The CA that signed the NATS servers' certificates (turns TLS on).
+    #[arg(long, env = "HALCYON_NATS_CA")]
+    pub nats_ca: Option<PathBuf>,
+    /// A client certificate (and --nats-key) for NATS servers that verify clients.
+    #[arg(long, env = "HALCYON_NATS_CERT", requires = "nats_key")]
+    pub nats_cert: Option<PathBuf>,
+    #[arg(long, env = "HALCYON_NATS_KEY", requires = "nats_cert")]
+    pub nats_key: Option<PathBuf>,
+    /// How long to keep trying the seeds when the first connection fails (seconds).
+    #[arg(long, env = "HALCYON_NATS_CONNECT_WAIT_SECS", default_value_t = 10)]
+    pub nats_connect_wait_secs: u64,
 }
 
 impl NatsArgs {
-    /// Who to connect as: --nats-user with --nats-password, or with its password from --credentials.
+    /// Who to connect as (--nats-user with --nats-password or its password from --credentials, a
+    /// credentials file or an nkey) and how (TLS, how long to keep trying).
     pub fn credentials(&self) -> Result<halcyon_bus::Credentials, crate::Failure> {
+        let mut credentials = self.user_password()?;
+        credentials.creds_file = self.nats_creds.clone();
+        credentials.nkey_file = self.nats_nkey.clone();
+        credentials.connect_wait = std::time::Duration::from_secs(self.nats_connect_wait_secs);
+        if self.nats_ca.is_some() || self.nats_cert.is_some() {
+            credentials.tls = Some(halcyon_bus::ClientTls {
+                ca_file: self.nats_ca.clone(),
+                cert_file: self.nats_cert.clone(),
+                key_file: self.nats_key.clone(),
+            });
+        }
+        Ok(credentials)
+    }
+
+    /// The connection as a given agency: its user, its password from --credentials, its inbox prefix,
+    /// and this command's TLS and patience.
+    pub fn agency_credentials(
+        &self,
+        agency: &str,
+        password: &str,
+    ) -> Result<halcyon_bus::Credentials, crate::Failure> {
+        let base = self.credentials()?;
+        Ok(halcyon_bus::Credentials {
+            tls: base.tls,
+            connect_wait: base.connect_wait,
+            ..halcyon_bus::Credentials::agency(agency, password)
+        })
+    }
+
+    fn user_password(&self) -> Result<halcyon_bus::Credentials, crate::Failure> {
         let Some(user) = &self.nats_user else {
             return Ok(halcyon_bus::Credentials::default());
         };

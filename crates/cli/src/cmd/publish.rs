@@ -8,9 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, anyhow};
 use futures::StreamExt;
-use halcyon_bus::{
-    BatchConfig, BatchPublisher, Credentials, Position, Published, Publisher, PublisherConfig, connect,
-};
+use halcyon_bus::{BatchConfig, BatchPublisher, Position, Published, Publisher, PublisherConfig, connect};
 use halcyon_grpc::pb;
 use halcyon_scenario::{Scenario, ScenarioAgencies, ScenarioConfig};
 use halcyon_schema::validate_envelope;
@@ -117,12 +115,12 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let mut last: BTreeMap<String, Position> = BTreeMap::new();
     for (agency, items) in by_agency {
         let credentials = match &passwords {
-            Some(p) => Credentials::agency(
+            Some(p) => args.nats.agency_credentials(
                 &agency,
                 p.get(&agency).ok_or_else(|| {
                     config_error(anyhow!("no password for agency {agency} in --credentials"))
                 })?,
-            ),
+            )?,
             None => args.nats.credentials()?,
         };
         let client = connect(

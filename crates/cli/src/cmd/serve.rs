@@ -17,15 +17,41 @@ pub struct Args {
     /// A TOML file with any of the settings below (snake_case keys, e.g. `nats_url`).
     #[arg(long, env = "HALCYON_CONFIG")]
     config: Option<PathBuf>,
+    /// NATS seed URLs, comma-separated (any servers of the cluster; the client learns the others).
     #[arg(long, env = "HALCYON_NATS_URL")]
     nats_url: Option<String>,
     #[arg(long, env = "HALCYON_NATS_USER")]
     nats_user: Option<String>,
     #[arg(long, env = "HALCYON_NATS_PASSWORD", hide_env_values = true)]
     nats_password: Option<String>,
-    /// The NATS monitoring endpoint (http://host:8222), used to check that JetStream syncs every write.
+    /// Passwords by NATS user (TOML `user = "password"`), so that no password is on the command line.
+    #[arg(long, env = "HALCYON_CREDENTIALS")]
+    credentials: Option<PathBuf>,
+    /// A NATS credentials file (user JWT + nkey seed) for servers in operator mode.
+    #[arg(long, env = "HALCYON_NATS_CREDS")]
+    nats_creds: Option<PathBuf>,
+    /// A file holding the node's nkey seed, for servers that list nkey users.
+    #[arg(long, env = "HALCYON_NATS_NKEY")]
+    nats_nkey: Option<PathBuf>,
+    /// The CA that signed the NATS servers' certificates (turns TLS on).
+    #[arg(long, env = "HALCYON_NATS_CA")]
+    nats_ca: Option<PathBuf>,
+    /// The node's client certificate and key for NATS servers that verify clients.
+    #[arg(long, env = "HALCYON_NATS_CERT")]
+    nats_cert: Option<PathBuf>,
+    #[arg(long, env = "HALCYON_NATS_KEY")]
+    nats_key: Option<PathBuf>,
+    /// How long to keep trying the NATS seeds at start (seconds, default 30).
+    #[arg(long, env = "HALCYON_NATS_CONNECT_WAIT_SECS")]
+    nats_connect_wait_secs: Option<u64>,
+    /// Every NATS server's monitoring endpoint (http://host:8222), comma-separated: the node checks that
+    /// each server holding a stream syncs every JetStream write.
     #[arg(long, env = "HALCYON_NATS_MONITOR_URL")]
     nats_monitor_url: Option<String>,
+    /// The deployment's stream spec; the node checks the streams against it and refuses to start on any
+    /// shortfall (default deploy/streams.toml; deploy/streams-local.toml on one server).
+    #[arg(long, env = "HALCYON_STREAMS_SPEC")]
+    streams_spec: Option<PathBuf>,
     /// Start even if JetStream does not sync every write (never in production).
     #[arg(long, env = "HALCYON_ALLOW_UNSYNCED_JETSTREAM")]
     allow_unsynced_jetstream: bool,
@@ -50,12 +76,6 @@ pub struct Args {
     /// Longest wait for a read-your-writes position, in milliseconds.
     #[arg(long, env = "HALCYON_READ_WAIT_MS")]
     read_wait_ms: Option<u64>,
-    /// How long JetStream remembers event ids for dedupe, in seconds.
-    #[arg(long, env = "HALCYON_DUPLICATE_WINDOW_SECS")]
-    duplicate_window_secs: Option<u64>,
-    /// Stream replicas (1 on a laptop, 3 in a cluster).
-    #[arg(long, env = "HALCYON_REPLICAS")]
-    replicas: Option<usize>,
     /// Calls answered at once; beyond it, calls are shed with RESOURCE_EXHAUSTED.
     #[arg(long, env = "HALCYON_CONCURRENCY_MAX")]
     concurrency_max: Option<usize>,
@@ -105,7 +125,15 @@ struct FileConfig {
     nats_url: Option<String>,
     nats_user: Option<String>,
     nats_password: Option<String>,
+    credentials: Option<PathBuf>,
+    nats_creds: Option<PathBuf>,
+    nats_nkey: Option<PathBuf>,
+    nats_ca: Option<PathBuf>,
+    nats_cert: Option<PathBuf>,
+    nats_key: Option<PathBuf>,
+    nats_connect_wait_secs: Option<u64>,
     nats_monitor_url: Option<String>,
+    streams_spec: Option<PathBuf>,
     allow_unsynced_jetstream: Option<bool>,
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
@@ -115,8 +143,6 @@ struct FileConfig {
     node_id: Option<String>,
     reflection: Option<bool>,
     read_wait_ms: Option<u64>,
-    duplicate_window_secs: Option<u64>,
-    replicas: Option<usize>,
     concurrency_max: Option<usize>,
     lag_max: Option<u64>,
     tls_cert: Option<PathBuf>,
@@ -169,10 +195,33 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
         signals: args.signals.signals.or(file.signals.clone()),
     }
     .load()?;
-    let replicas = args.replicas.or(file.replicas).unwrap_or(1);
-    if !(1..=5).contains(&replicas) {
-        return Err(anyhow!("replicas: must be 1 to 5, got {replicas}"));
+    let streams_path = args
+        .streams_spec
+        .or(file.streams_spec)
+        .unwrap_or_else(|| super::common::deploy_path("streams.toml"));
+    let streams = halcyon_bus::StreamSpec::load(&streams_path)?;
+    let nats = super::common::NatsArgs {
+        nats_url: args
+            .nats_url
+            .or(file.nats_url)
+            .unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
+        nats_user: args.nats_user.or(file.nats_user),
+        nats_password: args.nats_password.or(file.nats_password),
+        credentials: args.credentials.or(file.credentials),
+        nats_creds: args.nats_creds.or(file.nats_creds),
+        nats_nkey: args.nats_nkey.or(file.nats_nkey),
+        nats_ca: args.nats_ca.or(file.nats_ca),
+        nats_cert: args.nats_cert.or(file.nats_cert),
+        nats_key: args.nats_key.or(file.nats_key),
+        nats_connect_wait_secs: args
+            .nats_connect_wait_secs
+            .or(file.nats_connect_wait_secs)
+            .unwrap_or(30),
+    };
+    if nats.nats_cert.is_some() != nats.nats_key.is_some() {
+        return Err(anyhow!("nats_cert and nats_key: set both or neither"));
     }
+    let nats_credentials = nats.credentials().map_err(|f| f.error)?;
     let node_id = args.node_id.or(file.node_id).unwrap_or_else(|| "node-1".into());
     if node_id.is_empty()
         || !node_id
@@ -223,13 +272,19 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
     Ok(NodeConfig {
         future_tolerance_ms,
         sled_cache_bytes,
-        nats_url: args
-            .nats_url
-            .or(file.nats_url)
-            .unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
-        nats_user: args.nats_user.or(file.nats_user),
-        nats_password: args.nats_password.or(file.nats_password),
-        nats_monitor_url: args.nats_monitor_url.or(file.nats_monitor_url),
+        nats_url: nats.nats_url,
+        nats_credentials,
+        nats_monitor_urls: args
+            .nats_monitor_url
+            .or(file.nats_monitor_url)
+            .map(|urls| {
+                urls.split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
         allow_unsynced_jetstream: args.allow_unsynced_jetstream
             || file.allow_unsynced_jetstream.unwrap_or(false),
         data_dir: args
@@ -246,14 +301,7 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
         node_id,
         reflection: !args.no_reflection && file.reflection.unwrap_or(true),
         read_wait: Duration::from_millis(args.read_wait_ms.or(file.read_wait_ms).unwrap_or(5_000)),
-        streams: halcyon_bus::StreamSettings {
-            duplicate_window: Duration::from_secs(
-                args.duplicate_window_secs
-                    .or(file.duplicate_window_secs)
-                    .unwrap_or(3600),
-            ),
-            replicas,
-        },
+        streams,
         concurrency_max: args.concurrency_max.or(file.concurrency_max).unwrap_or(256),
         lag_max: args.lag_max.or(file.lag_max).unwrap_or(10_000),
         tls: match (

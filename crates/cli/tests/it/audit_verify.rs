@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common;
 use async_nats::jetstream::{self, message::PublishMessage};
 use futures::StreamExt;
 use halcyon_bus::Credentials;
@@ -17,12 +18,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_halcyon");
 const PUBLIC_KEY: &str = "deploy/checkpoint-dev.key.pub";
 
 fn halcyon(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(workspace_root())
-        .env("HALCYON_LOG", "warn")
-        .output()
-        .unwrap()
+    common::halcyon(args)
 }
 
 fn text(b: &[u8]) -> String {
@@ -38,9 +34,11 @@ fn free_port() -> u16 {
 }
 
 fn serve(nats: &NatsServer, data: &Path, log: &Path) -> Child {
+    common::apply_streams(nats);
     Command::new(BIN)
+        .arg("serve")
+        .args(common::LOCAL_STREAMS)
         .args([
-            "serve",
             "--nats-url",
             &nats.url(),
             "--nats-monitor-url",

@@ -20,9 +20,11 @@ fn serve(nats: &NatsServer, data: &Path, port: u16, log: &Path) -> Child {
         .append(true)
         .open(log)
         .unwrap();
+    common::apply_streams(nats);
     Command::new(BIN)
+        .arg("serve")
+        .args(common::LOCAL_STREAMS)
         .args([
-            "serve",
             "--nats-url",
             &nats.url(),
             "--nats-monitor-url",
@@ -60,7 +62,6 @@ fn sigterm(node: &mut Child) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_at_random_moments_ends_byte_identical_to_a_rebuild() {
     let nats = NatsServer::start();
-    halcyon(&["streams", "apply", "--nats-url", &nats.url()]);
     let dir = tempfile::tempdir().unwrap();
     let (live, rebuilt, log) = (
         dir.path().join("live"),

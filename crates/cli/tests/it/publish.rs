@@ -9,6 +9,7 @@ fn halcyon(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_halcyon"))
         .args(args)
         .current_dir(halcyon_testkit::workspace_root())
+        .env("HALCYON_STREAMS_SPEC", "deploy/streams-local.toml")
         .env("HALCYON_LOG", "warn")
         .output()
         .expect("run halcyon")

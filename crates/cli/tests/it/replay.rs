@@ -16,6 +16,7 @@ fn halcyon(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_halcyon"))
         .args(args)
         .current_dir(workspace_root())
+        .env("HALCYON_STREAMS_SPEC", "deploy/streams-local.toml")
         .env("HALCYON_LOG", "warn")
         .env_remove("HALCYON_NATS_USER")
         .env_remove("HALCYON_NATS_PASSWORD")

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use halcyon_bus::{Credentials, Position, Publisher, PublisherConfig, StreamSettings, connect};
+use halcyon_bus::{Credentials, Position, Publisher, PublisherConfig, StreamSpec, connect};
 use halcyon_grpc::pb::{self, query_service_client::QueryServiceClient};
 use halcyon_node::{Node, NodeConfig, auth::Tokens};
 use halcyon_policy::{Policy, Purpose};
@@ -23,9 +23,8 @@ pub fn node_config(nats: &NatsServer, data_dir: &std::path::Path) -> NodeConfig 
     let tokens = Tokens::load(&workspace_root().join("deploy/tokens.toml"), &agencies).unwrap();
     NodeConfig {
         nats_url: nats.url(),
-        nats_user: Some("halcyon-node".into()),
-        nats_password: Some("node-dev-secret".into()),
-        nats_monitor_url: Some(nats.monitor_url()),
+        nats_credentials: Credentials::user("halcyon-node", "node-dev-secret"),
+        nats_monitor_urls: vec![nats.monitor_url()],
         allow_unsynced_jetstream: false,
         data_dir: data_dir.to_owned(),
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -35,7 +34,7 @@ pub fn node_config(nats: &NatsServer, data_dir: &std::path::Path) -> NodeConfig 
         node_id: "test-node".into(),
         reflection: true,
         read_wait: Duration::from_secs(20),
-        streams: StreamSettings::default(),
+        streams: StreamSpec::single_server(),
         concurrency_max: 256,
         lag_max: 10_000,
         tls: None,
@@ -46,6 +45,28 @@ pub fn node_config(nats: &NatsServer, data_dir: &std::path::Path) -> NodeConfig 
         future_tolerance_ms: halcyon_schema::validate::CLOCK_TOLERANCE_MS,
         sled_cache_bytes: halcyon_projector::store::SLED_CACHE_BYTES_DEFAULT,
     }
+}
+
+/// Applies the node's stream spec as an operator would (`halcyon streams apply --spec`): as the deploy
+/// `operator` user where the node connects as a user, else on an open server.
+pub async fn apply_streams(config: &NodeConfig) {
+    let operator = match config.nats_credentials.user {
+        Some(_) => Credentials::user("operator", "operator-dev-secret"),
+        None => Credentials::default(),
+    };
+    let client = connect(&config.nats_url, &operator, "test operator")
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    halcyon_bus::streams::apply(&js, &config.streams, config.agencies.iter().map(|a| &a.id))
+        .await
+        .expect("streams applied");
+}
+
+/// Applies the streams (as the operator), then starts the node.
+pub async fn start_node(config: NodeConfig) -> Result<Node, halcyon_node::node::NodeError> {
+    apply_streams(&config).await;
+    Node::start(config).await
 }
 
 /// The development checkpoint key (deploy/checkpoint-dev.key), checkpoints every 100 messages or 200 ms.
@@ -69,7 +90,7 @@ impl Harness {
     pub async fn start() -> Self {
         let nats = NatsServer::start_with_auth();
         let data = tempfile::tempdir().unwrap();
-        let node = Node::start(node_config(&nats, data.path()))
+        let node = start_node(node_config(&nats, data.path()))
             .await
             .expect("node starts");
         Self { nats, node, data }

@@ -13,11 +13,14 @@ use tonic::transport::Channel;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_halcyon");
 
+/// Runs `halcyon` from the workspace root; commands that take a stream spec get the one-server spec
+/// (deploy/streams-local.toml) unless their arguments name another.
 pub fn halcyon(args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
         .current_dir(workspace_root())
         .env("HALCYON_LOG", "warn")
+        .env("HALCYON_STREAMS_SPEC", "deploy/streams-local.toml")
         .output()
         .expect("run halcyon")
 }
@@ -32,6 +35,32 @@ pub fn halcyon_ok(args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// `halcyon streams apply --spec deploy/streams-local.toml`, as the deploy `operator` user on a server with
+/// the deploy users: what an operator runs before a node starts (the node only checks the streams).
+pub fn apply_streams(nats: &NatsServer) {
+    let url = nats.url();
+    let mut args = vec![
+        "streams",
+        "apply",
+        "--spec",
+        "deploy/streams-local.toml",
+        "--nats-url",
+        &url,
+    ];
+    if nats.auth() == halcyon_testkit::Auth::Deploy {
+        args.extend([
+            "--nats-user",
+            "operator",
+            "--credentials",
+            "deploy/nats/dev-credentials.toml",
+        ]);
+    }
+    halcyon_ok(&args);
+}
+
+/// The arguments that point `halcyon serve` at the one-server stream spec.
+pub const LOCAL_STREAMS: [&str; 2] = ["--streams-spec", "deploy/streams-local.toml"];
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -53,9 +82,11 @@ impl Node {
         let data = tempfile::tempdir().unwrap();
         let port = free_port();
         let log = std::fs::File::create(data.path().join("node.log")).unwrap();
+        apply_streams(nats);
         let process = Command::new(BIN)
+            .arg("serve")
+            .args(LOCAL_STREAMS)
             .args([
-                "serve",
                 "--nats-url",
                 &nats.url(),
                 "--nats-user",
@@ -113,9 +144,12 @@ pub fn serve_at(nats: &NatsServer, data: &Path, port: u16, node_id: &str, auth: 
         .append(true)
         .open(data.with_extension("log"))
         .unwrap();
+    apply_streams(nats);
     let mut cmd = Command::new(BIN);
     cmd.args([
         "serve",
+        "--streams-spec",
+        "deploy/streams-local.toml",
         "--nats-url",
         &nats.url(),
         "--nats-monitor-url",
