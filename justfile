@@ -27,6 +27,12 @@ demo: nats-server
     cargo build --locked -p halcyon-cli
     ./deploy/demo.sh
 
+# Three NATS JetStream servers (TLS, zones, sync always) and a node on R3 streams; a server is killed while
+# agencies publish and a caller queries; nothing acknowledged is missing; the server rejoins.
+demo-cluster: nats-server
+    cargo build --locked -p halcyon-cli
+    ./deploy/demo-cluster.sh
+
 # The whole suite: unit, property, and end-to-end tests over real nats-server, sled and gRPC.
 test: nats-server chromium
     cargo test --locked --workspace --no-fail-fast

@@ -55,7 +55,8 @@ pub struct BatchConfig {
     /// Events per atomic batch in [`BatchPublisher::publish_all`], at most [`BATCH_LEN_MAX`]. Larger
     /// batches spread one fsync over more events; a 1,000-event commit takes about 15 ms.
     pub batch_len: usize,
-    /// Attempts per batch when its outcome is unknown; each resends the identical batch.
+    /// Attempts per batch when its outcome is unknown or the stream has no leader yet; each resends the
+    /// identical batch. With the back-off (doubling to 2 s), ten ride out a leader election of seconds.
     pub attempts_max: u32,
     pub backoff_initial: Duration,
     /// How long to wait for the reply to a batch's first message and for the commit acknowledgement.
@@ -72,7 +73,7 @@ impl Default for BatchConfig {
     fn default() -> Self {
         Self {
             batch_len: BATCH_LEN_MAX,
-            attempts_max: 6,
+            attempts_max: 10,
             backoff_initial: Duration::from_millis(50),
             ack_timeout: Duration::from_secs(5),
             window: 1024,

@@ -21,7 +21,9 @@ use crate::connect::Violations;
 pub struct PublisherConfig {
     /// Publishes awaiting acknowledgement at once in bulk loads.
     pub window: usize,
-    /// Attempts per event for timeouts and "no responders", with exponential backoff.
+    /// Attempts per event whose outcome is unknown or that the cluster could not take yet (timeouts, "no
+    /// responders", a stream without a leader while one is elected), with exponential backoff up to 2 s:
+    /// ten attempts ride out a leader election of several seconds.
     pub attempts_max: u32,
     pub backoff_initial: Duration,
     pub ack_timeout: Duration,
@@ -37,7 +39,7 @@ impl Default for PublisherConfig {
     fn default() -> Self {
         Self {
             window: 1024,
-            attempts_max: 6,
+            attempts_max: 10,
             backoff_initial: Duration::from_millis(50),
             ack_timeout: Duration::from_secs(5),
             agency: None,
@@ -249,13 +251,21 @@ impl Publisher {
             Err(e) if e.kind() == PublishErrorKind::TimedOut && self.denied(subject).is_some() => {
                 Err(self.denied(subject).expect("checked"))
             }
-            Err(e) if retryable(e.kind()) && attempt < self.config.attempts_max => {
+            Err(e) if out_of_storage(&e) => Err(PublishError::Unavailable(format!(
+                "{subject}: the NATS servers have no storage left for this stream ({e}); nothing was stored — \
+                 free disk space on the servers (or raise their max_file_store) and send the event again with \
+                 the same id"
+            ))),
+            Err(e) if retryable(&e) && attempt < self.config.attempts_max => {
                 tracing::debug!(attempt, error = %e, "publish not acknowledged; retrying with the same id");
                 return Outcome::Retry;
             }
-            Err(e) if retryable(e.kind()) => Err(PublishError::Unavailable(format!(
-                "{subject}: no acknowledgement after {attempt} attempts ({e}); is the server up, and does this \
-                 connection receive on the agency's inbox prefix _INBOX_<agency>? (deploy/README.md)"
+            Err(e) if retryable(&e) => Err(PublishError::Unavailable(format!(
+                "{subject}: no acknowledgement after {attempt} attempts ({e}): no server of the stream took the \
+                 event — the cluster has lost its quorum or its servers are out of disk (which turns JetStream \
+                 off on them until they are restarted), or the stream is missing; send it again later with the \
+                 same id. If it never works, check that this connection receives on the agency's inbox prefix \
+                 _INBOX_<agency> (deploy/README.md)"
             ))),
             Err(e) => Err(PublishError::Unavailable(format!("{subject}: {e}"))),
         })
@@ -418,11 +428,34 @@ enum Outcome {
     Retry,
 }
 
-fn retryable(kind: PublishErrorKind) -> bool {
+/// A publish whose outcome is unknown, or that the cluster could not take for now: sent again with the
+/// same `Nats-Msg-Id`, so the stream keeps the event once however many attempts reached it.
+fn retryable(e: &jetstream::context::PublishError) -> bool {
     matches!(
-        kind,
+        e.kind(),
         PublishErrorKind::TimedOut | PublishErrorKind::StreamNotFound | PublishErrorKind::BrokenPipe
-    )
+    ) || jetstream_code(e).is_some_and(|code| TEMPORARY_CODES.contains(&code))
+}
+
+/// JetStream error codes that pass once the cluster settles: 10008 "JetStream system temporarily
+/// unavailable" (no meta or stream leader yet), 10009 "JetStream cluster not available".
+const TEMPORARY_CODES: [u64; 2] = [10008, 10009];
+
+/// 10047 "insufficient storage resources available" and 10023 "insufficient resources": the servers'
+/// disks or their `max_file_store` are full.
+fn out_of_storage(e: &jetstream::context::PublishError) -> bool {
+    matches!(jetstream_code(e), Some(10047 | 10023))
+}
+
+/// The JetStream error code in a publish error, e.g. 10008 from "… (code 503, error code 10008)".
+fn jetstream_code(e: &jetstream::context::PublishError) -> Option<u64> {
+    let text = e.to_string();
+    let (_, rest) = text.rsplit_once("error code ")?;
+    rest.trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// This machine's clock (ms since the Unix epoch), which the client library checks event times against

@@ -192,9 +192,37 @@ pub async fn apply<'a>(
     let mut done = Vec::new();
     for wanted in spec.wanted(agencies) {
         let name = wanted.name.clone();
-        done.push((name, ensure(js, wanted).await?));
+        // A cluster that has just formed or lost a server may time out a request while its meta leader
+        // settles; a timed-out create may still have happened, so each attempt looks before it writes.
+        let provisioned = patiently(|| ensure(js, wanted.clone())).await?;
+        done.push((name, provisioned));
     }
     Ok(done)
+}
+
+/// Attempts per stream when JetStream does not answer in time.
+const APPLY_ATTEMPTS_MAX: u32 = 4;
+
+/// Runs `request` again (up to [`APPLY_ATTEMPTS_MAX`] times) while JetStream does not answer in time, as
+/// while a cluster elects a new meta leader after losing a server.
+async fn patiently<T, F, Fut>(mut request: F) -> Result<T, BusError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, BusError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match request().await {
+            Err(BusError::JetStream { doing, source })
+                if attempt < APPLY_ATTEMPTS_MAX && source.to_string().contains("timed out") =>
+            {
+                tracing::warn!(%doing, error = %source, attempt, "no answer from JetStream; trying again");
+                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 async fn ensure(js: &jetstream::Context, wanted: stream::Config) -> Result<Provisioned, BusError> {
@@ -406,7 +434,7 @@ pub async fn verify<'a>(
     let mut differences = Vec::new();
     let mut infos = Vec::new();
     for wanted in spec.wanted(agencies) {
-        match stream_info(js, &wanted.name).await? {
+        match patiently(|| stream_info(js, &wanted.name)).await? {
             None => differences.push(format!("{}: the stream does not exist", wanted.name)),
             Some(info) => {
                 differences.extend(shortfalls(&info.config, &wanted));

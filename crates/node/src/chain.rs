@@ -172,6 +172,9 @@ impl Follower {
         let mut tick = tokio::time::interval(self.config.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
+        // When a message last arrived: an ordered consumer can stall silently after a server fails
+        // (`crate::ingest::STALL_CHECK`).
+        let mut heard = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -185,11 +188,18 @@ impl Follower {
                     }
                     return Ok(());
                 }
-                _ = tick.tick() => self.checkpoint(&mut recorder, &mut expected_last).await?,
+                _ = tick.tick() => {
+                    self.checkpoint(&mut recorder, &mut expected_last).await?;
+                    if heard.elapsed() >= crate::ingest::STALL_CHECK {
+                        self.check_not_stalled(recorder.next_sequence()).await?;
+                        heard = tokio::time::Instant::now();
+                    }
+                }
                 chunk = chunks.next() => {
                     let Some(chunk) = chunk else {
                         return Err(Stop::Retry("the stream's read ended".into()));
                     };
+                    heard = tokio::time::Instant::now();
                     for m in chunk {
                         let m = m?;
                         recorder.push(&m.stored()).map_err(|e| Stop::Retry(e.to_string()))?;
@@ -199,6 +209,20 @@ impl Follower {
                     }
                 }
             }
+        }
+    }
+
+    /// Fails (so that the read starts again from the last checkpoint) when the stream holds `next` or later
+    /// although nothing arrived for a while.
+    async fn check_not_stalled(&self, next: u64) -> Result<(), Stop> {
+        let info = halcyon_bus::streams::stream_info(&self.js, &self.stream).await?;
+        match info {
+            Some(info) if info.state.last_sequence >= next => Err(Stop::Retry(format!(
+                "no message for {:?} although the stream ends at {}: the read stalled",
+                crate::ingest::STALL_CHECK,
+                info.state.last_sequence
+            ))),
+            _ => Ok(()),
         }
     }
 

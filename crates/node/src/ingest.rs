@@ -178,7 +178,15 @@ impl Consumer {
         tracing::info!(start, "consuming");
         let messages = ordered_messages(&self.js, &self.stream, start).await?;
         let mut chunks = std::pin::pin!(messages.ready_chunks(BATCH_LEN_MAX));
-        while let Some(chunk) = chunks.next().await {
+        loop {
+            let chunk = match tokio::time::timeout(STALL_CHECK, chunks.next()).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(_) => {
+                    self.check_not_stalled().await?;
+                    continue;
+                }
+            };
             let mut batch = Vec::with_capacity(chunk.len());
             let mut pending = 0;
             for m in chunk {
@@ -213,6 +221,30 @@ impl Consumer {
                 // No receivers is fine: nobody is watching.
                 let _ = self.events.send(NodeEvent::Facts(Arc::new(outcome.new_facts)));
             }
+        }
+        Ok(())
+    }
+}
+
+/// How long a consumer may go without a message before the node asks whether the stream has moved on.
+/// An ordered consumer can stall silently after a server of the cluster fails (the server's consumer state
+/// is lost and the client is not told); the node then drops it and reads again from its checkpoint.
+pub const STALL_CHECK: Duration = Duration::from_secs(5);
+
+impl Consumer {
+    /// Fails (so that the consumer is recreated from the checkpoint) when the stream holds messages past
+    /// the checkpoint although none arrived for [`STALL_CHECK`].
+    async fn check_not_stalled(&self) -> Result<(), halcyon_bus::BoxError> {
+        let Some(info) = halcyon_bus::streams::stream_info(&self.js, &self.stream).await? else {
+            return Err(format!("stream {} is gone", self.stream).into());
+        };
+        let checkpoint = self.projector.checkpoint(&self.stream);
+        if info.state.last_sequence > checkpoint {
+            return Err(format!(
+                "no message for {STALL_CHECK:?} although the stream ends at {} and this node is at {checkpoint}: the consumer stalled",
+                info.state.last_sequence
+            )
+            .into());
         }
         Ok(())
     }

@@ -366,10 +366,7 @@ async fn watch_health(
         )
         .await;
         let audit_ok = match audit {
-            Ok(Ok(Some(info))) => info
-                .cluster
-                .as_ref()
-                .is_none_or(|c| c.leader.as_deref().is_some_and(|l| !l.is_empty())),
+            Ok(Ok(Some(info))) => writable(&info),
             _ => false,
         };
         let ok = lagging.is_empty() && audit_ok && went_back.is_empty();
@@ -389,6 +386,28 @@ async fn watch_health(
             serving = Some(ok);
         }
     }
+}
+
+/// A replica the stream's leader has not heard from for this long counts as gone: the leader itself notices
+/// a lost quorum only after several seconds more, and meanwhile every write would fail.
+const REPLICA_SILENCE_MAX: Duration = Duration::from_secs(3);
+
+/// Whether a stream can take a write: it has a leader and, in a cluster, a majority of its replicas
+/// (counting the leader) were heard from lately.
+fn writable(info: &async_nats::jetstream::stream::Info) -> bool {
+    let Some(cluster) = &info.cluster else {
+        return true;
+    };
+    if cluster.leader.as_deref().is_none_or(str::is_empty) {
+        return false;
+    }
+    let replicas = info.config.num_replicas.max(1);
+    let heard = 1 + cluster
+        .replicas
+        .iter()
+        .filter(|p| !p.offline && p.active <= REPLICA_SILENCE_MAX)
+        .count();
+    heard > replicas / 2
 }
 
 /// The query service's name for the health protocol.

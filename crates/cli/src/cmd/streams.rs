@@ -61,9 +61,18 @@ pub async fn run(args: Args) -> Result<(), Failure> {
                     .cluster
                     .as_ref()
                     .map(|c| {
-                        let mut names: Vec<String> = c.leader.iter().cloned().collect();
-                        names.extend(c.replicas.iter().map(|p| p.name.clone()));
-                        names.join(",")
+                        let mut names: Vec<String> = c.leader.iter().map(|l| format!("{l} leader")).collect();
+                        names.extend(c.replicas.iter().map(|p| {
+                            let state = if p.offline || p.active > std::time::Duration::from_secs(5) {
+                                "unreachable"
+                            } else if p.current {
+                                "current"
+                            } else {
+                                "catching up"
+                            };
+                            format!("{} {state}", p.name)
+                        }));
+                        names.join(", ")
                     })
                     .unwrap_or_default();
                 println!(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::common;
 
-use common::{BIN, caught_up_within, export_live_and_rebuilt, free_port, halcyon_ok as halcyon};
+use common::{BIN, caught_up_within, export_live_and_rebuilt, free_port};
 use futures::StreamExt;
 use halcyon_bus::{Credentials, Publisher, PublisherConfig, connect};
 use halcyon_testkit::{NatsServer, Scenario, ScenarioAgencies, ScenarioConfig, workspace_root};

@@ -6,6 +6,7 @@
 mod audit_review;
 mod audit_verify;
 mod chronology;
+mod cluster;
 mod common;
 mod crash;
 mod damaged_record;

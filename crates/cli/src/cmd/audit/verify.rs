@@ -42,7 +42,7 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 pub enum CheckpointsCommand {
     /// Write the signed checkpoints as JSON lines, to keep a copy outside NATS (`verify --checkpoints`).
-    Export(ExportArgs),
+    Export(Box<ExportArgs>),
     /// Make an ed25519 checkpoint key pair: FILE (secret, for a node, mode 0600) and FILE.pub (for verifiers).
     Keygen(KeygenArgs),
 }
@@ -192,7 +192,7 @@ async fn connect(nats: &NatsArgs) -> Result<jetstream::Context, Failure> {
 
 pub async fn checkpoints(command: CheckpointsCommand) -> Result<(), Failure> {
     match command {
-        CheckpointsCommand::Export(args) => export(args).await,
+        CheckpointsCommand::Export(args) => export(*args).await,
         CheckpointsCommand::Keygen(args) => keygen(&args.out),
     }
 }
