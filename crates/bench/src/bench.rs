@@ -25,6 +25,7 @@ use prost::Message as _;
 
 use halcyon_cli::Failure;
 
+mod cluster;
 mod projection;
 mod query;
 mod replay;
@@ -92,6 +93,8 @@ pub enum Group {
     Verify,
     Replay,
     Soak,
+    /// Durable ingest and child-view queries on a three-server cluster (R3) beside one server.
+    Cluster,
 }
 
 impl Args {
@@ -373,6 +376,25 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         .await?;
     }
 
+    if args.runs(Group::Cluster) {
+        eprintln!("cluster: R3 on three servers beside one server, both syncing every write:");
+        cluster::ClusterBench {
+            publishing: &publish,
+            queries: query::Queries {
+                agencies: &agencies,
+                registry: &registry,
+                window: args.window,
+                rounds: args.rounds,
+                load: Duration::from_millis(args.query_ms),
+                children: args.query_children,
+            },
+            durable,
+            rounds: args.rounds,
+        }
+        .rows(&mut report)
+        .await?;
+    }
+
     if args.runs(Group::Soak) {
         eprintln!("soak: mixed load on a node process of its own, its memory read as it runs:");
         soak::Soak {
@@ -499,7 +521,12 @@ impl Publishing<'_> {
     /// Deletes and recreates the scenario's agency streams, so every measurement starts from the same
     /// state (an empty store and an empty duplicate window); returns a fresh connection.
     async fn fresh(&self, server: &NatsServer) -> anyhow::Result<async_nats::Client> {
-        let client = async_nats::connect(server.url())
+        self.fresh_at(&server.url(), &StreamSpec::single_server()).await
+    }
+
+    /// [`Self::fresh`] on any server or cluster (`url`: seed URLs), the streams as `spec` says.
+    async fn fresh_at(&self, url: &str, spec: &StreamSpec) -> anyhow::Result<async_nats::Client> {
+        let client = halcyon_bus::connect(url, &Default::default(), "halcyon-bench")
             .await
             .context("connecting to the bench server")?;
         let js = jetstream::new(client.clone());
@@ -513,13 +540,24 @@ impl Publishing<'_> {
             }
         }
         let agencies = [&a.csc, &a.police, &a.school, &a.ed, &a.gp];
-        halcyon_bus::streams::apply(&js, &StreamSpec::single_server(), agencies).await?;
+        halcyon_bus::streams::apply(&js, spec, agencies).await?;
         Ok(client)
     }
 
     /// Halcyon's per-event publisher: validate, encode, `Nats-Msg-Id`, ack awaited, `window` in flight.
     async fn publisher(&self, server: &NatsServer, envelopes: &[pb::Envelope]) -> anyhow::Result<f64> {
-        let client = self.fresh(server).await?;
+        self.publisher_at(&server.url(), &StreamSpec::single_server(), envelopes)
+            .await
+    }
+
+    /// [`Self::publisher`] on any server or cluster, the streams as `spec` says.
+    async fn publisher_at(
+        &self,
+        url: &str,
+        spec: &StreamSpec,
+        envelopes: &[pb::Envelope],
+    ) -> anyhow::Result<f64> {
+        let client = self.fresh_at(url, spec).await?;
         let publisher = Publisher::new(
             client,
             PublisherConfig {

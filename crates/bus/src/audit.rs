@@ -33,6 +33,10 @@ pub struct AuditConfig {
     pub ack_timeout: Duration,
     /// How long a group may wait for announced records that are still being built.
     pub linger_max: Duration,
+    /// Writes awaiting acknowledgement at once ([`WRITES_IN_FLIGHT_MAX`]; more split the waiting calls
+    /// into smaller groups, which on R3 measured no faster: 2 and 4 in flight gave 5.8k and 5.4k calls/s at
+    /// 16 callers against 5.6k with one).
+    pub writes_in_flight: usize,
 }
 
 impl Default for AuditConfig {
@@ -42,6 +46,7 @@ impl Default for AuditConfig {
             queue_len_max: 8192,
             ack_timeout: Duration::from_secs(5),
             linger_max: Duration::from_millis(2),
+            writes_in_flight: WRITES_IN_FLIGHT_MAX,
         }
     }
 }
@@ -158,7 +163,7 @@ async fn run(
     while open || !in_flight.is_empty() {
         tokio::select! {
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-            first = rx.recv(), if open && in_flight.len() < WRITES_IN_FLIGHT_MAX => {
+            first = rx.recv(), if open && in_flight.len() < config.writes_in_flight => {
                 let Some(first) = first else {
                     open = false;
                     continue;

@@ -44,11 +44,21 @@ pub(super) struct Queries<'a> {
     pub children: usize,
 }
 
+/// A node serving a projected scenario.
+pub(super) struct Loaded {
+    pub(super) node: Node,
+    /// The children the caller may see, by NHS number.
+    pub(super) nhs: Arc<Vec<String>>,
+    pub(super) views: Vec<pb::ChildView>,
+    /// Events published.
+    pub(super) events: usize,
+}
+
 /// One load run: calls answered per second and latency percentiles in µs.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Load {
     pub(super) rate: f64,
-    p50_us: f64,
+    pub(super) p50_us: f64,
     p99_us: f64,
 }
 
@@ -56,53 +66,16 @@ impl Queries<'_> {
     pub async fn rows(&self, report: &mut Report) -> anyhow::Result<()> {
         let server = NatsServer::start_with(Auth::Open, true);
         let data = tempfile::tempdir().context("a temp dir for the node")?;
-        let config = self.node_config(&server, data.path())?;
-        let js = jetstream::new(async_nats::connect(server.url()).await?);
-        halcyon_bus::streams::apply(&js, &config.streams, config.agencies.iter().map(|a| &a.id)).await?;
-        let node = Node::start(config).await?;
-        let scenario = Scenario::generate(
-            &ScenarioConfig {
-                seed: 7,
-                children: self.children,
-                ..Default::default()
-            },
-            self.agencies,
-        );
-        let client = async_nats::connect(server.url()).await?;
-        publish(&client, &scenario.envelopes, self.window).await?;
-        // Wait, bounded, for the node to have projected everything published.
-        let js = jetstream::new(client);
-        let mut ends = Vec::new();
-        for name in list_event_streams(&js).await? {
-            let last = js.get_stream(&name).await?.info().await?.state.last_sequence;
-            ends.push((name, last));
-        }
-        node.projector
-            .wait_for(&ends, Duration::from_secs(120))
-            .await
-            .context("waiting for the node to project the scenario")?;
-
-        let nhs: Arc<Vec<String>> = Arc::new(scenario.children.iter().map(|c| c.nhs.to_string()).collect());
+        let loaded = self
+            .loaded_node(
+                &server.url(),
+                vec![server.monitor_url()],
+                StreamSpec::single_server(),
+                data.path(),
+            )
+            .await?;
+        let (node, nhs, views, scenario_len) = (loaded.node, loaded.nhs, loaded.views, loaded.events);
         let node_url = format!("http://{}", node.addr);
-        // One pass over every child: every call must answer, and the sizes choose the bare response.
-        let mut client = QueryServiceClient::connect(node_url.clone()).await?;
-        let mut views = Vec::with_capacity(nhs.len());
-        let mut seen = Vec::with_capacity(nhs.len());
-        for n in nhs.iter() {
-            // A child the caller may learn nothing of answers NOT_FOUND: the load asks only for the others.
-            match client.find_child(find_child(n)).await {
-                Ok(view) => {
-                    views.push(view.into_inner());
-                    seen.push(n.clone());
-                }
-                Err(status) if status.code() == tonic::Code::NotFound => {}
-                Err(status) => return Err(status.into()),
-            }
-        }
-        if views.is_empty() {
-            bail!("the caller may see none of the scenario's children");
-        }
-        let nhs = Arc::new(seen);
         let mean_len = views.iter().map(|v| v.encoded_len()).sum::<usize>() / views.len();
         let view = views
             .into_iter()
@@ -111,7 +84,7 @@ impl Queries<'_> {
         eprintln!(
             "  {} children, {} events; FindChild responses mean {mean_len} B, the bare service returns {} B",
             nhs.len(),
-            figure(scenario.envelopes.len() as f64),
+            figure(scenario_len as f64),
             view.encoded_len()
         );
         let (bare_addr, bare_stop) = serve_bare(view).await?;
@@ -167,16 +140,83 @@ impl Queries<'_> {
         Ok(())
     }
 
+    /// A node on the server or cluster at `url` (streams applied as `spec` says), the seeded scenario
+    /// published and projected, and the children the caller may see.
+    pub(super) async fn loaded_node(
+        &self,
+        url: &str,
+        monitor_urls: Vec<String>,
+        spec: StreamSpec,
+        data: &std::path::Path,
+    ) -> anyhow::Result<Loaded> {
+        let mut config = self.node_config_at(url, monitor_urls, data)?;
+        config.streams = spec;
+        let client = halcyon_bus::connect(url, &Default::default(), "halcyon-bench").await?;
+        let js = jetstream::new(client.clone());
+        halcyon_bus::streams::apply(&js, &config.streams, config.agencies.iter().map(|a| &a.id)).await?;
+        let node = Node::start(config).await?;
+        let scenario = Scenario::generate(
+            &ScenarioConfig {
+                seed: 7,
+                children: self.children,
+                ..Default::default()
+            },
+            self.agencies,
+        );
+        publish(&client, &scenario.envelopes, self.window).await?;
+        // Wait, bounded, for the node to have projected everything published.
+        let mut ends = Vec::new();
+        for name in list_event_streams(&js).await? {
+            let last = js.get_stream(&name).await?.info().await?.state.last_sequence;
+            ends.push((name, last));
+        }
+        node.projector
+            .wait_for(&ends, Duration::from_secs(120))
+            .await
+            .context("waiting for the node to project the scenario")?;
+        let node_url = format!("http://{}", node.addr);
+        // One pass over every child: every call must answer, and the sizes choose the bare response.
+        let mut client = QueryServiceClient::connect(node_url).await?;
+        let mut views = Vec::new();
+        let mut seen = Vec::new();
+        for child in &scenario.children {
+            let n = child.nhs.to_string();
+            // A child the caller may learn nothing of answers NOT_FOUND: the load asks only for the others.
+            match client.find_child(find_child(&n)).await {
+                Ok(view) => {
+                    views.push(view.into_inner());
+                    seen.push(n);
+                }
+                Err(status) if status.code() == tonic::Code::NotFound => {}
+                Err(status) => return Err(status.into()),
+            }
+        }
+        if views.is_empty() {
+            bail!("the caller may see none of the scenario's children");
+        }
+        Ok(Loaded {
+            node,
+            nhs: Arc::new(seen),
+            views,
+            events: scenario.envelopes.len(),
+        })
+    }
+
     /// A node as tests build it (tests/tests/e2e/common), on an open server that syncs every write.
-    fn node_config(&self, nats: &NatsServer, data_dir: &std::path::Path) -> anyhow::Result<NodeConfig> {
+    fn node_config_at(
+        &self,
+        url: &str,
+        monitor_urls: Vec<String>,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<NodeConfig> {
         let tokens = Tokens::load(&workspace_root().join("deploy/tokens.toml"), self.registry)
             .map_err(|e| anyhow::anyhow!("deploy/tokens.toml: {e}"))?;
         let policy = Policy::load(&workspace_root().join("deploy/policy/england.toml"))
             .map_err(|e| anyhow::anyhow!("deploy/policy/england.toml: {e}"))?;
         Ok(NodeConfig {
-            nats_url: nats.url(),
+            nats_url: url.to_owned(),
             nats_credentials: Default::default(),
-            nats_monitor_urls: vec![nats.monitor_url()],
+            nats_monitor_urls: monitor_urls,
             allow_unsynced_jetstream: false,
             data_dir: data_dir.to_owned(),
             listen: "127.0.0.1:0".parse().expect("address"),

@@ -74,6 +74,21 @@ fn serve(cluster: &NatsCluster, seeds: &str, data: &Path, port: u16) -> Child {
         .unwrap()
 }
 
+/// How a node that should refuse to start exited, or `None` (after killing it) if it was still running
+/// after `limit`.
+async fn exit_within(mut node: Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = node.try_wait().unwrap() {
+            return Some(status);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = node.kill();
+    let _ = node.wait();
+    None
+}
+
 fn node_log(data: &Path) -> String {
     std::fs::read_to_string(data.with_extension("log")).unwrap_or_default()
 }
@@ -273,9 +288,28 @@ async fn operator_js(cluster: &NatsCluster) -> async_nats::jetstream::Context {
     async_nats::jetstream::new(client)
 }
 
+/// A stream's info, asked again while the cluster settles (a server just restarted, a meta leader being
+/// elected: requests may time out for a few seconds).
+async fn info(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+) -> Option<async_nats::jetstream::stream::Info> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match halcyon_bus::streams::stream_info(js, stream).await {
+            Ok(info) => return info,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("stream info of {stream}: {e}; asking again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("stream info of {stream}: {e}"),
+        }
+    }
+}
+
 /// Every message of `stream`, read from the start.
 async fn read_all(js: &async_nats::jetstream::Context, stream: &str) -> Vec<halcyon_bus::RawMessage> {
-    let Some(info) = halcyon_bus::streams::stream_info(js, stream).await.unwrap() else {
+    let Some(info) = info(js, stream).await else {
         return Vec::new();
     };
     let last = info.state.last_sequence;
@@ -283,7 +317,15 @@ async fn read_all(js: &async_nats::jetstream::Context, stream: &str) -> Vec<halc
     if last == 0 {
         return out;
     }
-    let messages = halcyon_bus::ordered_messages(js, stream, 1).await.unwrap();
+    let mut messages = halcyon_bus::ordered_messages(js, stream, 1).await;
+    for _ in 0..20 {
+        if messages.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        messages = halcyon_bus::ordered_messages(js, stream, 1).await;
+    }
+    let messages = messages.unwrap();
     let mut messages = std::pin::pin!(messages);
     while let Some(m) = tokio::time::timeout(Duration::from_secs(30), messages.next())
         .await
@@ -305,7 +347,15 @@ async fn each_acknowledged_event_once(cluster: &NatsCluster, sent: &[Sent]) -> u
     let js = operator_js(cluster).await;
     let mut stored: BTreeMap<String, usize> = BTreeMap::new();
     let mut total = 0;
-    for stream in halcyon_bus::list_event_streams(&js).await.unwrap() {
+    let mut names = halcyon_bus::list_event_streams(&js).await;
+    for _ in 0..20 {
+        if names.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        names = halcyon_bus::list_event_streams(&js).await;
+    }
+    for stream in names.unwrap() {
         for m in read_all(&js, &stream).await {
             let envelope = pb::Envelope::decode(m.payload).unwrap();
             *stored.entry(envelope.event_id).or_default() += 1;
@@ -377,10 +427,7 @@ fn export_equals_rebuild(cluster: &NatsCluster, node: Child, data: &Path, events
 /// The index of the server leading `stream`'s Raft group.
 async fn leader_of(cluster: &NatsCluster, stream: &str) -> usize {
     let js = operator_js(cluster).await;
-    let info = halcyon_bus::streams::stream_info(&js, stream)
-        .await
-        .unwrap()
-        .unwrap();
+    let info = info(&js, stream).await.unwrap();
     let leader = info.cluster.and_then(|c| c.leader).expect("a leader");
     cluster.index_of(&leader).expect("a server of this cluster")
 }
@@ -804,11 +851,12 @@ async fn a_node_refuses_streams_with_fewer_replicas_than_the_spec() {
     let before = configs(js.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("node");
-    let mut node = serve(&cluster, &cluster.seed_urls(), &data, free_port());
-    let status = tokio::task::spawn_blocking(move || node.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(!status.success());
+    let status = exit_within(
+        serve(&cluster, &cluster.seed_urls(), &data, free_port()),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(status.is_some_and(|s| !s.success()));
     let log = node_log(&data);
     for stream in ["AUDIT", "CHECKPOINTS", "EVENTS_POLICE_SY"] {
         assert!(
@@ -903,12 +951,9 @@ async fn a_stream_rolled_back_behind_the_checkpoint_is_refused() {
     ]);
     let half = police.len() / 2;
     publish(run.cluster.seed_urls(), police[..half].to_vec(), Arc::default()).await;
-    let mut refused = run.serve();
-    let status = tokio::task::spawn_blocking(move || refused.wait().unwrap())
-        .await
-        .unwrap();
+    let status = exit_within(run.serve(), Duration::from_secs(60)).await;
     assert!(
-        !status.success(),
+        status.is_some_and(|s| !s.success()),
         "the node started on a stream that went backwards"
     );
     let log = node_log(&run.data());
@@ -930,11 +975,11 @@ async fn a_stream_rolled_back_behind_the_checkpoint_is_refused() {
         .take(police.len())
         .collect();
     publish(run.cluster.seed_urls(), more, Arc::default()).await;
-    let mut refused = run.serve();
-    let status = tokio::task::spawn_blocking(move || refused.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(!status.success(), "the node started on a rewritten stream");
+    let status = exit_within(run.serve(), Duration::from_secs(60)).await;
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the node started on a rewritten stream"
+    );
     let log = node_log(&run.data());
     assert!(
         log.contains(&format!(
