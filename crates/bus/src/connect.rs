@@ -174,10 +174,12 @@ pub async fn connect_watching(
 /// Wrong credentials or TLS settings do not get better by waiting.
 fn is_refused_for_good(e: &async_nats::ConnectError) -> bool {
     use async_nats::ConnectErrorKind as K;
+    // A certificate the server will not take, or one this client does not trust, comes back as an I/O
+    // error ("received fatal alert: CertificateRequired", "invalid peer certificate: UnknownIssuer").
     matches!(
         e.kind(),
         K::Authentication | K::AuthorizationViolation | K::Tls | K::ServerParse
-    )
+    ) || e.to_string().to_ascii_lowercase().contains("certificate")
 }
 
 async fn options(

@@ -1075,3 +1075,105 @@ async fn full_disks_refuse_writes_fail_closed_and_lose_nothing() {
     assert_eq!(each_acknowledged_event_once(&run.cluster, &sent).await, n);
     export_equals_rebuild(&run.cluster, node, &run.data(), n);
 }
+
+/// The durability check covers every server: a cluster whose servers do not sync every write is refused,
+/// and so is a node told of only some servers' monitoring endpoints (it cannot vouch for the others,
+/// which hold replicas).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_server_holding_a_replica_must_sync_every_write() {
+    let unsynced = NatsCluster::start_with(ClusterOptions {
+        auth: Auth::Deploy,
+        sync_always: false,
+        ..ClusterOptions::default()
+    });
+    apply_spec(&unsynced);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let status = exit_within(
+        serve(&unsynced, &unsynced.seed_urls(), &data, free_port()),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(status.is_some_and(|s| !s.success()), "the node started");
+    let log = node_log(&data);
+    assert!(log.contains("sync_interval: always"), "{log}");
+    drop(unsynced);
+
+    let cluster = NatsCluster::start_with(ClusterOptions {
+        auth: Auth::Deploy,
+        ..ClusterOptions::default()
+    });
+    apply_spec(&cluster);
+    let data = dir.path().join("node2");
+    let two = cluster.monitor_urls()[..2].join(",");
+    let node = Command::new(BIN)
+        .args([
+            "serve",
+            "--streams-spec",
+            SPEC,
+            "--nats-url",
+            &cluster.seed_urls(),
+        ])
+        .args(["--nats-monitor-url", &two])
+        .args(["--nats-user", "halcyon-node", "--credentials", CREDENTIALS])
+        .args(["--data-dir", data.to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .current_dir(halcyon_testkit::workspace_root())
+        .env("HALCYON_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(data.with_extension("log")).unwrap())
+        .spawn()
+        .unwrap();
+    let status = exit_within(node, Duration::from_secs(60)).await;
+    assert!(status.is_some_and(|s| !s.success()), "the node started");
+    let log = node_log(&data);
+    let third = &cluster.server_names()[2];
+    assert!(
+        log.contains(&format!("{third} (holds")) && log.contains("monitoring endpoints were not given"),
+        "the unchecked server is not named: {log}"
+    );
+}
+
+/// TLS to the cluster with the partnership's CA and a client certificate (servers that verify clients):
+/// the node's connection options reach the cluster; without the certificate, or without the CA, they do
+/// not, and say why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_custom_ca_and_a_client_certificate() {
+    let cluster = NatsCluster::start_with(ClusterOptions {
+        auth: Auth::Deploy,
+        tls: true,
+        tls_verify_clients: true,
+        ..ClusterOptions::default()
+    });
+    let seeds = cluster
+        .urls()
+        .iter()
+        .map(|u| u.replace("nats://", "tls://"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let with = |cert: bool, ca: bool| Credentials {
+        tls: Some(halcyon_bus::ClientTls {
+            ca_file: ca.then(|| cluster.ca_file()),
+            cert_file: cert.then(|| cluster.client_cert()),
+            key_file: cert.then(|| cluster.client_key()),
+        }),
+        connect_wait: Duration::ZERO,
+        ..Credentials::user("operator", "operator-dev-secret")
+    };
+    let client = connect(&seeds, &with(true, true), "tls test").await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let agency: halcyon_schema::AgencyId = "police-sy".parse().unwrap();
+    let applied = halcyon_bus::streams::apply(&js, &halcyon_bus::StreamSpec::replicated(3), [&agency])
+        .await
+        .unwrap();
+    assert_eq!(applied.len(), 3);
+    let no_cert = connect(&seeds, &with(false, true), "tls test").await.unwrap_err();
+    eprintln!("without a client certificate: {no_cert}");
+    assert!(no_cert.to_string().contains("Certificate"), "{no_cert}");
+    let no_ca = connect(&seeds, &with(true, false), "tls test").await.unwrap_err();
+    eprintln!("without the CA: {no_ca}");
+    assert!(
+        no_ca.to_string().contains("TLS") || no_ca.to_string().contains("certificate"),
+        "{no_ca}"
+    );
+}
