@@ -4,8 +4,12 @@
 //!
 //! A call may announce its record before it has built it ([`AuditWriter::expect`]). While announced records
 //! are still being built, the writer holds the group open for them (at most `linger_max`), so calls that run
-//! together share one fsync instead of alternating between two half-full writes. A call that announced
-//! nothing is written with whatever is queued, at once.
+//! together share one fsync instead of alternating between two half-full writes. The calls of the last
+//! write come back with their next records a moment after their answers, unannounced: the writer also holds
+//! a group open (at most the last write's latency, and `linger_max`) until it holds as many records as took
+//! part in the last round. Without that, 16 callers settled into two groups taking turns, 7.5 records per
+//! write on an R3 cluster; with it, 16 (FindChild at 16 callers: 9.6k → 14k calls/s on one server, 5.8k →
+//! 7–8k on R3). A lone call is not held: the round it follows had one record.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -160,16 +164,24 @@ async fn run(
 ) {
     let mut in_flight = futures::stream::FuturesUnordered::new();
     let mut open = true;
+    // How many calls took part in the last round: the records of the last write plus those that queued
+    // while it was in flight. The calls of the last write come back with their next records a moment
+    // after their answers; without waiting for them, concurrent callers split into two groups that take
+    // turns, each write carrying half of them (measured on R3: 7.5 records per write at 16 callers).
+    let mut round = Round::default();
     while open || !in_flight.is_empty() {
         tokio::select! {
-            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => round.written(done, rx.len()),
             first = rx.recv(), if open && in_flight.len() < config.writes_in_flight => {
                 let Some(first) = first else {
                     open = false;
                     continue;
                 };
                 let mut batch = vec![first];
-                let linger_until = tokio::time::Instant::now() + config.linger_max;
+                let started = tokio::time::Instant::now();
+                let linger_until = started + config.linger_max;
+                let regroup_until = started + round.latency.min(config.linger_max);
+                let target = round.calls.min(config.batch_len_max);
                 loop {
                     while batch.len() < config.batch_len_max {
                         match rx.try_recv() {
@@ -177,12 +189,17 @@ async fn run(
                             Err(_) => break,
                         }
                     }
-                    if batch.len() >= config.batch_len_max || coming.count.load(Ordering::Acquire) == 0 {
+                    let now = tokio::time::Instant::now();
+                    let announced = coming.count.load(Ordering::Acquire) > 0 && now < linger_until;
+                    let regrouping = batch.len() < target && now < regroup_until;
+                    if batch.len() >= config.batch_len_max || !(announced || regrouping) {
                         break;
                     }
-                    // Announced records are still being built: hold the group open for them, briefly.
+                    // Records announced and still being built, or the last round's calls coming back: hold
+                    // the group open for them, briefly.
+                    let until = if announced { linger_until } else { regroup_until };
                     tokio::select! {
-                        Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                        Some(done) = in_flight.next(), if !in_flight.is_empty() => round.written(done, rx.len()),
                         p = rx.recv() => match p {
                             Some(p) => batch.push(p),
                             None => {
@@ -191,7 +208,7 @@ async fn run(
                             }
                         },
                         () = coming.none.notified() => {}
-                        () = tokio::time::sleep_until(linger_until) => break,
+                        () = tokio::time::sleep_until(until) => {}
                     }
                 }
                 in_flight.push(write(js.clone(), subject.clone(), config.ack_timeout, batch));
@@ -200,8 +217,32 @@ async fn run(
     }
 }
 
+/// What the audit writer learnt from its last write.
+#[derive(Debug, Default)]
+struct Round {
+    /// Calls in the last round (see `run`).
+    calls: usize,
+    /// How long the last write took to be acknowledged: the longest the next group waits to regroup.
+    latency: Duration,
+}
+
+impl Round {
+    fn written(&mut self, (records, latency): (usize, Duration), queued: usize) {
+        self.calls = records + queued;
+        self.latency = latency;
+    }
+}
+
 /// One AUDIT write for `batch`; every caller in it hears the outcome.
-async fn write(js: jetstream::Context, subject: String, ack_timeout: Duration, batch: Vec<Pending>) {
+/// Returns how many records it carried and how long it took.
+async fn write(
+    js: jetstream::Context,
+    subject: String,
+    ack_timeout: Duration,
+    batch: Vec<Pending>,
+) -> (usize, Duration) {
+    let started = tokio::time::Instant::now();
+    let n = batch.len();
     let mut records = Vec::with_capacity(batch.len());
     let mut callers = Vec::with_capacity(batch.len());
     for p in batch {
@@ -218,6 +259,7 @@ async fn write(js: jetstream::Context, subject: String, ack_timeout: Duration, b
     for done in callers {
         let _ = done.send(result.clone());
     }
+    (n, started.elapsed())
 }
 
 /// How long one attempt waits for its acknowledgement before the write is sent again (same message id).

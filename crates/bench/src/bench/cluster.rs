@@ -15,6 +15,15 @@ use super::{Publishing, Report, figure, median};
 /// The concurrency levels measured.
 const CONCURRENCY: [usize; 2] = [16, 64];
 
+/// Messages in the AUDIT stream: one per write of the audit writer.
+async fn writes(js: &async_nats::jetstream::Context) -> anyhow::Result<u64> {
+    Ok(halcyon_bus::streams::stream_info(js, "AUDIT")
+        .await?
+        .context("the AUDIT stream")?
+        .state
+        .messages)
+}
+
 pub(super) struct ClusterBench<'a> {
     pub publishing: &'a Publishing<'a>,
     pub queries: Queries<'a>,
@@ -72,14 +81,20 @@ impl ClusterBench<'_> {
         let mut runs: Vec<(Vec<Load>, Vec<Load>)> = CONCURRENCY.iter().map(|_| (vec![], vec![])).collect();
         for _ in 0..self.rounds {
             for (i, &c) in CONCURRENCY.iter().enumerate() {
+                let (w3, w1) = (writes(&node_three.js).await?, writes(&node_one.js).await?);
                 let on_three = load(&url_three, c, self.queries.load, node_three.nhs.clone()).await?;
+                let w3 = writes(&node_three.js).await? - w3;
                 let on_one = load(&url_one, c, self.queries.load, node_one.nhs.clone()).await?;
+                let w1 = writes(&node_one.js).await? - w1;
+                let per_write = |l: &Load, w: u64| l.rate * self.queries.load.as_secs_f64() / w.max(1) as f64;
                 eprintln!(
-                    "  c{c}: R3 cluster {} req/s (p50 {:.0} µs); one server {} req/s (p50 {:.0} µs)",
+                    "  c{c}: R3 cluster {} req/s (p50 {:.0} µs, {:.1} records per AUDIT write); one server {} req/s (p50 {:.0} µs, {:.1} per write)",
                     figure(on_three.rate),
                     on_three.p50_us,
+                    per_write(&on_three, w3),
                     figure(on_one.rate),
                     on_one.p50_us,
+                    per_write(&on_one, w1),
                 );
                 runs[i].0.push(on_three);
                 runs[i].1.push(on_one);

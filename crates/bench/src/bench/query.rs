@@ -46,6 +46,8 @@ pub(super) struct Queries<'a> {
 
 /// A node serving a projected scenario.
 pub(super) struct Loaded {
+    /// The bus the node is on.
+    pub(super) js: jetstream::Context,
     pub(super) node: Node,
     /// The children the caller may see, by NHS number.
     pub(super) nhs: Arc<Vec<String>>,
@@ -195,6 +197,7 @@ impl Queries<'_> {
             bail!("the caller may see none of the scenario's children");
         }
         Ok(Loaded {
+            js,
             node,
             nhs: Arc::new(seen),
             views,
