@@ -9,7 +9,8 @@
 //! a group open (at most the last write's latency, and `linger_max`) until it holds as many records as took
 //! part in the last round. Without that, 16 callers settled into two groups taking turns, 7.5 records per
 //! write on an R3 cluster; with it, 16 (FindChild at 16 callers: 9.6k → 14k calls/s on one server, 5.8k →
-//! 7–8k on R3). A lone call is not held: the round it follows had one record.
+//! 7–8k on R3). A call alone is not held when the round before it had one record; the first call after a
+//! burst may be held once, for at most the last write's latency.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -172,7 +173,7 @@ async fn run(
     while open || !in_flight.is_empty() {
         tokio::select! {
             Some(done) = in_flight.next(), if !in_flight.is_empty() => round.written(done, rx.len()),
-            first = rx.recv(), if open && in_flight.len() < config.writes_in_flight => {
+            first = rx.recv(), if open && in_flight.len() < config.writes_in_flight.max(1) => {
                 let Some(first) = first else {
                     open = false;
                     continue;

@@ -449,7 +449,11 @@ fn out_of_storage(e: &jetstream::context::PublishError) -> bool {
 
 /// The JetStream error code in a publish error, e.g. 10008 from "… (code 503, error code 10008)".
 fn jetstream_code(e: &jetstream::context::PublishError) -> Option<u64> {
-    let text = e.to_string();
+    code_in(&e.to_string())
+}
+
+/// The number after the last "error code " in `text`.
+fn code_in(text: &str) -> Option<u64> {
     let (_, rest) = text.rsplit_once("error code ")?;
     rest.trim_start()
         .split(|c: char| !c.is_ascii_digit())
@@ -473,6 +477,21 @@ mod tests {
 
     use super::*;
     use crate::StreamSpec;
+
+    #[test]
+    fn jetstream_error_codes_are_read_from_the_texts_nats_server_sends() {
+        // As nats-server 2.15 answered at max_file_store and while electing a leader.
+        assert_eq!(
+            code_in("publish failed: insufficient resources (code 503, error code 10023)"),
+            Some(10023)
+        );
+        assert_eq!(
+            code_in("publish failed: JetStream system temporarily unavailable (code 503, error code 10008)"),
+            Some(10008)
+        );
+        assert_eq!(code_in("timed out: didn't receive ack in time"), None);
+        assert!(TEMPORARY_CODES.contains(&10008));
+    }
 
     fn envelopes(agencies: &ScenarioAgencies, children: usize) -> Vec<pb::Envelope> {
         Scenario::generate(

@@ -200,12 +200,19 @@ pub async fn apply<'a>(
     Ok(done)
 }
 
+/// Whether a JetStream error is one that passes once the cluster settles.
+fn passing(e: &(dyn std::error::Error + Send + Sync)) -> bool {
+    let text = e.to_string();
+    text.contains("timed out") || text.contains("10008") || text.contains("10009")
+}
+
 /// Attempts per stream when JetStream does not answer in time.
 const APPLY_ATTEMPTS_MAX: u32 = 4;
 
-/// Runs `request` again (up to [`APPLY_ATTEMPTS_MAX`] times) while JetStream does not answer in time, as
-/// while a cluster elects a new meta leader after losing a server.
-async fn patiently<T, F, Fut>(mut request: F) -> Result<T, BusError>
+/// Runs `request` again (up to [`APPLY_ATTEMPTS_MAX`] times) while JetStream does not answer in time or
+/// says it is temporarily unavailable (10008, 10009), as while a cluster elects a new meta leader after
+/// losing a server.
+pub async fn patiently<T, F, Fut>(mut request: F) -> Result<T, BusError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, BusError>>,
@@ -214,7 +221,7 @@ where
     loop {
         match request().await {
             Err(BusError::JetStream { doing, source })
-                if attempt < APPLY_ATTEMPTS_MAX && source.to_string().contains("timed out") =>
+                if attempt < APPLY_ATTEMPTS_MAX && passing(&*source) =>
             {
                 tracing::warn!(%doing, error = %source, attempt, "no answer from JetStream; trying again");
                 tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
@@ -464,6 +471,8 @@ pub async fn stream_info(js: &jetstream::Context, name: &str) -> Result<Option<s
 }
 
 /// The payload of the message at `sequence` of `stream`, `None` if the stream or the message is not there.
+/// Asked of the stream's leader (not a direct get, which any replica may answer, one that may still be
+/// catching up after a failure).
 pub async fn stored_payload(
     js: &jetstream::Context,
     stream: &str,
@@ -473,10 +482,10 @@ pub async fn stored_payload(
         Ok(s) => s,
         Err(e) => return Err(BusError::js(format!("looking up stream {stream}"), e)),
     };
-    match handle.direct_get(sequence).await {
+    match handle.get_raw_message(sequence).await {
         Ok(m) if m.sequence == sequence => Ok(Some(m.payload)),
         Ok(_) => Ok(None),
-        Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
         Err(e) => Err(BusError::js(format!("reading {stream}:{sequence}"), e)),
     }
 }
@@ -574,35 +583,61 @@ pub async fn check_sync_everywhere(
         });
     }
     let mut servers = Vec::new();
+    let mut unreachable = Vec::new();
     for url in monitor_urls {
-        let sync = server_sync(url).await?;
-        if !sync.sync_always {
-            return Err(not_synced(&sync));
+        match server_sync(url).await {
+            Ok(sync) if !sync.sync_always => return Err(not_synced(&sync)),
+            Ok(sync) => servers.push(sync),
+            Err(e) => unreachable.push(e.to_string()),
         }
-        servers.push(sync);
     }
     let checked: BTreeSet<&str> = servers.iter().map(|s| s.server_name.as_str()).collect();
     let mut unchecked = BTreeSet::new();
+    let mut away = BTreeSet::new();
     for info in streams {
         let Some(cluster) = &info.cluster else { continue };
-        let holders = cluster
-            .leader
+        let leader = cluster.leader.iter().map(|l| (l.clone(), true));
+        // A replica the leader has not heard from lately is down: it cannot be vouched for now, and it
+        // acknowledges nothing until it is back (when a node starting then checks it).
+        let replicas = cluster
+            .replicas
             .iter()
-            .cloned()
-            .chain(cluster.replicas.iter().map(|p| p.name.clone()));
-        for server in holders {
-            if !checked.contains(server.as_str()) {
+            .map(|p| (p.name.clone(), !p.offline && p.active <= Duration::from_secs(5)));
+        for (server, up) in leader.chain(replicas) {
+            if checked.contains(server.as_str()) {
+                continue;
+            }
+            if up {
                 unchecked.insert(format!("{server} (holds {})", info.config.name));
+            } else {
+                away.insert(server);
             }
         }
     }
     if !unchecked.is_empty() {
         return Err(BusError::NotDurable {
             detail: format!(
-                "server(s) {} hold stream replicas but their monitoring endpoints were not given (checked: {}); list every server's endpoint in nats_monitor_url",
+                "server(s) {} hold stream replicas but their monitoring endpoints were not given or did not answer (checked: {}; not answering: {}); list every server's endpoint in nats_monitor_url",
                 unchecked.into_iter().collect::<Vec<_>>().join(", "),
-                checked.into_iter().collect::<Vec<_>>().join(", ")
+                checked.into_iter().collect::<Vec<_>>().join(", "),
+                if unreachable.is_empty() {
+                    "none".to_owned()
+                } else {
+                    unreachable.join("; ")
+                },
             ),
+        });
+    }
+    if !away.is_empty() || !unreachable.is_empty() {
+        tracing::warn!(
+            down = ?away,
+            unreachable = ?unreachable,
+            "some servers are down and could not be checked for sync-always; every server holding a current replica was"
+        );
+    }
+    if servers.is_empty() {
+        return Err(BusError::NotDurable {
+            detail: format!("no monitoring endpoint answered: {}", unreachable.join("; ")),
         });
     }
     Ok(servers)

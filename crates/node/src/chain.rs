@@ -175,6 +175,8 @@ impl Follower {
         // When a message last arrived: an ordered consumer can stall silently after a server fails
         // (`crate::ingest::STALL_CHECK`).
         let mut heard = tokio::time::Instant::now();
+        // Behind the stream at the last quiet check (a second such check is a stall).
+        let mut behind = false;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -191,7 +193,7 @@ impl Follower {
                 _ = tick.tick() => {
                     self.checkpoint(&mut recorder, &mut expected_last).await?;
                     if heard.elapsed() >= crate::ingest::STALL_CHECK {
-                        self.check_not_stalled(recorder.next_sequence()).await?;
+                        behind = self.check_not_stalled(recorder.next_sequence(), behind).await?;
                         heard = tokio::time::Instant::now();
                     }
                 }
@@ -200,6 +202,7 @@ impl Follower {
                         return Err(Stop::Retry("the stream's read ended".into()));
                     };
                     heard = tokio::time::Instant::now();
+                    behind = false;
                     for m in chunk {
                         let m = m?;
                         recorder.push(&m.stored()).map_err(|e| Stop::Retry(e.to_string()))?;
@@ -212,18 +215,21 @@ impl Follower {
         }
     }
 
-    /// Fails (so that the read starts again from the last checkpoint) when the stream holds `next` or later
-    /// although nothing arrived for a while.
-    async fn check_not_stalled(&self, next: u64) -> Result<(), Stop> {
-        let info = halcyon_bus::streams::stream_info(&self.js, &self.stream).await?;
-        match info {
-            Some(info) if info.state.last_sequence >= next => Err(Stop::Retry(format!(
+    /// Whether the stream holds `next` or later although nothing arrived for a while; fails (so that the
+    /// read starts again from the last checkpoint) when it was so at the previous quiet check too.
+    async fn check_not_stalled(&self, next: u64, was_behind: bool) -> Result<bool, Stop> {
+        let Ok(Some(info)) = halcyon_bus::streams::stream_info(&self.js, &self.stream).await else {
+            return Ok(false);
+        };
+        let behind = info.state.last_sequence >= next;
+        if behind && was_behind {
+            return Err(Stop::Retry(format!(
                 "no message for {:?} although the stream ends at {}: the read stalled",
-                crate::ingest::STALL_CHECK,
+                crate::ingest::STALL_CHECK * 2,
                 info.state.last_sequence
-            ))),
-            _ => Ok(()),
+            )));
         }
+        Ok(behind)
     }
 
     /// Signs and publishes what is new since the last checkpoint, if anything.

@@ -41,7 +41,9 @@ pub async fn went_backwards(
         return Ok(Ok(()));
     }
     let rebuild = "the read models must be rebuilt from the streams (`halcyon rebuild`, or start the node with an empty data folder)";
-    let Some(info) = halcyon_bus::streams::stream_info(js, stream).await? else {
+    let Some(info) =
+        halcyon_bus::streams::patiently(|| halcyon_bus::streams::stream_info(js, stream)).await?
+    else {
         return Ok(Err(format!(
             "{stream}: this node has applied up to sequence {checkpoint} but the stream does not exist; {rebuild}"
         )));
@@ -52,10 +54,19 @@ pub async fn went_backwards(
             "{stream}: this node has applied up to sequence {checkpoint} but the stream ends at {last} (restored from an older snapshot, or recreated); refusing to skip ahead: {rebuild}"
         )));
     }
-    let Ok(Some(digest)) = projector.checkpoint_digest(stream) else {
-        return Ok(Ok(()));
+    let digest = match projector.checkpoint_digest(stream) {
+        Ok(Some(digest)) => digest,
+        // A checkpoint written before digests were kept.
+        Ok(None) => return Ok(Ok(())),
+        Err(e) => {
+            return Ok(Err(format!(
+                "{stream}: the checkpoint cannot be read: {e}; {rebuild}"
+            )));
+        }
     };
-    match halcyon_bus::streams::stored_payload(js, stream, checkpoint).await? {
+    match halcyon_bus::streams::patiently(|| halcyon_bus::streams::stored_payload(js, stream, checkpoint))
+        .await?
+    {
         Some(payload) if halcyon_projector::store::message_digest(&payload) == digest => Ok(Ok(())),
         Some(_) => Ok(Err(format!(
             "{stream}: the message at sequence {checkpoint} is not the one this node applied there (the stream was recreated or restored and written again); refusing to read on: {rebuild}"
@@ -178,15 +189,19 @@ impl Consumer {
         tracing::info!(start, "consuming");
         let messages = ordered_messages(&self.js, &self.stream, start).await?;
         let mut chunks = std::pin::pin!(messages.ready_chunks(BATCH_LEN_MAX));
+        // Behind the stream at the last quiet check: a second quiet check still behind is a stall (one
+        // alone may have raced a message being stored).
+        let mut behind = false;
         loop {
             let chunk = match tokio::time::timeout(STALL_CHECK, chunks.next()).await {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break,
                 Err(_) => {
-                    self.check_not_stalled().await?;
+                    behind = self.check_not_stalled(behind).await?;
                     continue;
                 }
             };
+            behind = false;
             let mut batch = Vec::with_capacity(chunk.len());
             let mut pending = 0;
             for m in chunk {
@@ -232,21 +247,24 @@ impl Consumer {
 pub const STALL_CHECK: Duration = Duration::from_secs(5);
 
 impl Consumer {
-    /// Fails (so that the consumer is recreated from the checkpoint) when the stream holds messages past
-    /// the checkpoint although none arrived for [`STALL_CHECK`].
-    async fn check_not_stalled(&self) -> Result<(), halcyon_bus::BoxError> {
-        let Some(info) = halcyon_bus::streams::stream_info(&self.js, &self.stream).await? else {
-            return Err(format!("stream {} is gone", self.stream).into());
+    /// Whether the stream holds messages past the checkpoint although none arrived for [`STALL_CHECK`];
+    /// fails (so that the consumer is recreated from the checkpoint) when it was so at the previous quiet
+    /// check too (`was_behind`). A stream that cannot be asked about counts as not behind.
+    async fn check_not_stalled(&self, was_behind: bool) -> Result<bool, halcyon_bus::BoxError> {
+        let Ok(Some(info)) = halcyon_bus::streams::stream_info(&self.js, &self.stream).await else {
+            return Ok(false);
         };
         let checkpoint = self.projector.checkpoint(&self.stream);
-        if info.state.last_sequence > checkpoint {
+        let behind = info.state.last_sequence > checkpoint;
+        if behind && was_behind {
             return Err(format!(
-                "no message for {STALL_CHECK:?} although the stream ends at {} and this node is at {checkpoint}: the consumer stalled",
+                "no message for {:?} although the stream ends at {} and this node is at {checkpoint}: the consumer stalled",
+                STALL_CHECK * 2,
                 info.state.last_sequence
             )
             .into());
         }
-        Ok(())
+        Ok(behind)
     }
 }
 
