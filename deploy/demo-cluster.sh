@@ -140,8 +140,16 @@ echo "   published (acknowledged): $published; stored in the agency streams: $st
 
 echo
 echo "== answers continue: children's social care asks about child 1 after everything published"
-# shellcheck disable=SC2086
-"$halcyon" child --token demo-csc-rotherham --nhs "$nhs" --purpose safeguarding $after | head -4 | sed 's/^/   /'
+# The node may still be catching up: a consumer that stalled when n2 died is noticed after two quiet
+# checks (10 s) and recreated; each ask waits up to 5 s for the positions.
+for attempt in $(seq 1 12); do
+  # shellcheck disable=SC2086
+  if "$halcyon" child --token demo-csc-rotherham --nhs "$nhs" --purpose safeguarding $after >"$demo/child.out" 2>"$demo/child.err"; then
+    break
+  fi
+  [ "$attempt" = 12 ] && { cat "$demo/child.err" >&2; exit 1; }
+done
+head -4 "$demo/child.out" | sed 's/^/   /'
 
 echo
 echo "== n2 restarted: it rejoins and catches up"
