@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use halcyon_grpc::pb::{self, find_child_request::Identifier as WireIdentifier};
 use halcyon_projector::Identifier;
-use halcyon_projector::disclose::{Asker, Disclosure, child_view, learnable, view_of};
+use halcyon_projector::disclose::{Disclosure, child_view, learnable, view_of};
 use halcyon_schema::ChildId;
 use halcyon_schema::convert::timestamp_from_millis;
 use tonic::{Request, Response, Status};
@@ -83,19 +83,9 @@ impl Query {
                 &facts,
                 now_ms(),
             ),
-            Some(break_glass) => {
-                let (view, disclosure) = view_of(
-                    &Asker {
-                        policy: &self.policy,
-                        principal: &caller.principal,
-                        purpose: ctx.purpose,
-                        break_glass: Some(break_glass),
-                        now_ms: now_ms(),
-                    },
-                    child,
-                    &facts,
-                    0..facts.facts.len(),
-                );
+            Some(_) => {
+                let (view, disclosure) =
+                    view_of(&self.asker(caller, ctx), child, &facts, 0..facts.facts.len());
                 Arc::new((ViewReply::encode_view(&view), disclosure))
             }
         };
@@ -152,17 +142,7 @@ impl Query {
             })
             .cloned()
             .collect();
-        let (view, disclosure) = child_view(
-            &Asker {
-                policy: &self.policy,
-                principal: &caller.principal,
-                purpose: ctx.purpose,
-                break_glass: ctx.break_glass.as_ref(),
-                now_ms: now_ms(),
-            },
-            child,
-            &flag_facts,
-        );
+        let (view, disclosure) = child_view(&self.asker(caller, ctx), child, &flag_facts);
         let sharing = halcyon_projector::SharingState::derive(&flag_facts);
         let mut status = pb::FlagStatus {
             child_id: child.to_string(),
@@ -322,16 +302,7 @@ impl Query {
         let child_facts = self.child_facts(child).await?;
         // Pages are windows on the facts the caller may learn of, in time order; the state comes from every
         // fact.
-        let learnable = learnable(
-            &Asker {
-                policy: &self.policy,
-                principal: &caller.principal,
-                purpose: ctx.purpose,
-                break_glass: ctx.break_glass.as_ref(),
-                now_ms: now_ms(),
-            },
-            &child_facts,
-        );
+        let learnable = learnable(&self.asker(caller, ctx), &child_facts);
         if learnable.is_empty() {
             // Nothing to show or tell: the answer for a child Halcyon does not know (recorded as it was).
             let outcome = if child_facts.facts.is_empty() {
@@ -347,13 +318,7 @@ impl Query {
         let next = start.saturating_add(page_size);
         let window = &learnable[start.min(learnable.len())..next.min(learnable.len())];
         let (view, disclosure) = view_of(
-            &Asker {
-                policy: &self.policy,
-                principal: &caller.principal,
-                purpose: ctx.purpose,
-                break_glass: ctx.break_glass.as_ref(),
-                now_ms: now_ms(),
-            },
+            &self.asker(caller, ctx),
             child,
             &child_facts,
             window.iter().copied(),

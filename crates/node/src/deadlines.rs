@@ -182,11 +182,8 @@ pub async fn disclosed(
     let occurrences = occurrences(&facts.facts);
     let (view, _) = view_of(
         &Asker {
-            policy: &query.policy,
-            principal: &caller.principal,
-            purpose: ctx.purpose,
             break_glass: None,
-            now_ms: halcyon_schema::clock::now_ms(),
+            ..query.asker(caller, ctx)
         },
         child,
         &facts,

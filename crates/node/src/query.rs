@@ -44,6 +44,22 @@ pub struct Context {
 }
 
 impl Query {
+    /// Who asks, as the disclosure rules take it: the caller's principal, the checked context's purpose and
+    /// break-glass, now.
+    pub(crate) fn asker<'a>(
+        &'a self,
+        caller: &'a crate::auth::Caller,
+        ctx: &'a Context,
+    ) -> halcyon_projector::disclose::Asker<'a> {
+        halcyon_projector::disclose::Asker {
+            policy: &self.policy,
+            principal: &caller.principal,
+            purpose: ctx.purpose,
+            break_glass: ctx.break_glass.as_ref(),
+            now_ms: halcyon_schema::clock::now_ms(),
+        }
+    }
+
     /// A child's facts, decoded with their sharing state: from the node's cache while nothing new has been
     /// projected since they were read, otherwise read from sled off the async runtime.
     pub(crate) async fn child_facts(&self, child: ChildId) -> Result<Arc<ChildFacts>, ApiError> {

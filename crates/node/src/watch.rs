@@ -10,7 +10,6 @@ use tonic::{Request, Response, Status};
 use crate::error::ApiError;
 use crate::gate::Pass;
 use crate::query::Query;
-use halcyon_schema::clock::now_ms;
 
 /// Watch streams carry at most this many events waiting to be read.
 const WATCH_QUEUE_LEN_MAX: usize = 256;
@@ -108,11 +107,8 @@ impl Query {
         let facts = self.child_facts(child).await?;
         let (view, _) = view_of(
             &Asker {
-                policy: &self.policy,
-                principal: &caller.principal,
-                purpose: ctx.purpose,
                 break_glass: None,
-                now_ms: now_ms(),
+                ..self.asker(caller, ctx)
             },
             child,
             &facts,
