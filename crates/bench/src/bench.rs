@@ -362,32 +362,24 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     }
 
     let registry = load_registry()?;
+    let queries = query::Queries {
+        agencies: &agencies,
+        registry: &registry,
+        window: args.window,
+        rounds: args.rounds,
+        load: Duration::from_millis(args.query_ms),
+        children: args.query_children,
+    };
     if args.runs(Group::Query) {
         eprintln!("queries, audit gate on, server syncing every write:");
-        query::Queries {
-            agencies: &agencies,
-            registry: &registry,
-            window: args.window,
-            rounds: args.rounds,
-            load: Duration::from_millis(args.query_ms),
-            children: args.query_children,
-        }
-        .rows(&mut report)
-        .await?;
+        queries.rows(&mut report).await?;
     }
 
     if args.runs(Group::Cluster) {
         eprintln!("cluster: R3 on three servers beside one server, both syncing every write:");
         cluster::ClusterBench {
             publishing: &publish,
-            queries: query::Queries {
-                agencies: &agencies,
-                registry: &registry,
-                window: args.window,
-                rounds: args.rounds,
-                load: Duration::from_millis(args.query_ms),
-                children: args.query_children,
-            },
+            queries: &queries,
             durable,
             rounds: args.rounds,
         }

@@ -239,14 +239,7 @@ impl Consumer {
         }
         Ok(())
     }
-}
 
-/// How long a consumer may go without a message before the node asks whether the stream has moved on.
-/// An ordered consumer can stall silently after a server of the cluster fails (the server's consumer state
-/// is lost and the client is not told); the node then drops it and reads again from its checkpoint.
-pub const STALL_CHECK: Duration = Duration::from_secs(5);
-
-impl Consumer {
     /// Whether the stream holds messages past the checkpoint although none arrived for [`STALL_CHECK`];
     /// fails (so that the consumer is recreated from the checkpoint) when it was so at the previous quiet
     /// check too (`was_behind`). A stream that cannot be asked about counts as not behind.
@@ -267,6 +260,11 @@ impl Consumer {
         Ok(behind)
     }
 }
+
+/// How long a consumer may go without a message before the node asks whether the stream has moved on.
+/// An ordered consumer can stall silently after a server of the cluster fails (the server's consumer state
+/// is lost and the client is not told); the node then drops it and reads again from its checkpoint.
+pub const STALL_CHECK: Duration = Duration::from_secs(5);
 
 /// How long the view deriver lets new batches settle before deriving, so a burst of batches touching the
 /// same children costs one derivation each rather than one per batch.

@@ -47,13 +47,13 @@
 //! tmpfs) goes away even if the test process dies without running destructors.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::nats::{Auth, nats_server_binary};
+use crate::nats::{Auth, free_port, nats_server_binary};
 
 /// How long [`NatsCluster`] waits for a server (or the whole cluster) to become healthy before it panics.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -144,14 +144,6 @@ pub struct NatsCluster {
     certs: Option<PathBuf>,
     // Last, so that the folder is removed after the servers are killed.
     dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind loopback")
-        .local_addr()
-        .expect("local addr")
-        .port()
 }
 
 /// Sends a signal to a process with `kill(1)` (the crate forbids unsafe code).

@@ -26,7 +26,7 @@ async fn writes(js: &async_nats::jetstream::Context) -> anyhow::Result<u64> {
 
 pub(super) struct ClusterBench<'a> {
     pub publishing: &'a Publishing<'a>,
-    pub queries: Queries<'a>,
+    pub queries: &'a Queries<'a>,
     pub durable: &'a [pb::Envelope],
     pub rounds: usize,
 }
