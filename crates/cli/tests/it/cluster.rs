@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::{self, BIN, free_port, halcyon, halcyon_ok};
+use crate::common::{self, BIN, free_port, halcyon};
 use futures::StreamExt;
+use halcyon_bus::streams::patiently;
 use halcyon_bus::{Credentials, PublishError, Publisher, PublisherConfig, connect};
 use halcyon_grpc::pb;
 use halcyon_grpc::pb::query_service_client::QueryServiceClient;
@@ -27,21 +28,40 @@ use tonic::transport::Channel;
 const SPEC: &str = "deploy/streams.toml";
 const CREDENTIALS: &str = "deploy/nats/dev-credentials.toml";
 
-/// `halcyon streams apply --spec deploy/streams.toml` as the operator: R3 streams, one replica per zone.
-fn apply_spec(cluster: &NatsCluster) {
-    let seeds = cluster.seed_urls();
-    let out = halcyon_ok(&[
-        "streams",
-        "apply",
-        "--spec",
-        SPEC,
+/// The arguments that connect a command to the cluster at `seeds` as the operator.
+fn operator_args(seeds: &str) -> [&str; 6] {
+    [
         "--nats-url",
-        &seeds,
+        seeds,
         "--nats-user",
         "operator",
         "--credentials",
         CREDENTIALS,
-    ]);
+    ]
+}
+
+/// `halcyon streams ACTION --spec SPEC` against the cluster, as the operator.
+fn streams(cluster: &NatsCluster, action: &str, spec: &str) -> std::process::Output {
+    let seeds = cluster.seed_urls();
+    let mut args = vec!["streams", action, "--spec", spec];
+    args.extend(operator_args(&seeds));
+    halcyon(&args)
+}
+
+/// [`streams`], expecting success; its standard output.
+fn streams_ok(cluster: &NatsCluster, action: &str, spec: &str) -> String {
+    let out = streams(cluster, action, spec);
+    assert!(
+        out.status.success(),
+        "halcyon streams {action} --spec {spec} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `halcyon streams apply --spec deploy/streams.toml` as the operator: R3 streams, one replica per zone.
+fn apply_spec(cluster: &NatsCluster) {
+    let out = streams_ok(cluster, "apply", SPEC);
     assert!(out.contains("AUDIT: created"), "{out}");
 }
 
@@ -289,22 +309,14 @@ async fn operator_js(cluster: &NatsCluster) -> async_nats::jetstream::Context {
 }
 
 /// A stream's info, asked again while the cluster settles (a server just restarted, a meta leader being
-/// elected: requests may time out for a few seconds).
+/// elected: requests may time out for a few seconds), as a node asks.
 async fn info(
     js: &async_nats::jetstream::Context,
     stream: &str,
 ) -> Option<async_nats::jetstream::stream::Info> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match halcyon_bus::streams::stream_info(js, stream).await {
-            Ok(info) => return info,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("stream info of {stream}: {e}; asking again");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => panic!("stream info of {stream}: {e}"),
-        }
-    }
+    patiently(|| halcyon_bus::streams::stream_info(js, stream))
+        .await
+        .unwrap_or_else(|e| panic!("stream info of {stream}: {e}"))
 }
 
 /// Every message of `stream`, read from the start.
@@ -317,15 +329,9 @@ async fn read_all(js: &async_nats::jetstream::Context, stream: &str) -> Vec<halc
     if last == 0 {
         return out;
     }
-    let mut messages = halcyon_bus::ordered_messages(js, stream, 1).await;
-    for _ in 0..20 {
-        if messages.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        messages = halcyon_bus::ordered_messages(js, stream, 1).await;
-    }
-    let messages = messages.unwrap();
+    let messages = patiently(|| halcyon_bus::ordered_messages(js, stream, 1))
+        .await
+        .unwrap();
     let mut messages = std::pin::pin!(messages);
     while let Some(m) = tokio::time::timeout(Duration::from_secs(30), messages.next())
         .await
@@ -347,15 +353,8 @@ async fn each_acknowledged_event_once(cluster: &NatsCluster, sent: &[Sent]) -> u
     let js = operator_js(cluster).await;
     let mut stored: BTreeMap<String, usize> = BTreeMap::new();
     let mut total = 0;
-    let mut names = halcyon_bus::list_event_streams(&js).await;
-    for _ in 0..20 {
-        if names.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        names = halcyon_bus::list_event_streams(&js).await;
-    }
-    for stream in names.unwrap() {
+    let names = patiently(|| halcyon_bus::list_event_streams(&js)).await.unwrap();
+    for stream in names {
         for m in read_all(&js, &stream).await {
             let envelope = pb::Envelope::decode(m.payload).unwrap();
             *stored.entry(envelope.event_id).or_default() += 1;
@@ -384,32 +383,9 @@ fn export_equals_rebuild(cluster: &NatsCluster, node: Child, data: &Path, events
     common::stop(node);
     let dir = data.parent().unwrap();
     let rebuilt = dir.join("rebuilt");
-    let export = |from: &Path, name: &str| {
-        let out = dir.join(name);
-        halcyon_ok(&[
-            "export",
-            "--data-dir",
-            from.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        std::fs::read_to_string(&out).unwrap()
-    };
-    let live = export(data, "live.txt");
     let _ = std::fs::remove_dir_all(&rebuilt);
-    halcyon_ok(&[
-        "rebuild",
-        "--nats-url",
-        &cluster.seed_urls(),
-        "--nats-user",
-        "operator",
-        "--credentials",
-        CREDENTIALS,
-        "--data-dir",
-        rebuilt.to_str().unwrap(),
-        "--quiet",
-    ]);
-    let again = export(&rebuilt, "rebuilt.txt");
+    let seeds = cluster.seed_urls();
+    let (live, again) = common::export_live_and_rebuilt_with(&operator_args(&seeds), data, &rebuilt, dir);
     let facts = live.lines().filter(|l| l.starts_with("F ")).count();
     assert_eq!(
         facts, events,
@@ -798,10 +774,13 @@ async fn a_silent_partition_fails_closed_and_heals() {
         refused.code()
     );
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
-    // The audit writer's deadline (5 s) bounds the wait; the rest is slack for a loaded machine.
+    // Failed closed by the audit writer's deadline, not by a hang or a transport timeout.
     assert!(
-        waited < Duration::from_secs(15),
-        "a partitioned query hung for {waited:?}"
+        refused
+            .message()
+            .contains("audit record not written, nothing disclosed")
+            && refused.message().contains("within 5s"),
+        "{refused:?}"
     );
     let took = health_becomes(&channel, false, Duration::from_secs(60)).await;
     eprintln!("health NOT_SERVING {took:?} after the query");
@@ -831,18 +810,7 @@ async fn a_node_refuses_streams_with_fewer_replicas_than_the_spec() {
         auth: Auth::Deploy,
         ..ClusterOptions::default()
     });
-    halcyon_ok(&[
-        "streams",
-        "apply",
-        "--spec",
-        "deploy/streams-local.toml",
-        "--nats-url",
-        &cluster.seed_urls(),
-        "--nats-user",
-        "operator",
-        "--credentials",
-        CREDENTIALS,
-    ]);
+    streams_ok(&cluster, "apply", "deploy/streams-local.toml");
     let js = operator_js(&cluster).await;
     let configs = |js: async_nats::jetstream::Context| async move {
         let mut out = Vec::new();
@@ -878,48 +846,15 @@ async fn a_node_refuses_streams_with_fewer_replicas_than_the_spec() {
         before,
         "a refusing node changed a stream"
     );
-    let check = halcyon(&[
-        "streams",
-        "check",
-        "--spec",
-        SPEC,
-        "--nats-url",
-        &cluster.seed_urls(),
-        "--nats-user",
-        "operator",
-        "--credentials",
-        CREDENTIALS,
-    ]);
+    let check = streams(&cluster, "check", SPEC);
     assert!(!check.status.success());
     apply_spec_over(&cluster);
-    let check = halcyon_ok(&[
-        "streams",
-        "check",
-        "--spec",
-        SPEC,
-        "--nats-url",
-        &cluster.seed_urls(),
-        "--nats-user",
-        "operator",
-        "--credentials",
-        CREDENTIALS,
-    ]);
+    let check = streams_ok(&cluster, "check", SPEC);
     assert!(check.contains("AUDIT: ok (replicas 3"), "{check}");
 }
 
 fn apply_spec_over(cluster: &NatsCluster) {
-    let out = halcyon_ok(&[
-        "streams",
-        "apply",
-        "--spec",
-        SPEC,
-        "--nats-url",
-        &cluster.seed_urls(),
-        "--nats-user",
-        "operator",
-        "--credentials",
-        CREDENTIALS,
-    ]);
+    let out = streams_ok(cluster, "apply", SPEC);
     assert!(out.contains("AUDIT: updated (num_replicas 1 -> 3)"), "{out}");
 }
 
@@ -946,18 +881,7 @@ async fn a_stream_rolled_back_behind_the_checkpoint_is_refused() {
     // The stream as an older snapshot had it: deleted and recreated, with its first half only.
     let js = operator_js(&run.cluster).await;
     js.delete_stream("EVENTS_POLICE_SY").await.unwrap();
-    halcyon_ok(&[
-        "streams",
-        "apply",
-        "--spec",
-        SPEC,
-        "--nats-url",
-        &run.cluster.seed_urls(),
-        "--nats-user",
-        "operator",
-        "--credentials",
-        CREDENTIALS,
-    ]);
+    streams_ok(&run.cluster, "apply", SPEC);
     let half = police.len() / 2;
     publish(run.cluster.seed_urls(), police[..half].to_vec(), Arc::default()).await;
     let status = exit_within(run.serve(), Duration::from_secs(60)).await;

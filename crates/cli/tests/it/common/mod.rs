@@ -229,6 +229,16 @@ pub async fn caught_up_within(port: u16, wanted: &BTreeMap<String, u64>, limit: 
 /// Exports the stopped node's read models in `live`, rebuilds a second copy from the streams into `rebuilt`
 /// and exports that: returns both exports (live, rebuilt), written beside them in `dir`.
 pub fn export_live_and_rebuilt(nats_url: &str, live: &Path, rebuilt: &Path, dir: &Path) -> (String, String) {
+    export_live_and_rebuilt_with(&["--nats-url", nats_url], live, rebuilt, dir)
+}
+
+/// [`export_live_and_rebuilt`], the rebuild connecting with `nats` (URL, user, credentials…).
+pub fn export_live_and_rebuilt_with(
+    nats: &[&str],
+    live: &Path,
+    rebuilt: &Path,
+    dir: &Path,
+) -> (String, String) {
     let export = |data: &Path, name: &str| {
         let out = dir.join(name);
         halcyon_ok(&[
@@ -241,13 +251,9 @@ pub fn export_live_and_rebuilt(nats_url: &str, live: &Path, rebuilt: &Path, dir:
         std::fs::read_to_string(&out).unwrap()
     };
     let live_export = export(live, "live.txt");
-    halcyon_ok(&[
-        "rebuild",
-        "--nats-url",
-        nats_url,
-        "--data-dir",
-        rebuilt.to_str().unwrap(),
-        "--quiet",
-    ]);
+    let mut rebuild = vec!["rebuild"];
+    rebuild.extend_from_slice(nats);
+    rebuild.extend(["--data-dir", rebuilt.to_str().unwrap(), "--quiet"]);
+    halcyon_ok(&rebuild);
     (live_export, export(rebuilt, "rebuilt.txt"))
 }
