@@ -68,6 +68,11 @@ fn apply_spec(cluster: &NatsCluster) {
 /// `halcyon serve` against the cluster (every server a seed and a monitoring endpoint, or only `seeds`),
 /// as the node user, checking the streams against deploy/streams.toml; its log appended beside `data`.
 fn serve(cluster: &NatsCluster, seeds: &str, data: &Path, port: u16) -> Child {
+    serve_checking(&cluster.monitor_urls().join(","), seeds, data, port)
+}
+
+/// [`serve`], the node told of the monitoring endpoints `monitors` (comma-separated) only.
+fn serve_checking(monitors: &str, seeds: &str, data: &Path, port: u16) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -75,7 +80,7 @@ fn serve(cluster: &NatsCluster, seeds: &str, data: &Path, port: u16) -> Child {
         .unwrap();
     Command::new(BIN)
         .args(["serve", "--streams-spec", SPEC, "--nats-url", seeds])
-        .args(["--nats-monitor-url", &cluster.monitor_urls().join(",")])
+        .args(["--nats-monitor-url", monitors])
         .args(["--nats-user", "halcyon-node", "--credentials", CREDENTIALS])
         .args(["--nats-connect-wait-secs", "60"])
         .args(["--data-dir", data.to_str().unwrap()])
@@ -107,6 +112,18 @@ async fn exit_within(mut node: Child, limit: Duration) -> Option<std::process::E
     let _ = node.kill();
     let _ = node.wait();
     None
+}
+
+/// Asserts that `node` (logging beside `data`) refuses to start — exits unsuccessfully within a minute —
+/// and returns its log.
+async fn refused(node: Child, data: &Path, what: &str) -> String {
+    let status = exit_within(node, Duration::from_secs(60)).await;
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the node started {what}: {}",
+        node_log(data)
+    );
+    node_log(data)
 }
 
 fn node_log(data: &Path) -> String {
@@ -828,13 +845,12 @@ async fn a_node_refuses_streams_with_fewer_replicas_than_the_spec() {
     let before = configs(js.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("node");
-    let status = exit_within(
+    let log = refused(
         serve(&cluster, &cluster.seed_urls(), &data, free_port()),
-        Duration::from_secs(60),
+        &data,
+        "on streams with fewer replicas than the spec",
     )
     .await;
-    assert!(status.is_some_and(|s| !s.success()));
-    let log = node_log(&data);
     for stream in ["AUDIT", "CHECKPOINTS", "EVENTS_POLICE_SY"] {
         assert!(
             log.contains(&format!("{stream}: replicas 1 is fewer than the spec's 3")),
@@ -884,12 +900,7 @@ async fn a_stream_rolled_back_behind_the_checkpoint_is_refused() {
     streams_ok(&run.cluster, "apply", SPEC);
     let half = police.len() / 2;
     publish(run.cluster.seed_urls(), police[..half].to_vec(), Arc::default()).await;
-    let status = exit_within(run.serve(), Duration::from_secs(60)).await;
-    assert!(
-        status.is_some_and(|s| !s.success()),
-        "the node started on a stream that went backwards"
-    );
-    let log = node_log(&run.data());
+    let log = refused(run.serve(), &run.data(), "on a stream that went backwards").await;
     assert!(
         log.contains(&format!(
             "EVENTS_POLICE_SY: this node has applied up to sequence {} but the stream ends at {half}",
@@ -908,12 +919,7 @@ async fn a_stream_rolled_back_behind_the_checkpoint_is_refused() {
         .take(police.len())
         .collect();
     publish(run.cluster.seed_urls(), more, Arc::default()).await;
-    let status = exit_within(run.serve(), Duration::from_secs(60)).await;
-    assert!(
-        status.is_some_and(|s| !s.success()),
-        "the node started on a rewritten stream"
-    );
-    let log = node_log(&run.data());
+    let log = refused(run.serve(), &run.data(), "on a rewritten stream").await;
     assert!(
         log.contains(&format!(
             "EVENTS_POLICE_SY: the message at sequence {} is not the one this node applied there",
@@ -1022,13 +1028,12 @@ async fn every_server_holding_a_replica_must_sync_every_write() {
     apply_spec(&unsynced);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("node");
-    let status = exit_within(
+    let log = refused(
         serve(&unsynced, &unsynced.seed_urls(), &data, free_port()),
-        Duration::from_secs(60),
+        &data,
+        "on servers that do not sync every write",
     )
     .await;
-    assert!(status.is_some_and(|s| !s.success()), "the node started");
-    let log = node_log(&data);
     assert!(log.contains("sync_interval: always"), "{log}");
     drop(unsynced);
 
@@ -1039,27 +1044,8 @@ async fn every_server_holding_a_replica_must_sync_every_write() {
     apply_spec(&cluster);
     let data = dir.path().join("node2");
     let two = cluster.monitor_urls()[..2].join(",");
-    let node = Command::new(BIN)
-        .args([
-            "serve",
-            "--streams-spec",
-            SPEC,
-            "--nats-url",
-            &cluster.seed_urls(),
-        ])
-        .args(["--nats-monitor-url", &two])
-        .args(["--nats-user", "halcyon-node", "--credentials", CREDENTIALS])
-        .args(["--data-dir", data.to_str().unwrap()])
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-        .current_dir(halcyon_testkit::workspace_root())
-        .env("HALCYON_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(data.with_extension("log")).unwrap())
-        .spawn()
-        .unwrap();
-    let status = exit_within(node, Duration::from_secs(60)).await;
-    assert!(status.is_some_and(|s| !s.success()), "the node started");
-    let log = node_log(&data);
+    let node = serve_checking(&two, &cluster.seed_urls(), &data, free_port());
+    let log = refused(node, &data, "vouching for a server it could not check").await;
     let third = &cluster.server_names()[2];
     assert!(
         log.contains(&format!("{third} (holds")) && log.contains("monitoring endpoints were not given"),
