@@ -7,16 +7,9 @@
 # the killed server to rejoin. Stops everything it started.
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
+# shellcheck source=deploy/demo-common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/demo-common.sh"
 demo="$root/.demo/cluster"
-halcyon="${HALCYON_BIN:-$root/target/debug/halcyon}"
-
-nats_server="$(command -v nats-server || true)"
-if [ -z "$nats_server" ] || ! "$nats_server" --version | grep -Eq 'v2\.(1[2-9]|[2-9][0-9])'; then
-  "$root/deploy/install-nats-server.sh" >/dev/null
-  nats_server="$root/.tools/bin/nats-server"
-fi
 
 for port in 4301 4302 4303 6301 6302 6303 8301 8302 8303; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -24,7 +17,6 @@ for port in 4301 4302 4303 6301 6302 6303 8301 8302 8303; do
     exit 1
   fi
 done
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 healthy() { python3 - "$1" <<'EOF'
 import sys, urllib.request
 try:

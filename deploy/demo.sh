@@ -7,18 +7,10 @@
 # it started.
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
+# shellcheck source=deploy/demo-common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/demo-common.sh"
 demo="$root/.demo"
-halcyon="${HALCYON_BIN:-$root/target/debug/halcyon}"
 
-nats_server="$(command -v nats-server || true)"
-if [ -z "$nats_server" ] || ! "$nats_server" --version | grep -Eq 'v2\.(1[2-9]|[2-9][0-9])'; then
-  "$root/deploy/install-nats-server.sh" >/dev/null
-  nats_server="$root/.tools/bin/nats-server"
-fi
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() {
   for _ in $(seq 1 200); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
