@@ -16,6 +16,11 @@ use crate::error::{BoxError, BusError};
 pub const CHECKPOINT_STREAM: &str = "CHECKPOINTS";
 /// Subjects of the CHECKPOINTS stream: `halcyon.checkpoints.<STREAM>`.
 pub const CHECKPOINT_PREFIX: &str = "halcyon.checkpoints";
+/// The checkpoint keeper's terms: a node that takes the duty writes one here first, and each of its
+/// checkpoints is accepted only while that is still the last term (the server checks it), so a former keeper
+/// that was paused past its lease cannot write after another took over. Not a checkpoint subject: no
+/// stream is named `keeper`.
+pub const KEEPER_TERM_SUBJECT: &str = "halcyon.checkpoints.keeper";
 /// The longest a read waits for the next message it knows is there.
 const READ_WAIT: Duration = Duration::from_secs(30);
 
@@ -36,6 +41,60 @@ pub enum CheckpointError {
     Unreadable { sequence: u64, reason: String },
     #[error("stream {stream} does not exist")]
     UnknownStream { stream: String },
+    /// Another node began a keeper term since this node's: it may no longer write checkpoints.
+    #[error("another node took over the checkpoint duty (a keeper term after {term} was begun)")]
+    Fenced { term: u64 },
+}
+
+/// The fence of one keeper term: its sequence in CHECKPOINTS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Term {
+    pub sequence: u64,
+}
+
+/// Begins a keeper term for `node_id` (holding the duty's lease at `lease_revision`): every checkpoint
+/// published with the returned [`Term`] is refused by the server once a later term begins.
+pub async fn begin_term(
+    js: &jetstream::Context,
+    node_id: &str,
+    lease_revision: u64,
+) -> Result<Term, CheckpointError> {
+    let handle = js
+        .get_stream(CHECKPOINT_STREAM)
+        .await
+        .map_err(|e| BusError::js(format!("opening stream {CHECKPOINT_STREAM}"), e))?;
+    let last = match handle.get_last_raw_message_by_subject(KEEPER_TERM_SUBJECT).await {
+        Ok(m) => m.sequence,
+        Err(e)
+            if matches!(
+                e.kind(),
+                jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+            ) =>
+        {
+            0
+        }
+        Err(e) => return Err(BusError::js("reading the last keeper term", e).into()),
+    };
+    let body =
+        serde_json::json!({ "node_id": node_id, "lease_revision": lease_revision, "after_term": last });
+    let publish = jetstream::message::PublishMessage::build()
+        .payload(body.to_string().into())
+        .expected_last_subject_sequence(last);
+    let ack = js
+        .send_publish(KEEPER_TERM_SUBJECT, publish)
+        .await
+        .map_err(|e| BusError::js("beginning a keeper term", e))?
+        .await
+        .map_err(|e| {
+            if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence {
+                CheckpointError::Fenced { term: last }
+            } else {
+                BusError::js("beginning a keeper term", e).into()
+            }
+        })?;
+    Ok(Term {
+        sequence: ack.sequence,
+    })
 }
 
 /// One stored message as the chain needs it.
@@ -222,12 +281,16 @@ pub async fn read_checkpoints(
                 stream: CHECKPOINT_STREAM.into(),
                 source: "the read ended early".into(),
             })??;
-        match decode(m.sequence, &m.payload) {
-            Ok(checkpoint) => out.checkpoints.push(StoredCheckpoint {
-                checkpoint,
-                sequence: m.sequence,
-            }),
-            Err(e) => out.unreadable.push((m.sequence, e.to_string())),
+        if m.subject == KEEPER_TERM_SUBJECT {
+            // A keeper term, not a checkpoint.
+        } else {
+            match decode(m.sequence, &m.payload) {
+                Ok(checkpoint) => out.checkpoints.push(StoredCheckpoint {
+                    checkpoint,
+                    sequence: m.sequence,
+                }),
+                Err(e) => out.unreadable.push((m.sequence, e.to_string())),
+            }
         }
         if m.sequence >= last || m.pending == 0 {
             return Ok(out);
@@ -235,12 +298,12 @@ pub async fn read_checkpoints(
     }
 }
 
-/// Publishes `checkpoint`, provided the last checkpoint of its stream is still the one at
-/// `expected_last` in CHECKPOINTS (0: none yet); returns its sequence there.
+/// Publishes `checkpoint` in keeper term `term`: the server refuses it if a later term has begun (another
+/// node holds the duty). Returns its sequence in CHECKPOINTS.
 pub async fn publish_checkpoint(
     js: &jetstream::Context,
     checkpoint: &Checkpoint,
-    expected_last: u64,
+    term: Term,
 ) -> Result<u64, CheckpointError> {
     let publish = jetstream::message::PublishMessage::build()
         .payload(checkpoint.to_json().into())
@@ -250,12 +313,11 @@ pub async fn publish_checkpoint(
             checkpoint.to_sequence,
             hex_prefix(&checkpoint.head)
         ))
-        .expected_last_subject_sequence(expected_last);
+        .expected_last_subject_sequence(term.sequence)
+        .header(EXPECTED_SUBJECT_HEADER, KEEPER_TERM_SUBJECT);
     let conflict_or = |e: jetstream::context::PublishError, doing: &str| {
         if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence {
-            CheckpointError::Conflict {
-                stream: checkpoint.stream.clone(),
-            }
+            CheckpointError::Fenced { term: term.sequence }
         } else {
             BusError::js(format!("{doing} a checkpoint of {}", checkpoint.stream), e).into()
         }
@@ -274,6 +336,10 @@ pub async fn publish_checkpoint(
     }
     Ok(ack.sequence)
 }
+
+/// Makes the server check `Nats-Expected-Last-Subject-Sequence` against another subject of the stream
+/// (nats-server 2.11 and later).
+const EXPECTED_SUBJECT_HEADER: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
 
 fn hex_prefix(hash: &[u8; 32]) -> String {
     hash[..8].iter().map(|b| format!("{b:02x}")).collect()

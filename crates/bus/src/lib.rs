@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod connect;
 pub mod consumer;
 pub mod error;
+pub mod nodes;
 pub mod publisher;
 pub mod streams;
 

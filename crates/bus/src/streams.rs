@@ -37,6 +37,16 @@ pub struct StreamClass {
     pub placement_tags: Vec<String>,
 }
 
+/// The settings of the key-value bucket of node heartbeats and duty leases (`crate::nodes`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketClass {
+    /// Copies JetStream keeps (as the streams'). A node accepts at least this many.
+    pub replicas: usize,
+    #[serde(default)]
+    pub placement_tags: Vec<String>,
+}
+
 /// The checked-in stream settings of a deployment.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +57,8 @@ pub struct StreamSpec {
     pub audit: StreamClass,
     /// The CHECKPOINTS stream of signed hash-chain checkpoints.
     pub checkpoints: StreamClass,
+    /// The bucket of node heartbeats and duty leases (`halcyon_nodes`).
+    pub nodes: BucketClass,
 }
 
 /// 1 MiB: the servers' `max_payload` (an envelope is at most 64 KiB; an AUDIT message groups records).
@@ -65,6 +77,10 @@ impl StreamSpec {
             events: class(3600),
             audit: class(120),
             checkpoints: class(120),
+            nodes: BucketClass {
+                replicas: 1,
+                placement_tags: Vec::new(),
+            },
         }
     }
 
@@ -74,12 +90,19 @@ impl StreamSpec {
         for class in [&mut spec.events, &mut spec.audit, &mut spec.checkpoints] {
             class.replicas = replicas;
         }
+        spec.nodes.replicas = replicas;
         spec
     }
 
     /// Parses a spec and checks its values.
     pub fn from_toml(src: &str) -> Result<Self, String> {
         let spec: Self = toml::from_str(src).map_err(|e| e.to_string())?;
+        if !(1..=5).contains(&spec.nodes.replicas) {
+            return Err(format!(
+                "[nodes] replicas must be 1 to 5, got {}",
+                spec.nodes.replicas
+            ));
+        }
         for (name, class) in spec.classes() {
             if !(1..=5).contains(&class.replicas) {
                 return Err(format!(
@@ -197,6 +220,8 @@ pub async fn apply<'a>(
         let provisioned = patiently(|| ensure(js, wanted.clone())).await?;
         done.push((name, provisioned));
     }
+    let provisioned = patiently(|| ensure_bucket(js, &spec.nodes)).await?;
+    done.push((crate::nodes::NODES_STREAM.to_owned(), provisioned));
     Ok(done)
 }
 
@@ -431,6 +456,32 @@ fn shortfalls(actual: &stream::Config, wanted: &stream::Config) -> Vec<String> {
     out
 }
 
+/// Creates the bucket of heartbeats and leases, or raises its replicas to the spec's.
+async fn ensure_bucket(js: &jetstream::Context, class: &BucketClass) -> Result<Provisioned, BusError> {
+    let name = crate::nodes::NODES_STREAM;
+    match stream_info(js, name).await? {
+        None => {
+            js.create_key_value(crate::nodes::bucket_config(class))
+                .await
+                .map_err(|e| BusError::js(format!("creating the key-value bucket {name}"), e))?;
+            Ok(Provisioned::Created)
+        }
+        Some(info) if info.config.num_replicas != class.replicas => {
+            let from = info.config.num_replicas;
+            let mut config = info.config.clone();
+            config.num_replicas = class.replicas;
+            js.update_stream(config)
+                .await
+                .map_err(|e| BusError::js(format!("updating {name}"), e))?;
+            Ok(Provisioned::Updated(vec![format!(
+                "replicas {from} -> {}",
+                class.replicas
+            )]))
+        }
+        Some(_) => Ok(Provisioned::Unchanged),
+    }
+}
+
 /// Checks, without changing anything, that every stream of `spec` exists with at least its settings.
 /// Returns each stream's info (for the durability check); fails naming every difference.
 pub async fn verify<'a>(
@@ -447,6 +498,21 @@ pub async fn verify<'a>(
                 differences.extend(shortfalls(&info.config, &wanted));
                 infos.push(info);
             }
+        }
+    }
+    let bucket = crate::nodes::NODES_STREAM;
+    match patiently(|| stream_info(js, bucket)).await? {
+        None => differences.push(format!(
+            "{bucket}: the key-value bucket of node heartbeats and duty leases does not exist"
+        )),
+        Some(info) => {
+            if info.config.num_replicas < spec.nodes.replicas {
+                differences.push(format!(
+                    "{bucket}: replicas {} is fewer than the spec's {}",
+                    info.config.num_replicas, spec.nodes.replicas
+                ));
+            }
+            infos.push(info);
         }
     }
     if differences.is_empty() {

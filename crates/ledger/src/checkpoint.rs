@@ -102,11 +102,19 @@ impl Checkpoint {
         let key = keys.get(&self.key_id).ok_or_else(|| SignatureError::UnknownKey {
             key_id: self.key_id.clone(),
         })?;
-        if key.verify(&self.signing_bytes(), &self.signature) {
+        if !key.verify(&self.signing_bytes(), &self.signature) {
+            return Err(SignatureError::Invalid {
+                key_id: self.key_id.clone(),
+            });
+        }
+        let validity = keys.validity(&self.key_id);
+        if validity.contains(self.created_at_ms) {
             Ok(())
         } else {
-            Err(SignatureError::Invalid {
+            Err(SignatureError::OutsideValidity {
                 key_id: self.key_id.clone(),
+                created_at_ms: self.created_at_ms,
+                validity: validity.to_string(),
             })
         }
     }

@@ -30,6 +30,34 @@ pub enum SignatureError {
     UnknownKey { key_id: String },
     #[error("the signature does not verify with key {key_id}: the checkpoint was altered or forged")]
     Invalid { key_id: String },
+    #[error(
+        "signed with key {key_id} at {created_at_ms} (Unix ms), outside the key's validity in the keyring ({validity})"
+    )]
+    OutsideValidity {
+        key_id: String,
+        created_at_ms: i64,
+        validity: String,
+    },
+}
+
+/// When a key may sign: from `from_ms` (inclusive) until `until_ms` (exclusive), Unix ms; open where `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validity {
+    pub from_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+}
+
+impl Validity {
+    pub fn contains(&self, at_ms: i64) -> bool {
+        self.from_ms.is_none_or(|f| at_ms >= f) && self.until_ms.is_none_or(|u| at_ms < u)
+    }
+}
+
+impl std::fmt::Display for Validity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |v: Option<i64>| v.map_or_else(|| "open".to_owned(), |ms| ms.to_string());
+        write!(f, "from {} until {}", show(self.from_ms), show(self.until_ms))
+    }
 }
 
 /// A node's checkpoint signing key. Its `Debug` shows only the key id.
@@ -115,6 +143,7 @@ impl PublicKey {
 #[derive(Debug, Clone, Default)]
 pub struct Keyring {
     keys: BTreeMap<String, PublicKey>,
+    validity: BTreeMap<String, Validity>,
 }
 
 impl Keyring {
@@ -126,8 +155,30 @@ impl Keyring {
         ring
     }
 
+    /// A key trusted whenever it signed.
     pub fn add(&mut self, key: PublicKey) {
         self.keys.insert(key.key_id(), key);
+    }
+
+    /// A key trusted for checkpoints signed within `validity` only.
+    pub fn add_valid(&mut self, key: PublicKey, validity: Validity) {
+        self.validity.insert(key.key_id(), validity);
+        self.keys.insert(key.key_id(), key);
+    }
+
+    /// When `key_id` may sign (open for a key added without dates).
+    pub fn validity(&self, key_id: &str) -> Validity {
+        self.validity.get(key_id).cloned().unwrap_or_default()
+    }
+
+    /// Adds every key of `other` (with its dates).
+    pub fn extend(&mut self, other: &Keyring) {
+        for (id, key) in &other.keys {
+            self.keys.insert(id.clone(), *key);
+        }
+        for (id, v) in &other.validity {
+            self.validity.insert(id.clone(), v.clone());
+        }
     }
 
     pub fn get(&self, key_id: &str) -> Option<&PublicKey> {
@@ -225,5 +276,72 @@ mod tests {
         assert!(!other.verify(b"checkpoint", &sig));
         assert_ne!(key.public_key().key_id(), other.key_id());
         assert_eq!(key.public_key().key_id().len(), 16);
+    }
+}
+
+/// One key of a keyring file.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyringEntry {
+    /// The node that holds the secret half (for people; not checked).
+    node: String,
+    /// The public key line (`halcyon-ed25519-public:<hex>`).
+    public: String,
+    /// RFC 3339; the key signs nothing before this.
+    valid_from: Option<String>,
+    /// RFC 3339; a retired key: checkpoints it signed from this moment on are refused.
+    valid_until: Option<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyringFile {
+    key: Vec<KeyringEntry>,
+}
+
+impl Keyring {
+    /// Parses a keyring file: every node's checkpoint public key with its validity dates (`[[key]]` tables
+    /// of `node`, `public`, `valid_from`, `valid_until`). The error names the entry and what is wrong.
+    pub fn from_toml(src: &str) -> Result<(Keyring, Vec<(String, String)>), String> {
+        let file: KeyringFile = toml::from_str(src).map_err(|e| e.to_string())?;
+        let mut ring = Keyring::default();
+        let mut nodes = Vec::new();
+        let when = |i: usize, field: &str, v: &Option<String>| -> Result<Option<i64>, String> {
+            v.as_deref()
+                .map(|text| {
+                    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+                        .map_err(|e| format!("key {}: {field} {text:?} is not an RFC 3339 time: {e}", i + 1))
+                })
+                .transpose()
+        };
+        for (i, entry) in file.key.iter().enumerate() {
+            let key = PublicKey::parse(&entry.public)
+                .map_err(|e| format!("key {} ({}): {e}", i + 1, entry.node))?;
+            let validity = Validity {
+                from_ms: when(i, "valid_from", &entry.valid_from)?,
+                until_ms: when(i, "valid_until", &entry.valid_until)?,
+            };
+            if let (Some(f), Some(u)) = (validity.from_ms, validity.until_ms)
+                && u <= f
+            {
+                return Err(format!(
+                    "key {} ({}): valid_until is not after valid_from",
+                    i + 1,
+                    entry.node
+                ));
+            }
+            if ring.get(&key.key_id()).is_some() {
+                return Err(format!(
+                    "key {} ({}): key {} is listed twice",
+                    i + 1,
+                    entry.node,
+                    key.key_id()
+                ));
+            }
+            nodes.push((entry.node.clone(), key.key_id()));
+            ring.add_valid(key, validity);
+        }
+        Ok((ring, nodes))
     }
 }

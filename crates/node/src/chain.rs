@@ -2,18 +2,27 @@
 //! chain (`halcyon_ledger`) and a signed checkpoint is published to CHECKPOINTS every `every_messages`
 //! messages, or every `every` when something is new. On start (and after any failure) it resumes from the
 //! stream's last checkpoint, whose signature it checks first; it refuses to extend one it cannot trust.
-//! Several nodes may follow the same stream: each subject's checkpoints stay one linear chain because a
-//! checkpoint is published only if the last one is still the one it extends.
+//!
+//! Keeping the chains is a duty of one node at a time: a node holds it through a lease in the nodes bucket
+//! (`halcyon_bus::nodes`), the others stand by and take over, from the last checkpoint, when the lease runs
+//! out. The holder begins a keeper term before it writes (`halcyon_bus::checkpoint::begin_term`) and the
+//! server refuses a checkpoint from any earlier term, so a holder paused past its lease writes nothing.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use halcyon_bus::checkpoint::{CheckpointError, chain_messages, last_checkpoint, publish_checkpoint};
+use halcyon_bus::checkpoint::{
+    CheckpointError, Term, begin_term, chain_messages, last_checkpoint, publish_checkpoint,
+};
+use halcyon_bus::nodes::Candidate;
 use halcyon_ledger::{ENTRIES_MAX, Keyring, PublicKey, Recorder, SigningKey};
 use halcyon_schema::clock::now_ms;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+use crate::peers::Membership;
 
 /// The longest a final checkpoint at shutdown may take.
 const FINAL_CHECKPOINT_WAIT: Duration = Duration::from_secs(2);
@@ -27,6 +36,8 @@ pub struct ChainConfig {
     pub signing_key: SigningKey,
     /// Other nodes' public keys, whose checkpoints this node may extend.
     pub trusted_keys: Vec<PublicKey>,
+    /// The keyring file's keys, with their validity dates (`deploy/keyring-dev.toml`).
+    pub keyring: Keyring,
     /// A checkpoint at least every this many messages (at most `halcyon_ledger::ENTRIES_MAX`).
     pub every_messages: usize,
     /// And at least this often while there is something new.
@@ -42,6 +53,7 @@ impl ChainConfig {
         Self {
             signing_key,
             trusted_keys: Vec::new(),
+            keyring: Keyring::default(),
             every_messages: Self::EVERY_MESSAGES_DEFAULT,
             every: Self::EVERY_DEFAULT,
         }
@@ -62,32 +74,131 @@ impl ChainConfig {
     }
 
     fn keyring(&self) -> Keyring {
-        Keyring::new(std::iter::once(self.signing_key.public_key()).chain(self.trusted_keys.iter().copied()))
+        let mut ring = Keyring::new(
+            std::iter::once(self.signing_key.public_key()).chain(self.trusted_keys.iter().copied()),
+        );
+        ring.extend(&self.keyring);
+        ring
     }
 }
 
-/// Runs until `shutdown`: discovers agency streams and keeps each one's chain.
-pub async fn run(js: jetstream::Context, config: ChainConfig, node_id: String, shutdown: CancellationToken) {
+/// The duty's name in the nodes bucket.
+pub const DUTY: &str = "checkpoints";
+
+/// Runs until `shutdown`: stands by until this node holds the checkpoint duty, then keeps every agency
+/// stream's chain while it holds it.
+pub async fn run(
+    js: jetstream::Context,
+    config: ChainConfig,
+    membership: Arc<Membership>,
+    shutdown: CancellationToken,
+) {
     if let Err(e) = config.check() {
         tracing::error!(error = %e, "not keeping hash chains");
         return;
     }
     let keys = config.keyring();
-    tracing::info!(key_id = %config.signing_key.public_key().key_id(), "keeping hash chains");
-    let stop = shutdown.clone();
-    crate::ingest::per_stream(&js, &shutdown, |name| {
-        let follower = Follower {
-            js: js.clone(),
-            stream: name.clone(),
-            config: config.clone(),
-            keys: keys.clone(),
-            node_id: node_id.clone(),
+    let ttl = membership.config().lease_ttl;
+    let mut candidate = Candidate::new(
+        membership.bucket().clone(),
+        DUTY,
+        membership.node_id(),
+        &membership.instance(),
+        ttl,
+    );
+    tracing::info!(key_id = %config.signing_key.public_key().key_id(), "standing by for the checkpoint duty");
+    loop {
+        let lease = loop {
+            match candidate.try_take().await {
+                Ok(Some(lease)) => break lease,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot read the checkpoint duty's lease; will retry"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(ttl / 4) => {}
+            }
         };
-        follower
-            .run(stop.clone())
-            .instrument(tracing::info_span!("chain", stream = %name))
-    })
-    .await;
+        tracing::info!(lease = lease.revision(), "took the checkpoint duty");
+        hold(&js, &config, &keys, &membership, lease, &shutdown).await;
+        if shutdown.is_cancelled() {
+            return;
+        }
+        tracing::warn!("no longer holding the checkpoint duty; standing by");
+    }
+}
+
+/// Keeps the chains while the lease holds: begins a term, follows every stream, renews the lease; ends
+/// when the lease is lost or runs out, a checkpoint is fenced off, or at shutdown (when it releases it).
+async fn hold(
+    js: &jetstream::Context,
+    config: &ChainConfig,
+    keys: &Keyring,
+    membership: &Membership,
+    mut lease: halcyon_bus::nodes::Lease,
+    shutdown: &CancellationToken,
+) {
+    let term = match begin_term(js, membership.node_id(), lease.revision()).await {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot begin a keeper term");
+            return;
+        }
+    };
+    membership.set_duty(DUTY, true);
+    let term_over = shutdown.child_token();
+    let followers = {
+        let (js, config, keys, node_id) = (
+            js.clone(),
+            config.clone(),
+            keys.clone(),
+            membership.node_id().to_owned(),
+        );
+        let (term_over, shutdown) = (term_over.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let stop = term_over.clone();
+            crate::ingest::per_stream(&js, &term_over, |name| {
+                let follower = Follower {
+                    js: js.clone(),
+                    stream: name.clone(),
+                    config: config.clone(),
+                    keys: keys.clone(),
+                    node_id: node_id.clone(),
+                    term,
+                };
+                follower
+                    .run(stop.clone(), shutdown.clone())
+                    .instrument(tracing::info_span!("chain", stream = %name))
+            })
+            .await;
+        })
+    };
+    let mut renew = tokio::time::interval(lease.renew_every());
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    renew.tick().await;
+    loop {
+        tokio::select! {
+            _ = term_over.cancelled() => break,
+            _ = tokio::time::sleep_until(lease.valid_until()) => {
+                tracing::warn!("the checkpoint duty's lease ran out before it was renewed");
+                break;
+            }
+            _ = renew.tick() => match lease.renew().await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!("the checkpoint duty's lease was not renewed; will retry"),
+                Err(lost) => {
+                    tracing::warn!(error = %lost, "lost the checkpoint duty");
+                    break;
+                }
+            },
+        }
+    }
+    term_over.cancel();
+    let _ = followers.await;
+    membership.set_duty(DUTY, false);
+    if shutdown.is_cancelled() && lease.is_valid() {
+        lease.release().await;
+    }
 }
 
 /// Why following a stream stopped.
@@ -96,11 +207,16 @@ enum Stop {
     Retry(String),
     /// The last checkpoint cannot be trusted: do not extend it.
     Refused(String),
+    /// Another node began a keeper term: this node's term is over.
+    Fenced(String),
 }
 
 impl From<CheckpointError> for Stop {
     fn from(e: CheckpointError) -> Self {
-        Stop::Retry(e.to_string())
+        match e {
+            CheckpointError::Fenced { .. } => Stop::Fenced(e.to_string()),
+            e => Stop::Retry(e.to_string()),
+        }
     }
 }
 
@@ -116,15 +232,22 @@ struct Follower {
     config: ChainConfig,
     keys: Keyring,
     node_id: String,
+    term: Term,
 }
 
 impl Follower {
-    async fn run(self, shutdown: CancellationToken) {
+    /// Follows until the term is over (`term_over`; at shutdown too, after a last checkpoint).
+    async fn run(self, term_over: CancellationToken, shutdown: CancellationToken) {
         let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
             let started = tokio::time::Instant::now();
-            let wait = match self.follow(&shutdown).await {
+            let wait = match self.follow(&term_over, &shutdown).await {
                 Ok(()) => return,
+                Err(Stop::Fenced(reason)) => {
+                    tracing::warn!(%reason, "checkpoint refused: this node's keeper term is over");
+                    term_over.cancel();
+                    return;
+                }
                 Err(Stop::Retry(reason)) => {
                     tracing::warn!(%reason, "chain stopped; resuming from the last checkpoint");
                     backoff.after(started.elapsed())
@@ -135,16 +258,16 @@ impl Follower {
                 }
             };
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = term_over.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
             }
         }
     }
 
     /// Resumes from the last trusted checkpoint and follows the stream until shutdown (Ok) or a failure.
-    async fn follow(&self, shutdown: &CancellationToken) -> Result<(), Stop> {
-        let (mut recorder, mut expected_last) = match last_checkpoint(&self.js, &self.stream).await {
-            Ok(None) => (Recorder::new(&self.stream), 0),
+    async fn follow(&self, term_over: &CancellationToken, shutdown: &CancellationToken) -> Result<(), Stop> {
+        let mut recorder = match last_checkpoint(&self.js, &self.stream).await {
+            Ok(None) => Recorder::new(&self.stream),
             Ok(Some(stored)) => {
                 let c = &stored.checkpoint;
                 let distrust = c
@@ -157,7 +280,7 @@ impl Follower {
                         c.from_sequence, c.to_sequence, stored.sequence
                     )));
                 }
-                (Recorder::after(c), stored.sequence)
+                Recorder::after(c)
             }
             Err(CheckpointError::Unreadable { sequence, reason }) => {
                 return Err(Stop::Refused(format!(
@@ -179,19 +302,23 @@ impl Follower {
         let mut behind = false;
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => {
-                    let last = tokio::time::timeout(
-                        FINAL_CHECKPOINT_WAIT,
-                        self.checkpoint(&mut recorder, &mut expected_last),
-                    )
-                    .await;
-                    if !matches!(last, Ok(Ok(()))) {
-                        tracing::warn!(pending = recorder.pending(), "no final checkpoint at shutdown; the next start covers these messages");
+                _ = term_over.cancelled() => {
+                    // At shutdown, a last checkpoint of what is pending (still in this term); when the term
+                    // ended otherwise, nothing more.
+                    if shutdown.is_cancelled() {
+                        let last = tokio::time::timeout(
+                            FINAL_CHECKPOINT_WAIT,
+                            self.checkpoint(&mut recorder),
+                        )
+                        .await;
+                        if !matches!(last, Ok(Ok(()))) {
+                            tracing::warn!(pending = recorder.pending(), "no final checkpoint at shutdown; the next keeper covers these messages");
+                        }
                     }
                     return Ok(());
                 }
                 _ = tick.tick() => {
-                    self.checkpoint(&mut recorder, &mut expected_last).await?;
+                    self.checkpoint(&mut recorder).await?;
                     if heard.elapsed() >= crate::ingest::STALL_CHECK {
                         behind = self.check_not_stalled(recorder.next_sequence(), behind).await?;
                         heard = tokio::time::Instant::now();
@@ -207,7 +334,7 @@ impl Follower {
                         let m = m?;
                         recorder.push(&m.stored()).map_err(|e| Stop::Retry(e.to_string()))?;
                         if recorder.pending() >= self.config.every_messages {
-                            self.checkpoint(&mut recorder, &mut expected_last).await?;
+                            self.checkpoint(&mut recorder).await?;
                         }
                     }
                 }
@@ -233,11 +360,11 @@ impl Follower {
     }
 
     /// Signs and publishes what is new since the last checkpoint, if anything.
-    async fn checkpoint(&self, recorder: &mut Recorder, expected_last: &mut u64) -> Result<(), Stop> {
+    async fn checkpoint(&self, recorder: &mut Recorder) -> Result<(), Stop> {
         let Some(checkpoint) = recorder.cut(&self.config.signing_key, &self.node_id, now_ms()) else {
             return Ok(());
         };
-        *expected_last = publish_checkpoint(&self.js, &checkpoint, *expected_last).await?;
+        publish_checkpoint(&self.js, &checkpoint, self.term).await?;
         tracing::debug!(
             to = checkpoint.to_sequence,
             n = checkpoint.entries.len(),

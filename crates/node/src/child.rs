@@ -8,7 +8,6 @@ use halcyon_grpc::pb::{self, find_child_request::Identifier as WireIdentifier};
 use halcyon_projector::Identifier;
 use halcyon_projector::disclose::{Disclosure, child_view, learnable, view_of};
 use halcyon_schema::ChildId;
-use halcyon_schema::convert::timestamp_from_millis;
 use tonic::{Request, Response, Status};
 
 use crate::error::ApiError;
@@ -68,6 +67,7 @@ impl Query {
                 None,
                 &Disclosure::default(),
                 pb::AccessOutcome::NotFound,
+                &[],
             )
             .await?;
             return Err(ApiError::NotFound(
@@ -95,7 +95,7 @@ impl Query {
         } else {
             pb::AccessOutcome::Denied
         };
-        self.record_expected(Some(expected), pass, Some(child), disclosure, outcome)
+        self.record_expected(Some(expected), pass, Some(child), disclosure, outcome, &[])
             .await?;
         if !disclosure.reveals_child {
             // Nothing shown, nothing told, no identity: the caller may not learn that Halcyon knows the
@@ -250,29 +250,12 @@ impl Query {
                 .await?;
             return Ok(no_flag);
         }
-        self.record(pass, Some(child), &disclosure, pb::AccessOutcome::Permitted)
+        // The notification is the access record itself: acknowledged, it is durable, and every node
+        // delivers it to the owner's watchers.
+        let notify: Vec<halcyon_schema::AgencyId> = disclosure.notify.iter().cloned().collect();
+        self.record_notifying(pass, Some(child), &disclosure, &notify)
             .await?;
-        status.owner_notified = !disclosure.notify.is_empty();
-        for owner in &disclosure.notify {
-            let notification = pb::AccessNotification {
-                child_id: child.to_string(),
-                by_agency_id: caller.principal.agency.to_string(),
-                by_agency_name: self
-                    .registry
-                    .get(&caller.principal.agency)
-                    .map(|a| a.name.clone())
-                    .unwrap_or_default(),
-                by_principal_id: caller.principal_id.clone(),
-                role: caller.principal.role.to_string(),
-                method: "CheckFlag".into(),
-                purpose: ctx.purpose.to_pb() as i32,
-                at: Some(timestamp_from_millis(now_ms())),
-            };
-            let _ = self.events.send(crate::events::NodeEvent::Access {
-                owner: owner.clone(),
-                notification,
-            });
-        }
+        status.owner_notified = !notify.is_empty();
         Ok(status)
     }
 

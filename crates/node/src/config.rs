@@ -21,8 +21,10 @@ pub struct NodeConfig {
     pub agencies: halcyon_schema::Registry,
     pub policy: halcyon_policy::Policy,
     pub tokens: crate::auth::Tokens,
-    /// Names this node in access records.
+    /// Names this node in access records, checkpoints and the nodes bucket; unique among live nodes.
     pub node_id: String,
+    /// Heartbeat, duty lease and clock bound among several nodes, and the configuration's fingerprint.
+    pub peers: crate::peers::PeersConfig,
     /// Serve gRPC reflection (off in production if integrators should use the published protos).
     pub reflection: bool,
     /// The longest a read-your-writes request waits for the node to reach its position.

@@ -29,14 +29,30 @@ pub const RETRY_MS: i64 = 5_000;
 
 /// Runs until `shutdown`: records breaches as the clock passes their due times — at start those missed
 /// while the node was down, then at each next due time, re-reading it whenever a derivation indexes a new
-/// deadline — and tells watchers of every breach recorded or closed.
-pub async fn run(projector: Arc<Projector>, clock: Clock, events: Events, shutdown: CancellationToken) {
+/// deadline — and tells watchers of every breach recorded or closed. Before it records anything it checks its
+/// clock against NATS time (`guard`): beyond the bound it records nothing until the clock is back, so a
+/// clock set ahead records no breach early, and one set back records nothing twice.
+pub async fn run(
+    projector: Arc<Projector>,
+    clock: Clock,
+    events: Events,
+    guard: Option<Arc<crate::peers::Membership>>,
+    shutdown: CancellationToken,
+) {
     let Some(spec) = projector.deadline_spec() else {
         return;
     };
     let mut due = spec.subscribe_due();
     let mut notices = spec.subscribe_notices();
     loop {
+        if let Some(guard) = &guard
+            && !guard.clock_in_bounds(&projector).await
+        {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = guard.until_clock_in_bounds() => continue,
+            }
+        }
         let (p, now_ms, to_watchers) = (projector.clone(), clock.now_ms(), events.clone());
         let recorded = tokio::task::spawn_blocking(move || {
             let n = p.record_all_breaches_announcing(now_ms, |notices| {
@@ -245,6 +261,7 @@ pub async fn watched_breach(
     Ok(shown.into_iter().next().map(|breach| pb::WatchEvent {
         child_id: notice.child.to_string(),
         kind: Some(pb::watch_event::Kind::Breach(breach)),
+        ..Default::default()
     }))
 }
 

@@ -1,11 +1,10 @@
-//! What happens on a node that watchers may need to hear about: facts projected, accesses to children
-//! that an agency owns, deadline breaches and multi-agency signals. A bounded broadcast: a watcher that falls too far behind is told so and must
+//! What happens on a node that watchers may need to hear about: facts projected, deadline breaches and
+//! multi-agency signals. (Access notifications come from the AUDIT stream itself: `crate::watch`.) A bounded broadcast: a watcher that falls too far behind is told so and must
 //! re-read.
 
 use std::sync::Arc;
 
-use halcyon_grpc::pb;
-use halcyon_schema::{AgencyId, ChildId};
+use halcyon_schema::ChildId;
 use tokio::sync::broadcast;
 
 /// Events kept for slow watchers before they are told they fell behind.
@@ -15,11 +14,6 @@ pub const EVENTS_BUFFERED_MAX: usize = 4096;
 pub enum NodeEvent {
     /// Facts a batch projected: (child, event id).
     Facts(Arc<Vec<(ChildId, String)>>),
-    /// A configured access (e.g. an unscheduled-care flag check) to a child `owner` holds.
-    Access {
-        owner: AgencyId,
-        notification: pb::AccessNotification,
-    },
     /// A breach of a statutory deadline recorded (the clock passed it) or closed late, noticed at `at_ms`
     /// on the node's clock (`crate::deadlines`).
     Breach {

@@ -140,7 +140,20 @@ impl Query {
         d: &Disclosure,
         outcome: pb::AccessOutcome,
     ) -> Result<(), ApiError> {
-        self.record_expected(None, pass, child, d, outcome).await
+        self.record_expected(None, pass, child, d, outcome, &[]).await
+    }
+
+    /// [`Self::record`] of an access that `notify` (owning agencies) are told of: the record names them, and
+    /// once it is acknowledged their notification is durable (every node delivers it from AUDIT).
+    pub(crate) async fn record_notifying(
+        &self,
+        pass: &Pass,
+        child: Option<ChildId>,
+        d: &Disclosure,
+        notify: &[halcyon_schema::AgencyId],
+    ) -> Result<(), ApiError> {
+        self.record_expected(None, pass, child, d, pb::AccessOutcome::Permitted, notify)
+            .await
     }
 
     /// [`Self::record`] of a record announced to the audit writer beforehand.
@@ -151,6 +164,7 @@ impl Query {
         child: Option<ChildId>,
         d: &Disclosure,
         outcome: pb::AccessOutcome,
+        notify: &[halcyon_schema::AgencyId],
     ) -> Result<(), ApiError> {
         let (caller, ctx, method) = (&pass.caller, &pass.ctx, pass.method);
         let record = pb::AccessRecord {
@@ -177,6 +191,7 @@ impl Query {
             node_id: self.node_id.clone(),
             break_glass_relied_on: d.break_glass,
             redacted: false,
+            notified_agency_ids: notify.iter().map(ToString::to_string).collect(),
         };
         match expected {
             Some(expected) => expected.record(record).await,

@@ -15,6 +15,7 @@ pub mod gate;
 pub mod ingest;
 pub mod limits;
 pub mod node;
+pub mod peers;
 pub mod query;
 pub mod reply;
 pub mod routes;

@@ -36,6 +36,8 @@ pub enum NodeError {
     Config(String),
     #[error("a stream went backwards: {0}")]
     WentBackwards(String),
+    #[error(transparent)]
+    Peers(#[from] halcyon_bus::nodes::EntryError),
 }
 
 /// A running node (for tests and the binary): where it listens, its read models, and how to stop it.
@@ -44,6 +46,8 @@ pub struct Node {
     pub addr: SocketAddr,
     pub projector: Arc<Projector>,
     pub lag: Lag,
+    /// This node among its peers (heartbeat, clock offset, configuration differences).
+    pub membership: Arc<crate::peers::Membership>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -125,10 +129,34 @@ impl Node {
         if !behind.is_empty() {
             return Err(NodeError::WentBackwards(behind.join("; ")));
         }
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| NodeError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| NodeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        // Claimed before anything is written: a second live node with this id is refused here.
+        let membership = crate::peers::Membership::join(
+            &js,
+            &config.node_id,
+            addr.to_string(),
+            config.clock.clone(),
+            config.peers.clone(),
+        )
+        .await?;
         let lag: Lag = Arc::new(Mutex::new(Default::default()));
         let halted: ingest::Halted = Arc::default();
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
+        membership.beat(&projector).await?;
+        tasks.push(tokio::spawn(
+            crate::peers::run(membership.clone(), projector.clone(), shutdown.clone())
+                .instrument(tracing::info_span!("peers")),
+        ));
         let events = crate::events::channel();
         tasks.push(tokio::spawn(
             ingest::run(
@@ -143,13 +171,8 @@ impl Node {
         ));
         match &config.checkpoints {
             Some(chain) => tasks.push(tokio::spawn(
-                crate::chain::run(
-                    js.clone(),
-                    chain.clone(),
-                    config.node_id.clone(),
-                    shutdown.clone(),
-                )
-                .instrument(tracing::info_span!("chains")),
+                crate::chain::run(js.clone(), chain.clone(), membership.clone(), shutdown.clone())
+                    .instrument(tracing::info_span!("chains")),
             )),
             None => tracing::warn!("no checkpoint key configured: this node keeps no tamper-evidence chain"),
         }
@@ -169,6 +192,7 @@ impl Node {
                 projector.clone(),
                 config.clock.clone(),
                 events.clone(),
+                Some(membership.clone()),
                 shutdown.clone(),
             )
             .instrument(tracing::info_span!("deadlines")),
@@ -187,6 +211,7 @@ impl Node {
                 &config.node_id,
                 halcyon_bus::audit::AuditConfig::default(),
             ),
+            js: js.clone(),
             node_id: config.node_id.clone(),
             read_wait: config.read_wait,
             lag: lag.clone(),
@@ -201,16 +226,6 @@ impl Node {
             query: query.clone(),
             clock: config.clock.clone(),
         };
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| NodeError::Listen {
-                addr: config.listen,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| NodeError::Listen {
-            addr: config.listen,
-            source,
-        })?;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter.set_serving::<QueryServiceServer<Query>>().await;
         tasks.push(tokio::spawn(
@@ -221,6 +236,7 @@ impl Node {
                 halted.clone(),
                 config.lag_max,
                 projector.clone(),
+                membership.subscribe(),
                 shutdown.clone(),
             )
             .instrument(tracing::info_span!("health")),
@@ -297,6 +313,7 @@ impl Node {
             addr,
             projector,
             lag,
+            membership,
             shutdown,
             tasks,
         })
@@ -306,6 +323,7 @@ impl Node {
     pub async fn stop(self, grace: Duration) {
         self.shutdown.cancel();
         let _ = tokio::time::timeout(grace, futures::future::join_all(self.tasks)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.membership.leave()).await;
         if let Err(e) = self.projector.flush() {
             tracing::error!(error = %e, "flushing read models at shutdown");
         }
@@ -321,6 +339,7 @@ async fn watch_health(
     halted: ingest::Halted,
     lag_max: u64,
     projector: Arc<Projector>,
+    mut peers: tokio::sync::watch::Receiver<crate::peers::PeersState>,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -329,10 +348,28 @@ async fn watch_health(
     reporter
         .set_service_status(READ_MODELS, ServingStatus::Serving)
         .await;
+    let mut peers_seen: Option<(bool, bool)> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+            _ = peers.changed() => {}
+        }
+        // Among peers: a clock beyond the bound (no breaches recorded) and a configuration that differs
+        // from a live peer's are each shown under their own name; the node still answers.
+        let state = peers.borrow_and_update().clone();
+        let now = (state.clock_skewed, !state.differences.is_empty());
+        if peers_seen != Some(now) {
+            let status = |bad: bool| {
+                if bad {
+                    ServingStatus::NotServing
+                } else {
+                    ServingStatus::Serving
+                }
+            };
+            reporter.set_service_status(CLOCK, status(now.0)).await;
+            reporter.set_service_status(PEERS, status(now.1)).await;
+            peers_seen = Some(now);
         }
         // Unreadable records are set aside and fail nothing else: the node keeps serving, and says so under
         // its own name, for an operator to rebuild.
@@ -415,6 +452,13 @@ const QUERY_SERVICE: &str = "halcyon.v1.QueryService";
 /// The read models' name for the health protocol: NOT_SERVING while any record is set aside as unreadable
 /// (the node still answers from the rest).
 pub const READ_MODELS: &str = "halcyon.ReadModels";
+
+/// The node's clock for the health protocol: NOT_SERVING while it is further from NATS time than the
+/// bound (no deadline breach is recorded meanwhile).
+pub const CLOCK: &str = "halcyon.Clock";
+/// The node's peers for the health protocol: NOT_SERVING while a live peer runs with a different
+/// configuration (`halcyon nodes` says what differs).
+pub const PEERS: &str = "halcyon.Peers";
 
 /// Runs a node until `shutdown` completes (SIGTERM/SIGINT in the binary).
 pub async fn run(

@@ -25,6 +25,8 @@ pub struct Query {
     pub policy: Arc<Policy>,
     pub auth: Arc<crate::auth::Authenticator>,
     pub audit: AuditWriter,
+    /// JetStream, for what a call reads from the streams themselves (access notifications from AUDIT).
+    pub js: async_nats::jetstream::Context,
     pub node_id: String,
     pub read_wait: Duration,
     pub lag: crate::ingest::Lag,

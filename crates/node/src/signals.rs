@@ -167,6 +167,7 @@ pub async fn watched_signal(
     Ok(shown.into_iter().next().map(|signal| pb::WatchEvent {
         child_id: notice.child.to_string(),
         kind: Some(pb::watch_event::Kind::Signal(signal)),
+        ..Default::default()
     }))
 }
 

@@ -1,6 +1,11 @@
 //! `Watch`: a standing subscription. It passes the gate once, for its setup; then each newly projected fact
 //! the caller may see, each access notification for the caller's agency as owner, and each breach and signal
 //! it receives is recorded through the watch's [`Pass`] before it is sent.
+//!
+//! Access notifications are the access records that name the caller's agency as notified: the watch reads
+//! them from the AUDIT stream (an ordered consumer of its own), so a check answered by any node reaches the
+//! owner watching on any other, and an owner that was not watching resumes from the `position` of the last
+//! notification it received (`resume_after`), receiving each later one once, in AUDIT order.
 
 use halcyon_grpc::pb;
 use halcyon_projector::disclose::{Asker, Disclosure, view_of};
@@ -32,12 +37,42 @@ impl Query {
             )
             .into());
         }
+        let resume = NoticePosition::parse(&_req.resume_after)?;
         let mut events = self.events.subscribe();
+        let notices = Box::pin(
+            self.notices_from(resume, pass.caller.principal.agency.clone())
+                .await?,
+        );
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_QUEUE_LEN_MAX);
         let this = self.clone();
         tokio::spawn(async move {
+            let mut notices = notices;
             loop {
-                let item = match events.recv().await {
+                let received = tokio::select! {
+                    event = events.recv() => event,
+                    notice = futures::StreamExt::next(&mut notices) => {
+                        let items = match notice {
+                            Some(Ok((position, notification))) => vec![this
+                                .notification(&pass, notification, position)
+                                .await
+                                .map_err(Status::from)],
+                            Some(Err(e)) => vec![Err(Status::unavailable(format!(
+                                "access notifications cannot be read ({e}); watch again from the last position"
+                            )))],
+                            None => vec![Err(Status::unavailable(
+                                "access notifications ended; watch again from the last position",
+                            ))],
+                        };
+                        for item in items {
+                            let failed = item.is_err();
+                            if tx.send(item).await.is_err() || failed {
+                                return;
+                            }
+                        }
+                        continue;
+                    }
+                };
+                let item = match received {
                     Ok(NodeEvent::Facts(facts)) => {
                         // One view per child, however many of its facts the batch carried.
                         let mut by_child: std::collections::BTreeMap<ChildId, Vec<&str>> = Default::default();
@@ -56,12 +91,6 @@ impl Query {
                         }
                         out
                     }
-                    Ok(NodeEvent::Access { owner, notification })
-                        if owner == pass.caller.principal.agency =>
-                    {
-                        vec![this.notification(&pass, notification).await.map_err(Status::from)]
-                    }
-                    Ok(NodeEvent::Access { .. }) => continue,
                     Ok(NodeEvent::Breach { notice, at_ms }) => {
                         match crate::deadlines::watched_breach(&this, &pass, &notice, at_ms).await {
                             Ok(Some(event)) => vec![Ok(event)],
@@ -138,8 +167,61 @@ impl Query {
             .map(|fact| pb::WatchEvent {
                 child_id: child.to_string(),
                 kind: Some(pb::watch_event::Kind::Fact(fact)),
+                ..Default::default()
             })
             .collect())
+    }
+
+    /// The access notifications for `agency` after `resume` (from now on when `None`), read from AUDIT.
+    async fn notices_from(
+        &self,
+        resume: Option<NoticePosition>,
+        agency: halcyon_schema::AgencyId,
+    ) -> Result<
+        impl futures::Stream<Item = Result<(NoticePosition, pb::AccessNotification), String>> + Send + 'static,
+        ApiError,
+    > {
+        use futures::StreamExt;
+        use halcyon_schema::subject::AUDIT_STREAM;
+        let start = match resume {
+            Some(p) => p.sequence,
+            None => halcyon_bus::streams::stream_info(&self.js, AUDIT_STREAM)
+                .await
+                .map_err(|e| ApiError::AuditUnavailable(e.to_string()))?
+                .map_or(1, |info| info.state.last_sequence + 1),
+        };
+        let messages = halcyon_bus::checkpoint::chain_messages(&self.js, AUDIT_STREAM, start, None)
+            .await
+            .map_err(|e| ApiError::AuditUnavailable(e.to_string()))?;
+        let registry = self.registry.clone();
+        let wanted = agency.to_string();
+        Ok(messages.flat_map(move |m| {
+            let out: Vec<Result<(NoticePosition, pb::AccessNotification), String>> = match m {
+                Err(e) => vec![Err(e.to_string())],
+                Ok(m) => match <pb::AccessRecords as prost::Message>::decode(m.payload.as_ref()) {
+                    // Not an access record message: nothing for anyone.
+                    Err(_) => Vec::new(),
+                    Ok(records) => records
+                        .records
+                        .into_iter()
+                        .enumerate()
+                        .filter(|(_, r)| r.notified_agency_ids.contains(&wanted))
+                        .map(|(i, r)| {
+                            (
+                                NoticePosition {
+                                    sequence: m.sequence,
+                                    index: i as u32,
+                                },
+                                r,
+                            )
+                        })
+                        .filter(|(p, _)| resume.is_none_or(|after| *p > after))
+                        .map(|(p, r)| Ok((p, notification_of(&registry, r))))
+                        .collect(),
+                },
+            };
+            futures::stream::iter(out)
+        }))
     }
 
     /// An access notification for the owner, itself recorded (it discloses who looked at the child).
@@ -147,6 +229,7 @@ impl Query {
         &self,
         pass: &Pass,
         notification: pb::AccessNotification,
+        position: NoticePosition,
     ) -> Result<pb::WatchEvent, ApiError> {
         let child: Option<ChildId> = notification.child_id.parse().ok();
         let disclosure = Disclosure {
@@ -160,6 +243,62 @@ impl Query {
         Ok(pb::WatchEvent {
             child_id: notification.child_id.clone(),
             kind: Some(pb::watch_event::Kind::Access(notification)),
+            position: position.to_string(),
         })
+    }
+}
+
+/// Where an access notification is: its AUDIT message and its record's index there. The same on every
+/// node; as text `audit:<sequence>:<index>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NoticePosition {
+    pub sequence: u64,
+    pub index: u32,
+}
+
+impl NoticePosition {
+    /// An empty `resume_after` is `None`; anything else must be a position a node gave.
+    pub fn parse(text: &str) -> Result<Option<Self>, ApiError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let bad = || {
+            ApiError::Invalid(format!(
+                "resume_after {text:?} is not a notification position (audit:<sequence>:<index>, from a WatchEvent)"
+            ))
+        };
+        let rest = text.strip_prefix("audit:").ok_or_else(bad)?;
+        let (sequence, index) = rest.split_once(':').ok_or_else(bad)?;
+        Ok(Some(Self {
+            sequence: sequence.parse().map_err(|_| bad())?,
+            index: index.parse().map_err(|_| bad())?,
+        }))
+    }
+}
+
+impl std::fmt::Display for NoticePosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "audit:{}:{}", self.sequence, self.index)
+    }
+}
+
+/// The notification an access record makes for its owner.
+fn notification_of(registry: &halcyon_schema::Registry, r: pb::AccessRecord) -> pb::AccessNotification {
+    pb::AccessNotification {
+        by_agency_name: r
+            .agency_id
+            .parse()
+            .ok()
+            .and_then(|id| registry.get(&id))
+            .map(|a| a.name.clone())
+            .unwrap_or_default(),
+        child_id: r.child_id,
+        by_agency_id: r.agency_id,
+        by_principal_id: r.principal_id,
+        role: r.role,
+        method: r.method,
+        purpose: r.purpose,
+        at: r.at,
     }
 }

@@ -49,6 +49,16 @@ impl Clock {
         }
     }
 
+    /// Steps a manual clock to `now_ms`, backwards too (a clock that was wrong and is put right).
+    pub fn step_to(&self, now_ms: i64) {
+        match self {
+            Clock::System => tracing::warn!("the system clock cannot be set"),
+            Clock::Manual(t) => {
+                t.send_replace(now_ms);
+            }
+        }
+    }
+
     pub fn advance(&self, by: Duration) {
         self.set(self.now_ms().saturating_add(by.as_millis() as i64));
     }

@@ -88,6 +88,7 @@ async fn issue_8_an_undecided_referral_breaches_t01_on_the_timer_and_a_late_deci
     let clock = Clock::manual(MONDAY_10H + 3_600_000);
     let node = common::start_node(NodeConfig {
         clock: clock.clone(),
+        peers: common::clock_unguarded(),
         ..common::node_config(&nats, data.path())
     })
     .await
@@ -99,6 +100,7 @@ async fn issue_8_an_undecided_referral_breaches_t01_on_the_timer_and_a_late_deci
         common::authorised(
             pb::WatchRequest {
                 context: Some(common::context(Purpose::Safeguarding, &[])),
+                ..Default::default()
             },
             token,
         )
@@ -219,6 +221,7 @@ async fn issue_8_a_restarted_node_records_the_breaches_it_missed_while_down() {
     let data = tempfile::tempdir().unwrap();
     let config = |clock: &Clock| NodeConfig {
         clock: clock.clone(),
+        peers: common::clock_unguarded(),
         ..common::node_config(&nats, data.path())
     };
     let monday = Clock::manual(MONDAY_10H + 3_600_000);
@@ -266,6 +269,7 @@ async fn issue_8_an_agency_the_policy_entitles_to_the_start_fact_is_told_of_the_
     let clock = Clock::manual(MONDAY_10H + 3 * 3_600_000);
     let node = common::start_node(NodeConfig {
         clock: clock.clone(),
+        peers: common::clock_unguarded(),
         ..common::node_config(&nats, data.path())
     })
     .await
@@ -277,6 +281,7 @@ async fn issue_8_an_agency_the_policy_entitles_to_the_start_fact_is_told_of_the_
         .watch(common::authorised(
             pb::WatchRequest {
                 context: Some(common::context(Purpose::Safeguarding, &[])),
+                ..Default::default()
             },
             "demo-police-sy",
         ))

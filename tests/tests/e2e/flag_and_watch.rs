@@ -28,6 +28,7 @@ async fn an_unscheduled_care_flag_check_notifies_the_owning_authority() {
     // The owning authority watches.
     let watch = pb::WatchRequest {
         context: Some(common::context(Purpose::Safeguarding, &[])),
+        ..Default::default()
     };
     let mut csc_watch = client
         .watch(common::authorised(watch, "demo-csc-rotherham"))
@@ -81,6 +82,7 @@ async fn a_watch_delivers_new_facts_the_agency_may_see() {
     let mut client = h.client().await;
     let watch = pb::WatchRequest {
         context: Some(common::context(Purpose::Safeguarding, &[])),
+        ..Default::default()
     };
     let mut school = client
         .watch(common::authorised(watch, "demo-school-oakwood"))

@@ -91,7 +91,13 @@ async fn call(channel: &Channel, method: &str, ask: &Ask<'_>) -> Result<(), Stat
             .await
             .map(drop),
         "QueryService/Watch" => query
-            .watch(request(pb::WatchRequest { context }, token))
+            .watch(request(
+                pb::WatchRequest {
+                    context,
+                    ..Default::default()
+                },
+                token,
+            ))
             .await
             .map(drop),
         "QueryService/GetPositions" => query
@@ -353,6 +359,7 @@ async fn every_method_that_answers_about_children_has_recorded_the_access_when_t
         .watch(common::authorised(
             pb::WatchRequest {
                 context: Some(common::context(Purpose::Safeguarding, &[])),
+                ..Default::default()
             },
             "demo-csc-rotherham",
         ))

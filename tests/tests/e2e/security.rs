@@ -284,6 +284,7 @@ async fn break_glass_is_refused_for_lists_and_standing_watches() {
                     .watch(common::authorised(
                         pb::WatchRequest {
                             context: Some(context.clone()),
+                            ..Default::default()
                         },
                         token,
                     ))

@@ -114,6 +114,7 @@ async fn watch(node: &Node, agency: &str) -> tonic::Streaming<pb::WatchEvent> {
         .watch(common::authorised(
             pb::WatchRequest {
                 context: Some(common::context(Purpose::Safeguarding, &[])),
+                ..Default::default()
             },
             &format!("demo-{agency}"),
         ))

@@ -227,6 +227,7 @@ impl Queries<'_> {
             policy,
             tokens,
             node_id: "bench-node".into(),
+            peers: Default::default(),
             reflection: false,
             read_wait: Duration::from_secs(20),
             streams: StreamSpec::single_server(),

@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use async_nats::jetstream::{self, message::PublishMessage};
 use futures::StreamExt;
-use halcyon_bus::checkpoint::{ChainMessage, chain_messages, publish_checkpoint, verify_stream};
+use halcyon_bus::checkpoint::{ChainMessage, begin_term, chain_messages, publish_checkpoint, verify_stream};
 use halcyon_bus::list_event_streams;
 use halcyon_ledger::{Keyring, Recorder, SigningKey, Verifier};
 use halcyon_testkit::{Auth, NatsServer, Scenario, ScenarioAgencies};
@@ -45,15 +45,15 @@ impl Verify<'_> {
         let key = SigningKey::from_seed([42; 32]);
         let keys = Keyring::new([key.public_key()]);
         let mut streams: Vec<(String, Vec<ChainMessage>)> = Vec::new();
+        let term = begin_term(&js, "bench-node", 1).await?;
         for name in list_event_streams(&js).await? {
             let messages = read_all(&js, &name).await?;
             let mut recorder = Recorder::new(&name);
-            let mut last = 0;
             for (i, m) in messages.iter().enumerate() {
                 recorder.push(&m.stored())?;
                 if (i + 1).is_multiple_of(CHECKPOINT_EVERY) || i + 1 == messages.len() {
                     let checkpoint = recorder.cut(&key, "bench-node", 0).expect("something new");
-                    last = publish_checkpoint(&js, &checkpoint, last).await?;
+                    publish_checkpoint(&js, &checkpoint, term).await?;
                 }
             }
             streams.push((name, messages));

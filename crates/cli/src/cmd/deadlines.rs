@@ -161,6 +161,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         .await?
         .watch(args.api.request(pb::WatchRequest {
             context: Some(context(args.purpose)),
+            ..Default::default()
         })?)
         .await
         .map_err(refused)?

@@ -68,8 +68,20 @@ pub struct Args {
     /// Bearer tokens (hashed) and the principals they stand for.
     #[arg(long, env = "HALCYON_TOKENS")]
     tokens: Option<PathBuf>,
+    /// This node's id, unique among the live nodes of a deployment (default: the host name, lower-cased,
+    /// other characters than letters, digits and '-' made '-').
     #[arg(long, env = "HALCYON_NODE_ID")]
     node_id: Option<String>,
+    /// Seconds between heartbeats in the nodes bucket (default 5).
+    #[arg(long, env = "HALCYON_HEARTBEAT_SECS")]
+    heartbeat_secs: Option<u64>,
+    /// Seconds a duty's lease lasts unless renewed (default 15): how long a dead holder's duty waits.
+    #[arg(long, env = "HALCYON_LEASE_SECS")]
+    lease_secs: Option<u64>,
+    /// Beyond this many seconds between this node's clock and NATS time, no deadline breach is recorded
+    /// (default 30).
+    #[arg(long, env = "HALCYON_CLOCK_SKEW_MAX_SECS")]
+    clock_skew_max_secs: Option<u64>,
     /// Do not serve gRPC reflection.
     #[arg(long, env = "HALCYON_NO_REFLECTION")]
     no_reflection: bool,
@@ -99,6 +111,10 @@ pub struct Args {
     /// Another node's checkpoint public key, whose checkpoints this node may extend (repeatable).
     #[arg(long)]
     checkpoint_trusted_key: Vec<PathBuf>,
+    /// The keyring file: every node's checkpoint public key with its validity dates
+    /// (deploy/keyring-dev.toml for development).
+    #[arg(long, env = "HALCYON_KEYRING")]
+    keyring: Option<PathBuf>,
     /// A checkpoint at least every this many messages of a stream.
     #[arg(long, env = "HALCYON_CHECKPOINT_EVERY_MESSAGES")]
     checkpoint_every_messages: Option<usize>,
@@ -141,6 +157,10 @@ struct FileConfig {
     policy: Option<PathBuf>,
     tokens: Option<PathBuf>,
     node_id: Option<String>,
+    heartbeat_secs: Option<u64>,
+    lease_secs: Option<u64>,
+    clock_skew_max_secs: Option<u64>,
+    keyring: Option<PathBuf>,
     reflection: Option<bool>,
     read_wait_ms: Option<u64>,
     concurrency_max: Option<usize>,
@@ -183,18 +203,23 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
         .or(file.tokens)
         .unwrap_or_else(|| super::common::deploy_path("tokens.toml"));
     let tokens = Tokens::load(&tokens_path, &agencies).map_err(|e| anyhow!("tokens: {e}"))?;
-    let timescales = super::deadlines::TimescaleArgs {
+    let timescale_args = super::deadlines::TimescaleArgs {
         timescales: match args.timescales.timescales {
             flags if !flags.is_empty() => flags,
             _ => file.timescales.clone().unwrap_or_default(),
         },
         bank_holidays: args.timescales.bank_holidays.or(file.bank_holidays.clone()),
-    }
-    .load()?;
-    let signals = super::signals::SignalArgs {
+    };
+    let timescales = timescale_args.load()?;
+    let timescale_files = (
+        timescale_args.timescales.clone(),
+        timescale_args.bank_holidays.clone(),
+    );
+    let signal_args = super::signals::SignalArgs {
         signals: args.signals.signals.or(file.signals.clone()),
-    }
-    .load()?;
+    };
+    let signals = signal_args.load()?;
+    let signal_file: Vec<PathBuf> = signal_args.signals.clone().into_iter().collect();
     let streams_path = args
         .streams_spec
         .or(file.streams_spec)
@@ -222,7 +247,7 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
         return Err(anyhow!("nats_cert and nats_key: set both or neither"));
     }
     let nats_credentials = nats.credentials().map_err(|f| f.error)?;
-    let node_id = args.node_id.or(file.node_id).unwrap_or_else(|| "node-1".into());
+    let node_id = args.node_id.or(file.node_id).unwrap_or_else(host_node_id);
     if node_id.is_empty()
         || !node_id
             .chars()
@@ -247,6 +272,9 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
                     .trusted_keys
                     .push(super::audit::verify::load_public_key(path)?);
             }
+            if let Some(path) = args.keyring.clone().or(file.keyring.clone()) {
+                chain.keyring = super::audit::verify::load_keyring(&path)?;
+            }
             if let Some(n) = args.checkpoint_every_messages.or(file.checkpoint_every_messages) {
                 chain.every_messages = n;
             }
@@ -269,7 +297,30 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
         .map_or(halcyon_projector::store::SLED_CACHE_BYTES_DEFAULT, |mb| {
             mb.saturating_mul(1024 * 1024)
         });
+    let mut fingerprint = std::collections::BTreeMap::new();
+    fingerprint.insert(
+        "policy".to_owned(),
+        format!("{} {}", policy.version(), file_digest(&policy_path)?),
+    );
+    fingerprint.insert("agencies".to_owned(), file_digest(&agencies_path)?);
+    fingerprint.insert(
+        "timescales".to_owned(),
+        files_digest(&timescale_files.0, timescale_files.1.as_deref())?,
+    );
+    fingerprint.insert("signals".to_owned(), files_digest(signal_file.as_slice(), None)?);
+    let peers = halcyon_node::peers::PeersConfig {
+        heartbeat_every: Duration::from_secs(args.heartbeat_secs.or(file.heartbeat_secs).unwrap_or(5).max(1)),
+        lease_ttl: Duration::from_secs(args.lease_secs.or(file.lease_secs).unwrap_or(15).max(3)),
+        clock_skew_max: Duration::from_secs(
+            args.clock_skew_max_secs
+                .or(file.clock_skew_max_secs)
+                .unwrap_or(30)
+                .max(1),
+        ),
+        fingerprint,
+    };
     Ok(NodeConfig {
+        peers,
         future_tolerance_ms,
         sled_cache_bytes,
         nats_url: nats.nats_url,
@@ -324,6 +375,48 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
         clock: halcyon_projector::clock::Clock::system(),
         signals,
     })
+}
+
+/// The default node id: the host name, lower-cased, with anything but letters, digits and '-' made '-'.
+fn host_node_id() -> String {
+    let host = gethostname::gethostname().to_string_lossy().to_lowercase();
+    let id: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let id = id.trim_matches('-').to_owned();
+    if id.is_empty() { "node".to_owned() } else { id }
+}
+
+/// The first 16 hex digits of the SHA-256 of a file's bytes (a fingerprint part: nodes compare these).
+fn file_digest(path: &std::path::Path) -> anyhow::Result<String> {
+    use sha2::Digest as _;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading {} for the fingerprint", path.display()))?;
+    Ok(hex::encode(&sha2::Sha256::digest(&bytes)[..8]))
+}
+
+/// The digest of several files' bytes in order ("built-in" when none is given: the binary's own).
+fn files_digest(paths: &[PathBuf], more: Option<&std::path::Path>) -> anyhow::Result<String> {
+    use sha2::Digest as _;
+    let all: Vec<&std::path::Path> = paths.iter().map(PathBuf::as_path).chain(more).collect();
+    if all.is_empty() {
+        return Ok("built-in".to_owned());
+    }
+    let mut hash = sha2::Sha256::new();
+    for path in all {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("reading {} for the fingerprint", path.display()))?;
+        hash.update((bytes.len() as u64).to_be_bytes());
+        hash.update(&bytes);
+    }
+    Ok(hex::encode(&hash.finalize()[..8]))
 }
 
 pub async fn run(args: Args) -> Result<(), Failure> {

@@ -228,6 +228,7 @@ async fn list(args: ListArgs) -> Result<(), Failure> {
         .await?
         .watch(api.request(pb::WatchRequest {
             context: Some(context(args.purpose)),
+            ..Default::default()
         })?)
         .await
         .map_err(refused)?

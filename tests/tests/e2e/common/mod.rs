@@ -32,6 +32,7 @@ pub fn node_config(nats: &NatsServer, data_dir: &std::path::Path) -> NodeConfig 
         policy: Policy::load(&workspace_root().join("deploy/policy/england.toml")).unwrap(),
         tokens,
         node_id: "test-node".into(),
+        peers: test_peers(),
         reflection: true,
         read_wait: Duration::from_secs(20),
         streams: StreamSpec::single_server(),
@@ -44,6 +45,24 @@ pub fn node_config(nats: &NatsServer, data_dir: &std::path::Path) -> NodeConfig 
         signals: std::sync::Arc::new(halcyon_signals::SignalRules::england()),
         future_tolerance_ms: halcyon_schema::validate::CLOCK_TOLERANCE_MS,
         sled_cache_bytes: halcyon_projector::store::SLED_CACHE_BYTES_DEFAULT,
+    }
+}
+
+/// Quick heartbeats and a short lease, so that tests of several nodes run in seconds.
+pub fn test_peers() -> halcyon_node::peers::PeersConfig {
+    halcyon_node::peers::PeersConfig {
+        heartbeat_every: Duration::from_secs(1),
+        lease_ttl: Duration::from_secs(3),
+        ..Default::default()
+    }
+}
+
+/// For a node whose test clock is moved days ahead on purpose (to let deadlines pass in a moment): no bound
+/// on its distance from NATS time, so the clock guard lets it record breaches.
+pub fn clock_unguarded() -> halcyon_node::peers::PeersConfig {
+    halcyon_node::peers::PeersConfig {
+        clock_skew_max: Duration::from_secs(100 * 365 * 86_400),
+        ..test_peers()
     }
 }
 

@@ -25,8 +25,12 @@ pub struct Args {
     #[arg(long)]
     agency: Option<String>,
     /// A public key trusted to sign checkpoints (repeatable: one per node key).
-    #[arg(long = "public-key", required = true)]
+    #[arg(long = "public-key", required_unless_present = "keyring")]
     public_keys: Vec<PathBuf>,
+    /// The keyring file: every node's checkpoint public key with its validity dates; a checkpoint signed
+    /// outside its key's dates is refused.
+    #[arg(long)]
+    keyring: Option<PathBuf>,
     /// Also check the checkpoints of an exported copy (`halcyon audit checkpoints export`), so a checkpoint
     /// stream that lost or changed checkpoints is caught too.
     #[arg(long)]
@@ -80,6 +84,16 @@ pub fn load_public_key(path: &Path) -> anyhow::Result<PublicKey> {
     PublicKey::parse(&text).map_err(|e| anyhow!("public key {}: {e}", path.display()))
 }
 
+/// Reads a keyring file (every node's checkpoint public key with its validity dates); the error names the
+/// file, the entry and what is wrong.
+pub fn load_keyring(path: &Path) -> anyhow::Result<Keyring> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("keyring {}: cannot read it", path.display()))?;
+    Keyring::from_toml(&text)
+        .map(|(ring, _)| ring)
+        .map_err(|e| anyhow!("keyring {}: {e}", path.display()))
+}
+
 /// Reads an exported copy: one checkpoint per line; the error names the line.
 fn load_exported(path: &Path) -> anyhow::Result<Vec<Checkpoint>> {
     let text = std::fs::read_to_string(path)
@@ -98,6 +112,9 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let mut keys = Keyring::default();
     for path in &args.public_keys {
         keys.add(load_public_key(path).map_err(config_error)?);
+    }
+    if let Some(path) = &args.keyring {
+        keys.extend(&load_keyring(path).map_err(config_error)?);
     }
     let exported = match &args.checkpoints {
         Some(path) => load_exported(path).map_err(config_error)?,
