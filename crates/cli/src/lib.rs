@@ -46,6 +46,9 @@ enum Command {
     Signals(cmd::signals::Args),
     /// Provision or reconcile the agency streams and the AUDIT stream.
     Streams(cmd::streams::Args),
+    /// The nodes of the deployment: live or stopped, duties, clock offset, and how their configurations
+    /// differ.
+    Nodes(cmd::nodes::Args),
     /// Check and explain the sharing policy.
     #[command(subcommand)]
     Policy(cmd::policy::Command),
@@ -105,6 +108,7 @@ pub fn main() -> ExitCode {
             Command::Child(args) => cmd::child::run(args).await,
             Command::Flag(args) => cmd::child::flag(args).await,
             Command::Streams(args) => cmd::streams::run(args).await,
+            Command::Nodes(args) => cmd::nodes::run(args).await,
             Command::Quarantine(args) => cmd::quarantine::run(args).await,
             Command::Deadlines(args) => cmd::deadlines::run(args).await,
             Command::Signals(args) => cmd::signals::run(args).await,

@@ -22,6 +22,7 @@ mod node_start;
 mod outside_clients;
 mod quarantine;
 mod security;
+mod several_nodes;
 mod signals;
 mod stock_clients;
 mod tamper;

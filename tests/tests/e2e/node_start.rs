@@ -44,7 +44,8 @@ async fn applying_the_spec_is_idempotent_reconciles_and_refuses() {
     let agency = "police-sy".parse().unwrap();
     let spec = StreamSpec::single_server();
     let applied = streams::apply(&js, &spec, [&agency]).await.unwrap();
-    assert_eq!(applied.len(), 3, "{applied:?}");
+    assert_eq!(applied.len(), 4, "{applied:?}");
+    assert_eq!(applied[3].0, halcyon_bus::nodes::NODES_STREAM);
     assert!(
         applied.iter().all(|(_, p)| *p == Provisioned::Created),
         "{applied:?}"

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod child;
 pub mod common;
 pub mod deadlines;
+pub mod nodes;
 pub mod policy;
 pub mod publish;
 pub mod quarantine;

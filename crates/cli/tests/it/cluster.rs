@@ -93,6 +93,8 @@ fn serve_checking(monitors: &str, seeds: &str, data: &Path, port: u16) -> Child 
         .args(["--checkpoint-key", "deploy/checkpoint-dev.key"])
         .current_dir(halcyon_testkit::workspace_root())
         .env("HALCYON_LOG", "info,async_nats=warn")
+        .env("HALCYON_HEARTBEAT_SECS", "1")
+        .env("HALCYON_LEASE_SECS", "3")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

@@ -129,6 +129,8 @@ impl Watcher {
             ])
             .current_dir(halcyon_testkit::workspace_root())
             .env("HALCYON_LOG", "warn")
+            .env("HALCYON_HEARTBEAT_SECS", "1")
+            .env("HALCYON_LEASE_SECS", "3")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()

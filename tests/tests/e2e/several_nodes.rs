@@ -1,0 +1,473 @@
+//! Issue 17: several nodes at once over one JetStream. Two live nodes answer the same request at the same
+//! position with the same bytes and export the same read models; a client that loses its node repeats on
+//! the other with its position; an A&E flag check on one node reaches the owning authority watching on the
+//! other, and an owner that was not watching resumes from its last notification, receiving each later one
+//! once; one node keeps the checkpoints at a time; a node whose clock runs an hour ahead records no breach
+//! early; a node with another policy is flagged by its peers.
+
+use crate::common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures::StreamExt;
+use halcyon_grpc::pb;
+use halcyon_node::NodeConfig;
+use halcyon_policy::Purpose;
+use halcyon_testkit::{NatsServer, Scenario, ScenarioAgencies, ScenarioConfig};
+use prost::Message as _;
+use tokio::time::Instant;
+
+fn named(nats: &NatsServer, data: &std::path::Path, id: &str) -> NodeConfig {
+    NodeConfig {
+        node_id: id.into(),
+        ..common::node_config(nats, data)
+    }
+}
+
+async fn client(
+    node: &halcyon_node::Node,
+) -> pb::query_service_client::QueryServiceClient<tonic::transport::Channel> {
+    pb::query_service_client::QueryServiceClient::connect(format!("http://{}", node.addr))
+        .await
+        .unwrap()
+}
+
+/// The next access notification on a watch (facts still being projected may come first); `None` if none
+/// comes within `wait`.
+async fn next_notification(
+    watch: &mut tonic::Streaming<pb::WatchEvent>,
+    wait: Duration,
+) -> Option<(String, pb::AccessNotification)> {
+    let until = Instant::now() + wait;
+    loop {
+        let event = tokio::time::timeout_at(until, watch.next()).await.ok()??.unwrap();
+        if let Some(pb::watch_event::Kind::Access(n)) = event.kind {
+            return Some((event.position, n));
+        }
+    }
+}
+
+fn export(p: &halcyon_projector::Projector) -> Vec<u8> {
+    p.derive_all_views().unwrap();
+    let mut out = Vec::new();
+    p.export(&mut out).unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_answer_alike_notify_each_other_s_watchers_and_resume() {
+    let nats = NatsServer::start_with_auth();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = common::start_node(named(&nats, da.path(), "node-a"))
+        .await
+        .expect("node a starts");
+    let b = common::start_node(named(&nats, db.path(), "node-b"))
+        .await
+        .expect("node b starts");
+    let s = Scenario::generate(
+        &ScenarioConfig {
+            children: 2,
+            ..Default::default()
+        },
+        &ScenarioAgencies::deploy(),
+    );
+    let after = common::publish_as_agencies(&nats.url(), &s.envelopes).await;
+    let child = s.children.iter().find(|c| c.on_plan).expect("a child on a plan");
+    let (mut ca, mut cb) = (client(&a).await, client(&b).await);
+
+    // 1. The same request at the same position: the same answer bytes from both nodes.
+    let find = || {
+        common::authorised(
+            pb::FindChildRequest {
+                context: Some(common::context(Purpose::Safeguarding, &after)),
+                identifier: Some(pb::find_child_request::Identifier::NhsNumber(
+                    child.nhs.to_string(),
+                )),
+            },
+            "demo-csc-rotherham",
+        )
+    };
+    let from_a = ca.find_child(find()).await.unwrap().into_inner();
+    let from_b = cb.find_child(find()).await.unwrap().into_inner();
+    assert!(!from_a.facts.is_empty());
+    assert_eq!(
+        from_a.encode_to_vec(),
+        from_b.encode_to_vec(),
+        "node a and node b answered differently"
+    );
+
+    // 3. The owning authority watches on node B; A&E checks the flag on node A.
+    let watch = |resume_after: &str| {
+        common::authorised(
+            pb::WatchRequest {
+                context: Some(common::context(Purpose::Safeguarding, &[])),
+                resume_after: resume_after.to_owned(),
+            },
+            "demo-csc-rotherham",
+        )
+    };
+    let mut on_b = cb.watch(watch("")).await.unwrap().into_inner();
+    let check = || {
+        common::authorised(
+            pb::CheckFlagRequest {
+                context: Some(common::context(Purpose::DirectCare, &after)),
+                nhs_number: child.nhs.to_string(),
+            },
+            "demo-health-rgh-ed",
+        )
+    };
+    let first = ca.check_flag(check()).await.unwrap().into_inner();
+    assert!(first.child_protection_plan && first.owner_notified, "{first:?}");
+    let (p1, n1) = next_notification(&mut on_b, Duration::from_secs(20))
+        .await
+        .expect("the check on node a notified the owner watching on node b");
+    assert_eq!(
+        (n1.by_agency_id.as_str(), n1.method.as_str()),
+        ("health-rgh-ed", "CheckFlag")
+    );
+    assert_eq!(n1.child_id, first.child_id);
+    drop(on_b);
+
+    // The owner is not watching during the second check; it resumes (on node A this time) from its last
+    // position and receives the second notification, and only that one.
+    let second = ca.check_flag(check()).await.unwrap().into_inner();
+    assert!(second.owner_notified);
+    let mut resumed = ca.watch(watch(&p1)).await.unwrap().into_inner();
+    let (p2, n2) = next_notification(&mut resumed, Duration::from_secs(20))
+        .await
+        .expect("the notification made while nobody watched is delivered on resuming");
+    assert_ne!(p2, p1);
+    assert_eq!(n2.child_id, first.child_id);
+    assert!(
+        next_notification(&mut resumed, Duration::from_secs(3))
+            .await
+            .is_none(),
+        "a notification was delivered twice to a watcher that resumed"
+    );
+    // A resume position that is not one is refused, naming the field.
+    let bad = ca.watch(watch("yesterday")).await.unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("resume_after"), "{}", bad.message());
+
+    // AUDIT holds each call's record with the answering node's id.
+    let js = common::operator(&nats).await;
+    let audit = halcyon_bus::checkpoint::chain_messages(&js, "AUDIT", 1, None)
+        .await
+        .unwrap();
+    let total = common::stream_messages(&js, "AUDIT").await;
+    let mut audit = std::pin::pin!(audit);
+    let mut answered_by = BTreeSet::new();
+    let mut notifying = 0;
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(5), audit.next()).await {
+        for r in pb::AccessRecords::decode(m.payload.as_ref()).unwrap().records {
+            answered_by.insert((r.method.clone(), r.node_id.clone()));
+            if r.notified_agency_ids == ["csc-rotherham"] {
+                assert_eq!((r.method.as_str(), r.node_id.as_str()), ("CheckFlag", "node-a"));
+                notifying += 1;
+            }
+        }
+        if m.sequence >= total {
+            break;
+        }
+    }
+    assert!(
+        answered_by.contains(&("FindChild".into(), "node-a".into())),
+        "{answered_by:?}"
+    );
+    assert!(
+        answered_by.contains(&("FindChild".into(), "node-b".into())),
+        "{answered_by:?}"
+    );
+    assert_eq!(
+        notifying, 2,
+        "each flag check's record names the owner it notified"
+    );
+
+    // 2. Node A goes away mid-session; the client repeats on node B with its position token.
+    let view = |child_id: &str| {
+        common::authorised(
+            pb::GetChildViewRequest {
+                context: Some(common::context(Purpose::Safeguarding, &after)),
+                child_id: child_id.to_owned(),
+            },
+            "demo-police-sy",
+        )
+    };
+    let before = ca
+        .get_child_view(view(&from_a.child_id))
+        .await
+        .unwrap()
+        .into_inner();
+    let (pa, pb_) = (a.projector.clone(), b.projector.clone());
+    a.stop(Duration::ZERO).await;
+    assert!(
+        ca.get_child_view(view(&from_a.child_id)).await.is_err(),
+        "node a is gone"
+    );
+    let repeated = cb
+        .get_child_view(view(&from_a.child_id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        before.encode_to_vec(),
+        repeated.encode_to_vec(),
+        "node b answered otherwise than node a did"
+    );
+
+    // 1. Their exports are byte-identical after the same events.
+    b.stop(Duration::from_secs(5)).await;
+    assert_eq!(export(&pa), export(&pb_), "the two nodes' read models differ");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_keeps_the_checkpoints_and_another_takes_over_one_unbroken_chain() {
+    use halcyon_bus::nodes::{bucket, duty_holder};
+    let nats = NatsServer::start_with_auth();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = common::start_node(named(&nats, da.path(), "node-a"))
+        .await
+        .expect("node a starts");
+    let b = common::start_node(named(&nats, db.path(), "node-b"))
+        .await
+        .expect("node b starts");
+    let s = Scenario::generate(&ScenarioConfig::default(), &ScenarioAgencies::deploy());
+    let (first, rest) = s.envelopes.split_at(s.envelopes.len() / 2);
+    common::publish_as_agencies(&nats.url(), first).await;
+    let js = common::operator(&nats).await;
+    let kv = bucket(&js).await.unwrap();
+    let streams = halcyon_bus::list_event_streams(&js).await.unwrap();
+    let covered = |js: async_nats::jetstream::Context, streams: Vec<String>| async move {
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut all = true;
+            for st in &streams {
+                let last = common::stream_messages(&js, st).await;
+                let cp = halcyon_bus::checkpoint::last_checkpoint(&js, st).await.unwrap();
+                all &= last == 0 || cp.is_some_and(|c| c.checkpoint.to_sequence >= last);
+            }
+            if all {
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "the streams were not checkpointed within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    covered(js.clone(), streams.clone()).await;
+    let (holder, _, _) = duty_holder(&kv, halcyon_node::chain::DUTY)
+        .await
+        .unwrap()
+        .expect("a holder");
+    let (keeper, standby) = if holder.node_id == "node-a" {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let written_by = |js: async_nats::jetstream::Context| async move {
+        halcyon_bus::checkpoint::read_checkpoints(&js, None)
+            .await
+            .unwrap()
+            .checkpoints
+            .into_iter()
+            .map(|c| c.checkpoint.node_id)
+            .collect::<Vec<_>>()
+    };
+    let before = written_by(js.clone()).await;
+    assert!(!before.is_empty());
+    assert!(
+        before.iter().all(|n| *n == holder.node_id),
+        "only the holder wrote checkpoints: {before:?}"
+    );
+
+    // The holder stops; the other takes the duty and checkpoints what follows.
+    keeper.stop(Duration::from_secs(5)).await;
+    common::publish_as_agencies(&nats.url(), rest).await;
+    covered(js.clone(), streams.clone()).await;
+    let (now, _, _) = duty_holder(&kv, halcyon_node::chain::DUTY)
+        .await
+        .unwrap()
+        .expect("a holder");
+    assert_ne!(now.node_id, holder.node_id, "the duty passed to the other node");
+    let after = written_by(js.clone()).await;
+    assert!(
+        after[before.len()..].iter().all(|n| *n == now.node_id),
+        "{after:?}"
+    );
+
+    // Every stream intact, with one unbroken checkpoint chain across the hand-over.
+    let text =
+        std::fs::read_to_string(halcyon_testkit::workspace_root().join("deploy/keyring-dev.toml")).unwrap();
+    let (keys, _) = halcyon_ledger::Keyring::from_toml(&text).unwrap();
+    for st in &streams {
+        let v = halcyon_bus::checkpoint::verify_stream(&js, st, &keys, &[])
+            .await
+            .unwrap();
+        assert!(v.is_intact(), "{st}: {:?}", v.report);
+    }
+    standby.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_clock_runs_an_hour_ahead_records_no_breach_early_and_nothing_twice() {
+    use halcyon_projector::clock::Clock;
+    let nats = NatsServer::start_with_auth();
+    let data = tempfile::tempdir().unwrap();
+    let now = halcyon_schema::clock::now_ms();
+    let clock = Clock::manual(now);
+    let node = common::start_node(NodeConfig {
+        clock: clock.clone(),
+        ..named(&nats, data.path(), "node-skewed")
+    })
+    .await
+    .expect("node starts");
+    // A referral received a working day and a bit ago has its T01 decision due by now... or within the
+    // hour: whatever the scenario holds, the breaches recorded must not change while the clock is ahead.
+    let s = Scenario::generate(&ScenarioConfig::default(), &ScenarioAgencies::deploy());
+    common::publish_as_agencies(&nats.url(), &s.envelopes).await;
+    let breaches = |p: &halcyon_projector::Projector| {
+        let mut out = Vec::new();
+        p.export(&mut out).unwrap();
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("B "))
+            .count()
+    };
+    // Settle at the right time first.
+    let until = Instant::now() + Duration::from_secs(30);
+    while node.projector.views_stale().unwrap() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let settled = breaches(&node.projector);
+
+    // An hour ahead: the guard trips at the next measurement, health says so, and nothing is recorded.
+    clock.step_to(now + 3_600_000);
+    let mut state = node.membership.subscribe();
+    tokio::time::timeout(Duration::from_secs(20), state.wait_for(|s| s.clock_skewed))
+        .await
+        .expect("the skew reported within 20 s")
+        .unwrap();
+    let offset = node.membership.state().clock_offset_ms.unwrap();
+    assert!((3_500_000..3_700_000).contains(&offset), "offset {offset} ms");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(
+        tonic::transport::Channel::from_shared(format!("http://{}", node.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let clock_health = |h: &mut tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>| {
+        let mut h = h.clone();
+        async move {
+            h.check(tonic_health::pb::HealthCheckRequest {
+                service: halcyon_node::node::CLOCK.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+        }
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    while clock_health(&mut health).await
+        != tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+    {
+        assert!(Instant::now() < until, "health did not report the skew");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Time the timer would have used to record (the deadline due within the hour, if any).
+    node.projector.deadline_spec().unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        breaches(&node.projector),
+        settled,
+        "a breach was recorded early by a clock an hour ahead"
+    );
+
+    // Set back: in bounds again, and nothing is recorded twice.
+    clock.step_to(halcyon_schema::clock::now_ms());
+    tokio::time::timeout(Duration::from_secs(20), state.wait_for(|s| !s.clock_skewed))
+        .await
+        .expect("back within bounds within 20 s")
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        breaches(&node.projector),
+        settled,
+        "breaches recorded twice after the clock was set back"
+    );
+    node.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_policy_is_flagged_by_its_peers_and_a_second_node_with_one_id_is_refused() {
+    let nats = NatsServer::start_with_auth();
+    let (da, db, dc) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let with_policy = |data: &std::path::Path, id: &str, digest: &str| {
+        let mut config = named(&nats, data, id);
+        config.peers.fingerprint.insert("policy".into(), digest.into());
+        config
+    };
+    let a = common::start_node(with_policy(da.path(), "node-a", "england-2026.1 aaaa"))
+        .await
+        .unwrap();
+    let b = common::start_node(with_policy(db.path(), "node-b", "england-2026.1 bbbb"))
+        .await
+        .unwrap();
+    let mut state = b.membership.subscribe();
+    let seen = tokio::time::timeout(
+        Duration::from_secs(20),
+        state.wait_for(|s| !s.differences.is_empty()),
+    )
+    .await
+    .expect("the difference found within 20 s")
+    .unwrap()
+    .clone();
+    assert_eq!(
+        seen.differences,
+        ["node-a: policy differs (england-2026.1 bbbb here, england-2026.1 aaaa there)"]
+    );
+    let mut health = tonic_health::pb::health_client::HealthClient::new(
+        tonic::transport::Channel::from_shared(format!("http://{}", b.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: halcyon_node::node::PEERS.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        if status == tonic_health::pb::health_check_response::ServingStatus::NotServing as i32 {
+            break;
+        }
+        assert!(Instant::now() < until, "health did not flag the difference");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A second live node with node a's id is refused, naming the id.
+    let refused = common::start_node(with_policy(dc.path(), "node-a", "england-2026.1 aaaa"))
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("node id \"node-a\" is in use"),
+        "{refused}"
+    );
+    a.stop(Duration::from_secs(5)).await;
+    b.stop(Duration::from_secs(5)).await;
+}
