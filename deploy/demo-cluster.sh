@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The cluster demo: three NATS JetStream servers (deploy/nats/cluster/n1..n3.conf: routes, zone tags with
 # unique_tag, sync_interval always, TLS on client and route listeners with dev certificates made here) and
-# one halcyon node in front of them. The operator applies deploy/streams.toml (R3: one copy per zone); the
+# two halcyon nodes in front of them. The operator applies deploy/streams.toml (R3: one copy per zone); the
 # node checks it. Agencies publish a scenario while a server is SIGKILLed part-way and queries go on; then
 # every acknowledged event is shown to be in the streams once, the node to have projected them all, and
 # the killed server to rejoin. Stops everything it started.
@@ -64,27 +64,34 @@ certs=deploy/nats/cluster/certs
 export HALCYON_NATS_URL="$seeds" HALCYON_NATS_CA="$certs/ca.pem"
 export HALCYON_CREDENTIALS=deploy/nats/dev-credentials.toml
 api_port=$(free_port)
+api_port2=$(free_port)
 export HALCYON_API="http://127.0.0.1:$api_port"
+api2="http://127.0.0.1:$api_port2"
 
 echo
 echo "== the operator applies the stream spec deploy/streams.toml (three replicas, one per zone)"
 HALCYON_LOG=warn "$halcyon" streams apply --spec deploy/streams.toml --nats-user operator | sed 's/^/   /'
 
 echo
-echo "== a halcyon node: every server a seed and a monitoring endpoint; TLS with the partnership's CA and"
-echo "   its client certificate; it checks the streams against the spec and every server for sync"
-HALCYON_NATS_USER=halcyon-node HALCYON_NATS_CERT="$certs/client.pem" HALCYON_NATS_KEY="$certs/client-key.pem" \
-HALCYON_LOG="${HALCYON_LOG:-info,async_nats=warn}" \
-  "$halcyon" serve --streams-spec deploy/streams.toml --nats-monitor-url "$monitors" \
-    --data-dir "$demo/data" --listen "127.0.0.1:$api_port" --node-id demo-cluster-node \
-    --checkpoint-key deploy/checkpoint-dev.key --checkpoint-every-secs 1 \
-  >"$demo/node.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 300); do
-  grep -q "halcyon node serving" "$demo/node.log" && break
-  if ! kill -0 "${pids[-1]}" 2>/dev/null; then cat "$demo/node.log" >&2; exit 1; fi
-  sleep 0.1
-done
+echo "== two halcyon nodes: every server a seed and a monitoring endpoint; TLS with the partnership's CA and"
+echo "   its client certificate; each checks the streams against the spec and every server for sync, claims"
+echo "   its node id in the nodes bucket and writes a heartbeat; one holds the checkpoint duty at a time"
+start_node() { # id port log
+  HALCYON_NATS_USER=halcyon-node HALCYON_NATS_CERT="$certs/client.pem" HALCYON_NATS_KEY="$certs/client-key.pem" \
+  HALCYON_LOG="${HALCYON_LOG:-info,async_nats=warn}" HALCYON_HEARTBEAT_SECS=1 HALCYON_LEASE_SECS=5 \
+    "$halcyon" serve --streams-spec deploy/streams.toml --nats-monitor-url "$monitors" \
+      --data-dir "$demo/data-$1" --listen "127.0.0.1:$2" --node-id "$1" \
+      --checkpoint-key deploy/checkpoint-dev.key --keyring deploy/keyring-dev.toml --checkpoint-every-secs 1 \
+    >"$3" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 300); do
+    grep -q "halcyon node serving" "$3" && return 0
+    if ! kill -0 "${pids[-1]}" 2>/dev/null; then cat "$3" >&2; exit 1; fi
+    sleep 0.1
+  done
+}
+start_node demo-node-1 "$api_port" "$demo/node.log"
+start_node demo-node-2 "$api_port2" "$demo/node2.log"
 grep -o 'every server holding a stream syncs each write.*' "$demo/node.log" | head -1 | sed 's/^/   /'
 
 echo
@@ -153,4 +160,32 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 grep '^AUDIT' "$demo/check2.out" | sed 's/^/   /'
+
+echo
+echo "== two nodes: A&E checks a flag on node 1; the owning authority, watching on node 2, is notified"
+flagged=""
+for n in $(sed -n 's/^child [0-9]*: NHS number //p' "$demo/publish.out"); do
+  # shellcheck disable=SC2086
+  if HALCYON_API="$api2" "$halcyon" flag --token demo-health-rgh-ed --nhs "$n" $after 2>/dev/null | grep -q "owning authority:"; then
+    flagged=$n; break
+  fi
+done
+[ -n "$flagged" ] || { echo "demo-cluster: no published child has a flag" >&2; exit 1; }
+HALCYON_API="$api2" "$halcyon" notifications --token demo-csc-rotherham --count 1 --timeout-secs 30 >"$demo/notified.out" &
+watcher=$!
+sleep 2
+# shellcheck disable=SC2086
+"$halcyon" flag --token demo-health-rgh-ed --nhs "$flagged" $after | sed 's/^/   node 1 answers: /'
+wait "$watcher" || { echo "demo-cluster: the owner watching on node 2 was not notified" >&2; exit 1; }
+sed 's/^/   node 2 delivers: /' "$demo/notified.out"
+position=$(sed -n 's/.*position //p' "$demo/notified.out")
+echo "   the owner stops watching; A&E checks again on node 1; the owner resumes on node 2 from $position:"
+# shellcheck disable=SC2086
+"$halcyon" flag --token demo-health-rgh-ed --nhs "$flagged" $after >/dev/null
+HALCYON_API="$api2" "$halcyon" notifications --token demo-csc-rotherham --resume-after "$position" --count 1 \
+  --timeout-secs 30 | sed 's/^/   node 2 delivers (resumed): /'
+
+echo
+echo "== the nodes, from their heartbeats (halcyon nodes)"
+HALCYON_LOG=warn "$halcyon" nodes --nats-user operator | sed 's/^/   /'
 echo "   (logs: $demo/*.log)"

@@ -97,12 +97,6 @@ impl StreamSpec {
     /// Parses a spec and checks its values.
     pub fn from_toml(src: &str) -> Result<Self, String> {
         let spec: Self = toml::from_str(src).map_err(|e| e.to_string())?;
-        if !(1..=5).contains(&spec.nodes.replicas) {
-            return Err(format!(
-                "[nodes] replicas must be 1 to 5, got {}",
-                spec.nodes.replicas
-            ));
-        }
         for (name, class) in spec.classes() {
             if !(1..=5).contains(&class.replicas) {
                 return Err(format!(
@@ -119,6 +113,12 @@ impl StreamSpec {
                     class.max_message_bytes
                 ));
             }
+        }
+        if !(1..=5).contains(&spec.nodes.replicas) {
+            return Err(format!(
+                "[nodes] replicas must be 1 to 5, got {}",
+                spec.nodes.replicas
+            ));
         }
         Ok(spec)
     }

@@ -49,6 +49,9 @@ enum Command {
     /// The nodes of the deployment: live or stopped, duties, clock offset, and how their configurations
     /// differ.
     Nodes(cmd::nodes::Args),
+    /// Access notifications of the calling agency's children, from any node (`--resume-after` the last
+    /// position to receive those made while not watching).
+    Notifications(cmd::notifications::Args),
     /// Check and explain the sharing policy.
     #[command(subcommand)]
     Policy(cmd::policy::Command),
@@ -109,6 +112,7 @@ pub fn main() -> ExitCode {
             Command::Flag(args) => cmd::child::flag(args).await,
             Command::Streams(args) => cmd::streams::run(args).await,
             Command::Nodes(args) => cmd::nodes::run(args).await,
+            Command::Notifications(args) => cmd::notifications::run(args).await,
             Command::Quarantine(args) => cmd::quarantine::run(args).await,
             Command::Deadlines(args) => cmd::deadlines::run(args).await,
             Command::Signals(args) => cmd::signals::run(args).await,

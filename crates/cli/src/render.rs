@@ -173,5 +173,12 @@ pub fn flag(f: &pb::FlagStatus) -> String {
     if f.owner_notified {
         out.push_str("  the owning authority has been notified of this check\n");
     }
+    if !f.recent_accesses.is_empty() {
+        let _ = writeln!(out, "  earlier checks of this flag (most recent first):");
+        for a in &f.recent_accesses {
+            let at = a.at.as_ref().map(format_timestamp).unwrap_or_else(|| "-".into());
+            let _ = writeln!(out, "    {at}  {} ({}), {}", a.agency_name, a.agency_id, a.role);
+        }
+    }
     out
 }

@@ -34,7 +34,10 @@ pub const ACCESS_PAGE_MAX: u32 = 1000;
 const ACCESS_PAGE_DEFAULT: u32 = 100;
 
 /// Rules the node itself writes into access records (not the policy's): the categories they speak of.
-const NODE_RULES: &[(&str, &[Category])] = &[("access-notification.owner", &[Category::ACCESS_LOG])];
+const NODE_RULES: &[(&str, &[Category])] = &[
+    ("access-notification.owner", &[Category::ACCESS_LOG]),
+    (crate::child::RECENT_ACCESSES_RULE, &[Category::ACCESS_LOG]),
+];
 
 #[derive(Debug, Clone)]
 pub struct AccessLog {

@@ -19,6 +19,10 @@ use halcyon_schema::clock::now_ms;
 /// Chronology pages hold at most this many facts.
 pub const PAGE_SIZE_MAX: u32 = 500;
 const PAGE_SIZE_DEFAULT: u32 = 100;
+/// A flag answer carries this many of the child's last flag accesses (CP-IS shows 25).
+pub const RECENT_FLAG_ACCESSES: usize = 25;
+/// The rule an access record names when a flag answer carried earlier accesses (D13, the access log).
+pub const RECENT_ACCESSES_RULE: &str = "flag.recent-accesses";
 
 impl Query {
     /// FindChild: the child one identifier names, as the caller may see it.
@@ -249,6 +253,29 @@ impl Query {
             self.record(pass, Some(child), &disclosure, pb::AccessOutcome::Denied)
                 .await?;
             return Ok(no_flag);
+        }
+        // The last accesses to this child's flag (agency, role, time), as CP-IS shows them beside the flag.
+        let projector = self.projector.clone();
+        status.recent_accesses =
+            tokio::task::spawn_blocking(move || projector.recent_flag_accesses(child, RECENT_FLAG_ACCESSES))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))??;
+        for access in &mut status.recent_accesses {
+            if let Some(a) = access
+                .agency_id
+                .parse()
+                .ok()
+                .and_then(|id| self.registry.get(&id))
+            {
+                access.agency_name = a.name.clone();
+            }
+        }
+        let mut disclosure = disclosure;
+        if !status.recent_accesses.is_empty() {
+            disclosure
+                .categories_disclosed
+                .insert(halcyon_schema::Category::ACCESS_LOG);
+            disclosure.rules.insert(RECENT_ACCESSES_RULE.to_owned());
         }
         // The notification is the access record itself: acknowledged, it is durable, and every node
         // delivers it to the owner's watchers.

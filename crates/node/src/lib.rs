@@ -11,6 +11,7 @@ pub mod config;
 pub mod deadlines;
 pub mod error;
 pub mod events;
+pub mod flag_index;
 pub mod gate;
 pub mod ingest;
 pub mod limits;

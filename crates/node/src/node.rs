@@ -176,6 +176,10 @@ impl Node {
             )),
             None => tracing::warn!("no checkpoint key configured: this node keeps no tamper-evidence chain"),
         }
+        tasks.push(tokio::spawn(
+            crate::flag_index::run(js.clone(), projector.clone(), shutdown.clone())
+                .instrument(tracing::info_span!("flag_accesses")),
+        ));
         // Subscribed before any derivation, so no signal is missed.
         if let Some(spec) = projector.signal_spec() {
             tasks.push(tokio::spawn(

@@ -17,6 +17,7 @@ pub mod deadlines;
 pub mod disclose;
 pub mod error;
 pub mod fact;
+pub mod flag_accesses;
 pub mod keys;
 pub mod model;
 pub mod quarantine;

@@ -934,6 +934,11 @@ impl Projector {
         Ok(())
     }
 
+    /// The sled database (for the trees beside the read models, e.g. `crate::flag_accesses`).
+    pub(crate) fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     pub fn size_on_disk(&self) -> Result<u64, ProjectorError> {
         Ok(self.db.size_on_disk()?)
     }

@@ -131,8 +131,27 @@ async fn two_nodes_answer_alike_notify_each_other_s_watchers_and_resume() {
 
     // The owner is not watching during the second check; it resumes (on node A this time) from its last
     // position and receives the second notification, and only that one.
+    // The flag answer carries the earlier checks of the child's flag (agency, role, time), once node A
+    // has indexed the first check's access record from AUDIT.
+    let child_id: halcyon_schema::ChildId = first.child_id.parse().unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    while a.projector.recent_flag_accesses(child_id, 25).unwrap().is_empty() {
+        assert!(
+            Instant::now() < until,
+            "the first check was not indexed within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let second = ca.check_flag(check()).await.unwrap().into_inner();
     assert!(second.owner_notified);
+    assert_eq!(second.recent_accesses.len(), 1, "{:?}", second.recent_accesses);
+    let earlier = &second.recent_accesses[0];
+    assert_eq!(earlier.agency_id, "health-rgh-ed");
+    assert!(!earlier.agency_name.is_empty() && !earlier.role.is_empty() && earlier.at.is_some());
+    assert!(
+        first.recent_accesses.is_empty(),
+        "nobody had checked before the first check"
+    );
     let mut resumed = ca.watch(watch(&p1)).await.unwrap().into_inner();
     let (p2, n2) = next_notification(&mut resumed, Duration::from_secs(20))
         .await

@@ -5,6 +5,7 @@ pub mod child;
 pub mod common;
 pub mod deadlines;
 pub mod nodes;
+pub mod notifications;
 pub mod policy;
 pub mod publish;
 pub mod quarantine;

@@ -73,6 +73,11 @@ fn serve(cluster: &NatsCluster, seeds: &str, data: &Path, port: u16) -> Child {
 
 /// [`serve`], the node told of the monitoring endpoints `monitors` (comma-separated) only.
 fn serve_checking(monitors: &str, seeds: &str, data: &Path, port: u16) -> Child {
+    serve_as(monitors, seeds, data, port, "cluster-test", &[])
+}
+
+/// [`serve_checking`] as node `node_id`, with `extra` arguments.
+fn serve_as(monitors: &str, seeds: &str, data: &Path, port: u16, node_id: &str, extra: &[&str]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -84,13 +89,10 @@ fn serve_checking(monitors: &str, seeds: &str, data: &Path, port: u16) -> Child 
         .args(["--nats-user", "halcyon-node", "--credentials", CREDENTIALS])
         .args(["--nats-connect-wait-secs", "60"])
         .args(["--data-dir", data.to_str().unwrap()])
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--node-id",
-            "cluster-test",
-        ])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--node-id", node_id])
         .args(["--checkpoint-key", "deploy/checkpoint-dev.key"])
+        .args(["--keyring", "deploy/keyring-dev.toml"])
+        .args(extra)
         .current_dir(halcyon_testkit::workspace_root())
         .env("HALCYON_LOG", "info,async_nats=warn")
         .env("HALCYON_HEARTBEAT_SECS", "1")
@@ -1087,7 +1089,11 @@ async fn tls_with_a_custom_ca_and_a_client_certificate() {
     let applied = halcyon_bus::streams::apply(&js, &halcyon_bus::StreamSpec::replicated(3), [&agency])
         .await
         .unwrap();
-    assert_eq!(applied.len(), 3);
+    assert_eq!(
+        applied.len(),
+        4,
+        "three streams and the nodes bucket: {applied:?}"
+    );
     let no_cert = connect(&seeds, &with(false, true), "tls test").await.unwrap_err();
     eprintln!("without a client certificate: {no_cert}");
     assert!(no_cert.to_string().contains("Certificate"), "{no_cert}");
@@ -1097,4 +1103,250 @@ async fn tls_with_a_custom_ca_and_a_client_certificate() {
         no_ca.to_string().contains("TLS") || no_ca.to_string().contains("certificate"),
         "{no_ca}"
     );
+}
+
+/// Issue 17 on the cluster, with `halcyon serve` processes: two nodes, one started with a different policy
+/// file (`halcyon nodes` lists what differs); the checkpoint keeper SIGKILLed mid-session (a client repeats
+/// on the other node with its position and gets the same bytes; the other takes the duty); the killed node
+/// back, the new keeper SIGSTOPped past its lease (the first takes over) and resumed (it writes nothing
+/// more); `halcyon audit verify` finds every stream intact with one unbroken chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_fail_over_hand_over_the_checkpoint_duty_and_fence_a_paused_keeper() {
+    use halcyon_bus::nodes::{bucket, duty_holder};
+    let run = Run::start(ClusterOptions::default());
+    let (seeds, monitors) = (run.cluster.seed_urls(), run.cluster.monitor_urls().join(","));
+    // Node y runs with its own copy of the policy file (one more comment: a different file).
+    let policy = run.dir.path().join("policy-y.toml");
+    let original =
+        std::fs::read_to_string(halcyon_testkit::workspace_root().join("deploy/policy/england.toml"))
+            .unwrap();
+    std::fs::write(&policy, format!("{original}\n# node y's copy\n")).unwrap();
+    let ports = BTreeMap::from([("node-x", free_port()), ("node-y", free_port())]);
+    let data = |id: &str| run.dir.path().join(id);
+    let start = |id: &str| {
+        let extra: Vec<&str> = if id == "node-y" {
+            vec!["--policy", policy.to_str().unwrap()]
+        } else {
+            vec![]
+        };
+        serve_as(&monitors, &seeds, &data(id), ports[id], id, &extra)
+    };
+    let mut nodes: BTreeMap<&str, Child> =
+        BTreeMap::from([("node-x", start("node-x")), ("node-y", start("node-y"))]);
+    let mut channels = BTreeMap::new();
+    for id in ["node-x", "node-y"] {
+        let node = nodes.get_mut(id).unwrap();
+        channels.insert(id, channel(ports[id], node, &data(id)).await);
+    }
+    let s = scenario(12, 1717);
+    let third = s.envelopes.len() / 3;
+    let sent = publish(seeds.clone(), s.envelopes[..third].to_vec(), Arc::default()).await;
+    let wanted = last_positions(&sent);
+    for id in ["node-x", "node-y"] {
+        caught_up(&channels[id], &wanted).await;
+    }
+
+    // 6. `halcyon nodes` lists both, live, and names the part that differs.
+    let mut args = vec!["nodes"];
+    args.extend(operator_args(&seeds));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let listing = loop {
+        let out = common::halcyon_ok(&args);
+        if out.contains("policy: node-x") {
+            break out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "halcyon nodes did not show the difference: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!("{listing}");
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("node-x") && l.contains(" live ")),
+        "{listing}"
+    );
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("node-y") && l.contains(" live ")),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("configuration differs between live nodes:"),
+        "{listing}"
+    );
+    assert!(
+        !listing.contains("agencies:"),
+        "only the policy differs: {listing}"
+    );
+
+    let js = operator_js(&run.cluster).await;
+    let kv = bucket(&js).await.unwrap();
+    let keeper = || async {
+        patiently(|| duty_holder(&kv, halcyon_node::chain::DUTY))
+            .await
+            .unwrap()
+            .map(|(h, _, _)| h.node_id)
+    };
+    let first = keeper().await.expect("a keeper");
+    let (holder, other): (&str, &str) = if first == "node-x" {
+        ("node-x", "node-y")
+    } else {
+        ("node-y", "node-x")
+    };
+
+    // 2. The keeper answers, then is SIGKILLed; the client repeats on the other node with its position.
+    let nhs = s.children[0].nhs.to_string();
+    let context = pb::RequestContext {
+        purpose: pb::Purpose::Safeguarding as i32,
+        min_positions: wanted
+            .iter()
+            .map(|(stream, &sequence)| pb::Position {
+                stream: stream.clone(),
+                sequence,
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let ask = |channel: Channel, context: pb::RequestContext, nhs: String| async move {
+        let mut request = find_child(&nhs, "demo-csc-rotherham");
+        request.get_mut().context = Some(context);
+        QueryServiceClient::new(channel).find_child(request).await
+    };
+    let answered = ask(channels[holder].clone(), context.clone(), nhs.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let killed_at = Instant::now();
+    nodes.get_mut(holder).unwrap().kill().unwrap();
+    nodes.get_mut(holder).unwrap().wait().unwrap();
+    let repeated = ask(channels[other].clone(), context.clone(), nhs.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        answered.encode_to_vec(),
+        repeated.encode_to_vec(),
+        "the other node answered otherwise"
+    );
+    while keeper().await.as_deref() != Some(other) {
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(60),
+            "the duty was not taken over"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "the checkpoint duty passed from {holder} to {other} {:?} after the SIGKILL (lease 3 s)",
+        killed_at.elapsed()
+    );
+
+    let by = |node: &'static str| {
+        let js = js.clone();
+        async move {
+            halcyon_bus::checkpoint::read_checkpoints(&js, None)
+                .await
+                .unwrap()
+                .checkpoints
+                .iter()
+                .filter(|c| c.checkpoint.node_id == node)
+                .count()
+        }
+    };
+    let sent = publish(
+        seeds.clone(),
+        s.envelopes[third..2 * third].to_vec(),
+        Arc::default(),
+    )
+    .await;
+    let wanted = last_positions(&sent);
+    caught_up(&channels[other], &wanted).await;
+
+    // The killed node comes back (same id, same data) and stands by; the keeper is paused past its lease.
+    nodes.insert(holder, start(holder));
+    channels.insert(
+        holder,
+        channel(ports[holder], nodes.get_mut(holder).unwrap(), &data(holder)).await,
+    );
+    caught_up(&channels[holder], &wanted).await;
+    let paused = nodes[other].id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &paused])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let stopped_at = Instant::now();
+    while keeper().await.as_deref() != Some(holder) {
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(60),
+            "the duty was not taken from the paused node"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "the duty passed back to {holder} {:?} after SIGSTOP of {other}",
+        stopped_at.elapsed()
+    );
+    // Once the new term has begun, the paused node's checkpoints are refused by the server.
+    let before_resume = by(other).await;
+    let sent = publish(seeds.clone(), s.envelopes[2 * third..].to_vec(), Arc::default()).await;
+    let wanted = last_positions(&sent);
+    assert!(
+        Command::new("kill")
+            .args(["-CONT", &paused])
+            .status()
+            .unwrap()
+            .success()
+    );
+    caught_up(&channels[holder], &wanted).await;
+    caught_up(&channels[other], &wanted).await;
+    // Several of its renewal and checkpoint intervals: it must notice it lost the lease and write nothing.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        by(other).await,
+        before_resume,
+        "the paused former keeper wrote checkpoints after it lost the lease"
+    );
+    assert_eq!(keeper().await.as_deref(), Some(holder));
+    let log = node_log(&data(other));
+    assert!(
+        log.contains("lost the checkpoint duty")
+            || log.contains("lease ran out")
+            || log.contains("keeper term is over"),
+        "the paused node did not say it lost the duty: {log}"
+    );
+
+    // Everything checkpointed by the keeper, then one unbroken chain per stream.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut all = true;
+        for (stream, &seq) in &wanted {
+            let last = halcyon_bus::checkpoint::last_checkpoint(&js, stream)
+                .await
+                .unwrap();
+            all &= last.is_some_and(|c| c.checkpoint.to_sequence >= seq);
+        }
+        if all {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not checkpointed to the end");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut args = vec!["audit", "verify", "--keyring", "deploy/keyring-dev.toml"];
+    args.extend(operator_args(&seeds));
+    let verified = common::halcyon_ok(&args);
+    eprintln!("{verified}");
+    assert!(
+        !verified.is_empty() && !verified.contains("diverge"),
+        "{verified}"
+    );
+    for (_, mut node) in nodes {
+        let _ = node.kill();
+        let _ = node.wait();
+    }
 }

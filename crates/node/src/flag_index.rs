@@ -1,0 +1,121 @@
+//! Follows the AUDIT stream and indexes every permitted check of a child's flag (agency, role, time) into
+//! the node's sled (`halcyon_projector::flag_accesses`), from where the flag answer carries the child's last
+//! 25 accesses. Every node indexes the same records, so every node gives the same list once it has read as
+//! far. Resumes from the position stored with the index; an ordered consumer that hears nothing while AUDIT
+//! has moved on is recreated (`crate::ingest::STALL_CHECK`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use futures::StreamExt;
+use halcyon_grpc::pb;
+use halcyon_projector::Projector;
+use halcyon_projector::flag_accesses::FlagAccessRow;
+use halcyon_schema::subject::AUDIT_STREAM;
+use prost::Message as _;
+use tokio_util::sync::CancellationToken;
+
+/// Runs until `shutdown`.
+pub async fn run(js: jetstream::Context, projector: Arc<Projector>, shutdown: CancellationToken) {
+    let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        let started = tokio::time::Instant::now();
+        match follow(&js, &projector, &shutdown).await {
+            Ok(()) => return,
+            Err(reason) => {
+                tracing::warn!(%reason, "indexing flag accesses stopped; resuming from its position")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff.after(started.elapsed())) => {}
+        }
+    }
+}
+
+/// The permitted flag checks of one AUDIT message.
+fn rows(sequence: u64, payload: &[u8]) -> Vec<FlagAccessRow> {
+    let Ok(records) = pb::AccessRecords::decode(payload) else {
+        return Vec::new();
+    };
+    records
+        .records
+        .into_iter()
+        .enumerate()
+        .filter(|(_, r)| r.method == "CheckFlag" && r.outcome == pb::AccessOutcome::Permitted as i32)
+        .filter_map(|(i, r)| {
+            let child = r.child_id.parse().ok()?;
+            let at_ms =
+                r.at.as_ref()
+                    .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
+            Some(FlagAccessRow {
+                child,
+                at_ms,
+                sequence,
+                index: i as u32,
+                access: pb::FlagAccess {
+                    agency_id: r.agency_id,
+                    agency_name: String::new(),
+                    role: r.role,
+                    at: r.at,
+                },
+            })
+        })
+        .collect()
+}
+
+async fn follow(
+    js: &jetstream::Context,
+    projector: &Arc<Projector>,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    let from = projector.flag_access_position().map_err(|e| e.to_string())? + 1;
+    let messages = halcyon_bus::checkpoint::chain_messages(js, AUDIT_STREAM, from, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut chunks = std::pin::pin!(messages.ready_chunks(crate::ingest::BATCH_LEN_MAX));
+    let mut position = from - 1;
+    let mut quiet = tokio::time::interval(crate::ingest::STALL_CHECK);
+    quiet.tick().await;
+    let mut heard = true;
+    let mut behind = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = quiet.tick() => {
+                if !heard {
+                    let last = halcyon_bus::streams::stream_info(js, AUDIT_STREAM)
+                        .await
+                        .ok()
+                        .flatten()
+                        .map_or(0, |i| i.state.last_sequence);
+                    if last > position && behind {
+                        return Err(format!("no AUDIT message for {:?} although AUDIT ends at {last}: the read stalled", crate::ingest::STALL_CHECK * 2));
+                    }
+                    behind = last > position;
+                }
+                heard = false;
+            }
+            chunk = chunks.next() => {
+                let Some(chunk) = chunk else {
+                    return Err("the read of AUDIT ended".into());
+                };
+                heard = true;
+                behind = false;
+                let mut found = Vec::new();
+                for m in chunk {
+                    let m = m.map_err(|e| e.to_string())?;
+                    found.extend(rows(m.sequence, &m.payload));
+                    position = m.sequence;
+                }
+                let p = projector.clone();
+                let through = position;
+                tokio::task::spawn_blocking(move || p.index_flag_accesses(through, &found))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+}
