@@ -235,12 +235,14 @@ impl Node {
         tasks.push(tokio::spawn(
             watch_health(
                 health_reporter,
-                js.clone(),
-                lag.clone(),
-                halted.clone(),
-                config.lag_max,
-                projector.clone(),
-                membership.subscribe(),
+                Watched {
+                    js: js.clone(),
+                    lag: lag.clone(),
+                    halted: halted.clone(),
+                    lag_max: config.lag_max,
+                    projector: projector.clone(),
+                    peers: membership.subscribe(),
+                },
                 shutdown.clone(),
             )
             .instrument(tracing::info_span!("health")),
@@ -336,16 +338,29 @@ impl Node {
 
 /// Keeps the gRPC health status true: NOT_SERVING while a stream lags by more than `lag_max` events or the
 /// AUDIT stream cannot be reached (queries would fail closed anyway).
-async fn watch_health(
-    reporter: tonic_health::server::HealthReporter,
+/// What the health task watches.
+struct Watched {
     js: jetstream::Context,
     lag: Lag,
     halted: ingest::Halted,
     lag_max: u64,
     projector: Arc<Projector>,
-    mut peers: tokio::sync::watch::Receiver<crate::peers::PeersState>,
+    peers: tokio::sync::watch::Receiver<crate::peers::PeersState>,
+}
+
+async fn watch_health(
+    reporter: tonic_health::server::HealthReporter,
+    watched: Watched,
     shutdown: CancellationToken,
 ) {
+    let Watched {
+        js,
+        lag,
+        halted,
+        lag_max,
+        projector,
+        mut peers,
+    } = watched;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut serving = Some(true);
     let mut damaged_seen = 0;

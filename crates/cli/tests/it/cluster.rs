@@ -1124,11 +1124,10 @@ async fn two_nodes_fail_over_hand_over_the_checkpoint_duty_and_fence_a_paused_ke
     let ports = BTreeMap::from([("node-x", free_port()), ("node-y", free_port())]);
     let data = |id: &str| run.dir.path().join(id);
     let start = |id: &str| {
-        let extra: Vec<&str> = if id == "node-y" {
-            vec!["--policy", policy.to_str().unwrap()]
-        } else {
-            vec![]
-        };
+        let mut extra = vec!["--checkpoint-every-secs", "1"];
+        if id == "node-y" {
+            extra.extend(["--policy", policy.to_str().unwrap()]);
+        }
         serve_as(&monitors, &seeds, &data(id), ports[id], id, &extra)
     };
     let mut nodes: BTreeMap<&str, Child> =
@@ -1138,9 +1137,9 @@ async fn two_nodes_fail_over_hand_over_the_checkpoint_duty_and_fence_a_paused_ke
         let node = nodes.get_mut(id).unwrap();
         channels.insert(id, channel(ports[id], node, &data(id)).await);
     }
-    let s = scenario(12, 1717);
-    let third = s.envelopes.len() / 3;
-    let sent = publish(seeds.clone(), s.envelopes[..third].to_vec(), Arc::default()).await;
+    // Three populations of children, published in turn.
+    let (s, s2, s3) = (scenario(6, 1717), scenario(6, 1718), scenario(6, 1719));
+    let sent = publish(seeds.clone(), s.envelopes.clone(), Arc::default()).await;
     let wanted = last_positions(&sent);
     for id in ["node-x", "node-y"] {
         caught_up(&channels[id], &wanted).await;
@@ -1198,6 +1197,36 @@ async fn two_nodes_fail_over_hand_over_the_checkpoint_duty_and_fence_a_paused_ke
         ("node-y", "node-x")
     };
 
+    let by = |node: &'static str| {
+        let js = js.clone();
+        async move {
+            halcyon_bus::checkpoint::read_checkpoints(&js, None)
+                .await
+                .unwrap()
+                .checkpoints
+                .iter()
+                .filter(|c| c.checkpoint.node_id == node)
+                .count()
+        }
+    };
+    // Waits until `node` has written more than `than` checkpoints.
+    let wrote_more = |node: &'static str, than: usize| async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let n = by(node).await;
+            if n > than {
+                return n;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{node} wrote no checkpoint within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let by_holder = wrote_more(holder, 0).await;
+    assert_eq!(by(other).await, 0, "only the keeper writes checkpoints");
+
     // 2. The keeper answers, then is SIGKILLed; the client repeats on the other node with its position.
     let nhs = s.children[0].nhs.to_string();
     let context = pb::RequestContext {
@@ -1244,26 +1273,15 @@ async fn two_nodes_fail_over_hand_over_the_checkpoint_duty_and_fence_a_paused_ke
         killed_at.elapsed()
     );
 
-    let by = |node: &'static str| {
-        let js = js.clone();
-        async move {
-            halcyon_bus::checkpoint::read_checkpoints(&js, None)
-                .await
-                .unwrap()
-                .checkpoints
-                .iter()
-                .filter(|c| c.checkpoint.node_id == node)
-                .count()
-        }
-    };
-    let sent = publish(
-        seeds.clone(),
-        s.envelopes[third..2 * third].to_vec(),
-        Arc::default(),
-    )
-    .await;
+    let sent = publish(seeds.clone(), s2.envelopes.clone(), Arc::default()).await;
     let wanted = last_positions(&sent);
     caught_up(&channels[other], &wanted).await;
+    let by_other = wrote_more(other, 0).await;
+    assert_eq!(
+        by(holder).await,
+        by_holder,
+        "the killed keeper wrote nothing more"
+    );
 
     // The killed node comes back (same id, same data) and stands by; the keeper is paused past its lease.
     nodes.insert(holder, start(holder));
@@ -1294,7 +1312,8 @@ async fn two_nodes_fail_over_hand_over_the_checkpoint_duty_and_fence_a_paused_ke
     );
     // Once the new term has begun, the paused node's checkpoints are refused by the server.
     let before_resume = by(other).await;
-    let sent = publish(seeds.clone(), s.envelopes[2 * third..].to_vec(), Arc::default()).await;
+    assert!(before_resume >= by_other);
+    let sent = publish(seeds.clone(), s3.envelopes.clone(), Arc::default()).await;
     let wanted = last_positions(&sent);
     assert!(
         Command::new("kill")
@@ -1306,6 +1325,7 @@ async fn two_nodes_fail_over_hand_over_the_checkpoint_duty_and_fence_a_paused_ke
     caught_up(&channels[holder], &wanted).await;
     caught_up(&channels[other], &wanted).await;
     // Several of its renewal and checkpoint intervals: it must notice it lost the lease and write nothing.
+    wrote_more(holder, by_holder).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert_eq!(
         by(other).await,
