@@ -48,6 +48,45 @@ async fn next_notification(
     }
 }
 
+/// Nodes "node-a" and "node-b" on `nats`, each with its own data folder (kept while the folders live).
+async fn two_nodes(nats: &NatsServer) -> (halcyon_node::Node, halcyon_node::Node, [tempfile::TempDir; 2]) {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let a = common::start_node(named(nats, dirs[0].path(), "node-a"))
+        .await
+        .expect("node a starts");
+    let b = common::start_node(named(nats, dirs[1].path(), "node-b"))
+        .await
+        .expect("node b starts");
+    (a, b, dirs)
+}
+
+/// Waits (at most 10 s) until `node`'s health says NOT_SERVING for `service`.
+async fn health_not_serving(node: &halcyon_node::Node, service: &str, what: &str) {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", node.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        if status == ServingStatus::NotServing as i32 {
+            return;
+        }
+        assert!(Instant::now() < until, "health did not report {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn export(p: &halcyon_projector::Projector) -> Vec<u8> {
     p.derive_all_views().unwrap();
     let mut out = Vec::new();
@@ -58,13 +97,7 @@ fn export(p: &halcyon_projector::Projector) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_answer_alike_notify_each_other_s_watchers_and_resume() {
     let nats = NatsServer::start_with_auth();
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = common::start_node(named(&nats, da.path(), "node-a"))
-        .await
-        .expect("node a starts");
-    let b = common::start_node(named(&nats, db.path(), "node-b"))
-        .await
-        .expect("node b starts");
+    let (a, b, _dirs) = two_nodes(&nats).await;
     let s = Scenario::generate(
         &ScenarioConfig {
             children: 2,
@@ -244,13 +277,7 @@ async fn two_nodes_answer_alike_notify_each_other_s_watchers_and_resume() {
 async fn one_node_keeps_the_checkpoints_and_another_takes_over_one_unbroken_chain() {
     use halcyon_bus::nodes::{bucket, duty_holder};
     let nats = NatsServer::start_with_auth();
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = common::start_node(named(&nats, da.path(), "node-a"))
-        .await
-        .expect("node a starts");
-    let b = common::start_node(named(&nats, db.path(), "node-b"))
-        .await
-        .expect("node b starts");
+    let (a, b, _dirs) = two_nodes(&nats).await;
     let s = Scenario::generate(&ScenarioConfig::default(), &ScenarioAgencies::deploy());
     let (first, rest) = s.envelopes.split_at(s.envelopes.len() / 2);
     common::publish_as_agencies(&nats.url(), first).await;
@@ -398,32 +425,7 @@ async fn a_node_whose_clock_runs_an_hour_ahead_records_no_breach_early_and_nothi
     clock.step_to(real() + hour);
     let offset = node.membership.state().clock_offset_ms.unwrap();
     assert!((3_500_000..3_700_000).contains(&offset), "offset {offset} ms");
-    let mut health = tonic_health::pb::health_client::HealthClient::new(
-        tonic::transport::Channel::from_shared(format!("http://{}", node.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
-    let clock_health = |h: &mut tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>| {
-        let mut h = h.clone();
-        async move {
-            h.check(tonic_health::pb::HealthCheckRequest {
-                service: halcyon_node::node::CLOCK.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-        }
-    };
-    let until = Instant::now() + Duration::from_secs(10);
-    while clock_health(&mut health).await
-        != tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
-    {
-        assert!(Instant::now() < until, "health did not report the skew");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    health_not_serving(&node, halcyon_node::node::CLOCK, "the skew").await;
     // The timer wakes for the deadline due within the hour (the clock says it passed) and records nothing.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
@@ -482,29 +484,7 @@ async fn a_node_with_another_policy_is_flagged_by_its_peers_and_a_second_node_wi
         seen.differences,
         ["node-a: policy differs (england-2026.1 bbbb here, england-2026.1 aaaa there)"]
     );
-    let mut health = tonic_health::pb::health_client::HealthClient::new(
-        tonic::transport::Channel::from_shared(format!("http://{}", b.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: halcyon_node::node::PEERS.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status;
-        if status == tonic_health::pb::health_check_response::ServingStatus::NotServing as i32 {
-            break;
-        }
-        assert!(Instant::now() < until, "health did not flag the difference");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    health_not_serving(&b, halcyon_node::node::PEERS, "the difference").await;
 
     // A second live node with node a's id is refused, naming the id.
     let refused = common::start_node(with_policy(dc.path(), "node-a", "england-2026.1 aaaa"))
