@@ -6,11 +6,13 @@
 //!   claims its key at start ([`NodeEntry::claim`]) and writes it by revision compare-and-set, so a second live
 //!   node with the same id is found out (its write, or ours, fails).
 //! - `duty.<name>`: a lease ([`Candidate`], [`Lease`]) for a duty that must be done by one node at a time.
-//!   Taken by create (or by compare-and-set on a lease nobody renewed for its whole time to live), renewed by
-//!   compare-and-set. Expiry is measured on each node's monotonic clock from when it saw the lease's
-//!   revision, never by comparing wall clocks: a holder counts its lease from before it wrote it, a candidate
-//!   from after it read it, so the holder's lease always ends first. A holder paused past its lease can still
-//!   have writes in flight; the duty's own writes must be fenced (`crate::checkpoint::begin_term`).
+//!   Taken by create (or by compare-and-set on a lease nobody renewed), renewed by compare-and-set. Expiry is
+//!   measured on each node's monotonic clock, never by comparing wall clocks. With a lease time `T`: a holder
+//!   counts on its lease for 0.7 `T` from before it wrote it; a candidate reads the lease every `T`/4 and
+//!   takes it 0.75 `T` after it first saw the revision (so at least 0.75 `T` after the write, after the
+//!   holder stopped counting on it, and at most `T` after the write: a dead holder's duty passes within the
+//!   lease time). A holder paused past its lease can still have writes in flight; the duty's own writes must
+//!   be fenced (`crate::checkpoint::begin_term`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -63,8 +65,8 @@ pub async fn bucket(js: &jetstream::Context) -> Result<kv::Store, BusError> {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Heartbeat {
     pub node_id: String,
-    /// This run of the node (a new UUID each start): tells a restart of the same node from a second node
-    /// with the same id.
+    /// The node's instance (a UUID kept in its data folder): tells a restart of the same node from a
+    /// second node with the same id.
     pub instance: String,
     /// The binary's version.
     pub version: String,
@@ -359,7 +361,9 @@ impl Candidate {
                     .as_ref()
                     .map_or(self.ttl, |h| Duration::from_millis(h.ttl_ms).max(self.ttl));
                 let lapsed = match self.seen {
-                    Some((revision, since)) if revision == e.revision => since.elapsed() >= holder_ttl,
+                    Some((revision, since)) if revision == e.revision => {
+                        since.elapsed() >= holder_ttl.mul_f64(TAKE_AFTER)
+                    }
                     _ => {
                         self.seen = Some((e.revision, Instant::now()));
                         false
@@ -390,12 +394,31 @@ impl Candidate {
     }
 
     fn held_for(&self) -> Duration {
-        self.ttl.mul_f64(LEASE_MARGIN)
+        self.ttl.mul_f64(HOLD_FOR)
+    }
+
+    /// How long to wait before the next [`Candidate::try_take`]: a quarter of the lease time, or less when
+    /// the lease seen would lapse sooner (so that a dead holder's duty passes within the lease time).
+    pub fn next_try_in(&self) -> Duration {
+        let poll = self.ttl / 4;
+        match self.seen {
+            Some((_, since)) => self
+                .ttl
+                .mul_f64(TAKE_AFTER)
+                .saturating_sub(since.elapsed())
+                .min(poll),
+            None => poll,
+        }
     }
 }
 
-/// A holder counts on this share of the lease time only (rates of monotonic clocks differ a little).
-const LEASE_MARGIN: f64 = 0.9;
+/// A holder counts on its lease for this share of the lease time from before it wrote it.
+const HOLD_FOR: f64 = 0.7;
+/// A candidate takes a lease whose revision has not changed for this share of the lease time since it first
+/// saw it. It reads every quarter of the lease time, so it first sees a revision at most 0.25 after it was
+/// written: it takes over between 0.75 and 1.0 of the lease time after the last write, always after the
+/// holder's 0.7 (with 5% to spare for monotonic clocks running at different rates).
+const TAKE_AFTER: f64 = 0.75;
 
 impl Lease {
     /// The lease's revision in the bucket (grows with every renewal).
@@ -414,7 +437,7 @@ impl Lease {
 
     /// How often to renew.
     pub fn renew_every(&self) -> Duration {
-        self.ttl / 3
+        self.ttl / 4
     }
 
     /// Renews the lease by compare-and-set. A failure that leaves time on the lease is returned as
@@ -424,7 +447,7 @@ impl Lease {
         match self.kv.update(&self.key, self.value.clone(), self.revision).await {
             Ok(r) => {
                 self.revision = r;
-                self.valid_until = sent + self.ttl.mul_f64(LEASE_MARGIN);
+                self.valid_until = sent + self.ttl.mul_f64(HOLD_FOR);
                 Ok(true)
             }
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Err(LeaseLost::Taken {

@@ -116,7 +116,7 @@ pub async fn run(
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(ttl / 4) => {}
+                _ = tokio::time::sleep(candidate.next_try_in()) => {}
             }
         };
         tracing::info!(lease = lease.revision(), "took the checkpoint duty");

@@ -140,9 +140,16 @@ impl Node {
             source,
         })?;
         // Claimed before anything is written: a second live node with this id is refused here.
+        let instance = crate::peers::instance_of(&config.data_dir).map_err(|e| {
+            NodeError::Config(format!(
+                "data dir {}: the node's instance id: {e}",
+                config.data_dir.display()
+            ))
+        })?;
         let membership = crate::peers::Membership::join(
             &js,
             &config.node_id,
+            instance,
             addr.to_string(),
             config.clock.clone(),
             config.peers.clone(),

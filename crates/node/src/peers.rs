@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 pub struct PeersConfig {
     /// A heartbeat this often.
     pub heartbeat_every: Duration,
-    /// A duty's lease lasts this long unless renewed (renewed every third of it).
+    /// A duty's lease lasts this long unless renewed (renewed every quarter of it); a dead holder's duty
+    /// passes to another node within it.
     pub lease_ttl: Duration,
     /// Beyond this offset from NATS time the node records no deadline breach.
     pub clock_skew_max: Duration,
@@ -71,6 +72,7 @@ impl Membership {
     pub async fn join(
         js: &jetstream::Context,
         node_id: &str,
+        instance: String,
         listen: String,
         clock: Clock,
         mut config: PeersConfig,
@@ -81,7 +83,7 @@ impl Membership {
         let kv = halcyon_bus::nodes::bucket(js).await?;
         let heartbeat = Heartbeat {
             node_id: node_id.to_owned(),
-            instance: uuid::Uuid::now_v7().to_string(),
+            instance,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             fingerprint: config.fingerprint.clone(),
             positions: BTreeMap::new(),
@@ -241,6 +243,25 @@ pub fn fingerprint_differences(ours: &BTreeMap<String, String>, peer: &Heartbeat
             })
         })
         .collect()
+}
+
+/// The node's instance id, kept in its data folder (`node-instance`): the same across restarts of the node,
+/// so a node restarted after a crash reclaims its id at once, while another node with the same id (its own
+/// data folder) must wait out the entry's quiet time, and is refused if the entry is live.
+pub fn instance_of(data_dir: &std::path::Path) -> std::io::Result<String> {
+    let path = data_dir.join("node-instance");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
+        Ok(_) => write_instance(&path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_instance(&path),
+        Err(e) => Err(e),
+    }
+}
+
+fn write_instance(path: &std::path::Path) -> std::io::Result<String> {
+    let instance = uuid::Uuid::now_v7().to_string();
+    std::fs::write(path, format!("{instance}\n"))?;
+    Ok(instance)
 }
 
 /// Writes a heartbeat every `heartbeat_every` and compares peers, until `shutdown`. Losing the node's own
