@@ -307,11 +307,14 @@ pub async fn publish_checkpoint(
 ) -> Result<u64, CheckpointError> {
     let publish = jetstream::message::PublishMessage::build()
         .payload(checkpoint.to_json().into())
+        // One checkpoint per predecessor: a retry whose first attempt was stored after all (its
+        // acknowledgement lost) is dropped as a duplicate, whatever it now covers, so no two checkpoints
+        // extend the same one.
         .message_id(format!(
             "{}:{}:{}",
             checkpoint.stream,
-            checkpoint.to_sequence,
-            hex_prefix(&checkpoint.head)
+            checkpoint.from_sequence,
+            hex_prefix(&checkpoint.prev_head)
         ))
         .expected_last_subject_sequence(term.sequence)
         .header(EXPECTED_SUBJECT_HEADER, KEEPER_TERM_SUBJECT);

@@ -194,10 +194,21 @@ impl NodeEntry {
     /// Unix ms. Fails with [`EntryError::InUse`] if another node wrote this node's key since.
     pub async fn beat(&mut self, heartbeat: &Heartbeat) -> Result<i64, EntryError> {
         let value = Bytes::from(serde_json::to_vec(heartbeat).expect("a heartbeat serialises"));
-        match self.kv.update(&self.key, value, self.revision).await {
+        match self.kv.update(&self.key, value.clone(), self.revision).await {
             Ok(r) => self.revision = r,
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                 let now = self.kv.entry(&self.key).await.ok().flatten();
+                // Our own earlier write, stored although its acknowledgement was lost: adopt it and write again.
+                if let Some(entry) = &now
+                    && decode_heartbeat(entry).is_some_and(|h| h.instance == heartbeat.instance)
+                {
+                    self.revision = self
+                        .kv
+                        .update(&self.key, value, entry.revision)
+                        .await
+                        .map_err(|e| BusError::js(format!("writing {}", self.key), e))?;
+                    return self.stored_at_ms().await;
+                }
                 return Err(EntryError::InUse {
                     node_id: self.node_id.clone(),
                     instance: now
@@ -209,6 +220,11 @@ impl NodeEntry {
             }
             Err(e) => return Err(BusError::js(format!("writing {}", self.key), e).into()),
         }
+        self.stored_at_ms().await
+    }
+
+    /// When NATS stored this node's last write, Unix ms.
+    async fn stored_at_ms(&self) -> Result<i64, EntryError> {
         let stored = self
             .kv
             .entry_for_revision(&self.key, self.revision)
@@ -296,8 +312,9 @@ pub struct Candidate {
     key: String,
     me: LeaseHolder,
     ttl: Duration,
-    /// The holder's lease revision last seen, and when it was first seen.
-    seen: Option<(u64, Instant)>,
+    /// The holder's lease revision last seen, when it was first seen, and the longer of the holder's and
+    /// this node's lease times.
+    seen: Option<(u64, Instant, Duration)>,
 }
 
 /// The lease on a duty, while held.
@@ -361,11 +378,11 @@ impl Candidate {
                     .as_ref()
                     .map_or(self.ttl, |h| Duration::from_millis(h.ttl_ms).max(self.ttl));
                 let lapsed = match self.seen {
-                    Some((revision, since)) if revision == e.revision => {
+                    Some((revision, since, _)) if revision == e.revision => {
                         since.elapsed() >= holder_ttl.mul_f64(TAKE_AFTER)
                     }
                     _ => {
-                        self.seen = Some((e.revision, Instant::now()));
+                        self.seen = Some((e.revision, Instant::now(), holder_ttl));
                         false
                     }
                 };
@@ -402,11 +419,7 @@ impl Candidate {
     pub fn next_try_in(&self) -> Duration {
         let poll = self.ttl / 4;
         match self.seen {
-            Some((_, since)) => self
-                .ttl
-                .mul_f64(TAKE_AFTER)
-                .saturating_sub(since.elapsed())
-                .min(poll),
+            Some((_, since, ttl)) => ttl.mul_f64(TAKE_AFTER).saturating_sub(since.elapsed()).min(poll),
             None => poll,
         }
     }

@@ -363,4 +363,45 @@ mod tests {
         }
         assert_eq!(resumed.cut(&key, "node-1", 1_006).unwrap(), all[1]);
     }
+
+    #[test]
+    fn a_keyring_key_verifies_only_what_it_signed_within_its_dates() {
+        let (key, cps) = recorded(3);
+        let public = key.public_key().to_file_text();
+        let line = public
+            .lines()
+            .find(|l| l.starts_with("halcyon-ed25519-public:"))
+            .unwrap();
+        let ring = |from: &str, until: &str| {
+            Keyring::from_toml(&format!(
+                "[[key]]\nnode = \"n1\"\npublic = \"{line}\"\nvalid_from = \"{from}\"\nvalid_until = \"{until}\"\n"
+            ))
+            .unwrap()
+            .0
+        };
+        // `recorded` signs at 1970-01-01T00:00:00.00x: inside 1969..1971, outside 1971..1972.
+        let c = &cps[0];
+        c.verify_signature(&ring("1969-01-01T00:00:00Z", "1971-01-01T00:00:00Z"))
+            .unwrap();
+        let refused = c
+            .verify_signature(&ring("1971-01-01T00:00:00Z", "1972-01-01T00:00:00Z"))
+            .unwrap_err();
+        assert!(
+            matches!(refused, SignatureError::OutsideValidity { .. }),
+            "{refused}"
+        );
+        // A file naming an impossible range, or a key twice, is refused naming the entry.
+        let bad = Keyring::from_toml(&format!(
+            "[[key]]\nnode = \"n1\"\npublic = \"{line}\"\nvalid_from = \"2027-01-01T00:00:00Z\"\nvalid_until = \"2026-01-01T00:00:00Z\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            bad.contains("key 1 (n1): valid_until is not after valid_from"),
+            "{bad}"
+        );
+        let twice = format!(
+            "[[key]]\nnode = \"a\"\npublic = \"{line}\"\n[[key]]\nnode = \"b\"\npublic = \"{line}\"\n"
+        );
+        assert!(Keyring::from_toml(&twice).unwrap_err().contains("listed twice"));
+    }
 }

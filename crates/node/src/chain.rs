@@ -106,9 +106,20 @@ pub async fn run(
         &membership.instance(),
         ttl,
     );
-    tracing::info!(key_id = %config.signing_key.public_key().key_id(), "standing by for the checkpoint duty");
+    let key_id = config.signing_key.public_key().key_id();
+    tracing::info!(%key_id, "standing by for the checkpoint duty");
     loop {
         let lease = loop {
+            // A key outside its dates in the keyring would sign checkpoints no node or verifier accepts:
+            // such a node does not stand for the duty.
+            let validity = keys.validity(&key_id);
+            if !validity.contains(now_ms()) {
+                tracing::error!(%key_id, %validity, "this node's checkpoint key is outside its validity in the keyring; not standing for the checkpoint duty");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(REFUSED_BACKOFF) => continue,
+                }
+            }
             match candidate.try_take().await {
                 Ok(Some(lease)) => break lease,
                 Ok(None) => {}
@@ -125,6 +136,12 @@ pub async fn run(
             return;
         }
         tracing::warn!("no longer holding the checkpoint duty; standing by");
+        // Not straight back: a term that could not begin (CHECKPOINTS unwritable) would otherwise be tried
+        // again at once, and a lease just lost is another node's now.
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(ttl / 4) => {}
+        }
     }
 }
 
@@ -138,6 +155,9 @@ async fn hold(
     mut lease: halcyon_bus::nodes::Lease,
     shutdown: &CancellationToken,
 ) {
+    if !lease.is_valid() {
+        return;
+    }
     let term = match begin_term(js, membership.node_id(), lease.revision()).await {
         Ok(term) => term,
         Err(e) => {
@@ -207,7 +227,7 @@ enum Stop {
     Retry(String),
     /// The last checkpoint cannot be trusted: do not extend it.
     Refused(String),
-    /// Another node began a keeper term: this node's term is over.
+    /// Another node began a keeper term, or this node's key is out of date: this node's term is over.
     Fenced(String),
 }
 
@@ -244,7 +264,7 @@ impl Follower {
             let wait = match self.follow(&term_over, &shutdown).await {
                 Ok(()) => return,
                 Err(Stop::Fenced(reason)) => {
-                    tracing::warn!(%reason, "checkpoint refused: this node's keeper term is over");
+                    tracing::warn!(%reason, "this node's keeper term is over");
                     term_over.cancel();
                     return;
                 }
@@ -361,6 +381,13 @@ impl Follower {
 
     /// Signs and publishes what is new since the last checkpoint, if anything.
     async fn checkpoint(&self, recorder: &mut Recorder) -> Result<(), Stop> {
+        let key_id = self.config.signing_key.public_key().key_id();
+        let validity = self.keys.validity(&key_id);
+        if !validity.contains(now_ms()) {
+            return Err(Stop::Fenced(format!(
+                "this node's checkpoint key {key_id} is outside its validity in the keyring ({validity}): giving up the duty"
+            )));
+        }
         let Some(checkpoint) = recorder.cut(&self.config.signing_key, &self.node_id, now_ms()) else {
             return Ok(());
         };

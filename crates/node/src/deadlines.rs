@@ -48,10 +48,28 @@ pub async fn run(
         if let Some(guard) = &guard
             && !guard.clock_in_bounds(&projector).await
         {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = guard.until_clock_in_bounds() => continue,
+            // Nothing is recorded meanwhile; notices of breaches closed by new facts still go out.
+            let back = guard.until_clock_in_bounds();
+            tokio::pin!(back);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = &mut back => break,
+                    notice = notices.recv() => match notice {
+                        Ok(notice) => {
+                            let _ = events.send(NodeEvent::Breach {
+                                notice: Arc::new(notice),
+                                at_ms: clock.now_ms(),
+                            });
+                        }
+                        Err(RecvError::Lagged(n)) => {
+                            tracing::warn!(missed = n, "breach notices dropped for watchers; the records stand");
+                        }
+                        Err(RecvError::Closed) => return,
+                    },
+                }
             }
+            continue;
         }
         let (p, now_ms, to_watchers) = (projector.clone(), clock.now_ms(), events.clone());
         let recorded = tokio::task::spawn_blocking(move || {

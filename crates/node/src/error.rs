@@ -22,6 +22,10 @@ pub enum ApiError {
     /// The audit record could not be written, so nothing is disclosed. -> UNAVAILABLE
     #[error("audit record not written, nothing disclosed: {0}")]
     AuditUnavailable(String),
+    /// Something the call reads from NATS cannot be read now (e.g. the AUDIT stream a watch follows for
+    /// notifications); nothing was disclosed. -> UNAVAILABLE
+    #[error("unavailable, nothing disclosed: {0}")]
+    Unavailable(String),
     /// The node is at its concurrency limit. -> RESOURCE_EXHAUSTED
     #[error("{0}")]
     Overloaded(String),
@@ -45,7 +49,7 @@ impl From<ApiError> for Status {
             ApiError::Invalid(_) => Code::InvalidArgument,
             ApiError::NotFound(_) => Code::NotFound,
             ApiError::NotCaughtUp(_) => Code::DeadlineExceeded,
-            ApiError::AuditUnavailable(_) => Code::Unavailable,
+            ApiError::AuditUnavailable(_) | ApiError::Unavailable(_) => Code::Unavailable,
             ApiError::Overloaded(_) => Code::ResourceExhausted,
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error answering a call");

@@ -46,9 +46,11 @@ fn rows(sequence: u64, payload: &[u8]) -> Vec<FlagAccessRow> {
         .filter(|(_, r)| r.method == "CheckFlag" && r.outcome == pb::AccessOutcome::Permitted as i32)
         .filter_map(|(i, r)| {
             let child = r.child_id.parse().ok()?;
-            let at_ms =
-                r.at.as_ref()
-                    .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
+            let at_ms = r.at.as_ref().map_or(0, |t| {
+                t.seconds
+                    .saturating_mul(1000)
+                    .saturating_add(i64::from(t.nanos) / 1_000_000)
+            });
             Some(FlagAccessRow {
                 child,
                 at_ms,

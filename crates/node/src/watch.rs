@@ -28,6 +28,8 @@ impl Query {
     ) -> Result<Response<WatchStream>, Status> {
         use crate::events::NodeEvent;
         use tokio::sync::broadcast::error::RecvError;
+        // A malformed resume position is refused before anything is recorded.
+        let resume = NoticePosition::parse(&request.get_ref().resume_after)?;
         let (pass, _req) = self.gate(request).await?;
         // Admitted for its setup; a watch then streams without holding a place in the admission limit.
         let pass = pass.release();
@@ -37,7 +39,6 @@ impl Query {
             )
             .into());
         }
-        let resume = NoticePosition::parse(&_req.resume_after)?;
         let mut events = self.events.subscribe();
         let notices = Box::pin(
             self.notices_from(resume, pass.caller.principal.agency.clone())
@@ -47,15 +48,49 @@ impl Query {
         let this = self.clone();
         tokio::spawn(async move {
             let mut notices = notices;
+            // The last AUDIT message read, and whether AUDIT had gone past it at the last quiet check: an
+            // ordered consumer can stall silently after a server fails (`crate::ingest::STALL_CHECK`).
+            let (mut read_to, mut behind, mut heard) = (0u64, false, false);
+            let mut quiet = tokio::time::interval(crate::ingest::STALL_CHECK);
+            quiet.tick().await;
             loop {
                 let received = tokio::select! {
-                    event = events.recv() => event,
-                    notice = futures::StreamExt::next(&mut notices) => {
-                        let items = match notice {
-                            Some(Ok((position, notification))) => vec![this
-                                .notification(&pass, notification, position)
+                    // The client went away: stop reading AUDIT for it.
+                    _ = tx.closed() => return,
+                    _ = quiet.tick() => {
+                        if !heard {
+                            let last = halcyon_bus::streams::stream_info(&this.js, halcyon_schema::subject::AUDIT_STREAM)
                                 .await
-                                .map_err(Status::from)],
+                                .ok()
+                                .flatten()
+                                .map_or(0, |i| i.state.last_sequence);
+                            if last > read_to && behind {
+                                let _ = tx.send(Err(Status::unavailable(
+                                    "access notifications stalled; watch again from the last position",
+                                ))).await;
+                                return;
+                            }
+                            behind = last > read_to;
+                        }
+                        heard = false;
+                        continue;
+                    }
+                    event = events.recv() => event,
+                    message = futures::StreamExt::next(&mut notices) => {
+                        let items = match message {
+                            Some(Ok((sequence, found))) => {
+                                (read_to, heard, behind) = (sequence, true, false);
+                                let mut items = Vec::new();
+                                for (position, notification) in found {
+                                    let item = this.notification(&pass, notification, position).await.map_err(Status::from);
+                                    let failed = item.is_err();
+                                    items.push(item);
+                                    if failed {
+                                        break;
+                                    }
+                                }
+                                items
+                            }
                             Some(Err(e)) => vec![Err(Status::unavailable(format!(
                                 "access notifications cannot be read ({e}); watch again from the last position"
                             )))],
@@ -172,55 +207,65 @@ impl Query {
             .collect())
     }
 
-    /// The access notifications for `agency` after `resume` (from now on when `None`), read from AUDIT.
+    /// Every AUDIT message after `resume` (from now on when `None`), each with the access notifications it
+    /// holds for `agency` (most hold none).
+    #[allow(clippy::type_complexity)]
     async fn notices_from(
         &self,
         resume: Option<NoticePosition>,
         agency: halcyon_schema::AgencyId,
     ) -> Result<
-        impl futures::Stream<Item = Result<(NoticePosition, pb::AccessNotification), String>> + Send + 'static,
+        impl futures::Stream<Item = Result<(u64, Vec<(NoticePosition, pb::AccessNotification)>), String>>
+        + Send
+        + 'static,
         ApiError,
     > {
         use futures::StreamExt;
         use halcyon_schema::subject::AUDIT_STREAM;
+        let unreadable = |e: halcyon_bus::BusError| {
+            ApiError::Unavailable(format!(
+                "the AUDIT stream, which holds access notifications, cannot be read: {e}"
+            ))
+        };
         let start = match resume {
             Some(p) => p.sequence,
             None => halcyon_bus::streams::stream_info(&self.js, AUDIT_STREAM)
                 .await
-                .map_err(|e| ApiError::AuditUnavailable(e.to_string()))?
+                .map_err(unreadable)?
                 .map_or(1, |info| info.state.last_sequence + 1),
         };
         let messages = halcyon_bus::checkpoint::chain_messages(&self.js, AUDIT_STREAM, start, None)
             .await
-            .map_err(|e| ApiError::AuditUnavailable(e.to_string()))?;
+            .map_err(|e| match e {
+                halcyon_bus::checkpoint::CheckpointError::Bus(e) => unreadable(e),
+                other => ApiError::Unavailable(other.to_string()),
+            })?;
         let registry = self.registry.clone();
         let wanted = agency.to_string();
-        Ok(messages.flat_map(move |m| {
-            let out: Vec<Result<(NoticePosition, pb::AccessNotification), String>> = match m {
-                Err(e) => vec![Err(e.to_string())],
-                Ok(m) => match <pb::AccessRecords as prost::Message>::decode(m.payload.as_ref()) {
-                    // Not an access record message: nothing for anyone.
-                    Err(_) => Vec::new(),
-                    Ok(records) => records
-                        .records
-                        .into_iter()
-                        .enumerate()
-                        .filter(|(_, r)| r.notified_agency_ids.contains(&wanted))
-                        .map(|(i, r)| {
-                            (
-                                NoticePosition {
-                                    sequence: m.sequence,
-                                    index: i as u32,
-                                },
-                                r,
-                            )
-                        })
-                        .filter(|(p, _)| resume.is_none_or(|after| *p > after))
-                        .map(|(p, r)| Ok((p, notification_of(&registry, r))))
-                        .collect(),
-                },
+        Ok(messages.map(move |m| {
+            let m = m.map_err(|e| e.to_string())?;
+            let found = match <pb::AccessRecords as prost::Message>::decode(m.payload.as_ref()) {
+                // Not an access record message: nothing for anyone.
+                Err(_) => Vec::new(),
+                Ok(records) => records
+                    .records
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.notified_agency_ids.contains(&wanted))
+                    .map(|(i, r)| {
+                        (
+                            NoticePosition {
+                                sequence: m.sequence,
+                                index: i as u32,
+                            },
+                            r,
+                        )
+                    })
+                    .filter(|(p, _)| resume.is_none_or(|after| *p > after))
+                    .map(|(p, r)| (p, notification_of(&registry, r)))
+                    .collect(),
             };
-            futures::stream::iter(out)
+            Ok((m.sequence, found))
         }))
     }
 

@@ -133,3 +133,55 @@ async fn a_former_keeper_s_checkpoint_is_refused_once_a_later_term_has_begun() {
     assert_eq!(all.checkpoints.len(), 2, "terms are not listed as checkpoints");
     assert!(all.unreadable.is_empty(), "{:?}", all.unreadable);
 }
+
+#[tokio::test]
+async fn a_retried_checkpoint_whose_first_attempt_was_stored_is_dropped_not_a_second_branch() {
+    let (_server, js) = setup().await;
+    let key = SigningKey::from_seed([9; 32]);
+    let term = begin_term(&js, "node-a", 1).await.unwrap();
+    let stored = |sequence: u64| StoredMessage {
+        sequence,
+        subject: "halcyon.events.police-sy.case-1",
+        event_id: "e",
+        payload: b"x",
+    };
+    // The first attempt covers 1..=1 and is stored, but its acknowledgement is lost; the retry, cut after
+    // one more message, covers 1..=2 from the same predecessor.
+    let mut first = Recorder::new("EVENTS_POLICE_SY");
+    first.push(&stored(1)).unwrap();
+    let c1 = first.cut(&key, "node-a", 1).unwrap();
+    publish_checkpoint(&js, &c1, term).await.unwrap();
+    let mut retry = Recorder::new("EVENTS_POLICE_SY");
+    retry.push(&stored(1)).unwrap();
+    retry.push(&stored(2)).unwrap();
+    let c1b = retry.cut(&key, "node-a", 2).unwrap();
+    let dropped = publish_checkpoint(&js, &c1b, term).await.unwrap_err();
+    assert!(matches!(dropped, CheckpointError::Conflict { .. }), "{dropped}");
+    let all = halcyon_bus::checkpoint::read_checkpoints(&js, None)
+        .await
+        .unwrap();
+    assert_eq!(all.checkpoints.len(), 1, "no two checkpoints extend the same one");
+}
+
+#[tokio::test]
+async fn a_heartbeat_whose_acknowledgement_was_lost_is_adopted_not_taken_for_another_node() {
+    let (_server, js) = setup().await;
+    let kv = bucket(&js).await.unwrap();
+    let mine = heartbeat("node-a", "run-1");
+    let mut entry = NodeEntry::claim(kv.clone(), &mine, Duration::from_millis(100))
+        .await
+        .unwrap();
+    // The node's own write stored behind its back (as when the acknowledgement of a write is lost).
+    kv.put("node.node-a", serde_json::to_vec(&mine).unwrap().into())
+        .await
+        .unwrap();
+    entry.beat(&mine).await.expect("its own earlier write is adopted");
+    // Another instance's write is not.
+    kv.put(
+        "node.node-a",
+        serde_json::to_vec(&heartbeat("node-a", "run-2")).unwrap().into(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(entry.beat(&mine).await, Err(EntryError::InUse { .. })));
+}
