@@ -91,44 +91,61 @@ impl NatsServer {
     /// Starts a server; `sync_always = false` gives the JetStream default (for benchmarks and the
     /// refuse-to-start check).
     pub fn start_with(auth: Auth, sync_always: bool) -> Self {
-        let dir = tempfile::Builder::new()
+        let mut dir = tempfile::Builder::new()
             .prefix("halcyon-nats-")
             .tempdir()
             .expect("temp dir");
-        let (port, monitor_port) = (free_port(), free_port());
-        let config = dir.path().join("nats.conf");
-        let store = dir.path().join("jetstream");
-        let mut text = format!(
-            "listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor_port}\nserver_name: halcyon-test-{port}\n\
-             max_payload: 1MB\njetstream {{\n  store_dir: \"{}\"\n{}}}\n",
-            store.display(),
-            if sync_always {
-                "  sync_interval: always\n"
-            } else {
-                ""
-            },
-        );
-        if auth == Auth::Deploy {
-            // Includes resolve relative to the config file, so the accounts file sits beside it.
-            let accounts = crate::workspace_root().join("deploy/nats/accounts.conf");
-            std::fs::copy(&accounts, dir.path().join("accounts.conf"))
-                .expect("copy deploy/nats/accounts.conf");
-            text.push_str("include \"accounts.conf\"\n");
+        // A port found free can be taken (by another test's client, say) before the server binds it: then
+        // the server exits saying so, and it is started again on other ports.
+        for attempt in 1.. {
+            let (port, monitor_port) = (free_port(), free_port());
+            let config = dir.path().join("nats.conf");
+            let store = dir.path().join("jetstream");
+            let mut text = format!(
+                "listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor_port}\nserver_name: halcyon-test-{port}\n\
+                 max_payload: 1MB\njetstream {{\n  store_dir: \"{}\"\n{}}}\n",
+                store.display(),
+                if sync_always {
+                    "  sync_interval: always\n"
+                } else {
+                    ""
+                },
+            );
+            if auth == Auth::Deploy {
+                // Includes resolve relative to the config file, so the accounts file sits beside it.
+                let accounts = crate::workspace_root().join("deploy/nats/accounts.conf");
+                std::fs::copy(&accounts, dir.path().join("accounts.conf"))
+                    .expect("copy deploy/nats/accounts.conf");
+                text.push_str("include \"accounts.conf\"\n");
+            }
+            std::fs::write(&config, text).expect("write nats config");
+            let mut server = Self {
+                child: None,
+                port,
+                monitor_port,
+                dir,
+                config,
+                auth,
+            };
+            match server.try_spawn() {
+                Ok(()) => return server,
+                Err(log) if attempt < 5 && log.contains("address already in use") => {
+                    dir = std::mem::replace(&mut server.dir, tempfile::tempdir().expect("temp dir"));
+                }
+                Err(log) => panic!("nats-server exited; log:\n{log}"),
+            }
         }
-        std::fs::write(&config, text).expect("write nats config");
-        let mut server = Self {
-            child: None,
-            port,
-            monitor_port,
-            dir,
-            config,
-            auth,
-        };
-        server.spawn();
-        server
+        unreachable!("the loop returns or panics")
     }
 
     fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("nats-server exited; log:\n{log}");
+        }
+    }
+
+    /// Starts the server; `Err` with its log if it exited instead of listening.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::File::create(self.dir.path().join("nats.log")).expect("log file");
         let child = Command::new(nats_server_binary())
             .arg("-c")
@@ -138,22 +155,22 @@ impl NatsServer {
             .spawn()
             .expect("start nats-server");
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready()
     }
 
     /// Waits until the server greets a client (it enables JetStream before it listens).
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(stream) = TcpStream::connect(("127.0.0.1", self.port)) {
                 stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
                 let mut line = String::new();
                 if BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("INFO") {
-                    return;
+                    return Ok(());
                 }
             }
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("nats-server exited with {status}; log:\n{}", self.log());
+                return Err(format!("(exit {status})\n{}", self.log()));
             }
             assert!(
                 Instant::now() < deadline,
