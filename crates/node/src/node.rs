@@ -384,7 +384,10 @@ async fn watch_health(
         // Among peers: a clock beyond the bound (no breaches recorded) and a configuration that differs
         // from a live peer's are each shown under their own name; the node still answers.
         let state = peers.borrow_and_update().clone();
-        let now = (state.clock_skewed, !state.differences.is_empty());
+        let now = (
+            state.clock_skewed,
+            !state.differences.is_empty() || state.id_in_use,
+        );
         if peers_seen != Some(now) {
             let status = |bad: bool| {
                 if bad {
@@ -483,7 +486,8 @@ pub const READ_MODELS: &str = "halcyon.ReadModels";
 /// bound (no deadline breach is recorded meanwhile).
 pub const CLOCK: &str = "halcyon.Clock";
 /// The node's peers for the health protocol: NOT_SERVING while a live peer runs with a different
-/// configuration (`halcyon nodes` says what differs).
+/// configuration (`halcyon nodes` says what differs), or another node writes this node's entry (two live
+/// nodes with one id).
 pub const PEERS: &str = "halcyon.Peers";
 
 /// Runs a node until `shutdown` completes (SIGTERM/SIGINT in the binary).

@@ -51,6 +51,8 @@ pub struct PeersState {
     pub differences: Vec<String>,
     /// Live peers seen at the last heartbeat (this node excluded).
     pub peers: Vec<String>,
+    /// Another node wrote this node's entry: two live nodes have this id.
+    pub id_in_use: bool,
 }
 
 /// This node's membership: its entry in the bucket and what it last learned.
@@ -276,11 +278,19 @@ pub async fn run(membership: Arc<Membership>, projector: Arc<Projector>, shutdow
         }
         match membership.beat(&projector).await {
             Ok(_) => {
+                membership
+                    .state
+                    .send_if_modified(|s| std::mem::replace(&mut s.id_in_use, false));
                 if let Err(e) = membership.compare().await {
                     tracing::warn!(error = %e, "cannot read the peers' heartbeats");
                 }
             }
-            Err(e @ EntryError::InUse { .. }) => tracing::error!(error = %e, "heartbeat refused"),
+            Err(e @ EntryError::InUse { .. }) => {
+                membership
+                    .state
+                    .send_if_modified(|s| !std::mem::replace(&mut s.id_in_use, true));
+                tracing::error!(error = %e, "heartbeat refused");
+            }
             Err(e) => tracing::warn!(error = %e, "heartbeat not written; will retry"),
         }
     }

@@ -494,6 +494,26 @@ async fn a_node_with_another_policy_is_flagged_by_its_peers_and_a_second_node_wi
         refused.to_string().contains("node id \"node-a\" is in use"),
         "{refused}"
     );
+    // Another instance writing node a's entry while it runs (two live nodes with one id) is flagged too.
+    let as_node = halcyon_bus::connect(
+        &nats.url(),
+        &halcyon_bus::Credentials::user("halcyon-node", "node-dev-secret"),
+        "test",
+    )
+    .await
+    .unwrap();
+    let kv = halcyon_bus::nodes::bucket(&async_nats::jetstream::new(as_node)).await.unwrap();
+    let impostor = serde_json::json!({
+        "node_id": "node-a", "instance": "someone-else", "version": "x", "fingerprint": {},
+        "positions": {}, "clock_offset_ms": null, "listen": "", "duties": [], "sent_at_ms": 0
+    });
+    kv.put("node.node-a", impostor.to_string().into()).await.unwrap();
+    let mut state = a.membership.subscribe();
+    tokio::time::timeout(Duration::from_secs(20), state.wait_for(|s| s.id_in_use))
+        .await
+        .expect("the other writer of node a's entry found within 20 s")
+        .unwrap();
+    health_not_serving(&a, halcyon_node::node::PEERS, "the id in use").await;
     a.stop(Duration::from_secs(5)).await;
     b.stop(Duration::from_secs(5)).await;
 }
