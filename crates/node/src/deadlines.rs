@@ -55,17 +55,8 @@ pub async fn run(
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = &mut back => break,
-                    notice = notices.recv() => match notice {
-                        Ok(notice) => {
-                            let _ = events.send(NodeEvent::Breach {
-                                notice: Arc::new(notice),
-                                at_ms: clock.now_ms(),
-                            });
-                        }
-                        Err(RecvError::Lagged(n)) => {
-                            tracing::warn!(missed = n, "breach notices dropped for watchers; the records stand");
-                        }
-                        Err(RecvError::Closed) => return,
+                    notice = notices.recv() => if !forward(notice, &events, &clock) {
+                        return;
                     },
                 }
             }
@@ -118,21 +109,32 @@ pub async fn run(
                     }
                     break;
                 }
-                notice = notices.recv() => match notice {
-                    Ok(notice) => {
-                        // No receivers is fine: nobody is watching.
-                        let _ = events.send(NodeEvent::Breach {
-                            notice: Arc::new(notice),
-                            at_ms: clock.now_ms(),
-                        });
-                    }
-                    Err(RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "breach notices dropped for watchers; the records stand");
-                    }
-                    Err(RecvError::Closed) => return,
+                notice = notices.recv() => if !forward(notice, &events, &clock) {
+                    return;
                 },
             }
         }
+    }
+}
+
+/// Passes a breach notice on to watchers (none watching is fine); `false` once the notices have ended.
+fn forward(notice: Result<BreachNotice, RecvError>, events: &Events, clock: &Clock) -> bool {
+    match notice {
+        Ok(notice) => {
+            let _ = events.send(NodeEvent::Breach {
+                notice: Arc::new(notice),
+                at_ms: clock.now_ms(),
+            });
+            true
+        }
+        Err(RecvError::Lagged(n)) => {
+            tracing::warn!(
+                missed = n,
+                "breach notices dropped for watchers; the records stand"
+            );
+            true
+        }
+        Err(RecvError::Closed) => false,
     }
 }
 

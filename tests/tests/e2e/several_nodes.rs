@@ -502,7 +502,9 @@ async fn a_node_with_another_policy_is_flagged_by_its_peers_and_a_second_node_wi
     )
     .await
     .unwrap();
-    let kv = halcyon_bus::nodes::bucket(&async_nats::jetstream::new(as_node)).await.unwrap();
+    let kv = halcyon_bus::nodes::bucket(&async_nats::jetstream::new(as_node))
+        .await
+        .unwrap();
     let impostor = serde_json::json!({
         "node_id": "node-a", "instance": "someone-else", "version": "x", "fingerprint": {},
         "positions": {}, "clock_offset_ms": null, "listen": "", "duties": [], "sent_at_ms": 0
