@@ -684,6 +684,12 @@ impl NatsCluster {
     pub fn pause(&mut self, i: usize) {
         let pid = self.pid(i).expect("pause: server is not running");
         signal(pid, "STOP");
+        // SIGSTOP reaches the process's threads a moment after `kill` returns; until every one has
+        // stopped, the server may still answer. Wait until the kernel reports the process stopped.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !process_stopped(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         self.members[i].paused = true;
     }
 
@@ -855,6 +861,23 @@ impl Drop for NatsCluster {
             }
         }
     }
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` in `/proc/<pid>/task/*/stat`; Linux).
+fn process_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                // The state follows the command name, which is in parentheses and may hold spaces.
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned))
+            })
+            .is_none_or(|state| state == "T" || state == "t")
+    })
 }
 
 #[cfg(test)]

@@ -1224,7 +1224,7 @@ async fn two_nodes_fail_over_hand_over_the_checkpoint_duty_and_fence_a_paused_ke
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
-    let by_holder = wrote_more(holder, 0).await;
+    wrote_more(holder, 0).await;
     assert_eq!(by(other).await, 0, "only the keeper writes checkpoints");
 
     // 2. The keeper answers, then is SIGKILLed; the client repeats on the other node with its position.
@@ -1272,6 +1272,8 @@ async fn two_nodes_fail_over_hand_over_the_checkpoint_duty_and_fence_a_paused_ke
         "the checkpoint duty passed from {holder} to {other} {:?} after the SIGKILL (lease 3 s)",
         killed_at.elapsed()
     );
+    // Counted once it is dead (and the duty has passed): it must write nothing more.
+    let by_holder = by(holder).await;
 
     let sent = publish(seeds.clone(), s2.envelopes.clone(), Arc::default()).await;
     let wanted = last_positions(&sent);
