@@ -318,8 +318,7 @@ impl Follower {
         // When a message last arrived: an ordered consumer can stall silently after a server fails
         // (`crate::ingest::STALL_CHECK`).
         let mut heard = tokio::time::Instant::now();
-        // Behind the stream at the last quiet check (a second such check is a stall).
-        let mut behind = false;
+        let mut stall = crate::ingest::Stall::default();
         loop {
             tokio::select! {
                 _ = term_over.cancelled() => {
@@ -340,7 +339,10 @@ impl Follower {
                 _ = tick.tick() => {
                     self.checkpoint(&mut recorder).await?;
                     if heard.elapsed() >= crate::ingest::STALL_CHECK {
-                        behind = self.check_not_stalled(recorder.next_sequence(), behind).await?;
+                        stall
+                            .quiet(&self.js, &self.stream, recorder.next_sequence() - 1)
+                            .await
+                            .map_err(Stop::Retry)?;
                         heard = tokio::time::Instant::now();
                     }
                 }
@@ -349,7 +351,7 @@ impl Follower {
                         return Err(Stop::Retry("the stream's read ended".into()));
                     };
                     heard = tokio::time::Instant::now();
-                    behind = false;
+                    stall.heard();
                     for m in chunk {
                         let m = m?;
                         recorder.push(&m.stored()).map_err(|e| Stop::Retry(e.to_string()))?;
@@ -360,23 +362,6 @@ impl Follower {
                 }
             }
         }
-    }
-
-    /// Whether the stream holds `next` or later although nothing arrived for a while; fails (so that the
-    /// read starts again from the last checkpoint) when it was so at the previous quiet check too.
-    async fn check_not_stalled(&self, next: u64, was_behind: bool) -> Result<bool, Stop> {
-        let Ok(Some(info)) = halcyon_bus::streams::stream_info(&self.js, &self.stream).await else {
-            return Ok(false);
-        };
-        let behind = info.state.last_sequence >= next;
-        if behind && was_behind {
-            return Err(Stop::Retry(format!(
-                "no message for {:?} although the stream ends at {}: the read stalled",
-                crate::ingest::STALL_CHECK * 2,
-                info.state.last_sequence
-            )));
-        }
-        Ok(behind)
     }
 
     /// Signs and publishes what is new since the last checkpoint, if anything.

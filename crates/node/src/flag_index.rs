@@ -80,22 +80,13 @@ async fn follow(
     let mut position = from - 1;
     let mut quiet = tokio::time::interval(crate::ingest::STALL_CHECK);
     quiet.tick().await;
-    let mut heard = true;
-    let mut behind = false;
+    let (mut heard, mut stall) = (true, crate::ingest::Stall::default());
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = quiet.tick() => {
                 if !heard {
-                    let last = halcyon_bus::streams::stream_info(js, AUDIT_STREAM)
-                        .await
-                        .ok()
-                        .flatten()
-                        .map_or(0, |i| i.state.last_sequence);
-                    if last > position && behind {
-                        return Err(format!("no AUDIT message for {:?} although AUDIT ends at {last}: the read stalled", crate::ingest::STALL_CHECK * 2));
-                    }
-                    behind = last > position;
+                    stall.quiet(js, AUDIT_STREAM, position).await?;
                 }
                 heard = false;
             }
@@ -104,7 +95,7 @@ async fn follow(
                     return Err("the read of AUDIT ended".into());
                 };
                 heard = true;
-                behind = false;
+                stall.heard();
                 let mut found = Vec::new();
                 for m in chunk {
                     let m = m.map_err(|e| e.to_string())?;

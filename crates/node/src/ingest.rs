@@ -189,19 +189,19 @@ impl Consumer {
         tracing::info!(start, "consuming");
         let messages = ordered_messages(&self.js, &self.stream, start).await?;
         let mut chunks = std::pin::pin!(messages.ready_chunks(BATCH_LEN_MAX));
-        // Behind the stream at the last quiet check: a second quiet check still behind is a stall (one
-        // alone may have raced a message being stored).
-        let mut behind = false;
+        let mut stall = Stall::default();
         loop {
             let chunk = match tokio::time::timeout(STALL_CHECK, chunks.next()).await {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break,
                 Err(_) => {
-                    behind = self.check_not_stalled(behind).await?;
+                    stall
+                        .quiet(&self.js, &self.stream, self.projector.checkpoint(&self.stream))
+                        .await?;
                     continue;
                 }
             };
-            behind = false;
+            stall.heard();
             let mut batch = Vec::with_capacity(chunk.len());
             let mut pending = 0;
             for m in chunk {
@@ -239,32 +239,47 @@ impl Consumer {
         }
         Ok(())
     }
-
-    /// Whether the stream holds messages past the checkpoint although none arrived for [`STALL_CHECK`];
-    /// fails (so that the consumer is recreated from the checkpoint) when it was so at the previous quiet
-    /// check too (`was_behind`). A stream that cannot be asked about counts as not behind.
-    async fn check_not_stalled(&self, was_behind: bool) -> Result<bool, halcyon_bus::BoxError> {
-        let Ok(Some(info)) = halcyon_bus::streams::stream_info(&self.js, &self.stream).await else {
-            return Ok(false);
-        };
-        let checkpoint = self.projector.checkpoint(&self.stream);
-        let behind = info.state.last_sequence > checkpoint;
-        if behind && was_behind {
-            return Err(format!(
-                "no message for {:?} although the stream ends at {} and this node is at {checkpoint}: the consumer stalled",
-                STALL_CHECK * 2,
-                info.state.last_sequence
-            )
-            .into());
-        }
-        Ok(behind)
-    }
 }
 
 /// How long a consumer may go without a message before the node asks whether the stream has moved on.
 /// An ordered consumer can stall silently after a server of the cluster fails (the server's consumer state
 /// is lost and the client is not told); the node then drops it and reads again from its checkpoint.
 pub const STALL_CHECK: Duration = Duration::from_secs(5);
+
+/// Notices an ordered consumer that stalled silently (see [`STALL_CHECK`]). Every reader of a stream (the
+/// projection, the chain keeper, the flag-check index, a watch's notifications) calls [`Stall::heard`] when
+/// a message arrives and [`Stall::quiet`] after each [`STALL_CHECK`] without one.
+#[derive(Debug, Default)]
+pub struct Stall {
+    /// The stream had moved past the reader at the last quiet check (one such check alone may have raced
+    /// a message being stored; a second is a stall).
+    behind: bool,
+}
+
+impl Stall {
+    pub fn heard(&mut self) {
+        self.behind = false;
+    }
+
+    /// After a quiet [`STALL_CHECK`]: fails if `stream` holds messages past `read_to` (the last sequence
+    /// read) now and did at the previous quiet check too, so that the reader starts again. A stream that
+    /// cannot be asked about counts as not moved on.
+    pub async fn quiet(&mut self, js: &jetstream::Context, stream: &str, read_to: u64) -> Result<(), String> {
+        let Ok(Some(info)) = halcyon_bus::streams::stream_info(js, stream).await else {
+            self.behind = false;
+            return Ok(());
+        };
+        let last = info.state.last_sequence;
+        if last > read_to && self.behind {
+            return Err(format!(
+                "no message for {:?} although {stream} ends at {last} and this reader is at {read_to}: the read stalled",
+                STALL_CHECK * 2
+            ));
+        }
+        self.behind = last > read_to;
+        Ok(())
+    }
+}
 
 /// How long the view deriver lets new batches settle before deriving, so a burst of batches touching the
 /// same children costs one derivation each rather than one per batch.

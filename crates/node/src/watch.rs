@@ -40,17 +40,18 @@ impl Query {
             .into());
         }
         let mut events = self.events.subscribe();
-        let notices = Box::pin(
-            self.notices_from(resume, pass.caller.principal.agency.clone())
-                .await?,
-        );
+        let (read_before, notices) = self
+            .notices_from(resume, pass.caller.principal.agency.clone())
+            .await?;
+        let notices = Box::pin(notices);
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_QUEUE_LEN_MAX);
         let this = self.clone();
         tokio::spawn(async move {
             let mut notices = notices;
-            // The last AUDIT message read, and whether AUDIT had gone past it at the last quiet check: an
-            // ordered consumer can stall silently after a server fails (`crate::ingest::STALL_CHECK`).
-            let (mut read_to, mut behind, mut heard) = (0u64, false, false);
+            // The last AUDIT message read (before the first, the one before where the read starts): an
+            // ordered consumer can stall silently after a server fails.
+            let (mut read_to, mut heard) = (read_before, false);
+            let mut stall = crate::ingest::Stall::default();
             let mut quiet = tokio::time::interval(crate::ingest::STALL_CHECK);
             quiet.tick().await;
             loop {
@@ -58,19 +59,15 @@ impl Query {
                     // The client went away: stop reading AUDIT for it.
                     _ = tx.closed() => return,
                     _ = quiet.tick() => {
-                        if !heard {
-                            let last = halcyon_bus::streams::stream_info(&this.js, halcyon_schema::subject::AUDIT_STREAM)
+                        if !heard
+                            && let Err(reason) = stall
+                                .quiet(&this.js, halcyon_schema::subject::AUDIT_STREAM, read_to)
                                 .await
-                                .ok()
-                                .flatten()
-                                .map_or(0, |i| i.state.last_sequence);
-                            if last > read_to && behind {
-                                let _ = tx.send(Err(Status::unavailable(
-                                    "access notifications stalled; watch again from the last position",
-                                ))).await;
-                                return;
-                            }
-                            behind = last > read_to;
+                        {
+                            let _ = tx.send(Err(Status::unavailable(format!(
+                                "access notifications stalled ({reason}); watch again from the last position"
+                            )))).await;
+                            return;
                         }
                         heard = false;
                         continue;
@@ -79,7 +76,8 @@ impl Query {
                     message = futures::StreamExt::next(&mut notices) => {
                         let items = match message {
                             Some(Ok((sequence, found))) => {
-                                (read_to, heard, behind) = (sequence, true, false);
+                                (read_to, heard) = (sequence, true);
+                                stall.heard();
                                 let mut items = Vec::new();
                                 for (position, notification) in found {
                                     let item = this.notification(&pass, notification, position).await.map_err(Status::from);
@@ -208,16 +206,19 @@ impl Query {
     }
 
     /// Every AUDIT message after `resume` (from now on when `None`), each with the access notifications it
-    /// holds for `agency` (most hold none).
+    /// holds for `agency` (most hold none); and the sequence just before the first message read.
     #[allow(clippy::type_complexity)]
     async fn notices_from(
         &self,
         resume: Option<NoticePosition>,
         agency: halcyon_schema::AgencyId,
     ) -> Result<
-        impl futures::Stream<Item = Result<(u64, Vec<(NoticePosition, pb::AccessNotification)>), String>>
-        + Send
-        + 'static,
+        (
+            u64,
+            impl futures::Stream<Item = Result<(u64, Vec<(NoticePosition, pb::AccessNotification)>), String>>
+            + Send
+            + 'static,
+        ),
         ApiError,
     > {
         use futures::StreamExt;
@@ -242,31 +243,34 @@ impl Query {
             })?;
         let registry = self.registry.clone();
         let wanted = agency.to_string();
-        Ok(messages.map(move |m| {
-            let m = m.map_err(|e| e.to_string())?;
-            let found = match <pb::AccessRecords as prost::Message>::decode(m.payload.as_ref()) {
-                // Not an access record message: nothing for anyone.
-                Err(_) => Vec::new(),
-                Ok(records) => records
-                    .records
-                    .into_iter()
-                    .enumerate()
-                    .filter(|(_, r)| r.notified_agency_ids.contains(&wanted))
-                    .map(|(i, r)| {
-                        (
-                            NoticePosition {
-                                sequence: m.sequence,
-                                index: i as u32,
-                            },
-                            r,
-                        )
-                    })
-                    .filter(|(p, _)| resume.is_none_or(|after| *p > after))
-                    .map(|(p, r)| (p, notification_of(&registry, r)))
-                    .collect(),
-            };
-            Ok((m.sequence, found))
-        }))
+        Ok((
+            start - 1,
+            messages.map(move |m| {
+                let m = m.map_err(|e| e.to_string())?;
+                let found = match <pb::AccessRecords as prost::Message>::decode(m.payload.as_ref()) {
+                    // Not an access record message: nothing for anyone.
+                    Err(_) => Vec::new(),
+                    Ok(records) => records
+                        .records
+                        .into_iter()
+                        .enumerate()
+                        .filter(|(_, r)| r.notified_agency_ids.contains(&wanted))
+                        .map(|(i, r)| {
+                            (
+                                NoticePosition {
+                                    sequence: m.sequence,
+                                    index: i as u32,
+                                },
+                                r,
+                            )
+                        })
+                        .filter(|(p, _)| resume.is_none_or(|after| *p > after))
+                        .map(|(p, r)| (p, notification_of(&registry, r)))
+                        .collect(),
+                };
+                Ok((m.sequence, found))
+            }),
+        ))
     }
 
     /// An access notification for the owner, itself recorded (it discloses who looked at the child).

@@ -519,3 +519,52 @@ async fn a_node_with_another_policy_is_flagged_by_its_peers_and_a_second_node_wi
     a.stop(Duration::from_secs(5)).await;
     b.stop(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_watch_is_not_taken_for_a_stalled_one() {
+    let h = common::Harness::start().await;
+    let s = Scenario::generate(
+        &ScenarioConfig {
+            children: 1,
+            ..Default::default()
+        },
+        &ScenarioAgencies::deploy(),
+    );
+    let after = common::publish_as_agencies(&h.nats.url(), &s.envelopes).await;
+    let mut client = h.client().await;
+    // AUDIT holds records before the watch starts, and nothing arrives for longer than two stall checks.
+    let check = || {
+        common::authorised(
+            pb::CheckFlagRequest {
+                context: Some(common::context(Purpose::DirectCare, &after)),
+                nhs_number: s.children[0].nhs.to_string(),
+            },
+            "demo-health-rgh-ed",
+        )
+    };
+    client.check_flag(check()).await.unwrap();
+    // Views, deadlines and signals derived and their notices passed, so the watch hears nothing at all.
+    while h.node.projector.views_stale().unwrap() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut watch = client
+        .watch(common::authorised(
+            pb::WatchRequest {
+                context: Some(common::context(Purpose::Safeguarding, &[])),
+                ..Default::default()
+            },
+            "demo-csc-rotherham",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(halcyon_node::ingest::STALL_CHECK * 2 + Duration::from_secs(1)).await;
+    let flag = client.check_flag(check()).await.unwrap().into_inner();
+    assert!(flag.owner_notified);
+    let (_, n) = next_notification(&mut watch, Duration::from_secs(20))
+        .await
+        .expect("the quiet watch still delivers");
+    assert_eq!(n.by_agency_id, "health-rgh-ed");
+    h.node.stop(Duration::from_secs(5)).await;
+}
