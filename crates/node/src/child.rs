@@ -237,12 +237,7 @@ impl Query {
         {
             status.owning_agency_id = owner.to_string();
         }
-        if let Some(owner) = status
-            .owning_agency_id
-            .parse()
-            .ok()
-            .and_then(|id| self.registry.get(&id))
-        {
+        if let Some(owner) = self.registry.by_text(&status.owning_agency_id) {
             status.owning_agency_name = owner.name.clone();
             if status.office_hours_phone.is_empty() {
                 status.office_hours_phone = owner.office_hours_phone.clone();
@@ -261,12 +256,7 @@ impl Query {
                 .await
                 .map_err(|e| ApiError::Internal(e.to_string()))??;
         for access in &mut status.recent_accesses {
-            if let Some(a) = access
-                .agency_id
-                .parse()
-                .ok()
-                .and_then(|id| self.registry.get(&id))
-            {
+            if let Some(a) = self.registry.by_text(&access.agency_id) {
                 access.agency_name = a.name.clone();
             }
         }

@@ -335,11 +335,8 @@ impl std::fmt::Display for NoticePosition {
 /// The notification an access record makes for its owner.
 fn notification_of(registry: &halcyon_schema::Registry, r: pb::AccessRecord) -> pb::AccessNotification {
     pb::AccessNotification {
-        by_agency_name: r
-            .agency_id
-            .parse()
-            .ok()
-            .and_then(|id| registry.get(&id))
+        by_agency_name: registry
+            .by_text(&r.agency_id)
             .map(|a| a.name.clone())
             .unwrap_or_default(),
         child_id: r.child_id,

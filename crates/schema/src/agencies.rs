@@ -118,6 +118,12 @@ impl Registry {
         self.agencies.get(id)
     }
 
+    /// The agency an id given as text names (as access records and wire messages carry it); `None` if the
+    /// text is not an agency id or the agency is not registered.
+    pub fn by_text(&self, id: &str) -> Option<&Agency> {
+        id.parse().ok().and_then(|id| self.get(&id))
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Agency> {
         self.agencies.values()
     }
