@@ -280,30 +280,13 @@ async fn one_node_keeps_the_checkpoints_and_another_takes_over_one_unbroken_chai
     let (a, b, _dirs) = two_nodes(&nats).await;
     let s = Scenario::generate(&ScenarioConfig::default(), &ScenarioAgencies::deploy());
     let (first, rest) = s.envelopes.split_at(s.envelopes.len() / 2);
-    common::publish_as_agencies(&nats.url(), first).await;
+    let published = common::publish_as_agencies(&nats.url(), first).await;
     let js = common::operator(&nats).await;
     let kv = bucket(&js).await.unwrap();
     let streams = halcyon_bus::list_event_streams(&js).await.unwrap();
-    let covered = |js: async_nats::jetstream::Context, streams: Vec<String>| async move {
-        let until = Instant::now() + Duration::from_secs(60);
-        loop {
-            let mut all = true;
-            for st in &streams {
-                let last = common::stream_messages(&js, st).await;
-                let cp = halcyon_bus::checkpoint::last_checkpoint(&js, st).await.unwrap();
-                all &= last == 0 || cp.is_some_and(|c| c.checkpoint.to_sequence >= last);
-            }
-            if all {
-                return;
-            }
-            assert!(
-                Instant::now() < until,
-                "the streams were not checkpointed within 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
-    covered(js.clone(), streams.clone()).await;
+    for p in &published {
+        common::wait_checkpointed(&js, &p.stream, p.sequence).await;
+    }
     let (holder, _, _) = duty_holder(&kv, halcyon_node::chain::DUTY)
         .await
         .unwrap()
@@ -331,8 +314,9 @@ async fn one_node_keeps_the_checkpoints_and_another_takes_over_one_unbroken_chai
 
     // The holder stops; the other takes the duty and checkpoints what follows.
     keeper.stop(Duration::from_secs(5)).await;
-    common::publish_as_agencies(&nats.url(), rest).await;
-    covered(js.clone(), streams.clone()).await;
+    for p in common::publish_as_agencies(&nats.url(), rest).await {
+        common::wait_checkpointed(&js, &p.stream, p.sequence).await;
+    }
     let (now, _, _) = duty_holder(&kv, halcyon_node::chain::DUTY)
         .await
         .unwrap()

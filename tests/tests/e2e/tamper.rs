@@ -6,7 +6,7 @@
 
 use crate::common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use futures::StreamExt;
@@ -39,23 +39,6 @@ async fn open_node(nats: &NatsServer, data: &std::path::Path) -> Node {
 
 async fn admin(nats: &NatsServer) -> jetstream::Context {
     jetstream::new(async_nats::connect(nats.url()).await.unwrap())
-}
-
-/// Waits (bounded) until the last checkpoint of `stream` covers `sequence`.
-async fn wait_checkpointed(js: &jetstream::Context, stream: &str, sequence: u64) -> Checkpoint {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(Some(last)) = last_checkpoint(js, stream).await
-            && last.checkpoint.to_sequence >= sequence
-        {
-            return last.checkpoint;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{stream} not checkpointed up to {sequence} within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Creates the loose stream and publishes `n` messages with event ids; returns their ids by sequence.
@@ -153,7 +136,7 @@ async fn untouched_history_verifies_clean_and_a_restarted_node_resumes_its_chain
     // The auditor reads as the operator user; the node wrote the checkpoints as halcyon-node.
     let js = common::operator(&h.nats).await;
     for p in &positions {
-        wait_checkpointed(&js, &p.stream, p.sequence).await;
+        common::wait_checkpointed(&js, &p.stream, p.sequence).await;
         let v = verify_stream(&js, &p.stream, &keys(), &[]).await.unwrap();
         assert!(v.is_intact(), "{}", v.report);
         assert_eq!(v.report.verified_up_to, p.sequence, "{}", v.report);
@@ -177,7 +160,7 @@ async fn untouched_history_verifies_clean_and_a_restarted_node_resumes_its_chain
     );
     let later = common::publish_as_agencies(&nats.url(), &more.envelopes).await;
     for p in &later {
-        wait_checkpointed(&js, &p.stream, p.sequence).await;
+        common::wait_checkpointed(&js, &p.stream, p.sequence).await;
         let stored = read_checkpoints(&js, Some(&p.stream)).await.unwrap();
         assert!(stored.unreadable.is_empty());
         let mut next = 1;
@@ -204,7 +187,7 @@ async fn a_removed_message_is_a_gap_at_its_sequence() {
     let node = open_node(&nats, data.path()).await;
     let js = admin(&nats).await;
     let ids = fill_loose_stream(&js, 40).await;
-    wait_checkpointed(&js, LOOSE_STREAM, 40).await;
+    common::wait_checkpointed(&js, LOOSE_STREAM, 40).await;
     node.stop(Duration::from_secs(5)).await;
 
     let clean = verify_stream(&js, LOOSE_STREAM, &keys(), &[]).await.unwrap();
@@ -244,7 +227,7 @@ async fn a_payload_edited_in_the_store_on_disk_is_found_at_its_sequence() {
     let node = open_node(&nats, data.path()).await;
     let js = admin(&nats).await;
     let ids = fill_loose_stream(&js, 30).await;
-    wait_checkpointed(&js, LOOSE_STREAM, 30).await;
+    common::wait_checkpointed(&js, LOOSE_STREAM, 30).await;
     node.stop(Duration::from_secs(5)).await;
     drop(js);
 
@@ -302,7 +285,7 @@ async fn police_history(nats: &NatsServer) -> (String, u64) {
         .find(|p| p.stream == "EVENTS_POLICE_SY")
         .expect("the scenario has police events");
     assert!(police.sequence >= 10, "{police}");
-    wait_checkpointed(&admin(nats).await, &police.stream, police.sequence).await;
+    common::wait_checkpointed(&admin(nats).await, &police.stream, police.sequence).await;
     node.stop(Duration::from_secs(5)).await;
     (police.stream, police.sequence)
 }

@@ -219,3 +219,24 @@ pub async fn find_by_nhs(
 pub fn subjects(s: &Scenario) -> Vec<String> {
     s.envelopes.iter().map(Scenario::subject).collect()
 }
+
+/// Waits (bounded) until the last checkpoint of `stream` covers `sequence`.
+pub async fn wait_checkpointed(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    sequence: u64,
+) -> halcyon_ledger::Checkpoint {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(last)) = halcyon_bus::checkpoint::last_checkpoint(js, stream).await
+            && last.checkpoint.to_sequence >= sequence
+        {
+            return last.checkpoint;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{stream} not checkpointed up to {sequence} within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
