@@ -8,18 +8,11 @@ use std::time::Duration;
 
 use halcyon_grpc::pb::{self, audit_service_client::AuditServiceClient};
 use halcyon_policy::Purpose;
-use halcyon_testkit::{Scenario, ScenarioAgencies, ScenarioConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owner_sees_who_looked_at_its_child() {
     let h = common::Harness::start().await;
-    let s = Scenario::generate(
-        &ScenarioConfig {
-            children: 1,
-            ..Default::default()
-        },
-        &ScenarioAgencies::deploy(),
-    );
+    let s = common::children(1);
     let after = common::publish_as_agencies(&h.nats.url(), &s.envelopes).await;
     let mut query = h.client().await;
     let check = pb::CheckFlagRequest {

@@ -9,7 +9,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use halcyon_grpc::pb;
 use halcyon_policy::Purpose;
-use halcyon_testkit::{Scenario, ScenarioAgencies, ScenarioConfig};
 
 async fn audit_records(url: &str) -> Vec<pb::AccessRecord> {
     let client = halcyon_bus::connect(
@@ -38,13 +37,7 @@ async fn audit_records(url: &str) -> Vec<pb::AccessRecord> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_read_is_recorded_and_an_audit_outage_fails_closed() {
     let mut h = common::Harness::start().await;
-    let s = Scenario::generate(
-        &ScenarioConfig {
-            children: 2,
-            ..Default::default()
-        },
-        &ScenarioAgencies::deploy(),
-    );
+    let s = common::children(2);
     let after = common::publish_as_agencies(&h.nats.url(), &s.envelopes).await;
     let nhs = s.children[0].nhs.to_string();
     let mut client = h.client().await;

@@ -9,17 +9,11 @@ use std::time::Duration;
 use halcyon_bus::{Credentials, PublishError, Publisher, PublisherConfig, connect, connect_watching};
 use halcyon_grpc::pb;
 use halcyon_schema::EventId;
-use halcyon_testkit::{NatsServer, Scenario, ScenarioAgencies, ScenarioConfig};
+use halcyon_testkit::{NatsServer, Scenario};
 use prost::Message;
 
 fn scenario() -> Scenario {
-    Scenario::generate(
-        &ScenarioConfig {
-            children: 2,
-            ..Default::default()
-        },
-        &ScenarioAgencies::deploy(),
-    )
+    common::children(2)
 }
 
 async fn agency_publisher(nats: &NatsServer, agency: &str) -> Publisher {

@@ -6,18 +6,11 @@ use crate::common;
 use std::time::Duration;
 
 use halcyon_policy::Purpose;
-use halcyon_testkit::{Scenario, ScenarioAgencies, ScenarioConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_read_model_folder_is_moved_aside_and_rebuilt() {
     let h = common::Harness::start().await;
-    let s = Scenario::generate(
-        &ScenarioConfig {
-            children: 2,
-            ..Default::default()
-        },
-        &ScenarioAgencies::deploy(),
-    );
+    let s = common::children(2);
     let after = common::publish_as_agencies(&h.nats.url(), &s.envelopes).await;
     let nhs = s.children[0].nhs.to_string();
     let before = common::find_by_nhs(

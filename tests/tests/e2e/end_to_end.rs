@@ -7,18 +7,11 @@ use crate::common;
 use futures::StreamExt;
 use halcyon_policy::Purpose;
 use halcyon_schema::Category;
-use halcyon_testkit::{Scenario, ScenarioAgencies, ScenarioConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn published_events_are_projected_and_read_back_under_the_policy() {
     let h = common::Harness::start().await;
-    let scenario = Scenario::generate(
-        &ScenarioConfig {
-            children: 3,
-            ..Default::default()
-        },
-        &ScenarioAgencies::deploy(),
-    );
+    let scenario = common::children(3);
     let after = common::publish_as_agencies(&h.nats.url(), &scenario.envelopes).await;
     let child = &scenario.children[0];
     let nhs = child.nhs.to_string();

@@ -9,18 +9,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use halcyon_grpc::pb;
 use halcyon_policy::Purpose;
-use halcyon_testkit::{Scenario, ScenarioAgencies, ScenarioConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unscheduled_care_flag_check_notifies_the_owning_authority() {
     let h = common::Harness::start().await;
-    let s = Scenario::generate(
-        &ScenarioConfig {
-            children: 1,
-            ..Default::default()
-        },
-        &ScenarioAgencies::deploy(),
-    );
+    let s = common::children(1);
     assert!(s.children[0].on_plan);
     let after = common::publish_as_agencies(&h.nats.url(), &s.envelopes).await;
     let mut client = h.client().await;
@@ -72,13 +65,7 @@ async fn an_unscheduled_care_flag_check_notifies_the_owning_authority() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_delivers_new_facts_the_agency_may_see() {
     let h = common::Harness::start().await;
-    let s = Scenario::generate(
-        &ScenarioConfig {
-            children: 1,
-            ..Default::default()
-        },
-        &ScenarioAgencies::deploy(),
-    );
+    let s = common::children(1);
     let mut client = h.client().await;
     let watch = pb::WatchRequest {
         context: Some(common::context(Purpose::Safeguarding, &[])),

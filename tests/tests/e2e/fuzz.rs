@@ -9,6 +9,8 @@
 //! Fixed seed and bounded count here; for a longer run:
 //! `HALCYON_FUZZ_CASES=200000 HALCYON_FUZZ_SEED=7 cargo test -p halcyon-tests --test fuzz --release`.
 
+use crate::common;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
@@ -227,13 +229,7 @@ fn every_fuzzed_event_is_quarantined_or_readable_and_rebuilds_agree() {
 /// the boundary are reached in every part.
 #[test]
 fn nesting_at_the_decoders_limit_is_refused_or_readable_in_every_part() {
-    let base = Scenario::generate(
-        &ScenarioConfig {
-            children: 1,
-            ..Default::default()
-        },
-        &ScenarioAgencies::deploy(),
-    );
+    let base = common::children(1);
     let template = &base.envelopes[0];
     let now = halcyon_schema::clock::now_ms();
     let p = projector();

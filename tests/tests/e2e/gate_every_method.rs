@@ -287,13 +287,7 @@ async fn audit_records(nats: &halcyon_testkit::NatsServer) -> Vec<pb::AccessReco
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_method_that_answers_about_children_has_recorded_the_access_when_the_answer_arrives() {
     let h = common::Harness::start().await;
-    let s = Scenario::generate(
-        &ScenarioConfig {
-            children: 2,
-            ..Default::default()
-        },
-        &ScenarioAgencies::deploy(),
-    );
+    let s = common::children(2);
     let after = common::publish_as_agencies(&h.nats.url(), &s.envelopes).await;
     let ch = channel(&h.node).await;
     let nhs = s.children[0].nhs.to_string();

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use halcyon_grpc::pb;
 use halcyon_policy::Purpose;
-use halcyon_testkit::{Scenario, ScenarioAgencies, ScenarioConfig};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -16,13 +15,7 @@ use tonic_health::pb::{
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chronology_pages_add_up_to_the_view_and_are_capped() {
     let h = common::Harness::start().await;
-    let s = Scenario::generate(
-        &ScenarioConfig {
-            children: 1,
-            ..Default::default()
-        },
-        &ScenarioAgencies::deploy(),
-    );
+    let s = common::children(1);
     let after = common::publish_as_agencies(&h.nats.url(), &s.envelopes).await;
     let mut client = h.client().await;
     let view = common::find_by_nhs(

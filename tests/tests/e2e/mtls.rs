@@ -8,7 +8,7 @@ use std::time::Duration;
 use halcyon_grpc::pb::{self, query_service_client::QueryServiceClient};
 use halcyon_node::tls::TlsSettings;
 use halcyon_policy::Purpose;
-use halcyon_testkit::{NatsServer, Scenario, ScenarioAgencies, ScenarioConfig};
+use halcyon_testkit::NatsServer;
 use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -90,13 +90,7 @@ async fn the_agency_comes_from_the_client_certificate_and_other_cas_are_refused(
         client_ca: write("ca.pem", &halcyon_ca.pem),
     });
     let node = common::start_node(config).await.unwrap();
-    let s = Scenario::generate(
-        &ScenarioConfig {
-            children: 1,
-            ..Default::default()
-        },
-        &ScenarioAgencies::deploy(),
-    );
+    let s = common::children(1);
     let after = common::publish_as_agencies(&nats.url(), &s.envelopes).await;
     let nhs = s.children[0].nhs.to_string();
 

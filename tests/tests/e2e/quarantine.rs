@@ -7,19 +7,13 @@ use crate::common;
 use std::time::Duration;
 
 use halcyon_bus::{Credentials, connect};
-use halcyon_testkit::{Scenario, ScenarioAgencies, ScenarioConfig};
+use halcyon_testkit::Scenario;
 use prost::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_kinds_of_bad_input_are_quarantined_and_the_rest_projected() {
     let h = common::Harness::start().await;
-    let s = Scenario::generate(
-        &ScenarioConfig {
-            children: 2,
-            ..Default::default()
-        },
-        &ScenarioAgencies::deploy(),
-    );
+    let s = common::children(2);
     let police: Vec<_> = s
         .envelopes
         .iter()

@@ -12,7 +12,6 @@ use futures::StreamExt;
 use halcyon_grpc::pb;
 use halcyon_policy::Purpose;
 use halcyon_schema::Category;
-use halcyon_testkit::{Scenario, ScenarioAgencies, ScenarioConfig};
 
 fn request(nhs: &str, context: Option<pb::RequestContext>) -> pb::FindChildRequest {
     pb::FindChildRequest {
@@ -24,13 +23,7 @@ fn request(nhs: &str, context: Option<pb::RequestContext>) -> pb::FindChildReque
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_must_say_who_they_are_and_why_they_ask() {
     let h = common::Harness::start().await;
-    let s = Scenario::generate(
-        &ScenarioConfig {
-            children: 1,
-            ..Default::default()
-        },
-        &ScenarioAgencies::deploy(),
-    );
+    let s = common::children(1);
     let after = common::publish_as_agencies(&h.nats.url(), &s.envelopes).await;
     let nhs = s.children[0].nhs.to_string();
     let mut client = h.client().await;
@@ -148,13 +141,7 @@ async fn callers_must_say_who_they_are_and_why_they_ask() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_consent_withdrawal_a_query_at_its_position_never_returns_the_withdrawn_facts() {
     let h = common::Harness::start().await;
-    let s = Scenario::generate(
-        &ScenarioConfig {
-            children: 1,
-            ..Default::default()
-        },
-        &ScenarioAgencies::deploy(),
-    );
+    let s = common::children(1);
     let nhs = s.children[0].nhs.to_string();
     let attendance = s
         .envelopes

@@ -98,13 +98,7 @@ fn export(p: &halcyon_projector::Projector) -> Vec<u8> {
 async fn two_nodes_answer_alike_notify_each_other_s_watchers_and_resume() {
     let nats = NatsServer::start_with_auth();
     let (a, b, _dirs) = two_nodes(&nats).await;
-    let s = Scenario::generate(
-        &ScenarioConfig {
-            children: 2,
-            ..Default::default()
-        },
-        &ScenarioAgencies::deploy(),
-    );
+    let s = common::children(2);
     let after = common::publish_as_agencies(&nats.url(), &s.envelopes).await;
     let child = s.children.iter().find(|c| c.on_plan).expect("a child on a plan");
     let (mut ca, mut cb) = (client(&a).await, client(&b).await);
@@ -507,13 +501,7 @@ async fn a_node_with_another_policy_is_flagged_by_its_peers_and_a_second_node_wi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_watch_is_not_taken_for_a_stalled_one() {
     let h = common::Harness::start().await;
-    let s = Scenario::generate(
-        &ScenarioConfig {
-            children: 1,
-            ..Default::default()
-        },
-        &ScenarioAgencies::deploy(),
-    );
+    let s = common::children(1);
     let after = common::publish_as_agencies(&h.nats.url(), &s.envelopes).await;
     let mut client = h.client().await;
     // AUDIT holds records before the watch starts, and nothing arrives for longer than two stall checks.

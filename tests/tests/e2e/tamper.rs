@@ -125,13 +125,7 @@ async fn rebuild(js: &jetstream::Context, stream: &str, messages: &[ChainMessage
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untouched_history_verifies_clean_and_a_restarted_node_resumes_its_chain() {
     let h = common::Harness::start().await;
-    let scenario = Scenario::generate(
-        &ScenarioConfig {
-            children: 8,
-            ..Default::default()
-        },
-        &ScenarioAgencies::deploy(),
-    );
+    let scenario = common::children(8);
     let positions = common::publish_as_agencies(&h.nats.url(), &scenario.envelopes).await;
     // The auditor reads as the operator user; the node wrote the checkpoints as halcyon-node.
     let js = common::operator(&h.nats).await;
@@ -272,13 +266,7 @@ async fn a_payload_edited_in_the_store_on_disk_is_found_at_its_sequence() {
 async fn police_history(nats: &NatsServer) -> (String, u64) {
     let data = tempfile::tempdir().unwrap();
     let node = open_node(nats, data.path()).await;
-    let scenario = Scenario::generate(
-        &ScenarioConfig {
-            children: 6,
-            ..Default::default()
-        },
-        &ScenarioAgencies::deploy(),
-    );
+    let scenario = common::children(6);
     let positions = common::publish_as_agencies(&nats.url(), &scenario.envelopes).await;
     let police = positions
         .into_iter()

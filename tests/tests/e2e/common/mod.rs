@@ -240,3 +240,14 @@ pub async fn wait_checkpointed(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The seeded scenario (deploy agencies, default seed) for `n` children.
+pub fn children(n: usize) -> Scenario {
+    Scenario::generate(
+        &halcyon_testkit::ScenarioConfig {
+            children: n,
+            ..Default::default()
+        },
+        &halcyon_testkit::ScenarioAgencies::deploy(),
+    )
+}
