@@ -33,8 +33,12 @@ demo-cluster: nats-server
     cargo build --locked -p halcyon-cli
     ./deploy/demo-cluster.sh
 
+# Install the pinned Prometheus server and promtool (.tools/bin) the metrics tests check the node against.
+prometheus:
+    ./deploy/install-prometheus.sh
+
 # The whole suite: unit, property, and end-to-end tests over real nats-server, sled and gRPC.
-test: nats-server chromium
+test: nats-server chromium prometheus
     cargo test --locked --workspace --no-fail-fast
 
 # Hot paths, each beside a baseline from the same run, on its own nats-servers; table + target/bench/report.json.

@@ -561,6 +561,35 @@ fn is_not_found(e: &jetstream::context::GetStreamError) -> bool {
         if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
 }
 
+/// Every stream's info in one listing (paged by the server): what the node's health and metrics read each
+/// second, instead of one request per stream.
+pub async fn all_stream_infos(js: &jetstream::Context) -> Result<Vec<stream::Info>, BusError> {
+    js.streams()
+        .try_collect()
+        .await
+        .map_err(|e| BusError::js("listing streams", e))
+}
+
+/// When the server stored the message at `sequence` of `stream` (Unix ms), `None` if it is not there.
+pub async fn stored_at_ms(
+    js: &jetstream::Context,
+    stream: &str,
+    sequence: u64,
+) -> Result<Option<i64>, BusError> {
+    let handle = js
+        .get_stream_no_info(stream)
+        .await
+        .map_err(|e| BusError::js(format!("looking up stream {stream}"), e))?;
+    match handle.get_raw_message(sequence).await {
+        Ok(m) if m.sequence == sequence => Ok(Some(
+            i64::try_from(m.time.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX),
+        )),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(BusError::js(format!("reading {stream}:{sequence}"), e)),
+    }
+}
+
 /// The agency event streams that exist on the server, in name order.
 pub async fn list_event_streams(js: &jetstream::Context) -> Result<Vec<String>, BusError> {
     let mut names: Vec<String> = js

@@ -89,14 +89,26 @@ pub fn config_error(e: impl Into<anyhow::Error>) -> Failure {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HALCYON_LOG")
                 .unwrap_or_else(|_| "info,async_nats=warn".into()),
         )
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    // `HALCYON_LOG_FORMAT=json`: one JSON object per line, with the span a line belongs to (a call's
+    // `request_id` and method), for a log shipper.
+    match std::env::var("HALCYON_LOG_FORMAT").as_deref() {
+        Ok("json") => logs.json().with_current_span(true).with_span_list(false).init(),
+        Ok("text") | Err(_) => logs.init(),
+        Ok(other) => {
+            logs.init();
+            tracing::warn!(
+                format = other,
+                "HALCYON_LOG_FORMAT: unknown (json or text); logging text"
+            );
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

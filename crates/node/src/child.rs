@@ -78,6 +78,7 @@ impl Query {
                 "no child with that identifier is known to Halcyon".into(),
             ));
         }
+        let decided = tracing::debug_span!("policy_decision", facts = facts.facts.len()).entered();
         let decision = match &ctx.break_glass {
             None => self.views.view(
                 &self.policy,
@@ -93,6 +94,7 @@ impl Query {
                 Arc::new((ViewReply::encode_view(&view), disclosure))
             }
         };
+        drop(decided);
         let (view, disclosure) = &*decision;
         let outcome = if disclosure.facts_disclosed > 0 {
             pb::AccessOutcome::Permitted
@@ -317,12 +319,15 @@ impl Query {
         // The token is the caller's: near usize::MAX it must not wrap into a reversed slice.
         let next = start.saturating_add(page_size);
         let window = &learnable[start.min(learnable.len())..next.min(learnable.len())];
-        let (view, disclosure) = view_of(
-            &self.asker(caller, ctx),
-            child,
-            &child_facts,
-            window.iter().copied(),
-        );
+        let (view, disclosure) =
+            tracing::debug_span!("policy_decision", facts = window.len()).in_scope(|| {
+                view_of(
+                    &self.asker(caller, ctx),
+                    child,
+                    &child_facts,
+                    window.iter().copied(),
+                )
+            });
         let outcome = if disclosure.facts_disclosed > 0 {
             pb::AccessOutcome::Permitted
         } else {

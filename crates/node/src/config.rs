@@ -18,6 +18,13 @@ pub struct NodeConfig {
     pub allow_unsynced_jetstream: bool,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// The admin listener (`/livez`, `/readyz`, `/metrics`; `crate::admin`), on its own port. `None`: none.
+    pub admin_listen: Option<SocketAddr>,
+    /// At SIGTERM: how long the node keeps answering while reporting not ready (so load balancers stop
+    /// sending it calls) before it stops taking them.
+    pub drain_delay: Duration,
+    /// Then how long calls in flight have to finish before the node stops anyway.
+    pub drain_grace: Duration,
     pub agencies: halcyon_schema::Registry,
     pub policy: halcyon_policy::Policy,
     pub tokens: crate::auth::Tokens,

@@ -37,6 +37,7 @@ pub async fn run(
     clock: Clock,
     events: Events,
     guard: Option<Arc<crate::peers::Membership>>,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: CancellationToken,
 ) {
     let Some(spec) = projector.deadline_spec() else {
@@ -63,9 +64,14 @@ pub async fn run(
             continue;
         }
         let (p, now_ms, to_watchers) = (projector.clone(), clock.now_ms(), events.clone());
+        let counted = metrics.clone();
         let recorded = tokio::task::spawn_blocking(move || {
             let n = p.record_all_breaches_announcing(now_ms, |notices| {
                 for notice in notices {
+                    counted
+                        .breaches
+                        .with_label_values(&[notice.deadline.rule_id.as_str()])
+                        .inc();
                     // No receivers is fine: nobody is watching.
                     let _ = to_watchers.send(NodeEvent::Breach {
                         notice: Arc::new(notice),

@@ -17,6 +17,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use tracing::Instrument as _;
 
 use halcyon_grpc::pb;
 use halcyon_schema::convert::timestamp_from_millis;
@@ -66,6 +67,8 @@ pub struct Pass {
     pub caller: Caller,
     pub ctx: Context,
     pub method: &'static str,
+    /// The call's request id (`crate::metrics::CallLayer` sets it on every call), for its access records.
+    pub request_id: String,
     recorded: Arc<AtomicU32>,
     /// Held until the answer leaves (released early by a watch, which lives on).
     permit: Option<Arc<OwnedSemaphorePermit>>,
@@ -107,6 +110,12 @@ impl Pass {
 impl Query {
     /// The gate of every method that answers about children: admission, authentication, context.
     pub async fn gate<T: Gated>(&self, request: Request<T>) -> Result<(Pass, T), ApiError> {
+        let request_id = request
+            .metadata()
+            .get(crate::metrics::REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
         let (caller, permit, request) = self.gate_operational(request)?;
         let ctx = self.context(request.context()).await?;
         Ok((
@@ -114,6 +123,7 @@ impl Query {
                 caller,
                 ctx,
                 method: T::METHOD,
+                request_id,
                 recorded: Arc::new(AtomicU32::new(0)),
                 permit: Some(Arc::new(permit)),
             },
@@ -192,11 +202,16 @@ impl Query {
             break_glass_relied_on: d.break_glass,
             redacted: false,
             notified_agency_ids: notify.iter().map(ToString::to_string).collect(),
+            request_id: pass.request_id.clone(),
         };
-        match expected {
-            Some(expected) => expected.record(record).await,
-            None => self.audit.record(record).await,
+        async {
+            match expected {
+                Some(expected) => expected.record(record).await,
+                None => self.audit.record(record).await,
+            }
         }
+        .instrument(tracing::debug_span!("audit_write"))
+        .await
         .map_err(|e| ApiError::AuditUnavailable(e.to_string()))?;
         pass.count_record();
         tracing::info!(

@@ -20,7 +20,7 @@ pub use halcyon_projector::BATCH_LEN_MAX;
 /// How often the node looks for new agency streams.
 pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Events behind per stream, as last reported by each consumer.
+/// Events behind per stream, as the node's health task last saw them (every second).
 pub type Lag = Arc<Mutex<BTreeMap<String, u64>>>;
 
 /// Streams this node has stopped reading because they went backwards, with the reason (health is
@@ -81,9 +81,9 @@ pub async fn went_backwards(
 pub async fn run(
     js: jetstream::Context,
     projector: Arc<Projector>,
-    lag: Lag,
     halted: Halted,
     events: Events,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: CancellationToken,
 ) {
     let stop = shutdown.clone();
@@ -92,9 +92,9 @@ pub async fn run(
             js: js.clone(),
             projector: projector.clone(),
             stream: name.clone(),
-            lag: lag.clone(),
             halted: halted.clone(),
             events: events.clone(),
+            metrics: metrics.clone(),
         };
         consumer
             .run(stop.clone())
@@ -139,9 +139,9 @@ struct Consumer {
     js: jetstream::Context,
     projector: Arc<Projector>,
     stream: String,
-    lag: Lag,
     halted: Halted,
     events: Events,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Consumer {
@@ -203,17 +203,14 @@ impl Consumer {
             };
             stall.heard();
             let mut batch = Vec::with_capacity(chunk.len());
-            let mut pending = 0;
             for m in chunk {
                 let RawMessage {
                     sequence,
                     subject,
                     payload,
                     stored_at_ms,
-                    pending: p,
                     ..
                 } = m?;
-                pending = p;
                 batch.push(Incoming {
                     sequence,
                     subject,
@@ -221,12 +218,14 @@ impl Consumer {
                     stored_at_ms,
                 });
             }
-            self.lag
-                .lock()
-                .expect("lag lock")
-                .insert(self.stream.clone(), pending);
             let (projector, stream) = (self.projector.clone(), self.stream.clone());
+            let started = std::time::Instant::now();
             let outcome = tokio::task::spawn_blocking(move || projector.apply(&stream, &batch)).await??;
+            self.metrics.applied(
+                &self.stream,
+                (outcome.projected + outcome.quarantined + outcome.duplicates) as usize,
+                started.elapsed(),
+            );
             tracing::debug!(
                 projected = outcome.projected,
                 quarantined = outcome.quarantined,

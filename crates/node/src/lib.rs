@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access_log;
+pub mod admin;
 pub mod auth;
 pub mod backoff;
 pub mod chain;
@@ -15,6 +16,7 @@ pub mod flag_index;
 pub mod gate;
 pub mod ingest;
 pub mod limits;
+pub mod metrics;
 pub mod node;
 pub mod peers;
 pub mod query;

@@ -48,6 +48,19 @@ pub struct Node {
     pub lag: Lag,
     /// This node among its peers (heartbeat, clock offset, configuration differences).
     pub membership: Arc<crate::peers::Membership>,
+    /// Where the admin listener (`/livez`, `/readyz`, `/metrics`) listens, if it runs.
+    pub admin_addr: Option<SocketAddr>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Whether the node is ready, and why not (as `/readyz` answers).
+    pub readiness: tokio::sync::watch::Receiver<crate::admin::Readiness>,
+    /// Cancelled when the drain begins: readiness and health turn, watches end UNAVAILABLE.
+    draining: CancellationToken,
+    /// Cancelled when the node stops taking calls (after the drain delay).
+    closing: CancellationToken,
+    drain_delay: Duration,
+    drain_grace: Duration,
+    /// The gRPC server: awaited (up to the grace) before anything it needs stops.
+    grpc: JoinHandle<()>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -139,6 +152,14 @@ impl Node {
             addr: config.listen,
             source,
         })?;
+        let admin_listener = match config.admin_listen {
+            Some(addr) => Some(
+                crate::admin::bind(addr)
+                    .await
+                    .map_err(|source| NodeError::Listen { addr, source })?,
+            ),
+            None => None,
+        };
         // Claimed before anything is written: a second live node with this id is refused here.
         let instance = crate::peers::instance_of(&config.data_dir).map_err(|e| {
             NodeError::Config(format!(
@@ -158,6 +179,46 @@ impl Node {
         let lag: Lag = Arc::new(Mutex::new(Default::default()));
         let halted: ingest::Halted = Arc::default();
         let shutdown = CancellationToken::new();
+        let draining = CancellationToken::new();
+        let closing = CancellationToken::new();
+        let metrics = Arc::new(crate::metrics::Metrics::new(&crate::metrics::BuildInfo::new(
+            config.policy.version(),
+            &membership.config().fingerprint,
+        )));
+        metrics.start_at_zero(
+            config.timescales.rules().rules().iter().map(|r| r.id.as_str()),
+            config.signals.rules().iter().map(|r| r.id.as_str()),
+        );
+        // Where every stream ends as the node starts, before it applies anything: the node is ready once it
+        // has applied that far (and the first scrape already shows the backlog as lag).
+        let at_start = match tokio::time::timeout(
+            Duration::from_secs(5),
+            halcyon_bus::streams::all_stream_infos(&js),
+        )
+        .await
+        {
+            Ok(Ok(infos)) => Some(
+                infos
+                    .iter()
+                    .filter(|i| {
+                        i.config
+                            .name
+                            .starts_with(halcyon_schema::subject::EVENTS_STREAM_PREFIX)
+                    })
+                    .map(|i| {
+                        let name = i.config.name.clone();
+                        let applied = projector.checkpoint(&name);
+                        (name, (i.state.last_sequence, applied))
+                    })
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+            ),
+            _ => None,
+        };
+        let (readiness_tx, readiness) = tokio::sync::watch::channel(crate::admin::Readiness {
+            reasons: vec!["starting: catching up".into()],
+            streams: at_start.clone().unwrap_or_default(),
+            ..Default::default()
+        });
         let mut tasks = Vec::new();
         membership.beat(&projector).await?;
         tasks.push(tokio::spawn(
@@ -169,9 +230,9 @@ impl Node {
             ingest::run(
                 js.clone(),
                 projector.clone(),
-                lag.clone(),
                 halted.clone(),
                 events.clone(),
+                metrics.clone(),
                 shutdown.clone(),
             )
             .instrument(tracing::info_span!("projection")),
@@ -190,8 +251,13 @@ impl Node {
         // Subscribed before any derivation, so no signal is missed.
         if let Some(spec) = projector.signal_spec() {
             tasks.push(tokio::spawn(
-                crate::signals::run(spec.subscribe_notices(), events.clone(), shutdown.clone())
-                    .instrument(tracing::info_span!("signals")),
+                crate::signals::run(
+                    spec.subscribe_notices(),
+                    events.clone(),
+                    metrics.clone(),
+                    shutdown.clone(),
+                )
+                .instrument(tracing::info_span!("signals")),
             ));
         }
         tasks.push(tokio::spawn(
@@ -204,6 +270,7 @@ impl Node {
                 config.clock.clone(),
                 events.clone(),
                 Some(membership.clone()),
+                metrics.clone(),
                 shutdown.clone(),
             )
             .instrument(tracing::info_span!("deadlines")),
@@ -217,11 +284,13 @@ impl Node {
                 registry: config.agencies.clone(),
                 mtls: config.tls.is_some(),
             }),
-            audit: AuditWriter::spawn(
-                js.clone(),
-                &config.node_id,
-                halcyon_bus::audit::AuditConfig::default(),
-            ),
+            audit: AuditWriter::spawn(js.clone(), &config.node_id, {
+                let metrics = metrics.clone();
+                halcyon_bus::audit::AuditConfig {
+                    observer: Some(Arc::new(move |report| metrics.audit_written(report))),
+                    ..Default::default()
+                }
+            }),
             js: js.clone(),
             node_id: config.node_id.clone(),
             read_wait: config.read_wait,
@@ -230,6 +299,9 @@ impl Node {
             registry: Arc::new(config.agencies.clone()),
             admission: Arc::new(tokio::sync::Semaphore::new(config.concurrency_max)),
             views: Arc::default(),
+            metrics: metrics.clone(),
+            draining: draining.clone(),
+            closing: closing.clone(),
         };
         let query_for_audit = query.clone();
         let signals = crate::signals::Signals { query: query.clone() };
@@ -249,6 +321,11 @@ impl Node {
                     lag_max: config.lag_max,
                     projector: projector.clone(),
                     peers: membership.subscribe(),
+                    membership: membership.clone(),
+                    readiness: readiness_tx,
+                    draining: draining.clone(),
+                    catch_up_to: at_start
+                        .map(|streams| streams.into_iter().map(|(s, (last, _))| (s, last)).collect()),
                 },
                 shutdown.clone(),
             )
@@ -280,6 +357,9 @@ impl Node {
         }
         let router = server
             .timeout(Duration::from_secs(30))
+            .layer(crate::metrics::CallLayer {
+                metrics: metrics.clone(),
+            })
             .layer(tower::util::MapResponseLayer::new(
                 crate::limits::oversized_is_resource_exhausted,
             ))
@@ -307,8 +387,8 @@ impl Node {
             )
             .add_optional_service(reflection)
             .add_optional_service(reflection_v1alpha);
-        let stop = shutdown.clone();
-        tasks.push(tokio::spawn(
+        let stop = closing.clone();
+        let grpc = tokio::spawn(
             async move {
                 // Without TCP_NODELAY a small response waits for the client's delayed ACK (~40 ms).
                 let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -320,31 +400,77 @@ impl Node {
                 }
             }
             .instrument(tracing::info_span!("grpc")),
-        ));
-        tracing::info!(%addr, node = %config.node_id, policy = %config.policy.version(), "halcyon node serving");
+        );
+        let admin_addr = match admin_listener {
+            Some(listener) => {
+                let admin_addr = listener.local_addr().map_err(|source| NodeError::Listen {
+                    addr: config.admin_listen.unwrap_or(config.listen),
+                    source,
+                })?;
+                tasks.push(tokio::spawn(
+                    crate::admin::serve(
+                        listener,
+                        crate::admin::Admin {
+                            metrics: metrics.clone(),
+                            readiness: readiness.clone(),
+                            js: js.clone(),
+                            projector: projector.clone(),
+                            membership: membership.clone(),
+                        },
+                        shutdown.clone(),
+                    )
+                    .instrument(tracing::info_span!("admin")),
+                ));
+                Some(admin_addr)
+            }
+            None => None,
+        };
+        tracing::info!(%addr, admin = ?admin_addr, node = %config.node_id, policy = %config.policy.version(), "halcyon node serving");
         Ok(Node {
             addr,
             projector,
             lag,
             membership,
+            admin_addr,
+            metrics,
+            readiness,
+            draining,
+            closing,
+            drain_delay: config.drain_delay,
+            drain_grace: config.drain_grace,
+            grpc,
             shutdown,
             tasks,
         })
     }
 
-    /// Stops serving and projecting, waiting at most `grace` for in-flight work, then flushes sled.
+    /// Drains and stops: readiness and health turn NOT_SERVING and open watches end UNAVAILABLE at once;
+    /// calls are still answered for the drain delay (while load balancers notice), then new calls are
+    /// refused UNAVAILABLE and those in flight have the drain grace to finish; then projection and the
+    /// node's duties stop (waiting at most `grace` more), the node leaves the nodes bucket and sled is
+    /// flushed.
     pub async fn stop(self, grace: Duration) {
+        self.draining.cancel();
+        tracing::info!(
+            delay = ?self.drain_delay,
+            grace = ?self.drain_grace,
+            "draining: not ready; watches ended"
+        );
+        tokio::time::sleep(self.drain_delay).await;
+        self.closing.cancel();
+        if tokio::time::timeout(self.drain_grace, self.grpc).await.is_err() {
+            tracing::warn!("calls still in flight at the end of the drain grace; stopping anyway");
+        }
         self.shutdown.cancel();
         let _ = tokio::time::timeout(grace, futures::future::join_all(self.tasks)).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.membership.leave()).await;
-        if let Err(e) = self.projector.flush() {
-            tracing::error!(error = %e, "flushing read models at shutdown");
+        match self.projector.flush() {
+            Ok(()) => tracing::info!("read models flushed; stopped"),
+            Err(e) => tracing::error!(error = %e, "flushing read models at shutdown"),
         }
     }
 }
 
-/// Keeps the gRPC health status true: NOT_SERVING while a stream lags by more than `lag_max` events or the
-/// AUDIT stream cannot be reached (queries would fail closed anyway).
 /// What the health task watches.
 struct Watched {
     js: jetstream::Context,
@@ -353,8 +479,18 @@ struct Watched {
     lag_max: u64,
     projector: Arc<Projector>,
     peers: tokio::sync::watch::Receiver<crate::peers::PeersState>,
+    membership: Arc<crate::peers::Membership>,
+    readiness: tokio::sync::watch::Sender<crate::admin::Readiness>,
+    draining: CancellationToken,
+    /// Where each stream ended when the node started (`None`: it could not list them then).
+    catch_up_to: Option<std::collections::BTreeMap<String, u64>>,
 }
 
+/// Keeps the gRPC health status and the admin listener's readiness true, looking every second (one NATS
+/// listing of every stream): the query service is NOT_SERVING while a stream lags by more than `lag_max`
+/// events, a stream went backwards, the AUDIT stream cannot be written (queries would fail closed anyway)
+/// or the node drains. Readiness also waits, after start, until every stream is applied up to where it
+/// ended when the node first looked, and needs the nodes bucket reachable (duties known).
 async fn watch_health(
     reporter: tonic_health::server::HealthReporter,
     watched: Watched,
@@ -367,19 +503,30 @@ async fn watch_health(
         lag_max,
         projector,
         mut peers,
+        membership,
+        readiness,
+        draining,
+        mut catch_up_to,
     } = watched;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // The first look is the one taken at start; the next a second later.
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
     let mut serving = Some(true);
     let mut damaged_seen = 0;
     reporter
         .set_service_status(READ_MODELS, ServingStatus::Serving)
         .await;
     let mut peers_seen: Option<(bool, bool)> = None;
+    // Ready once every stream is applied as far as it ended when the node started (or first looked).
+    let mut caught_up = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
             _ = peers.changed() => {}
+            _ = draining.cancelled(), if serving != Some(false) || readiness.borrow().ready => {}
         }
         // Among peers: a clock beyond the bound (no breaches recorded) and a configuration that differs
         // from a live peer's are each shown under their own name; the node still answers.
@@ -416,6 +563,48 @@ async fn watch_health(
             );
             damaged_seen = damaged;
         }
+        // Every stream in one listing. AUDIT is writable only while its stream has a leader (in a cluster:
+        // while a quorum of its replicas is up and reachable); a listing that does not come back within a
+        // second counts as not.
+        let listing = tokio::time::timeout(
+            Duration::from_secs(1),
+            halcyon_bus::streams::all_stream_infos(&js),
+        )
+        .await;
+        let mut reasons = Vec::new();
+        let mut streams = std::collections::BTreeMap::new();
+        let mut audit_ok = false;
+        match listing {
+            Ok(Ok(infos)) => {
+                for info in infos {
+                    let name = info.config.name.clone();
+                    if name == halcyon_schema::subject::AUDIT_STREAM {
+                        audit_ok = writable(&info);
+                    } else if name.starts_with(halcyon_schema::subject::EVENTS_STREAM_PREFIX) {
+                        streams.insert(
+                            name.clone(),
+                            (info.state.last_sequence, projector.checkpoint(&name)),
+                        );
+                    }
+                }
+                let mut lag = lag.lock().expect("lag lock");
+                lag.clear();
+                lag.extend(
+                    streams
+                        .iter()
+                        .map(|(s, (last, applied))| (s.clone(), last.saturating_sub(*applied))),
+                );
+                if catch_up_to.is_none() {
+                    catch_up_to = Some(streams.iter().map(|(s, (last, _))| (s.clone(), *last)).collect());
+                }
+            }
+            Ok(Err(e)) => reasons.push(format!("NATS: cannot list the streams: {e}")),
+            Err(_) => reasons.push("NATS: the stream listing did not come back within 1 s".to_owned()),
+        }
+        if streams.is_empty() && !reasons.is_empty() {
+            // Not listed this time: the last look stands (what a scrape shows as lag).
+            streams = readiness.borrow().streams.clone();
+        }
         let lagging: Vec<String> = lag
             .lock()
             .expect("lag lock")
@@ -424,18 +613,7 @@ async fn watch_health(
             .map(|(s, behind)| format!("{s} ({behind} behind)"))
             .collect();
         let went_back: Vec<String> = halted.lock().expect("halted lock").keys().cloned().collect();
-        // AUDIT is writable only while its stream has a leader (in a cluster: while a quorum of its
-        // replicas is up and reachable); a request that does not come back within a second counts as not.
-        let audit = tokio::time::timeout(
-            Duration::from_secs(1),
-            halcyon_bus::streams::stream_info(&js, halcyon_schema::subject::AUDIT_STREAM),
-        )
-        .await;
-        let audit_ok = match audit {
-            Ok(Ok(Some(info))) => writable(&info),
-            _ => false,
-        };
-        let ok = lagging.is_empty() && audit_ok && went_back.is_empty();
+        let ok = lagging.is_empty() && audit_ok && went_back.is_empty() && !draining.is_cancelled();
         if serving != Some(ok) {
             let status = if ok {
                 ServingStatus::Serving
@@ -447,10 +625,76 @@ async fn watch_health(
             if ok {
                 tracing::info!("healthy again: serving");
             } else {
-                tracing::warn!(lagging = ?lagging, audit_writable = audit_ok, went_backwards = ?went_back, "not serving");
+                tracing::warn!(lagging = ?lagging, audit_writable = audit_ok, went_backwards = ?went_back, draining = draining.is_cancelled(), "not serving");
             }
             serving = Some(ok);
         }
+        // Readiness: the same, and caught up since start, and duties known.
+        if !caught_up && let Some(targets) = &catch_up_to {
+            let behind: Vec<String> = targets
+                .iter()
+                .filter(|(s, last)| projector.checkpoint(s) < **last)
+                .map(|(s, last)| {
+                    format!(
+                        "catching up since start: {s} applied to {} of {last}",
+                        projector.checkpoint(s)
+                    )
+                })
+                .collect();
+            if behind.is_empty() {
+                caught_up = true;
+                tracing::info!("caught up since start");
+            } else {
+                reasons.extend(behind);
+            }
+        }
+        if catch_up_to.is_none() && reasons.is_empty() {
+            reasons.push("the streams have not been listed yet".to_owned());
+        }
+        reasons.extend(
+            lagging
+                .iter()
+                .map(|l| format!("lagging beyond {lag_max} events: {l}")),
+        );
+        if !audit_ok {
+            reasons.push(
+                "AUDIT: not writable (no leader or no quorum): every query would fail closed".to_owned(),
+            );
+        }
+        reasons.extend(
+            went_back
+                .iter()
+                .map(|s| format!("{s}: went backwards; rebuild the read models")),
+        );
+        if !membership.duties_known() {
+            reasons.push(
+                "the nodes bucket: no heartbeat written lately, so who holds each duty is unknown".to_owned(),
+            );
+        }
+        if draining.is_cancelled() {
+            reasons.push("draining: stopping".to_owned());
+        }
+        let ready = reasons.is_empty();
+        readiness.send_if_modified(|r| {
+            let next = crate::admin::Readiness {
+                ready,
+                reasons: reasons.clone(),
+                streams: streams.clone(),
+            };
+            if *r == next {
+                false
+            } else {
+                if r.ready != ready {
+                    if ready {
+                        tracing::info!("ready");
+                    } else {
+                        tracing::warn!(reasons = ?reasons, "not ready");
+                    }
+                }
+                *r = next;
+                true
+            }
+        });
     }
 }
 

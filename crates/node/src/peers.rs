@@ -67,6 +67,8 @@ pub struct Membership {
     state: watch::Sender<PeersState>,
     /// NATS time of this node's last heartbeat, ms.
     last_stored_ms: Mutex<Option<i64>>,
+    /// When the last heartbeat was acknowledged (this node's monotonic clock).
+    last_beat_at: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Membership {
@@ -105,6 +107,7 @@ impl Membership {
             config,
             state: watch::channel(PeersState::default()).0,
             last_stored_ms: Mutex::new(None),
+            last_beat_at: Mutex::new(None),
         }))
     }
 
@@ -159,6 +162,7 @@ impl Membership {
         let offset = heartbeat.sent_at_ms - stored_ms;
         self.heartbeat.lock().expect("heartbeat lock").clock_offset_ms = Some(offset);
         *self.last_stored_ms.lock().expect("stored lock") = Some(stored_ms);
+        *self.last_beat_at.lock().expect("beat lock") = Some(tokio::time::Instant::now());
         let skewed = offset.unsigned_abs() > self.config.clock_skew_max.as_millis() as u64;
         let was = self.state.borrow().clock_skewed;
         if skewed != was {
@@ -180,6 +184,15 @@ impl Membership {
             s.clock_skewed = skewed;
         });
         Ok(offset)
+    }
+
+    /// Whether this node wrote a heartbeat within the last three heartbeat periods: it can read and write
+    /// the nodes bucket, so it knows who holds each duty (readiness asks this).
+    pub fn duties_known(&self) -> bool {
+        self.last_beat_at
+            .lock()
+            .expect("beat lock")
+            .is_some_and(|at| at.elapsed() <= self.config.heartbeat_every * 3)
     }
 
     /// Whether the clock is within bounds of NATS time now (measured afresh; the last measurement if NATS

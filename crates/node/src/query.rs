@@ -36,6 +36,11 @@ pub struct Query {
     pub admission: Arc<tokio::sync::Semaphore>,
     /// Whole views already decided for the facts in the node's cache (see [`ViewMemo`]).
     pub views: Arc<ViewMemo>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Cancelled when the node begins to drain: open watches end UNAVAILABLE.
+    pub draining: tokio_util::sync::CancellationToken,
+    /// Cancelled when the node stops taking calls: new ones are refused UNAVAILABLE.
+    pub closing: tokio_util::sync::CancellationToken,
 }
 
 /// A checked request context.
@@ -99,7 +104,13 @@ impl Query {
 
     /// Admits a call or sheds it when the node is at its concurrency limit.
     pub(crate) fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        if self.closing.is_cancelled() {
+            return Err(ApiError::Unavailable(
+                "this node is shutting down; retry on another node".into(),
+            ));
+        }
         self.admission.clone().try_acquire_owned().map_err(|_| {
+            self.metrics.calls_shed.inc();
             ApiError::Overloaded("the node is at its concurrency limit; retry with backoff".into())
         })
     }

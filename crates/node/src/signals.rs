@@ -33,6 +33,7 @@ use halcyon_projector::disclose::Disclosure;
 pub async fn run(
     mut notices: broadcast::Receiver<SignalNotice>,
     events: Events,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -42,6 +43,7 @@ pub async fn run(
                 Ok(notice) => {
                     // Rule only: the child and the facts are personal data.
                     tracing::info!(rule = %notice.signal.rule_id, outcome = notice.signal.outcome.is_some(), "signal");
+                    metrics.signals.with_label_values(&[notice.signal.rule_id.as_str()]).inc();
                     // No receivers is fine: nobody is watching.
                     let _ = events.send(NodeEvent::Signal { notice: Arc::new(notice) });
                 }

@@ -47,6 +47,7 @@ impl Query {
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_QUEUE_LEN_MAX);
         let this = self.clone();
         tokio::spawn(async move {
+            let _watching = this.metrics.watching();
             let mut notices = notices;
             // The last AUDIT message read (before the first, the one before where the read starts): an
             // ordered consumer can stall silently after a server fails.
@@ -58,6 +59,13 @@ impl Query {
                 let received = tokio::select! {
                     // The client went away: stop reading AUDIT for it.
                     _ = tx.closed() => return,
+                    // The node drains: the watch ends, retryable, for the client to watch again elsewhere.
+                    _ = this.draining.cancelled() => {
+                        let _ = tx.send(Err(Status::unavailable(
+                            "this node is shutting down; watch again on another node from the last position",
+                        ))).await;
+                        return;
+                    }
                     _ = quiet.tick() => {
                         if !heard
                             && let Err(reason) = stall

@@ -32,6 +32,28 @@ pub enum Problem {
 }
 
 impl Problem {
+    /// Every [`Problem::kind`].
+    pub const KINDS: [&'static str; 6] = [
+        "missing",
+        "invalid",
+        "unknown_schema_version",
+        "agency_mismatch",
+        "undecodable",
+        "bad_subject",
+    ];
+
+    /// The kind of problem, as one word (a metric label: no field values, no personal data).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Missing { .. } => "missing",
+            Self::Invalid { .. } => "invalid",
+            Self::UnknownSchemaVersion { .. } => "unknown_schema_version",
+            Self::AgencyMismatch { .. } => "agency_mismatch",
+            Self::Undecodable { .. } => "undecodable",
+            Self::BadSubject { .. } => "bad_subject",
+        }
+    }
+
     fn missing(field: &str) -> Self {
         Self::Missing {
             field: field.to_owned(),

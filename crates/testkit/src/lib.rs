@@ -7,11 +7,13 @@
 pub mod cluster;
 pub mod fuzz;
 pub mod nats;
+pub mod prometheus;
 pub mod proxy;
 
 pub use cluster::{ClusterOptions, NatsCluster};
 pub use halcyon_scenario::{Scenario, ScenarioAgencies, ScenarioConfig, envelope, scenario};
 pub use nats::{Auth, NatsServer, nats_server_binary};
+pub use prometheus::{PrometheusServer, http_get, prometheus_binary};
 pub use proxy::TcpProxy;
 
 /// The workspace root (for `deploy/` files).

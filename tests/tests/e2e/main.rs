@@ -19,6 +19,7 @@ mod leak;
 mod limits_and_health;
 mod mtls;
 mod node_start;
+mod operate;
 mod outside_clients;
 mod quarantine;
 mod security;

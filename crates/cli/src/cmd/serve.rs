@@ -61,6 +61,17 @@ pub struct Args {
     /// gRPC listen address.
     #[arg(long, env = "HALCYON_LISTEN")]
     listen: Option<SocketAddr>,
+    /// The admin listener (`/livez`, `/readyz`, `/metrics` for Prometheus), plain HTTP on its own port,
+    /// for a management network (e.g. 127.0.0.1:9464). Off unless set.
+    #[arg(long, env = "HALCYON_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+    /// At SIGTERM, seconds the node keeps answering while it reports not ready, so that load balancers stop
+    /// sending it calls (default 0; set it to the load balancer's probe interval).
+    #[arg(long, env = "HALCYON_DRAIN_DELAY_SECS")]
+    drain_delay_secs: Option<u64>,
+    /// Then seconds that calls in flight have to finish before the node stops anyway (default 10).
+    #[arg(long, env = "HALCYON_DRAIN_GRACE_SECS")]
+    drain_grace_secs: Option<u64>,
     #[arg(long, env = "HALCYON_AGENCIES")]
     agencies: Option<PathBuf>,
     #[arg(long, env = "HALCYON_POLICY")]
@@ -153,6 +164,9 @@ struct FileConfig {
     allow_unsynced_jetstream: Option<bool>,
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    drain_delay_secs: Option<u64>,
+    drain_grace_secs: Option<u64>,
     agencies: Option<PathBuf>,
     policy: Option<PathBuf>,
     tokens: Option<PathBuf>,
@@ -346,6 +360,9 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
             .listen
             .or(file.listen)
             .unwrap_or_else(|| "127.0.0.1:50051".parse().expect("address")),
+        admin_listen: args.admin_listen.or(file.admin_listen),
+        drain_delay: Duration::from_secs(args.drain_delay_secs.or(file.drain_delay_secs).unwrap_or(0)),
+        drain_grace: Duration::from_secs(args.drain_grace_secs.or(file.drain_grace_secs).unwrap_or(10)),
         agencies,
         policy,
         tokens,
