@@ -55,8 +55,15 @@ pub struct Node {
     pub readiness: tokio::sync::watch::Receiver<crate::admin::Readiness>,
     /// Cancelled when the drain begins: readiness and health turn, watches end UNAVAILABLE.
     draining: CancellationToken,
-    /// Cancelled when the node stops taking calls (after the drain delay).
+    /// Cancelled when the node stops taking calls (after the drain delay): new calls are refused UNAVAILABLE.
     closing: CancellationToken,
+    /// Every call's admission: all of it free again means no call is in flight.
+    admission: Arc<tokio::sync::Semaphore>,
+    concurrency_max: usize,
+    /// Cancelled once no call is in flight: the gRPC server closes its connections.
+    grpc_stop: CancellationToken,
+    /// Calls refused since closing.
+    refused_closing: Arc<std::sync::atomic::AtomicU64>,
     drain_delay: Duration,
     drain_grace: Duration,
     /// The gRPC server: awaited (up to the grace) before anything it needs stops.
@@ -181,6 +188,9 @@ impl Node {
         let shutdown = CancellationToken::new();
         let draining = CancellationToken::new();
         let closing = CancellationToken::new();
+        let grpc_stop = CancellationToken::new();
+        let admission = Arc::new(tokio::sync::Semaphore::new(config.concurrency_max));
+        let refused_closing = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let metrics = Arc::new(crate::metrics::Metrics::new(&crate::metrics::BuildInfo::new(
             config.policy.version(),
             &membership.config().fingerprint,
@@ -297,11 +307,12 @@ impl Node {
             lag: lag.clone(),
             events: events.clone(),
             registry: Arc::new(config.agencies.clone()),
-            admission: Arc::new(tokio::sync::Semaphore::new(config.concurrency_max)),
+            admission: admission.clone(),
             views: Arc::default(),
             metrics: metrics.clone(),
             draining: draining.clone(),
             closing: closing.clone(),
+            refused_closing: refused_closing.clone(),
         };
         let query_for_audit = query.clone();
         let signals = crate::signals::Signals { query: query.clone() };
@@ -387,7 +398,7 @@ impl Node {
             )
             .add_optional_service(reflection)
             .add_optional_service(reflection_v1alpha);
-        let stop = closing.clone();
+        let stop = grpc_stop.clone();
         let grpc = tokio::spawn(
             async move {
                 // Without TCP_NODELAY a small response waits for the client's delayed ACK (~40 ms).
@@ -436,6 +447,10 @@ impl Node {
             readiness,
             draining,
             closing,
+            admission,
+            concurrency_max: config.concurrency_max,
+            grpc_stop,
+            refused_closing,
             drain_delay: config.drain_delay,
             drain_grace: config.drain_grace,
             grpc,
@@ -446,9 +461,9 @@ impl Node {
 
     /// Drains and stops: readiness and health turn NOT_SERVING and open watches end UNAVAILABLE at once;
     /// calls are still answered for the drain delay (while load balancers notice), then new calls are
-    /// refused UNAVAILABLE and those in flight have the drain grace to finish; then projection and the
-    /// node's duties stop (waiting at most `grace` more), the node leaves the nodes bucket and sled is
-    /// flushed.
+    /// refused UNAVAILABLE and those in flight have the drain grace to finish, then the gRPC server closes
+    /// its connections; then projection and the node's duties stop (waiting at most `grace` more), the
+    /// node leaves the nodes bucket and sled is flushed.
     pub async fn stop(self, grace: Duration) {
         self.draining.cancel();
         tracing::info!(
@@ -457,9 +472,35 @@ impl Node {
             "draining: not ready; watches ended"
         );
         tokio::time::sleep(self.drain_delay).await;
+        // New calls are refused UNAVAILABLE (an answer a client retries elsewhere) while the connections stay
+        // open, until no admitted call is in flight; only then does the server close its connections, so no
+        // client's call is cut off by a closing connection.
         self.closing.cancel();
-        if tokio::time::timeout(self.drain_grace, self.grpc).await.is_err() {
-            tracing::warn!("calls still in flight at the end of the drain grace; stopping anyway");
+        let until = tokio::time::Instant::now() + self.drain_grace;
+        let all = u32::try_from(self.concurrency_max).unwrap_or(u32::MAX);
+        match tokio::time::timeout_at(until, self.admission.acquire_many(all)).await {
+            Err(_) => tracing::warn!("calls still in flight at the end of the drain grace; stopping anyway"),
+            Ok(_all_free) => {
+                // A client answered just before may send its next call now: it is refused too, and the
+                // connections close once a moment passes with no call refused.
+                loop {
+                    let seen = self.refused_closing.load(std::sync::atomic::Ordering::Relaxed);
+                    if tokio::time::timeout_at(until, tokio::time::sleep(DRAIN_QUIET))
+                        .await
+                        .is_err()
+                        || self.refused_closing.load(std::sync::atomic::Ordering::Relaxed) == seen
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        self.grpc_stop.cancel();
+        if tokio::time::timeout_at(until + Duration::from_secs(1), self.grpc)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the gRPC server did not close its connections in time; stopping anyway");
         }
         self.shutdown.cancel();
         let _ = tokio::time::timeout(grace, futures::future::join_all(self.tasks)).await;
@@ -697,6 +738,9 @@ async fn watch_health(
         });
     }
 }
+
+/// How long a drain waits with no call refused before it closes the connections.
+const DRAIN_QUIET: Duration = Duration::from_millis(250);
 
 /// A replica the stream's leader has not heard from for this long counts as gone: the leader itself notices
 /// a lost quorum only after several seconds more, and meanwhile every write would fail.

@@ -41,6 +41,8 @@ pub struct Query {
     pub draining: tokio_util::sync::CancellationToken,
     /// Cancelled when the node stops taking calls: new ones are refused UNAVAILABLE.
     pub closing: tokio_util::sync::CancellationToken,
+    /// Calls refused so since (the drain waits for a quiet moment before it closes the connections).
+    pub refused_closing: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A checked request context.
@@ -105,6 +107,8 @@ impl Query {
     /// Admits a call or sheds it when the node is at its concurrency limit.
     pub(crate) fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
         if self.closing.is_cancelled() {
+            self.refused_closing
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Err(ApiError::Unavailable(
                 "this node is shutting down; retry on another node".into(),
             ));

@@ -12,6 +12,7 @@ mod crash;
 mod damaged_record;
 mod deadlines;
 mod deadlines_history;
+mod drain;
 mod fuzzed_streams;
 mod policy;
 mod publish;

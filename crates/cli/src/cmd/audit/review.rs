@@ -316,6 +316,7 @@ fn record_json(kind: &str, located: &LocatedRecord, reviews: Option<&Vec<Review>
         "break_glass_reason": r.break_glass_reason,
         "break_glass_relied_on": r.break_glass_relied_on,
         "node_id": r.node_id,
+        "request_id": r.request_id,
     });
     if r.break_glass_relied_on {
         v["reviews"] = json!(

@@ -1,0 +1,315 @@
+//! Issue 18: a clean stop. `halcyon serve` is sent SIGTERM while 16 callers query it and 4 agencies watch:
+//! every call completes or fails UNAVAILABLE (retryable), every watch ends UNAVAILABLE, the process exits 0,
+//! and the store reopens without a rebuild (each stream read on from its checkpoint). The node logs JSON
+//! (`HALCYON_LOG_FORMAT=json`), and a call's request id is in its log lines and in its access record.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::common::{self, BIN, free_port, halcyon};
+use halcyon_grpc::pb;
+use halcyon_grpc::pb::query_service_client::QueryServiceClient;
+use halcyon_testkit::{NatsServer, Scenario, ScenarioAgencies, ScenarioConfig, http_get, workspace_root};
+
+fn serve(nats: &NatsServer, data: &Path, port: u16, admin: u16, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(BIN)
+        .arg("serve")
+        .args(common::LOCAL_STREAMS)
+        .args([
+            "--nats-url",
+            &nats.url(),
+            "--nats-user",
+            "halcyon-node",
+            "--nats-password",
+            "node-dev-secret",
+            "--nats-monitor-url",
+            &nats.monitor_url(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+            "--node-id",
+            "drain",
+            "--drain-grace-secs",
+            "10",
+        ])
+        .current_dir(workspace_root())
+        .env("HALCYON_LOG", "info,async_nats=warn")
+        .env("HALCYON_LOG_FORMAT", "json")
+        .env("HALCYON_HEARTBEAT_SECS", "1")
+        .env("HALCYON_LEASE_SECS", "3")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+async fn ready(admin: u16, node: &mut Child, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = tokio::task::spawn_blocking(move || {
+            http_get(std::net::SocketAddr::from(([127, 0, 0, 1], admin)), "/readyz")
+        })
+        .await
+        .unwrap();
+        if matches!(got, Ok((200, _))) {
+            return;
+        }
+        if let Some(status) = node.try_wait().unwrap() {
+            panic!(
+                "the node exited ({status}): {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "not ready within 60 s: {got:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn authorised<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+fn find(nhs: &str) -> pb::FindChildRequest {
+    pb::FindChildRequest {
+        context: Some(pb::RequestContext {
+            purpose: pb::Purpose::Safeguarding as i32,
+            ..Default::default()
+        }),
+        identifier: Some(pb::find_child_request::Identifier::NhsNumber(nhs.to_owned())),
+    }
+}
+
+async fn positions(client: &mut QueryServiceClient<tonic::transport::Channel>) -> BTreeMap<String, u64> {
+    client
+        .get_positions(authorised(pb::GetPositionsRequest {}, "demo-operator"))
+        .await
+        .unwrap()
+        .into_inner()
+        .positions
+        .into_iter()
+        .map(|p| (p.stream, p.sequence))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_calls_and_watches_exits_0_and_the_store_reopens_without_a_rebuild() {
+    let nats = NatsServer::start_with_auth();
+    common::apply_streams(&nats);
+    let out = halcyon(&[
+        "publish",
+        "--nats-url",
+        &nats.url(),
+        "--scenario-children",
+        "3",
+        "--seed",
+        "11",
+        "--credentials",
+        "deploy/nats/dev-credentials.toml",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let scenario = Scenario::generate(
+        &ScenarioConfig {
+            seed: 11,
+            children: 3,
+            ..Default::default()
+        },
+        &ScenarioAgencies::deploy(),
+    );
+    let nhs = scenario.children[0].nhs.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (data, log) = (dir.path().join("node"), dir.path().join("node.log"));
+    let (port, admin) = (free_port(), free_port());
+    let mut node = serve(&nats, &data, port, admin, &log);
+    ready(admin, &mut node, &log).await;
+    let url = format!("http://127.0.0.1:{port}");
+    let mut client = QueryServiceClient::connect(url.clone()).await.unwrap();
+
+    // A call with the calling system's request id.
+    let mut traced = authorised(find(&nhs), "demo-csc-rotherham");
+    traced
+        .metadata_mut()
+        .insert("x-request-id", "drain-check-0001".parse().unwrap());
+    client.find_child(traced).await.unwrap();
+    let applied = positions(&mut client).await;
+    assert!(!applied.is_empty());
+
+    // Four agencies watch; sixteen callers query until the node stops answering.
+    let mut watches = Vec::new();
+    for token in [
+        "demo-csc-rotherham",
+        "demo-police-sy",
+        "demo-school-oakwood",
+        "demo-health-rgh-ed",
+    ] {
+        let mut stream = client
+            .clone()
+            .watch(authorised(
+                pb::WatchRequest {
+                    context: Some(pb::RequestContext {
+                        purpose: pb::Purpose::Safeguarding as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        watches.push(tokio::spawn(async move {
+            loop {
+                match stream.message().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return None,
+                    Err(status) => return Some(status),
+                }
+            }
+        }));
+    }
+    let answered = Arc::new(AtomicU64::new(0));
+    let mut callers = Vec::new();
+    for _ in 0..16 {
+        let (url, nhs, answered) = (url.clone(), nhs.clone(), answered.clone());
+        callers.push(tokio::spawn(async move {
+            let mut client = QueryServiceClient::connect(url).await.unwrap();
+            loop {
+                match client
+                    .find_child(authorised(find(&nhs), "demo-csc-rotherham"))
+                    .await
+                {
+                    Ok(_) => {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(status) => return status,
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while answered.load(Ordering::Relaxed) < 100 {
+        assert!(Instant::now() < deadline, "the callers were not answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let before = answered.load(Ordering::Relaxed);
+    Command::new("kill")
+        .args(["-TERM", &node.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(status) = node.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node did not stop within 30 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(exit.code(), Some(0), "{text}");
+    for caller in callers {
+        let status = caller.await.unwrap();
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unavailable,
+            "a call failed with a status that is not retryable: {status:?}"
+        );
+    }
+    for watch in watches {
+        let status = watch
+            .await
+            .unwrap()
+            .expect("a watch ends with a status, not silently");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("shutting down"), "{status:?}");
+    }
+    println!(
+        "{before} calls answered before SIGTERM, {} in all",
+        answered.load(Ordering::Relaxed)
+    );
+
+    // Logs: one JSON object per line; the traced call's lines carry its request id.
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let traced_lines: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["span"]["request_id"] == "drain-check-0001")
+        .collect();
+    assert!(
+        !traced_lines.is_empty(),
+        "no log line carries the request id: {text}"
+    );
+    assert!(
+        traced_lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "access recorded"),
+        "{traced_lines:?}"
+    );
+    assert!(text.contains("read models flushed; stopped"), "{text}");
+    // The access record carries it too.
+    let out = halcyon(&[
+        "audit",
+        "access",
+        "--nats-url",
+        &nats.url(),
+        "--nats-user",
+        "operator",
+        "--nats-password",
+        "operator-dev-secret",
+        "--json",
+    ]);
+    let records = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        records.matches("drain-check-0001").count(),
+        1,
+        "one access record names the request id"
+    );
+
+    // Restarted on the same folder: every stream is read on from its checkpoint, nothing is rebuilt.
+    let mut again = serve(&nats, &data, port, admin, &log);
+    ready(admin, &mut again, &log).await;
+    for (stream, sequence) in &applied {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let started = loop {
+            let text = std::fs::read_to_string(&log).unwrap();
+            let found = text
+                .lines()
+                .skip(lines.len())
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .find(|l| l["fields"]["message"] == "consuming" && l["span"]["stream"] == stream.as_str());
+            if let Some(found) = found {
+                break found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{stream} not consumed after the restart: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(started["fields"]["start"], sequence + 1, "{stream}: {started}");
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("moving them aside"), "{text}");
+    common::stop(again);
+}
