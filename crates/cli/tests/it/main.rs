@@ -18,3 +18,4 @@ mod policy;
 mod publish;
 mod replay;
 mod signals;
+mod systemd;
