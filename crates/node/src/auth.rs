@@ -101,26 +101,63 @@ impl Tokens {
 }
 
 /// How callers prove who they are: client certificates (mutual TLS) when the node serves TLS, bearer tokens
-/// otherwise.
-#[derive(Debug, Clone)]
+/// otherwise. The tokens file and the TLS material are reloaded without a restart ([`Self::reload_tokens`],
+/// [`crate::tls::ServerTls::reload`]).
+#[derive(Debug)]
 pub struct Authenticator {
-    pub tokens: Tokens,
+    tokens: std::sync::RwLock<Tokens>,
+    /// Where the tokens came from (read again on reload), if from a file.
+    tokens_path: Option<std::path::PathBuf>,
     pub registry: Registry,
-    pub mtls: bool,
+    /// The node's TLS, when it serves mutual TLS.
+    pub tls: Option<std::sync::Arc<crate::tls::ServerTls>>,
 }
 
 impl Authenticator {
+    pub fn new(
+        tokens: Tokens,
+        tokens_path: Option<std::path::PathBuf>,
+        registry: Registry,
+        tls: Option<std::sync::Arc<crate::tls::ServerTls>>,
+    ) -> Self {
+        Self {
+            tokens: std::sync::RwLock::new(tokens),
+            tokens_path,
+            registry,
+            tls,
+        }
+    }
+
+    /// Reads the tokens file again: from now on only its tokens are accepted (calls already admitted go
+    /// on). On any problem the tokens in force stay.
+    pub fn reload_tokens(&self) -> Result<bool, String> {
+        let Some(path) = &self.tokens_path else {
+            return Ok(false);
+        };
+        let tokens = Tokens::load(path, &self.registry)?;
+        *self.tokens.write().expect("tokens lock") = tokens;
+        Ok(true)
+    }
+
+    /// The tokens file, if the tokens came from one.
+    pub fn tokens_path(&self) -> Option<&std::path::Path> {
+        self.tokens_path.as_deref()
+    }
+
     pub fn authenticate<T>(&self, request: &tonic::Request<T>) -> Result<Caller, ApiError> {
-        let caller = if self.mtls {
+        let caller = if let Some(tls) = &self.tls {
             let certs = request.peer_certs().ok_or_else(|| {
                 ApiError::Unauthenticated("no client certificate: this node requires mutual TLS".into())
             })?;
             let leaf = certs
                 .first()
                 .ok_or_else(|| ApiError::Unauthenticated("empty client certificate chain".into()))?;
-            crate::tls::caller_from_certificate(leaf.as_ref(), &self.registry)?
+            crate::tls::caller_from_certificate(leaf.as_ref(), &self.registry, Some(tls))?
         } else {
-            self.tokens.authenticate(request.metadata())?
+            self.tokens
+                .read()
+                .expect("tokens lock")
+                .authenticate(request.metadata())?
         };
         if let Some(claimed) = request.metadata().get("x-halcyon-agency") {
             let claimed = claimed.to_str().unwrap_or("");

@@ -28,6 +28,8 @@ pub struct NodeConfig {
     pub agencies: halcyon_schema::Registry,
     pub policy: halcyon_policy::Policy,
     pub tokens: crate::auth::Tokens,
+    /// The file the tokens came from: read again on SIGHUP or when it changes. `None`: never reloaded.
+    pub tokens_path: Option<PathBuf>,
     /// Names this node in access records, checkpoints and the nodes bucket; unique among live nodes.
     pub node_id: String,
     /// Heartbeat, duty lease and clock bound among several nodes, and the configuration's fingerprint.

@@ -42,6 +42,7 @@ pub struct Metrics {
     pub audit_records: IntCounter,
     pub breaches: IntCounterVec,
     pub signals: IntCounterVec,
+    pub reloads: IntCounterVec,
     lag_events: IntGaugeVec,
     lag_seconds: GaugeVec,
     applied_sequence: IntGaugeVec,
@@ -198,6 +199,11 @@ impl Metrics {
                 "Multi-agency signals derived on this node (fired or outcome recorded), by signal rule.",
                 &["rule"],
             ),
+            reloads: counter_vec(
+                "halcyon_reloads_total",
+                "Reloads of the TLS material and the tokens file (SIGHUP or a file changed), by outcome (ok, failed).",
+                &["outcome"],
+            ),
             lag_events: gauge_vec(
                 "halcyon_stream_lag_events",
                 "Messages in the stream that this node has not applied yet.",
@@ -276,6 +282,9 @@ impl Metrics {
         for method in &methods {
             self.calls.with_label_values(&[method.as_str(), "OK"]);
             self.call_seconds.with_label_values(&[method.as_str()]);
+        }
+        for outcome in ["ok", "failed"] {
+            self.reloads.with_label_values(&[outcome]);
         }
         for rule in timescale_rules {
             self.breaches.with_label_values(&[rule]);

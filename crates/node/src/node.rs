@@ -53,6 +53,8 @@ pub struct Node {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Whether the node is ready, and why not (as `/readyz` answers).
     pub readiness: tokio::sync::watch::Receiver<crate::admin::Readiness>,
+    /// Reloads the TLS material and the tokens file (SIGHUP, or a file changed).
+    reloader: Arc<crate::reload::Reloader>,
     /// Cancelled when the drain begins: readiness and health turn, watches end UNAVAILABLE.
     draining: CancellationToken,
     /// Cancelled when the node stops taking calls (after the drain delay): new calls are refused UNAVAILABLE.
@@ -286,14 +288,24 @@ impl Node {
             .instrument(tracing::info_span!("deadlines")),
         ));
 
+        // TLS and the tokens, both reloaded without a restart (`Node::reload`).
+        let tls = match &config.tls {
+            Some(settings) => Some(Arc::new(
+                crate::tls::ServerTls::new(settings.clone())
+                    .map_err(|e| NodeError::Config(format!("tls: {e}")))?,
+            )),
+            None => None,
+        };
+        let auth = Arc::new(crate::auth::Authenticator::new(
+            config.tokens.clone(),
+            config.tokens_path.clone(),
+            config.agencies.clone(),
+            tls.clone(),
+        ));
         let query = Query {
             projector: projector.clone(),
             policy: Arc::new(config.policy.clone()),
-            auth: Arc::new(crate::auth::Authenticator {
-                tokens: config.tokens.clone(),
-                registry: config.agencies.clone(),
-                mtls: config.tls.is_some(),
-            }),
+            auth: auth.clone(),
             audit: AuditWriter::spawn(js.clone(), &config.node_id, {
                 let metrics = metrics.clone();
                 halcyon_bus::audit::AuditConfig {
@@ -357,16 +369,7 @@ impl Node {
                 .build_v1alpha()
                 .expect("the embedded descriptor set is valid")
         });
-        let mut server = tonic::transport::Server::builder();
-        if let Some(tls) = &config.tls {
-            let tls = tls
-                .server_config()
-                .map_err(|e| NodeError::Config(format!("tls: {e}")))?;
-            server = server
-                .tls_config(tls)
-                .map_err(|e| NodeError::Config(format!("tls: {e}")))?;
-        }
-        let router = server
+        let router = tonic::transport::Server::builder()
             .timeout(Duration::from_secs(30))
             .layer(crate::metrics::CallLayer {
                 metrics: metrics.clone(),
@@ -399,19 +402,45 @@ impl Node {
             .add_optional_service(reflection)
             .add_optional_service(reflection_v1alpha);
         let stop = grpc_stop.clone();
+        let serving_tls = tls.clone();
         let grpc = tokio::spawn(
             async move {
-                // Without TCP_NODELAY a small response waits for the client's delayed ACK (~40 ms).
-                let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-                if let Err(e) = router
-                    .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                    .await
-                {
+                let served = match serving_tls {
+                    // Each connection's handshake uses the TLS configuration in force when it arrives.
+                    Some(tls) => {
+                        router
+                            .serve_with_incoming_shutdown(
+                                crate::tls::incoming(listener, tls),
+                                stop.cancelled_owned(),
+                            )
+                            .await
+                    }
+                    None => {
+                        // Without TCP_NODELAY a small response waits for the client's delayed ACK (~40 ms).
+                        let incoming =
+                            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                        router
+                            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                            .await
+                    }
+                };
+                if let Err(e) = served {
                     tracing::error!(error = %e, "gRPC server failed");
                 }
             }
             .instrument(tracing::info_span!("grpc")),
         );
+        let reloader = Arc::new(crate::reload::Reloader::new(
+            auth.clone(),
+            tls.clone(),
+            metrics.clone(),
+        ));
+        tasks.push(tokio::spawn(
+            reloader
+                .clone()
+                .watch_files(shutdown.clone())
+                .instrument(tracing::info_span!("reload")),
+        ));
         let admin_addr = match admin_listener {
             Some(listener) => {
                 let admin_addr = listener.local_addr().map_err(|source| NodeError::Listen {
@@ -438,6 +467,7 @@ impl Node {
         };
         tracing::info!(%addr, admin = ?admin_addr, node = %config.node_id, policy = %config.policy.version(), "halcyon node serving");
         Ok(Node {
+            reloader,
             addr,
             projector,
             lag,
@@ -457,6 +487,12 @@ impl Node {
             shutdown,
             tasks,
         })
+    }
+
+    /// Reads the TLS material and the tokens file again (what SIGHUP does): new connections and calls use
+    /// them at once; on any problem what is in force stays and the error says why.
+    pub fn reload(&self) -> Result<(), String> {
+        self.reloader.reload()
     }
 
     /// Drains and stops: readiness and health turn NOT_SERVING and open watches end UNAVAILABLE at once;
@@ -784,6 +820,22 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let node = Node::start(config).await?;
+    #[cfg(unix)]
+    {
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| NodeError::Config(format!("SIGHUP handler: {e}")))?;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading the TLS material and the tokens");
+                    let _ = node.reload();
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
     shutdown.await;
     tracing::info!("shutting down");
     node.stop(Duration::from_secs(10)).await;

@@ -1,11 +1,20 @@
 //! Mutual TLS for production: the node presents its certificate, requires a client certificate signed by
-//! the configured CA, and takes the caller from it: subject O = agency id, OU = role, CN = principal id.
+//! the configured CA (and not revoked by a configured CRL), and takes the caller from it: subject O = agency
+//! id, OU = role, CN = principal id.
+//!
+//! The certificate, its key, the client CA and the CRLs are reloaded without a restart ([`ServerTls`]):
+//! new connections get the new configuration at once, and a client certificate a new CRL revokes is refused
+//! on the connections it already holds too (each call checks its serial, `crate::auth`).
 
+use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use halcyon_policy::{Principal, Role};
 use halcyon_schema::{AgencyId, Registry};
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::auth::Caller;
@@ -18,21 +27,171 @@ pub struct TlsSettings {
     pub key: PathBuf,
     /// The CA that signs agencies' client certificates; no other is accepted.
     pub client_ca: PathBuf,
+    /// Certificate revocation lists (PEM) of that CA: a listed client certificate is refused.
+    pub crls: Vec<PathBuf>,
+}
+
+/// TLS as loaded from [`TlsSettings`]: the server configuration and the serial numbers its CRLs revoke.
+#[derive(Debug, Clone)]
+pub struct LoadedTls {
+    pub config: Arc<rustls::ServerConfig>,
+    pub revoked: Arc<HashSet<Vec<u8>>>,
 }
 
 impl TlsSettings {
-    pub fn server_config(&self) -> Result<ServerTlsConfig, String> {
+    /// Every file this configuration reads (watched for changes).
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.cert.clone(), self.key.clone(), self.client_ca.clone()];
+        files.extend(self.crls.iter().cloned());
+        files
+    }
+
+    /// Reads and checks every file: a certificate and key that belong together, at least one CA
+    /// certificate, readable CRLs.
+    pub fn load(&self) -> Result<LoadedTls, String> {
         let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-        Ok(ServerTlsConfig::new()
-            .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?))
-            .client_ca_root(Certificate::from_pem(read(&self.client_ca)?)))
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(&self.cert)?)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{}: {e}", self.cert.display()))?;
+        if chain.is_empty() {
+            return Err(format!("{}: no certificate", self.cert.display()));
+        }
+        let key = PrivateKeyDer::from_pem_slice(&read(&self.key)?)
+            .map_err(|e| format!("{}: {e}", self.key.display()))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_slice_iter(&read(&self.client_ca)?) {
+            let ca = ca.map_err(|e| format!("{}: {e}", self.client_ca.display()))?;
+            roots
+                .add(ca)
+                .map_err(|e| format!("{}: {e}", self.client_ca.display()))?;
+        }
+        if roots.is_empty() {
+            return Err(format!("{}: no CA certificate", self.client_ca.display()));
+        }
+        let mut crls = Vec::new();
+        let mut revoked = HashSet::new();
+        for path in &self.crls {
+            for crl in CertificateRevocationListDer::pem_slice_iter(&read(path)?) {
+                let crl = crl.map_err(|e| format!("{}: {e}", path.display()))?;
+                let (_, parsed) = x509_parser::revocation_list::CertificateRevocationList::from_der(&crl)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                for r in parsed.iter_revoked_certificates() {
+                    revoked.insert(r.raw_serial().to_vec());
+                }
+                crls.push(crl);
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .with_crls(crls)
+                .build()
+                .map_err(|e| format!("client verification: {e}"))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("tls: {e}"))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .map_err(|e| format!("{} and {}: {e}", self.cert.display(), self.key.display()))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(LoadedTls {
+            config: Arc::new(config),
+            revoked: Arc::new(revoked),
+        })
     }
 }
 
-/// The caller a verified client certificate names.
-pub fn caller_from_certificate(der: &[u8], registry: &Registry) -> Result<Caller, ApiError> {
+/// The node's TLS as it is now; [`ServerTls::reload`] swaps it.
+#[derive(Debug)]
+pub struct ServerTls {
+    settings: TlsSettings,
+    current: RwLock<LoadedTls>,
+}
+
+impl ServerTls {
+    pub fn new(settings: TlsSettings) -> Result<Self, String> {
+        let loaded = settings.load()?;
+        Ok(Self {
+            settings,
+            current: RwLock::new(loaded),
+        })
+    }
+
+    pub fn settings(&self) -> &TlsSettings {
+        &self.settings
+    }
+
+    /// Reads the files again; on any problem the configuration in force stays.
+    pub fn reload(&self) -> Result<(), String> {
+        let loaded = self.settings.load()?;
+        *self.current.write().expect("tls lock") = loaded;
+        Ok(())
+    }
+
+    pub fn current(&self) -> LoadedTls {
+        self.current.read().expect("tls lock").clone()
+    }
+
+    /// Whether a CRL in force revokes this client certificate's serial number.
+    pub fn is_revoked(&self, serial: &[u8]) -> bool {
+        self.current.read().expect("tls lock").revoked.contains(serial)
+    }
+}
+
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS connections accepted on `listener` with the configuration in force when each arrives (handshakes
+/// run concurrently, each bounded), for `tonic`'s `serve_with_incoming`.
+pub fn incoming(
+    listener: tokio::net::TcpListener,
+    tls: Arc<ServerTls>,
+) -> tokio_stream::wrappers::ReceiverStream<
+    Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
+> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = tx.closed() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accepting a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            // Without TCP_NODELAY a small response waits for the client's delayed ACK (~40 ms).
+            let _ = tcp.set_nodelay(true);
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.current().config);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),
+                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// The caller a verified client certificate names; refused if a CRL in force revokes it.
+pub fn caller_from_certificate(
+    der: &[u8],
+    registry: &Registry,
+    tls: Option<&ServerTls>,
+) -> Result<Caller, ApiError> {
     let refuse = |why: String| ApiError::Unauthenticated(format!("client certificate: {why}"));
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| refuse(format!("unreadable: {e}")))?;
+    if tls.is_some_and(|t| t.is_revoked(cert.raw_serial())) {
+        return Err(refuse("revoked".into()));
+    }
     let subject = cert.subject();
     let first = |attrs: Option<&x509_parser::x509::AttributeTypeAndValue<'_>>, name: &str| {
         attrs

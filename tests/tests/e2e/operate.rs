@@ -414,6 +414,11 @@ async fn a_real_prometheus_scrapes_a_node_and_the_rules_and_dashboard_hold() {
     assert_eq!(result["value"][1], "1", "{body}");
 
     // Every alert rule loaded and evaluates without error.
+    let alerts = std::fs::read_to_string(&rules)
+        .unwrap()
+        .matches("- alert:")
+        .count();
+    assert!(alerts >= 8, "{alerts} alert rules");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let (_, body) = get(prometheus.addr, "/api/v1/rules").await;
@@ -425,7 +430,7 @@ async fn a_real_prometheus_scrapes_a_node_and_the_rules_and_dashboard_hold() {
             .flat_map(|g| g["rules"].as_array().unwrap())
             .collect();
         let evaluated_ok = all.iter().all(|r| r["health"] == "ok");
-        if all.len() == 7 && evaluated_ok {
+        if all.len() == alerts && evaluated_ok {
             break;
         }
         assert!(
@@ -448,4 +453,111 @@ async fn a_real_prometheus_scrapes_a_node_and_the_rules_and_dashboard_hold() {
     }
     assert!(queries >= 16, "{queries} dashboard queries");
     h.node.stop(Duration::from_secs(5)).await;
+}
+
+/// Issue 18, tokens rotated without a restart: the tokens file is replaced while calls run (police's token
+/// withdrawn, a new one issued); the node notices the change by itself. CSC's calls never fail; police's
+/// old token is refused from then on and the new one accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_tokens_file_takes_effect_without_a_restart() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let nats = NatsServer::start_with_auth();
+    let data = tempfile::tempdir().unwrap();
+    let tokens = data.path().join("tokens.toml");
+    let original = std::fs::read_to_string(workspace_root().join("deploy/tokens.toml")).unwrap();
+    std::fs::write(&tokens, &original).unwrap();
+    let mut config = common::node_config(&nats, &data.path().join("node"));
+    config.tokens_path = Some(tokens.clone());
+    let node = common::start_node(config).await.unwrap();
+    let s = common::children(1);
+    let after = common::publish_as_agencies(&nats.url(), &s.envelopes).await;
+    let nhs = s.children[0].nhs.to_string();
+    let client = pb::query_service_client::QueryServiceClient::connect(format!("http://{}", node.addr))
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let mut callers = Vec::new();
+    for _ in 0..4 {
+        let (mut c, stop, answered, nhs, after) = (
+            client.clone(),
+            stop.clone(),
+            answered.clone(),
+            nhs.clone(),
+            after.clone(),
+        );
+        callers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                common::find_by_nhs(&mut c, "csc-rotherham", &nhs, Purpose::Safeguarding, &after)
+                    .await
+                    .unwrap_or_else(|e| panic!("a CSC call failed during the rotation: {e:?}"));
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let mut police = client.clone();
+    common::find_by_nhs(&mut police, "police-sy", &nhs, Purpose::Safeguarding, &after)
+        .await
+        .unwrap();
+
+    // Police's demo token withdrawn, a new one issued (the file holds only hashes).
+    let police_entry = "[[token]]\nagency = \"police-sy\"";
+    let start = original.find(police_entry).expect("police's entry");
+    let end = original[start + 1..]
+        .find("[[token]]")
+        .map_or(original.len(), |i| start + 1 + i);
+    let rotated = format!(
+        "{}{}[[token]]\nagency = \"police-sy\"\nrole = \"practitioner\"\nprincipal = \"pc-4411\"\nsha256 = \"{}\"\n",
+        &original[..start],
+        &original[end..],
+        halcyon_node::auth::hash_token("rotated-police-token")
+    );
+    let tmp = tokens.with_extension("new");
+    std::fs::write(&tmp, rotated).unwrap();
+    std::fs::rename(&tmp, &tokens).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match common::find_by_nhs(&mut police, "police-sy", &nhs, Purpose::Safeguarding, &after).await {
+            Err(e) if e.code() == tonic::Code::Unauthenticated => break,
+            other => {
+                assert!(other.is_ok(), "{other:?}");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the withdrawn token was still accepted 20 s after the file changed"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let view = police
+        .find_child(common::authorised(
+            pb::FindChildRequest {
+                context: Some(common::context(Purpose::Safeguarding, &after)),
+                identifier: Some(pb::find_child_request::Identifier::NhsNumber(nhs.clone())),
+            },
+            "rotated-police-token",
+        ))
+        .await
+        .expect("the new token is accepted")
+        .into_inner();
+    assert!(view.facts.iter().any(|f| f.agency_id == "police-sy"));
+    let during = answered.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    assert!(during > 0);
+    let reloads = scrape(node.admin_addr.unwrap()).await;
+    assert_eq!(
+        reloads.sum("halcyon_reloads_total", &[("outcome", "ok")]),
+        1.0,
+        "{}",
+        reloads.text
+    );
+    assert_eq!(
+        reloads.sum("halcyon_reloads_total", &[("outcome", "failed")]),
+        0.0
+    );
+    node.stop(Duration::from_secs(5)).await;
 }

@@ -229,6 +229,7 @@ impl Queries<'_> {
             agencies: self.registry.clone(),
             policy,
             tokens,
+            tokens_path: None,
             node_id: "bench-node".into(),
             peers: Default::default(),
             reflection: false,

@@ -114,6 +114,10 @@ pub struct Args {
     /// The CA that signs agencies' client certificates.
     #[arg(long, env = "HALCYON_TLS_CLIENT_CA")]
     tls_client_ca: Option<PathBuf>,
+    /// Certificate revocation lists (PEM) of the client CA, comma-separated: listed client certificates
+    /// are refused (reloaded with the rest of the TLS material).
+    #[arg(long, env = "HALCYON_TLS_CRL", value_delimiter = ',')]
+    tls_crl: Vec<PathBuf>,
     /// The node's ed25519 checkpoint signing key (`halcyon audit checkpoints keygen`); with it the node keeps
     /// every agency stream's hash chain and publishes signed checkpoints. deploy/checkpoint-dev.key is for
     /// development only.
@@ -182,6 +186,7 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
+    tls_crl: Option<Vec<PathBuf>>,
     checkpoint_key: Option<PathBuf>,
     checkpoint_trusted_keys: Option<Vec<PathBuf>>,
     checkpoint_every_messages: Option<usize>,
@@ -217,6 +222,7 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
         .or(file.tokens)
         .unwrap_or_else(|| super::common::deploy_path("tokens.toml"));
     let tokens = Tokens::load(&tokens_path, &agencies).map_err(|e| anyhow!("tokens: {e}"))?;
+    let tokens_path = std::fs::canonicalize(&tokens_path).unwrap_or(tokens_path);
     let timescale_args = super::deadlines::TimescaleArgs {
         timescales: match args.timescales.timescales {
             flags if !flags.is_empty() => flags,
@@ -366,6 +372,7 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
         agencies,
         policy,
         tokens,
+        tokens_path: Some(tokens_path),
         node_id,
         reflection: !args.no_reflection && file.reflection.unwrap_or(true),
         read_wait: Duration::from_millis(args.read_wait_ms.or(file.read_wait_ms).unwrap_or(5_000)),
@@ -377,9 +384,16 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
             args.tls_key.or(file.tls_key),
             args.tls_client_ca.or(file.tls_client_ca),
         ) {
-            (Some(cert), Some(key), Some(client_ca)) => {
-                Some(halcyon_node::tls::TlsSettings { cert, key, client_ca })
-            }
+            (Some(cert), Some(key), Some(client_ca)) => Some(halcyon_node::tls::TlsSettings {
+                cert,
+                key,
+                client_ca,
+                crls: if args.tls_crl.is_empty() {
+                    file.tls_crl.clone().unwrap_or_default()
+                } else {
+                    args.tls_crl.clone()
+                },
+            }),
             (None, None, None) => None,
             _ => {
                 return Err(anyhow!(

@@ -15,7 +15,7 @@ use halcyon_grpc::pb;
 use halcyon_grpc::pb::query_service_client::QueryServiceClient;
 use halcyon_testkit::{NatsServer, Scenario, ScenarioAgencies, ScenarioConfig, http_get, workspace_root};
 
-fn serve(nats: &NatsServer, data: &Path, port: u16, admin: u16, log: &Path) -> Child {
+fn serve(nats: &NatsServer, data: &Path, port: u16, admin: u16, log: &Path, extra: &[&str]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -44,6 +44,7 @@ fn serve(nats: &NatsServer, data: &Path, port: u16, admin: u16, log: &Path) -> C
             "--drain-grace-secs",
             "10",
         ])
+        .args(extra)
         .current_dir(workspace_root())
         .env("HALCYON_LOG", "info,async_nats=warn")
         .env("HALCYON_LOG_FORMAT", "json")
@@ -135,7 +136,7 @@ async fn sigterm_drains_calls_and_watches_exits_0_and_the_store_reopens_without_
     let dir = tempfile::tempdir().unwrap();
     let (data, log) = (dir.path().join("node"), dir.path().join("node.log"));
     let (port, admin) = (free_port(), free_port());
-    let mut node = serve(&nats, &data, port, admin, &log);
+    let mut node = serve(&nats, &data, port, admin, &log, &[]);
     ready(admin, &mut node, &log).await;
     let url = format!("http://127.0.0.1:{port}");
     let mut client = QueryServiceClient::connect(url.clone()).await.unwrap();
@@ -287,7 +288,7 @@ async fn sigterm_drains_calls_and_watches_exits_0_and_the_store_reopens_without_
     );
 
     // Restarted on the same folder: every stream is read on from its checkpoint, nothing is rebuilt.
-    let mut again = serve(&nats, &data, port, admin, &log);
+    let mut again = serve(&nats, &data, port, admin, &log, &[]);
     ready(admin, &mut again, &log).await;
     for (stream, sequence) in &applied {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -312,4 +313,66 @@ async fn sigterm_drains_calls_and_watches_exits_0_and_the_store_reopens_without_
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains("moving them aside"), "{text}");
     common::stop(again);
+}
+
+/// SIGHUP reloads the tokens file (the node neither stops, as a process does by default on SIGHUP, nor needs
+/// the file to change on disk after the signal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_tokens_and_the_node_keeps_serving() {
+    let nats = NatsServer::start_with_auth();
+    common::apply_streams(&nats);
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    let original = std::fs::read_to_string(workspace_root().join("deploy/tokens.toml")).unwrap();
+    std::fs::write(&tokens, &original).unwrap();
+    let (data, log) = (dir.path().join("node"), dir.path().join("node.log"));
+    let (port, admin) = (free_port(), free_port());
+    let mut node = serve(
+        &nats,
+        &data,
+        port,
+        admin,
+        &log,
+        &["--tokens", tokens.to_str().unwrap()],
+    );
+    ready(admin, &mut node, &log).await;
+    let mut client = QueryServiceClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let ask = |token: &str| authorised(pb::GetPositionsRequest {}, token);
+    assert_eq!(
+        client
+            .get_positions(ask("sighup-new-token"))
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::Unauthenticated
+    );
+    let added = format!(
+        "{original}\n[[token]]\nagency = \"csc-rotherham\"\nrole = \"operator\"\nprincipal = \"ops-2\"\nsha256 = \"{}\"\n",
+        halcyon_node::auth::hash_token("sighup-new-token")
+    );
+    std::fs::write(&tokens, added).unwrap();
+    Command::new("kill")
+        .args(["-HUP", &node.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if client.get_positions(ask("sighup-new-token")).await.is_ok() {
+            break;
+        }
+        assert!(node.try_wait().unwrap().is_none(), "SIGHUP stopped the node");
+        assert!(
+            Instant::now() < deadline,
+            "the new token was not accepted after SIGHUP"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("SIGHUP: reloading"), "{text}");
+    assert!(text.contains("tokens reloaded"), "{text}");
+    // The tokens already in force still work.
+    client.get_positions(ask("demo-operator")).await.unwrap();
+    common::stop(node);
 }

@@ -34,6 +34,7 @@ pub fn node_config(nats: &NatsServer, data_dir: &std::path::Path) -> NodeConfig 
         agencies,
         policy: Policy::load(&workspace_root().join("deploy/policy/england.toml")).unwrap(),
         tokens,
+        tokens_path: None,
         node_id: "test-node".into(),
         peers: test_peers(),
         reflection: true,
