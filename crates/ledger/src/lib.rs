@@ -14,5 +14,5 @@ pub mod verify;
 
 pub use chain::{Chain, Fingerprint, Hash, OutOfOrder, StoredMessage, genesis, link};
 pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint, ENTRIES_MAX, Entry, Recorder};
-pub use key::{KeyError, Keyring, PublicKey, SignatureError, SigningKey};
+pub use key::{KeyError, Keyring, PublicKey, SignatureError, SigningKey, Validity};
 pub use verify::{Divergence, Field, Report, Verifier};

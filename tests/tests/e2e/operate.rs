@@ -561,3 +561,102 @@ async fn a_replaced_tokens_file_takes_effect_without_a_restart() {
     );
     node.stop(Duration::from_secs(5)).await;
 }
+
+/// Issue 18, checkpoint key rotation: the node signs with the development key, which is then retired (its
+/// validity ends now) and a new key takes over from now; the node restarts with the new key and extends
+/// every chain. `audit verify` with the rotated keyring finds every stream intact, with checkpoints by both
+/// keys; a keyring that retired the old key before it signed, or that lacks the new key, does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_key_rotation_leaves_every_chain_verifiable() {
+    use halcyon_ledger::{Keyring, SigningKey, Validity};
+    let nats = NatsServer::start_with_auth();
+    let data = tempfile::tempdir().unwrap();
+    let operator = common::operator(&nats).await;
+    let old_key = common::dev_chain().signing_key;
+    let node = common::start_node(common::node_config(&nats, data.path()))
+        .await
+        .unwrap();
+    let first = common::publish_as_agencies(&nats.url(), &common::children(1).envelopes).await;
+    for p in &first {
+        common::wait_checkpointed(&operator, &p.stream, p.sequence).await;
+    }
+    node.stop(Duration::from_secs(5)).await;
+
+    // The rotation: the old key valid until now, the new one from now.
+    let rotated_at = halcyon_schema::clock::now_ms();
+    let new_key = SigningKey::from_seed([7; 32]);
+    let ring = |old_until: i64, with_new: bool| {
+        let mut ring = Keyring::default();
+        ring.add_valid(
+            old_key.public_key(),
+            Validity {
+                from_ms: None,
+                until_ms: Some(old_until),
+            },
+        );
+        if with_new {
+            ring.add_valid(
+                new_key.public_key(),
+                Validity {
+                    from_ms: Some(rotated_at),
+                    until_ms: None,
+                },
+            );
+        }
+        ring
+    };
+    let rotated = ring(rotated_at, true);
+    let mut config = common::node_config(&nats, data.path());
+    config.checkpoints = Some(halcyon_node::chain::ChainConfig {
+        keyring: rotated.clone(),
+        ..halcyon_node::chain::ChainConfig {
+            signing_key: SigningKey::from_seed([7; 32]),
+            ..common::dev_chain()
+        }
+    });
+    let node = common::start_node(config).await.unwrap();
+    let more = halcyon_testkit::Scenario::generate(
+        &halcyon_testkit::ScenarioConfig {
+            children: 1,
+            seed: 99,
+            ..Default::default()
+        },
+        &halcyon_testkit::ScenarioAgencies::deploy(),
+    );
+    let second = common::publish_as_agencies(&nats.url(), &more.envelopes).await;
+    for p in &second {
+        common::wait_checkpointed(&operator, &p.stream, p.sequence).await;
+    }
+    node.stop(Duration::from_secs(5)).await;
+
+    let streams: Vec<String> = second.iter().map(|p| p.stream.clone()).collect();
+    let (old_id, new_id) = (old_key.public_key().key_id(), new_key.public_key().key_id());
+    let mut signers = std::collections::BTreeSet::new();
+    for st in &streams {
+        let v = halcyon_bus::checkpoint::verify_stream(&operator, st, &rotated, &[])
+            .await
+            .unwrap();
+        assert!(v.is_intact(), "{st}: {:?}", v.report);
+        for c in halcyon_bus::checkpoint::read_checkpoints(&operator, Some(st))
+            .await
+            .unwrap()
+            .checkpoints
+        {
+            signers.insert(c.checkpoint.key_id.clone());
+        }
+    }
+    assert!(
+        signers.contains(&old_id) && signers.contains(&new_id),
+        "checkpoints by both keys: {signers:?}"
+    );
+    // The old key retired before it signed anything: its checkpoints no longer verify.
+    let too_early = ring(rotated_at - 3_600_000, true);
+    // The new key missing from the keyring: the checkpoints after the rotation do not verify.
+    let without_new = ring(rotated_at, false);
+    for (ring, what) in [(too_early, "retired too early"), (without_new, "new key missing")] {
+        let broken = halcyon_bus::checkpoint::verify_stream(&operator, &streams[0], &ring, &[])
+            .await
+            .unwrap();
+        assert!(!broken.is_intact(), "{what}: {:?}", broken.report);
+    }
+}
