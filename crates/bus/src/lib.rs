@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod backup;
 pub mod batch;
 pub mod checkpoint;
 pub mod connect;

@@ -59,6 +59,12 @@ enum Command {
     HashToken { token: String },
     /// Stream events from the agency streams, decoded, as JSON lines or a table.
     Replay(cmd::replay::Args),
+    /// Back up every Halcyon stream (JetStream snapshots), the signed checkpoints, the nodes' configuration
+    /// fingerprints and the agency registry into a dated folder.
+    Backup(cmd::backup::BackupArgs),
+    /// Restore a backup into a JetStream without those streams; `--verify` checks every agency stream
+    /// against the backup's signed checkpoints before reporting success.
+    Restore(cmd::backup::RestoreArgs),
     /// Case-review questions: as-of, chronology, access log, tamper evidence.
     #[command(subcommand)]
     Audit(cmd::audit::Command),
@@ -133,6 +139,8 @@ pub fn main() -> ExitCode {
             Command::Policy(command) => cmd::policy::run(command),
             Command::Replay(args) => cmd::replay::run(args).await,
             Command::Audit(command) => cmd::audit::run(command).await,
+            Command::Backup(args) => cmd::backup::backup(args).await,
+            Command::Restore(args) => cmd::backup::restore_backup(args).await,
             Command::HashToken { token } => {
                 println!("{}", halcyon_node::auth::hash_token(&token));
                 Ok(())

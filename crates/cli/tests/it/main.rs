@@ -5,6 +5,7 @@
 
 mod audit_review;
 mod audit_verify;
+mod backup;
 mod chronology;
 mod cluster;
 mod common;

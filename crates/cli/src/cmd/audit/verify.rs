@@ -95,7 +95,7 @@ pub fn load_keyring(path: &Path) -> anyhow::Result<Keyring> {
 }
 
 /// Reads an exported copy: one checkpoint per line; the error names the line.
-fn load_exported(path: &Path) -> anyhow::Result<Vec<Checkpoint>> {
+pub fn load_exported(path: &Path) -> anyhow::Result<Vec<Checkpoint>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("exported checkpoints {}: cannot read them", path.display()))?;
     text.lines()
