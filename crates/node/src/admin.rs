@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use axum::http::StatusCode;
-use halcyon_projector::Projector;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -40,7 +39,7 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub readiness: watch::Receiver<Readiness>,
     pub js: jetstream::Context,
-    pub projector: Arc<Projector>,
+    pub projector: Arc<crate::read_models::Live>,
     pub membership: Arc<crate::peers::Membership>,
 }
 
@@ -91,7 +90,7 @@ impl Admin {
                 checkpoints.insert(stream.clone(), (last.checkpoint.to_sequence, age));
             }
         }
-        let projector = self.projector.clone();
+        let projector = self.projector.get();
         let (quarantined, sled_bytes) = tokio::task::spawn_blocking(move || {
             let mut by = BTreeMap::<(String, String), u64>::new();
             for record in projector.quarantine(None).unwrap_or_default() {

@@ -114,6 +114,7 @@ impl Query {
             view: view.clone(),
             positions: self
                 .projector
+                .get()
                 .checkpoints()
                 .into_iter()
                 .map(|(stream, sequence)| pb::Position { stream, sequence })
@@ -252,7 +253,7 @@ impl Query {
             return Ok(no_flag);
         }
         // The last accesses to this child's flag (agency, role, time), as CP-IS shows them beside the flag.
-        let projector = self.projector.clone();
+        let projector = self.projector.get();
         status.recent_accesses =
             tokio::task::spawn_blocking(move || projector.recent_flag_accesses(child, RECENT_FLAG_ACCESSES))
                 .await

@@ -217,7 +217,8 @@ pub async fn disclosed(
     at_ms: i64,
 ) -> Result<Vec<pb::DeadlineBreach>, ApiError> {
     let (caller, ctx) = (&pass.caller, &pass.ctx);
-    let Some(spec) = query.projector.deadline_spec() else {
+    let projector = query.projector.get();
+    let Some(spec) = projector.deadline_spec() else {
         return Ok(Vec::new());
     };
     let facts = query.child_facts(child).await?;
@@ -307,7 +308,7 @@ impl DeadlineService for Deadlines {
     ) -> Result<Response<pb::ListBreachesResponse>, GrpcStatus> {
         let (pass, req) = self.query.gate(request).await?;
         let child = self.query.listing(&pass, &req.child_id, "breaches")?;
-        let projector = self.query.projector.clone();
+        let projector = self.query.projector.get();
         let all = tokio::task::spawn_blocking(move || projector.breaches(child.as_ref()))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod node;
 pub mod peers;
 pub mod query;
+pub mod read_models;
 pub mod reload;
 pub mod reply;
 pub mod routes;

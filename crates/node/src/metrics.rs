@@ -43,6 +43,7 @@ pub struct Metrics {
     pub breaches: IntCounterVec,
     pub signals: IntCounterVec,
     pub reloads: IntCounterVec,
+    pub rebuilding: IntGauge,
     lag_events: IntGaugeVec,
     lag_seconds: GaugeVec,
     applied_sequence: IntGaugeVec,
@@ -203,6 +204,14 @@ impl Metrics {
                 "halcyon_reloads_total",
                 "Reloads of the TLS material and the tokens file (SIGHUP or a file changed), by outcome (ok, failed).",
                 &["outcome"],
+            ),
+            rebuilding: reg(
+                &registry,
+                IntGauge::new(
+                    "halcyon_read_models_rebuilding",
+                    "1 while the node rebuilds its read models online (answering from the old ones), else 0.",
+                )
+                .expect("valid metric"),
             ),
             lag_events: gauge_vec(
                 "halcyon_stream_lag_events",

@@ -44,7 +44,10 @@ pub enum NodeError {
 #[derive(Debug)]
 pub struct Node {
     pub addr: SocketAddr,
-    pub projector: Arc<Projector>,
+    /// The read models in use (another store after an online rebuild).
+    live: Arc<crate::read_models::Live>,
+    /// The tasks writing the store in use.
+    read_side: Arc<tokio::sync::Mutex<Option<crate::read_models::ReadSide>>>,
     pub lag: Lag,
     /// This node among its peers (heartbeat, clock offset, configuration differences).
     pub membership: Arc<crate::peers::Membership>,
@@ -127,20 +130,36 @@ impl Node {
             Err(e) => return Err(e.into()),
         }
 
-        let dir = config.data_dir.join("read-models");
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| NodeError::Config(format!("data dir {}: {e}", config.data_dir.display())))?;
-        let spec = halcyon_projector::ViewSpec::new(Arc::new(config.policy.clone()), &config.agencies);
-        let projector = Arc::new(
-            open_read_models(&dir, config.sled_cache_bytes)?
-                .with_future_tolerance_ms(config.future_tolerance_ms)
-                .with_views(spec)
-                .with_deadlines(halcyon_projector::DeadlineSpec::new(config.timescales.clone()))
-                .with_signals(halcyon_projector::SignalSpec::new(
-                    config.signals.clone(),
-                    &config.agencies,
-                )),
-        );
+        // A rebuild that did not finish, or an old store not yet removed after a switch, is removed; the
+        // store `CURRENT` names is the one in use (`halcyon_projector::location`).
+        match halcyon_projector::location::remove_others(&config.data_dir) {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::warn!(removed = ?removed, "removed read models that were not in use (an unfinished rebuild, or replaced ones)")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot remove read models that are not in use"),
+        }
+        let dir = halcyon_projector::location::active_dir(&config.data_dir);
+        let projector = Arc::new(crate::read_models::open(&dir, &config)?);
+        // What this store was made with: a store from another build or configuration is rebuilt online.
+        let stamp = halcyon_projector::location::Stamp::current(&crate::read_models::fingerprint(&config));
+        let rebuild = match projector.stamp()? {
+            Some(found) if found == stamp => false,
+            None if projector.is_empty() && projector.flag_access_position()? == 0 => {
+                projector.set_stamp(&stamp)?;
+                false
+            }
+            found => {
+                tracing::warn!(
+                    found = %found.map_or_else(|| "none (an older format)".to_owned(), |s| s.to_string()),
+                    wanted = %stamp,
+                    "these read models were made by another build or configuration: rebuilding them online"
+                );
+                true
+            }
+        };
         // A stream that went backwards behind this node's checkpoint is refused, not skipped.
         let mut behind = Vec::new();
         for stream in projector.checkpoints().keys() {
@@ -233,22 +252,12 @@ impl Node {
         });
         let mut tasks = Vec::new();
         membership.beat(&projector).await?;
+        let live = crate::read_models::Live::new(projector.clone());
         tasks.push(tokio::spawn(
-            crate::peers::run(membership.clone(), projector.clone(), shutdown.clone())
+            crate::peers::run(membership.clone(), live.clone(), shutdown.clone())
                 .instrument(tracing::info_span!("peers")),
         ));
         let events = crate::events::channel();
-        tasks.push(tokio::spawn(
-            ingest::run(
-                js.clone(),
-                projector.clone(),
-                halted.clone(),
-                events.clone(),
-                metrics.clone(),
-                shutdown.clone(),
-            )
-            .instrument(tracing::info_span!("projection")),
-        ));
         match &config.checkpoints {
             Some(chain) => tasks.push(tokio::spawn(
                 crate::chain::run(js.clone(), chain.clone(), membership.clone(), shutdown.clone())
@@ -256,37 +265,32 @@ impl Node {
             )),
             None => tracing::warn!("no checkpoint key configured: this node keeps no tamper-evidence chain"),
         }
-        tasks.push(tokio::spawn(
-            crate::flag_index::run(js.clone(), projector.clone(), shutdown.clone())
-                .instrument(tracing::info_span!("flag_accesses")),
-        ));
-        // Subscribed before any derivation, so no signal is missed.
-        if let Some(spec) = projector.signal_spec() {
+        let deps = crate::read_models::Deps {
+            js: js.clone(),
+            halted: halted.clone(),
+            events: events.clone(),
+            metrics: metrics.clone(),
+            clock: config.clock.clone(),
+            membership: membership.clone(),
+        };
+        let read_side = Arc::new(tokio::sync::Mutex::new(Some(
+            crate::read_models::ReadSide::start(&projector, &deps, &shutdown),
+        )));
+        if rebuild {
             tasks.push(tokio::spawn(
-                crate::signals::run(
-                    spec.subscribe_notices(),
-                    events.clone(),
-                    metrics.clone(),
-                    shutdown.clone(),
-                )
-                .instrument(tracing::info_span!("signals")),
+                crate::read_models::Rebuild {
+                    data_dir: config.data_dir.clone(),
+                    config: config.clone(),
+                    stamp: stamp.clone(),
+                    live: live.clone(),
+                    read_side: read_side.clone(),
+                    deps: deps.clone(),
+                    shutdown: shutdown.clone(),
+                }
+                .run()
+                .instrument(tracing::info_span!("rebuild")),
             ));
         }
-        tasks.push(tokio::spawn(
-            ingest::derive_views(projector.clone(), shutdown.clone())
-                .instrument(tracing::info_span!("views")),
-        ));
-        tasks.push(tokio::spawn(
-            crate::deadlines::run(
-                projector.clone(),
-                config.clock.clone(),
-                events.clone(),
-                Some(membership.clone()),
-                metrics.clone(),
-                shutdown.clone(),
-            )
-            .instrument(tracing::info_span!("deadlines")),
-        ));
 
         // TLS and the tokens, both reloaded without a restart (`Node::reload`).
         let tls = match &config.tls {
@@ -303,7 +307,7 @@ impl Node {
             tls.clone(),
         ));
         let query = Query {
-            projector: projector.clone(),
+            projector: live.clone(),
             policy: Arc::new(config.policy.clone()),
             auth: auth.clone(),
             audit: AuditWriter::spawn(js.clone(), &config.node_id, {
@@ -342,7 +346,7 @@ impl Node {
                     lag: lag.clone(),
                     halted: halted.clone(),
                     lag_max: config.lag_max,
-                    projector: projector.clone(),
+                    projector: live.clone(),
                     peers: membership.subscribe(),
                     membership: membership.clone(),
                     readiness: readiness_tx,
@@ -454,7 +458,7 @@ impl Node {
                             metrics: metrics.clone(),
                             readiness: readiness.clone(),
                             js: js.clone(),
-                            projector: projector.clone(),
+                            projector: live.clone(),
                             membership: membership.clone(),
                         },
                         shutdown.clone(),
@@ -469,7 +473,8 @@ impl Node {
         Ok(Node {
             reloader,
             addr,
-            projector,
+            live,
+            read_side,
             lag,
             membership,
             admin_addr,
@@ -487,6 +492,11 @@ impl Node {
             shutdown,
             tasks,
         })
+    }
+
+    /// The read models the node answers from now.
+    pub fn projector(&self) -> Arc<Projector> {
+        self.live.get()
     }
 
     /// Reads the TLS material and the tokens file again (what SIGHUP does): new connections and calls use
@@ -539,9 +549,12 @@ impl Node {
             tracing::warn!("the gRPC server did not close its connections in time; stopping anyway");
         }
         self.shutdown.cancel();
+        if let Some(side) = self.read_side.lock().await.take() {
+            side.stop(grace).await;
+        }
         let _ = tokio::time::timeout(grace, futures::future::join_all(self.tasks)).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.membership.leave()).await;
-        match self.projector.flush() {
+        match self.live.get().flush() {
             Ok(()) => tracing::info!("read models flushed; stopped"),
             Err(e) => tracing::error!(error = %e, "flushing read models at shutdown"),
         }
@@ -554,7 +567,7 @@ struct Watched {
     lag: Lag,
     halted: ingest::Halted,
     lag_max: u64,
-    projector: Arc<Projector>,
+    projector: Arc<crate::read_models::Live>,
     peers: tokio::sync::watch::Receiver<crate::peers::PeersState>,
     membership: Arc<crate::peers::Membership>,
     readiness: tokio::sync::watch::Sender<crate::admin::Readiness>,
@@ -624,6 +637,7 @@ async fn watch_health(
             reporter.set_service_status(PEERS, status(now.1)).await;
             peers_seen = Some(now);
         }
+        let projector = projector.get();
         // Unreadable records are set aside and fail nothing else: the node keeps serving, and says so under
         // its own name, for an operator to rebuild.
         let damaged = projector.damaged().len();

@@ -281,7 +281,11 @@ fn write_instance(path: &std::path::Path) -> std::io::Result<String> {
 
 /// Writes a heartbeat every `heartbeat_every` and compares peers, until `shutdown`. Losing the node's own
 /// entry to another node is logged as an error each time (two live nodes with one id).
-pub async fn run(membership: Arc<Membership>, projector: Arc<Projector>, shutdown: CancellationToken) {
+pub async fn run(
+    membership: Arc<Membership>,
+    live: Arc<crate::read_models::Live>,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(membership.config.heartbeat_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -289,7 +293,7 @@ pub async fn run(membership: Arc<Membership>, projector: Arc<Projector>, shutdow
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match membership.beat(&projector).await {
+        match membership.beat(&live.get()).await {
             Ok(_) => {
                 membership
                     .state

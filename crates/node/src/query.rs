@@ -9,8 +9,8 @@ use std::time::Duration;
 use halcyon_bus::AuditWriter;
 use halcyon_grpc::pb;
 use halcyon_policy::{BreakGlass, Policy, Purpose};
+use halcyon_projector::Identifier;
 use halcyon_projector::read::{ChildFacts, FactCache};
-use halcyon_projector::{Identifier, Projector};
 use halcyon_schema::ChildId;
 use halcyon_schema::clock::now_ms;
 use halcyon_schema::subject::StreamName;
@@ -21,7 +21,8 @@ use crate::view_memo::ViewMemo;
 /// Shared by every call.
 #[derive(Debug, Clone)]
 pub struct Query {
-    pub projector: Arc<Projector>,
+    /// The read models in use (`get` per call: an online rebuild switches them).
+    pub projector: Arc<crate::read_models::Live>,
     pub policy: Arc<Policy>,
     pub auth: Arc<crate::auth::Authenticator>,
     pub audit: AuditWriter,
@@ -72,11 +73,11 @@ impl Query {
     /// A child's facts, decoded with their sharing state: from the node's cache while nothing new has been
     /// projected since they were read, otherwise read from sled off the async runtime.
     pub(crate) async fn child_facts(&self, child: ChildId) -> Result<Arc<ChildFacts>, ApiError> {
-        let cache = FactCache::of(&self.projector);
+        let projector = self.projector.get();
+        let cache = FactCache::of(&projector);
         if let Some(hit) = cache.cached(&child) {
             return Ok(hit);
         }
-        let projector = self.projector.clone();
         Ok(
             tokio::task::spawn_blocking(move || cache.load(&projector, &child))
                 .await
@@ -87,11 +88,11 @@ impl Query {
     /// The child an identifier names: from the node's cache while nothing new has been projected since it
     /// was resolved (a batch can link identifiers), otherwise read from sled off the async runtime.
     pub(crate) async fn resolve(&self, identifier: Identifier) -> Result<ChildId, ApiError> {
-        let cache = FactCache::of(&self.projector);
+        let projector = self.projector.get();
+        let cache = FactCache::of(&projector);
         if let Some(hit) = cache.resolved(&identifier) {
             return Ok(hit);
         }
-        let projector = self.projector.clone();
         Ok(
             tokio::task::spawn_blocking(move || cache.resolve(&projector, &identifier))
                 .await
@@ -160,7 +161,7 @@ impl Query {
                 .iter()
                 .map(|p| (p.stream.clone(), p.sequence))
                 .collect();
-            self.projector.wait_for(&wanted, self.read_wait).await?;
+            self.projector.get().wait_for(&wanted, self.read_wait).await?;
         }
         Ok(Context { purpose, break_glass })
     }

@@ -56,6 +56,7 @@ impl QueryService for Query {
         let (_caller, _permit, _req) = self.gate_operational(request)?;
         let positions = self
             .projector
+            .get()
             .checkpoints()
             .into_iter()
             .map(|(stream, sequence)| pb::Position { stream, sequence })
@@ -95,7 +96,7 @@ impl QueryService for Query {
                 .into());
             }
         };
-        let projector = self.projector.clone();
+        let projector = self.projector.get();
         let records = tokio::task::spawn_blocking(move || projector.quarantine(agency.as_ref()))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?
@@ -114,6 +115,7 @@ impl QueryService for Query {
             .collect();
         let damaged = if operator {
             self.projector
+                .get()
                 .damaged()
                 .into_iter()
                 .map(|d| pb::DamagedRecord {

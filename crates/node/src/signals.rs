@@ -132,7 +132,8 @@ pub async fn disclosed(
     child: ChildId,
     signals: &[StoredSignal],
 ) -> Result<Vec<pb::Signal>, ApiError> {
-    let Some(spec) = query.projector.signal_spec() else {
+    let projector = query.projector.get();
+    let Some(spec) = projector.signal_spec() else {
         return Ok(Vec::new());
     };
     if signals.is_empty() {
@@ -187,7 +188,7 @@ impl SignalService for Signals {
     ) -> Result<Response<pb::ListSignalsResponse>, Status> {
         let (pass, req) = self.query.gate(request).await?;
         let child = self.query.listing(&pass, &req.child_id, "signals")?;
-        let projector = self.query.projector.clone();
+        let projector = self.query.projector.get();
         let all: Vec<(ChildId, ChildSignals)> =
             tokio::task::spawn_blocking(move || projector.signals(child.as_ref()))
                 .await

@@ -19,6 +19,7 @@ pub mod error;
 pub mod fact;
 pub mod flag_accesses;
 pub mod keys;
+pub mod location;
 pub mod model;
 pub mod quarantine;
 pub mod read;

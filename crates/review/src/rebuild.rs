@@ -153,23 +153,27 @@ impl Applying {
 
 /// Folders used by `rebuild`: the live read models and their replacement.
 pub fn read_models_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("read-models")
+    halcyon_projector::location::active_dir(data_dir)
 }
 
-/// Moves `fresh` into place of the read models in `data_dir`, keeping nothing of the old ones.
+/// Makes `fresh` (a folder in `data_dir`) the read models in use, then removes the old ones. The switch is
+/// one atomic rename of `data_dir/CURRENT` (`halcyon_projector::location`): a crash at any moment leaves
+/// either the old store or `fresh` in use, each complete.
 pub fn swap_in(data_dir: &Path, fresh: &Path) -> Result<(), RebuildError> {
-    let live = read_models_dir(data_dir);
     let io = |what: &'static str, source: std::io::Error| RebuildError::Io { what, source };
-    if live.exists() {
-        let old = data_dir.join(format!(
-            "read-models.replaced-{}",
-            halcyon_schema::clock::now_ms()
-        ));
-        std::fs::rename(&live, &old).map_err(|e| io("moving the old read models aside", e))?;
-        std::fs::rename(fresh, &live).map_err(|e| io("moving the rebuilt read models in", e))?;
-        std::fs::remove_dir_all(&old).map_err(|e| io("removing the old read models", e))?;
-    } else {
-        std::fs::rename(fresh, &live).map_err(|e| io("moving the rebuilt read models in", e))?;
-    }
+    let name = fresh
+        .file_name()
+        .ok_or_else(|| {
+            io(
+                "naming the rebuilt read models",
+                std::io::Error::other("no folder name"),
+            )
+        })?
+        .to_string_lossy()
+        .into_owned();
+    halcyon_projector::location::point_to(data_dir, &name)
+        .map_err(|e| io("switching to the rebuilt read models", e))?;
+    halcyon_projector::location::remove_others(data_dir)
+        .map_err(|e| io("removing the old read models", e))?;
     Ok(())
 }

@@ -125,14 +125,14 @@ async fn an_envelope_on_one_agencys_subject_claiming_another_is_quarantined() {
         .await
         .unwrap();
     h.node
-        .projector
+        .projector()
         .wait_for(&[(ack.stream.clone(), ack.sequence)], Duration::from_secs(20))
         .await
         .unwrap();
 
     let q = h
         .node
-        .projector
+        .projector()
         .quarantine(Some(&"police-sy".parse().unwrap()))
         .unwrap();
     assert_eq!(q.len(), 1);
@@ -144,7 +144,7 @@ async fn an_envelope_on_one_agencys_subject_claiming_another_is_quarantined() {
     // The school's listing does not include it: it was never the school's event.
     assert!(
         h.node
-            .projector
+            .projector()
             .quarantine(Some(&"school-oakwood".parse().unwrap()))
             .unwrap()
             .is_empty()
@@ -220,12 +220,12 @@ async fn the_same_event_is_kept_once_across_retries_restarts_and_late_resends() 
         3
     );
     h.node
-        .projector
+        .projector()
         .wait_for(&[(late.stream.clone(), late.sequence)], Duration::from_secs(30))
         .await
         .unwrap();
     assert_eq!(
-        h.node.projector.counts().unwrap(),
+        h.node.projector().counts().unwrap(),
         (2, 0, 1),
         "(facts, quarantined, duplicates)"
     );

@@ -114,7 +114,7 @@ async fn issue_8_an_undecided_referral_breaches_t01_on_the_timer_and_a_late_deci
     // Monday 10:00: a referral. Nothing else is published until the decision.
     let referral = referral_at(MONDAY_10H);
     let after = common::publish_as_agencies(&nats.url(), std::slice::from_ref(&referral)).await;
-    node.projector
+    node.projector()
         .wait_for(
             &[(after[0].stream.clone(), after[0].sequence)],
             Duration::from_secs(20),
@@ -174,7 +174,7 @@ async fn issue_8_an_undecided_referral_breaches_t01_on_the_timer_and_a_late_deci
     assert!(closed.late.starts_with("2 working days ("), "{closed:?}");
 
     // A rebuild from the streams, evaluated at the same moment, exports the same bytes.
-    let live = node.projector.clone();
+    let live = node.projector().clone();
     node.stop(Duration::from_secs(5)).await;
     let registry = common::registry();
     let policy = common::node_config(&nats, data.path()).policy;
@@ -228,7 +228,7 @@ async fn issue_8_a_restarted_node_records_the_breaches_it_missed_while_down() {
     let node = common::start_node(config(&monday)).await.expect("node starts");
     let referral = referral_at(MONDAY_10H);
     common::publish_as_agencies(&nats.url(), std::slice::from_ref(&referral)).await;
-    let projector = node.projector.clone();
+    let projector = node.projector().clone();
     eventually("the referral's deadlines scheduled", || {
         let p = projector.clone();
         async move { p.next_due_ms().unwrap() == Some(TUESDAY_END) }
@@ -306,7 +306,7 @@ async fn issue_8_an_agency_the_policy_entitles_to_the_start_fact_is_told_of_the_
         }),
     );
     let after = common::publish_as_agencies(&nats.url(), &[referral.clone(), discussion, s47]).await;
-    node.projector
+    node.projector()
         .wait_for(
             &[(after[0].stream.clone(), after[0].sequence)],
             Duration::from_secs(20),

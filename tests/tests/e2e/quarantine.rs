@@ -88,12 +88,12 @@ async fn six_kinds_of_bad_input_are_quarantined_and_the_rest_projected() {
     );
     let (stream, sequence) = last.unwrap();
     h.node
-        .projector
+        .projector()
         .wait_for(&[(stream.clone(), sequence)], Duration::from_secs(30))
         .await
         .unwrap();
 
-    let (facts, quarantined, duplicates) = h.node.projector.counts().unwrap();
+    let (facts, quarantined, duplicates) = h.node.projector().counts().unwrap();
     assert_eq!(
         facts + quarantined + duplicates,
         sequence,
@@ -103,7 +103,7 @@ async fn six_kinds_of_bad_input_are_quarantined_and_the_rest_projected() {
         (facts as usize, quarantined as usize, duplicates),
         (police.len(), bad.len(), 0)
     );
-    let records = h.node.projector.quarantine(None).unwrap();
+    let records = h.node.projector().quarantine(None).unwrap();
     for (record, (_, reason)) in records.iter().zip(&bad) {
         assert!(
             record.reasons().contains(reason),
@@ -122,10 +122,10 @@ async fn six_kinds_of_bad_input_are_quarantined_and_the_rest_projected() {
         .await
         .unwrap();
     h.node
-        .projector
+        .projector()
         .wait_for(&[(ack.stream, ack.sequence)], Duration::from_secs(30))
         .await
         .unwrap();
-    assert_eq!(h.node.projector.counts().unwrap().0 as usize, police.len() + 1);
+    assert_eq!(h.node.projector().counts().unwrap().0 as usize, police.len() + 1);
     h.node.stop(Duration::from_secs(5)).await;
 }

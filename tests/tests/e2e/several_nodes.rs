@@ -162,7 +162,12 @@ async fn two_nodes_answer_alike_notify_each_other_s_watchers_and_resume() {
     // has indexed the first check's access record from AUDIT.
     let child_id: halcyon_schema::ChildId = first.child_id.parse().unwrap();
     let until = Instant::now() + Duration::from_secs(20);
-    while a.projector.recent_flag_accesses(child_id, 25).unwrap().is_empty() {
+    while a
+        .projector()
+        .recent_flag_accesses(child_id, 25)
+        .unwrap()
+        .is_empty()
+    {
         assert!(
             Instant::now() < until,
             "the first check was not indexed within 20 s"
@@ -245,7 +250,7 @@ async fn two_nodes_answer_alike_notify_each_other_s_watchers_and_resume() {
         .await
         .unwrap()
         .into_inner();
-    let (pa, pb_) = (a.projector.clone(), b.projector.clone());
+    let (pa, pb_) = (a.projector(), b.projector());
     a.stop(Duration::ZERO).await;
     assert!(
         ca.get_child_view(view(&from_a.child_id)).await.is_err(),
@@ -382,7 +387,7 @@ async fn a_node_whose_clock_runs_an_hour_ahead_records_no_breach_early_and_nothi
     let until = Instant::now() + Duration::from_secs(30);
     // The test's clock stands still unless set: keep it on real time.
     let real = || halcyon_schema::clock::now_ms();
-    while breaches(&node.projector) < 1 {
+    while breaches(&node.projector()) < 1 {
         assert!(
             Instant::now() < until,
             "the overdue protection was not recorded as a breach within 30 s"
@@ -390,7 +395,7 @@ async fn a_node_whose_clock_runs_an_hour_ahead_records_no_breach_early_and_nothi
         clock.step_to(real());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let settled = breaches(&node.projector);
+    let settled = breaches(&node.projector());
     assert_eq!(settled, 1);
 
     // An hour ahead: the guard trips at the next measurement, health says so, and nothing is recorded.
@@ -407,7 +412,7 @@ async fn a_node_whose_clock_runs_an_hour_ahead_records_no_breach_early_and_nothi
     // The timer wakes for the deadline due within the hour (the clock says it passed) and records nothing.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
-        breaches(&node.projector),
+        breaches(&node.projector()),
         settled,
         "a breach was recorded early by a clock an hour ahead"
     );
@@ -423,7 +428,7 @@ async fn a_node_whose_clock_runs_an_hour_ahead_records_no_breach_early_and_nothi
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        breaches(&node.projector),
+        breaches(&node.projector()),
         settled,
         "breaches recorded twice after the clock was set back"
     );
@@ -516,7 +521,7 @@ async fn a_quiet_watch_is_not_taken_for_a_stalled_one() {
     };
     client.check_flag(check()).await.unwrap();
     // Views, deadlines and signals derived and their notices passed, so the watch hears nothing at all.
-    while h.node.projector.views_stale().unwrap() {
+    while h.node.projector().views_stale().unwrap() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -145,9 +145,9 @@ async fn next_signal(watch: &mut tonic::Streaming<pb::WatchEvent>, what: &str) -
 /// Waits (bounded) until the node has derived every child's views, deadlines and signals.
 async fn derived(node: &Node, after: &[Position]) {
     let wanted: Vec<(String, u64)> = after.iter().map(|p| (p.stream.clone(), p.sequence)).collect();
-    node.projector.wait_for(&wanted, WAIT).await.unwrap();
+    node.projector().wait_for(&wanted, WAIT).await.unwrap();
     let until = Instant::now() + WAIT;
-    while node.projector.views_stale().unwrap() {
+    while node.projector().views_stale().unwrap() {
         assert!(Instant::now() < until, "views derived within {WAIT:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -328,7 +328,7 @@ async fn issue_8_missing_absence_and_intoxication_raise_one_signal_for_the_mash_
     assert_eq!(calls("school-oakwood", "ListSignals"), 0);
 
     // A rebuild from the streams exports the same read models, signals included.
-    let live = node.projector.clone();
+    let live = node.projector().clone();
     node.stop(Duration::from_secs(5)).await;
     let registry = common::registry();
     let config = common::node_config(&nats, data.path());
@@ -380,7 +380,7 @@ async fn issue_8_a_fact_outside_the_window_raises_no_signal() {
     let after = common::publish_as_agencies(&h.nats.url(), &facts).await;
     derived(&h.node, &after).await;
     assert!(signals_of(&h.node, "mash-rotherham", &after).await.is_empty());
-    assert!(h.node.projector.signals(None).unwrap().is_empty());
+    assert!(h.node.projector().signals(None).unwrap().is_empty());
 
     // A third missing episode, recorded late but occurring on day 30, makes the episodes repeat within the
     // window of the attendance: facts count by when they occurred, not when they arrived, so the signal

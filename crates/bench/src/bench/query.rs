@@ -172,7 +172,7 @@ impl Queries<'_> {
             let last = js.get_stream(&name).await?.info().await?.state.last_sequence;
             ends.push((name, last));
         }
-        node.projector
+        node.projector()
             .wait_for(&ends, Duration::from_secs(120))
             .await
             .context("waiting for the node to project the scenario")?;

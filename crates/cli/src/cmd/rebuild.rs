@@ -143,6 +143,19 @@ pub async fn rebuild(args: RebuildArgs) -> Result<(), Failure> {
         .await
         .map_err(|e| anyhow!("{e}"))?;
     bar.finish_and_clear();
+    // Stamped as a node with this configuration stamps its store, so a node started on it keeps it.
+    let policy = Policy::load(&args.policy).map_err(|e| config_error(anyhow!("policy: {e}")))?;
+    let parts = super::serve::config_fingerprint(
+        &policy,
+        &args.policy,
+        &args.agencies,
+        &args.timescales,
+        &args.signals,
+    )
+    .map_err(config_error)?;
+    projector.set_stamp(&halcyon_projector::location::Stamp::current(
+        &halcyon_node::read_models::fingerprint_of(&parts, args.future.ms()),
+    ))?;
     projector.flush()?;
     let size = projector.size_on_disk()?;
     drop(projector);

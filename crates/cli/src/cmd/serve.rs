@@ -231,15 +231,10 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
         bank_holidays: args.timescales.bank_holidays.or(file.bank_holidays.clone()),
     };
     let timescales = timescale_args.load()?;
-    let timescale_files = (
-        timescale_args.timescales.clone(),
-        timescale_args.bank_holidays.clone(),
-    );
     let signal_args = super::signals::SignalArgs {
         signals: args.signals.signals.or(file.signals.clone()),
     };
     let signals = signal_args.load()?;
-    let signal_file: Vec<PathBuf> = signal_args.signals.clone().into_iter().collect();
     let streams_path = args
         .streams_spec
         .or(file.streams_spec)
@@ -317,17 +312,13 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
         .map_or(halcyon_projector::store::SLED_CACHE_BYTES_DEFAULT, |mb| {
             mb.saturating_mul(1024 * 1024)
         });
-    let mut fingerprint = std::collections::BTreeMap::new();
-    fingerprint.insert(
-        "policy".to_owned(),
-        format!("{} {}", policy.version(), file_digest(&policy_path)?),
-    );
-    fingerprint.insert("agencies".to_owned(), file_digest(&agencies_path)?);
-    fingerprint.insert(
-        "timescales".to_owned(),
-        files_digest(&timescale_files.0, timescale_files.1.as_deref())?,
-    );
-    fingerprint.insert("signals".to_owned(), files_digest(signal_file.as_slice(), None)?);
+    let fingerprint = config_fingerprint(
+        &policy,
+        &policy_path,
+        &agencies_path,
+        &timescale_args,
+        &signal_args,
+    )?;
     let peers = halcyon_node::peers::PeersConfig {
         heartbeat_every: Duration::from_secs(args.heartbeat_secs.or(file.heartbeat_secs).unwrap_or(5).max(1)),
         lease_ttl: Duration::from_secs(args.lease_secs.or(file.lease_secs).unwrap_or(15).max(3)),
@@ -423,6 +414,30 @@ fn host_node_id() -> String {
         .collect();
     let id = id.trim_matches('-').to_owned();
     if id.is_empty() { "node".to_owned() } else { id }
+}
+
+/// What a node's configuration is, part by part (a digest of each file): nodes compare these among
+/// themselves, and a store of read models is stamped with them (`halcyon_node::read_models`).
+pub fn config_fingerprint(
+    policy: &Policy,
+    policy_path: &std::path::Path,
+    agencies_path: &std::path::Path,
+    timescales: &super::deadlines::TimescaleArgs,
+    signals: &super::signals::SignalArgs,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut fingerprint = std::collections::BTreeMap::new();
+    fingerprint.insert(
+        "policy".to_owned(),
+        format!("{} {}", policy.version(), file_digest(policy_path)?),
+    );
+    fingerprint.insert("agencies".to_owned(), file_digest(agencies_path)?);
+    fingerprint.insert(
+        "timescales".to_owned(),
+        files_digest(&timescales.timescales, timescales.bank_holidays.as_deref())?,
+    );
+    let signal_files: Vec<PathBuf> = signals.signals.clone().into_iter().collect();
+    fingerprint.insert("signals".to_owned(), files_digest(&signal_files, None)?);
+    Ok(fingerprint)
 }
 
 /// The first 16 hex digits of the SHA-256 of a file's bytes (a fingerprint part: nodes compare these).

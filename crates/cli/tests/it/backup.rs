@@ -61,23 +61,8 @@ fn serve(nats: &NatsServer, data: &Path, port: u16) -> Child {
         .unwrap()
 }
 
-/// Every agency stream's last sequence (as the operator sees them).
 async fn last_sequences(nats: &NatsServer) -> BTreeMap<String, u64> {
-    let client = halcyon_bus::connect(
-        &nats.url(),
-        &halcyon_bus::Credentials::user("operator", "operator-dev-secret"),
-        "test",
-    )
-    .await
-    .unwrap();
-    let js = async_nats::jetstream::new(client);
-    halcyon_bus::streams::all_stream_infos(&js)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|i| i.config.name.starts_with("EVENTS_") && i.state.last_sequence > 0)
-        .map(|i| (i.config.name, i.state.last_sequence))
-        .collect()
+    common::stream_lasts(nats).await
 }
 
 /// Waits until every stream in `wanted` is covered by a signed checkpoint up to its last sequence.

@@ -15,6 +15,7 @@ mod deadlines;
 mod deadlines_history;
 mod drain;
 mod fuzzed_streams;
+mod online_rebuild;
 mod policy;
 mod publish;
 mod replay;

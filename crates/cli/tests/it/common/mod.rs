@@ -263,3 +263,22 @@ pub fn export_live_and_rebuilt_with(
     halcyon_ok(&rebuild);
     (live_export, export(rebuilt, "rebuilt.txt"))
 }
+
+/// Every agency stream's last sequence, as the deploy operator sees them (empty streams left out).
+pub async fn stream_lasts(nats: &NatsServer) -> BTreeMap<String, u64> {
+    let client = halcyon_bus::connect(
+        &nats.url(),
+        &halcyon_bus::Credentials::user("operator", "operator-dev-secret"),
+        "test",
+    )
+    .await
+    .unwrap();
+    let js = async_nats::jetstream::new(client);
+    halcyon_bus::streams::all_stream_infos(&js)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.config.name.starts_with("EVENTS_") && i.state.last_sequence > 0)
+        .map(|i| (i.config.name, i.state.last_sequence))
+        .collect()
+}

@@ -1,0 +1,259 @@
+//! Issue 18, rebuilding online: a node whose read models were made with another configuration (here the
+//! future tolerance, part of the store's stamp) rebuilds them while it answers from the old ones, and
+//! switches when the new store has caught up. Killed (at an exact point, `HALCYON_CRASH_AT`, as SIGKILL
+//! would) in the middle of the rebuild, just before the switch and just after it, it comes back answering
+//! from a complete store every time; answers never change; the end state equals an offline rebuild's.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{self, BIN, caught_up_within, export_live_and_rebuilt_with, free_port, halcyon};
+use halcyon_grpc::pb;
+use halcyon_grpc::pb::query_service_client::QueryServiceClient;
+use halcyon_testkit::{NatsServer, Scenario, ScenarioAgencies, ScenarioConfig, workspace_root};
+
+fn serve(nats: &NatsServer, data: &Path, port: u16, tolerance_secs: u32, crash_at: Option<&str>) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.with_extension("log"))
+        .unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .args(common::LOCAL_STREAMS)
+        .args([
+            "--nats-url",
+            &nats.url(),
+            "--nats-user",
+            "halcyon-node",
+            "--nats-password",
+            "node-dev-secret",
+            "--nats-monitor-url",
+            &nats.monitor_url(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--node-id",
+            "online-rebuild",
+            "--future-tolerance-secs",
+            &tolerance_secs.to_string(),
+        ])
+        .current_dir(workspace_root())
+        .env("HALCYON_LOG", "warn")
+        .env("HALCYON_HEARTBEAT_SECS", "1")
+        .env("HALCYON_LEASE_SECS", "3")
+        .stdout(Stdio::null())
+        .stderr(log);
+    if let Some(point) = crash_at {
+        cmd.env("HALCYON_CRASH_AT", point);
+    }
+    cmd.spawn().unwrap()
+}
+
+fn log(data: &Path) -> String {
+    std::fs::read_to_string(data.with_extension("log")).unwrap_or_default()
+}
+
+fn find(nhs: &str) -> tonic::Request<pb::FindChildRequest> {
+    let mut r = tonic::Request::new(pb::FindChildRequest {
+        context: Some(pb::RequestContext {
+            purpose: pb::Purpose::Safeguarding as i32,
+            ..Default::default()
+        }),
+        identifier: Some(pb::find_child_request::Identifier::NhsNumber(nhs.to_owned())),
+    });
+    r.metadata_mut()
+        .insert("authorization", "Bearer demo-csc-rotherham".parse().unwrap());
+    r
+}
+
+/// What a caller is told about the child (the facts and what was withheld; not the positions).
+fn answer(view: pb::ChildView) -> (Vec<pb::VisibleFact>, Vec<pb::Withheld>) {
+    (view.facts, view.withheld)
+}
+
+async fn client(port: u16, node: &mut Child, data: &Path) -> QueryServiceClient<tonic::transport::Channel> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(c) = QueryServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
+            return c;
+        }
+        if let Some(status) = node.try_wait().unwrap() {
+            panic!("the node exited ({status}): {}", log(data));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node did not listen: {}",
+            log(data)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Asks about the child until `done` (or the node exits); every answer must equal `expected`. Returns how
+/// many were answered.
+async fn ask_until(
+    port: u16,
+    node: &mut Child,
+    data: &Path,
+    nhs: &str,
+    expected: &(Vec<pb::VisibleFact>, Vec<pb::Withheld>),
+    done: impl Fn(&str) -> bool,
+) -> u64 {
+    let mut c = client(port, node, data).await;
+    let mut answered = 0;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if node.try_wait().unwrap().is_some() {
+            return answered;
+        }
+        match c.find_child(find(nhs)).await {
+            Ok(view) => {
+                assert!(
+                    answer(view.into_inner()) == *expected,
+                    "an answer changed during the rebuild"
+                );
+                answered += 1;
+            }
+            // Only a node that has just died may fail to answer.
+            Err(e) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                assert!(
+                    node.try_wait().unwrap().is_some(),
+                    "a call failed while the node ran: {e:?}\n{}",
+                    log(data)
+                );
+                return answered;
+            }
+        }
+        if done(&log(data)) {
+            return answered;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rebuild did not finish: {}",
+            log(data)
+        );
+    }
+}
+
+fn crashed_at(node: &mut Child, data: &Path, point: &str) {
+    let status = node.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the node was to crash at {point}: {}",
+        log(data)
+    );
+    assert!(
+        log(data).contains(&format!("HALCYON_CRASH_AT={point}")),
+        "not at {point}: {}",
+        log(data)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_rebuilds_online_answering_throughout_and_survives_being_killed_at_every_step() {
+    let nats = NatsServer::start_with_auth();
+    common::apply_streams(&nats);
+    let out = halcyon(&[
+        "publish",
+        "--nats-url",
+        &nats.url(),
+        "--scenario-children",
+        "300",
+        "--seed",
+        "7",
+        "--credentials",
+        "deploy/nats/dev-credentials.toml",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let scenario = Scenario::generate(
+        &ScenarioConfig {
+            seed: 7,
+            children: 300,
+            ..Default::default()
+        },
+        &ScenarioAgencies::deploy(),
+    );
+    let nhs = scenario.children[0].nhs.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let port = free_port();
+
+    // The first store, stamped with a future tolerance of 300 s.
+    let mut node = serve(&nats, &data, port, 300, None);
+    let mut c = client(port, &mut node, &data).await;
+    let wanted = common::stream_lasts(&nats).await;
+    caught_up_within(port, &wanted, Duration::from_secs(120)).await;
+    let expected = answer(c.find_child(find(&nhs)).await.unwrap().into_inner());
+    assert!(!expected.0.is_empty(), "the child has facts to show");
+    common::stop(node);
+
+    // Another tolerance: rebuilt online. Killed in the middle of the rebuild.
+    let mut node = serve(&nats, &data, port, 301, Some("rebuild:midway"));
+    let answered = ask_until(port, &mut node, &data, &nhs, &expected, |_| false).await;
+    crashed_at(&mut node, &data, "rebuild:midway");
+    println!("killed mid-rebuild after {answered} answers");
+
+    // Restarted: the old store answers (complete), the unfinished one is removed, the rebuild runs to the
+    // end and the node switches; every answer throughout is the same.
+    let mut node = serve(&nats, &data, port, 301, None);
+    caught_up_within(port, &wanted, Duration::from_secs(5)).await;
+    let answered = ask_until(port, &mut node, &data, &nhs, &expected, |l| {
+        l.matches("online rebuild done").count() >= 1
+    })
+    .await;
+    let text = log(&data);
+    assert!(
+        text.contains("removed read models that were not in use"),
+        "{text}"
+    );
+    assert!(text.contains("online rebuild done"), "{text}");
+    println!("rebuilt online, {answered} answers during it, none failed");
+    let after = ask_until(port, &mut node, &data, &nhs, &expected, {
+        let start = Instant::now();
+        move |_| start.elapsed() > Duration::from_millis(500)
+    })
+    .await;
+    assert!(after > 0);
+    common::stop(node);
+
+    // Another configuration again: killed just before the switch, then just after it.
+    let mut node = serve(&nats, &data, port, 302, Some("swap:before-pointer"));
+    ask_until(port, &mut node, &data, &nhs, &expected, |_| false).await;
+    crashed_at(&mut node, &data, "swap:before-pointer");
+    let mut node = serve(&nats, &data, port, 302, Some("swap:after-pointer"));
+    // Back on the old store, complete at once, and rebuilding again.
+    caught_up_within(port, &wanted, Duration::from_secs(5)).await;
+    ask_until(port, &mut node, &data, &nhs, &expected, |_| false).await;
+    crashed_at(&mut node, &data, "swap:after-pointer");
+    let before_last = log(&data).len();
+    // The switch was made: the new store is complete and in use, with nothing more to rebuild.
+    let mut node = serve(&nats, &data, port, 302, None);
+    caught_up_within(port, &wanted, Duration::from_secs(5)).await;
+    let mut c = client(port, &mut node, &data).await;
+    assert!(answer(c.find_child(find(&nhs)).await.unwrap().into_inner()) == expected);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let last_run = &log(&data)[before_last..];
+    assert!(!last_run.contains("rebuilding them online"), "{last_run}");
+    common::stop(node);
+
+    // What it ends with equals an offline rebuild of the same streams.
+    let (live, rebuilt) = export_live_and_rebuilt_with(
+        &[
+            "--nats-url",
+            &nats.url(),
+            "--nats-user",
+            "operator",
+            "--nats-password",
+            "operator-dev-secret",
+        ],
+        &data,
+        &dir.path().join("rebuilt"),
+        dir.path(),
+    );
+    assert!(live == rebuilt, "the node's read models differ from a rebuild's");
+}
