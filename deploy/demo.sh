@@ -22,7 +22,7 @@ wait_port() {
 
 rm -rf "$demo"
 mkdir -p "$demo"
-nats_port=$(free_port); monitor_port=$(free_port); api_port=$(free_port)
+nats_port=$(free_port); monitor_port=$(free_port); api_port=$(free_port); admin_port=$(free_port)
 cp deploy/nats/accounts.conf "$demo/accounts.conf"
 sed -e "s|^listen: .*|listen: 127.0.0.1:$nats_port|" \
     -e "s|^http: .*|http: 127.0.0.1:$monitor_port|" \
@@ -53,6 +53,7 @@ HALCYON_STREAMS_SPEC=deploy/streams-local.toml \
 HALCYON_NATS_MONITOR_URL="http://127.0.0.1:$monitor_port" \
 HALCYON_LOG="${HALCYON_LOG:-info,async_nats=warn}" \
   "$halcyon" serve --data-dir "$demo/data" --listen "127.0.0.1:$api_port" --node-id demo-node \
+    --admin-listen "127.0.0.1:$admin_port" \
     --checkpoint-key deploy/checkpoint-dev.key --checkpoint-every-secs 1 \
   >"$demo/node.log" 2>&1 &
 pids+=($!)
@@ -163,3 +164,16 @@ if [ -z "$intact" ]; then
   echo "demo: audit verify did not find every stream intact and checkpointed within 10 s" >&2
   exit 1
 fi
+
+echo
+echo "== operating it (docs/operations.md): the admin listener on 127.0.0.1:$admin_port"
+http_get() {
+  python3 -c 'import sys, urllib.request, urllib.error
+try: print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode(), end="")
+except urllib.error.HTTPError as e: print(e.read().decode(), end="")' "$1"
+}
+echo "   GET /readyz: $(http_get "http://127.0.0.1:$admin_port/readyz" | head -1)"
+echo "   GET /metrics, a few of the families (no child, person or identifier in any of them):"
+http_get "http://127.0.0.1:$admin_port/metrics" \
+  | grep -E '^halcyon_(grpc_calls_total\{code="[A-Za-z]+",method="QueryService/(FindChild|CheckFlag)"|audit_records_total|stream_lag_seconds\{stream="EVENTS_POLICE_SY"|quarantined_events\{reason="invalid",stream="EVENTS_POLICE_SY"|checkpoint_last_sequence\{stream="EVENTS_POLICE_SY"|build_info)' \
+  | sed 's/^/   /'
