@@ -348,10 +348,29 @@ async fn sighup_reloads_the_tokens_and_the_node_keeps_serving() {
             .code(),
         tonic::Code::Unauthenticated
     );
+    // Calls run throughout the rotation on the tokens that stay.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = std::sync::Arc::new(AtomicU64::new(0));
+    let mut callers = Vec::new();
+    for _ in 0..4 {
+        let (mut c, stop, answered) = (client.clone(), stop.clone(), answered.clone());
+        callers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                c.get_positions(authorised(pb::GetPositionsRequest {}, "demo-operator"))
+                    .await
+                    .unwrap_or_else(|e| panic!("a call failed during the rotation: {e:?}"));
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    while answered.load(Ordering::Relaxed) < 50 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let added = format!(
         "{original}\n[[token]]\nagency = \"csc-rotherham\"\nrole = \"operator\"\nprincipal = \"ops-2\"\nsha256 = \"{}\"\n",
         halcyon_node::auth::hash_token("sighup-new-token")
     );
+    // Written in place (not renamed over), so only the signal tells the node before its next look.
     std::fs::write(&tokens, added).unwrap();
     Command::new("kill")
         .args(["-HUP", &node.id().to_string()])
@@ -372,7 +391,17 @@ async fn sighup_reloads_the_tokens_and_the_node_keeps_serving() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("SIGHUP: reloading"), "{text}");
     assert!(text.contains("tokens reloaded"), "{text}");
-    // The tokens already in force still work.
-    client.get_positions(ask("demo-operator")).await.unwrap();
+    let at_reload = answered.load(Ordering::Relaxed);
+    while answered.load(Ordering::Relaxed) < at_reload + 50 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    println!(
+        "{} calls during the SIGHUP rotation, none failed",
+        answered.load(Ordering::Relaxed)
+    );
     common::stop(node);
 }
