@@ -7,11 +7,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use crate::common::{self, BIN, caught_up_within, free_port, halcyon, halcyon_ok};
-use halcyon_testkit::{NatsServer, workspace_root};
+use crate::common::{self, caught_up_within, free_port, halcyon, halcyon_ok};
+use halcyon_testkit::NatsServer;
 
 const OPERATOR: [&str; 4] = [
     "--nats-user",
@@ -21,44 +21,21 @@ const OPERATOR: [&str; 4] = [
 ];
 
 fn serve(nats: &NatsServer, data: &Path, port: u16) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(data.with_extension("log"))
-        .unwrap();
-    Command::new(BIN)
-        .arg("serve")
-        .args(common::LOCAL_STREAMS)
-        .args([
-            "--nats-url",
-            &nats.url(),
-            "--nats-user",
-            "halcyon-node",
-            "--nats-password",
-            "node-dev-secret",
-            "--nats-monitor-url",
-            &nats.monitor_url(),
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--node-id",
-            "restore-drill",
+    common::serve_node(
+        nats,
+        data,
+        port,
+        "restore-drill",
+        &[
             "--checkpoint-key",
             "deploy/checkpoint-dev.key",
             "--keyring",
             "deploy/keyring-dev.toml",
             "--checkpoint-every-secs",
             "1",
-        ])
-        .current_dir(workspace_root())
-        .env("HALCYON_LOG", "warn")
-        .env("HALCYON_HEARTBEAT_SECS", "1")
-        .env("HALCYON_LEASE_SECS", "3")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+        ],
+        &[],
+    )
 }
 
 async fn last_sequences(nats: &NatsServer) -> BTreeMap<String, u64> {
@@ -166,19 +143,7 @@ async fn the_restore_drill_brings_back_every_stream_and_refuses_an_altered_backu
     ));
     let original = NatsServer::start_with_auth();
     common::apply_streams(&original);
-    let out = halcyon(&[
-        "publish",
-        "--nats-url",
-        &original.url(),
-        "--scenario-children",
-        "4",
-        "--seed",
-        "18",
-        "--credentials",
-        "deploy/nats/dev-credentials.toml",
-        "--quiet",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    common::publish_scenario(&original, 4, 18);
     let wanted = last_sequences(&original).await;
     let (first_data, port) = (dir.path().join("first"), free_port());
     let node = serve(&original, &first_data, port);

@@ -5,55 +5,33 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::{self, BIN, free_port, halcyon};
+use crate::common::{self, free_port, halcyon};
 use halcyon_grpc::pb;
 use halcyon_grpc::pb::query_service_client::QueryServiceClient;
-use halcyon_testkit::{NatsServer, Scenario, ScenarioAgencies, ScenarioConfig, http_get, workspace_root};
+use halcyon_testkit::{NatsServer, http_get, workspace_root};
 
-fn serve(nats: &NatsServer, data: &Path, port: u16, admin: u16, log: &Path, extra: &[&str]) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Command::new(BIN)
-        .arg("serve")
-        .args(common::LOCAL_STREAMS)
-        .args([
-            "--nats-url",
-            &nats.url(),
-            "--nats-user",
-            "halcyon-node",
-            "--nats-password",
-            "node-dev-secret",
-            "--nats-monitor-url",
-            &nats.monitor_url(),
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--admin-listen",
-            &format!("127.0.0.1:{admin}"),
-            "--node-id",
-            "drain",
-            "--drain-grace-secs",
-            "10",
-        ])
-        .args(extra)
-        .current_dir(workspace_root())
-        .env("HALCYON_LOG", "info,async_nats=warn")
-        .env("HALCYON_LOG_FORMAT", "json")
-        .env("HALCYON_HEARTBEAT_SECS", "1")
-        .env("HALCYON_LEASE_SECS", "3")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+fn serve(nats: &NatsServer, data: &Path, port: u16, admin: u16, extra: &[&str]) -> Child {
+    let admin = format!("127.0.0.1:{admin}");
+    let args: Vec<&str> = ["--admin-listen", admin.as_str(), "--drain-grace-secs", "10"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    common::serve_node(
+        nats,
+        data,
+        port,
+        "drain",
+        &args,
+        &[
+            ("HALCYON_LOG", "info,async_nats=warn"),
+            ("HALCYON_LOG_FORMAT", "json"),
+        ],
+    )
 }
 
 async fn ready(admin: u16, node: &mut Child, log: &Path) {
@@ -111,32 +89,12 @@ async fn positions(client: &mut QueryServiceClient<tonic::transport::Channel>) -
 async fn sigterm_drains_calls_and_watches_exits_0_and_the_store_reopens_without_a_rebuild() {
     let nats = NatsServer::start_with_auth();
     common::apply_streams(&nats);
-    let out = halcyon(&[
-        "publish",
-        "--nats-url",
-        &nats.url(),
-        "--scenario-children",
-        "3",
-        "--seed",
-        "11",
-        "--credentials",
-        "deploy/nats/dev-credentials.toml",
-        "--quiet",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let scenario = Scenario::generate(
-        &ScenarioConfig {
-            seed: 11,
-            children: 3,
-            ..Default::default()
-        },
-        &ScenarioAgencies::deploy(),
-    );
+    let scenario = common::publish_scenario(&nats, 3, 11);
     let nhs = scenario.children[0].nhs.to_string();
     let dir = tempfile::tempdir().unwrap();
-    let (data, log) = (dir.path().join("node"), dir.path().join("node.log"));
+    let (data, log) = (dir.path().join("node"), dir.path().join("node.log")); // serve_node logs to data.log
     let (port, admin) = (free_port(), free_port());
-    let mut node = serve(&nats, &data, port, admin, &log, &[]);
+    let mut node = serve(&nats, &data, port, admin, &[]);
     ready(admin, &mut node, &log).await;
     let url = format!("http://127.0.0.1:{port}");
     let mut client = QueryServiceClient::connect(url.clone()).await.unwrap();
@@ -288,7 +246,7 @@ async fn sigterm_drains_calls_and_watches_exits_0_and_the_store_reopens_without_
     );
 
     // Restarted on the same folder: every stream is read on from its checkpoint, nothing is rebuilt.
-    let mut again = serve(&nats, &data, port, admin, &log, &[]);
+    let mut again = serve(&nats, &data, port, admin, &[]);
     ready(admin, &mut again, &log).await;
     for (stream, sequence) in &applied {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -325,16 +283,9 @@ async fn sighup_reloads_the_tokens_and_the_node_keeps_serving() {
     let tokens = dir.path().join("tokens.toml");
     let original = std::fs::read_to_string(workspace_root().join("deploy/tokens.toml")).unwrap();
     std::fs::write(&tokens, &original).unwrap();
-    let (data, log) = (dir.path().join("node"), dir.path().join("node.log"));
+    let (data, log) = (dir.path().join("node"), dir.path().join("node.log")); // serve_node logs to data.log
     let (port, admin) = (free_port(), free_port());
-    let mut node = serve(
-        &nats,
-        &data,
-        port,
-        admin,
-        &log,
-        &["--tokens", tokens.to_str().unwrap()],
-    );
+    let mut node = serve(&nats, &data, port, admin, &["--tokens", tokens.to_str().unwrap()]);
     ready(admin, &mut node, &log).await;
     let mut client = QueryServiceClient::connect(format!("http://127.0.0.1:{port}"))
         .await

@@ -5,51 +5,25 @@
 //! from a complete store every time; answers never change; the end state equals an offline rebuild's.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use crate::common::{self, BIN, caught_up_within, export_live_and_rebuilt_with, free_port, halcyon};
+use crate::common::{self, caught_up_within, export_live_and_rebuilt_with, free_port};
 use halcyon_grpc::pb;
 use halcyon_grpc::pb::query_service_client::QueryServiceClient;
-use halcyon_testkit::{NatsServer, Scenario, ScenarioAgencies, ScenarioConfig, workspace_root};
+use halcyon_testkit::NatsServer;
 
 fn serve(nats: &NatsServer, data: &Path, port: u16, tolerance_secs: u32, crash_at: Option<&str>) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(data.with_extension("log"))
-        .unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.arg("serve")
-        .args(common::LOCAL_STREAMS)
-        .args([
-            "--nats-url",
-            &nats.url(),
-            "--nats-user",
-            "halcyon-node",
-            "--nats-password",
-            "node-dev-secret",
-            "--nats-monitor-url",
-            &nats.monitor_url(),
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--node-id",
-            "online-rebuild",
-            "--future-tolerance-secs",
-            &tolerance_secs.to_string(),
-        ])
-        .current_dir(workspace_root())
-        .env("HALCYON_LOG", "warn")
-        .env("HALCYON_HEARTBEAT_SECS", "1")
-        .env("HALCYON_LEASE_SECS", "3")
-        .stdout(Stdio::null())
-        .stderr(log);
-    if let Some(point) = crash_at {
-        cmd.env("HALCYON_CRASH_AT", point);
-    }
-    cmd.spawn().unwrap()
+    let tolerance = tolerance_secs.to_string();
+    let env: Vec<(&str, &str)> = crash_at.map(|p| ("HALCYON_CRASH_AT", p)).into_iter().collect();
+    common::serve_node(
+        nats,
+        data,
+        port,
+        "online-rebuild",
+        &["--future-tolerance-secs", &tolerance],
+        &env,
+    )
 }
 
 fn log(data: &Path) -> String {
@@ -157,27 +131,7 @@ fn crashed_at(node: &mut Child, data: &Path, point: &str) {
 async fn a_node_rebuilds_online_answering_throughout_and_survives_being_killed_at_every_step() {
     let nats = NatsServer::start_with_auth();
     common::apply_streams(&nats);
-    let out = halcyon(&[
-        "publish",
-        "--nats-url",
-        &nats.url(),
-        "--scenario-children",
-        "300",
-        "--seed",
-        "7",
-        "--credentials",
-        "deploy/nats/dev-credentials.toml",
-        "--quiet",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let scenario = Scenario::generate(
-        &ScenarioConfig {
-            seed: 7,
-            children: 300,
-            ..Default::default()
-        },
-        &ScenarioAgencies::deploy(),
-    );
+    let scenario = common::publish_scenario(&nats, 300, 7);
     let nhs = scenario.children[0].nhs.to_string();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("node");

@@ -282,3 +282,75 @@ pub async fn stream_lasts(nats: &NatsServer) -> BTreeMap<String, u64> {
         .map(|i| (i.config.name, i.state.last_sequence))
         .collect()
 }
+
+/// `halcyon publish --scenario-children N --seed S`, each agency as its own NATS user; returns the same
+/// scenario, generated here, to know its children.
+pub fn publish_scenario(nats: &NatsServer, children: usize, seed: u64) -> halcyon_testkit::Scenario {
+    let out = halcyon(&[
+        "publish",
+        "--nats-url",
+        &nats.url(),
+        "--scenario-children",
+        &children.to_string(),
+        "--seed",
+        &seed.to_string(),
+        "--credentials",
+        "deploy/nats/dev-credentials.toml",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    halcyon_testkit::Scenario::generate(
+        &halcyon_testkit::ScenarioConfig {
+            seed,
+            children,
+            ..Default::default()
+        },
+        &halcyon_testkit::ScenarioAgencies::deploy(),
+    )
+}
+
+/// `halcyon serve` as the deploy node user on `port`, its data in `data` (kept across restarts) and its log
+/// appended to `data.log`, with `extra` arguments and `env` variables (heartbeats every second).
+pub fn serve_node(
+    nats: &NatsServer,
+    data: &Path,
+    port: u16,
+    node_id: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.with_extension("log"))
+        .unwrap();
+    Command::new(BIN)
+        .arg("serve")
+        .args(LOCAL_STREAMS)
+        .args([
+            "--nats-url",
+            &nats.url(),
+            "--nats-user",
+            "halcyon-node",
+            "--nats-password",
+            "node-dev-secret",
+            "--nats-monitor-url",
+            &nats.monitor_url(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--node-id",
+            node_id,
+        ])
+        .args(extra)
+        .current_dir(workspace_root())
+        .env("HALCYON_LOG", "warn")
+        .env("HALCYON_HEARTBEAT_SECS", "1")
+        .env("HALCYON_LEASE_SECS", "3")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
