@@ -44,14 +44,7 @@ async fn last_sequences(nats: &NatsServer) -> BTreeMap<String, u64> {
 
 /// Waits until every stream in `wanted` is covered by a signed checkpoint up to its last sequence.
 async fn checkpointed(nats: &NatsServer, wanted: &BTreeMap<String, u64>) {
-    let client = halcyon_bus::connect(
-        &nats.url(),
-        &halcyon_bus::Credentials::user("operator", "operator-dev-secret"),
-        "test",
-    )
-    .await
-    .unwrap();
-    let js = async_nats::jetstream::new(client);
+    let js = common::operator_js(nats).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     for (stream, sequence) in wanted {
         loop {

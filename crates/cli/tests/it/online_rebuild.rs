@@ -166,7 +166,13 @@ async fn a_node_rebuilds_online_answering_throughout_and_survives_being_killed_a
         "{text}"
     );
     assert!(text.contains("online rebuild done"), "{text}");
-    println!("rebuilt online, {answered} answers during it, none failed");
+    println!(
+        "rebuilt online ({} events): {answered} answers during it, none failed; {}",
+        wanted.values().sum::<u64>(),
+        text.lines()
+            .find(|l| l.contains("online rebuild done"))
+            .unwrap_or_default()
+    );
     let after = ask_until(port, &mut node, &data, &nhs, &expected, {
         let start = Instant::now();
         move |_| start.elapsed() > Duration::from_millis(500)

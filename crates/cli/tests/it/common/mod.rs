@@ -83,35 +83,9 @@ impl Node {
     pub fn start(nats: &NatsServer, node_id: &str) -> Node {
         let data = tempfile::tempdir().unwrap();
         let port = free_port();
-        let log = std::fs::File::create(data.path().join("node.log")).unwrap();
         apply_streams(nats);
-        let process = Command::new(BIN)
-            .arg("serve")
-            .args(LOCAL_STREAMS)
-            .args([
-                "--nats-url",
-                &nats.url(),
-                "--nats-user",
-                "halcyon-node",
-                "--nats-password",
-                "node-dev-secret",
-                "--nats-monitor-url",
-                &nats.monitor_url(),
-                "--data-dir",
-                data.path().join("node").to_str().unwrap(),
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--node-id",
-                node_id,
-            ])
-            .current_dir(workspace_root())
-            .env("HALCYON_LOG", "warn")
-            .env("HALCYON_HEARTBEAT_SECS", "1")
-            .env("HALCYON_LEASE_SECS", "3")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        // Its log is `node.log` beside the data folder `node`.
+        let process = serve_node(nats, &data.path().join("node"), port, node_id, &[], &[]);
         Node { process, port, data }
     }
 
@@ -266,15 +240,7 @@ pub fn export_live_and_rebuilt_with(
 
 /// Every agency stream's last sequence, as the deploy operator sees them (empty streams left out).
 pub async fn stream_lasts(nats: &NatsServer) -> BTreeMap<String, u64> {
-    let client = halcyon_bus::connect(
-        &nats.url(),
-        &halcyon_bus::Credentials::user("operator", "operator-dev-secret"),
-        "test",
-    )
-    .await
-    .unwrap();
-    let js = async_nats::jetstream::new(client);
-    halcyon_bus::streams::all_stream_infos(&js)
+    halcyon_bus::streams::all_stream_infos(&operator_js(nats).await)
         .await
         .unwrap()
         .into_iter()
@@ -353,4 +319,16 @@ pub fn serve_node(
         .stderr(log)
         .spawn()
         .unwrap()
+}
+
+/// JetStream as the deploy operator.
+pub async fn operator_js(nats: &NatsServer) -> async_nats::jetstream::Context {
+    let client = halcyon_bus::connect(
+        &nats.url(),
+        &halcyon_bus::Credentials::user("operator", "operator-dev-secret"),
+        "test",
+    )
+    .await
+    .unwrap();
+    async_nats::jetstream::new(client)
 }
