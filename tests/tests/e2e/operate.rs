@@ -386,6 +386,18 @@ async fn a_real_prometheus_scrapes_a_node_and_the_rules_and_dashboard_hold() {
     let missing: Vec<_> = named.difference(&exported).collect();
     assert!(missing.is_empty(), "named but not exported: {missing:?}");
 
+    // promtool, Prometheus' own checker, accepts the rules.
+    let check = std::process::Command::new(prometheus_binary("promtool"))
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "promtool check rules: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
     let prometheus = PrometheusServer::start(&[admin], &rules);
     // A family read back through Prometheus' HTTP API once it has scraped the node.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
