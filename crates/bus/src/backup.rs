@@ -102,7 +102,8 @@ pub async fn snapshot(client: &async_nats::Client, stream: &str) -> Result<Snaps
                 ),
             });
         }
-        if chunk.payload.is_empty() {
+        // Every chunk carries a subject to acknowledge it on; the server's last message, empty, does not.
+        if chunk.reply.is_none() && chunk.payload.is_empty() {
             break;
         }
         data.extend_from_slice(&chunk.payload);

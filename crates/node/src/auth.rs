@@ -16,6 +16,18 @@ pub struct Caller {
     pub principal: Principal,
     /// The practitioner or system id within the agency (for the access log).
     pub principal_id: String,
+    /// What it proved itself with: checked again when credentials are reloaded, so that a long-lived call
+    /// (a watch) ends once they are withdrawn.
+    pub credential: Credential,
+}
+
+/// The credential a caller presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// The SHA-256 of a bearer token.
+    Token([u8; 32]),
+    /// A client certificate's serial number.
+    Certificate(Vec<u8>),
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -68,6 +80,7 @@ impl Tokens {
                     role: entry.role,
                 },
                 principal_id: entry.principal,
+                credential: Credential::Token(hash),
             };
             if by_hash.insert(hash, caller).is_some() {
                 return Err(format!(
@@ -105,6 +118,8 @@ impl Tokens {
 /// [`crate::tls::ServerTls::reload`]).
 #[derive(Debug)]
 pub struct Authenticator {
+    /// Bumped whenever the tokens or the TLS material are reloaded.
+    generation: tokio::sync::watch::Sender<u64>,
     tokens: std::sync::RwLock<Tokens>,
     /// Where the tokens came from (read again on reload), if from a file.
     tokens_path: Option<std::path::PathBuf>,
@@ -121,6 +136,7 @@ impl Authenticator {
         tls: Option<std::sync::Arc<crate::tls::ServerTls>>,
     ) -> Self {
         Self {
+            generation: tokio::sync::watch::channel(0).0,
             tokens: std::sync::RwLock::new(tokens),
             tokens_path,
             registry,
@@ -137,6 +153,31 @@ impl Authenticator {
         let tokens = Tokens::load(path, &self.registry)?;
         *self.tokens.write().expect("tokens lock") = tokens;
         Ok(true)
+    }
+
+    /// Tells long-lived calls that credentials were reloaded (each checks its own again).
+    pub fn credentials_changed(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Changes when credentials are reloaded.
+    pub fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Whether `caller`'s credential is still accepted: its token still in the file for the same principal,
+    /// or its certificate not revoked by a CRL in force.
+    pub fn still_valid(&self, caller: &Caller) -> bool {
+        match &caller.credential {
+            Credential::Token(hash) => self
+                .tokens
+                .read()
+                .expect("tokens lock")
+                .by_hash
+                .get(hash)
+                .is_some_and(|c| c == caller),
+            Credential::Certificate(serial) => self.tls.as_ref().is_some_and(|t| !t.is_revoked(serial)),
+        }
     }
 
     /// The tokens file, if the tokens came from one.

@@ -27,6 +27,8 @@ pub const REQUEST_ID: &str = "x-request-id";
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// One scrape at a time sets the gauges of state and encodes them.
+    render_lock: std::sync::Mutex<()>,
     /// gRPC paths (`/package.Service/Method`) of the node's own API: any other path is counted as `other`,
     /// so a caller cannot mint label values.
     methods: HashSet<String>,
@@ -129,6 +131,7 @@ impl Metrics {
             )
         };
         let metrics = Self {
+            render_lock: std::sync::Mutex::new(()),
             methods: api_methods(),
             calls: counter_vec(
                 "halcyon_grpc_calls_total",
@@ -344,6 +347,7 @@ impl Metrics {
 
     /// The text exposition of every family, after setting the gauges of state from `state`.
     pub fn render(&self, state: &Sampled) -> String {
+        let _one_at_a_time = self.render_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.lag_events.reset();
         self.lag_seconds.reset();
         self.applied_sequence.reset();

@@ -139,9 +139,10 @@ impl Node {
                 tracing::warn!(removed = ?removed, "removed read models that were not in use (an unfinished rebuild, or replaced ones)")
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot remove read models that are not in use"),
+            Err(e) => return Err(NodeError::Config(format!("read models: {e}"))),
         }
-        let dir = halcyon_projector::location::active_dir(&config.data_dir);
+        let dir = halcyon_projector::location::active_dir(&config.data_dir)
+            .map_err(|e| NodeError::Config(format!("read models: {e}")))?;
         let projector = Arc::new(crate::read_models::open(&dir, &config)?);
         // What this store was made with: a store from another build or configuration is rebuilt online.
         let stamp = halcyon_projector::location::Stamp::current(&crate::read_models::fingerprint(&config));
@@ -549,8 +550,16 @@ impl Node {
             tracing::warn!("the gRPC server did not close its connections in time; stopping anyway");
         }
         self.shutdown.cancel();
-        if let Some(side) = self.read_side.lock().await.take() {
-            side.stop(grace).await;
+        // An online rebuild holds the writers while it switches; the shutdown ends it (bounded).
+        match tokio::time::timeout(grace, self.read_side.lock()).await {
+            Ok(mut side) => {
+                if let Some(side) = side.take() {
+                    side.stop(grace).await;
+                }
+            }
+            Err(_) => {
+                tracing::warn!("an online rebuild did not hand over the writers in time; stopping anyway")
+            }
         }
         let _ = tokio::time::timeout(grace, futures::future::join_all(self.tasks)).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.membership.leave()).await;
@@ -833,11 +842,13 @@ pub async fn run(
     config: NodeConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
+    // Handled from before the start, so that a reload during a slow start does not end the process.
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| NodeError::Config(format!("SIGHUP handler: {e}")))?;
     let node = Node::start(config).await?;
     #[cfg(unix)]
     {
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .map_err(|e| NodeError::Config(format!("SIGHUP handler: {e}")))?;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {

@@ -180,10 +180,21 @@ impl ReadSide {
         ]
     }
 
-    /// Stops every task and waits for them (at most `grace`).
-    pub async fn stop(self, grace: Duration) {
+    /// Stops every task and waits for them (at most `grace`, then aborts them); whether they all ended in
+    /// time. (A batch already handed to a blocking thread finishes; the projector's writer lock and
+    /// checkpoints keep a later writer from applying anything twice.)
+    pub async fn stop(self, grace: Duration) -> bool {
         self.token.cancel();
-        let _ = tokio::time::timeout(grace, futures::future::join_all(self.tasks)).await;
+        let aborts: Vec<_> = self.tasks.iter().map(JoinHandle::abort_handle).collect();
+        let ended = tokio::time::timeout(grace, futures::future::join_all(self.tasks))
+            .await
+            .is_ok();
+        if !ended {
+            for a in aborts {
+                a.abort();
+            }
+        }
+        ended
     }
 }
 
@@ -207,6 +218,9 @@ pub struct Rebuild {
     pub deps: Deps,
     pub shutdown: CancellationToken,
 }
+
+/// How long the new store may take, once the old one's writers have stopped, to reach its positions.
+const SWITCH_CATCH_UP_MAX: Duration = Duration::from_secs(60);
 
 /// How often the rebuild compares the new store with the one in use.
 const CATCH_UP_CHECK: Duration = Duration::from_millis(200);
@@ -238,6 +252,7 @@ impl Rebuild {
                 _ = self.shutdown.cancelled() => {
                     // The unfinished store is removed at the next start, which rebuilds again.
                     writers.stop(Duration::from_secs(5)).await;
+                    self.deps.metrics.rebuilding.set(0);
                     return;
                 }
                 _ = tick.tick() => {}
@@ -260,16 +275,49 @@ impl Rebuild {
                 break;
             }
         }
-        // The switch: nothing writes either store meanwhile (calls still answer from the old one).
-        writers.stop(Duration::from_secs(10)).await;
+        // The switch. The old store's writers stop first, so it no longer moves; the new store's writers
+        // then bring it to exactly where the old one stopped (never behind what a caller has seen), and
+        // stop; calls answer from the old store meanwhile.
         let mut read_side = self.read_side.lock().await;
         if let Some(side) = read_side.take() {
             side.stop(Duration::from_secs(10)).await;
         }
+        let old = self.live.get();
+        let (target, target_index) = (old.checkpoints(), old.flag_access_position().unwrap_or(0));
+        let reached = async {
+            loop {
+                let behind = target.iter().any(|(s, at)| fresh.checkpoint(s) < *at)
+                    || fresh.flag_access_position().unwrap_or(0) < target_index;
+                if !behind {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let reached = tokio::select! {
+            r = tokio::time::timeout(SWITCH_CATCH_UP_MAX, reached) => r.is_ok(),
+            _ = self.shutdown.cancelled() => false,
+        };
+        let writers_stopped = writers.stop(Duration::from_secs(10)).await;
+        if !reached || !writers_stopped {
+            if !self.shutdown.is_cancelled() {
+                tracing::error!(
+                    reached,
+                    writers_stopped,
+                    "online rebuild: the new store did not reach the old one's positions; answering from the old one (the next start rebuilds again)"
+                );
+                *read_side = Some(ReadSide::start(&old, &self.deps, &self.shutdown));
+            }
+            self.deps.metrics.rebuilding.set(0);
+            return;
+        }
         let finish = {
-            let (fresh, stamp) = (fresh.clone(), self.stamp.clone());
+            let (fresh, stamp, now_ms) = (fresh.clone(), self.stamp.clone(), self.deps.clock.now_ms());
             tokio::task::spawn_blocking(move || {
                 fresh.derive_all_views()?;
+                // Breaches already due were announced when the old store recorded them: recorded here
+                // without a word, as `halcyon rebuild` does, not announced again after the switch.
+                fresh.record_all_breaches(now_ms)?;
                 fresh.flush()?;
                 fresh.set_stamp(&stamp)
             })
@@ -285,7 +333,7 @@ impl Rebuild {
         });
         if let Err(e) = switched {
             tracing::error!(error = %e, "online rebuild: cannot switch to the new store; answering from the old one");
-            *read_side = Some(ReadSide::start(&self.live.get(), &self.deps, &self.shutdown));
+            *read_side = Some(ReadSide::start(&old, &self.deps, &self.shutdown));
             self.deps.metrics.rebuilding.set(0);
             return;
         }

@@ -75,6 +75,8 @@ impl Reloader {
             }
         }
         *self.failed.lock().expect("failed lock") = !problems.is_empty();
+        // Whatever loaded is in force: long-lived calls check their callers against it.
+        self.auth.credentials_changed();
         if problems.is_empty() {
             self.metrics.reloads.with_label_values(&["ok"]).inc();
             Ok(())

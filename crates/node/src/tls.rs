@@ -71,6 +71,7 @@ impl TlsSettings {
         let mut crls = Vec::new();
         let mut revoked = HashSet::new();
         for path in &self.crls {
+            let before = crls.len();
             for crl in CertificateRevocationListDer::pem_slice_iter(&read(path)?) {
                 let crl = crl.map_err(|e| format!("{}: {e}", path.display()))?;
                 let (_, parsed) = x509_parser::revocation_list::CertificateRevocationList::from_der(&crl)
@@ -79,6 +80,13 @@ impl TlsSettings {
                     revoked.insert(r.raw_serial().to_vec());
                 }
                 crls.push(crl);
+            }
+            if crls.len() == before {
+                // An empty or half-written file would otherwise lift every revocation.
+                return Err(format!(
+                    "{}: no certificate revocation list in it",
+                    path.display()
+                ));
             }
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -216,5 +224,6 @@ pub fn caller_from_certificate(
             role,
         },
         principal_id,
+        credential: crate::auth::Credential::Certificate(cert.raw_serial().to_vec()),
     })
 }

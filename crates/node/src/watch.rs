@@ -46,6 +46,7 @@ impl Query {
         let notices = Box::pin(notices);
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_QUEUE_LEN_MAX);
         let this = self.clone();
+        let (mut credentials, mut credentials_open) = (self.auth.subscribe_changes(), true);
         tokio::spawn(async move {
             let _watching = this.metrics.watching();
             let mut notices = notices;
@@ -59,6 +60,21 @@ impl Query {
                 let received = tokio::select! {
                     // The client went away: stop reading AUDIT for it.
                     _ = tx.closed() => return,
+                    // Credentials reloaded: a watch whose caller's token was withdrawn or certificate revoked
+                    // ends.
+                    changed = credentials.changed(), if credentials_open => {
+                        if changed.is_err() {
+                            credentials_open = false;
+                            continue;
+                        }
+                        if !this.auth.still_valid(&pass.caller) {
+                            let _ = tx.send(Err(Status::unauthenticated(
+                                "these credentials were withdrawn or revoked; this watch has ended",
+                            ))).await;
+                            return;
+                        }
+                        continue;
+                    }
                     // The node drains: the watch ends, retryable, for the client to watch again elsewhere.
                     _ = this.draining.cancelled() => {
                         let _ = tx.send(Err(Status::unavailable(

@@ -46,18 +46,35 @@ impl std::fmt::Display for Stamp {
     }
 }
 
-/// The name of the store in use in `data_dir`.
-pub fn active_store(data_dir: &Path) -> String {
-    std::fs::read_to_string(data_dir.join(POINTER))
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty() && !s.contains('/') && !s.contains(".."))
-        .unwrap_or_else(|| DEFAULT_STORE.to_owned())
+/// The name of the store in use in `data_dir`: what `CURRENT` names, or [`DEFAULT_STORE`] when there is no
+/// `CURRENT`. A `CURRENT` that cannot be read, or names no folder of `data_dir`, is an error: falling back
+/// would open (and later remove in favour of) the wrong store.
+pub fn active_store(data_dir: &Path) -> std::io::Result<String> {
+    let pointer = data_dir.join(POINTER);
+    let text = match std::fs::read_to_string(&pointer) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(DEFAULT_STORE.to_owned()),
+        Err(e) => {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("{}: {e}", pointer.display()),
+            ));
+        }
+    };
+    let name = text.trim();
+    if name.is_empty() || name.contains('/') || name.contains("..") || !data_dir.join(name).is_dir() {
+        return Err(std::io::Error::other(format!(
+            "{} names {name:?}, which is not a folder of {}; restore the file or remove the data folder to rebuild",
+            pointer.display(),
+            data_dir.display()
+        )));
+    }
+    Ok(name.to_owned())
 }
 
-/// The folder of the store in use in `data_dir`.
-pub fn active_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join(active_store(data_dir))
+/// The folder of the store in use in `data_dir` (see [`active_store`]).
+pub fn active_dir(data_dir: &Path) -> std::io::Result<PathBuf> {
+    Ok(data_dir.join(active_store(data_dir)?))
 }
 
 /// Makes `store` (a folder in `data_dir`) the store in use: `CURRENT` is written beside, synced, renamed
@@ -76,7 +93,7 @@ pub fn point_to(data_dir: &Path, store: &str) -> std::io::Result<()> {
 /// Removes every store in `data_dir` other than the one in use (left by a rebuild that did not finish, or
 /// by a switch whose old store was not yet removed). Returns their names.
 pub fn remove_others(data_dir: &Path) -> std::io::Result<Vec<String>> {
-    let active = active_store(data_dir);
+    let active = active_store(data_dir)?;
     let mut removed = Vec::new();
     let Ok(entries) = std::fs::read_dir(data_dir) else {
         return Ok(removed);
@@ -121,16 +138,30 @@ mod tests {
     #[test]
     fn the_pointer_names_the_store_in_use_and_the_others_are_removed() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(active_store(dir.path()), DEFAULT_STORE);
+        assert_eq!(active_store(dir.path()).unwrap(), DEFAULT_STORE);
         std::fs::create_dir(dir.path().join(DEFAULT_STORE)).unwrap();
         std::fs::create_dir(dir.path().join("read-models.rebuild-1")).unwrap();
         std::fs::create_dir(dir.path().join("read-models.rebuild-2")).unwrap();
         point_to(dir.path(), "read-models.rebuild-2").unwrap();
-        assert_eq!(active_dir(dir.path()), dir.path().join("read-models.rebuild-2"));
+        assert_eq!(
+            active_dir(dir.path()).unwrap(),
+            dir.path().join("read-models.rebuild-2")
+        );
         let mut removed = remove_others(dir.path()).unwrap();
         removed.sort();
         assert_eq!(removed, vec!["read-models", "read-models.rebuild-1"]);
         assert!(dir.path().join("read-models.rebuild-2").is_dir());
+    }
+
+    #[test]
+    fn a_pointer_to_nothing_is_an_error_and_removes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(DEFAULT_STORE)).unwrap();
+        std::fs::write(dir.path().join(POINTER), "read-models.rebuild-9\n").unwrap();
+        let e = active_store(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("read-models.rebuild-9"), "{e}");
+        assert!(remove_others(dir.path()).is_err());
+        assert!(dir.path().join(DEFAULT_STORE).is_dir());
     }
 
     #[test]

@@ -152,8 +152,11 @@ impl Applying {
 }
 
 /// Folders used by `rebuild`: the live read models and their replacement.
-pub fn read_models_dir(data_dir: &Path) -> PathBuf {
-    halcyon_projector::location::active_dir(data_dir)
+pub fn read_models_dir(data_dir: &Path) -> Result<PathBuf, RebuildError> {
+    halcyon_projector::location::active_dir(data_dir).map_err(|source| RebuildError::Io {
+        what: "finding the read models in use",
+        source,
+    })
 }
 
 /// Makes `fresh` (a folder in `data_dir`) the read models in use, then removes the old ones. The switch is

@@ -201,10 +201,33 @@ async fn certificates_rotate_under_load_and_a_revoked_client_is_refused() {
         std::fs::write(&path, pem).unwrap();
         path
     };
+    let crl_revoking = |serials: Vec<u8>, number: u64| {
+        let now = time::OffsetDateTime::from_unix_timestamp(halcyon_schema::clock::now_ms() / 1000).unwrap();
+        rcgen::CertificateRevocationListParams {
+            this_update: now - time::Duration::minutes(1),
+            next_update: now + time::Duration::days(7),
+            crl_number: rcgen::SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .into_iter()
+                .map(|serial| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(vec![0x4c, serial]),
+                    revocation_time: now - time::Duration::minutes(1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&agencies_ca.issuer)
+        .unwrap()
+        .pem()
+        .unwrap()
+    };
     let (cert, key, crl) = (
         write("server.pem", &server.0),
         write("server.key", &server.1),
-        write("agencies.crl", ""),
+        write("agencies.crl", &crl_revoking(vec![], 1)),
     );
     let mut config = common::node_config(&nats, &data.path().join("node"));
     config.tls = Some(TlsSettings {
@@ -239,6 +262,15 @@ async fn certificates_rotate_under_load_and_a_revoked_client_is_refused() {
 
     let csc_client = client(node.addr, &server_ca, csc.clone()).await.unwrap();
     let police_client = client(node.addr, &server_ca, police.clone()).await.unwrap();
+    let mut police_watch = police_client
+        .clone()
+        .watch(pb::WatchRequest {
+            context: Some(common::context(Purpose::Safeguarding, &[])),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let revoked = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let (csc_ok, police_ok_after) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -298,23 +330,7 @@ async fn certificates_rotate_under_load_and_a_revoked_client_is_refused() {
         vec!["localhost".into()],
         &[(DnType::CommonName, "node 2")],
     );
-    let now = time::OffsetDateTime::from_unix_timestamp(halcyon_schema::clock::now_ms() / 1000).unwrap();
-    let list = rcgen::CertificateRevocationListParams {
-        this_update: now - time::Duration::minutes(1),
-        next_update: now + time::Duration::days(7),
-        crl_number: rcgen::SerialNumber::from(1u64),
-        issuing_distribution_point: None,
-        revoked_certs: vec![rcgen::RevokedCertParams {
-            serial_number: rcgen::SerialNumber::from(vec![0x4c, 2]),
-            revocation_time: now - time::Duration::minutes(1),
-            reason_code: Some(rcgen::RevocationReason::KeyCompromise),
-            invalidity_date: None,
-        }],
-        key_identifier_method: rcgen::KeyIdMethod::Sha256,
-    }
-    .signed_by(&agencies_ca.issuer)
-    .unwrap();
-    replace(&crl, &list.pem().unwrap());
+    replace(&crl, &crl_revoking(vec![2], 2));
     replace(&key, &next.1);
     replace(&cert, &next.0);
     node.reload().expect("the new material loads");
@@ -323,6 +339,23 @@ async fn certificates_rotate_under_load_and_a_revoked_client_is_refused() {
     while csc_ok.load(Ordering::Relaxed) < at_reload + 50 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // The watch police opened before the revocation ends with it.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match police_watch.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the revoked watch ended without a status"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("the revoked certificate's watch went on");
+    assert_eq!(ended.code(), tonic::Code::Unauthenticated, "{ended:?}");
+    // A CRL file caught half-written (empty) is not taken: the revocation stays in force.
+    std::fs::write(&crl, "").unwrap();
+    assert!(node.reload().is_err(), "an empty CRL file was taken");
+    replace(&crl, &crl_revoking(vec![2], 2));
     // A new connection: the new certificate is presented, the CSC certificate still accepted.
     let mut fresh = client(node.addr, &next_server_ca, csc.clone())
         .await

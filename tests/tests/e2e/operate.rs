@@ -512,6 +512,17 @@ async fn a_replaced_tokens_file_takes_effect_without_a_restart() {
     common::find_by_nhs(&mut police, "police-sy", &nhs, Purpose::Safeguarding, &after)
         .await
         .unwrap();
+    let mut police_watch = police
+        .watch(common::authorised(
+            pb::WatchRequest {
+                context: Some(common::context(Purpose::Safeguarding, &[])),
+                ..Default::default()
+            },
+            "demo-police-sy",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
 
     // Police's demo token withdrawn, a new one issued (the file holds only hashes).
     let police_entry = "[[token]]\nagency = \"police-sy\"";
@@ -542,6 +553,19 @@ async fn a_replaced_tokens_file_takes_effect_without_a_restart() {
             }
         }
     }
+    // The watch opened with the withdrawn token ends too.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match police_watch.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the withdrawn token's watch ended without a status"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("the withdrawn token's watch went on");
+    assert_eq!(ended.code(), tonic::Code::Unauthenticated, "{ended:?}");
     let view = police
         .find_child(common::authorised(
             pb::FindChildRequest {

@@ -7,11 +7,13 @@
 //! every file's SHA-256 and size, every stream's last sequence.
 //!
 //! A restore refuses a backup whose files do not match its manifest, restores each stream into a JetStream
-//! that does not have it, checks that each came back with the sequence it had, and with `--verify` checks
-//! every agency stream against the exported checkpoints and the keyring (as `halcyon audit verify
-//! --checkpoints` does) before it reports success. A backup altered after it was taken is refused either by
-//! the manifest or, if the manifest was rewritten to match, by the signatures: checkpoints cannot be forged
-//! without a node's key.
+//! that does not have it (all or nothing: a failure removes what it restored), checks that each came back
+//! with the sequence it had, and with `--verify` checks every agency stream against the exported checkpoints
+//! and the keyring (as `halcyon audit verify --checkpoints` does) before it reports success. An agency
+//! stream altered after the backup was taken is refused by the manifest or, if the manifest was rewritten
+//! to match, by the signatures (checkpoints cannot be made without a node's key), up to its last checkpoint.
+//! AUDIT and CHECKPOINTS themselves carry no signature of their own yet: against someone who can rewrite
+//! the backup and its manifest, only the agency streams are protected.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -221,24 +223,42 @@ pub async fn restore_backup(args: RestoreArgs) -> Result<(), Failure> {
             present.join(", ")
         )));
     }
+    let mut restored_streams = Vec::new();
     for (name, last) in &manifest.streams {
-        let read = |part: &str| -> anyhow::Result<Vec<u8>> {
-            let p = args.from.join(name).join(part);
-            std::fs::read(&p).with_context(|| format!("reading {}", p.display()))
+        let one = async {
+            let read = |part: &str| -> anyhow::Result<Vec<u8>> {
+                let p = args.from.join(name).join(part);
+                std::fs::read(&p).with_context(|| format!("reading {}", p.display()))
+            };
+            let snapshot = Snapshot {
+                meta: serde_json::from_slice(&read("backup.json")?)?,
+                data: read("stream.tar.s2")?,
+            };
+            let state = restore(&client, &snapshot).await?;
+            let restored = state["last_seq"].as_u64().unwrap_or(0);
+            if restored != *last {
+                return Err(anyhow!(
+                    "{name}: restored up to sequence {restored}, but the backup holds up to {last}"
+                ));
+            }
+            Ok(restored)
         };
-        let snapshot = Snapshot {
-            meta: serde_json::from_slice(&read("backup.json")?)?,
-            data: read("stream.tar.s2")?,
-        };
-        let state = restore(&client, &snapshot).await?;
-        let restored = state["last_seq"].as_u64().unwrap_or(0);
-        if restored != *last {
-            return Err(anyhow!(
-                "{name}: restored up to sequence {restored}, but the backup holds up to {last}"
-            )
-            .into());
+        match one.await {
+            Ok(restored) => {
+                restored_streams.push(name.clone());
+                eprintln!("{name}: restored, {restored} messages");
+            }
+            Err(e) => {
+                // All or nothing: the streams this run restored are removed again, so the restore can be
+                // run again once the cause is fixed.
+                for done in restored_streams.iter().chain(std::iter::once(name)) {
+                    let _ = js.delete_stream(done).await;
+                }
+                return Err(e
+                    .context("the restore stopped; the streams it had restored were removed again")
+                    .into());
+            }
         }
-        eprintln!("{name}: restored, {restored} messages");
     }
     if args.verify {
         let keys = keys.expect("--verify requires --keyring");

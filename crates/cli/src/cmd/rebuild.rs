@@ -80,7 +80,7 @@ pub async fn rebuild(args: RebuildArgs) -> Result<(), Failure> {
         args.signals.load().map_err(config_error)?,
         &load_registry(&args.agencies)?,
     );
-    let live = read_models_dir(&args.data_dir);
+    let live = read_models_dir(&args.data_dir).map_err(|e| config_error(anyhow!("{e}")))?;
     let mut replaced_damage = 0;
     if live.exists() {
         // sled's lock tells whether a node is using the folder. A store sled itself cannot open is what
@@ -176,7 +176,7 @@ pub async fn rebuild(args: RebuildArgs) -> Result<(), Failure> {
 }
 
 pub fn export(args: ExportArgs) -> Result<(), Failure> {
-    let dir = read_models_dir(&args.data_dir);
+    let dir = read_models_dir(&args.data_dir).map_err(|e| config_error(anyhow!("{e}")))?;
     if !dir.exists() {
         return Err(config_error(anyhow!("no read models at {}", dir.display())));
     }

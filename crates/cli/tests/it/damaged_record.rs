@@ -148,7 +148,7 @@ async fn an_unreadable_record_fails_nothing_else_and_a_rebuild_replaces_it() {
     stop(node);
 
     // Plant: a fact under the child that cannot be read back, and a breach record that cannot either.
-    let read_models = halcyon_review::rebuild::read_models_dir(&data);
+    let read_models = halcyon_review::rebuild::read_models_dir(&data).unwrap();
     {
         let db = sled::open(&read_models).unwrap();
         let model = db.open_tree("model").unwrap();

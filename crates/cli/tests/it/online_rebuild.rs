@@ -156,10 +156,64 @@ async fn a_node_rebuilds_online_answering_throughout_and_survives_being_killed_a
     // end and the node switches; every answer throughout is the same.
     let mut node = serve(&nats, &data, port, 301, None);
     caught_up_within(port, &wanted, Duration::from_secs(5)).await;
+    // Agencies go on publishing (other children) while the node rebuilds and switches, and what the node
+    // has applied, as callers see it, never goes back.
+    let publishing = {
+        let url = nats.url();
+        tokio::task::spawn_blocking(move || {
+            let out = common::halcyon(&[
+                "publish",
+                "--nats-url",
+                &url,
+                "--scenario-children",
+                "60",
+                "--seed",
+                "90210",
+                "--credentials",
+                "deploy/nats/dev-credentials.toml",
+                "--quiet",
+            ]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        })
+    };
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let monotonic = {
+        let watching = watching.clone();
+        let mut c = client(port, &mut node, &data).await;
+        tokio::spawn(async move {
+            let mut seen: std::collections::BTreeMap<String, u64> = Default::default();
+            let mut looks = 0u64;
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut r = tonic::Request::new(pb::GetPositionsRequest {});
+                r.metadata_mut()
+                    .insert("authorization", "Bearer demo-operator".parse().unwrap());
+                if let Ok(now) = c.get_positions(r).await {
+                    for p in now.into_inner().positions {
+                        let before = seen.insert(p.stream.clone(), p.sequence).unwrap_or(0);
+                        assert!(
+                            p.sequence >= before,
+                            "{}: the node's position went back from {before} to {}",
+                            p.stream,
+                            p.sequence
+                        );
+                    }
+                    looks += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            looks
+        })
+    };
     let answered = ask_until(port, &mut node, &data, &nhs, &expected, |l| {
         l.matches("online rebuild done").count() >= 1
     })
     .await;
+    publishing.await.unwrap();
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let looks = monotonic.await.expect("positions never went back");
+    println!("{looks} looks at the positions during the rebuild and switch, none went back");
+    let wanted = common::stream_lasts(&nats).await;
+    caught_up_within(port, &wanted, Duration::from_secs(60)).await;
     let text = log(&data);
     assert!(
         text.contains("removed read models that were not in use"),
