@@ -439,6 +439,26 @@ fn server_holding(cluster: &NatsCluster, name: &str) -> Option<usize> {
     })
 }
 
+/// Waits until the node's `/readyz` answers `want`; returns its body.
+async fn readyz_becomes(admin: std::net::SocketAddr, want: u16, limit: Duration) -> String {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let got = tokio::task::spawn_blocking(move || halcyon_testkit::http_get(admin, "/readyz"))
+            .await
+            .unwrap();
+        if let Ok((status, body)) = &got
+            && *status == want
+        {
+            return body.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz did not answer {want} within {limit:?}: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn scenario(children: usize, seed: u64) -> Scenario {
     Scenario::generate(
         &ScenarioConfig {
@@ -700,10 +720,21 @@ async fn with_quorum_lost_nothing_is_acknowledged_or_answered_and_all_recovers()
     let s = scenario(30, 164);
     let (first, second) = s.envelopes.split_at(s.envelopes.len() / 2);
     let mut sent = publish(run.cluster.seed_urls(), first.to_vec(), Arc::default()).await;
-    let mut node = run.serve();
+    let admin = free_port();
+    let admin_listen = format!("127.0.0.1:{admin}");
+    let mut node = serve_as(
+        &run.cluster.monitor_urls().join(","),
+        &run.cluster.seed_urls(),
+        &run.data(),
+        run.port,
+        "cluster-test",
+        &["--admin-listen", &admin_listen],
+    );
     let channel = channel(run.port, &mut node, &run.data()).await;
     caught_up(&channel, &last_positions(&sent)).await;
     health_becomes(&channel, true, Duration::from_secs(30)).await;
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], admin));
+    readyz_becomes(admin, 200, Duration::from_secs(30)).await;
 
     let node_server = server_holding(&run.cluster, "halcyon-node cluster-test").unwrap();
     let down: Vec<usize> = (0..3).filter(|i| *i != node_server).collect();
@@ -712,6 +743,10 @@ async fn with_quorum_lost_nothing_is_acknowledged_or_answered_and_all_recovers()
     }
     let took = health_becomes(&channel, false, Duration::from_secs(60)).await;
     eprintln!("servers {down:?} killed; health NOT_SERVING after {took:?}");
+    // The admin listener says so too, and why.
+    let why = readyz_becomes(admin, 503, Duration::from_secs(60)).await;
+    eprintln!("/readyz without quorum: {why}");
+    assert!(why.contains("AUDIT") || why.contains("NATS"), "{why}");
     let nhs = s.children[0].nhs.to_string();
     let mut client = QueryServiceClient::new(channel.clone());
     let refused = client
@@ -747,6 +782,7 @@ async fn with_quorum_lost_nothing_is_acknowledged_or_answered_and_all_recovers()
     }
     let took = health_becomes(&channel, true, Duration::from_secs(90)).await;
     eprintln!("quorum back; health SERVING after {took:?}, the node never restarted");
+    readyz_becomes(admin, 200, Duration::from_secs(60)).await;
     assert!(node.try_wait().unwrap().is_none(), "the node exited");
     // Answered again (the child's events may all lie in the half not yet published: NOT_FOUND is an
     // answer, with its access record; UNAVAILABLE would not be).

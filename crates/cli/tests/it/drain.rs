@@ -356,3 +356,79 @@ async fn sighup_reloads_the_tokens_and_the_node_keeps_serving() {
     );
     common::stop(node);
 }
+
+/// The drain delay: after SIGTERM the node reports not ready at once but still answers for the delay (while
+/// load balancers take it out), then refuses new calls UNAVAILABLE, and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_the_drain_delay_the_node_is_not_ready_but_still_answers() {
+    let nats = NatsServer::start_with_auth();
+    common::apply_streams(&nats);
+    let scenario = common::publish_scenario(&nats, 2, 12);
+    let nhs = scenario.children[0].nhs.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (data, log) = (dir.path().join("node"), dir.path().join("node.log"));
+    let (port, admin) = (free_port(), free_port());
+    let mut node = serve(&nats, &data, port, admin, &["--drain-delay-secs", "3"]);
+    ready(admin, &mut node, &log).await;
+    let mut client = QueryServiceClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    client
+        .find_child(authorised(find(&nhs), "demo-csc-rotherham"))
+        .await
+        .unwrap();
+    let signalled = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &node.id().to_string()])
+        .status()
+        .unwrap();
+    let admin_addr = std::net::SocketAddr::from(([127, 0, 0, 1], admin));
+    // Not ready at once...
+    let mut not_ready = None;
+    while not_ready.is_none() {
+        let got = tokio::task::spawn_blocking(move || http_get(admin_addr, "/readyz"))
+            .await
+            .unwrap();
+        if let Ok((503, body)) = &got {
+            not_ready = Some(body.clone());
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(2),
+            "/readyz still ready: {got:?}"
+        );
+    }
+    assert!(not_ready.unwrap().contains("draining"));
+    // ...and still answering, while the delay lasts.
+    let mut answered_while_draining = 0;
+    let refused = loop {
+        match client
+            .find_child(authorised(find(&nhs), "demo-csc-rotherham"))
+            .await
+        {
+            Ok(_) => answered_while_draining += 1,
+            Err(status) => break status,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let refused_after = signalled.elapsed();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(
+        answered_while_draining > 0,
+        "no call was answered during the delay"
+    );
+    println!("{answered_while_draining} calls answered while draining; refused after {refused_after:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(status) = node.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the node did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        exit.code(),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
