@@ -585,11 +585,12 @@ struct Watched {
     catch_up_to: Option<std::collections::BTreeMap<String, u64>>,
 }
 
-/// Keeps the gRPC health status and the admin listener's readiness true, looking every second (one NATS
-/// listing of every stream): the query service is NOT_SERVING while a stream lags by more than `lag_max`
-/// events, a stream went backwards, the AUDIT stream cannot be written (queries would fail closed anyway)
-/// or the node drains. Readiness also waits, after start, until every stream is applied up to where it
-/// ended when the node first looked, and needs the nodes bucket reachable (duties known).
+/// Keeps the gRPC health status and the admin listener's readiness true, looking every second: the query
+/// service is NOT_SERVING while a stream lags by more than `lag_max` events, a stream went backwards, the
+/// AUDIT stream cannot be written (queries would fail closed anyway) or the node drains. Readiness also
+/// waits, after start, until every stream is applied up to where it ended when the node first looked, and
+/// needs the nodes bucket reachable (duties known). Where the streams end is listed every `LIST_EVERY`
+/// seconds (every second while catching up).
 async fn watch_health(
     reporter: tonic_health::server::HealthReporter,
     watched: Watched,
@@ -620,6 +621,7 @@ async fn watch_health(
     let mut peers_seen: Option<(bool, bool)> = None;
     // Ready once every stream is applied as far as it ended when the node started (or first looked).
     let mut caught_up = false;
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -663,47 +665,66 @@ async fn watch_health(
             );
             damaged_seen = damaged;
         }
-        // Every stream in one listing. AUDIT is writable only while its stream has a leader (in a cluster:
-        // while a quorum of its replicas is up and reachable); a listing that does not come back within a
-        // second counts as not.
-        let listing = tokio::time::timeout(
+        // AUDIT is writable only while its stream has a leader (in a cluster: while a quorum of its replicas
+        // is up and reachable); a request that does not come back within a second counts as not.
+        let audit = tokio::time::timeout(
             Duration::from_secs(1),
-            halcyon_bus::streams::all_stream_infos(&js),
+            halcyon_bus::streams::stream_info(&js, halcyon_schema::subject::AUDIT_STREAM),
         )
         .await;
+        let audit_ok = match audit {
+            Ok(Ok(Some(info))) => writable(&info),
+            _ => false,
+        };
+        // Where every agency stream ends: one listing of every stream, every `LIST_EVERY` ticks (each
+        // second while catching up after start). On a cluster a listing asks every stream's leader, so it is
+        // not done every second; between listings the lag is the last listing's end minus what this node
+        // has applied since.
+        ticks += 1;
         let mut reasons = Vec::new();
         let mut streams = std::collections::BTreeMap::new();
-        let mut audit_ok = false;
-        match listing {
-            Ok(Ok(infos)) => {
-                for info in infos {
-                    let name = info.config.name.clone();
-                    if name == halcyon_schema::subject::AUDIT_STREAM {
-                        audit_ok = writable(&info);
-                    } else if name.starts_with(halcyon_schema::subject::EVENTS_STREAM_PREFIX) {
-                        streams.insert(
-                            name.clone(),
-                            (info.state.last_sequence, projector.checkpoint(&name)),
-                        );
+        if !caught_up || ticks.is_multiple_of(LIST_EVERY) {
+            let listing = tokio::time::timeout(
+                Duration::from_secs(1),
+                halcyon_bus::streams::all_stream_infos(&js),
+            )
+            .await;
+            match listing {
+                Ok(Ok(infos)) => {
+                    for info in infos {
+                        let name = info.config.name.clone();
+                        if name.starts_with(halcyon_schema::subject::EVENTS_STREAM_PREFIX) {
+                            streams.insert(
+                                name.clone(),
+                                (info.state.last_sequence, projector.checkpoint(&name)),
+                            );
+                        }
+                    }
+                    if catch_up_to.is_none() {
+                        catch_up_to = Some(streams.iter().map(|(s, (last, _))| (s.clone(), *last)).collect());
                     }
                 }
-                let mut lag = lag.lock().expect("lag lock");
-                lag.clear();
-                lag.extend(
-                    streams
-                        .iter()
-                        .map(|(s, (last, applied))| (s.clone(), last.saturating_sub(*applied))),
-                );
-                if catch_up_to.is_none() {
-                    catch_up_to = Some(streams.iter().map(|(s, (last, _))| (s.clone(), *last)).collect());
-                }
+                Ok(Err(e)) => reasons.push(format!("NATS: cannot list the streams: {e}")),
+                Err(_) => reasons.push("NATS: the stream listing did not come back within 1 s".to_owned()),
             }
-            Ok(Err(e)) => reasons.push(format!("NATS: cannot list the streams: {e}")),
-            Err(_) => reasons.push("NATS: the stream listing did not come back within 1 s".to_owned()),
         }
-        if streams.is_empty() && !reasons.is_empty() {
-            // Not listed this time: the last look stands (what a scrape shows as lag).
-            streams = readiness.borrow().streams.clone();
+        if streams.is_empty() {
+            // Not listed this time: the last listing's ends, with what has been applied since.
+            streams = readiness
+                .borrow()
+                .streams
+                .iter()
+                .map(|(s, (last, _))| (s.clone(), (*last, projector.checkpoint(s))))
+                .collect();
+        }
+        {
+            let mut lag = lag.lock().expect("lag lock");
+            lag.clear();
+            lag.extend(
+                streams
+                    .iter()
+                    .map(|(s, (last, applied))| (s.clone(), last.saturating_sub(*applied))),
+            );
         }
         let lagging: Vec<String> = lag
             .lock()
@@ -797,6 +818,9 @@ async fn watch_health(
         });
     }
 }
+
+/// Every how many health ticks (seconds) the node lists every stream, once caught up since start.
+const LIST_EVERY: u64 = 5;
 
 /// How long a drain waits with no call refused before it closes the connections.
 const DRAIN_QUIET: Duration = Duration::from_millis(250);

@@ -222,17 +222,20 @@ async fn positions(channel: &Channel) -> Option<BTreeMap<String, u64>> {
 
 async fn caught_up(channel: &Channel, wanted: &BTreeMap<String, u64>) {
     let deadline = Instant::now() + Duration::from_secs(180);
+    let mut last_seen = None;
     loop {
-        if let Some(have) = positions(channel).await
-            && wanted
+        if let Some(have) = positions(channel).await {
+            if wanted
                 .iter()
                 .all(|(s, q)| have.get(s).copied().unwrap_or(0) >= *q)
-        {
-            return;
+            {
+                return;
+            }
+            last_seen = Some(have);
         }
         assert!(
             Instant::now() < deadline,
-            "the node did not catch up with {wanted:?}"
+            "the node did not catch up with {wanted:?}; it had applied {last_seen:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
