@@ -544,12 +544,21 @@ pub async fn stored_payload(
     stream: &str,
     sequence: u64,
 ) -> Result<Option<bytes::Bytes>, BusError> {
+    Ok(stored_message(js, stream, sequence).await?.map(|m| m.payload))
+}
+
+/// The message at `sequence` of `stream`, from the stream's leader; `None` if it is not there.
+async fn stored_message(
+    js: &jetstream::Context,
+    stream: &str,
+    sequence: u64,
+) -> Result<Option<jetstream::message::StreamMessage>, BusError> {
     let handle = match js.get_stream_no_info(stream).await {
         Ok(s) => s,
         Err(e) => return Err(BusError::js(format!("looking up stream {stream}"), e)),
     };
     match handle.get_raw_message(sequence).await {
-        Ok(m) if m.sequence == sequence => Ok(Some(m.payload)),
+        Ok(m) if m.sequence == sequence => Ok(Some(m)),
         Ok(_) => Ok(None),
         Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
         Err(e) => Err(BusError::js(format!("reading {stream}:{sequence}"), e)),
@@ -576,18 +585,9 @@ pub async fn stored_at_ms(
     stream: &str,
     sequence: u64,
 ) -> Result<Option<i64>, BusError> {
-    let handle = js
-        .get_stream_no_info(stream)
-        .await
-        .map_err(|e| BusError::js(format!("looking up stream {stream}"), e))?;
-    match handle.get_raw_message(sequence).await {
-        Ok(m) if m.sequence == sequence => Ok(Some(
-            i64::try_from(m.time.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX),
-        )),
-        Ok(_) => Ok(None),
-        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
-        Err(e) => Err(BusError::js(format!("reading {stream}:{sequence}"), e)),
-    }
+    Ok(stored_message(js, stream, sequence)
+        .await?
+        .map(|m| i64::try_from(m.time.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)))
 }
 
 /// The agency event streams that exist on the server, in name order.

@@ -70,18 +70,10 @@ pub struct BuildInfo {
 impl BuildInfo {
     /// The build info of a node with this policy version and configuration fingerprint (by part).
     pub fn new(policy_version: &str, fingerprint: &BTreeMap<String, String>) -> Self {
-        use sha2::Digest as _;
-        let mut hash = sha2::Sha256::new();
-        for (part, digest) in fingerprint {
-            hash.update(part.as_bytes());
-            hash.update([0]);
-            hash.update(digest.as_bytes());
-            hash.update([0]);
-        }
         Self {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             policy_version: policy_version.to_owned(),
-            fingerprint: hex::encode(&hash.finalize()[..8]),
+            fingerprint: crate::peers::fingerprint_digest(fingerprint, &[]),
         }
     }
 }

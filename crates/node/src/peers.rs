@@ -40,6 +40,24 @@ impl Default for PeersConfig {
     }
 }
 
+/// The first 16 hex digits of the SHA-256 of a configuration's parts (each part's name and digest) and then
+/// `extra`: one value for a whole fingerprint (build info, a store's stamp).
+pub fn fingerprint_digest<'a>(
+    parts: impl IntoIterator<Item = (&'a String, &'a String)>,
+    extra: &[u8],
+) -> String {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    for (part, digest) in parts {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+        hash.update(digest.as_bytes());
+        hash.update([0]);
+    }
+    hash.update(extra);
+    hex::encode(&hash.finalize()[..8])
+}
+
 /// What a node knows of itself among its peers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeersState {

@@ -62,17 +62,12 @@ pub fn fingerprint_of(
     parts: &std::collections::BTreeMap<String, String>,
     future_tolerance_ms: i64,
 ) -> String {
-    use sha2::Digest as _;
-    let mut hash = sha2::Sha256::new();
-    for (part, digest) in parts.iter().filter(|(p, _)| *p != "binary") {
-        hash.update(part.as_bytes());
-        hash.update([0]);
-        hash.update(digest.as_bytes());
-        hash.update([0]);
-    }
-    hash.update(b"future_tolerance_ms");
-    hash.update(future_tolerance_ms.to_be_bytes());
-    hex::encode(&hash.finalize()[..8])
+    let tolerance = [
+        b"future_tolerance_ms".as_slice(),
+        &future_tolerance_ms.to_be_bytes(),
+    ]
+    .concat();
+    crate::peers::fingerprint_digest(parts.iter().filter(|(p, _)| *p != "binary"), &tolerance)
 }
 
 /// Opens a store with the node's specifications (views, deadlines, signals, tolerance).
