@@ -277,17 +277,7 @@ async fn issue_8_an_agency_the_policy_entitles_to_the_start_fact_is_told_of_the_
     let mut client = pb::query_service_client::QueryServiceClient::connect(format!("http://{}", node.addr))
         .await
         .unwrap();
-    let mut police_watch = client
-        .watch(common::authorised(
-            pb::WatchRequest {
-                context: Some(common::context(Purpose::Safeguarding, &[])),
-                ..Default::default()
-            },
-            "demo-police-sy",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut police_watch = common::watch(&mut client, "demo-police-sy").await;
     // The referral; then a strategy discussion with the police that opens a section 47 enquiry, which
     // entitles the police to the referral (docs/sharing.md, D2: "Q (s47 / MASH)").
     let referral = referral_at(MONDAY_10H);

@@ -349,17 +349,7 @@ async fn every_method_that_answers_about_children_has_recorded_the_access_when_t
 
     // A watch records each event before it is sent.
     let mut query = QueryServiceClient::new(ch.clone());
-    let mut watch = query
-        .watch(common::authorised(
-            pb::WatchRequest {
-                context: Some(common::context(Purpose::Safeguarding, &[])),
-                ..Default::default()
-            },
-            "demo-csc-rotherham",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = common::watch(&mut query, "demo-csc-rotherham").await;
     let more = Scenario::generate(
         &ScenarioConfig {
             children: 1,

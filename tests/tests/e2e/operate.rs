@@ -512,17 +512,7 @@ async fn a_replaced_tokens_file_takes_effect_without_a_restart() {
     common::find_by_nhs(&mut police, "police-sy", &nhs, Purpose::Safeguarding, &after)
         .await
         .unwrap();
-    let mut police_watch = police
-        .watch(common::authorised(
-            pb::WatchRequest {
-                context: Some(common::context(Purpose::Safeguarding, &[])),
-                ..Default::default()
-            },
-            "demo-police-sy",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut police_watch = common::watch(&mut police, "demo-police-sy").await;
 
     // Police's demo token withdrawn, a new one issued (the file holds only hashes).
     let police_entry = "[[token]]\nagency = \"police-sy\"";

@@ -525,17 +525,7 @@ async fn a_quiet_watch_is_not_taken_for_a_stalled_one() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut watch = client
-        .watch(common::authorised(
-            pb::WatchRequest {
-                context: Some(common::context(Purpose::Safeguarding, &[])),
-                ..Default::default()
-            },
-            "demo-csc-rotherham",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = common::watch(&mut client, "demo-csc-rotherham").await;
     tokio::time::sleep(halcyon_node::ingest::STALL_CHECK * 2 + Duration::from_secs(1)).await;
     let flag = client.check_flag(check()).await.unwrap().into_inner();
     assert!(flag.owner_notified);

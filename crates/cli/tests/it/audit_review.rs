@@ -32,19 +32,6 @@ fn json_lines(stdout: &str) -> Vec<Value> {
         .collect()
 }
 
-fn operator(nats: &NatsServer) -> Vec<String> {
-    [
-        "--nats-url",
-        &nats.url(),
-        "--nats-user",
-        "operator",
-        "--nats-password",
-        "operator-dev-secret",
-    ]
-    .map(str::to_owned)
-    .to_vec()
-}
-
 /// Publishes each envelope as its own agency; returns the last position per stream.
 async fn publish_as_agencies(url: &str, envelopes: &[pb::Envelope]) -> Vec<Position> {
     let mut by_agency: BTreeMap<String, Vec<&pb::Envelope>> = BTreeMap::new();
@@ -363,7 +350,7 @@ async fn as_of_at_three_moments_gives_police_what_the_policy_then_allowed_and_wh
             history.to_str().unwrap(),
             "--json",
         ]);
-        let nats_args = operator(&nats);
+        let nats_args = common::as_operator(&nats);
         args.extend(nats_args.iter().map(String::as_str));
         let lines = json_lines(&halcyon_ok(&args));
         let header = &lines[0];
@@ -450,7 +437,7 @@ async fn as_of_at_three_moments_gives_police_what_the_policy_then_allowed_and_wh
         &at_arg,
     ];
     args.extend(["--policy-history", history.to_str().unwrap()]);
-    let nats_args = operator(&nats);
+    let nats_args = common::as_operator(&nats);
     args.extend(nats_args.iter().map(String::as_str));
     let text = halcyon_ok(&args);
     eprintln!("{text}");
@@ -470,7 +457,7 @@ async fn as_of_at_three_moments_gives_police_what_the_policy_then_allowed_and_wh
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn as_of_names_what_is_wrong_and_exits_non_zero() {
     let nats = NatsServer::start_with_auth();
-    let ops = operator(&nats);
+    let ops = common::as_operator(&nats);
     let mut apply = vec!["streams", "apply"];
     apply.extend(ops.iter().map(String::as_str));
     halcyon_ok(&apply);
@@ -619,7 +606,7 @@ async fn access_lists_break_glass_records_a_review_and_then_no_longer_lists_it_u
     )
     .await;
 
-    let ops = operator(&nats);
+    let ops = common::as_operator(&nats);
     let list = |extra: &[&str]| {
         let mut args = vec!["audit", "access", "--nhs", &nhs];
         args.extend(extra);

@@ -38,10 +38,6 @@ fn serve(nats: &NatsServer, data: &Path, port: u16) -> Child {
     )
 }
 
-async fn last_sequences(nats: &NatsServer) -> BTreeMap<String, u64> {
-    common::stream_lasts(nats).await
-}
-
 /// Waits until every stream in `wanted` is covered by a signed checkpoint up to its last sequence.
 async fn checkpointed(nats: &NatsServer, wanted: &BTreeMap<String, u64>) {
     let js = common::operator_js(nats).await;
@@ -137,7 +133,7 @@ async fn the_restore_drill_brings_back_every_stream_and_refuses_an_altered_backu
     let original = NatsServer::start_with_auth();
     common::apply_streams(&original);
     common::publish_scenario(&original, 4, 18);
-    let wanted = last_sequences(&original).await;
+    let wanted = common::stream_lasts(&original).await;
     let (first_data, port) = (dir.path().join("first"), free_port());
     let node = serve(&original, &first_data, port);
     caught_up(port, &wanted, &first_data).await;
@@ -177,7 +173,7 @@ async fn the_restore_drill_brings_back_every_stream_and_refuses_an_altered_backu
     let out = restore(&replacement, &taken);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("verified against"), "{}", text(&out));
-    assert_eq!(last_sequences(&replacement).await, wanted);
+    assert_eq!(common::stream_lasts(&replacement).await, wanted);
     // As the restore says: the spec applied again (the nodes bucket is not in a backup).
     assert!(text(&out).contains("streams apply"), "{}", text(&out));
     common::apply_streams(&replacement);
@@ -232,7 +228,10 @@ async fn the_restore_drill_brings_back_every_stream_and_refuses_an_altered_backu
         "{}",
         text(&out)
     );
-    assert!(last_sequences(&empty).await.is_empty(), "nothing is restored");
+    assert!(
+        common::stream_lasts(&empty).await.is_empty(),
+        "nothing is restored"
+    );
 
     // Checkpoints altered and the manifest rewritten to match: the signatures give it away.
     let forged = dir.path().join("forged");

@@ -50,19 +50,6 @@ fn plain_monday() -> i64 {
     }
 }
 
-fn operator(nats: &NatsServer) -> Vec<String> {
-    [
-        "--nats-url",
-        &nats.url(),
-        "--nats-user",
-        "operator",
-        "--nats-password",
-        "operator-dev-secret",
-    ]
-    .map(str::to_owned)
-    .to_vec()
-}
-
 /// These tests date their events a week or two ahead, so that every moment they ask about comes after
 /// the server stored the events; the deployment's stated tolerance for future-dated events is set to match
 /// (`--future-tolerance-secs`, and the publisher's), or they would be quarantined.
@@ -80,7 +67,7 @@ fn as_of(nats: &NatsServer, agency: &str, at_ms: i64, json: bool) -> String {
         args.push("--json");
     }
     args.extend(["--future-tolerance-secs", FUTURE_TOLERANCE_SECS]);
-    let ops = operator(nats);
+    let ops = common::as_operator(nats);
     args.extend(ops.iter().map(String::as_str));
     halcyon_ok(&args)
 }
@@ -99,7 +86,7 @@ fn deadlines(stdout: &str) -> BTreeMap<String, Value> {
 async fn as_of_shows_a_deadline_open_then_breached_then_met_late_and_the_chronology_marks_the_breach() {
     let nats = NatsServer::start_with_auth();
     let mut apply = vec!["streams", "apply"];
-    let ops = operator(&nats);
+    let ops = common::as_operator(&nats);
     apply.extend(ops.iter().map(String::as_str));
     halcyon_ok(&apply);
 
@@ -311,7 +298,7 @@ fn signals_and_seen(stdout: &str) -> (Vec<Value>, Vec<String>) {
 async fn as_of_shows_when_a_signal_first_fired_to_its_recipients_citing_what_each_could_see() {
     let nats = NatsServer::start_with_auth();
     let mut apply = vec!["streams", "apply"];
-    let ops = operator(&nats);
+    let ops = common::as_operator(&nats);
     apply.extend(ops.iter().map(String::as_str));
     halcyon_ok(&apply);
 

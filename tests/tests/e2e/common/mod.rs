@@ -255,3 +255,21 @@ pub fn children(n: usize) -> Scenario {
         &halcyon_testkit::ScenarioAgencies::deploy(),
     )
 }
+
+/// A standing watch of `token`'s agency (purpose safeguarding, from now).
+pub async fn watch(
+    client: &mut QueryServiceClient<Channel>,
+    token: &str,
+) -> tonic::Streaming<pb::WatchEvent> {
+    client
+        .watch(authorised(
+            pb::WatchRequest {
+                context: Some(context(Purpose::Safeguarding, &[])),
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}

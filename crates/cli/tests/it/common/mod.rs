@@ -92,18 +92,7 @@ impl Node {
     /// A client once the node answers (it provisions the streams before it listens); a node that exits
     /// first fails the test with its log.
     pub async fn client(&mut self) -> QueryServiceClient<Channel> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(client) = QueryServiceClient::connect(format!("http://127.0.0.1:{}", self.port)).await {
-                return client;
-            }
-            if let Some(status) = self.process.try_wait().unwrap() {
-                let log = std::fs::read_to_string(self.data.path().join("node.log")).unwrap_or_default();
-                panic!("the node exited ({status}): {log}");
-            }
-            assert!(Instant::now() < deadline, "the node did not start listening");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        client_once_listening(self.port, &mut self.process, &self.data.path().join("node.log")).await
     }
 }
 
@@ -331,4 +320,37 @@ pub async fn operator_js(nats: &NatsServer) -> async_nats::jetstream::Context {
     .await
     .unwrap();
     async_nats::jetstream::new(client)
+}
+
+/// A client of the node on `port` once it listens (it checks the streams before it does); a node that exits
+/// first fails the test with its log.
+pub async fn client_once_listening(port: u16, node: &mut Child, log: &Path) -> QueryServiceClient<Channel> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(client) = QueryServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
+            return client;
+        }
+        if let Some(status) = node.try_wait().unwrap() {
+            panic!(
+                "the node exited ({status}): {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "the node did not start listening");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The arguments that make a `halcyon` command connect as the deploy operator.
+pub fn as_operator(nats: &NatsServer) -> Vec<String> {
+    [
+        "--nats-url",
+        &nats.url(),
+        "--nats-user",
+        "operator",
+        "--nats-password",
+        "operator-dev-secret",
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
