@@ -12,12 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use futures::StreamExt;
-use halcyon_bus::audit::decode_records;
 use halcyon_grpc::pb::{self, audit_service_server::AuditService};
 use halcyon_policy::{
     ChildState, Decision, Fact as PolicyFact, Policy, Principal, Purpose, Request, Role, decide_access_record,
 };
+use halcyon_projector::access_index::{AccessCursor, AccessRow, AccessSelection};
 use halcyon_projector::read::ChildFacts;
 use halcyon_schema::convert::timestamp_millis;
 use halcyon_schema::subject::AUDIT_STREAM;
@@ -45,18 +44,18 @@ pub struct AccessLog {
     pub js: jetstream::Context,
 }
 
+/// Records one call looks at, at most: a reader denied most of what a selection holds gets a shorter page
+/// and a token, not a call that walks the whole log.
+const ACCESS_SCAN_MAX: usize = 10_000;
+/// Records read from the index at a time.
+const ACCESS_CHUNK: usize = 256;
+/// How long a listing waits for the index to hold every record AUDIT held when the call came.
+const INDEX_WAIT: Duration = Duration::from_secs(10);
+
 impl AccessLog {
-    /// The AUDIT stream's messages, oldest first, with the last sequence it held when asked (0: empty).
-    /// Read one message at a time: a listing never holds the whole log in memory.
-    async fn audit(
-        &self,
-    ) -> Result<
-        (
-            impl futures::Stream<Item = Result<halcyon_bus::RawMessage, halcyon_bus::BusError>>,
-            u64,
-        ),
-        ApiError,
-    > {
+    /// Waits until the node's access index holds every record the AUDIT stream held when asked, so that a
+    /// listing includes every call answered before it (the caller's own among them).
+    async fn index_current(&self) -> Result<Arc<halcyon_projector::Projector>, ApiError> {
         let unavailable =
             |e: &dyn std::fmt::Display| ApiError::AuditUnavailable(format!("reading the access log: {e}"));
         let mut stream = self
@@ -70,10 +69,18 @@ impl AccessLog {
             .map_err(|e| unavailable(&e))?
             .state
             .last_sequence;
-        let messages = halcyon_bus::ordered_messages(&self.js, AUDIT_STREAM, 1)
+        let projector = self.query.projector.get();
+        let mut indexed = projector.subscribe_access_position();
+        let caught_up = tokio::time::timeout(INDEX_WAIT, indexed.wait_for(|p| *p >= last))
             .await
-            .map_err(|e| unavailable(&e))?;
-        Ok((messages, last))
+            .is_ok_and(|r| r.is_ok());
+        if caught_up {
+            return Ok(projector);
+        }
+        let at = *indexed.borrow();
+        Err(unavailable(&format_args!(
+            "the node's index of AUDIT is at {at} of {last}"
+        )))
     }
 }
 
@@ -259,33 +266,39 @@ impl AuditService for AccessLog {
             visible: HashMap::new(),
         };
         let mut disclosure = Disclosure::default();
-        // The most recent page, oldest first: a window of at most `page` records slides over the log.
-        let mut shown: std::collections::VecDeque<pb::AccessRecord> = std::collections::VecDeque::new();
-        let unavailable =
-            |e: &dyn std::fmt::Display| ApiError::AuditUnavailable(format!("reading the access log: {e}"));
-        let (messages, last) = self.audit().await?;
-        let mut messages = std::pin::pin!(messages);
-        loop {
-            if last == 0 {
-                break;
-            }
-            let Some(m) = tokio::time::timeout(Duration::from_secs(10), messages.next())
+        // A child id no record can name selects nothing.
+        let unnamed_child = !req.child_id.is_empty() && req.child_id.parse::<ChildId>().is_err();
+        let selection = AccessSelection {
+            child: req.child_id.parse().ok(),
+            agency: (!req.agency_id.is_empty()).then(|| req.agency_id.clone()),
+            principal: (!req.principal_id.is_empty()).then(|| req.principal_id.clone()),
+            from_ms: from,
+            to_ms: to,
+        };
+        let mut before = match req.page_token.as_str() {
+            "" => None,
+            token => Some(
+                AccessCursor::parse_token(token)
+                    .ok_or_else(|| ApiError::Invalid("page_token is not one this node issued".into()))?,
+            ),
+        };
+        let projector = self.index_current().await?;
+        // The page, newest first while it is gathered.
+        let mut shown: Vec<pb::AccessRecord> = Vec::new();
+        let (mut looked_at, mut exhausted) = (0, unnamed_child);
+        'pages: while !exhausted && shown.len() < page && looked_at < ACCESS_SCAN_MAX {
+            let p = projector.clone();
+            let s = selection.clone();
+            let chunk = tokio::task::spawn_blocking(move || p.access_before(&s, before, ACCESS_CHUNK))
                 .await
-                .map_err(|_| unavailable(&"timed out"))?
-            else {
-                break;
-            };
-            let m = m.map_err(|e| unavailable(&e))?;
-            let records = decode_records(&m.payload).map_err(|e| ApiError::Internal(e.to_string()))?;
-            for mut record in records {
-                let at = record.at.as_ref().map(timestamp_millis).unwrap_or_default();
-                let wanted = (req.child_id.is_empty() || record.child_id == req.child_id)
-                    && (req.agency_id.is_empty() || record.agency_id == req.agency_id)
-                    && from.is_none_or(|f| at >= f)
-                    && to.is_none_or(|t| at <= t);
-                if !wanted {
-                    continue;
-                }
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .map_err(ApiError::from)?;
+            if chunk.len() < ACCESS_CHUNK {
+                exhausted = true;
+            }
+            for AccessRow { cursor, mut record } in chunk {
+                looked_at += 1;
+                before = Some(cursor);
                 let Ok(maker) = record.agency_id.parse::<AgencyId>() else {
                     continue;
                 };
@@ -308,22 +321,27 @@ impl AuditService for AccessLog {
                         disclosure.rules.insert(permit.rule.to_string());
                         let known = readers.visible(child, record.purpose).await?;
                         redact(&policy, &caller.principal, &mut record, &known);
-                        if shown.len() == page {
-                            shown.pop_front();
-                        }
-                        shown.push_back(record);
+                        shown.push(record);
                     }
                     Decision::Deny(deny) => {
                         disclosure.rules.insert(deny.rule.to_string());
                         disclosure.facts_withheld += 1;
                     }
                 }
+                if shown.len() == page || looked_at == ACCESS_SCAN_MAX {
+                    exhausted = false;
+                    break 'pages;
+                }
             }
-            if m.sequence >= last {
+            if exhausted {
                 break;
             }
         }
-        let shown: Vec<pb::AccessRecord> = shown.into();
+        shown.reverse();
+        let next_page_token = match before {
+            Some(cursor) if !exhausted => cursor.token(),
+            _ => String::new(),
+        };
         disclosure.facts_disclosed = shown.len() as u32;
         if shown.is_empty() {
             disclosure.categories_withheld.insert(Category::ACCESS_LOG);
@@ -337,7 +355,14 @@ impl AuditService for AccessLog {
             pb::AccessOutcome::Permitted
         };
         self.query.record(&pass, child, &disclosure, outcome).await?;
-        pass.answer(&self.query, child, pb::ListAccessResponse { records: shown })
-            .await
+        pass.answer(
+            &self.query,
+            child,
+            pb::ListAccessResponse {
+                records: shown,
+                next_page_token,
+            },
+        )
+        .await
     }
 }

@@ -2,6 +2,7 @@
 //! integrators under the sharing policy, writing an access record to the AUDIT stream before every answer.
 #![forbid(unsafe_code)]
 
+pub mod access_index;
 pub mod access_log;
 pub mod admin;
 pub mod auth;
@@ -12,7 +13,6 @@ pub mod config;
 pub mod deadlines;
 pub mod error;
 pub mod events;
-pub mod flag_index;
 pub mod gate;
 pub mod ingest;
 pub mod limits;

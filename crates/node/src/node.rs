@@ -148,7 +148,7 @@ impl Node {
         let stamp = halcyon_projector::location::Stamp::current(&crate::read_models::fingerprint(&config));
         let rebuild = match projector.stamp()? {
             Some(found) if found == stamp => false,
-            None if projector.is_empty() && projector.flag_access_position()? == 0 => {
+            None if projector.is_empty() && projector.access_position()? == 0 => {
                 projector.set_stamp(&stamp)?;
                 false
             }

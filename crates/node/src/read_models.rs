@@ -165,8 +165,8 @@ impl ReadSide {
                 .instrument(tracing::info_span!("projection")),
             ),
             tokio::spawn(
-                crate::flag_index::run(deps.js.clone(), projector.clone(), token.clone())
-                    .instrument(tracing::info_span!("flag_accesses")),
+                crate::access_index::run(deps.js.clone(), projector.clone(), token.clone())
+                    .instrument(tracing::info_span!("access_index")),
             ),
             tokio::spawn(
                 crate::ingest::derive_views(projector.clone(), token.clone())
@@ -264,8 +264,7 @@ impl Rebuild {
             if !fresh.is_empty() && !behind.is_empty() {
                 crash_point("rebuild:midway");
             }
-            let index_behind =
-                fresh.flag_access_position().unwrap_or(0) < old.flag_access_position().unwrap_or(0);
+            let index_behind = fresh.access_position().unwrap_or(0) < old.access_position().unwrap_or(0);
             if behind.is_empty() && !index_behind && !fresh.views_stale().unwrap_or(true) {
                 break;
             }
@@ -278,11 +277,11 @@ impl Rebuild {
             side.stop(Duration::from_secs(10)).await;
         }
         let old = self.live.get();
-        let (target, target_index) = (old.checkpoints(), old.flag_access_position().unwrap_or(0));
+        let (target, target_index) = (old.checkpoints(), old.access_position().unwrap_or(0));
         let reached = async {
             loop {
                 let behind = target.iter().any(|(s, at)| fresh.checkpoint(s) < *at)
-                    || fresh.flag_access_position().unwrap_or(0) < target_index;
+                    || fresh.access_position().unwrap_or(0) < target_index;
                 if !behind {
                     return;
                 }

@@ -10,6 +10,7 @@
 /// (docs/measured.md).
 pub const BATCH_LEN_MAX: usize = 1000;
 
+pub mod access_index;
 pub mod check;
 pub mod clock;
 pub mod damage;
@@ -17,7 +18,6 @@ pub mod deadlines;
 pub mod disclose;
 pub mod error;
 pub mod fact;
-pub mod flag_accesses;
 pub mod keys;
 pub mod location;
 pub mod model;

@@ -405,6 +405,8 @@ pub struct Projector {
     /// The read models derived with a child's views, in the same batch: deadlines, signals (see
     /// [`ReadModel`]).
     models: Vec<Arc<dyn ReadModel>>,
+    /// The AUDIT sequence the access index has reached (`access_index.rs`).
+    pub(crate) access_indexed: watch::Sender<u64>,
 }
 
 impl Projector {
@@ -446,7 +448,12 @@ impl Projector {
             positions.insert(stream, keys::decode_u64(&v[..v.len().min(8)]).unwrap_or_default());
         }
         let (positions, _) = watch::channel(positions);
+        // Stores from before the access index kept only flag checks, in a tree the index replaces (and fills
+        // again from AUDIT).
+        db.drop_tree("flag-accesses")?;
+        let (access_indexed, _) = watch::channel(crate::access_index::stored_position(&db)?);
         Ok(Self {
+            access_indexed,
             writer: std::sync::Mutex::new(()),
             db,
             model,
@@ -934,7 +941,7 @@ impl Projector {
         Ok(())
     }
 
-    /// The sled database (for the trees beside the read models, e.g. `crate::flag_accesses`).
+    /// The sled database (for the trees beside the read models, e.g. `crate::access_index`).
     pub(crate) fn db(&self) -> &sled::Db {
         &self.db
     }

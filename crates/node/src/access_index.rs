@@ -1,19 +1,18 @@
-//! Follows the AUDIT stream and indexes every permitted check of a child's flag (agency, role, time) into
-//! the node's sled (`halcyon_projector::flag_accesses`), from where the flag answer carries the child's last
-//! 25 accesses. Every node indexes the same records, so every node gives the same list once it has read as
-//! far. Resumes from the position stored with the index; an ordered consumer that hears nothing while AUDIT
-//! has moved on is recreated (`crate::ingest::STALL_CHECK`).
+//! Follows the AUDIT stream and indexes every access record into the node's sled
+//! (`halcyon_projector::access_index`): by child, agency, principal and time for `ListAccess`, and every
+//! permitted check of a child's flag, from where the flag answer carries the child's last 25 accesses.
+//! Every node indexes the same records, so every node gives the same lists once it has read as far.
+//! Resumes from the position stored with the index; an ordered consumer that hears nothing while AUDIT has
+//! moved on is recreated (`crate::ingest::STALL_CHECK`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use halcyon_grpc::pb;
 use halcyon_projector::Projector;
-use halcyon_projector::flag_accesses::FlagAccessRow;
+use halcyon_projector::access_index::AccessRow;
 use halcyon_schema::subject::AUDIT_STREAM;
-use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
 /// Runs until `shutdown`.
@@ -24,7 +23,7 @@ pub async fn run(js: jetstream::Context, projector: Arc<Projector>, shutdown: Ca
         match follow(&js, &projector, &shutdown).await {
             Ok(()) => return,
             Err(reason) => {
-                tracing::warn!(%reason, "indexing flag accesses stopped; resuming from its position")
+                tracing::warn!(%reason, "indexing the access log stopped; resuming from its position")
             }
         }
         tokio::select! {
@@ -34,45 +33,12 @@ pub async fn run(js: jetstream::Context, projector: Arc<Projector>, shutdown: Ca
     }
 }
 
-/// The permitted flag checks of one AUDIT message.
-fn rows(sequence: u64, payload: &[u8]) -> Vec<FlagAccessRow> {
-    let Ok(records) = pb::AccessRecords::decode(payload) else {
-        return Vec::new();
-    };
-    records
-        .records
-        .into_iter()
-        .enumerate()
-        .filter(|(_, r)| r.method == "CheckFlag" && r.outcome == pb::AccessOutcome::Permitted as i32)
-        .filter_map(|(i, r)| {
-            let child = r.child_id.parse().ok()?;
-            let at_ms = r.at.as_ref().map_or(0, |t| {
-                t.seconds
-                    .saturating_mul(1000)
-                    .saturating_add(i64::from(t.nanos) / 1_000_000)
-            });
-            Some(FlagAccessRow {
-                child,
-                at_ms,
-                sequence,
-                index: i as u32,
-                access: pb::FlagAccess {
-                    agency_id: r.agency_id,
-                    agency_name: String::new(),
-                    role: r.role,
-                    at: r.at,
-                },
-            })
-        })
-        .collect()
-}
-
 async fn follow(
     js: &jetstream::Context,
     projector: &Arc<Projector>,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
-    let from = projector.flag_access_position().map_err(|e| e.to_string())? + 1;
+    let from = projector.access_position().map_err(|e| e.to_string())? + 1;
     let messages = halcyon_bus::checkpoint::chain_messages(js, AUDIT_STREAM, from, None)
         .await
         .map_err(|e| e.to_string())?;
@@ -99,12 +65,12 @@ async fn follow(
                 let mut found = Vec::new();
                 for m in chunk {
                     let m = m.map_err(|e| e.to_string())?;
-                    found.extend(rows(m.sequence, &m.payload));
+                    found.extend(AccessRow::of_message(m.sequence, &m.payload));
                     position = m.sequence;
                 }
                 let p = projector.clone();
                 let through = position;
-                tokio::task::spawn_blocking(move || p.index_flag_accesses(through, &found))
+                tokio::task::spawn_blocking(move || p.index_access(through, &found))
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| e.to_string())?;
