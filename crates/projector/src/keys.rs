@@ -12,6 +12,7 @@
 //! | `X` | stream 0 seq | children (16 each) whose facts the batch ending at seq changed: views to derive |
 //! | `L`, `W`, `B` | see `deadlines.rs` | a child's deadlines, the due index, breach records |
 //! | `S` | see `signals.rs` | a child's multi-agency signals and their outcomes |
+//! | `M`, `N`, `H` | see `history.rs` | facts moved by identity links, and what each identifier denoted when |
 
 use halcyon_schema::ChildId;
 
@@ -30,6 +31,12 @@ pub const DUE: u8 = b'W';
 pub const BREACHES: u8 = b'B';
 /// A child's multi-agency signals (`signals.rs`).
 pub const SIGNALS: u8 = b'S';
+/// Where a fact moved by identity links was filed, from when (`history.rs`).
+pub const MOVES: u8 = b'M';
+/// The facts ever moved into or out of a child (`history.rs`).
+pub const MOVED: u8 = b'N';
+/// What an identifier denoted, from when (`history.rs`).
+pub const LINKS: u8 = b'H';
 
 /// Every prefix of the tree, with what it holds: a new read model declares its prefix here.
 pub const PREFIXES: &[(u8, &str)] = &[
@@ -44,6 +51,9 @@ pub const PREFIXES: &[(u8, &str)] = &[
     (DUE, "due index"),
     (BREACHES, "breaches"),
     (SIGNALS, "signals"),
+    (MOVES, "fact moves"),
+    (MOVED, "moved facts by child"),
+    (LINKS, "link history"),
 ];
 
 pub fn checkpoint(stream: &str) -> Vec<u8> {

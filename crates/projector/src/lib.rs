@@ -18,6 +18,7 @@ pub mod deadlines;
 pub mod disclose;
 pub mod error;
 pub mod fact;
+pub mod history;
 pub mod keys;
 pub mod location;
 pub mod model;

@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 use crate::error::ProjectorError;
 use crate::store::Projector;
 
-/// The format of the read models this build writes. 1: stores from before stamps (they carry none).
-pub const READ_MODEL_FORMAT: u32 = 2;
+/// The format of the read models this build writes. 1: stores from before stamps (they carry none). 3: the
+/// history of identity links and the facts they moved (`history.rs`).
+pub const READ_MODEL_FORMAT: u32 = 3;
 
 /// The default store's folder name, and the store in use when `CURRENT` is absent.
 pub const DEFAULT_STORE: &str = "read-models";

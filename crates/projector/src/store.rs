@@ -68,7 +68,7 @@ impl Identifier {
     }
 
     /// The child this identifier denotes unless a link event says otherwise.
-    fn derived_child(&self) -> ChildId {
+    pub(crate) fn derived_child(&self) -> ChildId {
         match self {
             Self::Nhs(n) => ChildId::from_nhs(n),
             Self::Upn(u) => ChildId::from_upn(u),
@@ -221,6 +221,8 @@ struct ValidFact {
     /// The link an `IdentifierLinked` event makes.
     link: Option<pb::IdentifierLinked>,
     occurred_ms: i64,
+    /// When the bus stored it.
+    stored_at_ms: i64,
     agency: AgencyId,
     /// The `StoredFactRaw` as written: the envelope bytes as published.
     stored: Vec<u8>,
@@ -378,6 +380,7 @@ fn ready(stream: &str, m: &Incoming, future_tolerance_ms: i64) -> Checked {
         identifier,
         link,
         occurred_ms: valid.occurred_at_ms,
+        stored_at_ms: m.stored_at_ms,
         agency: valid.agency,
         stored: stored.encode_to_vec(),
         filed,
@@ -767,7 +770,8 @@ impl Projector {
             return Ok(());
         }
         if let Some(link) = &valid.link {
-            self.link(overlay, child, link, moments, outcome)?;
+            let at = (valid.stored_at_ms, m.sequence);
+            self.link(overlay, child, link, at, moments, outcome)?;
         }
         overlay.put(key, valid.stored);
         outcome.projected += 1;
@@ -783,9 +787,11 @@ impl Projector {
         overlay: &mut Overlay<'_>,
         child: ChildId,
         link: &pb::IdentifierLinked,
+        (at_ms, link_sequence): (i64, u64),
         moments: &mut HashSet<u64>,
         outcome: &mut ApplyOutcome,
     ) -> Result<(), ProjectorError> {
+        use crate::history::{link_history_key, move_key, move_value, moved_key, moves_prefix};
         let mut identifiers = Vec::new();
         if let Ok(upn) = link.upn.parse::<Upn>() {
             identifiers.push(Identifier::Upn(upn));
@@ -799,6 +805,10 @@ impl Projector {
         for id in identifiers {
             let old = resolve_in(overlay, &id)?;
             overlay.put(keys::identity(&id.key()), child.as_bytes().to_vec());
+            overlay.put(
+                link_history_key(&id, at_ms, link_sequence),
+                child.as_bytes().to_vec(),
+            );
             if old == child {
                 continue;
             }
@@ -816,6 +826,21 @@ impl Projector {
                         }
                 });
                 if routed_by_this {
+                    // Kept so that the child's facts as they stood before the link can be told
+                    // (`history.rs`): where it was filed first, if it never moved before, and where now.
+                    let moves = moves_prefix(&fact.stream, fact.sequence);
+                    if overlay.scan_prefix(&moves)?.is_empty() {
+                        overlay.put(
+                            move_key(&fact.stream, fact.sequence, fact.stored_at_ms, 0),
+                            move_value(&old, &key),
+                        );
+                    }
+                    overlay.put(
+                        move_key(&fact.stream, fact.sequence, at_ms, link_sequence),
+                        move_value(&child, &key),
+                    );
+                    overlay.put(moved_key(&old, &fact.stream, fact.sequence), Vec::new());
+                    overlay.put(moved_key(&child, &fact.stream, fact.sequence), Vec::new());
                     let moved = prefix_swapped(&key, &child);
                     moments.insert(moment_hash(keys::fact_sequence_prefix(&moved)));
                     overlay.remove(key);
@@ -944,6 +969,40 @@ impl Projector {
     /// The sled database (for the trees beside the read models, e.g. `crate::access_index`).
     pub(crate) fn db(&self) -> &sled::Db {
         &self.db
+    }
+
+    /// Where the read models' bytes go: for each key prefix ([`keys::PREFIXES`]), its records and the bytes
+    /// of their keys and values, and the same for the trees beside the read models (by name).
+    pub fn bytes_by_prefix(&self) -> Result<Vec<(String, u64, u64)>, ProjectorError> {
+        let mut by: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for kv in self.model.iter() {
+            let (k, v) = kv?;
+            let name = keys::PREFIXES
+                .iter()
+                .find(|(p, _)| *p == k[0])
+                .map_or_else(|| format!("{:?}", k[0] as char), |(_, what)| (*what).to_owned());
+            let e = by.entry(name).or_default();
+            e.0 += 1;
+            e.1 += (k.len() + v.len()) as u64;
+        }
+        for name in self.db.tree_names() {
+            if name.as_ref() == b"model" || name.as_ref() == b"__sled__default" {
+                continue;
+            }
+            let tree = self.db.open_tree(&name)?;
+            let e = by
+                .entry(format!("tree {}", String::from_utf8_lossy(&name)))
+                .or_default();
+            for kv in tree.iter() {
+                let (k, v) = kv?;
+                e.0 += 1;
+                e.1 += (k.len() + v.len()) as u64;
+            }
+        }
+        Ok(by
+            .into_iter()
+            .map(|(name, (n, bytes))| (name, n, bytes))
+            .collect())
     }
 
     pub fn size_on_disk(&self) -> Result<u64, ProjectorError> {

@@ -46,6 +46,16 @@ pub struct Review {
 async fn read_to_end(
     js: &jetstream::Context,
     stream: &str,
+    each: impl FnMut(RawMessage) -> Result<(), BusError>,
+) -> Result<(), BusError> {
+    read_from(js, stream, 0, each).await
+}
+
+/// Calls `each` with every message `stream` holds now from sequence `from` on, oldest first.
+async fn read_from(
+    js: &jetstream::Context,
+    stream: &str,
+    from: u64,
     mut each: impl FnMut(RawMessage) -> Result<(), BusError>,
 ) -> Result<(), BusError> {
     let js_error = |doing: String, e: BoxError| BusError::JetStream { doing, source: e };
@@ -59,11 +69,11 @@ async fn read_to_end(
         .map_err(|e| js_error(format!("reading stream {stream}"), e.into()))?
         .state
         .clone();
-    if state.messages == 0 {
+    let last = state.last_sequence;
+    if state.messages == 0 || from > last {
         return Ok(());
     }
-    let last = state.last_sequence;
-    let mut messages = std::pin::pin!(ordered_messages(js, stream, state.first_sequence).await?);
+    let mut messages = std::pin::pin!(ordered_messages(js, stream, state.first_sequence.max(from)).await?);
     loop {
         let m = tokio::time::timeout(READ_WAIT, messages.next())
             .await
@@ -98,6 +108,71 @@ pub async fn access_records(js: &jetstream::Context) -> Result<Vec<LocatedRecord
         Ok(())
     })
     .await?;
+    Ok(out)
+}
+
+/// Brings `store`'s index of the access log (`halcyon_projector::access_index`) up to what AUDIT holds
+/// now, from where it stood; returns the records added. A review store answers from the index, as a node
+/// does, instead of reading the whole log for each question.
+pub async fn index_audit(
+    js: &jetstream::Context,
+    store: &std::sync::Arc<halcyon_projector::Projector>,
+) -> Result<u64, BusError> {
+    let stored = |e: halcyon_projector::ProjectorError| BusError::Consume {
+        stream: AUDIT_STREAM.into(),
+        source: format!("indexing the access log: {e}").into(),
+    };
+    let from = store.access_position().map_err(stored)? + 1;
+    let (mut rows, mut added) = (Vec::new(), 0u64);
+    let mut through = 0;
+    let mut failed = None;
+    read_from(js, AUDIT_STREAM, from, |m| {
+        rows.extend(halcyon_projector::access_index::AccessRow::of_message(
+            m.sequence, &m.payload,
+        ));
+        through = m.sequence;
+        if rows.len() >= 1000 {
+            added += rows.len() as u64;
+            if let Err(e) = store.index_access(through, &std::mem::take(&mut rows)) {
+                failed = Some(e);
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    if let Some(e) = failed {
+        return Err(stored(e));
+    }
+    if through > 0 {
+        added += rows.len() as u64;
+        store.index_access(through, &rows).map_err(stored)?;
+    }
+    Ok(added)
+}
+
+/// The access records the index of `store` holds that `selection` selects, oldest first.
+pub fn indexed_records(
+    store: &halcyon_projector::Projector,
+    selection: &halcyon_projector::access_index::AccessSelection,
+) -> Result<Vec<LocatedRecord>, halcyon_projector::ProjectorError> {
+    let mut out = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store.access_before(selection, before, 1000)?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        before = Some(last.cursor);
+        let more = page.len() == 1000;
+        out.extend(page.into_iter().map(|row| LocatedRecord {
+            sequence: row.cursor.sequence,
+            record: row.record,
+        }));
+        if !more {
+            break;
+        }
+    }
+    out.reverse();
     Ok(out)
 }
 

@@ -1,7 +1,10 @@
 //! As-of reconstruction: what an agency could see about a child at a past moment — the question every case
-//! review asks. The agency streams are projected into a throwaway store up to the messages the server had
-//! stored by then (`Until::StoredAt`), so the child's facts, identity links and sharing state are the ones a
-//! node held at that moment; each fact is then decided exactly as a query at that moment would decide it
+//! review asks. Either the agency streams are projected into a throwaway store up to the messages the server
+//! had stored by then (`Until::StoredAt`, [`reconstruct`]), or read models that hold the whole history are
+//! read as they stood then (`Projector::facts_at`, [`Reconstruction::held`]: facts carry the time the bus
+//! stored them and identity links keep what they moved, so the moment is a filter on the child's facts and
+//! a question costs what the child's history costs). Either way the child's facts, identity links and
+//! sharing state are the ones a node held at that moment; each fact is then decided exactly as a query at that moment would decide it
 //! (`view::child_view`), with the policy in force then and the moment as the request time.
 //!
 //! The child's statutory deadlines as they stood then (`deadlines_at`) come from the deadline projection's
@@ -29,14 +32,26 @@ use halcyon_timescales::{Margin, Status, Timescales, evaluate};
 use crate::rebuild::{RebuildError, Until, project_streams};
 use halcyon_projector::disclose::{Asker, Disclosure, child_view};
 
-/// The read models as they stood at a moment, in a temporary store dropped with this value.
+/// The read models as they stood at a moment: a temporary store the streams were projected into up to the
+/// moment ([`reconstruct`]), or read models that hold the whole history, read as they stood then
+/// ([`Reconstruction::held`]).
 #[derive(Debug)]
 pub struct Reconstruction {
-    projector: Arc<Projector>,
+    source: Source,
     /// The moment (Unix ms): messages stored at or before it are in, later ones are not.
     pub at_ms: i64,
-    /// Messages applied from all agency streams.
+    /// Messages applied from all agency streams: those stored by the moment for a replay, every message the
+    /// read models hold for [`Reconstruction::held`].
     pub messages: u64,
+}
+
+#[derive(Debug)]
+enum Source {
+    /// Projected up to the moment; dropped with the reconstruction.
+    Replayed(Arc<Projector>),
+    /// The whole history, filtered to the moment (`Projector::facts_at`); deadlines are derived in a
+    /// throwaway store holding only the child's.
+    Held { store: Arc<Projector> },
 }
 
 /// What one principal could see of one child at the moment.
@@ -62,22 +77,47 @@ pub async fn reconstruct(
     let projector = Arc::new(Projector::temporary()?.with_future_tolerance_ms(future_tolerance_ms));
     let messages = project_streams(js, &projector, &Until::StoredAt(at_ms), &|_, _| {}).await?;
     Ok(Reconstruction {
-        projector,
+        source: Source::Replayed(projector),
         at_ms,
         messages,
     })
 }
 
 impl Reconstruction {
+    /// The moment `at_ms` in read models that hold the history through it (a node's, or a review store kept
+    /// current with `project_streams`): each question costs what the child's facts cost, not the history.
+    pub fn held(store: Arc<Projector>, at_ms: i64) -> Self {
+        let messages = store.checkpoints().values().sum();
+        Self {
+            source: Source::Held { store },
+            at_ms,
+            messages,
+        }
+    }
+
     /// The child an identifier denoted then, if any fact about it had been stored.
     pub fn child(&self, id: &Identifier) -> Result<Option<ChildId>, ProjectorError> {
-        let child = self.projector.resolve(id)?;
-        Ok((!self.projector.facts(&child)?.is_empty()).then_some(child))
+        let child = match &self.source {
+            Source::Replayed(projector) => projector.resolve(id)?,
+            Source::Held { store } => store.resolve_at(id, self.at_ms)?,
+        };
+        Ok((!self.facts(&child)?.is_empty()).then_some(child))
     }
 
     /// A child's facts as held then, in (occurred at, agency, sequence) order.
     pub fn facts(&self, child: &ChildId) -> Result<Vec<Fact>, ProjectorError> {
-        self.projector.facts(child)
+        match &self.source {
+            Source::Replayed(projector) => projector.facts(child),
+            Source::Held { store } => store.facts_at(child, self.at_ms),
+        }
+    }
+
+    /// A store to derive one child's deadlines in: the replay's own, or a throwaway one.
+    fn deadline_store(&self) -> Result<Arc<Projector>, ProjectorError> {
+        match &self.source {
+            Source::Replayed(projector) => Ok(projector.clone()),
+            Source::Held { .. } => Ok(Arc::new(Projector::temporary()?)),
+        }
     }
 
     /// What `principal` could have seen of `child` for `purpose` at the moment, under `policy` (the one in
@@ -89,7 +129,7 @@ impl Reconstruction {
         purpose: Purpose,
         child: ChildId,
     ) -> Result<Option<AsOfView>, ProjectorError> {
-        let facts = self.projector.facts(&child)?;
+        let facts = self.facts(&child)?;
         if facts.is_empty() {
             return Ok(None);
         }
@@ -121,8 +161,9 @@ impl Reconstruction {
         timescales: &Timescales,
         seen: &AsOfView,
     ) -> Result<Vec<DeadlineThen>, ProjectorError> {
-        let facts = self.projector.facts(&seen.child)?;
-        let all = deadlines_at(&self.projector, timescales, seen.child, &facts, self.at_ms)?;
+        let facts = self.facts(&seen.child)?;
+        let store = self.deadline_store()?;
+        let all = deadlines_at(&store, timescales, seen.child, &facts, self.at_ms)?;
         let visible: BTreeSet<&str> = seen.view.facts.iter().map(|f| f.event_id.as_str()).collect();
         Ok(visible_deadlines(all, &visible))
     }
@@ -354,7 +395,7 @@ impl Reconstruction {
         purpose: Purpose,
         seen: &AsOfView,
     ) -> Result<Vec<SignalThen>, ProjectorError> {
-        let facts = self.projector.facts(&seen.child)?;
+        let facts = self.facts(&seen.child)?;
         let then = signals_at(spec, &facts, self.at_ms);
         let visible: BTreeSet<&str> = seen.view.facts.iter().map(|f| f.event_id.as_str()).collect();
         let lead = then.lead_authority == principal.agency.as_str();

@@ -94,21 +94,65 @@ pub async fn reconstruct(
         .filter_map(|r| access_about(r, child))
         .filter(|a| request.as_of_ms.is_none_or(|t| a.at_ms <= t))
         .collect();
+    build(request, &projector, child, &facts, accesses)
+}
+
+/// The chronology of the child from read models that hold the history (a review store kept current, or a
+/// node's): the child's facts as they stood at the as-of moment (`Projector::facts_at`) and its access
+/// records from the index of the access log, so it costs what the child's history costs. Gives what
+/// [`reconstruct`] gives from the streams.
+pub fn reconstruct_held(
+    store: &Projector,
+    request: &ChronologyRequest<'_>,
+) -> Result<Chronology, ChronologyError> {
+    let at_ms = request.as_of_ms.unwrap_or(i64::MAX);
+    let child = match &request.child {
+        ChildMatch::Nhs(nhs) => store.resolve_at(&Identifier::Nhs(nhs.clone()), at_ms)?,
+        ChildMatch::Id(id) => *id,
+    };
+    let facts = store.facts_at(&child, at_ms)?;
+    if facts.is_empty() {
+        return Err(ChronologyError::NoFacts {
+            read: store.checkpoints().values().sum(),
+            as_of: request.as_of_ms.is_some(),
+        });
+    }
+    let selection = halcyon_projector::access_index::AccessSelection {
+        child: Some(child),
+        to_ms: request.as_of_ms,
+        ..Default::default()
+    };
+    let accesses = crate::access_trail::indexed_records(store, &selection)?
+        .into_iter()
+        .filter_map(|r| access_about(r, child))
+        .collect();
+    build(request, &Projector::temporary()?, child, &facts, accesses)
+}
+
+/// The chronology of `child` from its facts and accesses; its deadlines are derived in `deadline_store` (a
+/// store without a deadline model of its own).
+fn build(
+    request: &ChronologyRequest<'_>,
+    deadline_store: &Projector,
+    child: ChildId,
+    facts: &[Fact],
+    accesses: Vec<Access>,
+) -> Result<Chronology, ChronologyError> {
     let until_ms = request.as_of_ms.unwrap_or(request.now_ms);
-    let deadlines = deadlines_at(&projector, request.timescales, child, &facts, until_ms)?;
-    let signals = signals_at(request.signal_spec, &facts, until_ms);
+    let deadlines = deadlines_at(deadline_store, request.timescales, child, facts, until_ms)?;
+    let signals = signals_at(request.signal_spec, facts, until_ms);
     let spec = ViewSpec::new(request.policy.clone(), request.registry);
     Ok(Chronology::build(
         &spec,
         request.registry,
         child,
-        &facts,
+        facts,
         accesses,
         request.as_of_ms,
         request.now_ms,
     )
     .with_breaches(&deadlines)
-    .with_signals(&spec, request.signal_spec, &facts, &signals.signals, until_ms))
+    .with_signals(&spec, request.signal_spec, facts, &signals.signals, until_ms))
 }
 
 /// One agency's lane.

@@ -125,6 +125,50 @@ impl FutureToleranceArgs {
     }
 }
 
+/// Where reviews read the history from: the streams, projected afresh for each question (the default), or a
+/// review store kept beside the streams.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReviewStoreArgs {
+    /// A review store: read models of the whole history, in this folder (created if absent), brought up to
+    /// what the streams and AUDIT hold now before each question, from where they stood. A question then
+    /// costs what the child's history costs, not the whole history. Not a running node's folder (sled lets
+    /// one process hold it).
+    #[arg(long, env = "HALCYON_REVIEW_STORE")]
+    pub review_store: Option<std::path::PathBuf>,
+}
+
+impl ReviewStoreArgs {
+    /// The review store, current with the streams and AUDIT, if one was named.
+    pub async fn current(
+        &self,
+        js: &async_nats::jetstream::Context,
+        future_tolerance_ms: i64,
+        progress: halcyon_review::rebuild::Progress<'_>,
+    ) -> Result<Option<std::sync::Arc<halcyon_projector::Projector>>, crate::Failure> {
+        let Some(dir) = &self.review_store else {
+            return Ok(None);
+        };
+        let store = std::sync::Arc::new(
+            halcyon_projector::Projector::open(dir)
+                .with_context(|| format!("opening the review store {}", dir.display()))
+                .map_err(crate::config_error)?
+                .with_future_tolerance_ms(future_tolerance_ms),
+        );
+        halcyon_review::rebuild::project_streams(js, &store, &halcyon_review::rebuild::Until::End, progress)
+            .await
+            .map_err(|e| anyhow::anyhow!("bringing the review store up to date: {e}"))?;
+        halcyon_review::access_trail::index_audit(js, &store)
+            .await
+            .map_err(|e| anyhow::anyhow!("indexing the access log in the review store: {e}"))?;
+        let flushed = store.clone();
+        tokio::task::spawn_blocking(move || flushed.flush())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .map_err(|e| anyhow::anyhow!("flushing the review store: {e}"))?;
+        Ok(Some(store))
+    }
+}
+
 pub fn load_registry(path: &Path) -> Result<Registry, crate::Failure> {
     let src = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the agency registry {}", path.display()))

@@ -328,6 +328,7 @@ async fn as_of_at_three_moments_gives_police_what_the_policy_then_allowed_and_wh
         role: Role::Practitioner,
     };
     let mut seen_before: Option<BTreeSet<String>> = None;
+    let review_store = tempfile::tempdir().unwrap();
     for (k, at) in moments.iter().enumerate() {
         let held: Vec<&pb::Envelope> = phases[..=k]
             .iter()
@@ -353,6 +354,18 @@ async fn as_of_at_three_moments_gives_police_what_the_policy_then_allowed_and_wh
         let nats_args = common::as_operator(&nats);
         args.extend(nats_args.iter().map(String::as_str));
         let lines = json_lines(&halcyon_ok(&args));
+        // Issue 19: the same question to a review store holding the whole history (all three phases and
+        // every call), read as it stood at the moment, gives the same answer line for line; only the count
+        // of events stored says what the store holds rather than what the streams held then.
+        let store_arg = review_store.path().to_str().unwrap().to_owned();
+        let mut held_args = args.clone();
+        held_args.extend(["--review-store", &store_arg]);
+        let mut held_lines = json_lines(&halcyon_ok(&held_args));
+        let mut replayed = lines.clone();
+        for l in [&mut replayed[0], &mut held_lines[0]] {
+            l.as_object_mut().unwrap().remove("events_stored");
+        }
+        assert_eq!(held_lines, replayed, "moment {k}: the review store's answer");
         let header = &lines[0];
         assert_eq!(header["kind"], "as_of");
         assert_eq!(header["policy_version"], version, "moment {k}");

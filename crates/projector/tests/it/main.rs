@@ -5,6 +5,7 @@
 
 mod deadlines;
 mod entitlements;
+mod history;
 mod model;
 mod signals;
 mod store;

@@ -12,6 +12,7 @@ use halcyon_policy::Policy;
 use halcyon_projector::SignalSpec;
 pub use halcyon_review::chronology::{
     Access, Breach, ChildMatch, Chronology, ChronologyRequest, Entry, Lane, Period, SignalMark, reconstruct,
+    reconstruct_held,
 };
 use halcyon_schema::Category;
 use halcyon_schema::convert::{format_timestamp, parse_timestamp, timestamp_from_millis, timestamp_millis};
@@ -62,6 +63,8 @@ pub struct Args {
     /// The nodes' tolerance for future-dated events.
     #[command(flatten)]
     future: crate::cmd::common::FutureToleranceArgs,
+    #[command(flatten)]
+    review_store: crate::cmd::common::ReviewStoreArgs,
 }
 
 pub async fn run(args: Args) -> Result<(), Failure> {
@@ -104,7 +107,14 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         future_tolerance_ms: args.future.ms(),
         now_ms: halcyon_schema::clock::now_ms(),
     };
-    let chronology = reconstruct(&js, &request, &progress).await?;
+    let chronology = match args
+        .review_store
+        .current(&js, args.future.ms(), &progress)
+        .await?
+    {
+        Some(store) => reconstruct_held(&store, &request)?,
+        None => reconstruct(&js, &request, &progress).await?,
+    };
     bar.finish_and_clear();
     tracing::info!(
         facts = chronology.facts.len(),

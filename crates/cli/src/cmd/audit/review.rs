@@ -13,7 +13,7 @@ use halcyon_grpc::pb::{self, event::Kind};
 use halcyon_policy::{AgencyKind, Policy, PolicyHistory, Principal, Purpose, Role, StageTerm};
 use halcyon_projector::Identifier;
 use halcyon_review::access_trail::{self, LocatedRecord, Review, ReviewDecision};
-use halcyon_review::as_of::{AsOfView, DeadlineThen, SignalThen, Standing, reconstruct};
+use halcyon_review::as_of::{AsOfView, DeadlineThen, Reconstruction, SignalThen, Standing, reconstruct};
 use halcyon_schema::convert::{format_timestamp, parse_timestamp, timestamp_from_millis, timestamp_millis};
 use halcyon_schema::{AgencyId, CaseId, Category, ChildId, NhsNumber, Registry, Upn};
 use serde_json::json;
@@ -109,6 +109,8 @@ pub struct AsOfArgs {
     /// The nodes' tolerance for future-dated events.
     #[command(flatten)]
     future: crate::cmd::common::FutureToleranceArgs,
+    #[command(flatten)]
+    review_store: crate::cmd::common::ReviewStoreArgs,
     /// JSON lines (one object per line, `"kind"` says which) instead of text.
     #[arg(long)]
     json: bool,
@@ -566,9 +568,16 @@ pub async fn as_of(args: AsOfArgs) -> Result<(), Failure> {
     };
 
     let js = jetstream(&args.nats, "halcyon audit as-of").await?;
-    let then = reconstruct(&js, at_ms, args.future.ms())
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+    let held = args
+        .review_store
+        .current(&js, args.future.ms(), &|_, _| {})
+        .await?;
+    let then = match &held {
+        Some(store) => Reconstruction::held(store.clone(), at_ms),
+        None => reconstruct(&js, at_ms, args.future.ms())
+            .await
+            .map_err(|e| anyhow!("{e}"))?,
+    };
     let child = match &child_ref {
         ChildRef::Identifier(id) => then.child(id)?,
         ChildRef::Id(id) => (!then.facts(id)?.is_empty()).then_some(*id),
@@ -586,15 +595,26 @@ pub async fn as_of(args: AsOfArgs) -> Result<(), Failure> {
     let deadlines = then.deadlines(&timescales, &seen)?;
     let signal_spec = halcyon_projector::SignalSpec::new(signal_rules, &registry);
     let signals = then.signals(&signal_spec, &in_force.policy, &principal, args.purpose, &seen)?;
-    let accessed: Vec<LocatedRecord> = access_trail::access_records(&js)
-        .await?
-        .into_iter()
-        .filter(|l| {
-            l.record.agency_id == agency.as_str()
-                && l.record.child_id == child.to_string()
-                && record_ms(&l.record) <= at_ms
-        })
-        .collect();
+    let accessed: Vec<LocatedRecord> = match &held {
+        Some(store) => access_trail::indexed_records(
+            store,
+            &halcyon_projector::access_index::AccessSelection {
+                child: Some(child),
+                agency: Some(agency.to_string()),
+                to_ms: Some(at_ms),
+                ..Default::default()
+            },
+        )?,
+        None => access_trail::access_records(&js)
+            .await?
+            .into_iter()
+            .filter(|l| {
+                l.record.agency_id == agency.as_str()
+                    && l.record.child_id == child.to_string()
+                    && record_ms(&l.record) <= at_ms
+            })
+            .collect(),
+    };
 
     let stage: Vec<String> = StageTerm::ALL
         .iter()
