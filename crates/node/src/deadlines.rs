@@ -292,6 +292,10 @@ pub async fn watched_breach(
     }))
 }
 
+/// Breach records a listing without a child looks at per call, unless it asks for another page size.
+const BREACH_PAGE_DEFAULT: u32 = 100;
+const BREACH_PAGE_MAX: u32 = 1000;
+
 /// `DeadlineService`: breaches for the agencies entitled to them.
 #[derive(Debug, Clone)]
 pub struct Deadlines {
@@ -308,11 +312,33 @@ impl DeadlineService for Deadlines {
     ) -> Result<Response<pb::ListBreachesResponse>, GrpcStatus> {
         let (pass, req) = self.query.gate(request).await?;
         let child = self.query.listing(&pass, &req.child_id, "breaches")?;
+        let page = match req.page_size {
+            0 => BREACH_PAGE_DEFAULT,
+            n if n > BREACH_PAGE_MAX => {
+                return Err(
+                    ApiError::Invalid(format!("page_size {n} is over the cap of {BREACH_PAGE_MAX}")).into(),
+                );
+            }
+            n => n,
+        } as usize;
+        let after = match req.page_token.as_str() {
+            "" => None,
+            token => Some(
+                hex::decode(token)
+                    .ok()
+                    .filter(|k| k.first() == Some(&halcyon_projector::keys::BREACHES))
+                    .ok_or_else(|| ApiError::Invalid("page_token is not one this node issued".into()))?,
+            ),
+        };
         let projector = self.query.projector.get();
-        let all = tokio::task::spawn_blocking(move || projector.breaches(child.as_ref()))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(ApiError::from)?;
+        let (all, next) = tokio::task::spawn_blocking(move || match child {
+            // One child's breaches are few: all of them.
+            Some(child) => projector.breaches(Some(&child)).map(|all| (all, None)),
+            None => projector.breaches_page(after.as_deref(), page),
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::from)?;
         let mut by_child: BTreeMap<ChildId, Vec<StoredDeadline>> = BTreeMap::new();
         for n in all {
             if !req.open_only || n.deadline.is_running() {
@@ -327,6 +353,7 @@ impl DeadlineService for Deadlines {
         let answer = pb::ListBreachesResponse {
             breaches,
             evaluated_at: Some(timestamp_from_millis(at_ms)),
+            next_page_token: next.map(hex::encode).unwrap_or_default(),
         };
         pass.answer(&self.query, child, answer).await
     }

@@ -510,6 +510,42 @@ impl Projector {
         }
     }
 
+    /// Up to `limit` recorded breaches, in (child, rule, start event) order, after the breach record whose key
+    /// is `after` (a page token: [`Projector::breaches_page`] returns the key of the last record it looked
+    /// at, `None` when no record follows). A page costs what it holds, however many breaches there are.
+    #[allow(clippy::type_complexity)]
+    pub fn breaches_page(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<BreachNotice>, Option<Vec<u8>>), ProjectorError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(key) if key.first() == Some(&BREACHES) => Bound::Excluded(key.to_vec()),
+            _ => Bound::Included(vec![BREACHES]),
+        };
+        let end = Bound::Excluded(vec![BREACHES + 1]);
+        let mut out = Vec::new();
+        let mut last = None;
+        for kv in self.model.range::<Vec<u8>, _>((start, end)) {
+            if out.len() == limit {
+                return Ok((out, last));
+            }
+            let (k, v) = kv?;
+            last = Some(k.to_vec());
+            if k.len() < 17 {
+                self.damage.set_aside(&k, "a short breach key");
+                continue;
+            }
+            let child = ChildId::from_bytes(k[1..17].try_into().expect("16 bytes"));
+            match StoredDeadline::decode(v.as_ref()) {
+                Ok(deadline) => out.push(BreachNotice { child, deadline }),
+                Err(e) => self.damage.set_aside(&k, e),
+            }
+        }
+        Ok((out, None))
+    }
+
     /// Every recorded breach, in (child, rule, start event) order; only `child`'s when given.
     pub fn breaches(&self, child: Option<&ChildId>) -> Result<Vec<BreachNotice>, ProjectorError> {
         let prefix = child.map_or_else(|| vec![BREACHES], breaches_prefix);

@@ -321,3 +321,106 @@ async fn issue_8_an_agency_the_policy_entitles_to_the_start_fact_is_told_of_the_
     assert!(list(&node, "school-oakwood").await.is_empty());
     node.stop(Duration::from_secs(5)).await;
 }
+
+/// Issue 19: a listing of every child's breaches comes a page at a time, each page costing what it holds.
+/// Three children each referred on Monday with nothing after: by Thursday each has T01 and T02 breached, six
+/// in all, in (child, rule) order; read one record per page they come back whole, in that order, and the last
+/// page says no more follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaches_of_every_child_come_a_page_at_a_time() {
+    let nats = NatsServer::start_with_auth();
+    let data = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(MONDAY_10H + 3_600_000);
+    let node = common::start_node(NodeConfig {
+        clock: clock.clone(),
+        peers: common::clock_unguarded(),
+        ..common::node_config(&nats, data.path())
+    })
+    .await
+    .expect("node starts");
+    let children = common::children(3).children;
+    let referrals: Vec<pb::Envelope> = children
+        .iter()
+        .map(|c| {
+            let mut e = referral_at(MONDAY_10H);
+            e.child.as_mut().unwrap().nhs_number = c.nhs.to_string();
+            e
+        })
+        .collect();
+    let after = common::publish_as_agencies(&nats.url(), &referrals).await;
+    let wanted: Vec<(String, u64)> = after.iter().map(|p| (p.stream.clone(), p.sequence)).collect();
+    node.projector()
+        .wait_for(&wanted, Duration::from_secs(20))
+        .await
+        .unwrap();
+    clock.set(THURSDAY_10H);
+    // The node's timer records the six breaches; wait until the listing holds them all.
+    let mut whole = Vec::new();
+    for _ in 0..200 {
+        whole = list(&node, CSC).await;
+        if whole.len() == 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut ids: Vec<String> = children
+        .iter()
+        .map(|c| halcyon_schema::ChildId::from_nhs(&c.nhs).to_string())
+        .collect();
+    ids.sort();
+    let expected: Vec<(String, String)> = ids
+        .iter()
+        .flat_map(|c| [(c.clone(), "T01".to_string()), (c.clone(), "T02".to_string())])
+        .collect();
+    let of = |breaches: &[pb::DeadlineBreach]| -> Vec<(String, String)> {
+        breaches
+            .iter()
+            .map(|b| (b.child_id.clone(), b.rule_id.clone()))
+            .collect()
+    };
+    assert_eq!(of(&whole), expected, "one page of the default size holds all six");
+
+    let mut client = DeadlineServiceClient::connect(format!("http://{}", node.addr))
+        .await
+        .unwrap();
+    let (mut pages, mut token) = (Vec::new(), String::new());
+    loop {
+        let page = client
+            .list_breaches(common::authorised(
+                pb::ListBreachesRequest {
+                    context: Some(common::context(Purpose::Safeguarding, &[])),
+                    page_size: 1,
+                    page_token: token.clone(),
+                    ..Default::default()
+                },
+                "demo-csc-rotherham",
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        pages.push(of(&page.breaches));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+        assert!(pages.len() <= 6, "the pages end");
+    }
+    let expected_pages: Vec<Vec<(String, String)>> = expected.iter().map(|b| vec![b.clone()]).collect();
+    assert_eq!(
+        pages, expected_pages,
+        "one breach a page, in order, and no token after the last"
+    );
+    let refused = client
+        .list_breaches(common::authorised(
+            pb::ListBreachesRequest {
+                context: Some(common::context(Purpose::Safeguarding, &[])),
+                page_token: "zz".into(),
+                ..Default::default()
+            },
+            "demo-csc-rotherham",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    node.stop(Duration::from_secs(5)).await;
+}

@@ -116,6 +116,14 @@ impl Projection<'_> {
         let peak = proc_status_kb("VmHWM")?;
         check_count("rebuild", n as usize, n_events)?;
         let size = projector.size_on_disk()?;
+        for (what, records, bytes) in projector.bytes_by_prefix()? {
+            eprintln!(
+                "    {what:<20} {:>12} records {:>10.1} MB ({:.0} B each)",
+                figure(records as f64),
+                bytes as f64 / 1e6,
+                bytes as f64 / records.max(1) as f64
+            );
+        }
         drop(projector);
         eprintln!(
             "  rebuild: {} events in {secs:.1} s ({} events/s)",
@@ -293,12 +301,12 @@ fn sled_batches(sizes: &[usize]) -> anyhow::Result<f64> {
 }
 
 /// Resets the process's peak RSS (VmHWM) to its current RSS (Linux ≥ 4.0); false if it could not.
-fn reset_peak_rss() -> bool {
+pub(super) fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
 /// A `kB` field of /proc/self/status.
-fn proc_status_kb(field: &str) -> anyhow::Result<u64> {
+pub(super) fn proc_status_kb(field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     status
         .lines()

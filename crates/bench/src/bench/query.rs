@@ -212,40 +212,52 @@ impl Queries<'_> {
         monitor_urls: Vec<String>,
         data_dir: &std::path::Path,
     ) -> anyhow::Result<NodeConfig> {
-        let tokens = Tokens::load(&workspace_root().join("deploy/tokens.toml"), self.registry)
-            .map_err(|e| anyhow::anyhow!("deploy/tokens.toml: {e}"))?;
-        let policy = Policy::load(&workspace_root().join("deploy/policy/england.toml"))
-            .map_err(|e| anyhow::anyhow!("deploy/policy/england.toml: {e}"))?;
-        Ok(NodeConfig {
-            nats_url: url.to_owned(),
-            nats_credentials: Default::default(),
-            nats_monitor_urls: monitor_urls,
-            allow_unsynced_jetstream: false,
-            data_dir: data_dir.to_owned(),
-            listen: "127.0.0.1:0".parse().expect("address"),
-            admin_listen: None,
-            drain_delay: Duration::ZERO,
-            drain_grace: Duration::from_secs(10),
-            agencies: self.registry.clone(),
-            policy,
-            tokens,
-            tokens_path: None,
-            node_id: "bench-node".into(),
-            peers: Default::default(),
-            reflection: false,
-            read_wait: Duration::from_secs(20),
-            streams: StreamSpec::single_server(),
-            concurrency_max: 256,
-            lag_max: 10_000,
-            tls: None,
-            checkpoints: None,
-            timescales: std::sync::Arc::new(halcyon_timescales::Timescales::england()),
-            signals: std::sync::Arc::new(halcyon_signals::SignalRules::england()),
-            future_tolerance_ms: halcyon_schema::validate::CLOCK_TOLERANCE_MS,
-            sled_cache_bytes: halcyon_projector::store::SLED_CACHE_BYTES_DEFAULT,
-            clock: halcyon_projector::clock::Clock::system(),
-        })
+        let mut config = node_config(self.registry, url, data_dir)?;
+        config.nats_monitor_urls = monitor_urls;
+        Ok(config)
     }
+}
+
+/// A node as tests build it (tests/tests/e2e/common), on the open server at `url`, keeping its read models in
+/// `data_dir`.
+pub(super) fn node_config(
+    registry: &Registry,
+    url: &str,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<NodeConfig> {
+    let tokens = Tokens::load(&workspace_root().join("deploy/tokens.toml"), registry)
+        .map_err(|e| anyhow::anyhow!("deploy/tokens.toml: {e}"))?;
+    let policy = Policy::load(&workspace_root().join("deploy/policy/england.toml"))
+        .map_err(|e| anyhow::anyhow!("deploy/policy/england.toml: {e}"))?;
+    Ok(NodeConfig {
+        nats_url: url.to_owned(),
+        nats_credentials: Default::default(),
+        nats_monitor_urls: Vec::new(),
+        allow_unsynced_jetstream: false,
+        data_dir: data_dir.to_owned(),
+        listen: "127.0.0.1:0".parse().expect("address"),
+        admin_listen: None,
+        drain_delay: Duration::ZERO,
+        drain_grace: Duration::from_secs(10),
+        agencies: registry.clone(),
+        policy,
+        tokens,
+        tokens_path: None,
+        node_id: "bench-node".into(),
+        peers: Default::default(),
+        reflection: false,
+        read_wait: Duration::from_secs(20),
+        streams: StreamSpec::single_server(),
+        concurrency_max: 256,
+        lag_max: 10_000,
+        tls: None,
+        checkpoints: None,
+        timescales: std::sync::Arc::new(halcyon_timescales::Timescales::england()),
+        signals: std::sync::Arc::new(halcyon_signals::SignalRules::england()),
+        future_tolerance_ms: halcyon_schema::validate::CLOCK_TOLERANCE_MS,
+        sled_cache_bytes: halcyon_projector::store::SLED_CACHE_BYTES_DEFAULT,
+        clock: halcyon_projector::clock::Clock::system(),
+    })
 }
 
 fn find_child(nhs: &str) -> Request<pb::FindChildRequest> {

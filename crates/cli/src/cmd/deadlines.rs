@@ -135,21 +135,29 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let mut client = DeadlineServiceClient::connect(args.api.api.clone())
         .await
         .map_err(|e| anyhow!("cannot reach the halcyon node at {}: {e}", args.api.api))?;
-    let request = args.api.request(pb::ListBreachesRequest {
-        context: Some(context(args.purpose)),
-        child_id: args.child.clone().unwrap_or_default(),
-        open_only: args.open,
-    })?;
-    let listed = client.list_breaches(request).await.map_err(refused)?.into_inner();
-    if !args.json {
-        let at = listed
-            .evaluated_at
-            .as_ref()
-            .map(format_timestamp)
-            .unwrap_or_default();
-        println!("{} breach(es) as of {at}", listed.breaches.len());
+    // Every page, in order (a listing without a child comes a page at a time).
+    let (mut breaches, mut evaluated_at, mut page_token) = (Vec::new(), None, String::new());
+    loop {
+        let request = args.api.request(pb::ListBreachesRequest {
+            context: Some(context(args.purpose)),
+            child_id: args.child.clone().unwrap_or_default(),
+            open_only: args.open,
+            page_size: 0,
+            page_token: std::mem::take(&mut page_token),
+        })?;
+        let listed = client.list_breaches(request).await.map_err(refused)?.into_inner();
+        evaluated_at = evaluated_at.or(listed.evaluated_at);
+        breaches.extend(listed.breaches);
+        if listed.next_page_token.is_empty() {
+            break;
+        }
+        page_token = listed.next_page_token;
     }
-    for b in &listed.breaches {
+    if !args.json {
+        let at = evaluated_at.as_ref().map(format_timestamp).unwrap_or_default();
+        println!("{} breach(es) as of {at}", breaches.len());
+    }
+    for b in &breaches {
         print(b, args.json)?;
     }
     if !args.watch {
