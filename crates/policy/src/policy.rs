@@ -432,6 +432,35 @@ impl Policy {
             && matches!(self.slot(category, kind), Slot::Cell(cell) if cell.mode != Mode::Never)
     }
 
+    /// Whether an agency of `kind` may be granted any category recorded by another agency without holding a
+    /// relationship with the child: some cell for its kind is not `never` and names no relationship (a
+    /// standing entitlement open to every agency of the kind). When not, an agency that recorded nothing
+    /// about a child, has no involvement with it and meets no MASH referral is granted nothing of it, which
+    /// (unless [`Policy::grants_on_mash_referral`] for its kind and the child has one) is what lets the
+    /// projector skip deriving its standing view.
+    pub fn grants_without_relationship(&self, kind: AgencyKind) -> bool {
+        Category::all().any(|category| {
+            self.category(category).is_some()
+                && matches!(
+                    self.slot(category, kind),
+                    Slot::Cell(cell) if cell.mode != Mode::Never && cell.relationships.is_empty()
+                )
+        })
+    }
+
+    /// Whether an agency of `kind` may be granted anything on the strength of the child's MASH referral alone:
+    /// some cell for its kind that is not `never` names the `mash-referral` relationship.
+    pub fn grants_on_mash_referral(&self, kind: AgencyKind) -> bool {
+        let bit = Relationship::MashReferral.bit();
+        Category::all().any(|category| {
+            self.category(category).is_some()
+                && matches!(
+                    self.slot(category, kind),
+                    Slot::Cell(cell) if cell.mode != Mode::Never && cell.relationships.0 & bit != 0
+                )
+        })
+    }
+
     /// Roles served by cells that name none.
     pub fn default_roles(&self) -> Vec<Role> {
         members(Role::ALL, Role::bit, self.default_roles)

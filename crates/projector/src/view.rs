@@ -18,6 +18,10 @@ pub struct ViewSpec {
     pub policy: Arc<Policy>,
     /// Every registered agency, in id order.
     pub agencies: Vec<(AgencyId, AgencyKind)>,
+    /// The kinds the policy may grant something without a relationship (`Policy::grants_without_relationship`).
+    open_kinds: Vec<AgencyKind>,
+    /// The kinds the policy may grant something on a MASH referral alone (`Policy::grants_on_mash_referral`).
+    mash_kinds: Vec<AgencyKind>,
 }
 
 /// One fact an agency may see, and how much of it.
@@ -85,9 +89,24 @@ impl ChildViews {
 
 impl ViewSpec {
     pub fn new(policy: Arc<Policy>, registry: &halcyon_schema::Registry) -> Self {
+        let agencies: Vec<(AgencyId, AgencyKind)> = registry.iter().map(|a| (a.id.clone(), a.kind)).collect();
+        let mut open_kinds: Vec<AgencyKind> = agencies
+            .iter()
+            .map(|(_, kind)| *kind)
+            .filter(|kind| policy.grants_without_relationship(*kind))
+            .collect();
+        open_kinds.dedup();
+        let mut mash_kinds: Vec<AgencyKind> = agencies
+            .iter()
+            .map(|(_, kind)| *kind)
+            .filter(|kind| policy.grants_on_mash_referral(*kind))
+            .collect();
+        mash_kinds.dedup();
         Self {
             policy,
-            agencies: registry.iter().map(|a| (a.id.clone(), a.kind)).collect(),
+            agencies,
+            open_kinds,
+            mash_kinds,
         }
     }
 
@@ -105,16 +124,29 @@ impl ViewSpec {
         }
     }
 
-    /// Derives every agency's view of a child from the child's facts (in stored order).
+    /// Derives every agency's view of a child from the child's facts (in stored order). An agency the policy
+    /// can grant nothing of this child is not asked about each fact: one that recorded none of them, has no
+    /// involvement with the child, is not of a kind a MASH referral entitles (when the child has one), and
+    /// whose kind has no entitlement that needs no relationship ([`Policy::grants_without_relationship`]); its view is empty either way, and most of a
+    /// county's schools and surgeries are such agencies for most children.
     pub fn derive(&self, facts: &[Fact]) -> ChildViews {
         let sharing = SharingState::derive(facts);
         // What does not depend on the recipient, once per fact.
         let described: Vec<Option<Described>> = facts.iter().map(describe).collect();
+        let recorders: std::collections::BTreeSet<&str> =
+            facts.iter().map(|f| f.envelope.agency_id.as_str()).collect();
         let mut rules: Vec<String> = Vec::new();
         let mut agencies = Vec::with_capacity(self.agencies.len());
         for (agency, kind) in &self.agencies {
-            let principal = Self::principal(agency, *kind);
             let state = sharing.for_agency(agency);
+            let may_be_granted = recorders.contains(agency.as_str())
+                || !state.involvements.is_empty()
+                || (state.stage.mash_referral && self.mash_kinds.contains(kind))
+                || self.open_kinds.contains(kind);
+            if !may_be_granted {
+                continue;
+            }
+            let principal = Self::principal(agency, *kind);
             let mut view = AgencyView {
                 agency: agency.to_string(),
                 ..Default::default()

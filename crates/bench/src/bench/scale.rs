@@ -561,8 +561,9 @@ async fn publish_accesses(js: &jetstream::Context, envelopes: &[pb::Envelope]) -
 }
 
 /// The bare write: every agency stream's messages read into memory, then `apply_batch` of 1,000 into a
-/// fresh sled in a temp dir under keys of the subject and sequence (a case's messages together, as the
-/// projector keeps a child's), then a flush; messages/s of the writing alone.
+/// fresh sled in a temp dir (with the node's page cache) under the keys the projector files them under
+/// (child, occurred at, agency, sequence: `keys::fact`, made before the clock starts), then a flush;
+/// messages/s of the writing alone.
 async fn bare_sled(js: &jetstream::Context) -> anyhow::Result<f64> {
     let mut rows: Vec<(Vec<u8>, bytes::Bytes)> = Vec::new();
     for name in list_event_streams(js).await? {
@@ -573,9 +574,19 @@ async fn bare_sled(js: &jetstream::Context) -> anyhow::Result<f64> {
         let mut messages = std::pin::pin!(ordered_messages(js, &name, 1).await?);
         while let Some(m) = messages.next().await {
             let m = m?;
-            let mut key = m.subject.clone().into_bytes();
-            key.push(0);
-            key.extend_from_slice(&m.sequence.to_be_bytes());
+            let e = pb::Envelope::decode(m.payload.as_ref())?;
+            let nhs: NhsNumber = e
+                .child
+                .as_ref()
+                .map(|c| c.nhs_number.as_str())
+                .unwrap_or("")
+                .parse()?;
+            let occurred = e
+                .occurred_at
+                .as_ref()
+                .map_or(0, halcyon_schema::convert::timestamp_millis);
+            let key =
+                halcyon_projector::keys::fact(&ChildId::from_nhs(&nhs), occurred, &e.agency_id, m.sequence);
             rows.push((key, m.payload));
             if m.sequence >= last {
                 break;

@@ -8,4 +8,5 @@ mod entitlements;
 mod history;
 mod model;
 mod signals;
+mod standing_views;
 mod store;
