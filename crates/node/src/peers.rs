@@ -15,6 +15,9 @@ use halcyon_projector::clock::Clock;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+/// How long a starting node keeps trying to claim its id while the bucket has no leader.
+const CLAIM_PATIENCE: Duration = Duration::from_secs(30);
+
 /// How a node lives among others.
 #[derive(Debug, Clone)]
 pub struct PeersConfig {
@@ -114,8 +117,23 @@ impl Membership {
             duties: Vec::new(),
             sent_at_ms: clock.now_ms(),
         };
-        // A stopped node's entry stops changing; a live one changes every heartbeat.
-        let entry = NodeEntry::claim(kv.clone(), &heartbeat, config.heartbeat_every * 5 / 2).await?;
+        // A stopped node's entry stops changing; a live one changes every heartbeat. A node starting while
+        // the cluster elects the bucket's leader (a server just restarted, the bucket just made) meets "no
+        // responders" for a few seconds: it tries again for a while rather than exit; another live node
+        // with its id is refused at once.
+        let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(250), Duration::from_secs(2));
+        let give_up = tokio::time::Instant::now() + CLAIM_PATIENCE;
+        let entry = loop {
+            let started = tokio::time::Instant::now();
+            match NodeEntry::claim(kv.clone(), &heartbeat, config.heartbeat_every * 5 / 2).await {
+                Ok(entry) => break entry,
+                Err(EntryError::Bus(e)) if tokio::time::Instant::now() < give_up => {
+                    tracing::warn!(error = %e, "claiming the node id failed; trying again");
+                    tokio::time::sleep(backoff.after(started.elapsed())).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         Ok(Arc::new(Self {
             node_id: node_id.to_owned(),
             entry: tokio::sync::Mutex::new(entry),

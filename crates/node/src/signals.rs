@@ -180,6 +180,10 @@ pub struct Signals {
     pub query: Query,
 }
 
+/// Children's signal records a listing without a child looks at per call, unless it asks for another size.
+const SIGNAL_PAGE_DEFAULT: u32 = 100;
+const SIGNAL_PAGE_MAX: u32 = 1000;
+
 #[tonic::async_trait]
 impl SignalService for Signals {
     async fn list_signals(
@@ -188,12 +192,32 @@ impl SignalService for Signals {
     ) -> Result<Response<pb::ListSignalsResponse>, Status> {
         let (pass, req) = self.query.gate(request).await?;
         let child = self.query.listing(&pass, &req.child_id, "signals")?;
+        let page = match req.page_size {
+            0 => SIGNAL_PAGE_DEFAULT,
+            n if n > SIGNAL_PAGE_MAX => {
+                return Err(
+                    ApiError::Invalid(format!("page_size {n} is over the cap of {SIGNAL_PAGE_MAX}")).into(),
+                );
+            }
+            n => n,
+        } as usize;
+        let after = match req.page_token.as_str() {
+            "" => None,
+            token => Some(
+                token
+                    .parse::<ChildId>()
+                    .map_err(|_| ApiError::Invalid("page_token is not one this node issued".into()))?,
+            ),
+        };
         let projector = self.query.projector.get();
-        let all: Vec<(ChildId, ChildSignals)> =
-            tokio::task::spawn_blocking(move || projector.signals(child.as_ref()))
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?
-                .map_err(ApiError::from)?;
+        let (all, next): (Vec<(ChildId, ChildSignals)>, Option<ChildId>) =
+            tokio::task::spawn_blocking(move || match child {
+                Some(child) => projector.signals(Some(&child)).map(|all| (all, None)),
+                None => projector.signals_page(after.as_ref(), page),
+            })
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(ApiError::from)?;
         let mut by_child: BTreeMap<ChildId, ChildSignals> = BTreeMap::new();
         for (child, mut record) in all {
             if req.open_only {
@@ -207,7 +231,10 @@ impl SignalService for Signals {
         for (child, record) in by_child {
             signals.extend(disclosed(&self.query, &pass, child, &record.signals).await?);
         }
-        pass.answer(&self.query, child, pb::ListSignalsResponse { signals })
-            .await
+        let answer = pb::ListSignalsResponse {
+            signals,
+            next_page_token: next.map(|c| c.to_string()).unwrap_or_default(),
+        };
+        pass.answer(&self.query, child, answer).await
     }
 }

@@ -342,6 +342,44 @@ impl Projector {
         }
     }
 
+    /// Up to `limit` children's signal records, in child order, after `after`'s (a page token), with the
+    /// last child looked at when more may follow. A page costs what it holds, however many children there are.
+    #[allow(clippy::type_complexity)]
+    pub fn signals_page(
+        &self,
+        after: Option<&ChildId>,
+        limit: usize,
+    ) -> Result<(Vec<(ChildId, ChildSignals)>, Option<ChildId>), ProjectorError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(child) => Bound::Excluded(signals_key(child)),
+            None => Bound::Included(vec![SIGNALS]),
+        };
+        let end = Bound::Excluded(vec![SIGNALS + 1]);
+        let (mut out, mut looked_at, mut last) = (Vec::new(), 0, None);
+        for kv in self.model.range::<Vec<u8>, _>((start, end)) {
+            if looked_at == limit {
+                return Ok((out, last));
+            }
+            let (k, v) = kv?;
+            looked_at += 1;
+            let Some(child) = k
+                .get(1..17)
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .map(ChildId::from_bytes)
+            else {
+                self.damage.set_aside(&k, "a short signal key");
+                continue;
+            };
+            last = Some(child);
+            match ChildSignals::decode(v.as_ref()) {
+                Ok(signals) => out.push((child, signals)),
+                Err(e) => self.damage.set_aside(&k, e),
+            }
+        }
+        Ok((out, None))
+    }
+
     /// Every child's signals, in child order; only `child`'s when given.
     pub fn signals(&self, child: Option<&ChildId>) -> Result<Vec<(ChildId, ChildSignals)>, ProjectorError> {
         let prefix = child.map_or_else(|| vec![SIGNALS], signals_key);

@@ -174,6 +174,26 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((code, body.to_owned()))
 }
 
+/// Whether a `/jsz` body's meta group lists `n` other peers, each current and online (the meta leader's
+/// view).
+fn peers_online(jsz: &str, n: usize) -> bool {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(jsz) else {
+        return false;
+    };
+    let Some(replicas) = value
+        .get("meta_cluster")
+        .and_then(|m| m.get("replicas"))
+        .and_then(|r| r.as_array())
+    else {
+        return false;
+    };
+    replicas.len() == n
+        && replicas.iter().all(|r| {
+            r.get("current").and_then(|c| c.as_bool()) == Some(true)
+                && r.get("offline").and_then(|o| o.as_bool()) != Some(true)
+        })
+}
+
 /// The meta leader's name in a `/jsz` body, if it names one.
 fn meta_leader_of(jsz: &str) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(jsz).ok()?;
@@ -416,7 +436,16 @@ impl NatsCluster {
                 }
             }
             let healthy = (0..CLUSTER_SIZE).all(|i| self.healthy(i));
-            if healthy && (0..CLUSTER_SIZE).all(|i| self.meta_leader_seen_by(i).is_some()) {
+            // A stream placed before the meta leader has heard from every peer is refused ("no suitable
+            // peers for placement, peer offline"): wait until one server's /jsz shows the other two
+            // current and online.
+            if healthy
+                && (0..CLUSTER_SIZE).all(|i| self.meta_leader_seen_by(i).is_some())
+                && (0..CLUSTER_SIZE).any(|i| {
+                    self.monitor_get(i, "/jsz")
+                        .is_some_and(|(_, body)| peers_online(&body, CLUSTER_SIZE - 1))
+                })
+            {
                 return Ok(());
             }
             assert!(

@@ -203,21 +203,28 @@ async fn list(args: ListArgs) -> Result<(), Failure> {
             .clone()
             .ok_or_else(|| config_error(anyhow!("--token: the calling agency's bearer token is required")))?,
     };
-    let request = api.request(pb::ListSignalsRequest {
-        context: Some(context(args.purpose)),
-        child_id: args.child.clone().unwrap_or_default(),
-        open_only: args.open,
-    })?;
-    let listed = client(&api)
-        .await?
-        .list_signals(request)
-        .await
-        .map_err(refused)?
-        .into_inner();
-    if !args.json {
-        println!("{} signal(s)", listed.signals.len());
+    // Every page, in order (a listing without a child comes a page at a time).
+    let mut node = client(&api).await?;
+    let (mut signals, mut page_token) = (Vec::new(), String::new());
+    loop {
+        let request = api.request(pb::ListSignalsRequest {
+            context: Some(context(args.purpose)),
+            child_id: args.child.clone().unwrap_or_default(),
+            open_only: args.open,
+            page_size: 0,
+            page_token: std::mem::take(&mut page_token),
+        })?;
+        let listed = node.list_signals(request).await.map_err(refused)?.into_inner();
+        signals.extend(listed.signals);
+        if listed.next_page_token.is_empty() {
+            break;
+        }
+        page_token = listed.next_page_token;
     }
-    for s in &listed.signals {
+    if !args.json {
+        println!("{} signal(s)", signals.len());
+    }
+    for s in &signals {
         print(s, args.json)?;
     }
     if !args.watch {
@@ -273,7 +280,7 @@ async fn record_outcome(args: OutcomeArgs) -> Result<(), Failure> {
     let request = args.api.request(pb::ListSignalsRequest {
         context: Some(context(halcyon_policy::Purpose::Safeguarding)),
         child_id: child.to_string(),
-        open_only: false,
+        ..Default::default()
     })?;
     let listed = client(&args.api)
         .await?

@@ -628,6 +628,16 @@ async fn access_lists_break_glass_records_a_review_and_then_no_longer_lists_it_u
     };
     let all = json_lines(&list(&["--json"]));
     assert_eq!(all.len(), 3, "three calls about the child: {all:?}");
+    // Issue 19: the same listing from a review store's index of AUDIT (the child's records only).
+    let store = tempfile::tempdir().unwrap();
+    let store_arg = store.path().to_str().unwrap().to_owned();
+    for extra in [&["--json"][..], &["--agency", "police-sy", "--json"][..]] {
+        let mut held = vec!["--review-store", &store_arg];
+        held.extend(extra);
+        let from_stream = json_lines(&list(extra));
+        assert_eq!(json_lines(&list(&held)), from_stream, "{extra:?}");
+        assert!(!from_stream.is_empty());
+    }
     let flagged: Vec<&Value> = all
         .iter()
         .filter(|r| r["break_glass_relied_on"] == true)

@@ -273,3 +273,54 @@ fn a_fact_outside_the_window_raises_nothing() {
     assert!(p.signals_of(&child()).unwrap().signals.is_empty());
     assert!(!export(&p).lines().any(|l| l.starts_with("S ")));
 }
+
+/// Issue 19: every child's signals come a page of children at a time. Three children each completing the
+/// pattern: one child a page, in child order, and no token after the last.
+#[test]
+fn signals_of_every_child_come_a_page_of_children_at_a_time() {
+    let children = halcyon_testkit::Scenario::generate(
+        &halcyon_testkit::ScenarioConfig {
+            children: 3,
+            ..Default::default()
+        },
+        &halcyon_testkit::ScenarioAgencies::deploy(),
+    )
+    .children;
+    let p = projector();
+    let mut sequences = std::collections::BTreeMap::<&str, u64>::new();
+    for child in &children {
+        for e in scenario() {
+            let mut envelope = e.envelope.clone();
+            envelope.child.as_mut().unwrap().nhs_number = child.nhs.to_string();
+            let seq = sequences.entry(e.agency).or_default();
+            *seq += 1;
+            let message = Incoming {
+                sequence: *seq,
+                payload: Bytes::from(envelope.encode_to_vec()),
+                ..e.message.clone()
+            };
+            p.apply(&stream(e.agency), &[message]).unwrap();
+        }
+    }
+    p.derive_all_views().unwrap();
+    let mut expected: Vec<ChildId> = children.iter().map(|c| ChildId::from_nhs(&c.nhs)).collect();
+    expected.sort();
+    let (mut pages, mut after) = (Vec::new(), None);
+    loop {
+        let (page, next) = p.signals_page(after.as_ref(), 1).unwrap();
+        pages.push(
+            page.iter()
+                .map(|(c, s)| (*c, s.signals.len()))
+                .collect::<Vec<_>>(),
+        );
+        match next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+        assert!(pages.len() <= 3, "the pages end");
+    }
+    let wanted: Vec<Vec<(ChildId, usize)>> = expected.iter().map(|c| vec![(*c, 1)]).collect();
+    assert_eq!(pages, wanted);
+    let (all, next) = p.signals_page(None, 100).unwrap();
+    assert_eq!((all.len(), next), (3, None));
+}

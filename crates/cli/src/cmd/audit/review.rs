@@ -147,6 +147,11 @@ struct ListArgs {
     /// Up to this moment (RFC 3339 or a date), inclusive.
     #[arg(long)]
     to: Option<String>,
+    #[command(flatten)]
+    review_store: crate::cmd::common::ReviewStoreArgs,
+    /// The nodes' tolerance for future-dated events (for the review store's read models).
+    #[command(flatten)]
+    future: crate::cmd::common::FutureToleranceArgs,
     /// Only accesses that relied on break-glass.
     #[arg(long)]
     break_glass: bool,
@@ -790,7 +795,25 @@ async fn list(args: ListArgs) -> Result<(), Failure> {
     let break_glass_only = args.break_glass || args.unreviewed;
 
     let js = jetstream(&args.nats, "halcyon audit access").await?;
-    let records = access_trail::access_records(&js).await?;
+    // From a review store's index of AUDIT when one is named (the selection's records only), else the
+    // whole stream.
+    let records = match args
+        .review_store
+        .current(&js, args.future.ms(), &|_, _| {})
+        .await?
+    {
+        Some(store) => access_trail::indexed_records(
+            &store,
+            &halcyon_projector::access_index::AccessSelection {
+                child,
+                agency: agency.as_ref().map(ToString::to_string),
+                from_ms: from,
+                to_ms: to,
+                ..Default::default()
+            },
+        )?,
+        None => access_trail::access_records(&js).await?,
+    };
     let reviews = if break_glass_only || records.iter().any(|r| r.record.break_glass_relied_on) {
         access_trail::reviews(&js).await?
     } else {
