@@ -113,39 +113,75 @@ pub async fn access_records(js: &jetstream::Context) -> Result<Vec<LocatedRecord
 
 /// Brings `store`'s index of the access log (`halcyon_projector::access_index`) up to what AUDIT holds
 /// now, from where it stood; returns the records added. A review store answers from the index, as a node
-/// does, instead of reading the whole log for each question.
+/// does, instead of reading the whole log for each question. Each chunk is written on the blocking pool
+/// while the read goes on being served (a read left unpolled for long loses its consumer).
 pub async fn index_audit(
     js: &jetstream::Context,
     store: &std::sync::Arc<halcyon_projector::Projector>,
 ) -> Result<u64, BusError> {
-    let stored = |e: halcyon_projector::ProjectorError| BusError::Consume {
+    let failed = |e: String| BusError::Consume {
         stream: AUDIT_STREAM.into(),
         source: format!("indexing the access log: {e}").into(),
     };
-    let from = store.access_position().map_err(stored)? + 1;
-    let (mut rows, mut added) = (Vec::new(), 0u64);
-    let mut through = 0;
-    let mut failed = None;
-    read_from(js, AUDIT_STREAM, from, |m| {
-        rows.extend(halcyon_projector::access_index::AccessRow::of_message(
-            m.sequence, &m.payload,
-        ));
-        through = m.sequence;
-        if rows.len() >= 1000 {
-            added += rows.len() as u64;
-            if let Err(e) = store.index_access(through, &std::mem::take(&mut rows)) {
-                failed = Some(e);
-            }
-        }
-        Ok(())
-    })
-    .await?;
-    if let Some(e) = failed {
-        return Err(stored(e));
+    let from = store.access_position().map_err(|e| failed(e.to_string()))? + 1;
+    let mut audit = js
+        .get_stream(AUDIT_STREAM)
+        .await
+        .map_err(|e| BusError::JetStream {
+            doing: format!("opening stream {AUDIT_STREAM}"),
+            source: e.into(),
+        })?;
+    let state = audit
+        .info()
+        .await
+        .map_err(|e| BusError::JetStream {
+            doing: format!("reading stream {AUDIT_STREAM}"),
+            source: e.into(),
+        })?
+        .state
+        .clone();
+    let last = state.last_sequence;
+    if state.messages == 0 || from > last {
+        return Ok(0);
     }
-    if through > 0 {
+    let messages = ordered_messages(js, AUDIT_STREAM, state.first_sequence.max(from)).await?;
+    let mut chunks = std::pin::pin!(messages.ready_chunks(1000));
+    let mut added = 0u64;
+    let mut writing: Option<tokio::task::JoinHandle<Result<(), halcyon_projector::ProjectorError>>> = None;
+    loop {
+        let chunk = tokio::time::timeout(READ_WAIT, chunks.next())
+            .await
+            .map_err(|_| failed(format!("no message within {READ_WAIT:?}")))?
+            .ok_or_else(|| failed("the read of AUDIT ended early".into()))?;
+        let (mut rows, mut through) = (Vec::new(), 0);
+        for m in chunk {
+            let m = m?;
+            rows.extend(halcyon_projector::access_index::AccessRow::of_message(
+                m.sequence, &m.payload,
+            ));
+            through = m.sequence;
+        }
         added += rows.len() as u64;
-        store.index_access(through, &rows).map_err(stored)?;
+        // One chunk written at a time, in order, while the next is read.
+        if let Some(previous) = writing.take() {
+            previous
+                .await
+                .map_err(|e| failed(e.to_string()))?
+                .map_err(|e| failed(e.to_string()))?;
+        }
+        let s = store.clone();
+        writing = Some(tokio::task::spawn_blocking(move || {
+            s.index_access(through, &rows)
+        }));
+        if through >= last {
+            break;
+        }
+    }
+    if let Some(previous) = writing.take() {
+        previous
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .map_err(|e| failed(e.to_string()))?;
     }
     Ok(added)
 }
