@@ -46,25 +46,6 @@ struct StoredFactRaw {
     envelope: Bytes,
 }
 
-/// The size of sled's log segments for a new store: 8 MiB rather than sled's 512 KiB. sled cleans a segment
-/// only once most of it is garbage; with bigger segments the same read models took 0.8 of the disk (185 MB
-/// against 233 MB for a 200,000-event rebuild) at the same speed (`docs/measured.md`).
-pub const SLED_SEGMENT_BYTES: usize = 8 << 20;
-
-/// The segment size to open `path` with: the one it was made with (sled refuses to open a store with
-/// another, and records it in the store's `conf` file), or [`SLED_SEGMENT_BYTES`] for a new store.
-fn segment_bytes(path: &Path) -> usize {
-    // Text lines followed by a binary checksum.
-    std::fs::read(path.join("conf"))
-        .ok()
-        .and_then(|conf| {
-            String::from_utf8_lossy(&conf)
-                .lines()
-                .find_map(|l| l.strip_prefix("segment_size:")?.trim().parse().ok())
-        })
-        .unwrap_or(SLED_SEGMENT_BYTES)
-}
-
 /// sled's page cache unless a node is told otherwise (`--sled-cache-mb`).
 pub const SLED_CACHE_BYTES_DEFAULT: u64 = 32 * 1024 * 1024;
 
@@ -443,7 +424,6 @@ impl Projector {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
-            .segment_size(segment_bytes(path))
             .open()
             .map_err(|source| ProjectorError::Open {
                 path: path.display().to_string(),

@@ -275,37 +275,3 @@ fn a_gap_in_a_stream_is_refused_and_nothing_is_applied() {
     assert_eq!(p.checkpoint("EVENTS_X"), 1);
     assert_eq!(p.counts().unwrap().0, 1);
 }
-
-/// A new store is made with 8 MiB log segments; a store made before (sled's 512 KiB) still opens, with the
-/// size it was made with (sled refuses to open a store with another).
-#[test]
-fn a_store_keeps_the_segment_size_it_was_made_with() {
-    let conf = |dir: &std::path::Path| {
-        String::from_utf8_lossy(&std::fs::read(dir.join("conf")).unwrap()).into_owned()
-    };
-    let fresh = tempfile::tempdir().unwrap();
-    drop(Projector::open(fresh.path()).unwrap());
-    assert!(
-        conf(fresh.path()).contains("segment_size: 8388608"),
-        "{}",
-        conf(fresh.path())
-    );
-
-    let old = tempfile::tempdir().unwrap();
-    drop(sled::open(old.path()).unwrap());
-    assert!(conf(old.path()).contains("segment_size: 524288"));
-    let mut reopened = None;
-    for _ in 0..500 {
-        match Projector::open(old.path()) {
-            Ok(p) => {
-                reopened = Some(p);
-                break;
-            }
-            Err(e) if e.to_string().contains("could not acquire lock") => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(e) => panic!("an older store must open: {e}"),
-        }
-    }
-    assert!(reopened.is_some(), "the older store stayed locked");
-}
