@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -27,6 +27,30 @@ use tonic::transport::Channel;
 
 const SPEC: &str = "deploy/streams.toml";
 const CREDENTIALS: &str = "deploy/nats/dev-credentials.toml";
+
+/// A `halcyon serve` process that is killed when dropped, so a failing test leaves no node running beside
+/// the next ones (a plain `std::process::Child` is not killed on drop).
+struct Child(std::process::Child);
+
+impl std::ops::Deref for Child {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Child {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// The arguments that connect a command to the cluster at `seeds` as the operator.
 fn operator_args(seeds: &str) -> [&str; 6] {
@@ -100,6 +124,7 @@ fn serve_as(monitors: &str, seeds: &str, data: &Path, port: u16, node_id: &str, 
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
+        .map(Child)
         .unwrap()
 }
 
@@ -404,7 +429,7 @@ async fn each_acknowledged_event_once(cluster: &NatsCluster, sent: &[Sent]) -> u
 /// Stops the node (SIGTERM), exports its read models, rebuilds a copy from the cluster and exports that;
 /// asserts they are byte-identical and hold `events` facts (each applied once). Returns the export's size.
 fn export_equals_rebuild(cluster: &NatsCluster, node: Child, data: &Path, events: usize) -> usize {
-    common::stop(node);
+    common::stop_mut(&mut { node }.0);
     let dir = data.parent().unwrap();
     let rebuilt = dir.join("rebuilt");
     let _ = std::fs::remove_dir_all(&rebuilt);
@@ -712,7 +737,7 @@ async fn a_server_killed_mid_query_leaves_no_answer_without_its_access_record() 
         );
     }
     assert!(views > 0, "no call was answered with a view");
-    common::stop(node);
+    common::stop_mut(&mut { node }.0);
 }
 
 /// Must-show 2: two servers down — no write is acknowledged, queries fail closed, health NOT_SERVING; both
@@ -935,7 +960,7 @@ async fn a_stream_rolled_back_behind_the_checkpoint_is_refused() {
     let mut node = run.serve();
     let channel = channel(run.port, &mut node, &run.data()).await;
     caught_up(&channel, &last_positions(&sent)).await;
-    common::stop(node);
+    common::stop_mut(&mut { node }.0);
 
     // The stream as an older snapshot had it: deleted and recreated, with its first half only.
     let js = operator_js(&run.cluster).await;

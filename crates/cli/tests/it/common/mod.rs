@@ -149,6 +149,11 @@ pub fn serve_at(nats: &NatsServer, data: &Path, port: u16, node_id: &str, auth: 
 
 /// Stops a node as a service manager would (SIGTERM: it drains and flushes), killing it after 20 s.
 pub fn stop(mut node: Child) {
+    stop_mut(&mut node);
+}
+
+/// [`stop`], for a process held behind a guard.
+pub fn stop_mut(node: &mut Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &node.id().to_string()])
         .status();
