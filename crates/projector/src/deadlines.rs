@@ -533,17 +533,27 @@ impl Projector {
             }
             let (k, v) = kv?;
             last = Some(k.to_vec());
-            if k.len() < 17 {
-                self.damage.set_aside(&k, "a short breach key");
-                continue;
-            }
-            let child = ChildId::from_bytes(k[1..17].try_into().expect("16 bytes"));
-            match StoredDeadline::decode(v.as_ref()) {
-                Ok(deadline) => out.push(BreachNotice { child, deadline }),
-                Err(e) => self.damage.set_aside(&k, e),
-            }
+            out.extend(self.breach_record(&k, &v));
         }
         Ok((out, None))
+    }
+
+    /// A stored breach record read back; a damaged one is set aside.
+    fn breach_record(&self, k: &[u8], v: &[u8]) -> Option<BreachNotice> {
+        let Some(child) = k.get(1..17).and_then(|b| <[u8; 16]>::try_from(b).ok()) else {
+            self.damage.set_aside(k, "a short breach key");
+            return None;
+        };
+        match StoredDeadline::decode(v) {
+            Ok(deadline) => Some(BreachNotice {
+                child: ChildId::from_bytes(child),
+                deadline,
+            }),
+            Err(e) => {
+                self.damage.set_aside(k, e);
+                None
+            }
+        }
     }
 
     /// Every recorded breach, in (child, rule, start event) order; only `child`'s when given.
@@ -552,15 +562,7 @@ impl Projector {
         let mut out = Vec::new();
         for kv in self.model.scan_prefix(prefix) {
             let (k, v) = kv?;
-            if k.len() < 17 {
-                self.damage.set_aside(&k, "a short breach key");
-                continue;
-            }
-            let child = ChildId::from_bytes(k[1..17].try_into().expect("16 bytes"));
-            match StoredDeadline::decode(v.as_ref()) {
-                Ok(deadline) => out.push(BreachNotice { child, deadline }),
-                Err(e) => self.damage.set_aside(&k, e),
-            }
+            out.extend(self.breach_record(&k, &v));
         }
         Ok(out)
     }

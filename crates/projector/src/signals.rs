@@ -363,21 +363,27 @@ impl Projector {
             }
             let (k, v) = kv?;
             looked_at += 1;
-            let Some(child) = k
-                .get(1..17)
-                .and_then(|b| <[u8; 16]>::try_from(b).ok())
-                .map(ChildId::from_bytes)
-            else {
-                self.damage.set_aside(&k, "a short signal key");
-                continue;
-            };
-            last = Some(child);
-            match ChildSignals::decode(v.as_ref()) {
-                Ok(signals) => out.push((child, signals)),
-                Err(e) => self.damage.set_aside(&k, e),
+            if let Some(child) = k.get(1..17).and_then(|b| <[u8; 16]>::try_from(b).ok()) {
+                last = Some(ChildId::from_bytes(child));
             }
+            out.extend(self.signal_record(&k, &v));
         }
         Ok((out, None))
+    }
+
+    /// A child's stored signal record read back; a damaged one is set aside.
+    fn signal_record(&self, k: &[u8], v: &[u8]) -> Option<(ChildId, ChildSignals)> {
+        let Some(child) = k.get(1..17).and_then(|b| <[u8; 16]>::try_from(b).ok()) else {
+            self.damage.set_aside(k, "a short signal key");
+            return None;
+        };
+        match ChildSignals::decode(v) {
+            Ok(signals) => Some((ChildId::from_bytes(child), signals)),
+            Err(e) => {
+                self.damage.set_aside(k, e);
+                None
+            }
+        }
     }
 
     /// Every child's signals, in child order; only `child`'s when given.
@@ -386,18 +392,7 @@ impl Projector {
         let mut out = Vec::new();
         for kv in self.model.scan_prefix(prefix) {
             let (k, v) = kv?;
-            let Some(child) = k
-                .get(1..17)
-                .and_then(|b| <[u8; 16]>::try_from(b).ok())
-                .map(ChildId::from_bytes)
-            else {
-                self.damage.set_aside(&k, "a short signal key");
-                continue;
-            };
-            match ChildSignals::decode(v.as_ref()) {
-                Ok(signals) => out.push((child, signals)),
-                Err(e) => self.damage.set_aside(&k, e),
-            }
+            out.extend(self.signal_record(&k, &v));
         }
         Ok(out)
     }

@@ -46,16 +46,6 @@ pub struct Review {
 async fn read_to_end(
     js: &jetstream::Context,
     stream: &str,
-    each: impl FnMut(RawMessage) -> Result<(), BusError>,
-) -> Result<(), BusError> {
-    read_from(js, stream, 0, each).await
-}
-
-/// Calls `each` with every message `stream` holds now from sequence `from` on, oldest first.
-async fn read_from(
-    js: &jetstream::Context,
-    stream: &str,
-    from: u64,
     mut each: impl FnMut(RawMessage) -> Result<(), BusError>,
 ) -> Result<(), BusError> {
     let js_error = |doing: String, e: BoxError| BusError::JetStream { doing, source: e };
@@ -69,11 +59,11 @@ async fn read_from(
         .map_err(|e| js_error(format!("reading stream {stream}"), e.into()))?
         .state
         .clone();
-    let last = state.last_sequence;
-    if state.messages == 0 || from > last {
+    if state.messages == 0 {
         return Ok(());
     }
-    let mut messages = std::pin::pin!(ordered_messages(js, stream, state.first_sequence.max(from)).await?);
+    let last = state.last_sequence;
+    let mut messages = std::pin::pin!(ordered_messages(js, stream, state.first_sequence).await?);
     loop {
         let m = tokio::time::timeout(READ_WAIT, messages.next())
             .await

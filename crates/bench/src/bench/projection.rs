@@ -116,14 +116,7 @@ impl Projection<'_> {
         let peak = proc_status_kb("VmHWM")?;
         check_count("rebuild", n as usize, n_events)?;
         let size = projector.size_on_disk()?;
-        for (what, records, bytes) in projector.bytes_by_prefix()? {
-            eprintln!(
-                "    {what:<20} {:>12} records {:>10.1} MB ({:.0} B each)",
-                figure(records as f64),
-                bytes as f64 / 1e6,
-                bytes as f64 / records.max(1) as f64
-            );
-        }
+        print_bytes_by_prefix(&projector)?;
         drop(projector);
         eprintln!(
             "  rebuild: {} events in {secs:.1} s ({} events/s)",
@@ -175,6 +168,19 @@ impl Projection<'_> {
         projector.flush()?;
         Ok((n as usize, started.elapsed().as_secs_f64()))
     }
+}
+
+/// Prints where the read models' bytes go, one line per key prefix (`Projector::bytes_by_prefix`).
+pub(super) fn print_bytes_by_prefix(projector: &Projector) -> anyhow::Result<()> {
+    for (what, records, bytes) in projector.bytes_by_prefix()? {
+        eprintln!(
+            "    {what:<22} {:>12} records {:>10.1} MB ({:.0} B each)",
+            figure(records as f64),
+            bytes as f64 / 1e6,
+            bytes as f64 / records.max(1) as f64
+        );
+    }
+    Ok(())
 }
 
 /// Generates and publishes `n_events` scenario events, `REBUILD_CHUNK_CHILDREN` children at a time (seeds

@@ -34,7 +34,7 @@ use halcyon_testkit::{Auth, NatsServer, Scenario, ScenarioAgencies, ScenarioConf
 use prost::Message as _;
 use tonic::Request;
 
-use super::projection::{fill, proc_status_kb, reset_peak_rss};
+use super::projection::{fill, print_bytes_by_prefix, proc_status_kb, reset_peak_rss};
 use super::{Report, figure};
 
 /// Children generated at a time.
@@ -218,14 +218,7 @@ impl Scale<'_> {
         let started = Instant::now();
         let indexed = halcyon_review::access_trail::index_audit(&js, &projector).await?;
         let index_rate = indexed as f64 / started.elapsed().as_secs_f64();
-        for (what, n, bytes) in projector.bytes_by_prefix()? {
-            eprintln!(
-                "    {what:<22} {:>12} records {:>10.1} MB ({:.0} B each)",
-                figure(n as f64),
-                bytes as f64 / 1e6,
-                bytes as f64 / n.max(1) as f64
-            );
-        }
+        print_bytes_by_prefix(&projector)?;
         drop(projector);
         eprintln!(
             "  rebuild: {} events/s; sled {:.0} MB for {:.0} MB of stream ({:.2}×); peak RSS growth {:.0} MiB{}",
@@ -323,7 +316,7 @@ impl Scale<'_> {
         let url = format!("http://{}", node.addr);
         let mut query = QueryServiceClient::connect(url.clone()).await?;
         // Typical children the caller (police, safeguarding) is shown something of.
-        let mut typical: Vec<ChildId> = Vec::new();
+        let mut typical: Vec<(ChildId, NhsNumber)> = Vec::new();
         for (nhs, n) in facts_per_child {
             if *n != median {
                 continue;
@@ -340,7 +333,7 @@ impl Scale<'_> {
                 .await
                 .is_ok()
             {
-                typical.push(child);
+                typical.push((child, nhs.clone()));
             }
             if typical.len() == TYPICAL_CHILDREN {
                 break;
@@ -359,7 +352,7 @@ impl Scale<'_> {
 
         let mut timed = Vec::new();
         for i in 0..CALLS {
-            let child = typical[i % typical.len()].to_string();
+            let child = typical[i % typical.len()].0.to_string();
             let sent = Instant::now();
             query
                 .get_child_view(authorised(
@@ -376,7 +369,7 @@ impl Scale<'_> {
 
         let mut timed = Vec::new();
         for i in 0..CALLS {
-            let child = typical[i % typical.len()].to_string();
+            let child = typical[i % typical.len()].0.to_string();
             let sent = Instant::now();
             let listed = audit
                 .list_access(authorised(
@@ -398,7 +391,7 @@ impl Scale<'_> {
 
         let mut timed = Vec::new();
         for i in 0..CALLS {
-            let child = typical[i % typical.len()].to_string();
+            let child = typical[i % typical.len()].0.to_string();
             let sent = Instant::now();
             deadlines
                 .list_breaches(authorised(
@@ -427,14 +420,14 @@ impl Scale<'_> {
         let now = halcyon_schema::clock::now_ms();
         let mut timed = Vec::new();
         for i in 0..REVIEW_CALLS {
-            let child = typical[i % typical.len()];
+            let (child, nhs) = &typical[i % typical.len()];
             let (store, policy, timescales, signal_spec, police) =
                 (store.clone(), &policy, &timescales, &signal_spec, &police);
             let sent = Instant::now();
             tokio::task::block_in_place(|| -> anyhow::Result<()> {
                 let then = Reconstruction::held(store, now);
-                let child = then.child(&Identifier::Nhs(nhs_of(facts_per_child, &child)))?;
-                let child = child.context("the typical child is held")?;
+                let held = then.child(&Identifier::Nhs(nhs.clone()))?;
+                let child = held.filter(|h| h == child).context("the typical child is held")?;
                 let seen = then
                     .could_see(policy, police, Purpose::Safeguarding, child)?
                     .context("the child has facts")?;
@@ -455,7 +448,7 @@ impl Scale<'_> {
         let policy = Arc::new(policy);
         let mut timed = Vec::new();
         for i in 0..REVIEW_CALLS {
-            let child = typical[i % typical.len()];
+            let child = typical[i % typical.len()].0;
             let request = ChronologyRequest {
                 child: ChildMatch::Id(child),
                 as_of_ms: None,
@@ -479,14 +472,6 @@ impl Scale<'_> {
         }
         Ok(out)
     }
-}
-
-fn nhs_of(facts_per_child: &[(NhsNumber, usize)], child: &ChildId) -> NhsNumber {
-    facts_per_child
-        .iter()
-        .find(|(nhs, _)| ChildId::from_nhs(nhs) == *child)
-        .map(|(nhs, _)| nhs.clone())
-        .expect("a typical child comes from the list")
 }
 
 fn context(purpose: Purpose) -> pb::RequestContext {
