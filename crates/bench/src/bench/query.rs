@@ -76,7 +76,8 @@ impl Queries<'_> {
                 data.path(),
             )
             .await?;
-        let (node, nhs, views, scenario_len) = (loaded.node, loaded.nhs, loaded.views, loaded.events);
+        let (js, node, nhs, views, scenario_len) =
+            (loaded.js, loaded.node, loaded.nhs, loaded.views, loaded.events);
         let node_url = format!("http://{}", node.addr);
         let mean_len = views.iter().map(|v| v.encoded_len()).sum::<usize>() / views.len();
         let view = views
@@ -91,17 +92,32 @@ impl Queries<'_> {
         );
         let (bare_addr, bare_stop) = serve_bare(view).await?;
         let bare_url = format!("http://{bare_addr}");
+        // What one access record's durability costs on its own, in this run: a disk flush, and one
+        // acknowledged write to a stream on the same server.
+        let flush_us = disk_flush_p50_us(data.path())?;
+        let write_us = durable_write_p50_us(&js).await?;
+        eprintln!(
+            "  one disk flush (300 B append + fdatasync) p50 {flush_us:.0} µs; one acknowledged write of an access record to a stream on this server p50 {write_us:.0} µs"
+        );
+        let mut flushes = Vec::new();
+        let mut writes = Vec::new();
 
         let mut runs: Vec<(Vec<Load>, Vec<Load>)> = CONCURRENCY.iter().map(|_| (vec![], vec![])).collect();
         for _ in 0..self.rounds {
+            flushes.push(disk_flush_p50_us(data.path())?);
+            writes.push(durable_write_p50_us(&js).await?);
             for (i, &c) in CONCURRENCY.iter().enumerate() {
+                let before = AuditWrites::of(&node);
                 let real = load(&node_url, c, self.load, nhs.clone()).await?;
+                let audit = AuditWrites::of(&node).since(&before);
                 let bare = load(&bare_url, c, self.load, nhs.clone()).await?;
                 eprintln!(
-                    "  c{c}: node {} req/s (p50 {:.0} µs, p99 {:.0} µs); bare tonic {} req/s (p50 {:.0} µs, p99 {:.0} µs)",
+                    "  c{c}: node {} req/s (p50 {:.0} µs, p99 {:.0} µs; {:.1} records per AUDIT write, write mean {:.0} µs); bare tonic {} req/s (p50 {:.0} µs, p99 {:.0} µs)",
                     figure(real.rate),
                     real.p50_us,
                     real.p99_us,
+                    audit.records / audit.writes,
+                    audit.seconds / audit.writes * 1e6,
                     figure(bare.rate),
                     bare.p50_us,
                     bare.p99_us
@@ -114,6 +130,19 @@ impl Queries<'_> {
         node.stop(Duration::from_secs(5)).await;
 
         let pick = |loads: &[Load], f: fn(&Load) -> f64| median(loads.iter().map(f).collect());
+        flushes.push(flush_us);
+        writes.push(write_us);
+        let (flush_us, write_us) = (median(flushes), median(writes));
+        report.row("disk.flush.p50", flush_us, "µs", "durable_write.p50", write_us);
+        let bare_c1 = pick(&runs[0].1, |l| l.p50_us);
+        // Issue 19: at one call, within one disk flush plus 150 µs of the bare service.
+        report.row(
+            "query.find_child.c1.p50",
+            pick(&runs[0].0, |l| l.p50_us),
+            "µs",
+            "bare_tonic.c1.p50+flush+150",
+            bare_c1 + flush_us + 150.0,
+        );
         for (&c, (real, bare)) in CONCURRENCY.iter().zip(&runs) {
             report.row(
                 &format!("query.find_child.c{c}"),
@@ -258,6 +287,78 @@ pub(super) fn node_config(
         sled_cache_bytes: halcyon_projector::store::SLED_CACHE_BYTES_DEFAULT,
         clock: halcyon_projector::clock::Clock::system(),
     })
+}
+
+/// The node's AUDIT writes so far, from its metrics.
+struct AuditWrites {
+    writes: f64,
+    records: f64,
+    seconds: f64,
+}
+
+impl AuditWrites {
+    fn of(node: &Node) -> Self {
+        let m = &node.metrics;
+        Self {
+            writes: m.audit_records_per_write.get_sample_count() as f64,
+            records: m.audit_records_per_write.get_sample_sum(),
+            seconds: m.audit_write_seconds.get_sample_sum(),
+        }
+    }
+
+    fn since(&self, before: &Self) -> Self {
+        Self {
+            writes: (self.writes - before.writes).max(1.0),
+            records: self.records - before.records,
+            seconds: self.seconds - before.seconds,
+        }
+    }
+}
+
+/// p50 of a 300-byte append and `fdatasync` in `dir`, 1,000 times: one disk flush on this machine.
+fn disk_flush_p50_us(dir: &std::path::Path) -> anyhow::Result<f64> {
+    use std::io::Write as _;
+    let path = dir.join("flush-probe");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    let mut took = Vec::with_capacity(1000);
+    for _ in 0..1000 {
+        let t = Instant::now();
+        file.write_all(&[7u8; 300])?;
+        file.sync_data()?;
+        took.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok(median(took))
+}
+
+/// p50 of one acknowledged write of an access-record-sized message (with a message id) to a file stream on
+/// the node's server, one at a time, 1,000 times: what the audit gate's write costs before any node work.
+async fn durable_write_p50_us(js: &jetstream::Context) -> anyhow::Result<f64> {
+    const STREAM: &str = "BENCH_DURABLE_WRITE";
+    let _ = js.delete_stream(STREAM).await;
+    js.create_stream(jetstream::stream::Config {
+        name: STREAM.into(),
+        subjects: vec!["bench.durable-write".into()],
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await?;
+    let payload = bytes::Bytes::from(vec![7u8; 400]);
+    let mut took = Vec::with_capacity(1000);
+    for i in 0..1000 {
+        let t = Instant::now();
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(payload.clone())
+            .message_id(format!("probe-{i}"));
+        js.send_publish("bench.durable-write", publish).await?.await?;
+        took.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    js.delete_stream(STREAM).await?;
+    Ok(median(took))
 }
 
 fn find_child(nhs: &str) -> Request<pb::FindChildRequest> {
