@@ -42,7 +42,12 @@ pub async fn run(
             notice = notices.recv() => match notice {
                 Ok(notice) => {
                     // Rule only: the child and the facts are personal data.
-                    tracing::info!(rule = %notice.signal.rule_id, outcome = notice.signal.outcome.is_some(), "signal");
+                    tracing::info!(
+                        rule = %notice.signal.rule_id,
+                        outcome = notice.signal.outcome.is_some(),
+                        withdrawn = notice.signal.withdrawn.is_some(),
+                        "signal"
+                    );
                     metrics.signals.with_label_values(&[notice.signal.rule_id.as_str()]).inc();
                     // No receivers is fine: nobody is watching.
                     let _ = events.send(NodeEvent::Signal { notice: Arc::new(notice) });
@@ -84,6 +89,11 @@ pub fn signal_pb(rules: &SignalRules, child: ChildId, s: &StoredSignal) -> pb::S
             agency_id: o.agency_id.clone(),
             recorded_by: o.recorded_by.clone(),
             fact: o.fact.as_ref().map(fact_pb),
+        }),
+        withdrawn: s.withdrawn.as_ref().map(|w| pb::SignalWithdrawal {
+            withdrawn_event_id: w.withdrawn_event_id.clone(),
+            correction_event_id: w.correction_event_id.clone(),
+            withdrawn_at: Some(timestamp_from_millis(w.withdrawn_at_ms)),
         }),
     }
 }
@@ -221,7 +231,9 @@ impl SignalService for Signals {
         let mut by_child: BTreeMap<ChildId, ChildSignals> = BTreeMap::new();
         for (child, mut record) in all {
             if req.open_only {
-                record.signals.retain(|s| s.outcome.is_none());
+                record
+                    .signals
+                    .retain(|s| s.outcome.is_none() && s.withdrawn.is_none());
             }
             if !record.signals.is_empty() {
                 by_child.insert(child, record);

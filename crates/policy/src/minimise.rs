@@ -204,7 +204,13 @@ fn summary(mut kind: Kind) -> Kind {
         Kind::ShareDecisionRecorded(e) => e.reason.clear(),
         Kind::OriginatorApprovalGranted(e) => e.reason.clear(),
         Kind::IdentifierLinked(e) => e.reason.clear(),
-        Kind::RecordCorrected(e) => e.reason.clear(),
+        Kind::RecordCorrected(e) => {
+            e.reason.clear();
+            // The replacement is cut as the event it stands for.
+            if let Some(r) = e.replacement.as_mut() {
+                r.kind = r.kind.take().map(summary);
+            }
+        }
         Kind::SeriousIncidentNotified(e) => e.summary.clear(),
         Kind::RapidReviewCompleted(e) => e.summary.clear(),
         Kind::BreakGlassReviewed(e) => e.reason.clear(),
@@ -218,6 +224,11 @@ fn full(mut kind: Kind, referrer_identity_granted: bool) -> Kind {
     if !referrer_identity_granted && let Some(r) = halcyon_schema::catalogue::referrer_mut(&mut kind) {
         r.referrer_name.clear();
         r.referrer_contact.clear();
+    }
+    if let Kind::RecordCorrected(e) = &mut kind
+        && let Some(r) = e.replacement.as_mut()
+    {
+        r.kind = r.kind.take().map(|k| full(k, referrer_identity_granted));
     }
     kind
 }
@@ -237,6 +248,34 @@ mod tests {
                 summary: "bruising seen on arm during PE".into(),
             })),
         }
+    }
+
+    #[test]
+    fn a_corrections_replacement_is_cut_as_the_event_it_stands_for() {
+        let correction = pb::Event {
+            kind: Some(Kind::RecordCorrected(Box::new(pb::RecordCorrected {
+                corrected_event_id: "0190a000-0000-7000-8000-000000000001".into(),
+                reason: "misrecorded".into(),
+                replacement: Some(Box::new(referral())),
+                entered_in_error: false,
+            }))),
+        };
+        let cut = |p, referrer| match minimise(&correction, p, referrer, FlagContent::default()).kind {
+            Some(Kind::RecordCorrected(e)) => (e.reason, e.replacement.and_then(|r| r.kind)),
+            other => panic!("{other:?}"),
+        };
+        let Some(Kind::ReferralReceived(summary)) = cut(Projection::Summary, false).1 else {
+            panic!("a referral")
+        };
+        assert!(summary.summary.is_empty() && summary.referrer.is_none());
+        let (reason, full) = cut(Projection::Full, false);
+        let Some(Kind::ReferralReceived(full)) = full else {
+            panic!("a referral")
+        };
+        assert_eq!(reason, "misrecorded");
+        assert_eq!(full.summary, "bruising seen on arm during PE");
+        let referrer = full.referrer.expect("referrer");
+        assert!(referrer.referrer_name.is_empty() && referrer.referrer_contact.is_empty());
     }
 
     fn plan_started() -> pb::Event {

@@ -172,9 +172,10 @@ impl DeadlineSpec {
     }
 }
 
-/// The timescales' input from a child's stored facts.
+/// The timescales' input from a child's stored facts, as their recording agencies corrected them (a fact
+/// entered in error starts, meets and stops nothing).
 pub fn occurrences(facts: &[Fact]) -> Vec<Occurrence> {
-    facts
+    crate::corrections::effective(facts)
         .iter()
         .filter_map(|f| {
             let kind = f.kind()?;

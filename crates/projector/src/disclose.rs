@@ -131,6 +131,7 @@ pub fn view_of(
                         stream: fact.stream.clone(),
                         sequence: fact.sequence,
                     }),
+                    corrected: fact.corrected.as_ref().map(|c| c.to_pb()),
                 });
             }
             Decision::Deny(deny) => {

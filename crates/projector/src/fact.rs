@@ -10,6 +10,8 @@ pub struct Fact {
     pub sequence: u64,
     pub stored_at_ms: i64,
     pub envelope: pb::Envelope,
+    /// Set on a fact read through [`crate::corrections::effective`] that its recording agency corrected.
+    pub corrected: Option<crate::corrections::Correction>,
 }
 
 impl Fact {

@@ -13,6 +13,7 @@ pub const BATCH_LEN_MAX: usize = 1000;
 pub mod access_index;
 pub mod check;
 pub mod clock;
+pub mod corrections;
 pub mod damage;
 pub mod deadlines;
 pub mod disclose;

@@ -38,6 +38,11 @@ pub struct ChildFacts {
 impl ChildFacts {
     /// Derives the sharing state and each fact's policy view once.
     pub fn new(facts: Vec<Fact>) -> Self {
+        // Every answer reads the facts as their recording agencies corrected them.
+        let facts = match crate::corrections::effective(&facts) {
+            std::borrow::Cow::Borrowed(_) => facts,
+            std::borrow::Cow::Owned(corrected) => corrected,
+        };
         let sharing = SharingState::derive(&facts);
         let policy_facts = facts.iter().map(unapproved_policy_fact).collect();
         Self {

@@ -84,6 +84,21 @@ pub struct StoredSignal {
     pub facts: Vec<SignalFact>,
     #[prost(message, optional, tag = "4")]
     pub outcome: Option<SignalOutcome>,
+    /// Set when a cited fact was corrected or entered in error and the rule no longer fires on what remains.
+    #[prost(message, optional, tag = "5")]
+    pub withdrawn: Option<SignalWithdrawal>,
+}
+
+/// Why a signal stands withdrawn: the cited fact that no longer holds and the correction that withdrew it.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct SignalWithdrawal {
+    #[prost(string, tag = "1")]
+    pub withdrawn_event_id: String,
+    #[prost(string, tag = "2")]
+    pub correction_event_id: String,
+    /// When the bus stored the correction.
+    #[prost(int64, tag = "3")]
+    pub withdrawn_at_ms: i64,
 }
 
 impl StoredSignal {
@@ -191,6 +206,42 @@ pub fn derive(spec: &SignalSpec, facts: &[Fact]) -> ChildSignals {
 /// outcomes recorded by then, addressed with the lead authority of then. For `audit as-of` ("when did
 /// this first show?"); `facts` are a child's facts in stored order.
 pub fn derive_until(spec: &SignalSpec, facts: &[Fact], until_ms: i64) -> ChildSignals {
+    let corrected = crate::corrections::effective_until(facts, until_ms);
+    let std::borrow::Cow::Owned(corrected_facts) = &corrected else {
+        return derive_recorded(spec, facts, until_ms);
+    };
+    // Corrections: the signals of the corrected facts, and those the facts as recorded raised that cite a
+    // fact a correction withdrew and no longer fire, marked withdrawn (kept, so that their recipients are
+    // told and a review sees what they were told before).
+    let mut out = derive_recorded(spec, corrected_facts, until_ms);
+    let withdrawn = crate::corrections::withdrawn(facts);
+    let recorded = derive_recorded(spec, facts, until_ms);
+    for mut signal in recorded.signals {
+        if out.signals.iter().any(|s| s.id() == signal.id()) {
+            continue;
+        }
+        let Some((cited, c)) = signal
+            .facts
+            .iter()
+            .find_map(|f| withdrawn.get(&f.event_id).map(|c| (f.event_id.clone(), c)))
+            .filter(|(_, c)| c.occurred_ms <= until_ms)
+        else {
+            continue;
+        };
+        signal.withdrawn = Some(SignalWithdrawal {
+            withdrawn_event_id: cited,
+            correction_event_id: c.correction_event_id.clone(),
+            withdrawn_at_ms: c.corrected_at_ms,
+        });
+        out.signals.push(signal);
+    }
+    out.signals
+        .sort_by(|a, b| (a.fired_at_ms, &a.rule_id, a.id()).cmp(&(b.fired_at_ms, &b.rule_id, b.id())));
+    out
+}
+
+/// [`derive_until`] of facts read as they are (no correction applied).
+fn derive_recorded(spec: &SignalSpec, facts: &[Fact], until_ms: i64) -> ChildSignals {
     let observations = observations(facts);
     // Most children have no fact any rule reads: no signal, and nothing more to fold.
     if observations.is_empty() {
@@ -217,6 +268,7 @@ pub fn derive_until(spec: &SignalSpec, facts: &[Fact], until_ms: i64) -> ChildSi
                 })
                 .collect(),
             outcome: None,
+            withdrawn: None,
         })
         .collect();
     // Facts are in (occurred at, agency, sequence) order: the last outcome for a signal wins.

@@ -32,6 +32,7 @@ impl SharingState {
 
     /// Folds the facts that had occurred by `until_ms`.
     pub fn derive_until(facts: &[Fact], until_ms: i64) -> Self {
+        let facts = &*crate::corrections::effective_until(facts, until_ms);
         let mut s = Self::default();
         let mut approvals = false;
         for fact in facts.iter().filter(|f| f.occurred_ms() <= until_ms) {
@@ -260,6 +261,7 @@ mod tests {
                 event: Some(pb::Event { kind: Some(kind) }),
                 ..Default::default()
             },
+            corrected: None,
         }
     }
 

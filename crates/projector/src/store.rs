@@ -220,6 +220,8 @@ struct ValidFact {
     identifier: Identifier,
     /// The link an `IdentifierLinked` event makes.
     link: Option<pb::IdentifierLinked>,
+    /// A `RecordCorrected` event, with its subject: checked against the corrected fact when applied.
+    correction: Option<(Box<pb::RecordCorrected>, String)>,
     occurred_ms: i64,
     /// When the bus stored it.
     stored_at_ms: i64,
@@ -313,6 +315,10 @@ fn ready(stream: &str, m: &Incoming, future_tolerance_ms: i64) -> Checked {
         }
     };
     let identifier = primary_identifier(&valid).expect("validation requires an identifier");
+    let correction = match valid.kind() {
+        Kind::RecordCorrected(c) => Some((c.clone(), m.subject.clone())),
+        _ => None,
+    };
     let link = match valid.kind() {
         Kind::IdentifierLinked(link) => Some(link.clone()),
         Kind::ContactReceived(_)
@@ -379,6 +385,7 @@ fn ready(stream: &str, m: &Incoming, future_tolerance_ms: i64) -> Checked {
         event_id: valid.event_id,
         identifier,
         link,
+        correction,
         occurred_ms: valid.occurred_at_ms,
         stored_at_ms: m.stored_at_ms,
         agency: valid.agency,
@@ -769,6 +776,28 @@ impl Projector {
             outcome.duplicates += 1;
             return Ok(());
         }
+        if let Some((correction, subject)) = &valid.correction
+            && let Some(reason) =
+                self.correction_refused(overlay, &child, stream, m.sequence, &valid.agency, correction)?
+        {
+            let record = QuarantineRecord {
+                stream: stream.to_owned(),
+                sequence: m.sequence,
+                subject: subject.clone(),
+                agency: Some(valid.agency.to_string()),
+                event_id: Some(valid.event_id.to_string()),
+                problems: vec![halcyon_schema::validate::Problem::Invalid {
+                    field: "event.record_corrected.corrected_event_id".into(),
+                    reason,
+                }],
+                stored_at_ms: valid.stored_at_ms,
+            };
+            tracing::warn!(stream, sequence = m.sequence, reasons = %record.reasons(), "correction quarantined");
+            let value = serde_json::to_vec(&record).expect("quarantine records serialise");
+            overlay.put(keys::position(keys::QUARANTINE, stream, m.sequence), value);
+            outcome.quarantined += 1;
+            return Ok(());
+        }
         if let Some(link) = &valid.link {
             let at = (valid.stored_at_ms, m.sequence);
             self.link(overlay, child, link, at, moments, outcome)?;
@@ -778,6 +807,42 @@ impl Projector {
         outcome.children.insert(child);
         outcome.new_facts.push((child, valid.event_id.to_string()));
         Ok(())
+    }
+
+    /// Why a correction (published by `agency` at `stream`/`sequence`, filed under `child`) may not be
+    /// applied, if it may not: the corrected event must be among the child's facts, recorded by the same
+    /// agency, not itself a correction, and a replacement of its kind ([`crate::corrections::refusal`]).
+    fn correction_refused(
+        &self,
+        overlay: &Overlay<'_>,
+        child: &ChildId,
+        stream: &str,
+        sequence: u64,
+        agency: &AgencyId,
+        correction: &pb::RecordCorrected,
+    ) -> Result<Option<String>, ProjectorError> {
+        for (key, value) in overlay.scan_prefix(&keys::child_facts_prefix(child))? {
+            let target = decode_fact(&key, &value)?;
+            if target.envelope.event_id != correction.corrected_event_id {
+                continue;
+            }
+            let this = Fact {
+                stream: stream.to_owned(),
+                sequence,
+                stored_at_ms: 0,
+                envelope: pb::Envelope {
+                    agency_id: agency.to_string(),
+                    ..Default::default()
+                },
+                corrected: None,
+            };
+            return Ok(crate::corrections::refusal(&target, &this, correction));
+        }
+        Ok(Some(format!(
+            "corrects event {}, which is not among this child's facts (a correction names the same child as \
+             the event it corrects)",
+            correction.corrected_event_id
+        )))
     }
 
     /// Points a UPN or agency-local id at `child`, moving the facts that reached this child only through
@@ -1032,6 +1097,7 @@ pub(crate) fn decode_fact(key: &[u8], value: &[u8]) -> Result<Fact, ProjectorErr
         sequence: stored.sequence,
         stored_at_ms: stored.stored_at_ms,
         envelope,
+        corrected: None,
     })
 }
 

@@ -130,6 +130,7 @@ impl ViewSpec {
     /// whose kind has no entitlement that needs no relationship ([`Policy::grants_without_relationship`]); its view is empty either way, and most of a
     /// county's schools and surgeries are such agencies for most children.
     pub fn derive(&self, facts: &[Fact]) -> ChildViews {
+        let facts = &*crate::corrections::effective(facts);
         let sharing = SharingState::derive(facts);
         // What does not depend on the recipient, once per fact.
         let described: Vec<Option<Described>> = facts.iter().map(describe).collect();

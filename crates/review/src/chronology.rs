@@ -190,6 +190,9 @@ pub struct Entry {
     pub sequence: u64,
     /// For each lane (same order as `Chronology::lanes`), when that agency could see this fact.
     pub visible: Vec<Vec<Period>>,
+    /// Set when the recording agency corrected this fact (or withdrew it as entered in error) by the
+    /// chronology's moment: the entry stands as recorded, struck through from the correction on.
+    pub corrected: Option<halcyon_projector::corrections::Correction>,
 }
 
 /// One access to the child's record, from the AUDIT stream.
@@ -346,6 +349,7 @@ impl Chronology {
             }
         }
         let visible = visibility(spec, facts, &lanes);
+        let corrected = halcyon_projector::corrections::withdrawn(facts);
         let entries = facts
             .iter()
             .zip(visible)
@@ -361,6 +365,7 @@ impl Chronology {
                 stream: f.stream.clone(),
                 sequence: f.sequence,
                 visible,
+                corrected: corrected.get(&f.envelope.event_id).cloned(),
             })
             .collect();
         let nhs_number = facts
@@ -578,7 +583,12 @@ fn visibility(spec: &ViewSpec, facts: &[Fact], lanes: &[Lane]) -> Vec<Vec<Vec<Pe
     let states = SharingState::successive(facts);
     let mut run_start = 0;
     for end in 0..facts.len() {
-        if end + 1 < facts.len() && states[end + 1] == states[end] {
+        // A run of facts that leave the sharing state as it was shares one derivation of the views; a
+        // correction starts a run of its own (it can withdraw a fact without changing the state).
+        if end + 1 < facts.len()
+            && states[end + 1] == states[end]
+            && !halcyon_projector::corrections::is_correction(&facts[end + 1])
+        {
             continue;
         }
         let moment = facts[run_start].occurred_ms();
@@ -655,6 +665,7 @@ mod tests {
                 event: Some(pb::Event { kind: Some(kind) }),
                 ..Default::default()
             },
+            corrected: None,
         }
     }
 

@@ -60,6 +60,19 @@ impl Problem {
         }
     }
 
+    /// The same problem, of a field inside `outer` (a correction's replacement event).
+    fn within(self, outer: &str) -> Self {
+        let nest = |field: String| format!("{outer}.{}", field.strip_prefix("event.").unwrap_or(&field));
+        match self {
+            Self::Missing { field } => Self::Missing { field: nest(field) },
+            Self::Invalid { field, reason } => Self::Invalid {
+                field: nest(field),
+                reason,
+            },
+            other => other,
+        }
+    }
+
     fn invalid(field: &str, reason: impl std::fmt::Display) -> Self {
         Self::Invalid {
             field: field.to_owned(),
@@ -463,6 +476,35 @@ fn check_event(kind: &Kind, has_nhs: bool, problems: &mut Vec<Problem>) {
             if let Err(err) = e.corrected_event_id.parse::<EventId>() {
                 problems.push(Problem::invalid("event.record_corrected.corrected_event_id", err));
             }
+            if e.reason.trim().is_empty() {
+                problems.push(Problem::missing("event.record_corrected.reason"));
+            }
+            match (
+                e.replacement.as_ref().and_then(|r| r.kind.as_ref()),
+                e.entered_in_error,
+            ) {
+                (None, false) => problems.push(Problem::missing(
+                    "event.record_corrected.replacement (or entered_in_error)",
+                )),
+                (Some(_), true) => problems.push(Problem::invalid(
+                    "event.record_corrected.replacement",
+                    "a correction either replaces the event or withdraws it as entered in error, not both",
+                )),
+                (Some(Kind::RecordCorrected(_)), false) => problems.push(Problem::invalid(
+                    "event.record_corrected.replacement",
+                    "a correction cannot be the replacement; correct the original event again",
+                )),
+                (Some(replacement), false) => {
+                    let mut inner = Vec::new();
+                    check_event(replacement, has_nhs, &mut inner);
+                    problems.extend(
+                        inner
+                            .into_iter()
+                            .map(|p| p.within("event.record_corrected.replacement")),
+                    );
+                }
+                (None, true) => {}
+            }
         }
         Kind::BreakGlassReviewed(e) => crate::review::check_break_glass_reviewed(e, problems),
         Kind::SignalOutcomeRecorded(e) => crate::review::check_signal_outcome_recorded(e, problems),
@@ -579,6 +621,77 @@ mod tests {
         );
         assert!(p.contains(&"occurred_at: missing".to_string()), "{p:?}");
         assert!(p.contains(&"lawful_basis: missing".to_string()), "{p:?}");
+    }
+
+    #[test]
+    fn a_correction_replaces_or_withdraws_and_its_replacement_is_checked_as_an_event() {
+        let corrected = |c: pb::RecordCorrected| {
+            let mut e = valid();
+            e.event = Some(pb::Event {
+                kind: Some(Kind::RecordCorrected(Box::new(c))),
+            });
+            e.category = Category::IDENTITY.to_pb() as i32;
+            match validate_envelope(e) {
+                Ok(_) => Vec::new(),
+                Err(p) => p.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            }
+        };
+        let base = pb::RecordCorrected {
+            corrected_event_id: "0190a000-0000-7000-8000-000000000001".into(),
+            reason: "misrecorded".into(),
+            replacement: None,
+            entered_in_error: true,
+        };
+        assert_eq!(corrected(base.clone()), Vec::<String>::new());
+        let neither = corrected(pb::RecordCorrected {
+            entered_in_error: false,
+            ..base.clone()
+        });
+        assert_eq!(
+            neither,
+            vec!["event.record_corrected.replacement (or entered_in_error): missing".to_string()]
+        );
+        let strategy = |participants: Vec<String>| pb::Event {
+            kind: Some(Kind::StrategyDiscussionHeld(pb::StrategyDiscussionHeld {
+                participant_agency_ids: participants,
+                ..Default::default()
+            })),
+        };
+        let both = corrected(pb::RecordCorrected {
+            replacement: Some(Box::new(strategy(vec!["police-sy".into()]))),
+            ..base.clone()
+        });
+        assert!(both[0].contains("not both"), "{both:?}");
+        let bad_inner = corrected(pb::RecordCorrected {
+            replacement: Some(Box::new(strategy(vec!["Not An Agency".into()]))),
+            entered_in_error: false,
+            ..base.clone()
+        });
+        assert!(
+            bad_inner
+                .iter()
+                .any(|p| p.starts_with("event.record_corrected.replacement.strategy_discussion_held")),
+            "{bad_inner:?}"
+        );
+        let nested = corrected(pb::RecordCorrected {
+            replacement: Some(Box::new(pb::Event {
+                kind: Some(Kind::RecordCorrected(Box::new(base.clone()))),
+            })),
+            entered_in_error: false,
+            ..base.clone()
+        });
+        assert!(
+            nested[0].contains("correct the original event again"),
+            "{nested:?}"
+        );
+        let no_reason = corrected(pb::RecordCorrected {
+            reason: " ".into(),
+            ..base
+        });
+        assert_eq!(
+            no_reason,
+            vec!["event.record_corrected.reason: missing".to_string()]
+        );
     }
 
     #[test]

@@ -256,6 +256,19 @@ impl Render for Chronology {
                 f.event_id,
                 time(f.stored_ms),
             )?;
+            if let Some(c) = &f.corrected {
+                writeln!(
+                    out,
+                    "      {} by {} at {}: struck through from then on",
+                    if c.entered_in_error {
+                        "ENTERED IN ERROR"
+                    } else {
+                        "CORRECTED"
+                    },
+                    c.correction_event_id,
+                    time(c.corrected_at_ms),
+                )?;
+            }
             let mut seen = Vec::new();
             let mut unseen = Vec::new();
             for (lane, periods) in self.lanes.iter().zip(&f.visible) {
@@ -343,7 +356,20 @@ impl Render for Chronology {
                 time(f.occurred_ms),
                 f.agency.clone(),
                 f.category.map(|c| c.to_string()).unwrap_or_default(),
-                f.event_type.clone(),
+                match &f.corrected {
+                    None => f.event_type.clone(),
+                    Some(c) => format!(
+                        "{} ({} by {} at {})",
+                        f.event_type,
+                        if c.entered_in_error {
+                            "entered in error"
+                        } else {
+                            "corrected"
+                        },
+                        c.correction_event_id,
+                        time(c.corrected_at_ms)
+                    ),
+                },
                 f.case_id.clone(),
                 f.recorded_ms.map(time).unwrap_or_default(),
                 time(f.stored_ms),

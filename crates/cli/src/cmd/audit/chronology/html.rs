@@ -366,7 +366,20 @@ pub fn render(c: &Chronology) -> String {
             escape(&short(f.occurred_ms)),
             escape(&f.agency),
             escape(&f.category.map(|c| c.to_string()).unwrap_or_default()),
-            escape(&f.event_type),
+            &match &f.corrected {
+                None => escape(&f.event_type),
+                Some(c) => format!(
+                    "<del>{}</del> <span class=\"corrected\">{} by {} at {}</span>",
+                    escape(&f.event_type),
+                    if c.entered_in_error {
+                        "entered in error"
+                    } else {
+                        "corrected"
+                    },
+                    escape(&c.correction_event_id),
+                    escape(&short(c.corrected_at_ms)),
+                ),
+            },
             escape(&f.case_id),
             escape(&short(f.stored_ms)),
         );
