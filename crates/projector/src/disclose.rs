@@ -41,20 +41,12 @@ pub struct Asker<'a> {
     pub now_ms: i64,
 }
 
-/// Builds the view of `child` that the asker may have.
+/// Builds the view of `child` that the asker may have, from the child's facts as recorded (read as their
+/// agencies corrected them, as every answer is: [`ChildFacts::new`]).
 pub fn child_view(asker: &Asker<'_>, child: ChildId, facts: &[Fact]) -> (pb::ChildView, Disclosure) {
-    child_view_window(asker, child, facts, 0..facts.len())
-}
-
-/// The view of the facts in `window` (indices into `facts`), decided on the state derived from all facts.
-pub fn child_view_window(
-    asker: &Asker<'_>,
-    child: ChildId,
-    facts: &[Fact],
-    window: std::ops::Range<usize>,
-) -> (pb::ChildView, Disclosure) {
     let facts = ChildFacts::new(facts.to_vec());
-    view_of(asker, child, &facts, window)
+    let all = 0..facts.facts.len();
+    view_of(asker, child, &facts, all)
 }
 
 /// The view of the facts in `window` (indices into `facts.facts`) of a child whose facts were decoded once

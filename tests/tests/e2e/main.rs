@@ -7,6 +7,7 @@ mod access_log;
 mod audit_gate;
 mod bus_identity;
 mod common;
+mod corrections;
 mod corruption;
 mod crate_graph;
 mod deadlines;

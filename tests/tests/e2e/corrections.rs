@@ -1,0 +1,376 @@
+//! Issue 20 (corrections), over real NATS, sled and gRPC: the children's social care authority withdraws a
+//! referral as entered in error, and A&E an attendance that completed a signal. From the corrections on, no
+//! agency's answer shows either fact, the referral's T01 deadline no longer runs, the signal stands
+//! withdrawn and the MASH, which received it, is told on its watch; `audit as-of` at a moment before the
+//! corrections still shows what was visible then, and the chronology shows each withdrawn fact beside its
+//! correction. A correction the police publish of the authority's referral is quarantined with the reason.
+//! Expectations are by event id, from the rules in docs/corrections.md.
+
+use crate::common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use halcyon_bus::Position;
+use halcyon_grpc::pb::{self, event::Kind, signal_service_client::SignalServiceClient};
+use halcyon_node::Node;
+use halcyon_policy::{AgencyKind, Policy, Principal, Purpose, Role};
+use halcyon_projector::SignalSpec;
+use halcyon_review::chronology::{ChildMatch, ChronologyRequest};
+use halcyon_schema::{ChildId, NhsNumber};
+use halcyon_signals::SignalRules;
+use halcyon_testkit::NatsServer;
+use halcyon_timescales::Timescales;
+
+const NHS: &str = "9434765919";
+const DAY: i64 = 86_400_000;
+/// Monday 2 March 2026, 10:00 UTC.
+const T0: i64 = 1_772_445_600_000;
+const WAIT: Duration = Duration::from_secs(20);
+
+fn envelope(agency: &str, at_ms: i64, kind: Kind) -> pb::Envelope {
+    halcyon_testkit::envelope(agency, "p-1", NHS, at_ms, kind)
+}
+
+fn entered_in_error(agency: &str, at_ms: i64, event_id: &str) -> pb::Envelope {
+    envelope(
+        agency,
+        at_ms,
+        Kind::RecordCorrected(Box::new(pb::RecordCorrected {
+            corrected_event_id: event_id.into(),
+            reason: "recorded against the wrong child".into(),
+            replacement: None,
+            entered_in_error: true,
+        })),
+    )
+}
+
+async fn watch(node: &Node, agency: &str) -> tonic::Streaming<pb::WatchEvent> {
+    let mut client = pb::query_service_client::QueryServiceClient::connect(format!("http://{}", node.addr))
+        .await
+        .unwrap();
+    client
+        .watch(common::authorised(
+            pb::WatchRequest {
+                context: Some(common::context(Purpose::Safeguarding, &[])),
+                ..Default::default()
+            },
+            &format!("demo-{agency}"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The next signal on a watch (skipping facts and breaches), within `WAIT`.
+async fn next_signal(watch: &mut tonic::Streaming<pb::WatchEvent>, what: &str) -> pb::Signal {
+    let until = Instant::now() + WAIT;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let event = tokio::time::timeout(left, watch.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {what} on the watch within {WAIT:?}"))
+            .expect("the watch stays open")
+            .expect("a watch event");
+        if let Some(pb::watch_event::Kind::Signal(s)) = event.kind {
+            return s;
+        }
+    }
+}
+
+/// Waits (bounded) until the node has projected `after` and derived every child's read models.
+async fn derived(node: &Node, after: &[Position]) {
+    let wanted: Vec<(String, u64)> = after.iter().map(|p| (p.stream.clone(), p.sequence)).collect();
+    node.projector().wait_for(&wanted, WAIT).await.unwrap();
+    let until = Instant::now() + WAIT;
+    while node.projector().views_stale().unwrap() {
+        assert!(Instant::now() < until, "views derived within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every registered agency's answer to FindChild, as (agency, event ids shown).
+async fn shown_to_each_agency(node: &Node, after: &[Position]) -> Vec<(String, Vec<String>)> {
+    let mut client = pb::query_service_client::QueryServiceClient::connect(format!("http://{}", node.addr))
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for agency in common::registry().iter() {
+        let shown =
+            match common::find_by_nhs(&mut client, agency.id.as_str(), NHS, Purpose::Safeguarding, after)
+                .await
+            {
+                Ok(view) => view.facts.into_iter().map(|f| f.event_id).collect(),
+                Err(status) if status.code() == tonic::Code::NotFound => Vec::new(),
+                Err(status) => panic!("{}: {status}", agency.id),
+            };
+        out.push((agency.id.to_string(), shown));
+    }
+    out
+}
+
+async fn mash_signals(node: &Node, after: &[Position], open_only: bool) -> Vec<pb::Signal> {
+    let mut client = SignalServiceClient::connect(format!("http://{}", node.addr))
+        .await
+        .unwrap();
+    client
+        .list_signals(common::authorised(
+            pb::ListSignalsRequest {
+                context: Some(common::context(Purpose::Safeguarding, after)),
+                open_only,
+                ..Default::default()
+            },
+            "demo-mash-rotherham",
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .signals
+}
+
+fn csc_practitioner() -> Principal {
+    Principal {
+        agency: "csc-rotherham".parse().unwrap(),
+        kind: AgencyKind::ChildrensSocialCare,
+        role: Role::Practitioner,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_referral_and_an_attendance_entered_in_error_are_withdrawn_from_the_correction_on() {
+    let nats = NatsServer::start_with_auth();
+    let data = tempfile::tempdir().unwrap();
+    let node = common::start_node(common::node_config(&nats, data.path()))
+        .await
+        .expect("node starts");
+    let mut mash_watch = watch(&node, "mash-rotherham").await;
+
+    let referral = envelope(
+        "csc-rotherham",
+        T0,
+        Kind::ReferralReceived(pb::ReferralReceived {
+            referrer: None,
+            summary: "worries about who she is with".into(),
+        }),
+    );
+    let check = envelope(
+        "mash-rotherham",
+        T0 + 3_600_000,
+        Kind::AgencyCheckRequested(pb::AgencyCheckRequested {
+            requested_agency_id: "police-sy".into(),
+            rag: pb::Rag::Amber as i32,
+        }),
+    );
+    let missing = |at_ms| {
+        envelope(
+            "police-sy",
+            at_ms,
+            Kind::MissingEpisodeReported(pb::MissingEpisodeReported {
+                circumstances: "did not return after school".into(),
+            }),
+        )
+    };
+    let absence = envelope(
+        "school-oakwood",
+        T0 + 15 * DAY,
+        Kind::AttendanceConcernRecorded(pb::AttendanceConcernRecorded {
+            attendance_percent: 68,
+            sessions_missed: 21,
+        }),
+    );
+    let intoxication = envelope(
+        "health-rgh-ed",
+        T0 + 20 * DAY,
+        Kind::HealthAttendanceRecorded(pb::HealthAttendanceRecorded {
+            setting: "ED".into(),
+            reason: pb::AttendanceReason::Intoxication as i32,
+            clinical_summary: "brought in by ambulance, intoxicated".into(),
+        }),
+    );
+    let case = vec![
+        referral.clone(),
+        check,
+        missing(T0 + DAY),
+        missing(T0 + 8 * DAY),
+        absence,
+        intoxication.clone(),
+    ];
+    let after = common::publish_as_agencies(&nats.url(), &case).await;
+    let signal = next_signal(&mut mash_watch, "the S02 signal").await;
+    let signal_id = format!("S02/{}", intoxication.event_id);
+    assert_eq!(signal.signal_id, signal_id);
+    assert!(signal.withdrawn.is_none());
+    derived(&node, &after).await;
+
+    let child = ChildId::from_nhs(&NHS.parse::<NhsNumber>().unwrap());
+    let t01 = format!("T01/{}", referral.event_id);
+    let before = shown_to_each_agency(&node, &after).await;
+    let saw_referral: Vec<&str> = before
+        .iter()
+        .filter(|(_, ids)| ids.contains(&referral.event_id))
+        .map(|(a, _)| a.as_str())
+        .collect();
+    assert!(saw_referral.contains(&"csc-rotherham"), "{before:?}");
+    assert!(
+        before.iter().any(|(_, ids)| ids.contains(&intoxication.event_id)),
+        "{before:?}"
+    );
+    assert!(
+        node.projector()
+            .deadlines_of(&child)
+            .unwrap()
+            .deadlines
+            .iter()
+            .any(|d| d.key() == t01)
+    );
+
+    // A moment before the corrections (the bus stores what follows later than this).
+    let before_ms = halcyon_schema::clock::now_ms();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The police try to withdraw the authority's referral: refused. Then each recording agency withdraws
+    // its own.
+    let foreign = entered_in_error("police-sy", T0 + 22 * DAY, &referral.event_id);
+    let by_csc = entered_in_error("csc-rotherham", T0 + 22 * DAY, &referral.event_id);
+    let by_ed = entered_in_error("health-rgh-ed", T0 + 22 * DAY, &intoxication.event_id);
+    let after_foreign = common::publish_as_agencies(&nats.url(), std::slice::from_ref(&foreign)).await;
+    derived(&node, &after_foreign).await;
+    let quarantined = node.projector().quarantine(None).unwrap();
+    assert_eq!(quarantined.len(), 1, "{quarantined:?}");
+    assert_eq!(
+        quarantined[0].event_id.as_deref(),
+        Some(foreign.event_id.as_str())
+    );
+    assert!(
+        quarantined[0]
+            .reasons()
+            .contains("only the agency that recorded an event may correct it"),
+        "{}",
+        quarantined[0].reasons()
+    );
+    assert_eq!(shown_to_each_agency(&node, &after_foreign).await, before);
+
+    let corrected = common::publish_as_agencies(&nats.url(), &[by_csc.clone(), by_ed.clone()]).await;
+    derived(&node, &corrected).await;
+
+    // Gone from every agency's answer; the corrections themselves show nowhere either.
+    for (agency, ids) in shown_to_each_agency(&node, &corrected).await {
+        for gone in [
+            &referral.event_id,
+            &intoxication.event_id,
+            &by_csc.event_id,
+            &by_ed.event_id,
+        ] {
+            assert!(!ids.contains(gone), "{agency} is still shown {gone}");
+        }
+    }
+    // T01 no longer runs for the referral.
+    assert!(
+        !node
+            .projector()
+            .deadlines_of(&child)
+            .unwrap()
+            .deadlines
+            .iter()
+            .any(|d| d.key() == t01)
+    );
+    // The signal stands withdrawn, and the MASH is told.
+    let told = next_signal(&mut mash_watch, "the withdrawal").await;
+    assert_eq!(told.signal_id, signal_id);
+    let withdrawn = told.withdrawn.expect("told it is withdrawn");
+    assert_eq!(withdrawn.withdrawn_event_id, intoxication.event_id);
+    assert_eq!(withdrawn.correction_event_id, by_ed.event_id);
+    let listed = mash_signals(&node, &corrected, false).await;
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].withdrawn.is_some());
+    assert!(
+        mash_signals(&node, &corrected, true).await.is_empty(),
+        "a withdrawn signal is not open"
+    );
+
+    // As it stood before the corrections: the referral was visible to the authority, T01 ran.
+    let js = common::operator(&nats).await;
+    let policy = Policy::england();
+    let tolerance = halcyon_schema::validate::CLOCK_TOLERANCE_MS;
+    let then = halcyon_review::as_of::reconstruct(&js, before_ms, tolerance)
+        .await
+        .unwrap();
+    let seen_then = then
+        .could_see(&policy, &csc_practitioner(), Purpose::Safeguarding, child)
+        .unwrap()
+        .expect("facts held then");
+    assert!(
+        seen_then
+            .view
+            .facts
+            .iter()
+            .any(|f| f.event_id == referral.event_id)
+    );
+    let timescales = Timescales::england();
+    assert!(
+        then.deadlines(&timescales, &seen_then)
+            .unwrap()
+            .iter()
+            .any(|d| d.key() == t01)
+    );
+    let now = halcyon_review::as_of::reconstruct(&js, halcyon_schema::clock::now_ms(), tolerance)
+        .await
+        .unwrap();
+    let seen_now = now
+        .could_see(&policy, &csc_practitioner(), Purpose::Safeguarding, child)
+        .unwrap()
+        .expect("facts held now");
+    assert!(
+        !seen_now
+            .view
+            .facts
+            .iter()
+            .any(|f| f.event_id == referral.event_id)
+    );
+
+    // The chronology shows the referral, struck through from its correction, and the correction.
+    let registry = common::registry();
+    let signal_spec = SignalSpec::new(Arc::new(SignalRules::england()), &registry);
+    let chronology = halcyon_review::chronology::reconstruct(
+        &js,
+        &ChronologyRequest {
+            child: ChildMatch::Nhs(NHS.parse().unwrap()),
+            as_of_ms: None,
+            registry: &registry,
+            policy: Arc::new(policy),
+            timescales: &timescales,
+            signal_spec: &signal_spec,
+            future_tolerance_ms: tolerance,
+            now_ms: halcyon_schema::clock::now_ms(),
+        },
+        &|_, _| {},
+    )
+    .await
+    .unwrap();
+    let entry = |id: &str| {
+        chronology
+            .facts
+            .iter()
+            .position(|e| e.event_id == id)
+            .unwrap_or_else(|| panic!("{id} in the chronology"))
+    };
+    let original = &chronology.facts[entry(&referral.event_id)];
+    let mark = original.corrected.as_ref().expect("marked as corrected");
+    assert!(mark.entered_in_error);
+    assert_eq!(mark.correction_event_id, by_csc.event_id);
+    assert_eq!(
+        chronology.facts[entry(&by_csc.event_id)].event_type,
+        "RecordCorrected"
+    );
+    // The authority could see its referral from when it occurred until the correction, not after.
+    let csc_lane = chronology
+        .lanes
+        .iter()
+        .position(|l| l.agency == "csc-rotherham")
+        .unwrap();
+    let periods = &original.visible[csc_lane];
+    assert_eq!(periods.len(), 1, "{periods:?}");
+    assert_eq!(periods[0].from_ms, T0);
+    assert_eq!(periods[0].until_ms, Some(T0 + 22 * DAY));
+    node.stop(Duration::from_secs(5)).await;
+}
