@@ -297,6 +297,55 @@ struct Child {
     approvals: BTreeSet<(String, String)>,
     /// Approvals published by an agency that is not the event's originator (worth nothing).
     foreign_approvals: BTreeSet<(String, String)>,
+    /// Event ids no answer may return: facts their recording agency withdrew as entered in error, and the
+    /// corrections themselves (which are not case facts).
+    withdrawn: BTreeSet<String>,
+}
+
+/// The facts as their recording agencies corrected them, by the documented rules (docs/corrections.md),
+/// written here without the projector's code: a `RecordCorrected` counts only when published by the agency
+/// that published the event it names (later in that agency's stream, which is publish order here) and,
+/// with a replacement, of the same kind; the latest such correction of an event counts; entered in error
+/// removes the event, a replacement stands in for its event; corrections are not case facts. Returns the
+/// corrected facts and the ids no answer may return.
+fn corrected(facts: Vec<pb::Envelope>) -> (Vec<pb::Envelope>, BTreeSet<String>) {
+    let mut withdrawn = BTreeSet::new();
+    let mut latest: BTreeMap<String, pb::RecordCorrected> = BTreeMap::new();
+    for (i, e) in facts.iter().enumerate() {
+        let Ev::RecordCorrected(c) = kind_of(e) else {
+            continue;
+        };
+        withdrawn.insert(e.event_id.clone());
+        let Some(target) = facts[..i].iter().find(|t| t.event_id == c.corrected_event_id) else {
+            continue;
+        };
+        let same_kind = c.entered_in_error
+            || c.replacement
+                .as_ref()
+                .and_then(|r| r.kind.as_ref())
+                .is_some_and(|r| std::mem::discriminant(r) == std::mem::discriminant(kind_of(target)));
+        if target.agency_id == e.agency_id && same_kind && !matches!(kind_of(target), Ev::RecordCorrected(_))
+        {
+            latest.insert(c.corrected_event_id.clone(), (**c).clone());
+        }
+    }
+    let mut out = Vec::new();
+    for mut e in facts {
+        if matches!(kind_of(&e), Ev::RecordCorrected(_)) {
+            continue;
+        }
+        match latest.get(&e.event_id) {
+            None => out.push(e),
+            Some(c) if c.entered_in_error => {
+                withdrawn.insert(e.event_id.clone());
+            }
+            Some(c) => {
+                e.event = c.replacement.as_deref().cloned();
+                out.push(e);
+            }
+        }
+    }
+    (out, withdrawn)
 }
 
 fn category_of(e: &pb::Envelope) -> usize {
@@ -311,6 +360,7 @@ fn kind_of(e: &pb::Envelope) -> &Ev {
 
 impl Child {
     fn derive(label: String, nhs: String, facts: Vec<pb::Envelope>) -> Child {
+        let (facts, withdrawn) = corrected(facts);
         let mut c = Child {
             label,
             nhs,
@@ -324,6 +374,7 @@ impl Child {
             approvals: BTreeSet::new(),
             foreign_approvals: BTreeSet::new(),
             facts: Vec::new(),
+            withdrawn,
         };
         let originator: BTreeMap<&str, &str> = facts
             .iter()
@@ -551,6 +602,9 @@ enum Class {
     KnownChild,
     /// The same question asked twice, answered differently.
     Repeat,
+    /// A fact its recording agency withdrew (entered in error), or a correction, returned after the
+    /// correction (issue 20).
+    Withdrawn,
 }
 
 impl Class {
@@ -570,6 +624,9 @@ impl Class {
                 "[defect 2] access records reveal categories or rules the reader may never see"
             }
             Class::Repeat => "[consistency] the same FindChild asked twice answered differently",
+            Class::Withdrawn => {
+                "[corrections] a fact withdrawn by its recording agency returned after the correction"
+            }
             Class::AccessLogPurpose => {
                 "[D13 purposes] ListAccess shows other agencies' records for a purpose other than audit or \
                  statutory_review"
@@ -600,6 +657,8 @@ struct Stats {
     access_records_read: usize,
     /// ListAccess answers about one child that filled a page (records may have been left out).
     access_pages_full: usize,
+    /// Questions about a child some of whose facts were withdrawn by a correction.
+    withdrawn_asked: usize,
 }
 
 #[derive(Debug, Default)]
@@ -1073,6 +1132,19 @@ fn hand_made() -> (Vec<pb::Envelope>, Vec<pb::Envelope>) {
         Some(&rowe),
     );
 
+    // Corrections (issue 20), published after what they correct: the police correct their intelligence
+    // (another summary, same kind and handling code) and withdraw child B's indicator as entered in error; a
+    // school's attempt to withdraw the authority's agency check is refused (quarantined) and changes nothing.
+    let fixed_intelligence = Ev::PoliceIntelligenceRecorded(pb::PoliceIntelligenceRecorded {
+        handling_code: "P".into(),
+        summary: "seen in a car; the registered keeper is not known to the police".into(),
+    });
+    let corrections = [
+        correction(&intelligence, police, Some(fixed_intelligence)),
+        correction(&b_indicator, police, None),
+        correction(&check, school, None),
+    ];
+
     // First: the latest facts (the new name, and the name-less ones). Then the rest, the owner's newest
     // first, so that the last to arrive carry the old name.
     let first = vec![looked_after, attendance, missing];
@@ -1109,7 +1181,27 @@ fn hand_made() -> (Vec<pb::Envelope>, Vec<pb::Envelope>) {
         c_strategy,
         c_missing,
     ]);
+    second.extend(corrections);
     (first, second)
+}
+
+/// A correction of `target` published by `by` an hour after it: its replacement, or entered in error.
+fn correction(target: &pb::Envelope, by: &str, replacement: Option<Ev>) -> pb::Envelope {
+    let at = timestamp_millis(target.occurred_at.as_ref().unwrap()) + HOUR;
+    let mut e = envelope(
+        by,
+        "leak-07",
+        &target.child.as_ref().unwrap().nhs_number,
+        at,
+        Ev::RecordCorrected(Box::new(pb::RecordCorrected {
+            corrected_event_id: target.event_id.clone(),
+            reason: "corrected by the recording agency".into(),
+            entered_in_error: replacement.is_none(),
+            replacement: replacement.map(|kind| Box::new(pb::Event { kind: Some(kind) })),
+        })),
+    );
+    e.case_id = target.case_id.clone();
+    e
 }
 
 /// Generated scenarios: `children` children from `seed`, case ids made unique per seed; and a label
@@ -1135,6 +1227,15 @@ fn generated(seed: u64, children: usize, labels: &mut BTreeMap<String, String>) 
     for e in &mut envelopes {
         e.case_id = format!("{}-S{seed}", e.case_id);
     }
+    // Every ninth fact withdrawn by its recording agency as entered in error (issue 20); identity links are
+    // left alone (undoing one is not a correction).
+    let withdrawals: Vec<pb::Envelope> = envelopes
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| i % 9 == 4 && !matches!(kind_of(e), Ev::IdentifierLinked(_)))
+        .map(|(_, e)| correction(e, &e.agency_id, None))
+        .collect();
+    envelopes.extend(withdrawals);
     envelopes
 }
 
@@ -1210,9 +1311,26 @@ fn check_facts(
     method: &str,
 ) -> BTreeSet<String> {
     let mut returned = BTreeSet::new();
+    if !child.withdrawn.is_empty() {
+        f.stats.withdrawn_asked += 1;
+    }
     for shown in facts {
         f.stats.returned += 1;
         returned.insert(shown.event_id.clone());
+        if child.withdrawn.contains(&shown.event_id) {
+            f.note(
+                Class::Withdrawn,
+                format!(
+                    "{}: a fact withdrawn by a correction (or a correction) returned",
+                    who.label()
+                ),
+                method,
+                purpose,
+                &child.label,
+                shown.event_id.clone(),
+            );
+            continue;
+        }
         let Some(original) = child.facts.iter().find(|e| e.event_id == shown.event_id) else {
             f.note(
                 Class::Fact,
@@ -1991,6 +2109,13 @@ fn a_view_asked_twice_is_the_same() {
 #[test]
 fn returned_facts_are_ones_the_table_allows() {
     findings().assert_none(&[Class::Fact, Class::Projection]);
+}
+
+#[test]
+fn no_fact_withdrawn_by_a_correction_is_returned_after_it() {
+    let s = &findings().stats;
+    assert!(s.withdrawn_asked > 0, "the scenarios withdraw facts: {s:?}");
+    findings().assert_none(&[Class::Withdrawn]);
 }
 
 #[test]
