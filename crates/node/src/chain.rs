@@ -177,6 +177,22 @@ async fn hold(
         let (term_over, shutdown) = (term_over.clone(), shutdown.clone());
         tokio::spawn(async move {
             let stop = term_over.clone();
+            // The access log is chained like the agency streams: altering, removing or reordering an access
+            // record is found by `halcyon audit verify` at its position.
+            let audit = Follower {
+                js: js.clone(),
+                stream: halcyon_schema::subject::AUDIT_STREAM.to_owned(),
+                config: config.clone(),
+                keys: keys.clone(),
+                node_id: node_id.clone(),
+                term,
+            }
+            .run(stop.clone(), shutdown.clone())
+            .instrument(tracing::info_span!(
+                "chain",
+                stream = halcyon_schema::subject::AUDIT_STREAM
+            ));
+            let audit = tokio::spawn(audit);
             crate::ingest::per_stream(&js, &term_over, |name| {
                 let follower = Follower {
                     js: js.clone(),
@@ -191,6 +207,7 @@ async fn hold(
                     .instrument(tracing::info_span!("chain", stream = %name))
             })
             .await;
+            let _ = audit.await;
         })
     };
     let mut renew = tokio::time::interval(lease.renew_every());

@@ -401,3 +401,110 @@ fn find_dir(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
     }
     None
 }
+
+/// An open server with a node keeping chains; agencies ask about children one call at a time, so AUDIT
+/// holds one message per call, all checkpointed; the node stopped. Returns AUDIT's last sequence.
+async fn audit_history(nats: &NatsServer) -> u64 {
+    let data = tempfile::tempdir().unwrap();
+    let node = open_node(nats, data.path()).await;
+    let scenario = common::children(4);
+    let positions = common::publish_as_agencies(&nats.url(), &scenario.envelopes).await;
+    let mut client =
+        halcyon_grpc::pb::query_service_client::QueryServiceClient::connect(format!("http://{}", node.addr))
+            .await
+            .unwrap();
+    for child in &scenario.children {
+        for agency in ["police-sy", "csc-rotherham", "school-oakwood"] {
+            // Found or not, each call leaves an access record.
+            let _ = common::find_by_nhs(
+                &mut client,
+                agency,
+                child.nhs.as_str(),
+                halcyon_policy::Purpose::Safeguarding,
+                &positions,
+            )
+            .await;
+        }
+    }
+    let js = admin(nats).await;
+    let last = js
+        .get_stream(AUDIT)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .last_sequence;
+    assert!(last >= 12, "one AUDIT message per call: {last}");
+    common::wait_checkpointed(&js, AUDIT, last).await;
+    node.stop(Duration::from_secs(5)).await;
+    last
+}
+
+const AUDIT: &str = halcyon_schema::subject::AUDIT_STREAM;
+
+/// Issue 20: the access log is chained and checkpointed like the agency streams, and verification finds an
+/// access record altered, removed or moved, at its position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_record_altered_removed_or_reordered_is_found_at_its_position() {
+    let nats = NatsServer::start_with(Auth::Open, true);
+    let last = audit_history(&nats).await;
+    let js = admin(&nats).await;
+    let clean = verify_stream(&js, AUDIT, &keys(), &[]).await.unwrap();
+    assert!(clean.is_intact(), "{}", clean.report);
+    assert_eq!(clean.report.verified_up_to, last);
+    let original = copy_of(&js, AUDIT).await;
+    let k = last / 2;
+
+    // Altered: the record says another agency read the child.
+    let mut altered = original.clone();
+    let m = &mut altered[k as usize - 1];
+    let mut records = halcyon_grpc::pb::AccessRecords::decode(m.payload.clone()).unwrap();
+    records.records[0].agency_id = "vol-safe-haven".into();
+    m.payload = records.encode_to_vec().into();
+    rebuild(&js, AUDIT, &altered).await;
+    let v = verify_stream(&js, AUDIT, &keys(), &[]).await.unwrap();
+    assert!(
+        matches!(v.report.first(), Some(Divergence::Altered { sequence, field: Field::Payload, .. }) if *sequence == k),
+        "{}",
+        v.report
+    );
+
+    // Put back as it was: intact again (the same subjects, ids and payloads at the same positions).
+    rebuild(&js, AUDIT, &original).await;
+    assert!(verify_stream(&js, AUDIT, &keys(), &[]).await.unwrap().is_intact());
+
+    // Removed: the record at k is gone, its successor stands in its place.
+    let mut removed = original.clone();
+    let gone = removed.remove(k as usize - 1);
+    rebuild(&js, AUDIT, &removed).await;
+    let v = verify_stream(&js, AUDIT, &keys(), &[]).await.unwrap();
+    assert_eq!(
+        v.report.first(),
+        Some(&Divergence::Rewritten {
+            sequence: k,
+            expected_event_id: gone.event_id.clone(),
+            found_event_id: original[k as usize].event_id.clone(),
+        }),
+        "{}",
+        v.report
+    );
+
+    // Reordered: the records at k and k + 1 swapped.
+    let mut swapped = original.clone();
+    swapped.swap(k as usize - 1, k as usize);
+    rebuild(&js, AUDIT, &swapped).await;
+    let v = verify_stream(&js, AUDIT, &keys(), &[]).await.unwrap();
+    assert_eq!(
+        v.report.first(),
+        Some(&Divergence::Rewritten {
+            sequence: k,
+            expected_event_id: original[k as usize - 1].event_id.clone(),
+            found_event_id: original[k as usize].event_id.clone(),
+        }),
+        "{}",
+        v.report
+    );
+    assert!(v.report.verified_up_to < k);
+}

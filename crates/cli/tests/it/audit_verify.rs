@@ -138,6 +138,8 @@ async fn verify_reports_intact_history_then_the_first_divergence_of_a_rebuilt_st
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
+    // The access log is verified with the agency streams (issue 20).
+    assert!(clean.contains("AUDIT: intact up to"), "{clean}");
     assert!(!clean.contains("after the last checkpoint"), "{clean}");
     println!("$ halcyon audit verify (clean)\n{clean}");
 
@@ -285,8 +287,7 @@ async fn verify_names_bad_keys_unknown_streams_and_an_unreachable_server() {
     assert_eq!(out.status.code(), Some(64));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("unknown stream EVENTS_NOPE; the agency streams on")
-            && stderr.contains("EVENTS_POLICE_SY"),
+        stderr.contains("unknown stream EVENTS_NOPE; the streams on") && stderr.contains("EVENTS_POLICE_SY"),
         "{stderr}"
     );
     let out = verify(&nats, &["--agency", "Not An Agency"]);

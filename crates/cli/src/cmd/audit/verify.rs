@@ -1,5 +1,5 @@
-//! `halcyon audit verify`: tamper evidence. Re-derives each agency stream's hash chain from its stored
-//! messages and checks every signed checkpoint (from CHECKPOINTS and, optionally, an exported copy),
+//! `halcyon audit verify`: tamper evidence. Re-derives each agency stream's hash chain, and the AUDIT
+//! stream's (the access log), from its stored messages and checks every signed checkpoint (from CHECKPOINTS and, optionally, an exported copy),
 //! printing per stream either "intact up to N" or the first divergent position and what differs; exits 1
 //! if any stream diverges. `halcyon audit checkpoints export` writes the checkpoints as JSON lines for
 //! safekeeping elsewhere; `halcyon audit checkpoints keygen` makes a node's key pair.
@@ -11,6 +11,7 @@ use anyhow::{Context as _, anyhow};
 use async_nats::jetstream;
 use halcyon_bus::checkpoint::{CheckpointError, read_checkpoints, verify_stream};
 use halcyon_ledger::{Checkpoint, Keyring, PublicKey, SigningKey};
+use halcyon_schema::subject::AUDIT_STREAM;
 use halcyon_schema::{AgencyId, StreamName};
 
 use crate::cmd::common::NatsArgs;
@@ -18,7 +19,8 @@ use crate::{Failure, config_error};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Verify only this stream (e.g. EVENTS_POLICE_SY); every agency stream when absent.
+    /// Verify only this stream (e.g. EVENTS_POLICE_SY, or AUDIT for the access log); every agency stream and
+    /// AUDIT when absent.
     #[arg(long, conflicts_with = "agency")]
     stream: Option<String>,
     /// Verify only this agency's stream (e.g. police-sy).
@@ -121,7 +123,10 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         None => Vec::new(),
     };
     let js = connect(&args.nats).await?;
-    let existing = halcyon_bus::list_event_streams(&js).await?;
+    let mut existing = halcyon_bus::list_event_streams(&js).await?;
+    if js.get_stream(AUDIT_STREAM).await.is_ok() {
+        existing.push(AUDIT_STREAM.to_owned());
+    }
     let wanted = match (&args.stream, &args.agency) {
         (Some(s), _) => vec![s.clone()],
         (None, Some(a)) => {
@@ -135,7 +140,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     for s in &wanted {
         if !existing.contains(s) {
             return Err(config_error(anyhow!(
-                "unknown stream {s}; the agency streams on {} are: {}",
+                "unknown stream {s}; the streams on {} are: {}",
                 args.nats.nats_url,
                 if existing.is_empty() {
                     "(none)".to_owned()
@@ -217,7 +222,8 @@ pub async fn checkpoints(command: CheckpointsCommand) -> Result<(), Failure> {
 async fn export(args: ExportArgs) -> Result<(), Failure> {
     let js = connect(&args.nats).await?;
     if let Some(s) = &args.stream {
-        let existing = halcyon_bus::list_event_streams(&js).await?;
+        let mut existing = halcyon_bus::list_event_streams(&js).await?;
+        existing.push(AUDIT_STREAM.to_owned());
         if !existing.contains(s) {
             return Err(config_error(anyhow!(
                 "unknown stream {s}; the agency streams are: {}",
