@@ -135,7 +135,7 @@ pub fn main() -> ExitCode {
             Command::Deadlines(args) => cmd::deadlines::run(args).await,
             Command::Signals(args) => cmd::signals::run(args).await,
             Command::Rebuild(args) => cmd::rebuild::rebuild(args).await,
-            Command::Export(args) => cmd::rebuild::export(args),
+            Command::Export(args) => cmd::rebuild::export(args).await,
             Command::Policy(command) => cmd::policy::run(command),
             Command::Replay(args) => cmd::replay::run(args).await,
             Command::Audit(command) => cmd::audit::run(command).await,

@@ -203,6 +203,17 @@ impl Query {
             redacted: false,
             notified_agency_ids: notify.iter().map(ToString::to_string).collect(),
             request_id: pass.request_id.clone(),
+            reason: String::new(),
+            acting_person_id: ctx
+                .acting_person
+                .as_ref()
+                .map(|(id, _)| id.clone())
+                .unwrap_or_default(),
+            acting_person_role: ctx
+                .acting_person
+                .as_ref()
+                .map(|(_, role)| role.clone())
+                .unwrap_or_default(),
         };
         async {
             match expected {

@@ -51,7 +51,12 @@ pub struct Query {
 pub struct Context {
     pub purpose: Purpose,
     pub break_glass: Option<BreakGlass>,
+    /// The practitioner the calling system says is acting, and their role (empty when it names none).
+    pub acting_person: Option<(String, String)>,
 }
+
+/// The longest acting-person id or role a request may assert.
+const ACTING_PERSON_MAX: usize = 64;
 
 impl Query {
     /// Who asks, as the disclosure rules take it: the caller's principal, the checked context's purpose and
@@ -163,10 +168,36 @@ impl Query {
                 .collect();
             self.projector.get().wait_for(&wanted, self.read_wait).await?;
         }
-        Ok(Context { purpose, break_glass })
+        let acting_person = acting_person(ctx)?;
+        Ok(Context {
+            purpose,
+            break_glass,
+            acting_person,
+        })
     }
 
     pub(crate) fn identifier(nhs: &str) -> Result<Identifier, ApiError> {
         Ok(Identifier::Nhs(nhs.parse().map_err(ApiError::from)?))
+    }
+}
+
+/// The acting practitioner a request asserts: an identifier and a role, each at most
+/// [`ACTING_PERSON_MAX`] printable characters (an identifier within the calling agency, not a name); a role
+/// without an identifier is refused.
+fn acting_person(ctx: &pb::RequestContext) -> Result<Option<(String, String)>, ApiError> {
+    let (id, role) = (ctx.acting_person_id.trim(), ctx.acting_person_role.trim());
+    for (field, value) in [("acting_person_id", id), ("acting_person_role", role)] {
+        if value.chars().count() > ACTING_PERSON_MAX || value.chars().any(char::is_control) {
+            return Err(ApiError::Invalid(format!(
+                "context.{field}: at most {ACTING_PERSON_MAX} printable characters"
+            )));
+        }
+    }
+    match (id.is_empty(), role.is_empty()) {
+        (true, true) => Ok(None),
+        (true, false) => Err(ApiError::Invalid(
+            "context.acting_person_role without context.acting_person_id: name the practitioner".into(),
+        )),
+        (false, _) => Ok(Some((id.to_owned(), role.to_owned()))),
     }
 }

@@ -279,6 +279,9 @@ pub struct Chronology {
     pub generated_ms: i64,
 }
 
+/// The lane of operators' reads through the `halcyon` CLI (their records name no agency).
+pub const OPERATOR_LANE: &str = "operator-cli";
+
 /// The access an AUDIT record describes, if it is about `child`.
 pub fn access_about(located: LocatedRecord, child: ChildId) -> Option<Access> {
     let r = located.record;
@@ -299,7 +302,12 @@ pub fn access_about(located: LocatedRecord, child: ChildId) -> Option<Access> {
             .filter_map(|c| Category::from_wire(*c))
             .collect(),
         break_glass: r.break_glass_relied_on || !r.break_glass_reason.is_empty(),
-        agency: r.agency_id,
+        // An operator's read through the CLI names no agency: it has a lane of its own.
+        agency: if r.agency_id.is_empty() && r.role == "operator" {
+            OPERATOR_LANE.to_owned()
+        } else {
+            r.agency_id
+        },
         role: r.role,
         method: r.method,
         facts_disclosed: r.facts_disclosed,

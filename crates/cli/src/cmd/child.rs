@@ -53,6 +53,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
             break_glass: args.break_glass.is_some(),
             break_glass_reason: args.break_glass.clone().unwrap_or_default(),
             min_positions: wire_positions(&args.after),
+            ..Default::default()
         }),
         identifier: Some(identifier),
     })?;

@@ -7,6 +7,7 @@ pub mod common;
 pub mod deadlines;
 pub mod nodes;
 pub mod notifications;
+pub mod operator_read;
 pub mod policy;
 pub mod publish;
 pub mod quarantine;

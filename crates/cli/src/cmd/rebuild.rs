@@ -46,6 +46,12 @@ pub struct RebuildArgs {
 pub struct ExportArgs {
     #[arg(long, env = "HALCYON_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
+    /// Where the access log is: the export is recorded there before anything is written.
+    #[command(flatten)]
+    nats: crate::cmd::replay::OperatorNats,
+    /// Who reads and why (recorded in the access log first).
+    #[command(flatten)]
+    read: crate::cmd::operator_read::OperatorRead,
     /// With the policy, derives views a stopped node left stale before dumping, as the node would.
     #[arg(long, env = "HALCYON_AGENCIES", default_value_os_t = deploy_path("agencies.toml"))]
     agencies: PathBuf,
@@ -175,11 +181,15 @@ pub async fn rebuild(args: RebuildArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-pub fn export(args: ExportArgs) -> Result<(), Failure> {
+pub async fn export(args: ExportArgs) -> Result<(), Failure> {
     let dir = read_models_dir(&args.data_dir).map_err(|e| config_error(anyhow!("{e}")))?;
     if !dir.exists() {
         return Err(config_error(anyhow!("no read models at {}", dir.display())));
     }
+    let js = args.nats.jetstream("halcyon export").await?;
+    args.read
+        .record(&js, "halcyon export", halcyon_policy::Purpose::Audit, None)
+        .await?;
     let spec = open_spec(&args.agencies, &args.policy)?;
     let timescales = args.timescales.load().map_err(config_error)?;
     let signals = halcyon_projector::SignalSpec::new(

@@ -84,6 +84,9 @@ pub enum Format {
 pub struct Args {
     #[command(flatten)]
     pub nats: OperatorNats,
+    /// Who reads and why (recorded in the access log first).
+    #[command(flatten)]
+    pub read: crate::cmd::operator_read::OperatorRead,
     /// Only this agency's stream (repeatable); every agency stream when absent.
     #[arg(long = "agency", value_name = "AGENCY_ID")]
     pub agency: Vec<String>,
@@ -177,6 +180,17 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         Some(load_registry(&args.agencies)?)
     };
     let js = args.nats.jetstream("halcyon replay").await?;
+    let named = args
+        .child
+        .as_deref()
+        .and_then(|c| ChildMatch::parse(c).ok())
+        .map(|c| match c {
+            ChildMatch::Nhs(n) => halcyon_schema::ChildId::from_nhs(&n),
+            ChildMatch::Id(id) => id,
+        });
+    args.read
+        .record(&js, "halcyon replay", halcyon_policy::Purpose::Audit, named)
+        .await?;
     let existing = list_event_streams(&js).await?;
     for id in &args.agency {
         let agency: AgencyId = id

@@ -73,9 +73,13 @@ async fn caught_up(port: u16, wanted: &BTreeMap<String, u64>, data: &Path) {
     }
 }
 
-fn export(data: &Path, at: &str, out: &Path) -> String {
+fn export(nats: &NatsServer, data: &Path, at: &str, out: &Path) -> String {
     halcyon_ok(&[
         "export",
+        "--nats-url",
+        &nats.url(),
+        "--nats-password",
+        "operator-dev-secret",
         "--data-dir",
         data.to_str().unwrap(),
         "--deadlines-at",
@@ -139,7 +143,7 @@ async fn the_restore_drill_brings_back_every_stream_and_refuses_an_altered_backu
     caught_up(port, &wanted, &first_data).await;
     checkpointed(&original, &wanted).await;
     common::stop(node);
-    let first_export = export(&first_data, &at, &dir.path().join("first.txt"));
+    let first_export = export(&original, &first_data, &at, &dir.path().join("first.txt"));
 
     // The backup.
     let backups = dir.path().join("backups");
@@ -183,7 +187,7 @@ async fn the_restore_drill_brings_back_every_stream_and_refuses_an_altered_backu
     let node = serve(&replacement, &fresh_data, port);
     caught_up(port, &wanted, &fresh_data).await;
     common::stop(node);
-    let fresh_export = export(&fresh_data, &at, &dir.path().join("fresh.txt"));
+    let fresh_export = export(&replacement, &fresh_data, &at, &dir.path().join("fresh.txt"));
     assert!(!first_export.is_empty());
     assert!(
         first_export == fresh_export,

@@ -244,7 +244,15 @@ async fn an_unreadable_record_fails_nothing_else_and_a_rebuild_replaces_it() {
 
     // Export succeeds and reports them; a rebuild succeeds, reports them and replaces them.
     let data_arg = data.to_str().unwrap();
-    let export = halcyon(&["export", "--data-dir", data_arg]);
+    let export = halcyon(&[
+        "export",
+        "--data-dir",
+        data_arg,
+        "--nats-url",
+        &nats.url(),
+        "--nats-password",
+        "operator-dev-secret",
+    ]);
     assert!(
         export.status.success(),
         "{}",
@@ -268,7 +276,15 @@ async fn an_unreadable_record_fails_nothing_else_and_a_rebuild_replaces_it() {
         rebuilt.contains("held 2 record(s) that could not be read back"),
         "{rebuilt}"
     );
-    let export = halcyon(&["export", "--data-dir", data_arg]);
+    let export = halcyon(&[
+        "export",
+        "--data-dir",
+        data_arg,
+        "--nats-url",
+        &nats.url(),
+        "--nats-password",
+        "operator-dev-secret",
+    ]);
     assert!(export.status.success());
     assert!(
         !String::from_utf8_lossy(&export.stderr).contains("cannot be read back"),

@@ -16,6 +16,7 @@ mod deadlines_history;
 mod drain;
 mod fuzzed_streams;
 mod online_rebuild;
+mod operator_reads;
 mod policy;
 mod publish;
 mod replay;

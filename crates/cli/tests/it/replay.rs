@@ -20,6 +20,8 @@ fn halcyon(args: &[&str]) -> std::process::Output {
         .env("HALCYON_LOG", "warn")
         .env_remove("HALCYON_NATS_USER")
         .env_remove("HALCYON_NATS_PASSWORD")
+        .env("HALCYON_OPERATOR", crate::common::OPERATOR)
+        .env("HALCYON_READ_REASON", crate::common::READ_REASON)
         .output()
         .expect("run halcyon")
 }

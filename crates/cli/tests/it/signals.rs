@@ -267,6 +267,10 @@ async fn halcyon_signals_lists_records_outcomes_and_rebuilds() {
     let live_export = node.data.path().join("live.txt");
     halcyon_ok(&[
         "export",
+        "--nats-url",
+        &nats.url(),
+        "--nats-password",
+        "operator-dev-secret",
         "--data-dir",
         live.to_str().unwrap(),
         "--deadlines-at",
@@ -289,6 +293,10 @@ async fn halcyon_signals_lists_records_outcomes_and_rebuilds() {
     let rebuilt_export = node.data.path().join("rebuilt.txt");
     halcyon_ok(&[
         "export",
+        "--nats-url",
+        &nats.url(),
+        "--nats-password",
+        "operator-dev-secret",
         "--data-dir",
         rebuilt.to_str().unwrap(),
         "--deadlines-at",

@@ -193,6 +193,7 @@ pub fn context(purpose: Purpose, after: &[Position]) -> pb::RequestContext {
                 sequence: p.sequence,
             })
             .collect(),
+        ..Default::default()
     }
 }
 

@@ -35,6 +35,9 @@ pub enum Format {
 pub struct Args {
     #[command(flatten)]
     nats: OperatorNats,
+    /// Who reads and why (recorded in the access log first).
+    #[command(flatten)]
+    read: crate::cmd::operator_read::OperatorRead,
     /// The child: an NHS number or a halcyon child id.
     #[arg(long)]
     child: String,
@@ -83,6 +86,18 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let timescales = args.timescales.load().map_err(config_error)?;
     let signal_spec = SignalSpec::new(args.signals.load().map_err(config_error)?, &registry);
     let js = args.nats.jetstream("halcyon audit chronology").await?;
+    let named = match &child {
+        ChildMatch::Nhs(n) => halcyon_schema::ChildId::from_nhs(n),
+        ChildMatch::Id(id) => *id,
+    };
+    args.read
+        .record(
+            &js,
+            "halcyon audit chronology",
+            halcyon_policy::Purpose::StatutoryReview,
+            Some(named),
+        )
+        .await?;
 
     let bar = if args.quiet || !std::io::stderr().is_terminal() {
         indicatif::ProgressBar::hidden()

@@ -43,6 +43,20 @@ enum ChildRef {
     Id(ChildId),
 }
 
+impl ChildRef {
+    /// The child id the reference derives (links are not followed): what an access record names.
+    fn named(&self) -> ChildId {
+        match self {
+            ChildRef::Identifier(Identifier::Nhs(n)) => ChildId::from_nhs(n),
+            ChildRef::Identifier(Identifier::Upn(u)) => ChildId::from_upn(u),
+            ChildRef::Identifier(Identifier::Local { agency, local_id }) => {
+                ChildId::from_local(agency, local_id)
+            }
+            ChildRef::Id(id) => *id,
+        }
+    }
+}
+
 impl ChildArgs {
     fn parse(&self) -> Result<Option<ChildRef>, Failure> {
         let bad = |what: &str, e: &dyn std::fmt::Display| config_error(anyhow!("--{what}: {e}"));
@@ -75,6 +89,9 @@ impl ChildArgs {
 pub struct AsOfArgs {
     #[command(flatten)]
     nats: NatsArgs,
+    /// Who reads and why (recorded in the access log first).
+    #[command(flatten)]
+    read: crate::cmd::operator_read::OperatorRead,
     /// The agency whose view to reconstruct (an id in the agency registry).
     #[arg(long)]
     agency: String,
@@ -135,6 +152,12 @@ enum AccessCommand {
 struct ListArgs {
     #[command(flatten)]
     nats: NatsArgs,
+    /// Who reads and why (recorded in the access log first).
+    #[command(flatten)]
+    read: crate::cmd::operator_read::OperatorRead,
+    /// Only reads by this practitioner (the acting person a calling system named, or an operator).
+    #[arg(long)]
+    person: Option<String>,
     /// Only accesses to this child.
     #[command(flatten)]
     child: ChildArgs,
@@ -573,6 +596,14 @@ pub async fn as_of(args: AsOfArgs) -> Result<(), Failure> {
     };
 
     let js = jetstream(&args.nats, "halcyon audit as-of").await?;
+    args.read
+        .record(
+            &js,
+            "halcyon audit as-of",
+            halcyon_policy::Purpose::StatutoryReview,
+            Some(child_ref.named()),
+        )
+        .await?;
     let held = args
         .review_store
         .current(&js, args.future.ms(), &|_, _| {})
@@ -795,6 +826,9 @@ async fn list(args: ListArgs) -> Result<(), Failure> {
     let break_glass_only = args.break_glass || args.unreviewed;
 
     let js = jetstream(&args.nats, "halcyon audit access").await?;
+    args.read
+        .record(&js, "halcyon audit access", halcyon_policy::Purpose::Audit, child)
+        .await?;
     // From a review store's index of AUDIT when one is named (the selection's records only), else the
     // whole stream.
     let records = match args
@@ -823,6 +857,11 @@ async fn list(args: ListArgs) -> Result<(), Failure> {
         .iter()
         .filter(|l| child.is_none_or(|c| l.record.child_id == c.to_string()))
         .filter(|l| agency.as_ref().is_none_or(|a| l.record.agency_id == a.as_str()))
+        .filter(|l| {
+            args.person
+                .as_ref()
+                .is_none_or(|p| l.record.acting_person_id == p.trim())
+        })
         .filter(|l| {
             let at = record_ms(&l.record);
             from.is_none_or(|f| at >= f) && to.is_none_or(|t| at <= t)

@@ -23,9 +23,15 @@ pub fn halcyon(args: &[&str]) -> Output {
         .env("HALCYON_HEARTBEAT_SECS", "1")
         .env("HALCYON_LEASE_SECS", "3")
         .env("HALCYON_STREAMS_SPEC", "deploy/streams-local.toml")
+        .env("HALCYON_OPERATOR", OPERATOR)
+        .env("HALCYON_READ_REASON", READ_REASON)
         .output()
         .expect("run halcyon")
 }
+
+/// The operator every test's reads of child data are recorded under, and why.
+pub const OPERATOR: &str = "test-operator-01";
+pub const READ_REASON: &str = "integration test";
 
 /// Runs halcyon, expecting success; returns standard output.
 pub fn halcyon_ok(args: &[&str]) -> String {
@@ -215,13 +221,15 @@ pub fn export_live_and_rebuilt_with(
 ) -> (String, String) {
     let export = |data: &Path, name: &str| {
         let out = dir.join(name);
-        halcyon_ok(&[
+        let mut args = vec![
             "export",
             "--data-dir",
             data.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
-        ]);
+        ];
+        args.extend_from_slice(nats);
+        halcyon_ok(&args);
         std::fs::read_to_string(&out).unwrap()
     };
     let live_export = export(live, "live.txt");
