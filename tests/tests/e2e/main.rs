@@ -4,6 +4,7 @@
 //! suite's time); each file is a module, run alone with `cargo test --test e2e <module>::`.
 
 mod access_log;
+mod accountability;
 mod audit_gate;
 mod bus_identity;
 mod common;

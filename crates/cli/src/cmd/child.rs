@@ -48,13 +48,13 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     };
     let mut client = args.api.client().await?;
     let request = args.api.request(pb::FindChildRequest {
-        context: Some(pb::RequestContext {
+        context: Some(args.api.acting(pb::RequestContext {
             purpose: args.purpose.to_pb() as i32,
             break_glass: args.break_glass.is_some(),
             break_glass_reason: args.break_glass.clone().unwrap_or_default(),
             min_positions: wire_positions(&args.after),
             ..Default::default()
-        }),
+        })),
         identifier: Some(identifier),
     })?;
     let view = client.find_child(request).await.map_err(refused)?.into_inner();
@@ -82,11 +82,11 @@ pub struct FlagArgs {
 pub async fn flag(args: FlagArgs) -> Result<(), Failure> {
     let mut client = args.api.client().await?;
     let request = args.api.request(pb::CheckFlagRequest {
-        context: Some(pb::RequestContext {
+        context: Some(args.api.acting(pb::RequestContext {
             purpose: args.purpose.to_pb() as i32,
             min_positions: wire_positions(&args.after),
             ..Default::default()
-        }),
+        })),
         nhs_number: args.nhs.clone(),
     })?;
     let flag = client.check_flag(request).await.map_err(refused)?.into_inner();

@@ -192,9 +192,25 @@ pub struct ApiArgs {
     /// Bearer token of the calling agency's principal.
     #[arg(long, env = "HALCYON_TOKEN", hide_env_values = true)]
     pub token: String,
+    /// The practitioner acting (an identifier within the calling agency, not a name): recorded in the access
+    /// record beside the token's principal.
+    #[arg(long = "as-person", env = "HALCYON_ACTING_PERSON")]
+    pub acting_person: Option<String>,
+    /// The acting practitioner's role (with --as-person).
+    #[arg(long = "as-role", env = "HALCYON_ACTING_ROLE", requires = "acting_person")]
+    pub acting_role: Option<String>,
 }
 
 impl ApiArgs {
+    /// `context` naming the acting practitioner, when one was given.
+    pub fn acting(&self, context: halcyon_grpc::pb::RequestContext) -> halcyon_grpc::pb::RequestContext {
+        halcyon_grpc::pb::RequestContext {
+            acting_person_id: self.acting_person.clone().unwrap_or_default(),
+            acting_person_role: self.acting_role.clone().unwrap_or_default(),
+            ..context
+        }
+    }
+
     pub async fn client(
         &self,
     ) -> Result<

@@ -202,6 +202,8 @@ async fn list(args: ListArgs) -> Result<(), Failure> {
             .token
             .clone()
             .ok_or_else(|| config_error(anyhow!("--token: the calling agency's bearer token is required")))?,
+        acting_person: None,
+        acting_role: None,
     };
     // Every page, in order (a listing without a child comes a page at a time).
     let mut node = client(&api).await?;

@@ -187,6 +187,28 @@ async fn each_operator_read_of_child_data_writes_one_access_record_first_and_fai
         assert_eq!(r.outcome, pb::AccessOutcome::Permitted as i32);
     }
 
+    // One person's reads: `audit access --person` lists those that name them, and only those.
+    let mut args = vec!["audit", "access", "--person", OPERATOR, "--json"];
+    args.extend(operator);
+    args.extend(who);
+    let out = halcyon(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(listed.len() > reads.len(), "{listed:?}");
+    assert!(
+        listed.iter().all(|r| r["acting_person_id"] == OPERATOR),
+        "{listed:?}"
+    );
+    let mut args = vec!["audit", "access", "--person", "nobody-99", "--json"];
+    args.extend(operator);
+    args.extend(who);
+    let out = halcyon(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "", "no read names that person");
+
     // Who and why are required: nothing is read without them.
     let mut args = vec!["replay"];
     args.extend(operator);

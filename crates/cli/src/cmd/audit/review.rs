@@ -347,6 +347,9 @@ fn record_json(kind: &str, located: &LocatedRecord, reviews: Option<&Vec<Review>
         "break_glass_relied_on": r.break_glass_relied_on,
         "node_id": r.node_id,
         "request_id": r.request_id,
+        "acting_person_id": r.acting_person_id,
+        "acting_person_role": r.acting_person_role,
+        "reason": r.reason,
     });
     if r.break_glass_relied_on {
         v["reviews"] = json!(
@@ -375,8 +378,18 @@ fn record_line(located: &LocatedRecord) -> String {
     let r = &located.record;
     let disclosed = categories(&r.categories_disclosed).join(" ");
     let withheld = categories(&r.categories_withheld).join(" ");
+    let person = match (r.acting_person_id.as_str(), r.acting_person_role.as_str()) {
+        ("", _) => String::new(),
+        (id, "") => format!(" for {id}"),
+        (id, role) => format!(" for {id} ({role})"),
+    };
+    let reason = if r.reason.is_empty() {
+        String::new()
+    } else {
+        format!("  reason {:?}", r.reason)
+    };
     format!(
-        "{}  {}/{} ({})  {}  {}  {}  shown [{}] withheld [{}]  rules {}  policy {}  record {} (AUDIT:{})",
+        "{}  {}/{} ({}){person}  {}  {}  {}  shown [{}] withheld [{}]  rules {}  policy {}{reason}  record {} (AUDIT:{})",
         r.at.as_ref().map(format_timestamp).unwrap_or_default(),
         r.agency_id,
         r.principal_id,
