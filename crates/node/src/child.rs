@@ -229,7 +229,9 @@ impl Query {
                     | Kind::SeriousIncidentNotified(_)
                     | Kind::RapidReviewCompleted(_)
                     | Kind::BreakGlassReviewed(_)
-                    | Kind::SignalOutcomeRecorded(_),
+                    | Kind::SignalOutcomeRecorded(_)
+                    | Kind::IdentifierUnlinked(_)
+                    | Kind::NhsNumberSuperseded(_),
                 )
                 | None => {}
             }

@@ -93,7 +93,9 @@ fn flag(kind: &Kind, extra: FlagContent) -> Kind {
         | Kind::SeriousIncidentNotified(_)
         | Kind::RapidReviewCompleted(_)
         | Kind::BreakGlassReviewed(_)
-        | Kind::SignalOutcomeRecorded(_) => empty(kind),
+        | Kind::SignalOutcomeRecorded(_)
+        | Kind::IdentifierUnlinked(_)
+        | Kind::NhsNumberSuperseded(_) => empty(kind),
     }
 }
 
@@ -152,6 +154,8 @@ fn empty(kind: &Kind) -> Kind {
         RapidReviewCompleted,
         BreakGlassReviewed,
         SignalOutcomeRecorded,
+        IdentifierUnlinked,
+        NhsNumberSuperseded,
     )
 }
 
@@ -215,6 +219,8 @@ fn summary(mut kind: Kind) -> Kind {
         Kind::RapidReviewCompleted(e) => e.summary.clear(),
         Kind::BreakGlassReviewed(e) => e.reason.clear(),
         Kind::SignalOutcomeRecorded(e) => e.reason.clear(),
+        Kind::IdentifierUnlinked(e) => e.reason.clear(),
+        Kind::NhsNumberSuperseded(e) => e.reason.clear(),
     }
     kind
 }

@@ -226,7 +226,9 @@ impl SharingState {
             | Kind::SeriousIncidentNotified(_)
             | Kind::RapidReviewCompleted(_)
             | Kind::BreakGlassReviewed(_)
-            | Kind::SignalOutcomeRecorded(_) => {}
+            | Kind::SignalOutcomeRecorded(_)
+            | Kind::IdentifierUnlinked(_)
+            | Kind::NhsNumberSuperseded(_) => {}
         }
     }
 

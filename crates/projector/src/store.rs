@@ -220,8 +220,9 @@ struct ValidFact {
     identifier: Identifier,
     /// The link an `IdentifierLinked` event makes.
     link: Option<pb::IdentifierLinked>,
-    /// A `RecordCorrected` event, with its subject: checked against the corrected fact when applied.
-    correction: Option<(Box<pb::RecordCorrected>, String)>,
+    /// An event the store checks against what it holds before applying it (a correction, an identity
+    /// repair), with its subject for the quarantine record if it is refused.
+    checked_by_store: Option<(StoreCheck, String)>,
     occurred_ms: i64,
     /// When the bus stored it.
     stored_at_ms: i64,
@@ -230,6 +231,14 @@ struct ValidFact {
     stored: Vec<u8>,
     /// Where the fact goes, when that does not depend on the store (filed by NHS number).
     filed: Option<Filed>,
+}
+
+/// What the store checks and does for an event beyond filing it.
+#[derive(Debug)]
+enum StoreCheck {
+    Correction(Box<pb::RecordCorrected>),
+    Unlink(pb::IdentifierUnlinked),
+    Supersede(NhsNumber),
 }
 
 /// The child a fact is filed under, its key, and the hash of its key prefix (`Projector::moments`).
@@ -315,10 +324,13 @@ fn ready(stream: &str, m: &Incoming, future_tolerance_ms: i64) -> Checked {
         }
     };
     let identifier = primary_identifier(&valid).expect("validation requires an identifier");
-    let correction = match valid.kind() {
-        Kind::RecordCorrected(c) => Some((c.clone(), m.subject.clone())),
+    let checked_by_store = match valid.kind() {
+        Kind::RecordCorrected(c) => Some(StoreCheck::Correction(c.clone())),
+        Kind::IdentifierUnlinked(u) => Some(StoreCheck::Unlink(u.clone())),
+        Kind::NhsNumberSuperseded(s) => s.superseded_nhs_number.parse().ok().map(StoreCheck::Supersede),
         _ => None,
-    };
+    }
+    .map(|c| (c, m.subject.clone()));
     let link = match valid.kind() {
         Kind::IdentifierLinked(link) => Some(link.clone()),
         Kind::ContactReceived(_)
@@ -364,7 +376,9 @@ fn ready(stream: &str, m: &Incoming, future_tolerance_ms: i64) -> Checked {
         | Kind::SeriousIncidentNotified(_)
         | Kind::RapidReviewCompleted(_)
         | Kind::BreakGlassReviewed(_)
-        | Kind::SignalOutcomeRecorded(_) => None,
+        | Kind::SignalOutcomeRecorded(_)
+        | Kind::IdentifierUnlinked(_)
+        | Kind::NhsNumberSuperseded(_) => None,
     };
     let stored = StoredFactRaw {
         stream: stream.to_owned(),
@@ -385,7 +399,7 @@ fn ready(stream: &str, m: &Incoming, future_tolerance_ms: i64) -> Checked {
         event_id: valid.event_id,
         identifier,
         link,
-        correction,
+        checked_by_store,
         occurred_ms: valid.occurred_at_ms,
         stored_at_ms: m.stored_at_ms,
         agency: valid.agency,
@@ -417,6 +431,9 @@ pub struct Projector {
     models: Vec<Arc<dyn ReadModel>>,
     /// The AUDIT sequence the access index has reached (`access_index.rs`).
     pub(crate) access_indexed: watch::Sender<u64>,
+    /// Some NHS number was superseded (`NhsNumberSuperseded`): facts filed by NHS number consult the
+    /// identity index (otherwise a number denotes its own child, with no read).
+    superseded: std::sync::atomic::AtomicBool,
 }
 
 impl Projector {
@@ -462,7 +479,13 @@ impl Projector {
         // again from AUDIT).
         db.drop_tree("flag-accesses")?;
         let (access_indexed, _) = watch::channel(crate::access_index::stored_position(&db)?);
+        let superseded = model
+            .scan_prefix(keys::identity("nhs:"))
+            .next()
+            .transpose()?
+            .is_some();
         Ok(Self {
+            superseded: std::sync::atomic::AtomicBool::new(superseded),
             access_indexed,
             writer: std::sync::Mutex::new(()),
             db,
@@ -752,9 +775,11 @@ impl Projector {
                 return Ok(());
             }
         };
+        let superseded = self.superseded.load(std::sync::atomic::Ordering::Acquire);
         let Filed { child, key, moment } = match valid.filed {
-            Some(filed) => filed,
-            None => Filed::new(
+            // An NHS number denotes its own child unless it was superseded (then the index says which).
+            Some(filed) if !superseded => filed,
+            _ => Filed::new(
                 resolve_in(overlay, &valid.identifier)?,
                 valid.occurred_ms,
                 &valid.agency,
@@ -776,27 +801,38 @@ impl Projector {
             outcome.duplicates += 1;
             return Ok(());
         }
-        if let Some((correction, subject)) = &valid.correction
-            && let Some(reason) =
-                self.correction_refused(overlay, &child, stream, m.sequence, &valid.agency, correction)?
-        {
-            let record = QuarantineRecord {
-                stream: stream.to_owned(),
-                sequence: m.sequence,
-                subject: subject.clone(),
-                agency: Some(valid.agency.to_string()),
-                event_id: Some(valid.event_id.to_string()),
-                problems: vec![halcyon_schema::validate::Problem::Invalid {
-                    field: "event.record_corrected.corrected_event_id".into(),
-                    reason,
-                }],
-                stored_at_ms: valid.stored_at_ms,
+        if let Some((check, subject)) = &valid.checked_by_store {
+            let at = (valid.stored_at_ms, m.sequence);
+            let refused = match check {
+                StoreCheck::Correction(c) => self
+                    .correction_refused(overlay, &child, stream, m.sequence, &valid.agency, c)?
+                    .map(|r| ("event.record_corrected.corrected_event_id", r)),
+                StoreCheck::Unlink(u) => self
+                    .unlink(overlay, child, &valid.agency, u, at, moments, outcome)?
+                    .map(|r| ("event.identifier_unlinked", r)),
+                StoreCheck::Supersede(old) => self
+                    .supersede(overlay, child, &valid.agency, old, at, moments, outcome)?
+                    .map(|r| ("event.nhs_number_superseded.superseded_nhs_number", r)),
             };
-            tracing::warn!(stream, sequence = m.sequence, reasons = %record.reasons(), "correction quarantined");
-            let value = serde_json::to_vec(&record).expect("quarantine records serialise");
-            overlay.put(keys::position(keys::QUARANTINE, stream, m.sequence), value);
-            outcome.quarantined += 1;
-            return Ok(());
+            if let Some((field, reason)) = refused {
+                let record = QuarantineRecord {
+                    stream: stream.to_owned(),
+                    sequence: m.sequence,
+                    subject: subject.clone(),
+                    agency: Some(valid.agency.to_string()),
+                    event_id: Some(valid.event_id.to_string()),
+                    problems: vec![halcyon_schema::validate::Problem::Invalid {
+                        field: field.into(),
+                        reason,
+                    }],
+                    stored_at_ms: valid.stored_at_ms,
+                };
+                tracing::warn!(stream, sequence = m.sequence, reasons = %record.reasons(), "event refused by the store; quarantined");
+                let value = serde_json::to_vec(&record).expect("quarantine records serialise");
+                overlay.put(keys::position(keys::QUARANTINE, stream, m.sequence), value);
+                outcome.quarantined += 1;
+                return Ok(());
+            }
         }
         if let Some(link) = &valid.link {
             let at = (valid.stored_at_ms, m.sequence);
@@ -845,6 +881,142 @@ impl Projector {
         )))
     }
 
+    /// Undoes a link of the identifiers `unlink` names to `child`: each points again at the child it derives,
+    /// and the facts that reached `child` only through it move back there (as a link moves them). Refused
+    /// unless `agency` published an `IdentifierLinked` of that identifier about this child: only the agency
+    /// that linked an identifier may unlink it (its link is earlier in its own stream, so the check gives the
+    /// same answer however the streams are interleaved).
+    #[allow(clippy::too_many_arguments)]
+    fn unlink(
+        &self,
+        overlay: &mut Overlay<'_>,
+        child: ChildId,
+        agency: &AgencyId,
+        unlink: &pb::IdentifierUnlinked,
+        at: (i64, u64),
+        moments: &mut HashSet<u64>,
+        outcome: &mut ApplyOutcome,
+    ) -> Result<Option<String>, ProjectorError> {
+        let mut linked = (false, false);
+        for (key, value) in overlay.scan_prefix(&keys::child_facts_prefix(&child))? {
+            let fact = decode_fact(&key, &value)?;
+            if fact.envelope.agency_id != agency.as_str() {
+                continue;
+            }
+            if let Some(Kind::IdentifierLinked(l)) = fact.kind() {
+                linked.0 |= !unlink.upn.is_empty() && l.upn == unlink.upn;
+                linked.1 |= !unlink.local_id.is_empty()
+                    && l.local_id == unlink.local_id
+                    && l.local_agency_id == unlink.local_agency_id;
+            }
+        }
+        if (!unlink.upn.is_empty() && !linked.0) || (!unlink.local_id.is_empty() && !linked.1) {
+            return Ok(Some(format!(
+                "{agency} linked no such identifier to this child; only the agency that linked an identifier \
+                 may unlink it"
+            )));
+        }
+        for (upn, local) in [
+            (unlink.upn.as_str(), None),
+            (
+                "",
+                Some((unlink.local_agency_id.as_str(), unlink.local_id.as_str())),
+            ),
+        ] {
+            let one = pb::IdentifierLinked {
+                upn: upn.to_owned(),
+                local_agency_id: local.map(|l| l.0.to_owned()).unwrap_or_default(),
+                local_id: local.map(|l| l.1.to_owned()).unwrap_or_default(),
+                reason: String::new(),
+            };
+            let id = if let Ok(upn) = one.upn.parse::<Upn>() {
+                Identifier::Upn(upn)
+            } else if let (Ok(agency), false) =
+                (one.local_agency_id.parse::<AgencyId>(), one.local_id.is_empty())
+            {
+                Identifier::Local {
+                    agency,
+                    local_id: one.local_id.clone(),
+                }
+            } else {
+                continue;
+            };
+            self.link(overlay, id.derived_child(), &one, at, moments, outcome)?;
+        }
+        Ok(None)
+    }
+
+    /// `child`'s NHS number supersedes `old`: the old number (and every identifier that denoted its child)
+    /// denotes `child` from now on, and every fact of the old number's child moves to `child`, keeping where
+    /// it was when (`history.rs`). Refused unless `agency` had recorded something about the old number (it
+    /// knows both records; its own earlier facts are in its own stream, so the answer does not depend on how
+    /// the streams interleave).
+    #[allow(clippy::too_many_arguments)]
+    fn supersede(
+        &self,
+        overlay: &mut Overlay<'_>,
+        child: ChildId,
+        agency: &AgencyId,
+        old: &NhsNumber,
+        (at_ms, at_sequence): (i64, u64),
+        moments: &mut HashSet<u64>,
+        outcome: &mut ApplyOutcome,
+    ) -> Result<Option<String>, ProjectorError> {
+        use crate::history::link_history_key;
+        let old_id = Identifier::Nhs(old.clone());
+        let from = resolve_in(overlay, &old_id)?;
+        if from == child {
+            return Ok(None);
+        }
+        let facts = overlay.scan_prefix(&keys::child_facts_prefix(&from))?;
+        let mut known = false;
+        let mut decoded = Vec::with_capacity(facts.len());
+        for (key, value) in facts {
+            let fact = decode_fact(&key, &value)?;
+            known |= fact.envelope.agency_id == agency.as_str();
+            decoded.push((key, value, fact));
+        }
+        if !known {
+            return Ok(Some(format!(
+                "{agency} recorded nothing about the superseded number; only an agency that holds both records \
+                 may merge them"
+            )));
+        }
+        // Every identifier that denoted the old record denotes the merged one.
+        let mut repointed = vec![old_id];
+        for (key, value) in overlay.scan_prefix(&[keys::IDENTITY])? {
+            if value == from.as_bytes() {
+                let text = String::from_utf8_lossy(&key[1..]).into_owned();
+                if let Some(id) = identifier_from_key(&text)
+                    && !repointed.contains(&id)
+                {
+                    repointed.push(id);
+                }
+            }
+        }
+        for id in &repointed {
+            overlay.put(keys::identity(&id.key()), child.as_bytes().to_vec());
+            overlay.put(
+                link_history_key(id, at_ms, at_sequence),
+                child.as_bytes().to_vec(),
+            );
+        }
+        for (key, value, fact) in decoded {
+            move_fact(
+                overlay,
+                (&key, value),
+                &fact,
+                (from, child),
+                (at_ms, at_sequence),
+                moments,
+            )?;
+        }
+        outcome.children.insert(from);
+        outcome.children.insert(child);
+        self.superseded.store(true, std::sync::atomic::Ordering::Release);
+        Ok(None)
+    }
+
     /// Points a UPN or agency-local id at `child`, moving the facts that reached this child only through
     /// that identifier (events without an NHS number). Never triggered by a matching number alone.
     fn link(
@@ -856,7 +1028,7 @@ impl Projector {
         moments: &mut HashSet<u64>,
         outcome: &mut ApplyOutcome,
     ) -> Result<(), ProjectorError> {
-        use crate::history::{link_history_key, move_key, move_value, moved_key, moves_prefix};
+        use crate::history::link_history_key;
         let mut identifiers = Vec::new();
         if let Ok(upn) = link.upn.parse::<Upn>() {
             identifiers.push(Identifier::Upn(upn));
@@ -891,26 +1063,18 @@ impl Projector {
                         }
                 });
                 if routed_by_this {
-                    // Kept so that the child's facts as they stood before the link can be told
-                    // (`history.rs`): where it was filed first, if it never moved before, and where now.
-                    let moves = moves_prefix(&fact.stream, fact.sequence);
-                    if overlay.scan_prefix(&moves)?.is_empty() {
-                        overlay.put(
-                            move_key(&fact.stream, fact.sequence, fact.stored_at_ms, 0),
-                            move_value(&old, &key),
-                        );
-                    }
-                    overlay.put(
-                        move_key(&fact.stream, fact.sequence, at_ms, link_sequence),
-                        move_value(&child, &key),
-                    );
-                    overlay.put(moved_key(&old, &fact.stream, fact.sequence), Vec::new());
-                    overlay.put(moved_key(&child, &fact.stream, fact.sequence), Vec::new());
-                    let moved = prefix_swapped(&key, &child);
-                    moments.insert(moment_hash(keys::fact_sequence_prefix(&moved)));
-                    overlay.remove(key);
-                    overlay.put(moved, value);
+                    move_fact(
+                        overlay,
+                        (&key, value),
+                        &fact,
+                        (old, child),
+                        (at_ms, link_sequence),
+                        moments,
+                    )?;
+                    // Both children's read models change (the destination is not the event's own child when
+                    // a link is undone).
                     outcome.children.insert(old);
+                    outcome.children.insert(child);
                 }
             }
         }
@@ -1107,6 +1271,54 @@ pub(crate) fn reason_of(e: ProjectorError) -> String {
         ProjectorError::Corrupt { reason, .. } => reason,
         other => other.to_string(),
     }
+}
+
+/// Moves one stored fact (`key`, `value`, decoded as `fact`) from one child to another by an identity
+/// change made at `at` (stored time, stream sequence), keeping where it was filed when, so that a child's
+/// facts as they stood before can be told (`history.rs`): where it was filed first, if it never moved before,
+/// and where now.
+fn move_fact(
+    overlay: &mut Overlay<'_>,
+    (key, value): (&[u8], Vec<u8>),
+    fact: &Fact,
+    (from, to): (ChildId, ChildId),
+    (at_ms, at_sequence): (i64, u64),
+    moments: &mut HashSet<u64>,
+) -> Result<(), sled::Error> {
+    use crate::history::{move_key, move_value, moved_key, moves_prefix};
+    let moves = moves_prefix(&fact.stream, fact.sequence);
+    if overlay.scan_prefix(&moves)?.is_empty() {
+        overlay.put(
+            move_key(&fact.stream, fact.sequence, fact.stored_at_ms, 0),
+            move_value(&from, key),
+        );
+    }
+    overlay.put(
+        move_key(&fact.stream, fact.sequence, at_ms, at_sequence),
+        move_value(&to, key),
+    );
+    overlay.put(moved_key(&from, &fact.stream, fact.sequence), Vec::new());
+    overlay.put(moved_key(&to, &fact.stream, fact.sequence), Vec::new());
+    let moved = prefix_swapped(key, &to);
+    moments.insert(moment_hash(keys::fact_sequence_prefix(&moved)));
+    overlay.remove(key.to_vec());
+    overlay.put(moved, value);
+    Ok(())
+}
+
+/// The identifier an identity-index key names (`Identifier::key`).
+fn identifier_from_key(key: &str) -> Option<Identifier> {
+    if let Some(n) = key.strip_prefix("nhs:") {
+        return n.parse().ok().map(Identifier::Nhs);
+    }
+    if let Some(u) = key.strip_prefix("upn:") {
+        return u.parse().ok().map(Identifier::Upn);
+    }
+    let (agency, local_id) = key.strip_prefix("local:")?.split_once(':')?;
+    Some(Identifier::Local {
+        agency: agency.parse().ok()?,
+        local_id: local_id.to_owned(),
+    })
 }
 
 /// The same fact key under another child.

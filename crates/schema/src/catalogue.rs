@@ -108,6 +108,8 @@ catalogue! {
     RapidReviewCompleted => CONTACT_REFERRAL, narrative ["summary"], third_party [];
     BreakGlassReviewed => ACCESS_LOG, narrative ["reason"], third_party [];
     SignalOutcomeRecorded => EXPLOITATION, narrative ["reason"], third_party [];
+    IdentifierUnlinked => IDENTITY, narrative ["reason"], third_party [];
+    NhsNumberSuperseded => IDENTITY, narrative ["reason"], third_party [];
 }
 
 /// The referrer's details a kind carries, if it carries any (the third-party fields of the catalogue).
@@ -157,7 +159,9 @@ pub fn referrer_mut(kind: &mut Kind) -> Option<&mut pb::ReferrerDetails> {
         | Kind::SeriousIncidentNotified(_)
         | Kind::RapidReviewCompleted(_)
         | Kind::BreakGlassReviewed(_)
-        | Kind::SignalOutcomeRecorded(_) => None,
+        | Kind::SignalOutcomeRecorded(_)
+        | Kind::IdentifierUnlinked(_)
+        | Kind::NhsNumberSuperseded(_) => None,
     }
 }
 
@@ -209,7 +213,9 @@ pub fn handling_code(kind: &Kind) -> Option<&str> {
         | Kind::SeriousIncidentNotified(_)
         | Kind::RapidReviewCompleted(_)
         | Kind::BreakGlassReviewed(_)
-        | Kind::SignalOutcomeRecorded(_) => None,
+        | Kind::SignalOutcomeRecorded(_)
+        | Kind::IdentifierUnlinked(_)
+        | Kind::NhsNumberSuperseded(_) => None,
     }
 }
 
@@ -411,6 +417,8 @@ mod tests {
             ),
             ("BreakGlassReviewed", Category::ACCESS_LOG, &["reason"], &[]),
             ("SignalOutcomeRecorded", Category::EXPLOITATION, &["reason"], &[]),
+            ("IdentifierUnlinked", Category::IDENTITY, &["reason"], &[]),
+            ("NhsNumberSuperseded", Category::IDENTITY, &["reason"], &[]),
         ];
         assert_eq!(expected.len(), EVENT_TYPE_NAMES.len());
         for kind in all_kinds() {

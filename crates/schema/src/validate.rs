@@ -472,6 +472,47 @@ fn check_event(kind: &Kind, has_nhs: bool, problems: &mut Vec<Problem>) {
                 );
             }
         }
+        Kind::IdentifierUnlinked(e) => {
+            if !has_nhs {
+                problems.push(Problem::missing(
+                    "child.nhs_number (the child the identifier was wrongly linked to)",
+                ));
+            }
+            if e.upn.is_empty() && e.local_id.is_empty() {
+                problems.push(Problem::missing("event.identifier_unlinked.upn (or local_id)"));
+            }
+            if !e.upn.is_empty()
+                && let Err(err) = e.upn.parse::<Upn>()
+            {
+                problems.push(Problem::invalid("event.identifier_unlinked.upn", err));
+            }
+            if !e.local_id.is_empty() {
+                agency(
+                    problems,
+                    "event.identifier_unlinked.local_agency_id",
+                    &e.local_agency_id,
+                );
+            }
+            if e.reason.trim().is_empty() {
+                problems.push(Problem::missing("event.identifier_unlinked.reason"));
+            }
+        }
+        Kind::NhsNumberSuperseded(e) => {
+            if !has_nhs {
+                problems.push(Problem::missing(
+                    "child.nhs_number (the number that supersedes the old one)",
+                ));
+            }
+            if let Err(err) = e.superseded_nhs_number.parse::<NhsNumber>() {
+                problems.push(Problem::invalid(
+                    "event.nhs_number_superseded.superseded_nhs_number",
+                    err,
+                ));
+            }
+            if e.reason.trim().is_empty() {
+                problems.push(Problem::missing("event.nhs_number_superseded.reason"));
+            }
+        }
         Kind::RecordCorrected(e) => {
             if let Err(err) = e.corrected_event_id.parse::<EventId>() {
                 problems.push(Problem::invalid("event.record_corrected.corrected_event_id", err));

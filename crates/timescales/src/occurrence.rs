@@ -131,7 +131,9 @@ impl Occurrence {
             | Kind::SeriousIncidentNotified(_)
             | Kind::RapidReviewCompleted(_)
             | Kind::BreakGlassReviewed(_)
-            | Kind::SignalOutcomeRecorded(_) => {}
+            | Kind::SignalOutcomeRecorded(_)
+            | Kind::IdentifierUnlinked(_)
+            | Kind::NhsNumberSuperseded(_) => {}
         }
         let counterpart = match kind {
             Kind::AgencyCheckRequested(e) => Some(e.requested_agency_id.trim()),
@@ -178,7 +180,9 @@ impl Occurrence {
             | Kind::SeriousIncidentNotified(_)
             | Kind::RapidReviewCompleted(_)
             | Kind::BreakGlassReviewed(_)
-            | Kind::SignalOutcomeRecorded(_) => None,
+            | Kind::SignalOutcomeRecorded(_)
+            | Kind::IdentifierUnlinked(_)
+            | Kind::NhsNumberSuperseded(_) => None,
         };
         if let Some(agency) = counterpart.filter(|a| !a.is_empty()) {
             occurrence.counterpart_agency_id = Some(agency.to_owned());

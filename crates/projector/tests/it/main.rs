@@ -7,6 +7,7 @@ mod corrections;
 mod deadlines;
 mod entitlements;
 mod history;
+mod identity_repairs;
 mod model;
 mod signals;
 mod standing_views;
