@@ -374,3 +374,66 @@ async fn a_referral_and_an_attendance_entered_in_error_are_withdrawn_from_the_co
     assert_eq!(periods[0].until_ms, Some(T0 + 22 * DAY));
     node.stop(Duration::from_secs(5)).await;
 }
+
+/// Issue 20, must-show 4 over real NATS, sled and gRPC: an NHS number superseded by a new one — one child,
+/// both histories, found by either number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superseded_nhs_number_is_one_child_with_both_histories_found_by_either_number() {
+    const OLD: &str = "9434765870";
+    let nats = NatsServer::start_with_auth();
+    let data = tempfile::tempdir().unwrap();
+    let node = common::start_node(common::node_config(&nats, data.path()))
+        .await
+        .expect("node starts");
+    let old_fact = halcyon_testkit::envelope(
+        "health-rgh-ed",
+        "p-1",
+        OLD,
+        T0,
+        Kind::HealthAttendanceRecorded(pb::HealthAttendanceRecorded {
+            setting: "ED".into(),
+            reason: pb::AttendanceReason::Injury as i32,
+            clinical_summary: "wrist".into(),
+        }),
+    );
+    let new_fact = envelope(
+        "health-rgh-ed",
+        T0 + DAY,
+        Kind::HealthAttendanceRecorded(pb::HealthAttendanceRecorded {
+            setting: "ED".into(),
+            reason: pb::AttendanceReason::Illness as i32,
+            clinical_summary: "fever".into(),
+        }),
+    );
+    let merge = envelope(
+        "health-rgh-ed",
+        T0 + 2 * DAY,
+        Kind::NhsNumberSuperseded(pb::NhsNumberSuperseded {
+            superseded_nhs_number: OLD.into(),
+            reason: "duplicate record merged by the NHS".into(),
+        }),
+    );
+    let after = common::publish_as_agencies(&nats.url(), &[old_fact.clone(), new_fact.clone(), merge]).await;
+    derived(&node, &after).await;
+    let mut client = pb::query_service_client::QueryServiceClient::connect(format!("http://{}", node.addr))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for number in [NHS, OLD] {
+        let view = common::find_by_nhs(&mut client, "health-rgh-ed", number, Purpose::DirectCare, &after)
+            .await
+            .unwrap_or_else(|s| panic!("found by {number}: {s}"));
+        let ids: Vec<String> = view.facts.iter().map(|f| f.event_id.clone()).collect();
+        assert!(
+            ids.contains(&old_fact.event_id) && ids.contains(&new_fact.event_id),
+            "{number}: {ids:?}"
+        );
+        seen.push(view.child_id);
+    }
+    assert_eq!(seen[0], seen[1], "one child");
+    assert_eq!(
+        seen[0],
+        ChildId::from_nhs(&NHS.parse::<NhsNumber>().unwrap()).to_string()
+    );
+    node.stop(Duration::from_secs(5)).await;
+}
