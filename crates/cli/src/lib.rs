@@ -39,6 +39,9 @@ enum Command {
     Export(cmd::rebuild::ExportArgs),
     /// List quarantined events and why they were not projected.
     Quarantine(cmd::quarantine::Args),
+    /// One agency's data-quality report on its own records: entered in error, corrected, quarantined, links
+    /// undone, recorded late
+    Quality(cmd::quality::Args),
     /// Breaches of statutory timescales the calling agency may know of (`--watch` to follow new ones).
     Deadlines(cmd::deadlines::Args),
     /// Multi-agency signals the calling agency receives (`--watch` to follow new ones; `outcome` to record
@@ -132,6 +135,7 @@ pub fn main() -> ExitCode {
             Command::Nodes(args) => cmd::nodes::run(args).await,
             Command::Notifications(args) => cmd::notifications::run(args).await,
             Command::Quarantine(args) => cmd::quarantine::run(args).await,
+            Command::Quality(args) => cmd::quality::run(args).await,
             Command::Deadlines(args) => cmd::deadlines::run(args).await,
             Command::Signals(args) => cmd::signals::run(args).await,
             Command::Rebuild(args) => cmd::rebuild::rebuild(args).await,

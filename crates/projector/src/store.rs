@@ -1112,6 +1112,20 @@ impl Projector {
         Ok(facts)
     }
 
+    /// Every stored fact, child by child (each child's in its order). For reports over a small store (one
+    /// agency's stream); a node's whole history is better read child by child.
+    pub fn all_facts(&self) -> Result<Vec<Fact>, ProjectorError> {
+        let mut facts = Vec::new();
+        for kv in self.model.scan_prefix([keys::FACT]) {
+            let (k, v) = kv?;
+            match decode_fact(&k, &v) {
+                Ok(fact) => facts.push(fact),
+                Err(e) => self.damage.set_aside(&k, reason_of(e)),
+            }
+        }
+        Ok(facts)
+    }
+
     /// Records that could not be read back since the read models were opened, each set aside with its key
     /// and reason; a rebuild from the streams replaces them.
     pub fn damaged(&self) -> Vec<crate::damage::DamagedRecord> {

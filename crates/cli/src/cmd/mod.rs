@@ -10,6 +10,7 @@ pub mod notifications;
 pub mod operator_read;
 pub mod policy;
 pub mod publish;
+pub mod quality;
 pub mod quarantine;
 pub mod rebuild;
 pub mod replay;

@@ -19,6 +19,7 @@ mod online_rebuild;
 mod operator_reads;
 mod policy;
 mod publish;
+mod quality;
 mod replay;
 mod signals;
 mod systemd;
