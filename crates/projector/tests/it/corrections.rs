@@ -355,3 +355,44 @@ fn read_models_with_corrections_do_not_depend_on_the_order_the_streams_are_appli
     let backwards = export(&["health-rgh-ed", "school-oakwood", "police-sy", "csc-rotherham"]);
     assert_eq!(forwards, backwards);
 }
+
+#[test]
+fn a_deadline_met_by_a_fact_entered_in_error_runs_again() {
+    let events = scenario();
+    let referral_id = events[0].envelope.event_id.clone();
+    let decision = publish(
+        "csc-rotherham",
+        2,
+        T0 + 3_600_000,
+        Kind::ReferralDecisionRecorded(pb::ReferralDecisionRecorded {
+            outcome: pb::ReferralOutcome::S17Assessment as i32,
+            rationale: "needs an assessment".into(),
+        }),
+    );
+    let p = projector();
+    apply(&p, &events);
+    apply(&p, std::slice::from_ref(&decision));
+    let t01 = format!("T01/{referral_id}");
+    let find = |p: &Projector| {
+        p.deadlines_of(&child())
+            .unwrap()
+            .deadlines
+            .into_iter()
+            .find(|d| d.key() == t01)
+            .expect("T01 runs from the referral")
+    };
+    assert!(!find(&p).is_running(), "met by the decision");
+    let withdraw = publish(
+        "csc-rotherham",
+        3,
+        T0 + 2 * DAY,
+        entered_in_error(&decision.envelope.event_id),
+    );
+    apply(&p, std::slice::from_ref(&withdraw));
+    let t01_now = find(&p);
+    assert!(
+        t01_now.is_running(),
+        "the decision was entered in error: T01 is open again"
+    );
+    assert!(t01_now.ended_by.is_none());
+}
