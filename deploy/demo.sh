@@ -151,6 +151,21 @@ breach_lines <"$demo/deadlines.out"
 echo "   still open: $(grep -c ': open, ' "$demo/deadlines.out" || true)"
 
 echo
+echo "== putting a record right (docs/corrections.md): A&E finds the intoxication attendance was filed against the"
+echo "   wrong patient and withdraws it as entered in error (a RecordCorrected event on its own stream,"
+echo "   deploy/demo/correction.jsonl); the facts it published stay in the log, unchanged"
+"$halcyon" publish --file deploy/demo/correction.jsonl --credentials deploy/nats/dev-credentials.toml --quiet \
+  | sed 's/^/   /'
+echo
+echo "== MASH: without that attendance the S02 pattern is incomplete, so the signal stands withdrawn (and watchers were told)"
+until_shows 'WITHDRAWN' "$halcyon" signals --token demo-mash-rotherham --child "$child4" | signal_lines
+echo
+echo "== A&E's data-quality report on its own records (an operator's read: recorded in AUDIT first, naming who and why)"
+HALCYON_LOG=warn "$halcyon" quality --agency health-rgh-ed --late-days 30 --operator demo-operator-01 \
+  --read-reason "demo: data quality review" --nats-user operator --credentials deploy/nats/dev-credentials.toml \
+  | sed 's/^/   /'
+
+echo
 echo "== tamper evidence: each stream's hash chain re-derived against the node's signed checkpoints (dev key)"
 intact=""
 for _ in $(seq 1 50); do

@@ -161,8 +161,17 @@ pub fn line(s: &pb::Signal) -> String {
             o.recorded_by
         ),
     };
+    let withdrawn = match &s.withdrawn {
+        None => String::new(),
+        Some(w) => format!(
+            "; WITHDRAWN {}: {} was corrected by {}",
+            w.withdrawn_at.as_ref().map(format_timestamp).unwrap_or_default(),
+            w.withdrawn_event_id,
+            w.correction_event_id
+        ),
+    };
     format!(
-        "{} {} ({}, {} days) child {} fired {fired}: {} facts [{}]; {outcome}",
+        "{} {} ({}, {} days) child {} fired {fired}: {} facts [{}]; {outcome}{withdrawn}",
         s.signal_id,
         s.rule_name,
         s.rule_kind,
