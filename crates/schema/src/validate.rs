@@ -360,6 +360,36 @@ fn keep<T, E: std::fmt::Display>(
     }
 }
 
+/// The fields a link or an unlink needs: the child's NHS number (what it links to or from), a UPN or an
+/// agency-local id, each well formed.
+fn identifier_link(
+    problems: &mut Vec<Problem>,
+    kind: &str,
+    why_nhs: &str,
+    has_nhs: bool,
+    (upn, local_agency_id, local_id): (&str, &str, &str),
+) {
+    if !has_nhs {
+        problems.push(Problem::missing(&format!("child.nhs_number ({why_nhs})")));
+    }
+    if upn.is_empty() && local_id.is_empty() {
+        problems.push(Problem::missing(&format!("event.{kind}.upn (or local_id)")));
+    }
+    if !upn.is_empty()
+        && let Err(err) = upn.parse::<Upn>()
+    {
+        problems.push(Problem::invalid(&format!("event.{kind}.upn"), err));
+    }
+    if !local_id.is_empty() {
+        let field = format!("event.{kind}.local_agency_id");
+        if local_agency_id.is_empty() {
+            problems.push(Problem::missing(&field));
+        } else if let Err(e) = local_agency_id.parse::<AgencyId>() {
+            problems.push(Problem::invalid(&field, e));
+        }
+    }
+}
+
 /// Checks the fields an event kind cannot do without.
 fn check_event(kind: &Kind, has_nhs: bool, problems: &mut Vec<Problem>) {
     let agency = |problems: &mut Vec<Problem>, field: &str, value: &str| {
@@ -450,49 +480,21 @@ fn check_event(kind: &Kind, has_nhs: bool, problems: &mut Vec<Problem>) {
                 problems.push(Problem::missing("event.share_decision_recorded.reason"));
             }
         }
-        Kind::IdentifierLinked(e) => {
-            if !has_nhs {
-                problems.push(Problem::missing(
-                    "child.nhs_number (an IdentifierLinked event links to it)",
-                ));
-            }
-            if e.upn.is_empty() && e.local_id.is_empty() {
-                problems.push(Problem::missing("event.identifier_linked.upn (or local_id)"));
-            }
-            if !e.upn.is_empty()
-                && let Err(err) = e.upn.parse::<Upn>()
-            {
-                problems.push(Problem::invalid("event.identifier_linked.upn", err));
-            }
-            if !e.local_id.is_empty() {
-                agency(
-                    problems,
-                    "event.identifier_linked.local_agency_id",
-                    &e.local_agency_id,
-                );
-            }
-        }
+        Kind::IdentifierLinked(e) => identifier_link(
+            problems,
+            "identifier_linked",
+            "an IdentifierLinked event links to it",
+            has_nhs,
+            (&e.upn, &e.local_agency_id, &e.local_id),
+        ),
         Kind::IdentifierUnlinked(e) => {
-            if !has_nhs {
-                problems.push(Problem::missing(
-                    "child.nhs_number (the child the identifier was wrongly linked to)",
-                ));
-            }
-            if e.upn.is_empty() && e.local_id.is_empty() {
-                problems.push(Problem::missing("event.identifier_unlinked.upn (or local_id)"));
-            }
-            if !e.upn.is_empty()
-                && let Err(err) = e.upn.parse::<Upn>()
-            {
-                problems.push(Problem::invalid("event.identifier_unlinked.upn", err));
-            }
-            if !e.local_id.is_empty() {
-                agency(
-                    problems,
-                    "event.identifier_unlinked.local_agency_id",
-                    &e.local_agency_id,
-                );
-            }
+            identifier_link(
+                problems,
+                "identifier_unlinked",
+                "the child the identifier was wrongly linked to",
+                has_nhs,
+                (&e.upn, &e.local_agency_id, &e.local_id),
+            );
             if e.reason.trim().is_empty() {
                 problems.push(Problem::missing("event.identifier_unlinked.reason"));
             }

@@ -9,9 +9,8 @@
 use crate::common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::StreamExt;
 use halcyon_bus::Position;
 use halcyon_grpc::pb::{self, event::Kind, signal_service_client::SignalServiceClient};
 use halcyon_node::Node;
@@ -27,7 +26,6 @@ const NHS: &str = "9434765919";
 const DAY: i64 = 86_400_000;
 /// Monday 2 March 2026, 10:00 UTC.
 const T0: i64 = 1_772_445_600_000;
-const WAIT: Duration = Duration::from_secs(20);
 
 fn envelope(agency: &str, at_ms: i64, kind: Kind) -> pb::Envelope {
     halcyon_testkit::envelope(agency, "p-1", NHS, at_ms, kind)
@@ -44,50 +42,6 @@ fn entered_in_error(agency: &str, at_ms: i64, event_id: &str) -> pb::Envelope {
             entered_in_error: true,
         })),
     )
-}
-
-async fn watch(node: &Node, agency: &str) -> tonic::Streaming<pb::WatchEvent> {
-    let mut client = pb::query_service_client::QueryServiceClient::connect(format!("http://{}", node.addr))
-        .await
-        .unwrap();
-    client
-        .watch(common::authorised(
-            pb::WatchRequest {
-                context: Some(common::context(Purpose::Safeguarding, &[])),
-                ..Default::default()
-            },
-            &format!("demo-{agency}"),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-/// The next signal on a watch (skipping facts and breaches), within `WAIT`.
-async fn next_signal(watch: &mut tonic::Streaming<pb::WatchEvent>, what: &str) -> pb::Signal {
-    let until = Instant::now() + WAIT;
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        let event = tokio::time::timeout(left, watch.next())
-            .await
-            .unwrap_or_else(|_| panic!("no {what} on the watch within {WAIT:?}"))
-            .expect("the watch stays open")
-            .expect("a watch event");
-        if let Some(pb::watch_event::Kind::Signal(s)) = event.kind {
-            return s;
-        }
-    }
-}
-
-/// Waits (bounded) until the node has projected `after` and derived every child's read models.
-async fn derived(node: &Node, after: &[Position]) {
-    let wanted: Vec<(String, u64)> = after.iter().map(|p| (p.stream.clone(), p.sequence)).collect();
-    node.projector().wait_for(&wanted, WAIT).await.unwrap();
-    let until = Instant::now() + WAIT;
-    while node.projector().views_stale().unwrap() {
-        assert!(Instant::now() < until, "views derived within {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Every registered agency's answer to FindChild, as (agency, event ids shown).
@@ -144,7 +98,7 @@ async fn a_referral_and_an_attendance_entered_in_error_are_withdrawn_from_the_co
     let node = common::start_node(common::node_config(&nats, data.path()))
         .await
         .expect("node starts");
-    let mut mash_watch = watch(&node, "mash-rotherham").await;
+    let mut mash_watch = common::watch_as(&node, "mash-rotherham").await;
 
     let referral = envelope(
         "csc-rotherham",
@@ -197,11 +151,11 @@ async fn a_referral_and_an_attendance_entered_in_error_are_withdrawn_from_the_co
         intoxication.clone(),
     ];
     let after = common::publish_as_agencies(&nats.url(), &case).await;
-    let signal = next_signal(&mut mash_watch, "the S02 signal").await;
+    let signal = common::next_signal(&mut mash_watch, "the S02 signal").await;
     let signal_id = format!("S02/{}", intoxication.event_id);
     assert_eq!(signal.signal_id, signal_id);
     assert!(signal.withdrawn.is_none());
-    derived(&node, &after).await;
+    common::derived(&node, &after).await;
 
     let child = ChildId::from_nhs(&NHS.parse::<NhsNumber>().unwrap());
     let t01 = format!("T01/{}", referral.event_id);
@@ -234,7 +188,7 @@ async fn a_referral_and_an_attendance_entered_in_error_are_withdrawn_from_the_co
     let by_csc = entered_in_error("csc-rotherham", T0 + 22 * DAY, &referral.event_id);
     let by_ed = entered_in_error("health-rgh-ed", T0 + 22 * DAY, &intoxication.event_id);
     let after_foreign = common::publish_as_agencies(&nats.url(), std::slice::from_ref(&foreign)).await;
-    derived(&node, &after_foreign).await;
+    common::derived(&node, &after_foreign).await;
     let quarantined = node.projector().quarantine(None).unwrap();
     assert_eq!(quarantined.len(), 1, "{quarantined:?}");
     assert_eq!(
@@ -251,7 +205,7 @@ async fn a_referral_and_an_attendance_entered_in_error_are_withdrawn_from_the_co
     assert_eq!(shown_to_each_agency(&node, &after_foreign).await, before);
 
     let corrected = common::publish_as_agencies(&nats.url(), &[by_csc.clone(), by_ed.clone()]).await;
-    derived(&node, &corrected).await;
+    common::derived(&node, &corrected).await;
 
     // Gone from every agency's answer; the corrections themselves show nowhere either.
     for (agency, ids) in shown_to_each_agency(&node, &corrected).await {
@@ -275,7 +229,7 @@ async fn a_referral_and_an_attendance_entered_in_error_are_withdrawn_from_the_co
             .any(|d| d.key() == t01)
     );
     // The signal stands withdrawn, and the MASH is told.
-    let told = next_signal(&mut mash_watch, "the withdrawal").await;
+    let told = common::next_signal(&mut mash_watch, "the withdrawal").await;
     assert_eq!(told.signal_id, signal_id);
     let withdrawn = told.withdrawn.expect("told it is withdrawn");
     assert_eq!(withdrawn.withdrawn_event_id, intoxication.event_id);
@@ -414,7 +368,7 @@ async fn a_superseded_nhs_number_is_one_child_with_both_histories_found_by_eithe
         }),
     );
     let after = common::publish_as_agencies(&nats.url(), &[old_fact.clone(), new_fact.clone(), merge]).await;
-    derived(&node, &after).await;
+    common::derived(&node, &after).await;
     let mut client = pb::query_service_client::QueryServiceClient::connect(format!("http://{}", node.addr))
         .await
         .unwrap();

@@ -12,7 +12,6 @@ use crate::common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use halcyon_bus::Position;
 use halcyon_grpc::pb::{
     self, audit_service_client::AuditServiceClient, event::Kind, signal_service_client::SignalServiceClient,
@@ -106,53 +105,6 @@ async fn signals_of(node: &Node, agency: &str, after: &[Position]) -> Vec<pb::Si
         .signals
 }
 
-async fn watch(node: &Node, agency: &str) -> tonic::Streaming<pb::WatchEvent> {
-    let mut client = pb::query_service_client::QueryServiceClient::connect(format!("http://{}", node.addr))
-        .await
-        .unwrap();
-    client
-        .watch(common::authorised(
-            pb::WatchRequest {
-                context: Some(common::context(Purpose::Safeguarding, &[])),
-                ..Default::default()
-            },
-            &format!("demo-{agency}"),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-async fn next_event(watch: &mut tonic::Streaming<pb::WatchEvent>, what: &str) -> pb::WatchEvent {
-    tokio::time::timeout(WAIT, watch.next())
-        .await
-        .unwrap_or_else(|_| panic!("no {what} on the watch within {WAIT:?}"))
-        .expect("the watch stays open")
-        .expect("a watch event")
-}
-
-/// The next signal on a watch (skipping the facts and breaches it also carries), within `WAIT` overall.
-async fn next_signal(watch: &mut tonic::Streaming<pb::WatchEvent>, what: &str) -> pb::Signal {
-    let until = Instant::now() + WAIT;
-    loop {
-        assert!(Instant::now() < until, "no {what} on the watch within {WAIT:?}");
-        if let Some(pb::watch_event::Kind::Signal(s)) = next_event(watch, what).await.kind {
-            return s;
-        }
-    }
-}
-
-/// Waits (bounded) until the node has derived every child's views, deadlines and signals.
-async fn derived(node: &Node, after: &[Position]) {
-    let wanted: Vec<(String, u64)> = after.iter().map(|p| (p.stream.clone(), p.sequence)).collect();
-    node.projector().wait_for(&wanted, WAIT).await.unwrap();
-    let until = Instant::now() + WAIT;
-    while node.projector().views_stale().unwrap() {
-        assert!(Instant::now() < until, "views derived within {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn export(p: &Projector) -> String {
     let mut out = Vec::new();
     p.export(&mut out).unwrap();
@@ -166,8 +118,8 @@ async fn issue_8_missing_absence_and_intoxication_raise_one_signal_for_the_mash_
     let node = common::start_node(common::node_config(&nats, data.path()))
         .await
         .expect("node starts");
-    let mut mash_watch = watch(&node, "mash-rotherham").await;
-    let mut school_watch = watch(&node, "school-oakwood").await;
+    let mut mash_watch = common::watch_as(&node, "mash-rotherham").await;
+    let mut school_watch = common::watch_as(&node, "school-oakwood").await;
     common::publish_as_agencies(&nats.url(), &case_so_far()).await;
 
     // Within six weeks: two missing episodes, an attendance concern, an intoxication attendance.
@@ -180,7 +132,7 @@ async fn issue_8_missing_absence_and_intoxication_raise_one_signal_for_the_mash_
     let after = common::publish_as_agencies(&nats.url(), &facts).await;
 
     // The MASH is told on its watch, without asking.
-    let signal = next_signal(&mut mash_watch, "signal for the MASH").await;
+    let signal = common::next_signal(&mut mash_watch, "signal for the MASH").await;
     assert_eq!(signal.rule_id, "S02");
     assert_eq!(signal.rule_name, "exploitation indicators co-occur");
     assert_eq!(signal.rule_kind, "co-occurrence");
@@ -236,7 +188,7 @@ async fn issue_8_missing_absence_and_intoxication_raise_one_signal_for_the_mash_
     let until = Instant::now() + WAIT;
     loop {
         assert!(Instant::now() < until, "the school's marker within {WAIT:?}");
-        let event = next_event(&mut school_watch, "the school's own marker fact").await;
+        let event = common::next_event(&mut school_watch, "the school's own marker fact").await;
         match event.kind {
             Some(pb::watch_event::Kind::Signal(s)) => panic!("a school was shown a signal: {s:?}"),
             Some(pb::watch_event::Kind::Fact(f)) if f.event_id == marker.event_id => break,
@@ -285,7 +237,7 @@ async fn issue_8_missing_absence_and_intoxication_raise_one_signal_for_the_mash_
         }),
     );
     let after = common::publish_as_agencies(&nats.url(), std::slice::from_ref(&outcome)).await;
-    let updated = next_signal(&mut mash_watch, "the signal with its outcome").await;
+    let updated = common::next_signal(&mut mash_watch, "the signal with its outcome").await;
     assert_eq!(updated.signal_id, signal.signal_id);
     let recorded = updated.outcome.as_ref().expect("an outcome");
     assert_eq!(recorded.outcome(), pb::SignalOutcome::ActionTaken);
@@ -378,7 +330,7 @@ async fn issue_8_a_fact_outside_the_window_raises_no_signal() {
         intoxication(T0 + 45 * DAY),
     ];
     let after = common::publish_as_agencies(&h.nats.url(), &facts).await;
-    derived(&h.node, &after).await;
+    common::derived(&h.node, &after).await;
     assert!(signals_of(&h.node, "mash-rotherham", &after).await.is_empty());
     assert!(h.node.projector().signals(None).unwrap().is_empty());
 
@@ -387,7 +339,7 @@ async fn issue_8_a_fact_outside_the_window_raises_no_signal() {
     // fires at the attendance, citing the second and third episodes, the absence and the attendance.
     let late = vec![missing(T0 + 30 * DAY)];
     let after = common::publish_as_agencies(&h.nats.url(), &late).await;
-    derived(&h.node, &after).await;
+    common::derived(&h.node, &after).await;
     let listed = signals_of(&h.node, "mash-rotherham", &after).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].signal_id, format!("S02/{}", facts[3].event_id));

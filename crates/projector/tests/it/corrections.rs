@@ -4,26 +4,22 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use halcyon_policy::Policy;
 use halcyon_projector::deadlines::DeadlineSpec;
 use halcyon_projector::read::ChildFacts;
 use halcyon_projector::signals::SignalSpec;
 use halcyon_projector::{Incoming, Projector, ViewSpec};
+use halcyon_schema::ChildId;
 use halcyon_schema::pb::{self, event::Kind};
-use halcyon_schema::{ChildId, Registry};
 use halcyon_signals::SignalRules;
 use halcyon_timescales::Timescales;
-use prost::Message;
+
+use crate::common::{Published, registry, stream};
 
 const NHS: &str = "9434765919";
 const DAY: i64 = 86_400_000;
 /// Monday 2 March 2026, 10:00 UTC.
 const T0: i64 = 1_772_445_600_000;
-
-fn registry() -> Registry {
-    Registry::from_toml(include_str!("../../../../deploy/agencies.toml")).unwrap()
-}
 
 fn projector() -> Projector {
     Projector::temporary()
@@ -33,30 +29,13 @@ fn projector() -> Projector {
         .with_signals(SignalSpec::new(Arc::new(SignalRules::england()), &registry()))
 }
 
-#[derive(Clone)]
-struct Published {
-    agency: &'static str,
-    envelope: pb::Envelope,
-    message: Incoming,
-}
-
 fn publish(agency: &'static str, sequence: u64, at_ms: i64, kind: Kind) -> Published {
-    let envelope = halcyon_testkit::envelope(agency, "c-1", NHS, at_ms, kind);
-    let message = Incoming {
-        sequence,
-        subject: format!("halcyon.events.{}.{}", envelope.agency_id, envelope.case_id),
-        payload: Bytes::from(envelope.encode_to_vec()),
-        stored_at_ms: at_ms,
-    };
-    Published {
+    Published::new(
         agency,
-        envelope,
-        message,
-    }
-}
-
-fn stream(agency: &str) -> String {
-    format!("EVENTS_{}", agency.to_uppercase())
+        sequence,
+        at_ms,
+        halcyon_testkit::envelope(agency, "c-1", NHS, at_ms, kind),
+    )
 }
 
 fn apply(p: &Projector, events: &[Published]) {

@@ -6,12 +6,11 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use crate::common::{Published, registry, stream};
 use halcyon_policy::Policy;
 use halcyon_projector::{Identifier, Incoming, Projector, ViewSpec};
 use halcyon_schema::pb::{self, event::Kind};
-use halcyon_schema::{ChildId, NhsNumber, Registry, Upn};
-use prost::Message;
+use halcyon_schema::{ChildId, NhsNumber, Upn};
 
 const DAY: i64 = 86_400_000;
 /// Monday 2 March 2026, 10:00 UTC.
@@ -20,42 +19,17 @@ const NHS_A: &str = "9434765919";
 const NHS_B: &str = "9434765870";
 const UPN: &str = "H801200001001";
 
-fn registry() -> Registry {
-    Registry::from_toml(include_str!("../../../../deploy/agencies.toml")).unwrap()
-}
-
 fn projector() -> Projector {
     Projector::temporary()
         .unwrap()
         .with_views(ViewSpec::new(Arc::new(Policy::england()), &registry()))
 }
 
-#[derive(Clone)]
-struct Published {
-    agency: &'static str,
-    envelope: pb::Envelope,
-    message: Incoming,
-}
-
-fn stream(agency: &str) -> String {
-    format!("EVENTS_{}", agency.to_uppercase())
-}
-
 /// An event about the child named by `nhs` (or, with `nhs` empty, only by `upn`).
 fn publish(agency: &'static str, sequence: u64, at_ms: i64, nhs: &str, upn: &str, kind: Kind) -> Published {
     let mut envelope = halcyon_testkit::envelope(agency, "r-1", nhs, at_ms, kind);
     envelope.child.as_mut().unwrap().upn = upn.into();
-    let message = Incoming {
-        sequence,
-        subject: format!("halcyon.events.{}.{}", envelope.agency_id, envelope.case_id),
-        payload: Bytes::from(envelope.encode_to_vec()),
-        stored_at_ms: at_ms,
-    };
-    Published {
-        agency,
-        envelope,
-        message,
-    }
+    Published::new(agency, sequence, at_ms, envelope)
 }
 
 fn apply_in_order(p: &Projector, events: &[Published], agencies: &[&str]) {

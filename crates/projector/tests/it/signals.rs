@@ -5,23 +5,20 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use halcyon_policy::Policy;
 use halcyon_projector::signals::{self, SignalSpec};
 use halcyon_projector::{Incoming, Projector, ViewSpec};
+use halcyon_schema::ChildId;
 use halcyon_schema::pb::{self, event::Kind};
-use halcyon_schema::{ChildId, Registry};
 use halcyon_signals::SignalRules;
+
+use crate::common::{Published, registry, stream};
 use prost::Message;
 
 const NHS: &str = "9434765919";
 const DAY: i64 = 86_400_000;
 /// Monday 2 March 2026, 10:00 UTC.
 const T0: i64 = 1_772_445_600_000;
-
-fn registry() -> Registry {
-    Registry::from_toml(include_str!("../../../../deploy/agencies.toml")).unwrap()
-}
 
 fn spec() -> SignalSpec {
     SignalSpec::new(Arc::new(SignalRules::england()), &registry())
@@ -34,31 +31,13 @@ fn projector() -> Projector {
         .with_signals(spec())
 }
 
-fn stream(agency: &str) -> String {
-    format!("EVENTS_{}", agency.to_uppercase())
-}
-
-/// One published event: its agency, its envelope and its message.
-#[derive(Clone)]
-struct Published {
-    agency: &'static str,
-    envelope: pb::Envelope,
-    message: Incoming,
-}
-
 fn publish(agency: &'static str, sequence: u64, at_ms: i64, kind: Kind) -> Published {
-    let envelope = halcyon_testkit::envelope(agency, "p-1", NHS, at_ms, kind);
-    let message = Incoming {
-        sequence,
-        subject: format!("halcyon.events.{}.{}", envelope.agency_id, envelope.case_id),
-        payload: Bytes::from(envelope.encode_to_vec()),
-        stored_at_ms: at_ms,
-    };
-    Published {
+    Published::new(
         agency,
-        envelope,
-        message,
-    }
+        sequence,
+        at_ms,
+        halcyon_testkit::envelope(agency, "p-1", NHS, at_ms, kind),
+    )
 }
 
 fn missing() -> Kind {
@@ -294,11 +273,7 @@ fn signals_of_every_child_come_a_page_of_children_at_a_time() {
             envelope.child.as_mut().unwrap().nhs_number = child.nhs.to_string();
             let seq = sequences.entry(e.agency).or_default();
             *seq += 1;
-            let message = Incoming {
-                sequence: *seq,
-                payload: Bytes::from(envelope.encode_to_vec()),
-                ..e.message.clone()
-            };
+            let message = Published::new(e.agency, *seq, e.message.stored_at_ms, envelope).message;
             p.apply(&stream(e.agency), &[message]).unwrap();
         }
     }

@@ -274,3 +274,50 @@ pub async fn watch(
         .unwrap()
         .into_inner()
 }
+
+/// How long the helpers below wait for something the node derives or sends.
+pub const SETTLE_WAIT: Duration = Duration::from_secs(20);
+
+/// A standing watch of `agency`'s demo principal on `node` (purpose safeguarding, from now).
+pub async fn watch_as(node: &Node, agency: &str) -> tonic::Streaming<pb::WatchEvent> {
+    let mut client = QueryServiceClient::connect(format!("http://{}", node.addr))
+        .await
+        .unwrap();
+    watch(&mut client, &format!("demo-{agency}")).await
+}
+
+pub async fn next_event(watch: &mut tonic::Streaming<pb::WatchEvent>, what: &str) -> pb::WatchEvent {
+    tokio::time::timeout(SETTLE_WAIT, futures::StreamExt::next(watch))
+        .await
+        .unwrap_or_else(|_| panic!("no {what} on the watch within {SETTLE_WAIT:?}"))
+        .expect("the watch stays open")
+        .expect("a watch event")
+}
+
+/// The next signal on a watch (skipping the facts and breaches it also carries), within `SETTLE_WAIT` overall.
+pub async fn next_signal(watch: &mut tonic::Streaming<pb::WatchEvent>, what: &str) -> pb::Signal {
+    let until = std::time::Instant::now() + SETTLE_WAIT;
+    loop {
+        assert!(
+            std::time::Instant::now() < until,
+            "no {what} on the watch within {SETTLE_WAIT:?}"
+        );
+        if let Some(pb::watch_event::Kind::Signal(s)) = next_event(watch, what).await.kind {
+            return s;
+        }
+    }
+}
+
+/// Waits (bounded) until the node has derived every child's views, deadlines and signals.
+pub async fn derived(node: &Node, after: &[Position]) {
+    let wanted: Vec<(String, u64)> = after.iter().map(|p| (p.stream.clone(), p.sequence)).collect();
+    node.projector().wait_for(&wanted, SETTLE_WAIT).await.unwrap();
+    let until = std::time::Instant::now() + SETTLE_WAIT;
+    while node.projector().views_stale().unwrap() {
+        assert!(
+            std::time::Instant::now() < until,
+            "views derived within {SETTLE_WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
