@@ -37,8 +37,21 @@ demo-cluster: nats-server
 prometheus:
     ./deploy/install-prometheus.sh
 
+# Install the pinned buf CLI (.tools/bin/buf) that checks the wire contract.
+buf:
+    ./deploy/install-buf.sh
+
+# The wire contract: `buf lint`, and `buf breaking` against the released contract (docs/contract.md).
+contract: buf
+    buf lint proto
+    buf breaking proto --against proto/released/halcyon-v1.binpb
+
+# Make the working tree's contract the released one (a release step, after `just contract` passes).
+contract-release: contract
+    buf build proto -o proto/released/halcyon-v1.binpb
+
 # The whole suite: unit, property, and end-to-end tests over real nats-server, sled and gRPC.
-test: nats-server chromium prometheus
+test: nats-server chromium prometheus buf
     cargo test --locked --workspace --no-fail-fast
 
 # Hot paths, each beside a baseline from the same run, on its own nats-servers; table + target/bench/report.json.
@@ -46,8 +59,8 @@ bench *ARGS: nats-server
     cargo build --locked --release -p halcyon-cli -p halcyon-bench
     HALCYON_LOG="${HALCYON_LOG:-warn}" ./target/release/halcyon-bench {{ARGS}}
 
-# Formatting and clippy, warnings as errors.
-lint:
+# Formatting, clippy (warnings as errors) and the wire contract.
+lint: contract
     cargo fmt --all -- --check
     cargo clippy --locked --workspace --all-targets -- -D warnings
 

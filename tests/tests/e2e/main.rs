@@ -8,6 +8,7 @@ mod accountability;
 mod audit_gate;
 mod bus_identity;
 mod common;
+mod contract;
 mod corrections;
 mod corruption;
 mod crate_graph;
