@@ -50,6 +50,10 @@ contract: buf
 contract-release: contract
     buf build proto -o proto/released/halcyon-v1.binpb
 
+# Write docs/api.md from the contract's comments (a test fails when it is stale).
+api-docs:
+    HALCYON_WRITE_API_DOCS=1 cargo test --locked -p halcyon-schema --lib api_docs
+
 # The whole suite: unit, property, and end-to-end tests over real nats-server, sled and gRPC.
 test: nats-server chromium prometheus buf
     cargo test --locked --workspace --no-fail-fast

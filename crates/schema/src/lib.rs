@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agencies;
+pub mod api_docs;
 pub mod catalogue;
 pub mod clock;
 pub mod convert;
