@@ -14,7 +14,7 @@ use std::time::Duration;
 use halcyon_testkit::workspace_root;
 
 /// A Python 3 on this machine, if there is one.
-fn python() -> Option<PathBuf> {
+pub(crate) fn python() -> Option<PathBuf> {
     ["python3", "python"].into_iter().find_map(|name| {
         let ok = Command::new(name)
             .args([
@@ -27,7 +27,7 @@ fn python() -> Option<PathBuf> {
     })
 }
 
-fn run(cmd: &mut Command) -> String {
+pub(crate) fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -39,7 +39,7 @@ fn run(cmd: &mut Command) -> String {
 }
 
 /// The virtual environment with the pinned clients, made once per requirements file.
-fn venv(python: &Path) -> PathBuf {
+pub(crate) fn venv(python: &Path) -> PathBuf {
     let root = workspace_root();
     let requirements = root.join("tests/python/requirements.txt");
     let wanted = std::fs::read_to_string(&requirements).unwrap();
@@ -58,13 +58,8 @@ fn venv(python: &Path) -> PathBuf {
     dir
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stock_python_clients_reflect_publish_and_query() {
-    let Some(python) = python() else {
-        eprintln!("SKIPPED: no Python 3 on this machine; the stock-client test needs python3 with venv");
-        return;
-    };
-    let venv = tokio::task::spawn_blocking(move || venv(&python)).await.unwrap();
+/// Python classes and gRPC stubs generated from proto/ by grpc_tools.protoc, in a temp dir.
+pub(crate) fn generate(venv: &Path) -> tempfile::TempDir {
     let root = workspace_root();
     let generated = tempfile::tempdir().unwrap();
     let protos: Vec<PathBuf> = std::fs::read_dir(root.join("proto/halcyon/v1"))
@@ -78,6 +73,18 @@ async fn stock_python_clients_reflect_publish_and_query() {
         .arg(format!("--python_out={}", generated.path().display()))
         .arg(format!("--grpc_python_out={}", generated.path().display()))
         .args(&protos));
+    generated
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_python_clients_reflect_publish_and_query() {
+    let Some(python) = python() else {
+        eprintln!("SKIPPED: no Python 3 on this machine; the stock-client test needs python3 with venv");
+        return;
+    };
+    let venv = tokio::task::spawn_blocking(move || venv(&python)).await.unwrap();
+    let root = workspace_root();
+    let generated = generate(&venv);
 
     let h = common::Harness::start().await;
     let script = root.join("tests/python/stock_clients.py");
