@@ -45,6 +45,8 @@ CSC, CSC_PASSWORD, CSC_TOKEN = "csc-rotherham", "csc-rotherham-dev-secret", "dem
 ED_TOKEN = "demo-health-rgh-ed"
 NHS = "9434765919"
 CASE = "PY-EXAMPLE-1"
+# A watch is a standing call; this example gives each one a deadline rather than wait for ever.
+WATCH_SECONDS = 60
 
 
 def uuid7() -> str:
@@ -165,7 +167,10 @@ def main() -> None:
 
     # The authority watches its children; A&E checks the flag twice: two access notifications.
     watch_context = common_pb2.RequestContext(purpose=common_pb2.PURPOSE_SAFEGUARDING)
-    watch = stub.Watch(query_pb2.WatchRequest(context=watch_context), metadata=csc)
+    # A watch with no resume position receives notifications from when the node has set it up: wait for
+    # the response headers (the node sends them once the watch is in place) before anything it must see.
+    watch = stub.Watch(query_pb2.WatchRequest(context=watch_context), metadata=csc, timeout=WATCH_SECONDS)
+    watch.initial_metadata()
     flag_context = context(common_pb2.PURPOSE_DIRECT_CARE, stream, seq, "ed-nurse-22", "ED nurse")
     flag = stub.CheckFlag(query_pb2.CheckFlagRequest(context=flag_context, nhs_number=NHS), metadata=ed)
     out["flag"] = {"plan": flag.child_protection_plan, "owner": flag.owning_agency_id}
@@ -175,7 +180,9 @@ def main() -> None:
     # delivers the one it missed.
     stub.CheckFlag(query_pb2.CheckFlagRequest(context=flag_context, nhs_number=NHS), metadata=ed)
     resumed = stub.Watch(
-        query_pb2.WatchRequest(context=watch_context, resume_after=first.position), metadata=csc
+        query_pb2.WatchRequest(context=watch_context, resume_after=first.position),
+        metadata=csc,
+        timeout=WATCH_SECONDS,
     )
     missed = next_notification(resumed)
     resumed.cancel()

@@ -6,12 +6,16 @@
 //! notification it saw. Skipped with a message only where the language runtime is absent.
 
 use crate::common;
-use crate::stock_clients::{generate, python, run, venv};
+use crate::stock_clients::{generate, python, run, run_within, venv};
 
 use std::process::Command;
 use std::time::Duration;
 
 use halcyon_testkit::workspace_root;
+
+/// Longer than any example takes on a loaded machine (seconds): past it the example is killed and the test
+/// fails with what it printed, rather than hang the suite.
+const EXAMPLE_LIMIT: Duration = Duration::from_secs(180);
 
 /// What every example must have seen (the same checks for each language).
 fn check(out: &serde_json::Value) {
@@ -54,11 +58,87 @@ async fn the_python_example_publishes_queries_and_resumes_a_watch() {
     let (nats_url, grpc_addr, py) = (h.nats.url(), h.node.addr.to_string(), venv.join("bin/python"));
     let out_dir = generated.path().to_owned();
     let stdout = tokio::task::spawn_blocking(move || {
-        run(Command::new(py)
-            .arg(script)
-            .env("HALCYON_PY_OUT", out_dir)
-            .env("HALCYON_NATS", nats_url)
-            .env("HALCYON_GRPC", grpc_addr))
+        run_within(
+            &mut Command::new(py)
+                .arg(script)
+                .env("HALCYON_PY_OUT", out_dir)
+                .env("HALCYON_NATS", nats_url)
+                .env("HALCYON_GRPC", grpc_addr),
+            EXAMPLE_LIMIT,
+        )
+    })
+    .await
+    .unwrap();
+    let out: serde_json::Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    check(&out);
+    h.node.stop(Duration::from_secs(5)).await;
+}
+
+/// `npm` and `node` on this machine, if both are there.
+fn node() -> Option<()> {
+    let ok = |cmd: &str| {
+        Command::new(cmd)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    (ok("node") && ok("npm")).then_some(())
+}
+
+/// The Node example with its pinned packages (`npm ci` from its lock file), under target/, once per lock.
+fn node_example() -> std::path::PathBuf {
+    let root = workspace_root();
+    let source = root.join("examples/node");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    let dir = target.join("node-example");
+    let lock = std::fs::read_to_string(source.join("package-lock.json")).unwrap();
+    let marker = dir.join("installed-lock.json");
+    if std::fs::read_to_string(&marker).ok().as_deref() != Some(lock.as_str()) {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["package.json", "package-lock.json"] {
+            std::fs::copy(source.join(f), dir.join(f)).unwrap();
+        }
+        run(Command::new("npm")
+            .args([
+                "ci",
+                "--ignore-scripts",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+            ])
+            .current_dir(&dir));
+        std::fs::write(&marker, &lock).unwrap();
+    }
+    std::fs::copy(source.join("halcyon_example.js"), dir.join("halcyon_example.js")).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_example_publishes_queries_and_resumes_a_watch() {
+    if node().is_none() {
+        eprintln!("SKIPPED: no Node.js and npm on this machine; the Node example needs both");
+        return;
+    }
+    let dir = tokio::task::spawn_blocking(node_example).await.unwrap();
+    let h = common::Harness::start().await;
+    let (nats_url, grpc_addr, proto) = (
+        h.nats.url(),
+        h.node.addr.to_string(),
+        workspace_root().join("proto"),
+    );
+    let stdout = tokio::task::spawn_blocking(move || {
+        run_within(
+            &mut Command::new("node")
+                .arg("halcyon_example.js")
+                .current_dir(&dir)
+                .env("HALCYON_PROTO", proto)
+                .env("HALCYON_NATS", nats_url)
+                .env("HALCYON_GRPC", grpc_addr),
+            EXAMPLE_LIMIT,
+        )
     })
     .await
     .unwrap();

@@ -38,8 +38,51 @@ pub(crate) fn run(cmd: &mut Command) -> String {
     stdout
 }
 
+/// Runs `cmd` as [`run`] does, but kills it and fails naming what it printed if it has not finished within
+/// `limit`: a client that waits for something that never comes must fail the test, not hang the suite.
+pub(crate) fn run_within(cmd: &mut Command, limit: Duration) -> String {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    // Read both pipes while waiting, so a chatty child cannot block on a full pipe.
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    match status {
+        None => panic!("{cmd:?} did not finish within {limit:?}; killed:\n{stdout}\n{stderr}"),
+        Some(s) if !s.success() => panic!("{cmd:?} failed ({s}):\n{stdout}\n{stderr}"),
+        Some(_) => stdout,
+    }
+}
+
 /// The virtual environment with the pinned clients, made once per requirements file.
+/// Tests that need it at once wait for the one making it.
 pub(crate) fn venv(python: &Path) -> PathBuf {
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _making = MAKING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let root = workspace_root();
     let requirements = root.join("tests/python/requirements.txt");
     let wanted = std::fs::read_to_string(&requirements).unwrap();
@@ -91,11 +134,14 @@ async fn stock_python_clients_reflect_publish_and_query() {
     let (nats_url, grpc_addr, py) = (h.nats.url(), h.node.addr.to_string(), venv.join("bin/python"));
     let out_dir = generated.path().to_owned();
     let stdout = tokio::task::spawn_blocking(move || {
-        run(Command::new(py)
-            .arg(script)
-            .env("HALCYON_PY_OUT", out_dir)
-            .env("HALCYON_NATS", nats_url)
-            .env("HALCYON_GRPC", grpc_addr))
+        run_within(
+            &mut Command::new(py)
+                .arg(script)
+                .env("HALCYON_PY_OUT", out_dir)
+                .env("HALCYON_NATS", nats_url)
+                .env("HALCYON_GRPC", grpc_addr),
+            Duration::from_secs(180),
+        )
     })
     .await
     .unwrap();
