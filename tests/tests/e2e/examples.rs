@@ -59,7 +59,7 @@ async fn the_python_example_publishes_queries_and_resumes_a_watch() {
     let out_dir = generated.path().to_owned();
     let stdout = tokio::task::spawn_blocking(move || {
         run_within(
-            &mut Command::new(py)
+            Command::new(py)
                 .arg(script)
                 .env("HALCYON_PY_OUT", out_dir)
                 .env("HALCYON_NATS", nats_url)
@@ -131,7 +131,7 @@ async fn the_node_example_publishes_queries_and_resumes_a_watch() {
     );
     let stdout = tokio::task::spawn_blocking(move || {
         run_within(
-            &mut Command::new("node")
+            Command::new("node")
                 .arg("halcyon_example.js")
                 .current_dir(&dir)
                 .env("HALCYON_PROTO", proto)

@@ -135,7 +135,7 @@ async fn stock_python_clients_reflect_publish_and_query() {
     let out_dir = generated.path().to_owned();
     let stdout = tokio::task::spawn_blocking(move || {
         run_within(
-            &mut Command::new(py)
+            Command::new(py)
                 .arg(script)
                 .env("HALCYON_PY_OUT", out_dir)
                 .env("HALCYON_NATS", nats_url)
