@@ -61,7 +61,7 @@ function envelope(Envelope, event, category) {
     actor: { practitioner_id: "sw-0042", role: "social worker", system: "example" },
     child: { nhs_number: NHS },
     category,
-    schema_version: 1,
+    schema_version: 2,
     lawful_basis: "LAWFUL_BASIS_PUBLIC_TASK",
     event,
   });
@@ -107,8 +107,8 @@ async function publishCase(out) {
     {
       child_protection_plan_started: {
         category: "PLAN_CATEGORY_NEGLECT",
-        office_hours_phone: "01632 960001",
-        out_of_hours_phone: "01632 960002",
+        // Schema version 2: the authority's numbers as one contact.
+        contact: { office_hours_phone: "01632 960001", out_of_hours_phone: "01632 960002" },
       },
     },
     "DATA_CATEGORY_D1_STATUS_FLAG",

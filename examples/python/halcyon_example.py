@@ -65,7 +65,7 @@ def envelope(event: events_pb2.Event, category: int) -> envelope_pb2.Envelope:
         actor=envelope_pb2.Actor(practitioner_id="sw-0042", role="social worker", system="example"),
         child=envelope_pb2.ChildIdentifiers(nhs_number=NHS),
         category=category,
-        schema_version=1,
+        schema_version=2,
         lawful_basis=categories_pb2.LAWFUL_BASIS_PUBLIC_TASK,
         event=event,
     )
@@ -103,8 +103,10 @@ async def publish_case(out: dict) -> tuple:
         events_pb2.Event(
             child_protection_plan_started=events_pb2.ChildProtectionPlanStarted(
                 category=events_pb2.PLAN_CATEGORY_NEGLECT,
-                office_hours_phone="01632 960001",
-                out_of_hours_phone="01632 960002",
+                # Schema version 2: the authority's numbers as one contact.
+                contact=events_pb2.AuthorityContact(
+                    office_hours_phone="01632 960001", out_of_hours_phone="01632 960002"
+                ),
             )
         ),
         categories_pb2.DATA_CATEGORY_D1_STATUS_FLAG,

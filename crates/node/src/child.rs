@@ -165,8 +165,9 @@ impl Query {
                     status.unborn_plan = p.unborn;
                     status.plan_started = at;
                     status.plan_ended = None;
-                    status.office_hours_phone = p.office_hours_phone.clone();
-                    status.out_of_hours_phone = p.out_of_hours_phone.clone();
+                    let contact = p.contact.clone().unwrap_or_default();
+                    status.office_hours_phone = contact.office_hours_phone;
+                    status.out_of_hours_phone = contact.out_of_hours_phone;
                     status.owning_agency_id = fact.agency_id.clone();
                 }
                 Some(Kind::ChildProtectionPlanEnded(_)) => {
@@ -180,8 +181,9 @@ impl Query {
                     status.looked_after_ended = None;
                     status.owning_agency_id = fact.agency_id.clone();
                     if status.office_hours_phone.is_empty() {
-                        status.office_hours_phone = l.office_hours_phone.clone();
-                        status.out_of_hours_phone = l.out_of_hours_phone.clone();
+                        let contact = l.contact.clone().unwrap_or_default();
+                        status.office_hours_phone = contact.office_hours_phone;
+                        status.out_of_hours_phone = contact.out_of_hours_phone;
                     }
                 }
                 Some(Kind::LookedAfterPeriodEnded(_)) => {

@@ -60,6 +60,10 @@ pub struct NodeConfig {
     /// future-dated (`halcyon_schema::validate::CLOCK_TOLERANCE_MS` by default); every node and rebuild of
     /// a deployment must use the same.
     pub future_tolerance_ms: i64,
+    /// The newest envelope schema version the deployment has enabled (`halcyon_schema::SCHEMA_VERSION`, the
+    /// newest this build knows, by default): lower only while a rolling upgrade where nodes move first is
+    /// under way (`halcyon_projector::store::Acceptance`).
+    pub schema_version_max: u32,
     /// sled's page cache, bytes (`halcyon_projector::store::SLED_CACHE_BYTES_DEFAULT` by default). The
     /// node's other caches are bounded by count: decoded facts of `read::CACHED_CHILDREN_MAX` children,
     /// `view::VIEW_MEMO_MAX` decided views.

@@ -75,6 +75,7 @@ pub fn open(dir: &std::path::Path, config: &NodeConfig) -> Result<Projector, cra
     let spec = halcyon_projector::ViewSpec::new(Arc::new(config.policy.clone()), &config.agencies);
     Ok(crate::node::open_read_models(dir, config.sled_cache_bytes)?
         .with_future_tolerance_ms(config.future_tolerance_ms)
+        .with_schema_version_max(config.schema_version_max)
         .with_views(spec)
         .with_deadlines(halcyon_projector::DeadlineSpec::new(config.timescales.clone()))
         .with_signals(halcyon_projector::SignalSpec::new(

@@ -39,8 +39,8 @@ fn flag(kind: &Kind, extra: FlagContent) -> Kind {
             Kind::ChildProtectionPlanStarted(pb::ChildProtectionPlanStarted {
                 category: if extra.plan_category { e.category } else { 0 },
                 unborn: e.unborn,
-                office_hours_phone: e.office_hours_phone.clone(),
-                out_of_hours_phone: e.out_of_hours_phone.clone(),
+                contact: e.contact.clone(),
+                ..Default::default()
             })
         }
         Kind::CategoryChanged(e) => Kind::CategoryChanged(pb::CategoryChanged {
@@ -48,8 +48,8 @@ fn flag(kind: &Kind, extra: FlagContent) -> Kind {
         }),
         Kind::LookedAfterPeriodStarted(e) => Kind::LookedAfterPeriodStarted(pb::LookedAfterPeriodStarted {
             legal_status: if extra.legal_status { e.legal_status } else { 0 },
-            office_hours_phone: e.office_hours_phone.clone(),
-            out_of_hours_phone: e.out_of_hours_phone.clone(),
+            contact: e.contact.clone(),
+            ..Default::default()
         }),
         // Everything else: the kind alone, with none of its fields.
         Kind::ContactReceived(_)
@@ -289,8 +289,11 @@ mod tests {
             kind: Some(Kind::ChildProtectionPlanStarted(pb::ChildProtectionPlanStarted {
                 category: pb::PlanCategory::Neglect as i32,
                 unborn: false,
-                office_hours_phone: "01632 960001".into(),
-                out_of_hours_phone: "01632 960002".into(),
+                contact: Some(pb::AuthorityContact {
+                    office_hours_phone: "01632 960001".into(),
+                    out_of_hours_phone: "01632 960002".into(),
+                }),
+                ..Default::default()
             })),
         }
     }
@@ -348,8 +351,11 @@ mod tests {
         pb::Event {
             kind: Some(Kind::LookedAfterPeriodStarted(pb::LookedAfterPeriodStarted {
                 legal_status: pb::LegalStatus::S31 as i32,
-                office_hours_phone: "01632 960001".into(),
-                out_of_hours_phone: "01632 960002".into(),
+                contact: Some(pb::AuthorityContact {
+                    office_hours_phone: "01632 960001".into(),
+                    out_of_hours_phone: "01632 960002".into(),
+                }),
+                ..Default::default()
             })),
         }
     }
@@ -366,8 +372,11 @@ mod tests {
             pb::ChildProtectionPlanStarted {
                 category: 0,
                 unborn: false,
-                office_hours_phone: "01632 960001".into(),
-                out_of_hours_phone: "01632 960002".into(),
+                contact: Some(pb::AuthorityContact {
+                    office_hours_phone: "01632 960001".into(),
+                    out_of_hours_phone: "01632 960002".into(),
+                }),
+                ..Default::default()
             }
         );
         let Some(Kind::LookedAfterPeriodStarted(la)) =
@@ -376,7 +385,7 @@ mod tests {
             panic!("kind changed");
         };
         assert_eq!(la.legal_status, 0);
-        assert_eq!(la.office_hours_phone, "01632 960001");
+        assert_eq!(la.contact.unwrap().office_hours_phone, "01632 960001");
         let changed = pb::Event {
             kind: Some(Kind::CategoryChanged(pb::CategoryChanged {
                 category: pb::PlanCategory::SexualAbuse as i32,

@@ -40,5 +40,5 @@ pub use state::SharingState;
 
 pub use fact::Fact;
 pub use model::ReadModel;
-pub use store::{ApplyOutcome, Identifier, Incoming, Projector};
+pub use store::{Acceptance, ApplyOutcome, Identifier, Incoming, Projector, Reapplied};
 pub use view::{ChildViews, ViewSpec};

@@ -94,6 +94,19 @@ pub struct ApplyOutcome {
 
 type KeyValue = (Vec<u8>, Vec<u8>);
 
+/// What re-applying one quarantined event did ([`Projector::reapply`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reapplied {
+    /// It passes now and was projected at its place in its stream.
+    Projected,
+    /// It passes now, but its event id was already projected from another message: recorded as a duplicate.
+    Duplicate,
+    /// It still fails: its quarantine record stays, with these reasons.
+    StillRefused(Vec<Problem>),
+    /// It was not (or no longer) quarantined on this node: nothing done.
+    NotQuarantined,
+}
+
 /// Children whose views `derive_views` derives in one sled batch.
 pub const VIEW_CHUNK: usize = 256;
 /// Below twice this many children a chunk is derived on one thread (a thread costs more than it saves).
@@ -262,14 +275,14 @@ impl Filed {
 
 impl Prepared {
     /// Decodes and checks `messages` (consecutive, from `stream`) as the projector must; an event's times
-    /// may lie at most `future_tolerance_ms` after the time the bus stored it
-    /// ([`Projector::future_tolerance_ms`]).
-    pub fn new(stream: &str, incoming: &[Incoming], future_tolerance_ms: i64) -> Self {
+    /// may lie at most `acceptance.future_tolerance_ms` after the time the bus stored it, and its schema
+    /// version be at most `acceptance.schema_version_max` ([`Projector::acceptance`]).
+    pub fn new(stream: &str, incoming: &[Incoming], acceptance: Acceptance) -> Self {
         let messages = incoming
             .iter()
             .map(|m| Ready {
                 sequence: m.sequence,
-                checked: ready(stream, m, future_tolerance_ms),
+                checked: ready(stream, m, acceptance),
             })
             .collect();
         Self {
@@ -306,8 +319,8 @@ pub fn message_digest(payload: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(payload).into()
 }
 
-fn ready(stream: &str, m: &Incoming, future_tolerance_ms: i64) -> Checked {
-    let valid = match check(m, future_tolerance_ms) {
+fn ready(stream: &str, m: &Incoming, acceptance: Acceptance) -> Checked {
+    let valid = match check(m, acceptance) {
         Ok(valid) => valid,
         Err((problems, agency, event_id)) => {
             let record = QuarantineRecord {
@@ -408,6 +421,19 @@ fn ready(stream: &str, m: &Incoming, future_tolerance_ms: i64) -> Checked {
     }))
 }
 
+/// What a projector accepts beyond an envelope's own validity. Every node and rebuild of a deployment must
+/// use the same values, as for the policy: otherwise they would project different facts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acceptance {
+    /// How far an event's times may lie after the time the bus stored it.
+    pub future_tolerance_ms: i64,
+    /// The newest envelope schema version the deployment has enabled. A rolling upgrade where nodes move
+    /// first keeps it at the version before until every node runs the new build, so that all nodes judge
+    /// every envelope alike; envelopes quarantined meanwhile are re-applied with `halcyon quarantine
+    /// reapply` once it is raised.
+    pub schema_version_max: u32,
+}
+
 /// The read models of one node.
 #[derive(Debug)]
 pub struct Projector {
@@ -426,6 +452,8 @@ pub struct Projector {
     /// How far an event's times may lie after the time the bus stored it before it is quarantined as
     /// future-dated. Every node and rebuild of a deployment must use the same value, as for the policy.
     future_tolerance_ms: i64,
+    /// The newest envelope schema version this deployment has enabled (see [`Acceptance`]).
+    schema_version_max: u32,
     /// The read models derived with a child's views, in the same batch: deadlines, signals (see
     /// [`ReadModel`]).
     models: Vec<Arc<dyn ReadModel>>,
@@ -494,6 +522,7 @@ impl Projector {
             moments: std::sync::Mutex::new(None),
             damage: crate::damage::Damage::default(),
             future_tolerance_ms: CLOCK_TOLERANCE_MS,
+            schema_version_max: halcyon_schema::SCHEMA_VERSION,
             models: Vec::new(),
         })
     }
@@ -508,6 +537,21 @@ impl Projector {
     /// See [`Projector::with_future_tolerance_ms`].
     pub fn future_tolerance_ms(&self) -> i64 {
         self.future_tolerance_ms
+    }
+
+    /// Quarantines envelopes of a schema version newer than `version` (default: the newest this build
+    /// knows), as a node of the release before would: see [`Acceptance::schema_version_max`].
+    pub fn with_schema_version_max(mut self, version: u32) -> Self {
+        self.schema_version_max = version;
+        self
+    }
+
+    /// What this projector accepts beyond the envelope's own validity.
+    pub fn acceptance(&self) -> Acceptance {
+        Acceptance {
+            future_tolerance_ms: self.future_tolerance_ms,
+            schema_version_max: self.schema_version_max,
+        }
     }
 
     /// Derives `model` with every child's views from now on, in the same batch (`with_deadlines`,
@@ -574,7 +618,7 @@ impl Projector {
     /// Applies a batch of consecutive messages from one stream, with that stream's checkpoint, atomically.
     /// Messages at or below the checkpoint are skipped, so a redelivered batch changes nothing.
     pub fn apply(&self, stream: &str, messages: &[Incoming]) -> Result<ApplyOutcome, ProjectorError> {
-        self.apply_prepared(Prepared::new(stream, messages, self.future_tolerance_ms))
+        self.apply_prepared(Prepared::new(stream, messages, self.acceptance()))
     }
 
     /// Applies a batch made ready by `Prepared::new`, with its stream's checkpoint, atomically (as `apply`).
@@ -645,6 +689,78 @@ impl Projector {
             p.insert(stream.to_owned(), last);
         });
         Ok(outcome)
+    }
+
+    /// Re-checks quarantined events with what this build and its [`Acceptance`] know now (after an upgrade,
+    /// or once a deployment raised its schema version), and projects each that passes at its own place in
+    /// its stream, as it would have been projected on arrival: its quarantine record is removed and its
+    /// child's views are marked for derivation (`derive_views`). One that still fails keeps its record,
+    /// with today's reasons. `messages` are the quarantined messages of `stream` as the stream holds them.
+    /// Idempotent: a message with no quarantine record is left alone, so a second run projects nothing.
+    pub fn reapply(
+        &self,
+        stream: &str,
+        messages: &[Incoming],
+    ) -> Result<Vec<(u64, Reapplied)>, ProjectorError> {
+        let _writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut moments = self
+            .moments
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if moments.is_none() {
+            *moments = Some(self.fact_moments()?);
+        }
+        let moments = moments.as_mut().expect("loaded above");
+        let acceptance = self.acceptance();
+        let mut overlay = Overlay::new(&self.model);
+        let mut results = Vec::with_capacity(messages.len());
+        let mut children = BTreeSet::new();
+        for m in messages {
+            let key = keys::position(keys::QUARANTINE, stream, m.sequence);
+            if overlay.get(&key)?.is_none() {
+                results.push((m.sequence, Reapplied::NotQuarantined));
+                continue;
+            }
+            let prepared = Ready {
+                sequence: m.sequence,
+                checked: ready(stream, m, acceptance),
+            };
+            if let Checked::Quarantined(record, value) = &prepared.checked {
+                overlay.put(key, value.clone());
+                results.push((m.sequence, Reapplied::StillRefused(record.problems.clone())));
+                continue;
+            }
+            overlay.remove(key.clone());
+            let mut outcome = ApplyOutcome::default();
+            self.apply_one(stream, prepared, &mut overlay, moments, &mut outcome)?;
+            let result = if outcome.quarantined > 0 {
+                // Refused by what the store knows (a correction of another agency's fact, say).
+                let record: QuarantineRecord = overlay
+                    .get(&key)?
+                    .and_then(|v| serde_json::from_slice(&v).ok())
+                    .ok_or_else(|| corrupt(&key, "a quarantine record just written cannot be read"))?;
+                Reapplied::StillRefused(record.problems)
+            } else if outcome.duplicates > 0 {
+                Reapplied::Duplicate
+            } else {
+                Reapplied::Projected
+            };
+            children.extend(outcome.children);
+            results.push((m.sequence, result));
+        }
+        if !children.is_empty() && !self.models.is_empty() {
+            let list: Vec<u8> = children.iter().flat_map(|c| *c.as_bytes()).collect();
+            let last = messages.last().map_or(0, |m| m.sequence);
+            overlay.put(
+                keys::position(keys::STALE_VIEWS, &format!("reapplied:{stream}"), last),
+                list,
+            );
+        }
+        self.model.apply_batch(overlay.into_batch())?;
+        Ok(results)
     }
 
     /// Derives the views of every child whose facts changed since its views were last derived: reads the
@@ -1269,7 +1385,9 @@ pub(crate) fn decode_fact(key: &[u8], value: &[u8]) -> Result<Fact, ProjectorErr
     if stored.envelope.is_empty() {
         return Err(corrupt(key, "fact without envelope"));
     }
-    let envelope = pb::Envelope::decode(stored.envelope).map_err(|e| corrupt(key, e))?;
+    // Stored as published; read as the current shape (an older accepted version upcast).
+    let envelope =
+        halcyon_schema::upcast(pb::Envelope::decode(stored.envelope).map_err(|e| corrupt(key, e))?);
     Ok(Fact {
         stream: stored.stream,
         sequence: stored.sequence,
@@ -1396,7 +1514,11 @@ type Rejection = (Vec<Problem>, Option<String>, Option<String>);
 
 /// Re-validates a message as the projector must: subject, decoding, envelope, and that the envelope speaks
 /// for the agency whose subject it arrived on.
-fn check(m: &Incoming, future_tolerance_ms: i64) -> Result<ValidEnvelope, Rejection> {
+fn check(m: &Incoming, acceptance: Acceptance) -> Result<ValidEnvelope, Rejection> {
+    let Acceptance {
+        future_tolerance_ms,
+        schema_version_max,
+    } = acceptance;
     let subject = parse_event_subject(&m.subject);
     let subject_agency = subject.as_ref().ok().map(|(a, _)| a.to_string());
     if m.payload.len() > halcyon_schema::validate::ENVELOPE_BYTES_MAX {
@@ -1457,6 +1579,13 @@ fn check(m: &Incoming, future_tolerance_ms: i64) -> Result<ValidEnvelope, Reject
                 m.stored_at_ms,
                 future_tolerance_ms,
             ));
+            if valid.published_version > schema_version_max {
+                problems.push(Problem::UnknownSchemaVersion {
+                    version: valid.published_version,
+                    known: schema_version_max,
+                    oldest: halcyon_schema::SCHEMA_VERSION_OLDEST,
+                });
+            }
             if problems.is_empty() {
                 Ok(valid)
             } else {

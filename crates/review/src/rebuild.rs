@@ -78,7 +78,7 @@ pub async fn project_streams(
     // Two stages overlap: while one batch is applied (sled, under the writer lock), the next is read and
     // made ready (decoded, checked, encoded). Batches are still applied one at a time, in stream order.
     let mut applying: Option<Applying> = None;
-    let future_tolerance_ms = projector.future_tolerance_ms();
+    let acceptance = projector.acceptance();
     for (name, end) in ends {
         let start = projector.checkpoint(&name) + 1;
         if start > end {
@@ -107,8 +107,7 @@ pub async fn project_streams(
             if !batch.is_empty() {
                 let stream = name.clone();
                 let prepared =
-                    tokio::task::spawn_blocking(move || Prepared::new(&stream, &batch, future_tolerance_ms))
-                        .await?;
+                    tokio::task::spawn_blocking(move || Prepared::new(&stream, &batch, acceptance)).await?;
                 if let Some(previous) = applying.take() {
                     done += previous.finish().await?;
                     progress(done, total);

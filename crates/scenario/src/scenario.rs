@@ -465,8 +465,11 @@ impl ChildHistory<'_> {
                 Kind::ChildProtectionPlanStarted(pb::ChildProtectionPlanStarted {
                     category: pb::PlanCategory::SexualAbuse as i32,
                     unborn: false,
-                    office_hours_phone: a.csc_office_phone.clone(),
-                    out_of_hours_phone: a.csc_out_of_hours_phone.clone(),
+                    contact: Some(pb::AuthorityContact {
+                        office_hours_phone: a.csc_office_phone.clone(),
+                        out_of_hours_phone: a.csc_out_of_hours_phone.clone(),
+                    }),
+                    ..Default::default()
                 }),
             );
             self.advance(24 * 5, 24 * 9);

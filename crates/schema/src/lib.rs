@@ -13,6 +13,7 @@ pub mod nhs;
 pub mod review;
 pub mod source;
 pub mod subject;
+pub mod upcast;
 pub mod upn;
 pub mod validate;
 
@@ -32,5 +33,6 @@ pub use convert::{Category, EventKindExt};
 pub use ids::{AgencyId, CaseId, ChildId, EventId, IdError};
 pub use nhs::NhsNumber;
 pub use subject::{StreamName, audit_subject, event_subject, parse_event_subject};
+pub use upcast::upcast;
 pub use upn::Upn;
-pub use validate::{Problem, SCHEMA_VERSION, check_envelope, validate_envelope};
+pub use validate::{Problem, SCHEMA_VERSION, SCHEMA_VERSION_OLDEST, check_envelope, validate_envelope};

@@ -8,8 +8,7 @@ use crate::pb;
 use crate::pb::event::Kind;
 use crate::upn::Upn;
 
-/// The envelope schema version this build understands.
-pub const SCHEMA_VERSION: u32 = 1;
+pub use crate::upcast::{SCHEMA_VERSION, SCHEMA_VERSION_OLDEST};
 
 /// One thing wrong with an event. `Display` names the field first.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
@@ -19,8 +18,15 @@ pub enum Problem {
     Missing { field: String },
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
-    #[error("schema_version: unknown version {version} (this node knows {known})")]
-    UnknownSchemaVersion { version: u32, known: u32 },
+    #[error("schema_version: unknown version {version} (this node accepts {oldest} to {known})")]
+    UnknownSchemaVersion {
+        version: u32,
+        /// The newest version accepted.
+        known: u32,
+        /// The oldest version accepted (absent from records written when only one version was accepted).
+        #[serde(default = "oldest_default")]
+        oldest: u32,
+    },
     #[error(
         "agency_id: envelope claims {claimed:?} but was published on agency {subject_agency:?}'s subject"
     )]
@@ -29,6 +35,10 @@ pub enum Problem {
     Undecodable { reason: String },
     #[error("subject: {reason}")]
     BadSubject { reason: String },
+}
+
+fn oldest_default() -> u32 {
+    1
 }
 
 impl Problem {
@@ -137,6 +147,9 @@ pub struct ValidEnvelope {
     pub category: Category,
     pub occurred_at_ms: i64,
     pub recorded_at_ms: i64,
+    /// The schema version it was published with (`envelope` is read as the current one).
+    pub published_version: u32,
+    /// The envelope, in the current shape.
     pub envelope: pb::Envelope,
 }
 
@@ -153,10 +166,14 @@ impl ValidEnvelope {
 /// Maximum length of an agency-local child identifier.
 pub const LOCAL_ID_MAX_LEN: usize = 64;
 
-/// Checks an envelope and returns it with parsed identifiers, or every problem found.
+/// Checks an envelope and returns it with parsed identifiers, read as the current shape (an older accepted
+/// version upcast: `upcast.rs`), or every problem found.
 pub fn validate_envelope(envelope: pb::Envelope) -> Result<ValidEnvelope, Vec<Problem>> {
     let c = check_envelope(&envelope)?;
+    let published_version = envelope.schema_version;
+    let envelope = crate::upcast::upcast(envelope);
     Ok(ValidEnvelope {
+        published_version,
         event_id: c.event_id,
         agency: c.agency,
         case: c.case,
@@ -283,11 +300,14 @@ pub fn check_envelope(envelope: &pb::Envelope) -> Result<Checked, Vec<Problem>> 
             None
         }
     };
-    if envelope.schema_version != SCHEMA_VERSION {
+    if !crate::upcast::accepted(envelope.schema_version) {
         problems.push(Problem::UnknownSchemaVersion {
             version: envelope.schema_version,
             known: SCHEMA_VERSION,
+            oldest: SCHEMA_VERSION_OLDEST,
         });
+    } else if let Some(event) = &envelope.event {
+        crate::upcast::check_shape(envelope.schema_version, event, "event", &mut problems);
     }
     match pb::LawfulBasis::try_from(envelope.lawful_basis) {
         Ok(pb::LawfulBasis::Unspecified) => problems.push(Problem::missing("lawful_basis")),

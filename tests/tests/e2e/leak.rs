@@ -242,6 +242,14 @@ const NARRATIVES: [&str; 10] = [
     "late_reason",
 ];
 
+/// The owning authority's contact numbers (`contact`, schema version 2), shown with a flag.
+fn contact(path: &str) -> bool {
+    matches!(
+        path,
+        "contact" | "contact.office_hours_phone" | "contact.out_of_hours_phone"
+    )
+}
+
 /// Whether a non-default field (`path` inside the event kind `kind`, e.g. `referrer.referrer_name`) may be
 /// shown under `proj`; `referrer_ok` says whether referrer identity (D12) is allowed with this fact.
 fn allowed(proj: Proj, kind: &str, path: &str, referrer_ok: bool) -> bool {
@@ -249,10 +257,8 @@ fn allowed(proj: Proj, kind: &str, path: &str, referrer_ok: bool) -> bool {
         // That a plan / unborn plan / looked-after period exists, its dates (the envelope's occurred_at),
         // and the owning authority's contact numbers. Nothing else: no category, no legal status.
         Proj::Flag => match kind {
-            "child_protection_plan_started" => {
-                matches!(path, "unborn" | "office_hours_phone" | "out_of_hours_phone")
-            }
-            "looked_after_period_started" => matches!(path, "office_hours_phone" | "out_of_hours_phone"),
+            "child_protection_plan_started" => matches!(path, "unborn") || contact(path),
+            "looked_after_period_started" => contact(path),
             _ => false,
         },
         Proj::Summary => {
@@ -906,8 +912,11 @@ fn hand_made() -> (Vec<pb::Envelope>, Vec<pb::Envelope>) {
         Ev::ChildProtectionPlanStarted(pb::ChildProtectionPlanStarted {
             category: pb::PlanCategory::SexualAbuse as i32,
             unborn: false,
-            office_hours_phone: phones.0.clone(),
-            out_of_hours_phone: phones.1.clone(),
+            contact: Some(pb::AuthorityContact {
+                office_hours_phone: phones.0.clone(),
+                out_of_hours_phone: phones.1.clone(),
+            }),
+            ..Default::default()
         }),
         Some(&before),
     );
@@ -953,8 +962,11 @@ fn hand_made() -> (Vec<pb::Envelope>, Vec<pb::Envelope>) {
         at(20, 0),
         Ev::LookedAfterPeriodStarted(pb::LookedAfterPeriodStarted {
             legal_status: pb::LegalStatus::S31 as i32,
-            office_hours_phone: phones.0.clone(),
-            out_of_hours_phone: phones.1.clone(),
+            contact: Some(pb::AuthorityContact {
+                office_hours_phone: phones.0.clone(),
+                out_of_hours_phone: phones.1.clone(),
+            }),
+            ..Default::default()
         }),
         Some(&renamed),
     );

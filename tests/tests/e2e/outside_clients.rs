@@ -44,8 +44,11 @@ fn plan(nhs: &str, at_ms: i64) -> pb::Envelope {
         Kind::ChildProtectionPlanStarted(pb::ChildProtectionPlanStarted {
             category: pb::PlanCategory::SexualAbuse as i32,
             unborn: false,
-            office_hours_phone: "01632 960001".into(),
-            out_of_hours_phone: "01632 960002".into(),
+            contact: Some(pb::AuthorityContact {
+                office_hours_phone: "01632 960001".into(),
+                out_of_hours_phone: "01632 960002".into(),
+            }),
+            ..Default::default()
         }),
     )
 }

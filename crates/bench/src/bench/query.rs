@@ -285,6 +285,7 @@ pub(super) fn node_config(
         signals: std::sync::Arc::new(halcyon_signals::SignalRules::england()),
         future_tolerance_ms: halcyon_schema::validate::CLOCK_TOLERANCE_MS,
         sled_cache_bytes: halcyon_projector::store::SLED_CACHE_BYTES_DEFAULT,
+        schema_version_max: halcyon_schema::SCHEMA_VERSION,
         clock: halcyon_projector::clock::Clock::system(),
     })
 }

@@ -117,11 +117,30 @@ pub struct FutureToleranceArgs {
     /// later, the event is quarantined as future-dated (publishers check against their own clock).
     #[arg(long, env = "HALCYON_FUTURE_TOLERANCE_SECS", default_value_t = (halcyon_schema::validate::CLOCK_TOLERANCE_MS / 1000) as u64)]
     pub future_tolerance_secs: u64,
+    /// The newest envelope schema version the deployment has enabled (default: the newest this build
+    /// knows); as the nodes' `--schema-version-max`.
+    #[arg(long, env = "HALCYON_SCHEMA_VERSION_MAX")]
+    pub schema_version_max: Option<u32>,
 }
 
 impl FutureToleranceArgs {
     pub fn ms(&self) -> i64 {
         i64::try_from(self.future_tolerance_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
+
+    /// The deployment's newest schema version, checked against what this build accepts.
+    pub fn schema_version_max(&self) -> Result<u32, crate::Failure> {
+        let (oldest, newest) = (
+            halcyon_schema::SCHEMA_VERSION_OLDEST,
+            halcyon_schema::SCHEMA_VERSION,
+        );
+        match self.schema_version_max {
+            None => Ok(newest),
+            Some(v) if (oldest..=newest).contains(&v) => Ok(v),
+            Some(v) => Err(crate::config_error(anyhow::anyhow!(
+                "--schema-version-max {v}: this build accepts versions {oldest} to {newest}"
+            ))),
+        }
     }
 }
 

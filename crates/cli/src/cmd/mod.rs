@@ -12,6 +12,7 @@ pub mod policy;
 pub mod publish;
 pub mod quality;
 pub mod quarantine;
+pub mod reapply;
 pub mod rebuild;
 pub mod replay;
 pub mod serve;

@@ -1,5 +1,10 @@
 //! `halcyon quarantine`: the events a node would not project, and why. An agency lists its own; an
 //! operator lists every agency's, and the read-model records the node set aside as unreadable.
+//!
+//! `halcyon quarantine reapply` (operators, the node stopped): after an upgrade, or once the deployment
+//! raised its schema version (`--schema-version-max`), re-checks each event the node's read models hold in
+//! quarantine and projects those that now pass at their own place in their streams, without a rebuild. The
+//! operator and reason are recorded in the access log first; a second run finds nothing left to do.
 
 use halcyon_grpc::pb;
 use halcyon_schema::convert::format_timestamp;
@@ -8,17 +13,35 @@ use super::common::{ApiArgs, refused};
 use crate::Failure;
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    action: Option<Action>,
     #[command(flatten)]
-    api: ApiArgs,
+    api: Option<ApiArgs>,
     /// Operators: only this agency's.
     #[arg(long)]
     agency: Option<String>,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Re-check the quarantined events of a stopped node's read models and project those that now pass.
+    Reapply(super::reapply::Args),
+}
+
 pub async fn run(args: Args) -> Result<(), Failure> {
-    let mut client = args.api.client().await?;
-    let request = args.api.request(pb::ListQuarantineRequest {
+    let api = match (args.action, args.api) {
+        (Some(Action::Reapply(reapply)), _) => return super::reapply::run(reapply).await,
+        (None, Some(api)) => api,
+        (None, None) => {
+            return Err(crate::config_error(anyhow::anyhow!(
+                "halcyon quarantine needs --token (to list) or the reapply subcommand"
+            )));
+        }
+    };
+    let mut client = api.client().await?;
+    let request = api.request(pb::ListQuarantineRequest {
         agency_id: args.agency.unwrap_or_default(),
     })?;
     let response = client

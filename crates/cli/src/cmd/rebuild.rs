@@ -124,6 +124,7 @@ pub async fn rebuild(args: RebuildArgs) -> Result<(), Failure> {
     let projector = Arc::new(
         Projector::open(&fresh)?
             .with_future_tolerance_ms(args.future.ms())
+            .with_schema_version_max(args.future.schema_version_max()?)
             .with_views(spec)
             .with_deadlines(halcyon_projector::DeadlineSpec::new(timescales))
             .with_signals(signals),

@@ -144,6 +144,11 @@ pub struct Args {
     /// before it is quarantined as future-dated (default 300). Every node and rebuild must agree.
     #[arg(long, env = "HALCYON_FUTURE_TOLERANCE_SECS")]
     future_tolerance_secs: Option<u64>,
+    /// The newest envelope schema version this deployment has enabled (default: the newest this build knows).
+    /// Only during a rolling upgrade where nodes move first: keep it at the version before until every node
+    /// runs the new build, then raise it and `halcyon quarantine reapply` (docs/contract.md).
+    #[arg(long, env = "HALCYON_SCHEMA_VERSION_MAX")]
+    schema_version_max: Option<u32>,
     /// sled's page cache in MiB (default 32). The node's other caches are bounded by count.
     #[arg(long, env = "HALCYON_SLED_CACHE_MB")]
     sled_cache_mb: Option<u64>,
@@ -195,6 +200,7 @@ struct FileConfig {
     bank_holidays: Option<PathBuf>,
     signals: Option<PathBuf>,
     future_tolerance_secs: Option<u64>,
+    schema_version_max: Option<u32>,
     sled_cache_mb: Option<u64>,
 }
 
@@ -306,6 +312,18 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
         .map_or(halcyon_schema::validate::CLOCK_TOLERANCE_MS, |s| {
             i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)
         });
+    let schema_version_max = args
+        .schema_version_max
+        .or(file.schema_version_max)
+        .unwrap_or(halcyon_schema::SCHEMA_VERSION);
+    if !(halcyon_schema::SCHEMA_VERSION_OLDEST..=halcyon_schema::SCHEMA_VERSION).contains(&schema_version_max)
+    {
+        return Err(anyhow!(
+            "schema_version_max {schema_version_max}: this build accepts versions {} to {}",
+            halcyon_schema::SCHEMA_VERSION_OLDEST,
+            halcyon_schema::SCHEMA_VERSION
+        ));
+    }
     let sled_cache_bytes = args
         .sled_cache_mb
         .or(file.sled_cache_mb)
@@ -333,6 +351,7 @@ fn build(args: Args) -> anyhow::Result<NodeConfig> {
     Ok(NodeConfig {
         peers,
         future_tolerance_ms,
+        schema_version_max,
         sled_cache_bytes,
         nats_url: nats.nats_url,
         nats_credentials,

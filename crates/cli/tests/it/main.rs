@@ -20,6 +20,7 @@ mod operator_reads;
 mod policy;
 mod publish;
 mod quality;
+mod reapply;
 mod replay;
 mod signals;
 mod systemd;

@@ -31,8 +31,11 @@ fn an_emergency_department_sees_the_cp_flag_and_the_owning_authoritys_numbers_an
         kind: Some(Kind::ChildProtectionPlanStarted(pb::ChildProtectionPlanStarted {
             category: pb::PlanCategory::Neglect as i32,
             unborn: false,
-            office_hours_phone: "01632 960001".into(),
-            out_of_hours_phone: "01632 960002".into(),
+            contact: Some(pb::AuthorityContact {
+                office_hours_phone: "01632 960001".into(),
+                out_of_hours_phone: "01632 960002".into(),
+            }),
+            ..Default::default()
         })),
     };
     let mut flag = plan.clone();

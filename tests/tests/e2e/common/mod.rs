@@ -49,6 +49,7 @@ pub fn node_config(nats: &NatsServer, data_dir: &std::path::Path) -> NodeConfig 
         signals: std::sync::Arc::new(halcyon_signals::SignalRules::england()),
         future_tolerance_ms: halcyon_schema::validate::CLOCK_TOLERANCE_MS,
         sled_cache_bytes: halcyon_projector::store::SLED_CACHE_BYTES_DEFAULT,
+        schema_version_max: halcyon_schema::SCHEMA_VERSION,
     }
 }
 
