@@ -14,6 +14,7 @@ mod corruption;
 mod crate_graph;
 mod deadlines;
 mod end_to_end;
+mod evolution;
 mod examples;
 mod file_decoders;
 mod flag_and_watch;
