@@ -646,14 +646,8 @@ impl Projector {
                 got: first,
             });
         }
-        let mut moments = self
-            .moments
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if moments.is_none() {
-            *moments = Some(self.fact_moments()?);
-        }
-        let moments = moments.as_mut().expect("loaded above");
+        let mut moments = self.moments_loaded()?;
+        let moments = moments.as_mut().expect("loaded");
         let mut overlay = Overlay::new(&self.model);
         let mut outcome = ApplyOutcome::default();
         let n_messages = messages.len();
@@ -691,6 +685,18 @@ impl Projector {
         Ok(outcome)
     }
 
+    /// The fact moments (see `moments`), loaded from the fact keys on first use. Call with the writer lock.
+    fn moments_loaded(&self) -> Result<std::sync::MutexGuard<'_, Option<HashSet<u64>>>, ProjectorError> {
+        let mut moments = self
+            .moments
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if moments.is_none() {
+            *moments = Some(self.fact_moments()?);
+        }
+        Ok(moments)
+    }
+
     /// Re-checks quarantined events with what this build and its [`Acceptance`] know now (after an upgrade,
     /// or once a deployment raised its schema version), and projects each that passes at its own place in
     /// its stream, as it would have been projected on arrival: its quarantine record is removed and its
@@ -706,14 +712,8 @@ impl Projector {
             .writer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut moments = self
-            .moments
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if moments.is_none() {
-            *moments = Some(self.fact_moments()?);
-        }
-        let moments = moments.as_mut().expect("loaded above");
+        let mut moments = self.moments_loaded()?;
+        let moments = moments.as_mut().expect("loaded");
         let acceptance = self.acceptance();
         let mut overlay = Overlay::new(&self.model);
         let mut results = Vec::with_capacity(messages.len());

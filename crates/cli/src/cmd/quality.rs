@@ -77,7 +77,11 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     args.read
         .record(&js, "halcyon quality", halcyon_policy::Purpose::Audit, None)
         .await?;
-    let projector = Arc::new(Projector::temporary()?.with_future_tolerance_ms(args.future.ms()));
+    let projector = Arc::new(
+        Projector::temporary()?
+            .with_future_tolerance_ms(args.future.ms())
+            .with_schema_version_max(args.future.schema_version_max()?),
+    );
     let until = Until::Positions(BTreeMap::from([(stream.clone(), u64::MAX)]));
     let read = project_streams(&js, &projector, &until, &|_, _| {})
         .await

@@ -7,12 +7,12 @@
 use std::process::{Command, Output};
 
 use async_nats::jetstream;
-use futures::StreamExt;
 use halcyon_bus::Credentials;
 use halcyon_grpc::pb;
 use halcyon_schema::ChildId;
 use halcyon_testkit::{NatsServer, Scenario, ScenarioAgencies, ScenarioConfig, workspace_root};
-use prost::Message as _;
+
+use super::common;
 
 const CREDENTIALS: &str = "deploy/nats/dev-credentials.toml";
 const OPERATOR: &str = "ops-alice-17";
@@ -47,36 +47,6 @@ async fn operator_js(nats: &NatsServer) -> jetstream::Context {
         .await
         .unwrap(),
     )
-}
-
-/// The AUDIT stream's messages, decoded, in order.
-async fn audit_records(js: &jetstream::Context) -> Vec<pb::AccessRecord> {
-    let last = js
-        .get_stream("AUDIT")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
-        .last_sequence;
-    if last == 0 {
-        return Vec::new();
-    }
-    let mut messages = std::pin::pin!(
-        halcyon_bus::checkpoint::chain_messages(js, "AUDIT", 1, None)
-            .await
-            .unwrap()
-    );
-    let mut out = Vec::new();
-    while let Some(m) = messages.next().await {
-        let m = m.unwrap();
-        out.extend(pb::AccessRecords::decode(m.payload.clone()).unwrap().records);
-        if m.sequence >= last {
-            break;
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,14 +135,14 @@ async fn each_operator_read_of_child_data_writes_one_access_record_first_and_fai
     ];
     let js = operator_js(&nats).await;
     for (words, named, method) in &reads {
-        let before = audit_records(&js).await;
+        let before = common::audit_records(&js).await;
         let mut args = words.clone();
         args.extend(operator);
         args.extend(who);
         let out = halcyon(&args);
         assert!(out.status.success(), "{words:?}: {}", text(&out.stderr));
         assert!(!out.stdout.is_empty(), "{words:?} printed nothing");
-        let after = audit_records(&js).await;
+        let after = common::audit_records(&js).await;
         assert_eq!(
             after.len(),
             before.len() + 1,

@@ -95,40 +95,10 @@ async fn publish_raw(nats: &NatsServer, payload: Vec<u8>, id: &str) {
 
 /// Access records in AUDIT written by `halcyon quarantine reapply`.
 async fn reapply_records(nats: &NatsServer) -> Vec<pb::AccessRecord> {
-    use futures::StreamExt as _;
     let js = common::operator_js(nats).await;
-    let last = js
-        .get_stream("AUDIT")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
-        .last_sequence;
-    let mut out = Vec::new();
-    if last == 0 {
-        return out;
-    }
-    let mut messages = std::pin::pin!(
-        halcyon_bus::checkpoint::chain_messages(&js, "AUDIT", 1, None)
-            .await
-            .unwrap()
-    );
-    while let Some(m) = messages.next().await {
-        let m = m.unwrap();
-        out.extend(
-            pb::AccessRecords::decode(m.payload.clone())
-                .unwrap()
-                .records
-                .into_iter()
-                .filter(|r| r.method == "halcyon quarantine reapply"),
-        );
-        if m.sequence >= last {
-            break;
-        }
-    }
-    out
+    let mut records = common::audit_records(&js).await;
+    records.retain(|r| r.method == "halcyon quarantine reapply");
+    records
 }
 
 async fn quarantined(

@@ -367,3 +367,39 @@ pub fn as_operator(nats: &NatsServer) -> Vec<String> {
     .map(str::to_owned)
     .to_vec()
 }
+
+/// The AUDIT stream's access records, decoded, in order.
+pub async fn audit_records(js: &async_nats::jetstream::Context) -> Vec<halcyon_grpc::pb::AccessRecord> {
+    use futures::StreamExt as _;
+    use prost::Message as _;
+    let last = js
+        .get_stream("AUDIT")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .last_sequence;
+    if last == 0 {
+        return Vec::new();
+    }
+    let mut messages = std::pin::pin!(
+        halcyon_bus::checkpoint::chain_messages(js, "AUDIT", 1, None)
+            .await
+            .unwrap()
+    );
+    let mut out = Vec::new();
+    while let Some(m) = messages.next().await {
+        let m = m.unwrap();
+        out.extend(
+            halcyon_grpc::pb::AccessRecords::decode(m.payload.clone())
+                .unwrap()
+                .records,
+        );
+        if m.sequence >= last {
+            break;
+        }
+    }
+    out
+}
