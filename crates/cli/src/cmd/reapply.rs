@@ -16,7 +16,7 @@ use anyhow::{Context as _, anyhow};
 use halcyon_projector::{Incoming, Projector, Reapplied};
 use halcyon_review::rebuild::read_models_dir;
 
-use super::common::{deploy_path, load_registry};
+use super::common::deploy_path;
 use crate::{Failure, config_error};
 
 #[derive(Debug, clap::Args)]
@@ -50,10 +50,8 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     if !dir.exists() {
         return Err(config_error(anyhow!("no read models at {}", dir.display())));
     }
-    let registry = load_registry(&args.agencies)?;
-    let policy = halcyon_policy::Policy::load(&args.policy).map_err(|e| config_error(anyhow!("{e}")))?;
-    let timescales = args.timescales.load().map_err(config_error)?;
-    let signals = halcyon_projector::SignalSpec::new(args.signals.load().map_err(config_error)?, &registry);
+    let models =
+        super::rebuild::NodeModels::load(&args.agencies, &args.policy, &args.timescales, &args.signals)?;
     let schema_version_max = args.future.schema_version_max()?;
     let projector = match Projector::open(&dir) {
         Ok(p) => p,
@@ -66,12 +64,9 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         }
     };
     let projector = Arc::new(
-        projector
+        models.on(projector
             .with_future_tolerance_ms(args.future.ms())
-            .with_schema_version_max(schema_version_max)
-            .with_views(halcyon_projector::ViewSpec::new(Arc::new(policy), &registry))
-            .with_deadlines(halcyon_projector::DeadlineSpec::new(timescales))
-            .with_signals(signals),
+            .with_schema_version_max(schema_version_max)),
     );
     let js = args.nats.jetstream("halcyon quarantine reapply").await?;
     let quarantined = projector.quarantine(None)?;

@@ -73,19 +73,41 @@ pub struct ExportArgs {
     deadlines_at: Option<String>,
 }
 
-fn open_spec(agencies: &Path, policy: &Path) -> Result<ViewSpec, Failure> {
-    let registry = load_registry(agencies)?;
-    let policy = Policy::load(policy).map_err(|e| config_error(anyhow!("{e}")))?;
-    Ok(ViewSpec::new(Arc::new(policy), &registry))
+/// The node's read-model specifications (views from its agencies and policy, deadlines from its timescales,
+/// signals from its rules), loaded once: a rebuild, an export and a reapply must derive as the node does.
+pub(crate) struct NodeModels {
+    views: ViewSpec,
+    deadlines: halcyon_projector::DeadlineSpec,
+    signals: halcyon_projector::SignalSpec,
+}
+
+impl NodeModels {
+    pub(crate) fn load(
+        agencies: &Path,
+        policy: &Path,
+        timescales: &super::deadlines::TimescaleArgs,
+        signals: &super::signals::SignalArgs,
+    ) -> Result<Self, Failure> {
+        let registry = load_registry(agencies)?;
+        let policy = Policy::load(policy).map_err(|e| config_error(anyhow!("{e}")))?;
+        Ok(Self {
+            views: ViewSpec::new(Arc::new(policy), &registry),
+            deadlines: halcyon_projector::DeadlineSpec::new(timescales.load().map_err(config_error)?),
+            signals: halcyon_projector::SignalSpec::new(signals.load().map_err(config_error)?, &registry),
+        })
+    }
+
+    /// `projector`, deriving these models.
+    pub(crate) fn on(self, projector: Projector) -> Projector {
+        projector
+            .with_views(self.views)
+            .with_deadlines(self.deadlines)
+            .with_signals(self.signals)
+    }
 }
 
 pub async fn rebuild(args: RebuildArgs) -> Result<(), Failure> {
-    let spec = open_spec(&args.agencies, &args.policy)?;
-    let timescales = args.timescales.load().map_err(config_error)?;
-    let signals = halcyon_projector::SignalSpec::new(
-        args.signals.load().map_err(config_error)?,
-        &load_registry(&args.agencies)?,
-    );
+    let models = NodeModels::load(&args.agencies, &args.policy, &args.timescales, &args.signals)?;
     let live = read_models_dir(&args.data_dir).map_err(|e| config_error(anyhow!("{e}")))?;
     let mut replaced_damage = 0;
     if live.exists() {
@@ -122,12 +144,9 @@ pub async fn rebuild(args: RebuildArgs) -> Result<(), Failure> {
         .data_dir
         .join(format!("read-models.rebuild-{}", halcyon_schema::clock::now_ms()));
     let projector = Arc::new(
-        Projector::open(&fresh)?
+        models.on(Projector::open(&fresh)?
             .with_future_tolerance_ms(args.future.ms())
-            .with_schema_version_max(args.future.schema_version_max()?)
-            .with_views(spec)
-            .with_deadlines(halcyon_projector::DeadlineSpec::new(timescales))
-            .with_signals(signals),
+            .with_schema_version_max(args.future.schema_version_max()?)),
     );
     let client =
         halcyon_bus::connect(&args.nats.nats_url, &args.nats.credentials()?, "halcyon rebuild").await?;
@@ -191,12 +210,6 @@ pub async fn export(args: ExportArgs) -> Result<(), Failure> {
     args.read
         .record(&js, "halcyon export", halcyon_policy::Purpose::Audit, None)
         .await?;
-    let spec = open_spec(&args.agencies, &args.policy)?;
-    let timescales = args.timescales.load().map_err(config_error)?;
-    let signals = halcyon_projector::SignalSpec::new(
-        args.signals.load().map_err(config_error)?,
-        &load_registry(&args.agencies)?,
-    );
     let at_ms = match &args.deadlines_at {
         Some(t) => halcyon_schema::convert::timestamp_millis(
             &halcyon_schema::convert::parse_timestamp(t)
@@ -204,11 +217,8 @@ pub async fn export(args: ExportArgs) -> Result<(), Failure> {
         ),
         None => halcyon_schema::clock::now_ms(),
     };
-    let projector = Projector::open(&dir)
-        .map_err(|e| anyhow!("{e} (is a node still running? stop it first)"))?
-        .with_views(spec)
-        .with_deadlines(halcyon_projector::DeadlineSpec::new(timescales))
-        .with_signals(signals);
+    let projector = NodeModels::load(&args.agencies, &args.policy, &args.timescales, &args.signals)?
+        .on(Projector::open(&dir).map_err(|e| anyhow!("{e} (is a node still running? stop it first)"))?);
     // A node stopped (or killed) before deriving its last views leaves markers; derive them first, so the
     // dump depends only on the events applied.
     let derived = projector.derive_all_views()?;
