@@ -6,7 +6,7 @@
 //! notification it saw. Skipped with a message only where the language runtime is absent.
 
 use crate::common;
-use crate::stock_clients::{generate, python, run, run_within, venv};
+use crate::stock_clients::{generate, python, run, run_client, venv};
 
 use std::process::Command;
 use std::time::Duration;
@@ -54,36 +54,23 @@ async fn the_python_example_publishes_queries_and_resumes_a_watch() {
     let venv = tokio::task::spawn_blocking(move || venv(&python)).await.unwrap();
     let generated = generate(&venv);
     let h = common::Harness::start().await;
-    let script = workspace_root().join("examples/python/halcyon_example.py");
-    let (nats_url, grpc_addr, py) = (h.nats.url(), h.node.addr.to_string(), venv.join("bin/python"));
-    let out_dir = generated.path().to_owned();
-    let stdout = tokio::task::spawn_blocking(move || {
-        run_within(
-            Command::new(py)
-                .arg(script)
-                .env("HALCYON_PY_OUT", out_dir)
-                .env("HALCYON_NATS", nats_url)
-                .env("HALCYON_GRPC", grpc_addr),
-            EXAMPLE_LIMIT,
-        )
-    })
-    .await
-    .unwrap();
-    let out: serde_json::Value =
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let mut cmd = Command::new(venv.join("bin/python"));
+    cmd.arg(workspace_root().join("examples/python/halcyon_example.py"))
+        .env("HALCYON_PY_OUT", generated.path());
+    let out = run_client(&h, cmd, EXAMPLE_LIMIT).await;
     check(&out);
     h.node.stop(Duration::from_secs(5)).await;
 }
 
-/// `npm` and `node` on this machine, if both are there.
-fn node() -> Option<()> {
+/// Whether `npm` and `node` are both on this machine.
+fn node() -> bool {
     let ok = |cmd: &str| {
         Command::new(cmd)
             .arg("--version")
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    (ok("node") && ok("npm")).then_some(())
+    ok("node") && ok("npm")
 }
 
 /// The Node example with its pinned packages (`npm ci` from its lock file), under target/, once per lock.
@@ -118,32 +105,17 @@ fn node_example() -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_example_publishes_queries_and_resumes_a_watch() {
-    if node().is_none() {
+    if !node() {
         eprintln!("SKIPPED: no Node.js and npm on this machine; the Node example needs both");
         return;
     }
     let dir = tokio::task::spawn_blocking(node_example).await.unwrap();
     let h = common::Harness::start().await;
-    let (nats_url, grpc_addr, proto) = (
-        h.nats.url(),
-        h.node.addr.to_string(),
-        workspace_root().join("proto"),
-    );
-    let stdout = tokio::task::spawn_blocking(move || {
-        run_within(
-            Command::new("node")
-                .arg("halcyon_example.js")
-                .current_dir(&dir)
-                .env("HALCYON_PROTO", proto)
-                .env("HALCYON_NATS", nats_url)
-                .env("HALCYON_GRPC", grpc_addr),
-            EXAMPLE_LIMIT,
-        )
-    })
-    .await
-    .unwrap();
-    let out: serde_json::Value =
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let mut cmd = Command::new("node");
+    cmd.arg("halcyon_example.js")
+        .current_dir(&dir)
+        .env("HALCYON_PROTO", workspace_root().join("proto"));
+    let out = run_client(&h, cmd, EXAMPLE_LIMIT).await;
     check(&out);
     h.node.stop(Duration::from_secs(5)).await;
 }

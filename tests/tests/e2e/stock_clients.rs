@@ -78,6 +78,17 @@ pub(crate) fn run_within(cmd: &mut Command, limit: Duration) -> String {
     }
 }
 
+/// Runs an outside client against `h` (its NATS URL and gRPC address in `HALCYON_NATS`, `HALCYON_GRPC`),
+/// under [`run_within`] with `limit`, and reads the one JSON object it prints.
+pub(crate) async fn run_client(h: &common::Harness, mut cmd: Command, limit: Duration) -> serde_json::Value {
+    cmd.env("HALCYON_NATS", h.nats.url())
+        .env("HALCYON_GRPC", h.node.addr.to_string());
+    let stdout = tokio::task::spawn_blocking(move || run_within(&mut cmd, limit))
+        .await
+        .unwrap();
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
 /// The virtual environment with the pinned clients, made once per requirements file.
 /// Tests that need it at once wait for the one making it.
 pub(crate) fn venv(python: &Path) -> PathBuf {
@@ -130,23 +141,10 @@ async fn stock_python_clients_reflect_publish_and_query() {
     let generated = generate(&venv);
 
     let h = common::Harness::start().await;
-    let script = root.join("tests/python/stock_clients.py");
-    let (nats_url, grpc_addr, py) = (h.nats.url(), h.node.addr.to_string(), venv.join("bin/python"));
-    let out_dir = generated.path().to_owned();
-    let stdout = tokio::task::spawn_blocking(move || {
-        run_within(
-            Command::new(py)
-                .arg(script)
-                .env("HALCYON_PY_OUT", out_dir)
-                .env("HALCYON_NATS", nats_url)
-                .env("HALCYON_GRPC", grpc_addr),
-            Duration::from_secs(180),
-        )
-    })
-    .await
-    .unwrap();
-    let out: serde_json::Value =
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let mut cmd = Command::new(venv.join("bin/python"));
+    cmd.arg(root.join("tests/python/stock_clients.py"))
+        .env("HALCYON_PY_OUT", generated.path());
+    let out = run_client(&h, cmd, Duration::from_secs(180)).await;
 
     let services: Vec<&str> = out["services"]
         .as_array()
