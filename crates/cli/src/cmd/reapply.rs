@@ -16,7 +16,6 @@ use anyhow::{Context as _, anyhow};
 use halcyon_projector::{Incoming, Projector, Reapplied};
 use halcyon_review::rebuild::read_models_dir;
 
-use super::common::deploy_path;
 use crate::{Failure, config_error};
 
 #[derive(Debug, clap::Args)]
@@ -32,14 +31,8 @@ pub struct Args {
     read: crate::cmd::operator_read::OperatorRead,
     /// The node's agencies, policy, timescales and signal rules: the views, deadlines and signals of the
     /// children concerned are derived as the node derives them.
-    #[arg(long, env = "HALCYON_AGENCIES", default_value_os_t = deploy_path("agencies.toml"))]
-    agencies: PathBuf,
-    #[arg(long, env = "HALCYON_POLICY", default_value_os_t = deploy_path("policy/england.toml"))]
-    policy: PathBuf,
     #[command(flatten)]
-    timescales: super::deadlines::TimescaleArgs,
-    #[command(flatten)]
-    signals: super::signals::SignalArgs,
+    models: super::rebuild::NodeModelArgs,
     /// What the node accepts (future-dated tolerance, newest schema version): the deployment's values.
     #[command(flatten)]
     future: super::common::FutureToleranceArgs,
@@ -50,8 +43,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     if !dir.exists() {
         return Err(config_error(anyhow!("no read models at {}", dir.display())));
     }
-    let models =
-        super::rebuild::NodeModels::load(&args.agencies, &args.policy, &args.timescales, &args.signals)?;
+    let models = super::rebuild::NodeModels::load(&args.models)?;
     let schema_version_max = args.future.schema_version_max()?;
     let projector = match Projector::open(&dir) {
         Ok(p) => p,

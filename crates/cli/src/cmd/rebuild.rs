@@ -3,7 +3,7 @@
 //! node stopped: sled allows one process per folder.
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow};
@@ -21,22 +21,15 @@ pub struct RebuildArgs {
     /// The node's data folder (the node must be stopped).
     #[arg(long, env = "HALCYON_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
-    #[arg(long, env = "HALCYON_AGENCIES", default_value_os_t = deploy_path("agencies.toml"))]
-    agencies: PathBuf,
-    #[arg(long, env = "HALCYON_POLICY", default_value_os_t = deploy_path("policy/england.toml"))]
-    policy: PathBuf,
+    /// The node's agencies, policy, timescales and signal rules: a rebuild must derive with the same.
+    #[command(flatten)]
+    models: NodeModelArgs,
     /// Stop at messages stored after this time (RFC 3339 or a date): read models as of then.
     #[arg(long)]
     as_of: Option<String>,
     /// Do not draw a progress bar.
     #[arg(long)]
     quiet: bool,
-    /// The node's timescales: a rebuild must derive deadlines with the same files.
-    #[command(flatten)]
-    timescales: super::deadlines::TimescaleArgs,
-    /// The node's signal rules: a rebuild must derive signals with the same file.
-    #[command(flatten)]
-    signals: super::signals::SignalArgs,
     /// The node's tolerance for future-dated events: a rebuild must quarantine the same ones.
     #[command(flatten)]
     future: super::common::FutureToleranceArgs,
@@ -52,25 +45,33 @@ pub struct ExportArgs {
     /// Who reads and why (recorded in the access log first).
     #[command(flatten)]
     read: crate::cmd::operator_read::OperatorRead,
-    /// With the policy, derives views a stopped node left stale before dumping, as the node would.
-    #[arg(long, env = "HALCYON_AGENCIES", default_value_os_t = deploy_path("agencies.toml"))]
-    agencies: PathBuf,
-    #[arg(long, env = "HALCYON_POLICY", default_value_os_t = deploy_path("policy/england.toml"))]
-    policy: PathBuf,
+    /// The node's agencies, policy, timescales and signal rules: views, deadlines and signals a stopped node
+    /// left underived are derived before dumping, as the node would.
+    #[command(flatten)]
+    models: NodeModelArgs,
     /// Write here instead of standard output.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// The node's timescales, for deadlines a stopped node left underived.
-    #[command(flatten)]
-    timescales: super::deadlines::TimescaleArgs,
-    /// The node's signal rules, for signals a stopped node left underived.
-    #[command(flatten)]
-    signals: super::signals::SignalArgs,
     /// Record the breaches due before this moment (RFC 3339 or a date) rather than now, so two exports taken
     /// at different times (a node's and a rebuild's) compare at the same evaluation moment. Breaches a node
     /// already recorded stay: give a moment at or after the node last ran.
     #[arg(long)]
     deadlines_at: Option<String>,
+}
+
+/// Where the node's read-model specifications are: its agencies, policy, timescales and signal rules.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodeModelArgs {
+    /// The node's agency registry.
+    #[arg(long, env = "HALCYON_AGENCIES", default_value_os_t = deploy_path("agencies.toml"))]
+    pub agencies: PathBuf,
+    /// The node's sharing policy.
+    #[arg(long, env = "HALCYON_POLICY", default_value_os_t = deploy_path("policy/england.toml"))]
+    pub policy: PathBuf,
+    #[command(flatten)]
+    pub timescales: super::deadlines::TimescaleArgs,
+    #[command(flatten)]
+    pub signals: super::signals::SignalArgs,
 }
 
 /// The node's read-model specifications (views from its agencies and policy, deadlines from its timescales,
@@ -82,12 +83,13 @@ pub(crate) struct NodeModels {
 }
 
 impl NodeModels {
-    pub(crate) fn load(
-        agencies: &Path,
-        policy: &Path,
-        timescales: &super::deadlines::TimescaleArgs,
-        signals: &super::signals::SignalArgs,
-    ) -> Result<Self, Failure> {
+    pub(crate) fn load(args: &NodeModelArgs) -> Result<Self, Failure> {
+        let NodeModelArgs {
+            agencies,
+            policy,
+            timescales,
+            signals,
+        } = args;
         let registry = load_registry(agencies)?;
         let policy = Policy::load(policy).map_err(|e| config_error(anyhow!("{e}")))?;
         Ok(Self {
@@ -107,7 +109,7 @@ impl NodeModels {
 }
 
 pub async fn rebuild(args: RebuildArgs) -> Result<(), Failure> {
-    let models = NodeModels::load(&args.agencies, &args.policy, &args.timescales, &args.signals)?;
+    let models = NodeModels::load(&args.models)?;
     let live = read_models_dir(&args.data_dir).map_err(|e| config_error(anyhow!("{e}")))?;
     let mut replaced_damage = 0;
     if live.exists() {
@@ -170,13 +172,13 @@ pub async fn rebuild(args: RebuildArgs) -> Result<(), Failure> {
         .map_err(|e| anyhow!("{e}"))?;
     bar.finish_and_clear();
     // Stamped as a node with this configuration stamps its store, so a node started on it keeps it.
-    let policy = Policy::load(&args.policy).map_err(|e| config_error(anyhow!("policy: {e}")))?;
+    let policy = Policy::load(&args.models.policy).map_err(|e| config_error(anyhow!("policy: {e}")))?;
     let parts = super::serve::config_fingerprint(
         &policy,
-        &args.policy,
-        &args.agencies,
-        &args.timescales,
-        &args.signals,
+        &args.models.policy,
+        &args.models.agencies,
+        &args.models.timescales,
+        &args.models.signals,
     )
     .map_err(config_error)?;
     projector.set_stamp(&halcyon_projector::location::Stamp::current(
@@ -217,7 +219,7 @@ pub async fn export(args: ExportArgs) -> Result<(), Failure> {
         ),
         None => halcyon_schema::clock::now_ms(),
     };
-    let projector = NodeModels::load(&args.agencies, &args.policy, &args.timescales, &args.signals)?
+    let projector = NodeModels::load(&args.models)?
         .on(Projector::open(&dir).map_err(|e| anyhow!("{e} (is a node still running? stop it first)"))?);
     // A node stopped (or killed) before deriving its last views leaves markers; derive them first, so the
     // dump depends only on the events applied.
