@@ -225,18 +225,23 @@ pub async fn apply<'a>(
     Ok(done)
 }
 
-/// Whether a JetStream error is one that passes once the cluster settles.
+/// Whether a JetStream error is one that passes once the cluster settles: no answer in time, temporarily
+/// unavailable (10008, 10009), or a replica placement refused because the meta leader has not yet heard
+/// from a peer (10005 "peer offline", seen just after a cluster starts or a server rejoins).
 fn passing(e: &(dyn std::error::Error + Send + Sync)) -> bool {
     let text = e.to_string();
-    text.contains("timed out") || text.contains("10008") || text.contains("10009")
+    text.contains("timed out")
+        || text.contains("10008")
+        || text.contains("10009")
+        || (text.contains("10005") && text.contains("peer offline"))
 }
 
 /// Attempts per stream when JetStream does not answer in time.
 const APPLY_ATTEMPTS_MAX: u32 = 4;
 
-/// Runs `request` again (up to [`APPLY_ATTEMPTS_MAX`] times) while JetStream does not answer in time or
-/// says it is temporarily unavailable (10008, 10009), as while a cluster elects a new meta leader after
-/// losing a server.
+/// Runs `request` again (up to [`APPLY_ATTEMPTS_MAX`] times) while JetStream does not answer in time, says
+/// it is temporarily unavailable (10008, 10009), or cannot yet place replicas on a peer it has not heard
+/// from (10005, peer offline), as while a cluster elects a new meta leader or a server rejoins.
 pub async fn patiently<T, F, Fut>(mut request: F) -> Result<T, BusError>
 where
     F: FnMut() -> Fut,

@@ -437,14 +437,17 @@ impl NatsCluster {
             }
             let healthy = (0..CLUSTER_SIZE).all(|i| self.healthy(i));
             // A stream placed before the meta leader has heard from every peer is refused ("no suitable
-            // peers for placement, peer offline"): wait until one server's /jsz shows the other two
-            // current and online.
+            // peers for placement, peer offline"): wait until all three name the same meta leader and the
+            // leader's own /jsz shows the other two current and online.
+            let seen: Vec<Option<String>> = (0..CLUSTER_SIZE).map(|i| self.meta_leader_seen_by(i)).collect();
+            let agreed = seen[0]
+                .as_ref()
+                .filter(|l| seen.iter().all(|s| s.as_ref() == Some(*l)));
             if healthy
-                && (0..CLUSTER_SIZE).all(|i| self.meta_leader_seen_by(i).is_some())
-                && (0..CLUSTER_SIZE).any(|i| {
-                    self.monitor_get(i, "/jsz")
-                        .is_some_and(|(_, body)| peers_online(&body, CLUSTER_SIZE - 1))
-                })
+                && agreed
+                    .and_then(|leader| self.index_of(leader))
+                    .and_then(|i| self.monitor_get(i, "/jsz"))
+                    .is_some_and(|(_, body)| peers_online(&body, CLUSTER_SIZE - 1))
             {
                 return Ok(());
             }
