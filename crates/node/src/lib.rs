@@ -13,6 +13,7 @@ pub mod config;
 pub mod deadlines;
 pub mod error;
 pub mod events;
+pub mod fhir;
 pub mod gate;
 pub mod ingest;
 pub mod limits;

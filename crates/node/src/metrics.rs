@@ -301,9 +301,10 @@ impl Metrics {
     /// The method label for a gRPC path: `Service/Method` for the node's own API, `other` for anything else.
     pub fn method_label(&self, path: &str) -> String {
         if self.methods.contains(path) {
-            path.trim_start_matches('/')
-                .rsplit_once('.')
-                .map_or("other", |(_, service_method)| service_method)
+            // `/package.Service/Method` → `Service/Method`; the FHIR path is its own label.
+            let path = path.trim_start_matches('/');
+            path.rsplit_once('.')
+                .map_or(path, |(_, service_method)| service_method)
                 .to_owned()
         } else {
             "other".to_owned()
@@ -421,7 +422,7 @@ fn api_methods() -> HashSet<String> {
     use prost::Message as _;
     let set = prost_types::FileDescriptorSet::decode(halcyon_grpc::pb::FILE_DESCRIPTOR_SET)
         .expect("the embedded descriptor set is valid");
-    let mut paths = HashSet::new();
+    let mut paths = HashSet::from([crate::fhir::FLAG_PATH.to_owned()]);
     for file in &set.file {
         for service in &file.service {
             for method in &service.method {
@@ -511,12 +512,19 @@ where
                 if let Ok(response) = &result {
                     // An error answer is headers only and carries its status there; a successful unary
                     // answer carries `grpc-status: 0` in its trailers.
+                    // A FHIR answer names the gRPC code it stands for in its extensions.
                     let code = response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<i32>().ok())
-                        .map_or(tonic::Code::Ok, tonic::Code::from_i32);
+                        .extensions()
+                        .get::<tonic::Code>()
+                        .copied()
+                        .unwrap_or_else(|| {
+                            response
+                                .headers()
+                                .get("grpc-status")
+                                .and_then(|v| v.to_str().ok())
+                                .and_then(|v| v.parse::<i32>().ok())
+                                .map_or(tonic::Code::Ok, tonic::Code::from_i32)
+                        });
                     metrics
                         .calls
                         .with_label_values(&[&method, code_label(code)])
@@ -572,6 +580,8 @@ mod tests {
             "QueryService/GetChildView"
         );
         assert_eq!(m.method_label("/halcyon.v1.QueryService/Nope"), "other");
+        assert_eq!(m.method_label("/fhir/R4/Flag"), "fhir/R4/Flag");
+        assert_eq!(m.method_label("/fhir/R4/Patient"), "other");
         assert_eq!(m.method_label("/anything/at/all"), "other");
     }
 

@@ -374,14 +374,9 @@ impl Node {
                 .build_v1alpha()
                 .expect("the embedded descriptor set is valid")
         });
-        let router = tonic::transport::Server::builder()
-            .timeout(Duration::from_secs(30))
-            .layer(crate::metrics::CallLayer {
-                metrics: metrics.clone(),
-            })
-            .layer(tower::util::MapResponseLayer::new(
-                crate::limits::oversized_is_resource_exhausted,
-            ))
+        let fhir = crate::fhir::router(query.clone());
+        let mut routes = tonic::service::Routes::builder();
+        routes
             .add_service(health_service)
             .add_service(crate::routes::QueryRoutes::new(query))
             .add_service(
@@ -403,9 +398,26 @@ impl Node {
                 halcyon_grpc::pb::signal_service_server::SignalServiceServer::new(signals)
                     .max_decoding_message_size(REQUEST_BYTES_MAX)
                     .max_encoding_message_size(RESPONSE_BYTES_MAX),
-            )
-            .add_optional_service(reflection)
-            .add_optional_service(reflection_v1alpha);
+            );
+        if let Some(reflection) = reflection {
+            routes.add_service(reflection);
+        }
+        if let Some(reflection) = reflection_v1alpha {
+            routes.add_service(reflection);
+        }
+        // The FHIR read of the flag (`crate::fhir`) shares the port, the TLS and the gate; it is plain
+        // HTTP/1.1 as FHIR clients speak it, so the listener accepts HTTP/1.1 beside gRPC's HTTP/2.
+        let routes: tonic::service::Routes = routes.routes().into_axum_router().merge(fhir).into();
+        let router = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .timeout(Duration::from_secs(30))
+            .layer(crate::metrics::CallLayer {
+                metrics: metrics.clone(),
+            })
+            .layer(tower::util::MapResponseLayer::new(
+                crate::limits::oversized_is_resource_exhausted,
+            ))
+            .add_routes(routes);
         let stop = grpc_stop.clone();
         let serving_tls = tls.clone();
         let grpc = tokio::spawn(

@@ -101,7 +101,7 @@ impl TlsSettings {
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain, key)
             .map_err(|e| format!("{} and {}: {e}", self.cert.display(), self.key.display()))?;
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(LoadedTls {
             config: Arc::new(config),
             revoked: Arc::new(revoked),

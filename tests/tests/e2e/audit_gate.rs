@@ -6,33 +6,8 @@ use crate::common;
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use halcyon_grpc::pb;
 use halcyon_policy::Purpose;
-
-async fn audit_records(url: &str) -> Vec<pb::AccessRecord> {
-    let client = halcyon_bus::connect(
-        url,
-        &halcyon_bus::Credentials::user("operator", "operator-dev-secret"),
-        "test",
-    )
-    .await
-    .unwrap();
-    let js = async_nats::jetstream::new(client);
-    let mut stream = js.get_stream("AUDIT").await.unwrap();
-    let last = stream.info().await.unwrap().state.last_sequence;
-    let mut messages = halcyon_bus::ordered_messages(&js, "AUDIT", 1).await.unwrap();
-    let mut records = Vec::new();
-    for _ in 0..last {
-        let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        records.extend(halcyon_bus::audit::decode_records(&m.payload).unwrap());
-    }
-    records
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_read_is_recorded_and_an_audit_outage_fails_closed() {
@@ -65,7 +40,7 @@ async fn every_read_is_recorded_and_an_audit_outage_fails_closed() {
         .unwrap_err();
     assert_eq!(miss.code(), tonic::Code::NotFound);
 
-    let records = audit_records(&h.nats.url()).await;
+    let records = common::audit_records(&h.nats).await;
     assert_eq!(records.len(), calls.len() + 1, "one record per call");
     assert!(
         records

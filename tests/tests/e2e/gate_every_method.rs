@@ -264,26 +264,6 @@ async fn every_method_is_refused_the_same_way_at_the_gate() {
     full.stop(Duration::from_secs(5)).await;
 }
 
-/// Access records on the AUDIT stream now.
-async fn audit_records(nats: &halcyon_testkit::NatsServer) -> Vec<pb::AccessRecord> {
-    let js = common::operator(nats).await;
-    let last = common::stream_messages(&js, "AUDIT").await;
-    if last == 0 {
-        return Vec::new();
-    }
-    let mut messages = halcyon_bus::ordered_messages(&js, "AUDIT", 1).await.unwrap();
-    let mut records = Vec::new();
-    for _ in 0..last {
-        let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        records.extend(halcyon_bus::audit::decode_records(&m.payload).unwrap());
-    }
-    records
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_method_that_answers_about_children_has_recorded_the_access_when_the_answer_arrives() {
     let h = common::Harness::start().await;
@@ -313,12 +293,12 @@ async fn every_method_that_answers_about_children_has_recorded_the_access_when_t
             if !takes_purpose || name == "Watch" {
                 continue;
             }
-            let before = audit_records(&h.nats).await.len();
+            let before = common::audit_records(&h.nats).await.len();
             let answer = call(&ch, method, &ask).await;
             // Answered, or refused by the policy (NOT_FOUND): the record is already on the stream. A request
             // refused as malformed (INVALID_ARGUMENT: a purpose the access log is not read for) disclosed
             // nothing and records nothing.
-            let records = audit_records(&h.nats).await;
+            let records = common::audit_records(&h.nats).await;
             let new: Vec<_> = records[before..].iter().filter(|r| r.method == name).collect();
             match &answer {
                 Err(status) if status.code() == Code::InvalidArgument => {
@@ -364,7 +344,7 @@ async fn every_method_that_answers_about_children_has_recorded_the_access_when_t
         .expect("a watch event")
         .unwrap()
         .unwrap();
-    let records = audit_records(&h.nats).await;
+    let records = common::audit_records(&h.nats).await;
     assert!(
         records
             .iter()

@@ -16,6 +16,7 @@ mod deadlines;
 mod end_to_end;
 mod evolution;
 mod examples;
+mod fhir;
 mod file_decoders;
 mod flag_and_watch;
 mod fuzz;

@@ -322,3 +322,23 @@ pub async fn derived(node: &Node, after: &[Position]) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Access records on the AUDIT stream now.
+pub async fn audit_records(nats: &halcyon_testkit::NatsServer) -> Vec<pb::AccessRecord> {
+    let js = operator(nats).await;
+    let last = stream_messages(&js, "AUDIT").await;
+    if last == 0 {
+        return Vec::new();
+    }
+    let mut messages = halcyon_bus::ordered_messages(&js, "AUDIT", 1).await.unwrap();
+    let mut records = Vec::new();
+    for _ in 0..last {
+        let m = tokio::time::timeout(Duration::from_secs(10), futures::StreamExt::next(&mut messages))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        records.extend(halcyon_bus::audit::decode_records(&m.payload).unwrap());
+    }
+    records
+}
