@@ -1,17 +1,20 @@
 """An outside FHIR client of Halcyon's flag read (issue 21), with an independent validator.
 
 Run by tests/tests/e2e/fhir.rs with the pinned `fhir.resources` (FHIR R4, 4.0.1) in the suite's own
-virtual environment. Reads a JSON list of requests from argv[1], each {"name", "path", "headers"}; makes
-each one as a plain HTTP/1.1 GET of that path (with its query) on the node in HALCYON_GRPC (stdlib urllib, nothing of
-ours); validates every body against the FHIR R4 models (a Bundle or an OperationOutcome, by its
-resourceType, or the CapabilityStatement, with every contained resource checked against its own model); checks the codes whose
-bindings are required in R4 but that the models leave as free text; and prints one JSON object
-{name: {"status", "content_type", "www_authenticate", "body"}}. Any validation failure exits non-zero
-naming what was wrong.
+virtual environment. Reads a JSON list of requests from argv[1], each {"name", "path", "headers"}, and
+makes each one as an HTTP/1.1 GET of that path on the node in HALCYON_GRPC with the standard library's
+urllib (nothing of ours); over mutual TLS when HALCYON_FHIR_CA names the node's CA (the client
+certificate in HALCYON_FHIR_CERT and HALCYON_FHIR_KEY, if given). Every body is validated against the FHIR
+R4 models by its resourceType (Bundle, with each resource in it checked against its own model;
+OperationOutcome; CapabilityStatement), and the codes whose bindings R4 makes required, which the models
+leave as free text, are checked against their value sets. Prints one JSON object
+{name: {"status", "content_type", "www_authenticate", "body"}}, or {name: {"status": 0, "error"}} when
+the connection itself failed. Any validation failure exits non-zero naming what was wrong.
 """
 
 import json
 import os
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -78,22 +81,36 @@ def validate(body):
         fail(f"unexpected resourceType {kind!r}")
 
 
-def get(base, path, headers):
+def get(base, path, headers, tls):
     request = urllib.request.Request(f"{base}{path}", headers=headers, method="GET")
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
+        with urllib.request.urlopen(request, timeout=60, context=tls) as response:
             return response.status, response.headers, response.read()
     except urllib.error.HTTPError as refused:
         return refused.code, refused.headers, refused.read()
+    except (urllib.error.URLError, OSError) as failed:  # no HTTP answer at all (a refused handshake)
+        return 0, str(getattr(failed, "reason", failed)), None
 
 
 def main():
     if __fhir_version__ != "4.0.1":
         fail(f"the validator is FHIR {__fhir_version__}, not R4 4.0.1")
-    base = "http://" + os.environ["HALCYON_GRPC"]
+    address = os.environ["HALCYON_GRPC"]
+    tls = None
+    if os.environ.get("HALCYON_FHIR_CA"):
+        # Mutual TLS: the node's CA, and the agency's client certificate when one is given.
+        tls = ssl.create_default_context(cafile=os.environ["HALCYON_FHIR_CA"])
+        if os.environ.get("HALCYON_FHIR_CERT"):
+            tls.load_cert_chain(os.environ["HALCYON_FHIR_CERT"], os.environ["HALCYON_FHIR_KEY"])
+        base = "https://localhost:" + address.rsplit(":", 1)[1]
+    else:
+        base = "http://" + address
     out = {}
     for request in json.loads(sys.argv[1]):
-        status, headers, raw = get(base, request["path"], request.get("headers", {}))
+        status, headers, raw = get(base, request["path"], request.get("headers", {}), tls)
+        if status == 0:
+            out[request["name"]] = {"status": 0, "error": headers}
+            continue
         content_type = headers.get("Content-Type", "")
         if not content_type.startswith("application/fhir+json"):
             fail(f"{request['name']}: Content-Type {content_type!r}")

@@ -456,3 +456,103 @@ fn first_record_at(
         .find(|r| r.method == "CheckFlag" && r.child_id == answer.child_id)
         .and_then(|r| r.at)
 }
+
+/// Over mutual TLS the FHIR read takes the agency from the client certificate, as gRPC calls do: the
+/// emergency department's certificate reads the flag (and waits for the positions in
+/// `X-Halcyon-Min-Position`); claiming another agency with it is refused 403; without a certificate the
+/// handshake fails and nothing is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_mutual_tls_the_agency_comes_from_the_client_certificate() {
+    use crate::mtls::{ca, leaf};
+    use rcgen::DnType;
+    let Some(python) = python() else {
+        eprintln!("SKIPPED: no Python 3 on this machine; the FHIR validation needs python3 with venv");
+        return;
+    };
+    let venv = tokio::task::spawn_blocking(move || venv(&python)).await.unwrap();
+    let nats = halcyon_testkit::NatsServer::start_with_auth();
+    let data = tempfile::tempdir().unwrap();
+    let agencies = ca("Halcyon agencies CA");
+    let (server_cert, server_key) = leaf(
+        &agencies,
+        vec!["localhost".into()],
+        &[(DnType::CommonName, "node")],
+    );
+    let (ed_cert, ed_key) = leaf(
+        &agencies,
+        vec![],
+        &[
+            (DnType::OrganizationName, "health-rgh-ed"),
+            (DnType::OrganizationalUnitName, "practitioner"),
+            (DnType::CommonName, "ed-terminal-3"),
+        ],
+    );
+    let write = |name: &str, pem: &str| {
+        let path = data.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let mut config = common::node_config(&nats, &data.path().join("node"));
+    config.tls = Some(halcyon_node::tls::TlsSettings {
+        cert: write("server.pem", &server_cert),
+        key: write("server.key", &server_key),
+        client_ca: write("ca.pem", &agencies.pem),
+        crls: Vec::new(),
+    });
+    let node = common::start_node(config).await.unwrap();
+    let s = common::children(1);
+    let after = common::publish_as_agencies(&nats.url(), &s.envelopes).await;
+    let nhs = s.children[0].nhs.to_string();
+    let positions: Vec<String> = after
+        .iter()
+        .map(|p| format!("{}:{}", p.stream, p.sequence))
+        .collect();
+    let headers =
+        json!({"X-Halcyon-Purpose": "PURPOSE_DIRECT_CARE", "X-Halcyon-Min-Position": positions.join(",")});
+    let mut claims = headers.clone();
+    claims["X-Halcyon-Agency"] = json!("csc-rotherham");
+    let run = |cert: bool| {
+        let mut cmd = Command::new(venv.join("bin/python"));
+        cmd.arg(workspace_root().join("tests/python/fhir_flag.py"))
+            .arg(
+                json!([
+                    {"name": "ed", "path": search(&nhs), "headers": headers},
+                    {"name": "claims_csc", "path": search(&nhs), "headers": claims},
+                ])
+                .to_string(),
+            )
+            .env("HALCYON_GRPC", node.addr.to_string())
+            .env("HALCYON_FHIR_CA", data.path().join("ca.pem"));
+        if cert {
+            cmd.env("HALCYON_FHIR_CERT", write("ed.pem", &ed_cert))
+                .env("HALCYON_FHIR_KEY", write("ed.key", &ed_key));
+        }
+        async move {
+            let stdout = tokio::task::spawn_blocking(move || {
+                crate::stock_clients::run_within(&mut cmd, Duration::from_secs(180))
+            })
+            .await
+            .unwrap();
+            serde_json::from_str::<Value>(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+        }
+    };
+    let out = run(true).await;
+    let ed = &out["ed"];
+    assert_eq!(ed["status"], 200, "{ed}");
+    let status = flag_status_of(&ed["body"], &nhs);
+    assert!(status.child_protection_plan);
+    assert_eq!(status.owning_agency_id, "csc-rotherham");
+    assert_eq!(out["claims_csc"]["status"], 403, "{out}");
+    assert_eq!(out["claims_csc"]["body"]["issue"][0]["code"], "forbidden");
+    let records = common::audit_records(&nats).await;
+    let checks: Vec<&pb::AccessRecord> = records.iter().filter(|r| r.method == "CheckFlag").collect();
+    assert_eq!(checks.len(), 1, "one record: the refused claim wrote none");
+    assert_eq!(
+        checks[0].agency_id, "health-rgh-ed",
+        "the agency is the certificate's"
+    );
+
+    let out = run(false).await;
+    assert_eq!(out["ed"]["status"], 0, "no certificate, no answer: {out}");
+    node.stop(Duration::from_secs(5)).await;
+}

@@ -12,12 +12,12 @@ use halcyon_testkit::NatsServer;
 use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-struct Ca {
+pub(crate) struct Ca {
     issuer: Issuer<'static, KeyPair>,
-    pem: String,
+    pub(crate) pem: String,
 }
 
-fn ca(name: &str) -> Ca {
+pub(crate) fn ca(name: &str) -> Ca {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.distinguished_name.push(DnType::CommonName, name);
@@ -30,7 +30,7 @@ fn ca(name: &str) -> Ca {
 }
 
 /// (certificate PEM, key PEM) signed by `ca`.
-fn leaf(ca: &Ca, sans: Vec<String>, subject: &[(DnType, &str)]) -> (String, String) {
+pub(crate) fn leaf(ca: &Ca, sans: Vec<String>, subject: &[(DnType, &str)]) -> (String, String) {
     let mut params = CertificateParams::new(sans).unwrap();
     let mut dn = DistinguishedName::new();
     for (t, v) in subject {
