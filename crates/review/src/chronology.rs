@@ -8,9 +8,16 @@
 //! or trusted, the identity links and ordering are the projector's own, and an as-of moment gives the
 //! chronology as it stood then. Visibility is the standing view of each registered agency (purpose
 //! safeguarding, as `ViewSpec` derives it): walking the child's facts in (occurred at, agency, sequence)
-//! order, the views are derived again with the policy once per change of the child's sharing state, and
-//! an agency "could see" a fact from the moment the fact occurred or the moment the change that entitled
-//! it occurred (until a later change withdrew it). Accesses are the AUDIT stream's records about the child.
+//! order, the views are derived again once per change of the child's sharing state, and an agency "could
+//! see" a fact from the moment the fact occurred or the moment the change that entitled it occurred (until a
+//! later change withdrew it). Each derivation is decided with the policy in force at its moment (the policy
+//! history, as `audit as-of` decides with the policy in force at the moment asked about): the moments of
+//! the time axis are when facts occurred, so a fact's visibility is decided with the policy in force when it
+//! occurred, and the views are derived again at each moment a new policy came into force, which can entitle
+//! an agency to facts it could not see before or withdraw them. Before the history's first policy came into
+//! force nobody could see anything through Halcyon. Every entry names the policy in force when it
+//! occurred, every period of visibility the one in force when it began. Accesses are the AUDIT stream's
+//! records about the child.
 //!
 //! Statutory deadline breaches are marked on the time axis when they first happened (the first moment after
 //! the due time), with the rule, the start fact, how late and what closed them: the child's deadlines as
@@ -19,20 +26,21 @@
 //! the start fact. Multi-agency signals are marked when they first fired (`as_of::signals_at`, the signal
 //! projection's own derivation), citing facts by their number in the chronology, with the agencies that
 //! could receive each and from when: addressed by the rule (its kind, or the lead authority then) and
-//! entitled by the policy to the signal category (safeguarding) on the child's sharing state then.
+//! entitled by the policy in force then to the signal category (safeguarding) on the child's sharing state
+//! then.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use async_nats::jetstream;
 use halcyon_bus::BusError;
-use halcyon_policy::{AgencyKind, Policy, Principal, Purpose, Role};
+use halcyon_policy::{AgencyKind, PolicyHistory, Principal, Purpose, Role};
 use halcyon_projector::{
     Fact, Identifier, Projector, ProjectorError, SharingState, SignalSpec, StoredSignal, ViewSpec,
 };
 use halcyon_schema::convert::timestamp_millis;
 use halcyon_schema::pb;
-use halcyon_schema::{Category, ChildId, EventKindExt, Registry};
+use halcyon_schema::{AgencyId, Category, ChildId, EventKindExt, Registry};
 use halcyon_timescales::Timescales;
 
 use crate::access_trail::{LocatedRecord, access_records};
@@ -47,7 +55,9 @@ pub struct ChronologyRequest<'a> {
     /// `None`: everything the streams hold.
     pub as_of_ms: Option<i64>,
     pub registry: &'a Registry,
-    pub policy: Arc<Policy>,
+    /// Which policy was in force when: each moment of the chronology is decided with the one in force then
+    /// (`PolicyHistory::single` to decide everything with one file).
+    pub policies: &'a PolicyHistory,
     pub timescales: &'a Timescales,
     pub signal_spec: &'a SignalSpec,
     /// Events that occurred later than they were recorded by more than this are quarantined, as a node does.
@@ -141,9 +151,9 @@ fn build(
     let until_ms = request.as_of_ms.unwrap_or(request.now_ms);
     let deadlines = deadlines_at(deadline_store, request.timescales, child, facts, until_ms)?;
     let signals = signals_at(request.signal_spec, facts, until_ms);
-    let spec = ViewSpec::new(request.policy.clone(), request.registry);
+    let views = PolicyViews::for_facts(request.policies, request.registry, facts, until_ms);
     Ok(Chronology::build(
-        &spec,
+        &views,
         request.registry,
         child,
         facts,
@@ -152,7 +162,95 @@ fn build(
         request.now_ms,
     )
     .with_breaches(&deadlines)
-    .with_signals(&spec, request.signal_spec, facts, &signals.signals, until_ms))
+    .with_signals(&views, request.signal_spec, facts, &signals.signals, until_ms))
+}
+
+/// A policy the chronology was decided with, and from when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyMark {
+    pub version: String,
+    /// The name of the file it was loaded from (without its folder).
+    pub file: String,
+    /// When it came into force; `None`: always (one policy file forced, `PolicyHistory::single`).
+    pub in_force_from_ms: Option<i64>,
+}
+
+/// The policies in force over a stretch of time, oldest first, each with the view specification its
+/// decisions are made with: what a chronology decides each moment with.
+#[derive(Debug, Clone)]
+pub struct PolicyViews {
+    marks: Vec<PolicyMark>,
+    /// `i64::MIN` for a policy in force always.
+    from_ms: Vec<i64>,
+    specs: Vec<ViewSpec>,
+    /// Every registered agency, in id order.
+    agencies: Vec<(AgencyId, AgencyKind)>,
+}
+
+impl PolicyViews {
+    /// The policies of `history` in force at some moment from `from_ms` to `until_ms`.
+    pub fn new(history: &PolicyHistory, registry: &Registry, from_ms: i64, until_ms: i64) -> Self {
+        let entries = history.entries();
+        let mut views = Self {
+            marks: Vec::new(),
+            from_ms: Vec::new(),
+            specs: Vec::new(),
+            agencies: registry.iter().map(|a| (a.id.clone(), a.kind)).collect(),
+        };
+        for (i, e) in entries.iter().enumerate() {
+            let ended_before = entries
+                .get(i + 1)
+                .is_some_and(|next| next.in_force_from_ms <= from_ms);
+            if ended_before || e.in_force_from_ms > until_ms {
+                continue;
+            }
+            views.marks.push(PolicyMark {
+                version: e.policy.version().to_owned(),
+                file: std::path::Path::new(e.policy.file_name())
+                    .file_name()
+                    .map_or_else(
+                        || e.policy.file_name().to_owned(),
+                        |n| n.to_string_lossy().into_owned(),
+                    ),
+                in_force_from_ms: (e.in_force_from_ms != i64::MIN).then_some(e.in_force_from_ms),
+            });
+            views.from_ms.push(e.in_force_from_ms);
+            views
+                .specs
+                .push(ViewSpec::new(Arc::new(e.policy.clone()), registry));
+        }
+        views
+    }
+
+    /// The policies in force from the first of `facts` (in time order) to `until_ms` or the last of them.
+    pub fn for_facts(history: &PolicyHistory, registry: &Registry, facts: &[Fact], until_ms: i64) -> Self {
+        let first = facts.first().map_or(until_ms, Fact::occurred_ms);
+        let last = facts.last().map_or(until_ms, Fact::occurred_ms);
+        Self::new(history, registry, first.min(until_ms), until_ms.max(last))
+    }
+
+    /// The policy (index into [`PolicyViews::marks`]) in force at `at_ms`; `None` before the first.
+    pub fn at(&self, at_ms: i64) -> Option<usize> {
+        self.from_ms.partition_point(|from| *from <= at_ms).checked_sub(1)
+    }
+
+    /// The views' specification under policy `i`.
+    pub fn spec(&self, i: usize) -> &ViewSpec {
+        &self.specs[i]
+    }
+
+    pub fn marks(&self) -> &[PolicyMark] {
+        &self.marks
+    }
+
+    /// The moments a policy came into force after `after_ms`, with the policy, in time order.
+    fn coming_into_force_after(&self, after_ms: i64) -> impl Iterator<Item = (i64, usize)> + '_ {
+        self.from_ms
+            .iter()
+            .enumerate()
+            .filter(move |(_, from)| **from > after_ms)
+            .map(|(i, from)| (*from, i))
+    }
 }
 
 /// One agency's lane.
@@ -169,8 +267,19 @@ pub struct Period {
     pub from_ms: i64,
     /// `None`: still visible at the end of the chronology.
     pub until_ms: Option<i64>,
-    /// The fact (index into `facts`) whose arrival entitled the agency, when not the fact itself.
-    pub because: Option<usize>,
+    /// What entitled the agency from `from_ms`, when not the fact itself.
+    pub because: Option<Because>,
+    /// The policy (index into `Chronology::policies`) in force when the period began, which decided it.
+    pub policy: usize,
+}
+
+/// What entitled an agency to a fact it could not see before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Because {
+    /// A later fact (index into `facts`) that changed the child's sharing state.
+    Fact(usize),
+    /// The period's policy coming into force.
+    Policy,
 }
 
 /// One fact of the chronology.
@@ -188,6 +297,8 @@ pub struct Entry {
     pub event_id: String,
     pub stream: String,
     pub sequence: u64,
+    /// The policy (index into `Chronology::policies`) in force when it occurred; `None`: none was yet.
+    pub policy: Option<usize>,
     /// For each lane (same order as `Chronology::lanes`), when that agency could see this fact.
     pub visible: Vec<Vec<Period>>,
     /// Set when the recording agency corrected this fact (or withdrew it as entered in error) by the
@@ -273,7 +384,9 @@ pub struct Chronology {
     pub breaches: Vec<Breach>,
     /// Multi-agency signals, in the order they first fired.
     pub signals: Vec<SignalMark>,
-    pub policy_version: String,
+    /// The policies in force at some moment of the chronology, oldest first: the first was in force when
+    /// the first fact occurred (unless none was yet), each later one came into force at a moment of it.
+    pub policies: Vec<PolicyMark>,
     /// `None`: everything the streams held.
     pub as_of_ms: Option<i64>,
     pub generated_ms: i64,
@@ -323,9 +436,10 @@ pub fn wire_name(name: &str, prefix: &str) -> String {
 }
 
 impl Chronology {
-    /// The chronology of `child` from its facts (in stored order) and the accesses to its record.
+    /// The chronology of `child` from its facts (in stored order) and the accesses to its record, each
+    /// moment decided with the policy of `views` in force then.
     pub fn build(
-        spec: &ViewSpec,
+        views: &PolicyViews,
         registry: &Registry,
         child: ChildId,
         facts: &[Fact],
@@ -333,7 +447,7 @@ impl Chronology {
         as_of_ms: Option<i64>,
         generated_ms: i64,
     ) -> Self {
-        let mut lanes: Vec<Lane> = spec
+        let mut lanes: Vec<Lane> = views
             .agencies
             .iter()
             .map(|(id, _)| Lane {
@@ -356,7 +470,7 @@ impl Chronology {
                 });
             }
         }
-        let visible = visibility(spec, facts, &lanes);
+        let visible = visibility(views, facts, &lanes);
         let corrected = halcyon_projector::corrections::withdrawn(facts);
         let entries = facts
             .iter()
@@ -372,6 +486,7 @@ impl Chronology {
                 event_id: f.envelope.event_id.clone(),
                 stream: f.stream.clone(),
                 sequence: f.sequence,
+                policy: views.at(f.occurred_ms()),
                 visible,
                 corrected: corrected.get(&f.envelope.event_id).cloned(),
             })
@@ -391,10 +506,21 @@ impl Chronology {
             accesses,
             breaches: Vec::new(),
             signals: Vec::new(),
-            policy_version: spec.policy.version().to_owned(),
+            policies: views.marks.clone(),
             as_of_ms,
             generated_ms,
         }
+    }
+
+    /// The moments a policy came into force after the first fact, with the policy (index into `policies`),
+    /// in time order: where the chronology's visibility is decided under a new policy.
+    pub fn policy_changes(&self) -> Vec<(i64, usize)> {
+        let first_ms = self.facts.first().map_or(i64::MAX, |f| f.occurred_ms);
+        self.policies
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.in_force_from_ms.filter(|t| *t > first_ms).map(|t| (t, i)))
+            .collect()
     }
 
     /// Marks the deadlines among `deadlines` that had been breached, when each first was.
@@ -460,12 +586,13 @@ impl Chronology {
     }
 
     /// Marks `signals` (the child's, from `facts`, up to `until_ms`) when each first fired, with the lanes
-    /// whose agency could receive it and from when: the first moment from its firing (the firing, or a
-    /// later fact that changed the child's sharing state) at which the rule addressed the agency's standing
-    /// principal and the policy entitled it to the signal category for safeguarding.
+    /// whose agency could receive it and from when: the first moment from its firing (the firing, a later
+    /// fact that changed the child's sharing state, or a policy coming into force) at which the rule
+    /// addressed the agency's standing principal and the policy of `views` in force then entitled it to the
+    /// signal category for safeguarding.
     pub fn with_signals(
         mut self,
-        view_spec: &ViewSpec,
+        views: &PolicyViews,
         signal_spec: &SignalSpec,
         facts: &[Fact],
         signals: &[StoredSignal],
@@ -477,7 +604,7 @@ impl Chronology {
             .enumerate()
             .map(|(i, f)| (f.event_id.as_str(), i))
             .collect();
-        let kinds: HashMap<&str, AgencyKind> = view_spec
+        let kinds: HashMap<&str, AgencyKind> = views
             .agencies
             .iter()
             .map(|(id, kind)| (id.as_str(), *kind))
@@ -490,12 +617,13 @@ impl Chronology {
             let Some(rule) = signal_spec.rules.get(&s.rule_id) else {
                 continue;
             };
-            // The moments the answer can change: the firing, then each later fact.
+            // The moments the answer can change: the firing, then each later fact and policy.
             let mut moments: Vec<i64> = std::iter::once(s.fired_at_ms)
                 .chain(
                     facts
                         .iter()
                         .map(Fact::occurred_ms)
+                        .chain(views.coming_into_force_after(s.fired_at_ms).map(|(t, _)| t))
                         .filter(|t| *t > s.fired_at_ms && *t <= until_ms),
                 )
                 .collect();
@@ -526,9 +654,10 @@ impl Chronology {
                     };
                     states.iter().find_map(|(t, state)| {
                         let lead = state.owner.as_ref() == Some(&agency);
+                        let policy = views.at(*t)?;
                         (rule.addresses(kind, lead)
                             && signal_permit(
-                                &view_spec.policy,
+                                &views.spec(policy).policy,
                                 signal_spec.rules.category(),
                                 &principal,
                                 Purpose::Safeguarding,
@@ -567,14 +696,16 @@ impl Chronology {
     }
 }
 
-/// Every fact's periods of visibility to every lane's agency, under its standing entitlements.
+/// Every fact's periods of visibility to every lane's agency, under its standing entitlements, each moment
+/// decided with the policy in force then.
 ///
 /// The child's facts are walked in their stored (occurred at, agency, sequence) order. The sharing state
-/// after each fact is folded in one pass (`SharingState::successive`). While it stays the same, each
-/// decision stays the same, so the views are derived once per run of facts with an unchanged state, on the
-/// facts up to the end of the run: n + n·k decisions per agency for n facts and k entitlement changes,
-/// where each prefix's state derived afresh cost n² before.
-fn visibility(spec: &ViewSpec, facts: &[Fact], lanes: &[Lane]) -> Vec<Vec<Vec<Period>>> {
+/// after each fact is folded in one pass (`SharingState::successive`). While it and the policy in force stay
+/// the same, each decision stays the same, so the views are derived once per run of facts with an unchanged
+/// state and policy, on the facts up to the end of the run: n + n·k decisions per agency for n facts and k
+/// entitlement changes, where each prefix's state derived afresh cost n² before. When a policy comes into
+/// force between facts, the views of the facts before it are derived again under it, at that moment.
+fn visibility(views: &PolicyViews, facts: &[Fact], lanes: &[Lane]) -> Vec<Vec<Vec<Period>>> {
     let mut out = vec![vec![Vec::new(); lanes.len()]; facts.len()];
     let by_event: HashMap<&str, usize> = facts
         .iter()
@@ -586,59 +717,79 @@ fn visibility(spec: &ViewSpec, facts: &[Fact], lanes: &[Lane]) -> Vec<Vec<Vec<Pe
         .enumerate()
         .map(|(i, l)| (l.agency.as_str(), i))
         .collect();
-    // (lane, fact) → when it became visible and because of which fact.
-    let mut open: HashMap<(usize, usize), (i64, Option<usize>)> = HashMap::new();
-    let states = SharingState::successive(facts);
-    let mut run_start = 0;
-    for end in 0..facts.len() {
-        // A run of facts that leave the sharing state as it was shares one derivation of the views; a
-        // correction starts a run of its own (it can withdraw a fact without changing the state).
-        if end + 1 < facts.len()
-            && states[end + 1] == states[end]
-            && !halcyon_projector::corrections::is_correction(&facts[end + 1])
-        {
-            continue;
-        }
-        let moment = facts[run_start].occurred_ms();
-        let views = spec.derive(&facts[..=end]);
+    // (lane, fact) → when it became visible, because of what, and under which policy.
+    let mut open: HashMap<(usize, usize), (i64, Option<Because>, usize)> = HashMap::new();
+    // Derives the views of `facts[..held]` at `moment` under the policy in force then (none: nothing is
+    // visible); the facts from `new` on are the run's own, visible from when they occurred.
+    let mut derive_at = |moment: i64, held: usize, new: usize, because: Because| {
+        let policy = views.at(moment);
         let mut now = BTreeSet::new();
-        for view in &views.agencies {
-            let Some(&lane) = lane_of.get(view.agency.as_str()) else {
-                continue;
-            };
-            for entry in views.entries(view.agency.as_str()) {
-                if let Some(&fact) = by_event.get(entry.event_id.as_str()) {
-                    now.insert((lane, fact));
+        if let Some(policy) = policy {
+            let derived = views.spec(policy).derive(&facts[..held]);
+            for view in &derived.agencies {
+                let Some(&lane) = lane_of.get(view.agency.as_str()) else {
+                    continue;
+                };
+                for entry in derived.entries(view.agency.as_str()) {
+                    if let Some(&fact) = by_event.get(entry.event_id.as_str()) {
+                        now.insert((lane, fact));
+                    }
                 }
             }
-        }
-        for &(lane, fact) in &now {
-            open.entry((lane, fact)).or_insert_with(|| {
-                if fact >= run_start {
-                    (facts[fact].occurred_ms(), None)
-                } else {
-                    (moment, Some(run_start))
-                }
-            });
+            for &(lane, fact) in &now {
+                open.entry((lane, fact)).or_insert_with(|| {
+                    if fact >= new {
+                        (facts[fact].occurred_ms(), None, policy)
+                    } else {
+                        (moment, Some(because), policy)
+                    }
+                });
+            }
         }
         let closed: Vec<(usize, usize)> = open.keys().filter(|k| !now.contains(k)).copied().collect();
         for key in closed {
-            let (from_ms, because) = open.remove(&key).expect("open");
+            let (from_ms, because, policy) = open.remove(&key).expect("open");
             if from_ms < moment {
                 out[key.1][key.0].push(Period {
                     from_ms,
                     until_ms: Some(moment),
                     because,
+                    policy,
                 });
             }
         }
+    };
+    let states = SharingState::successive(facts);
+    let first_ms = facts.first().map_or(i64::MAX, Fact::occurred_ms);
+    let mut coming = views.coming_into_force_after(first_ms).peekable();
+    let mut run_start = 0;
+    for end in 0..facts.len() {
+        // A run of facts that leave the sharing state as it was, under one policy, shares one derivation of
+        // the views; a correction starts a run of its own (it can withdraw a fact without changing the state).
+        if end + 1 < facts.len()
+            && states[end + 1] == states[end]
+            && !halcyon_projector::corrections::is_correction(&facts[end + 1])
+            && views.at(facts[end + 1].occurred_ms()) == views.at(facts[end].occurred_ms())
+        {
+            continue;
+        }
+        let moment = facts[run_start].occurred_ms();
+        // A policy that came into force before the run (or as it began) decides the facts before it then.
+        while let Some((from_ms, _)) = coming.next_if(|(from_ms, _)| *from_ms <= moment) {
+            derive_at(from_ms, run_start, run_start, Because::Policy);
+        }
+        derive_at(moment, end + 1, run_start, Because::Fact(run_start));
         run_start = end + 1;
     }
-    for ((lane, fact), (from_ms, because)) in open {
+    for (from_ms, _) in coming {
+        derive_at(from_ms, facts.len(), facts.len(), Because::Policy);
+    }
+    for ((lane, fact), (from_ms, because, policy)) in open {
         out[fact][lane].push(Period {
             from_ms,
             until_ms: None,
             because,
+            policy,
         });
     }
     for per_fact in &mut out {
@@ -652,6 +803,7 @@ fn visibility(spec: &ViewSpec, facts: &[Fact], lanes: &[Lane]) -> Vec<Vec<Vec<Pe
 #[cfg(test)]
 mod tests {
     use super::*;
+    use halcyon_policy::Policy;
     use halcyon_schema::convert::timestamp_from_millis;
 
     fn fact(sequence: u64, agency: &str, occurred_ms: i64, kind: pb::event::Kind) -> Fact {
@@ -687,7 +839,7 @@ mod tests {
             .unwrap(),
         )
         .unwrap();
-        let spec = ViewSpec::new(Arc::new(Policy::england()), &registry);
+        let views = PolicyViews::new(&PolicyHistory::single(Policy::england()), &registry, 0, i64::MAX);
         let (t1, t2, t3) = (1_000_000, 2_000_000, 3_000_000);
         let facts = vec![
             fact(
@@ -710,7 +862,7 @@ mod tests {
             ),
         ];
         let child = ChildId::from_nhs(&"9434765919".parse().unwrap());
-        let c = Chronology::build(&spec, &registry, child, &facts, Vec::new(), None, 0);
+        let c = Chronology::build(&views, &registry, child, &facts, Vec::new(), None, 0);
         assert_eq!(c.lanes.len(), registry.len(), "one lane per registered agency");
         let lane = |agency: &str| c.lanes.iter().position(|l| l.agency == agency).unwrap();
         let attendance = &c.facts[0].visible;
@@ -720,7 +872,8 @@ mod tests {
             vec![Period {
                 from_ms: t1,
                 until_ms: None,
-                because: None
+                because: None,
+                policy: 0
             }]
         );
         // Police once it had a case of its own about the child (D9: missing or exploitation).
@@ -729,7 +882,8 @@ mod tests {
             vec![Period {
                 from_ms: t2,
                 until_ms: None,
-                because: Some(1)
+                because: Some(Because::Fact(1)),
+                policy: 0
             }]
         );
         // The MASH once the referral came to it.
@@ -738,12 +892,16 @@ mod tests {
             vec![Period {
                 from_ms: t3,
                 until_ms: None,
-                because: Some(2)
+                because: Some(Because::Fact(2)),
+                policy: 0
             }]
         );
         assert!(attendance[lane("vol-safe-haven")].is_empty());
         // The views agree with the policy's own derivation on the whole history.
-        let views = spec.derive(&facts);
+        assert!(c.facts.iter().all(|f| f.policy == Some(0)));
+        assert_eq!(c.policies.len(), 1);
+        assert_eq!(c.policies[0].in_force_from_ms, None, "one file, in force always");
+        let views = views.spec(0).derive(&facts);
         for (i, entry) in c.facts.iter().enumerate() {
             for (l, periods) in c.lanes.iter().zip(&entry.visible) {
                 let now = views.agencies.iter().any(|a| {
@@ -761,6 +919,73 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The shipped policy under another version (its own `version` line replaced).
+    fn england_as(version: &str) -> Policy {
+        let src: Vec<String> = halcyon_policy::ENGLAND_TOML
+            .lines()
+            .map(|l| {
+                if l.starts_with("version = ") {
+                    format!("version = \"{version}\"")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect();
+        Policy::from_toml(&src.join("\n"), version).unwrap()
+    }
+
+    #[test]
+    fn before_the_first_policy_came_into_force_nobody_could_see_anything() {
+        use pb::event::Kind;
+        let registry = Registry::from_toml(
+            &std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/agencies.toml"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let history = PolicyHistory::from_toml(
+            "[[policy]]\nfile = \"v1\"\nversion = \"v1\"\nin_force_from = \"1970-01-01T00:33:20Z\"\n",
+            "history.toml",
+            |v| Ok(england_as(v)),
+        )
+        .unwrap();
+        // The policy came into force at 2,000,000 ms, between the two facts.
+        let (t1, t2) = (1_000_000, 3_000_000);
+        let facts = vec![
+            fact(
+                1,
+                "school-oakwood",
+                t1,
+                Kind::AttendanceConcernRecorded(Default::default()),
+            ),
+            fact(
+                2,
+                "school-oakwood",
+                t2,
+                Kind::AttendanceConcernRecorded(Default::default()),
+            ),
+        ];
+        let views = PolicyViews::for_facts(&history, &registry, &facts, 4_000_000);
+        let child = ChildId::from_nhs(&"9434765919".parse().unwrap());
+        let c = Chronology::build(&views, &registry, child, &facts, Vec::new(), None, 4_000_000);
+        let school = c.lanes.iter().position(|l| l.agency == "school-oakwood").unwrap();
+        assert_eq!(c.facts[0].policy, None, "no policy was in force when it occurred");
+        assert_eq!(c.facts[1].policy, Some(0));
+        assert_eq!(
+            c.facts[0].visible[school],
+            vec![Period {
+                from_ms: 2_000_000,
+                until_ms: None,
+                because: Some(Because::Policy),
+                policy: 0
+            }],
+            "its own fact, from when the policy came into force"
+        );
+        assert_eq!(c.facts[1].visible[school][0].from_ms, t2);
+        assert_eq!(c.policy_changes(), vec![(2_000_000, 0)]);
     }
 
     #[test]

@@ -445,7 +445,7 @@ impl Scale<'_> {
         }
         out.insert("as_of", percentiles(timed));
 
-        let policy = Arc::new(policy);
+        let policies = halcyon_policy::PolicyHistory::single(policy);
         let mut timed = Vec::new();
         for i in 0..REVIEW_CALLS {
             let child = typical[i % typical.len()].0;
@@ -453,7 +453,7 @@ impl Scale<'_> {
                 child: ChildMatch::Id(child),
                 as_of_ms: None,
                 registry: self.registry,
-                policy: policy.clone(),
+                policies: &policies,
                 timescales: &timescales,
                 signal_spec: &signal_spec,
                 future_tolerance_ms: halcyon_schema::validate::CLOCK_TOLERANCE_MS,

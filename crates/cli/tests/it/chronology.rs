@@ -3,7 +3,7 @@
 //! text carry the same facts. Runs the real binary against a real nats-server with the deploy users, and
 //! loads the page in the pinned headless Chromium (deploy/install-chromium.sh) over the DevTools protocol.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -360,6 +360,317 @@ fn chronology_html_is_self_contained_and_loads_in_headless_chromium_and_agrees_w
         "a thrown error is caught: {:?}",
         load.errors
     );
+}
+
+/// The child of the policy-history chronology.
+const HISTORY_NHS: &str = "9434765919";
+
+/// `deploy/policy/england.toml` under another version (its own `version` line replaced).
+fn england_as(version: &str) -> String {
+    let shipped = std::fs::read_to_string(workspace_root().join("deploy/policy/england.toml")).unwrap();
+    let mut replaced = false;
+    let lines: Vec<String> = shipped
+        .lines()
+        .map(|l| {
+            if !replaced && l.starts_with("version = \"") {
+                replaced = true;
+                format!("version = \"{version}\"")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    assert!(replaced, "england.toml has a version line");
+    lines.join("\n") + "\n"
+}
+
+/// `england_as(version)` where the school column of D10 (missing episodes) is `never` instead of a query
+/// for an enrolled pupil.
+fn england_without_school_d10(version: &str) -> String {
+    let granted = "category = \"D10\"\nrecipient = \"school\"\ntable = \"Q (enrolled)\"\nmode = \"query\"\n\
+                   relationship = [\"enrolled-pupil\"]\nbasis = \"public-task\"\nprojection = \"full\"\n";
+    let policy = england_as(version);
+    assert_eq!(
+        policy.matches(granted).count(),
+        1,
+        "the school's D10 cell, as written here"
+    );
+    policy.replacen(
+        granted,
+        "category = \"D10\"\nrecipient = \"school\"\ntable = \"–\"\nmode = \"never\"\n",
+        1,
+    )
+}
+
+/// A history file in `dir` of two policy files: `first` in force from 2026-01-01, `second` from
+/// `second_from`.
+fn two_policy_history(dir: &Path, first: (&str, &str), second: (&str, &str), second_from: &str) -> PathBuf {
+    let mut history = String::new();
+    for ((version, policy), from) in [(first, "2026-01-01T00:00:00Z"), (second, second_from)] {
+        std::fs::write(dir.join(format!("{version}.toml")), policy).unwrap();
+        history.push_str(&format!(
+            "[[policy]]\nfile = \"{version}.toml\"\nversion = \"{version}\"\nin_force_from = \"{from}\"\n\n"
+        ));
+    }
+    let path = dir.join("history.toml");
+    std::fs::write(&path, history).unwrap();
+    path
+}
+
+/// Publishes each envelope as its own agency.
+async fn publish_as_agencies(url: &str, envelopes: &[pb::Envelope]) {
+    for e in envelopes {
+        let client = halcyon_bus::connect(
+            url,
+            &halcyon_bus::Credentials::agency(&e.agency_id, &format!("{}-dev-secret", e.agency_id)),
+            "test",
+        )
+        .await
+        .unwrap();
+        let publisher = halcyon_bus::Publisher::new(
+            client,
+            halcyon_bus::PublisherConfig {
+                agency: Some(e.agency_id.parse().unwrap()),
+                ..Default::default()
+            },
+        );
+        publisher.publish(e, None).await.expect("published");
+    }
+}
+
+/// Issue 22: the chronology decides each moment with the policy in force then (the policy history, as
+/// as-of does), not with one file. Two versions of the shipped policy: under `chronology-grants` a school
+/// sees the missing episodes (D10) of an enrolled pupil; under `chronology-never` (in force from 4 March)
+/// it sees none. The school enrols the child on 2 March; police report the child missing on 3 March and
+/// again on 5 March. Written by hand from the two files: the school could see the first report from when it
+/// occurred until the second policy came into force, and never the second; police see both their own; each
+/// entry names the version in force when it occurred, and the chronology marks the boundary (text, CSV,
+/// HTML). The same facts with the history the other way round: the school could see the first report only
+/// from when the granting policy came into force (on it), and the second from when it occurred. Forcing
+/// one file with `--policy` decides every moment with it, and marks no boundary.
+#[test]
+fn the_chronology_decides_each_moment_with_the_policy_in_force_then() {
+    use halcyon_grpc::pb::event::Kind;
+
+    let nats = NatsServer::start_with_auth();
+    let url = nats.url();
+    ok(&[
+        "streams",
+        "apply",
+        "--nats-url",
+        &url,
+        "--nats-user",
+        "operator",
+        "--nats-password",
+        "operator-dev-secret",
+    ]);
+    let ms = |t: &str| {
+        halcyon_schema::convert::timestamp_millis(&halcyon_schema::convert::parse_timestamp(t).unwrap())
+    };
+    let enrolled = halcyon_testkit::envelope(
+        "school-oakwood",
+        "teacher-1",
+        HISTORY_NHS,
+        ms("2026-03-02T09:00:00Z"),
+        Kind::InvolvementStarted(pb::InvolvementStarted {
+            involved_agency_id: "school-oakwood".into(),
+            kind: pb::InvolvementKind::EnrolledPupil as i32,
+        }),
+    );
+    let missing = |at: &str| {
+        halcyon_testkit::envelope(
+            "police-sy",
+            "pc-1",
+            HISTORY_NHS,
+            ms(at),
+            Kind::MissingEpisodeReported(pb::MissingEpisodeReported {
+                circumstances: "did not come home".into(),
+            }),
+        )
+    };
+    let first = missing("2026-03-03T10:00:00Z");
+    let second = missing("2026-03-05T10:00:00Z");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(publish_as_agencies(
+        &url,
+        &[enrolled.clone(), first.clone(), second.clone()],
+    ));
+
+    let dir = tempfile::tempdir().unwrap();
+    let grants = england_as("chronology-grants");
+    let never = england_without_school_d10("chronology-never");
+    let boundary = "2026-03-04T00:00:00Z";
+    let chronology = |policy_args: &[&str], format: &str, name: &str| {
+        let path = dir.path().join(name);
+        let mut args = vec![
+            "audit",
+            "chronology",
+            "--nats-url",
+            &url,
+            "--credentials",
+            CREDENTIALS,
+            "--child",
+            HISTORY_NHS,
+            "--format",
+            format,
+            "--out",
+            path.to_str().unwrap(),
+        ];
+        args.extend(policy_args);
+        ok(&args);
+        std::fs::read_to_string(path).unwrap()
+    };
+    // The visibility cells of a fact's CSV row, by agency.
+    let cells = |csv: &str, event_id: &str| -> BTreeMap<String, String> {
+        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        let row: Vec<&str> = csv
+            .lines()
+            .find(|l| l.starts_with("fact,") && l.contains(event_id))
+            .unwrap_or_else(|| panic!("a row of {event_id}: {csv}"))
+            .split(',')
+            .collect();
+        header
+            .iter()
+            .zip(row)
+            .filter_map(|(h, cell)| Some((h.strip_prefix("visible_to:")?.to_owned(), cell.to_owned())))
+            .collect()
+    };
+
+    // The first policy grants, the second does not.
+    let sub = tempfile::tempdir().unwrap();
+    let history = two_policy_history(
+        sub.path(),
+        ("chronology-grants", &grants),
+        ("chronology-never", &never),
+        boundary,
+    );
+    let history_args = ["--policy-history", history.to_str().unwrap()];
+    let csv = chronology(&history_args, "csv", "grants-then-never.csv");
+    eprintln!("{csv}");
+    let row = cells(&csv, &first.event_id);
+    assert_eq!(
+        row["school-oakwood"], "from 2026-03-03T10:00:00Z until 2026-03-04T00:00:00Z",
+        "the school saw the first report under chronology-grants, until chronology-never came into force"
+    );
+    assert_eq!(row["police-sy"], "from 2026-03-03T10:00:00Z");
+    let row = cells(&csv, &second.event_id);
+    assert_eq!(
+        row["school-oakwood"], "",
+        "under chronology-never the school never saw the second report"
+    );
+    assert_eq!(row["police-sy"], "from 2026-03-05T10:00:00Z");
+    let row = cells(&csv, &enrolled.event_id);
+    assert_eq!(
+        row["school-oakwood"], "from 2026-03-02T09:00:00Z",
+        "its own record throughout, across the boundary"
+    );
+    let policy_rows: Vec<&str> = csv.lines().filter(|l| l.starts_with("policy,")).collect();
+    assert_eq!(policy_rows.len(), 1, "{csv}");
+    assert!(
+        policy_rows[0].starts_with(&format!("policy,{boundary},"))
+            && policy_rows[0].contains("POLICY chronology-never (chronology-never.toml) in force"),
+        "{}",
+        policy_rows[0]
+    );
+
+    let text = chronology(&history_args, "text", "grants-then-never.txt");
+    eprintln!("{text}");
+    assert!(
+        text.contains(
+            "policies chronology-grants from 2026-01-01T00:00:00Z, chronology-never from 2026-03-04T00:00:00Z"
+        ),
+        "the subtitle names both versions: {text}"
+    );
+    let at = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("{needle} in the text: {text}"))
+    };
+    let boundary_line = at(&format!(
+        "   =  {boundary}  (sharing policy)   POLICY chronology-never (chronology-never.toml) in force"
+    ));
+    assert!(
+        at(&first.event_id) < boundary_line && boundary_line < at(&second.event_id),
+        "the boundary is marked between the two reports"
+    );
+    assert!(
+        text.contains("school-oakwood from 2026-03-03T10:00:00Z until 2026-03-04T00:00:00Z"),
+        "{text}"
+    );
+
+    let html = chronology(&history_args, "html", "grants-then-never.html");
+    let row_at = |needle: &str| {
+        html.find(needle)
+            .unwrap_or_else(|| panic!("{needle} in the page"))
+    };
+    let policy_row = row_at("<tr class=\"policy\" data-policy=\"chronology-never\">");
+    assert!(
+        row_at(&format!("data-event-id=\"{}\"", first.event_id)) < policy_row
+            && policy_row < row_at(&format!("data-event-id=\"{}\"", second.event_id)),
+        "the page's boundary row is between the two reports"
+    );
+    assert!(
+        html.contains("<g data-policy=\"chronology-never\">"),
+        "a boundary on the timeline"
+    );
+    assert!(
+        !html.contains("class=\"policy\" data-policy=\"chronology-grants\""),
+        "no boundary where nothing changed"
+    );
+    // Each fact's row names the policy in force when it occurred.
+    for (event_id, version) in [
+        (&enrolled.event_id, "chronology-grants"),
+        (&first.event_id, "chronology-grants"),
+        (&second.event_id, "chronology-never"),
+    ] {
+        assert!(
+            html.contains(&format!("data-event-id=\"{event_id}\" data-policy=\"{version}\"")),
+            "{event_id} under {version}"
+        );
+    }
+
+    // The history the other way round: the first policy does not grant, the second does.
+    let sub = tempfile::tempdir().unwrap();
+    let history = two_policy_history(
+        sub.path(),
+        ("chronology-never", &never),
+        ("chronology-grants", &grants),
+        boundary,
+    );
+    let csv = chronology(
+        &["--policy-history", history.to_str().unwrap()],
+        "csv",
+        "never-then-grants.csv",
+    );
+    eprintln!("{csv}");
+    assert_eq!(
+        cells(&csv, &first.event_id)["school-oakwood"],
+        "from 2026-03-04T00:00:00Z (on policy chronology-grants)",
+        "the school could see the first report from when chronology-grants came into force"
+    );
+    assert_eq!(
+        cells(&csv, &second.event_id)["school-oakwood"],
+        "from 2026-03-05T10:00:00Z"
+    );
+
+    // One file forced: every moment decided with it, no boundary.
+    let forced = dir.path().join("forced.toml");
+    std::fs::write(&forced, &grants).unwrap();
+    let csv = chronology(&["--policy", forced.to_str().unwrap()], "csv", "forced.csv");
+    assert_eq!(
+        cells(&csv, &first.event_id)["school-oakwood"],
+        "from 2026-03-03T10:00:00Z"
+    );
+    assert_eq!(
+        cells(&csv, &second.event_id)["school-oakwood"],
+        "from 2026-03-05T10:00:00Z"
+    );
+    assert!(!csv.lines().any(|l| l.starts_with("policy,")), "{csv}");
+    let text = chronology(&["--policy", forced.to_str().unwrap()], "text", "forced.txt");
+    assert!(
+        text.contains("; policy chronology-grants; everything the streams held"),
+        "{text}"
+    );
+    assert!(!text.contains("(sharing policy)"), "{text}");
 }
 
 #[test]

@@ -1,18 +1,18 @@
 //! `halcyon audit chronology`: the integrated multi-agency chronology of a child (the model and how it is
 //! reconstructed from the streams: `halcyon_review::chronology`), rendered as text, CSV or one
-//! self-contained HTML page (`chronology/html.rs`).
+//! self-contained HTML page (`chronology/html.rs`). Each moment is decided with the policy in force then
+//! (`--policy-history`, as `audit as-of`), and the renderings mark each moment a new policy came into force.
 
 use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow};
-use halcyon_policy::Policy;
+use halcyon_policy::{Policy, PolicyHistory};
 use halcyon_projector::SignalSpec;
 pub use halcyon_review::chronology::{
-    Access, Breach, ChildMatch, Chronology, ChronologyRequest, Entry, Lane, Period, SignalMark, reconstruct,
-    reconstruct_held,
+    Access, Because, Breach, ChildMatch, Chronology, ChronologyRequest, Entry, Lane, Period, PolicyMark,
+    SignalMark, reconstruct, reconstruct_held,
 };
 use halcyon_schema::Category;
 use halcyon_schema::convert::{format_timestamp, parse_timestamp, timestamp_from_millis, timestamp_millis};
@@ -52,8 +52,13 @@ pub struct Args {
     as_of: Option<String>,
     #[arg(long, env = "HALCYON_AGENCIES", default_value_os_t = deploy_path("agencies.toml"))]
     agencies: PathBuf,
-    #[arg(long, env = "HALCYON_POLICY", default_value_os_t = deploy_path("policy/england.toml"))]
-    policy: PathBuf,
+    /// Which policy file was in force when (see the file); each moment of the chronology is decided with
+    /// the one in force then.
+    #[arg(long, env = "HALCYON_POLICY_HISTORY", default_value_os_t = deploy_path("policy/history.toml"))]
+    policy_history: PathBuf,
+    /// Decide every moment with this policy file instead, whatever the history says.
+    #[arg(long)]
+    policy: Option<PathBuf>,
     /// Do not draw a progress bar.
     #[arg(long)]
     quiet: bool,
@@ -82,7 +87,10 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         })
         .transpose()?;
     let registry = load_registry(&args.agencies)?;
-    let policy = Arc::new(Policy::load(&args.policy).map_err(|e| config_error(anyhow!("{e}")))?);
+    let policies = match &args.policy {
+        Some(path) => PolicyHistory::single(Policy::load(path).map_err(|e| config_error(anyhow!("{e}")))?),
+        None => PolicyHistory::load(&args.policy_history).map_err(|e| config_error(anyhow!("{e}")))?,
+    };
     let timescales = args.timescales.load().map_err(config_error)?;
     let signal_spec = SignalSpec::new(args.signals.load().map_err(config_error)?, &registry);
     let js = args.nats.jetstream("halcyon audit chronology").await?;
@@ -116,7 +124,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         child,
         as_of_ms,
         registry: &registry,
-        policy,
+        policies: &policies,
         timescales: &timescales,
         signal_spec: &signal_spec,
         future_tolerance_ms: args.future.ms(),
@@ -165,8 +173,11 @@ pub trait Render {
         out: &mut dyn Write,
         breaches: &mut std::iter::Peekable<std::slice::Iter<'_, Breach>>,
         signals: &mut std::iter::Peekable<std::slice::Iter<'_, SignalMark>>,
+        policies: &mut std::iter::Peekable<std::vec::IntoIter<(i64, usize)>>,
         until_ms: i64,
     ) -> std::io::Result<()>;
+    fn policy_text(&self, policy: usize) -> String;
+    fn policies_text(&self) -> String;
     fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()>;
     fn write_breach(&self, out: &mut dyn Write, b: &Breach) -> std::io::Result<()>;
     fn breach_text(&self, b: &Breach) -> String;
@@ -222,23 +233,72 @@ impl Render for Chronology {
         writeln!(out, "      could receive it: {}", self.lanes_text(&s.known))
     }
 
-    /// Writes the breaches and signals that happened at or before `until_ms` and are not written yet.
+    /// Writes the breaches and signals that happened at or before `until_ms`, and the policies that came into
+    /// force by the moment after it (a fact that occurred as a policy came into force is decided under it),
+    /// that are not written yet.
     fn write_marks_until(
         &self,
         out: &mut dyn Write,
         breaches: &mut std::iter::Peekable<std::slice::Iter<'_, Breach>>,
         signals: &mut std::iter::Peekable<std::slice::Iter<'_, SignalMark>>,
+        policies: &mut std::iter::Peekable<std::vec::IntoIter<(i64, usize)>>,
         until_ms: i64,
     ) -> std::io::Result<()> {
         loop {
             let next_breach = breaches.peek().map(|b| b.at_ms).filter(|t| *t <= until_ms);
             let next_signal = signals.peek().map(|s| s.at_ms).filter(|t| *t <= until_ms);
-            match (next_breach, next_signal) {
-                (Some(b), Some(s)) if s < b => self.write_signal(out, signals.next().expect("peeked"))?,
-                (Some(_), _) => self.write_breach(out, breaches.next().expect("peeked"))?,
-                (None, Some(_)) => self.write_signal(out, signals.next().expect("peeked"))?,
-                (None, None) => return Ok(()),
+            let next_policy = policies
+                .peek()
+                .map(|(t, _)| *t)
+                .filter(|t| *t <= until_ms.saturating_add(1));
+            let first = [next_breach, next_signal].into_iter().flatten().min();
+            match (next_policy, first) {
+                (Some(p), first) if first.is_none_or(|t| p <= t) => {
+                    let (at_ms, policy) = policies.next().expect("peeked");
+                    writeln!(
+                        out,
+                        "   =  {}  {:<18} {}",
+                        time(at_ms),
+                        "(sharing policy)",
+                        self.policy_text(policy)
+                    )?;
+                }
+                _ => match (next_breach, next_signal) {
+                    (Some(b), Some(s)) if s < b => self.write_signal(out, signals.next().expect("peeked"))?,
+                    (Some(_), _) => self.write_breach(out, breaches.next().expect("peeked"))?,
+                    (None, Some(_)) => self.write_signal(out, signals.next().expect("peeked"))?,
+                    (None, None) => return Ok(()),
+                },
             }
+        }
+    }
+
+    /// `POLICY england-2026.2 (england.toml) in force: visibility from here on decided under it`.
+    fn policy_text(&self, policy: usize) -> String {
+        let p = &self.policies[policy];
+        format!(
+            "POLICY {} ({}) in force: visibility from here on decided under it",
+            p.version, p.file
+        )
+    }
+
+    /// `policy england-2026.2`, or with several `policies england-2026.1 from …, england-2026.2 from …`.
+    fn policies_text(&self) -> String {
+        let none_at_first = self.facts.first().is_some_and(|f| f.policy.is_none());
+        match self.policies.as_slice() {
+            [] => "no policy in force".to_owned(),
+            [one] if !none_at_first => format!("policy {}", one.version),
+            several => format!(
+                "policies {}",
+                several
+                    .iter()
+                    .map(|p| match p.in_force_from_ms {
+                        Some(t) => format!("{} from {}", p.version, time(t)),
+                        None => p.version.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
     }
 
@@ -256,9 +316,10 @@ impl Render for Chronology {
         )?;
         let mut breaches = self.breaches.iter().peekable();
         let mut signals = self.signals.iter().peekable();
+        let mut policies = self.policy_changes().into_iter().peekable();
         for (i, f) in self.facts.iter().enumerate() {
             // A signal fires at its completing fact's moment: listed after that fact.
-            self.write_marks_until(out, &mut breaches, &mut signals, f.occurred_ms - 1)?;
+            self.write_marks_until(out, &mut breaches, &mut signals, &mut policies, f.occurred_ms - 1)?;
             writeln!(
                 out,
                 "{:>4}  {}  {:<18} {:<4} {:<30} case {}  event {}  held from {}",
@@ -306,7 +367,7 @@ impl Render for Chronology {
                 writeln!(out, "      never visible to: {}", unseen.join(", "))?;
             }
         }
-        self.write_marks_until(out, &mut breaches, &mut signals, i64::MAX)?;
+        self.write_marks_until(out, &mut breaches, &mut signals, &mut policies, i64::MAX)?;
         writeln!(out)?;
         writeln!(out, "Accesses to the child's record ({})", self.accesses.len())?;
         for a in &self.accesses {
@@ -394,6 +455,22 @@ impl Render for Chronology {
             row.extend(f.visible.iter().map(|p| self.periods_text(p)));
             csv_row(out, &row)?;
         }
+        for (at_ms, policy) in self.policy_changes() {
+            let mut row = vec![
+                "policy".to_owned(),
+                time(at_ms),
+                String::new(),
+                String::new(),
+                self.policy_text(policy),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                self.policies[policy].version.clone(),
+            ];
+            row.extend(self.lanes.iter().map(|_| String::new()));
+            csv_row(out, &row)?;
+        }
         for b in &self.breaches {
             let mut row = vec![
                 "breach".to_owned(),
@@ -459,7 +536,7 @@ impl Render for Chronology {
 
     fn subtitle(&self) -> String {
         format!(
-            "NHS number {}; {} facts from {} agencies; {} accesses; {} deadline breaches; {} signals; policy {}; {}; generated {}",
+            "NHS number {}; {} facts from {} agencies; {} accesses; {} deadline breaches; {} signals; {}; {}; generated {}",
             self.nhs_number.as_deref().unwrap_or("not recorded"),
             self.facts.len(),
             self.facts
@@ -470,7 +547,7 @@ impl Render for Chronology {
             self.accesses.len(),
             self.breaches.len(),
             self.signals.len(),
-            self.policy_version,
+            self.policies_text(),
             match self.as_of_ms {
                 Some(t) => format!("as of {}", time(t)),
                 None => "everything the streams held".to_owned(),
@@ -479,7 +556,7 @@ impl Render for Chronology {
         )
     }
 
-    /// `from T` / `from T until U`, several joined with `, `; entitling events named.
+    /// `from T` / `from T until U`, several joined with `, `; entitling events and policies named.
     fn periods_text(&self, periods: &[Period]) -> String {
         periods
             .iter()
@@ -488,8 +565,12 @@ impl Render for Chronology {
                 if let Some(u) = p.until_ms {
                     s.push_str(&format!(" until {}", time(u)));
                 }
-                if let Some(b) = p.because {
-                    s.push_str(&format!(" (on {})", self.facts[b].event_type));
+                match p.because {
+                    Some(Because::Fact(b)) => s.push_str(&format!(" (on {})", self.facts[b].event_type)),
+                    Some(Because::Policy) => {
+                        s.push_str(&format!(" (on policy {})", self.policies[p.policy].version))
+                    }
+                    None => {}
                 }
                 s
             })

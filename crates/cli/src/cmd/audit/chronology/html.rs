@@ -3,7 +3,8 @@
 //! originating agency's lane, a tick in each other lane from when that agency could see the fact, access
 //! events as triangles in the accessing agency's lane, deadline breaches as red diamonds in the owning agency's
 //! lane when they first happened, multi-agency signals as orange squares in each lane that could receive them,
-//! from when it could), the facts, breaches, signals and accesses as tables, and a few lines
+//! from when it could, a dashed line across all lanes where a new sharing policy came into force), the facts
+//! (with a row where the policy changed), breaches, signals and accesses as tables, and a few lines
 //! of inline script (click a fact to highlight it everywhere). No external references of any kind; every
 //! value is escaped.
 
@@ -47,6 +48,8 @@ svg .access.denied { fill: #dc2626; }
 svg .access.break-glass { fill: #dc2626; stroke: #7f1d1d; stroke-width: 1.5; }
 svg .signal { fill: #ea580c; stroke: #7c2d12; stroke-width: 1.5; cursor: pointer; }
 svg .breach { fill: #dc2626; stroke: #7f1d1d; stroke-width: 1.5; cursor: pointer; }
+svg .policy { stroke: #1e3a8a; stroke-width: 1.5; stroke-dasharray: 4 3; }
+svg .policy-label { font-size: 10px; fill: #1e3a8a; }
 svg .picked { stroke: #111827; stroke-width: 3; opacity: 1; }
 .legend { color: var(--muted); font-size: 12px; }
 .legend span { display: inline-block; margin-right: 14px; }
@@ -61,6 +64,7 @@ tr.picked td { background: var(--pick); }
 tr.break-glass td { background: #fee2e2; }
 tr.breach td { background: #fef2f2; }
 tr.signal td { background: #fff7ed; }
+tr.policy td { background: #eff6ff; color: #1e3a8a; font-weight: 600; }
 tbody tr { cursor: pointer; }
 footer { margin-top: 24px; color: var(--muted); font-size: 11px; }
 @media print {
@@ -133,6 +137,8 @@ pub fn render(c: &Chronology) -> String {
     times.extend(c.accesses.iter().map(|a| a.at_ms));
     times.extend(c.breaches.iter().map(|b| b.at_ms));
     times.extend(c.signals.iter().map(|s| s.at_ms));
+    let policy_changes = c.policy_changes();
+    times.extend(policy_changes.iter().map(|(t, _)| *t));
     times.extend(
         c.facts
             .iter()
@@ -170,8 +176,9 @@ pub fn render(c: &Chronology) -> String {
          under its standing entitlements (purpose safeguarding); a triangle is an access to the child's \
          record (red: denied or break-glass); a red diamond is a statutory deadline breached, in the lane of \
          the agency whose deadline it was, at the moment it was first breached; an orange square is a \
-         multi-agency signal, in each lane whose agency could receive it, from when it could. “Held from” is \
-         when Halcyon stored the fact.</p>\n</header>\n",
+         multi-agency signal, in each lane whose agency could receive it, from when it could; a dashed line \
+         across the lanes is the moment a new sharing policy came into force (each moment is decided with \
+         the policy in force then). “Held from” is when Halcyon stored the fact.</p>\n</header>\n",
     );
 
     // Timeline.
@@ -197,6 +204,20 @@ pub fn render(c: &Chronology) -> String {
             AXIS_H - 12.0,
             height - 6.0,
             escape(&short(ms)[..10])
+        );
+    }
+    for &(at_ms, policy) in &policy_changes {
+        let x = axis.x(at_ms);
+        let _ = writeln!(
+            h,
+            "<g data-policy=\"{}\"><line class=\"policy\" x1=\"{x:.1}\" y1=\"{:.1}\" x2=\"{x:.1}\" y2=\"{:.1}\"/><text class=\"policy-label\" x=\"{:.1}\" y=\"{:.1}\">{}</text><title>{}</title></g>",
+            escape(&c.policies[policy].version),
+            AXIS_H - 4.0,
+            height - 6.0,
+            x + 3.0,
+            AXIS_H - 4.0,
+            escape(&c.policies[policy].version),
+            escape(&format!("{} {}", short(at_ms), c.policy_text(policy)))
         );
     }
     for (i, lane) in c.lanes.iter().enumerate() {
@@ -340,7 +361,7 @@ pub fn render(c: &Chronology) -> String {
             escape(cat.name())
         );
     }
-    h.push_str("<span>▲ access</span><span>◆ deadline first breached</span><span>■ multi-agency signal</span></p>\n</section>\n");
+    h.push_str("<span>▲ access</span><span>◆ deadline first breached</span><span>■ multi-agency signal</span><span>┆ a new sharing policy in force</span></p>\n</section>\n");
 
     // Facts table.
     let _ = writeln!(
@@ -357,11 +378,27 @@ pub fn render(c: &Chronology) -> String {
         );
     }
     h.push_str("</tr></thead>\n<tbody>\n");
+    let mut policies = policy_changes.iter().peekable();
+    let policy_row = |h: &mut String, at_ms: i64, policy: usize| {
+        let _ = writeln!(
+            h,
+            "<tr class=\"policy\" data-policy=\"{}\"><td></td><td>{}</td><td colspan=\"{}\">{}</td></tr>",
+            escape(&c.policies[policy].version),
+            escape(&short(at_ms)),
+            5 + c.lanes.len(),
+            escape(&c.policy_text(policy)),
+        );
+    };
     for (i, f) in c.facts.iter().enumerate() {
+        // A fact that occurred as a policy came into force is decided under it: the row comes first.
+        while let Some(&(at_ms, policy)) = policies.next_if(|(t, _)| *t <= f.occurred_ms) {
+            policy_row(&mut h, at_ms, policy);
+        }
         let _ = write!(
             h,
-            "<tr id=\"fact-{i}\" data-fact=\"{i}\" data-event-id=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
+            "<tr id=\"fact-{i}\" data-fact=\"{i}\" data-event-id=\"{}\" data-policy=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
             escape(&f.event_id),
+            escape(f.policy.map_or("", |p| c.policies[p].version.as_str())),
             i + 1,
             escape(&short(f.occurred_ms)),
             escape(&f.agency),
@@ -405,6 +442,9 @@ pub fn render(c: &Chronology) -> String {
             );
         }
         h.push_str("</tr>\n");
+    }
+    for &(at_ms, policy) in policies {
+        policy_row(&mut h, at_ms, policy);
     }
     h.push_str("</tbody>\n</table>\n</section>\n");
 
@@ -520,9 +560,9 @@ pub fn render(c: &Chronology) -> String {
     h.push_str("</section>\n");
     let _ = writeln!(
         h,
-        "<footer>Generated by halcyon audit chronology at {} from the agency streams and the AUDIT stream; policy {}. Visibility is each agency's standing view (safeguarding) as the policy decides it on the child's facts in the order they occurred.</footer>",
+        "<footer>Generated by halcyon audit chronology at {} from the agency streams and the AUDIT stream; {}. Visibility is each agency's standing view (safeguarding) as the policy in force at each moment decides it on the child's facts in the order they occurred.</footer>",
         escape(&time(c.generated_ms)),
-        escape(&c.policy_version)
+        escape(&c.policies_text())
     );
     let _ = writeln!(h, "<script>{SCRIPT}</script>\n</body>\n</html>");
     h
