@@ -285,13 +285,14 @@ async fn a_referral_and_an_attendance_entered_in_error_are_withdrawn_from_the_co
     // The chronology shows the referral, struck through from its correction, and the correction.
     let registry = common::registry();
     let signal_spec = SignalSpec::new(Arc::new(SignalRules::england()), &registry);
+    let policies = halcyon_policy::PolicyHistory::single(policy);
     let chronology = halcyon_review::chronology::reconstruct(
         &js,
         &ChronologyRequest {
             child: ChildMatch::Nhs(NHS.parse().unwrap()),
             as_of_ms: None,
             registry: &registry,
-            policy: Arc::new(policy),
+            policies: &policies,
             timescales: &timescales,
             signal_spec: &signal_spec,
             future_tolerance_ms: tolerance,
