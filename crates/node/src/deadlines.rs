@@ -182,11 +182,12 @@ fn breach_pb(
         .iter()
         .find(|e| e.key() == key)
         .and_then(|e| match &e.status {
-            Status::Breached { late, .. } => Some(*late),
+            Status::Breached { late, .. } => Some((*late, e.lateness)),
             _ => None,
         });
+    // `late` in words as a person counts it in the rule's unit (`2 days`, `1 working day`, `3 hours`).
     let (late_ms, late_units, late_text) = match late {
-        Some(m) => (m.ms, m.units, m.to_string()),
+        Some((m, words)) => (m.ms, m.units, words.map(|w| w.to_string()).unwrap_or_default()),
         None => ((end_ms.unwrap_or(at_ms) - d.due_at_ms).max(0), 0, String::new()),
     };
     pb::DeadlineBreach {

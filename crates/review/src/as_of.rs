@@ -27,7 +27,7 @@ use halcyon_projector::{
 };
 use halcyon_schema::pb;
 use halcyon_schema::{AgencyId, Category, ChildId};
-use halcyon_timescales::{Margin, Status, Timescales, evaluate};
+use halcyon_timescales::{BreachEnd, Lateness, Margin, Status, Timescales, evaluate};
 
 use crate::rebuild::{RebuildError, Until, project_streams};
 use halcyon_projector::disclose::{Asker, Disclosure, child_view};
@@ -223,6 +223,9 @@ pub struct DeadlineThen {
     /// How long was left (open), how early (met), how late (breached: to the moment, or to the fact that
     /// closed it), in the rule's unit; `None` for an expiry clock or a stop.
     pub margin: Option<Margin>,
+    /// How late a breached deadline was, as a person counts it in the rule's unit (`2 days`, `1 working
+    /// day`): to the moment, or to the fact that closed it. `None` unless breached.
+    pub lateness: Option<Lateness>,
     /// When it was first breached: the first millisecond after its due time, from its breach record.
     pub first_breached_ms: Option<i64>,
 }
@@ -236,6 +239,22 @@ impl DeadlineThen {
     /// Whether the deadline was ended by a stop (`Stopped`) or a further start (`Superseded`).
     pub fn ending(&self) -> Ending {
         self.deadline.ending()
+    }
+
+    /// For a breach: still open (overdue), or met, stopped or superseded late.
+    pub fn breach_end(&self) -> Option<BreachEnd> {
+        match (self.standing, self.ending()) {
+            (Standing::Breached, _) => Some(BreachEnd::StillOpen),
+            (Standing::MetLate, _) => Some(BreachEnd::Met),
+            (Standing::StoppedLate, Ending::Superseded) => Some(BreachEnd::Superseded),
+            (Standing::StoppedLate, _) => Some(BreachEnd::Stopped),
+            _ => None,
+        }
+    }
+
+    /// A breach in words: `overdue by 1 working day`, `met 2 days late`, `superseded 3 hours late`.
+    pub fn late_phrase(&self) -> Option<String> {
+        Some(self.lateness?.phrase(self.breach_end()?))
     }
 }
 
@@ -265,10 +284,10 @@ pub fn deadlines_at(
         .map(|n| (n.deadline.key(), n.deadline))
         .collect();
     let evaluation = evaluate(timescales, &occurrences(&facts), at_ms);
-    let measured: BTreeMap<String, &Status> = evaluation
+    let measured: BTreeMap<String, (&Status, Option<Lateness>)> = evaluation
         .deadlines
         .iter()
-        .map(|d| (d.key(), &d.status))
+        .map(|d| (d.key(), (&d.status, d.lateness)))
         .collect();
     let mut out = Vec::new();
     for d in projector.deadlines_of(&child)?.deadlines {
@@ -283,18 +302,23 @@ pub fn deadlines_at(
             Ending::Stopped | Ending::Superseded if d.closed_late() => Standing::StoppedLate,
             Ending::Stopped | Ending::Superseded => Standing::Stopped,
         };
-        let margin = measured.get(&key).and_then(|s| match s {
+        let margin = measured.get(&key).and_then(|(s, _)| match s {
             Status::Open { remaining } if standing == Standing::Open => Some(*remaining),
             Status::Met { early, .. } => Some(*early),
             Status::Breached { late, .. } => Some(*late),
             _ => None,
         });
+        let lateness = measured
+            .get(&key)
+            .and_then(|(_, lateness)| *lateness)
+            .filter(|_| standing.is_breach());
         let rule = timescales.rules().get(&d.rule_id);
         out.push(DeadlineThen {
             rule_name: rule.map(|r| r.name.clone()).unwrap_or_default(),
             limit: rule.map(|r| r.limit_text()).unwrap_or_default(),
             standing,
             margin,
+            lateness,
             first_breached_ms: breach.map(|b| b.due_at_ms.saturating_add(1)),
             deadline: d,
         });

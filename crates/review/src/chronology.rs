@@ -344,8 +344,11 @@ pub struct Breach {
     pub due_ms: i64,
     /// `still open`, `met late`, `stopped late`, `superseded late`.
     pub state: String,
-    /// How late: to the fact that closed it, or to the end of the chronology while open.
+    /// How late, as a person counts it in the rule's unit (`2 days`, `1 working day`, `3 hours`): to the
+    /// fact that closed it, or to the end of the chronology while open.
     pub late: String,
+    /// The breach in words: `met 2 days late`, `stopped 1 working day late`, `overdue by 3 hours`.
+    pub late_phrase: String,
     /// The fact that closed it: (event type, event id, occurred at).
     pub closed_by: Option<(String, String, i64)>,
     /// For each lane (same order as `Chronology::lanes`), from when that agency could know of the breach:
@@ -570,7 +573,8 @@ impl Chronology {
                     start_fact,
                     due_ms: d.deadline.due_at_ms,
                     state: state.to_owned(),
-                    late: d.margin.map(|m| m.to_string()).unwrap_or_default(),
+                    late: d.lateness.map(|l| l.to_string()).unwrap_or_default(),
+                    late_phrase: d.late_phrase().unwrap_or_default(),
                     closed_by: d
                         .deadline
                         .ended_by

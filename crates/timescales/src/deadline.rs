@@ -14,6 +14,7 @@ use time::macros::format_description;
 
 use crate::TimescaleError;
 use crate::calendar::{Calendar, HOUR_MS, add_months, date_of_ms};
+use crate::lateness::{BreachEnd, Lateness, lateness};
 use crate::occurrence::Occurrence;
 use crate::rule::{Repeat, Rule, RuleSet, Scope, Start, Unit};
 
@@ -169,6 +170,10 @@ pub struct Deadline {
     /// unknown, so the due date may be early.
     pub beyond_calendar: bool,
     pub status: Status,
+    /// How late a breached deadline is, as a person counts it in the rule's unit (`2 days`, `1 working
+    /// day`, `3 hours`; see [`lateness()`]), measured where `Status::Breached::late` is; `None` unless
+    /// breached.
+    pub lateness: Option<Lateness>,
 }
 
 impl Deadline {
@@ -215,19 +220,16 @@ impl fmt::Display for Deadline {
                 format_ms(by.at_ms)
             )?,
             Status::Breached { late, resolution } => {
-                write!(f, "breached, {late} late")?;
+                let end = BreachEnd::of(resolution.as_ref());
+                match self.lateness {
+                    Some(lateness) => write!(f, "breached, {}", lateness.phrase(end))?,
+                    None => write!(f, "breached, {}", end.phrase(&late.to_string()))?,
+                }
                 match resolution {
-                    None => write!(f, " and still open")?,
-                    Some(Resolution::MetLate(by)) => {
-                        write!(f, " when met by {} at {}", by.event_type, format_ms(by.at_ms))?;
+                    None => {}
+                    Some(Resolution::MetLate(by)) | Some(Resolution::Stopped(by, _)) => {
+                        write!(f, " by {} at {}", by.event_type, format_ms(by.at_ms))?;
                     }
-                    Some(Resolution::Stopped(by, reason)) => write!(
-                        f,
-                        " when {} by {} at {}",
-                        stop_word(*reason),
-                        by.event_type,
-                        format_ms(by.at_ms)
-                    )?,
                 }
             }
             Status::Stopped { by, reason } => {
@@ -453,12 +455,19 @@ fn deadline(timescales: &Timescales, clock: &Clock, facts: &[Occurrence], now_ms
     };
     let beyond_calendar = rule.unit == Unit::WorkingDays
         && !(calendar.covers(date_of_ms(start.at_ms)) && calendar.covers(date_of_ms(due_at_ms)));
+    let lateness = match &status {
+        Status::Breached { late, .. } => {
+            lateness(calendar, rule.unit, due_at_ms, due_at_ms.saturating_add(late.ms))
+        }
+        _ => None,
+    };
     Deadline {
         rule: Arc::clone(rule),
         started_by: FactRef::of(start),
         due_at_ms,
         beyond_calendar,
         status,
+        lateness,
     }
 }
 

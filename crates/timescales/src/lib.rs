@@ -25,11 +25,14 @@
 //!   reason).
 //! - [`Occurrence`]: the input, one fact, independent of protobuf ([`Occurrence::from_event`] builds it).
 //! - [`evaluate`] → [`Evaluation`] of [`Deadline`]s.
+//! - [`lateness()`] → [`Lateness`]: how late a breach is, in words a person reads correctly in every unit
+//!   ("Met 2 days late", "Stopped 1 working day late", "Overdue by 3 hours"), for every caller that shows one.
 #![forbid(unsafe_code)]
 
 pub mod calendar;
 mod deadline;
 mod file;
+mod lateness;
 mod occurrence;
 mod rule;
 
@@ -38,6 +41,7 @@ pub use deadline::{
     Deadline, Evaluation, FactRef, Margin, Resolution, Status, StopReason, Timescales, evaluate, format_ms,
 };
 pub use file::TimescaleError;
+pub use lateness::{BreachEnd, Lateness, lateness};
 pub use occurrence::Occurrence;
 pub use rule::{
     Condition, Conditions, ENGLAND_FILE, ENGLAND_TOML, LOCAL_EXAMPLE_FILE, LOCAL_EXAMPLE_TOML, Repeat, Rule,

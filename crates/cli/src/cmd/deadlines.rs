@@ -9,7 +9,7 @@ use anyhow::anyhow;
 use futures::StreamExt;
 use halcyon_grpc::pb::{self, deadline_service_client::DeadlineServiceClient};
 use halcyon_schema::convert::format_timestamp;
-use halcyon_timescales::{Calendar, RuleSet, Timescales};
+use halcyon_timescales::{BreachEnd, Calendar, RuleSet, Timescales};
 
 use super::common::{ApiArgs, refused};
 use crate::Failure;
@@ -84,14 +84,20 @@ pub fn line(b: &pb::DeadlineBreach) -> String {
     let start = b.started_by.clone().unwrap_or_default();
     let at =
         |t: &Option<halcyon_schema::convert::Timestamp>| t.as_ref().map(format_timestamp).unwrap_or_default();
-    let state = match b.resolution() {
-        pb::BreachResolution::MetLate => "met late",
-        pb::BreachResolution::Stopped => "stopped late",
-        pb::BreachResolution::Superseded => "superseded late",
-        _ => "open",
+    let end = match b.resolution() {
+        pb::BreachResolution::MetLate => BreachEnd::Met,
+        pb::BreachResolution::Stopped => BreachEnd::Stopped,
+        pb::BreachResolution::Superseded => BreachEnd::Superseded,
+        _ => BreachEnd::StillOpen,
+    };
+    // The node words how late (`2 working days`); the line says what that was: `met 2 working days late`.
+    let late = if b.late.is_empty() {
+        format!("{} ms", b.late_ms)
+    } else {
+        b.late.clone()
     };
     let mut out = format!(
-        "{} {} ({}) child {} started by {} {} ({}, case {}) at {}, due {}: {state}, {} late",
+        "{} {} ({}) child {} started by {} {} ({}, case {}) at {}, due {}: {}",
         b.rule_id,
         b.rule_name,
         b.limit,
@@ -102,11 +108,7 @@ pub fn line(b: &pb::DeadlineBreach) -> String {
         start.case_id,
         at(&start.occurred_at),
         at(&b.due_at),
-        if b.late.is_empty() {
-            format!("{} ms", b.late_ms)
-        } else {
-            b.late.clone()
-        },
+        end.phrase(&late),
     );
     if let Some(by) = &b.resolved_by {
         out.push_str(&format!(
@@ -210,7 +212,7 @@ mod tests {
             due_at: Some(timestamp_from_millis(1_772_582_399_999)),
             late_ms: 122_400_001,
             late_units: 2,
-            late: "2 working days (1 d 10 h)".into(),
+            late: "2 working days".into(),
             resolution: pb::BreachResolution::MetLate as i32,
             resolved_by: Some(pb::FactReference {
                 event_id: "e-2".into(),
@@ -227,7 +229,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("met late, 2 working days (1 d 10 h) late (by ReferralDecisionRecorded e-2"),
+            text.contains(": met 2 working days late (by ReferralDecisionRecorded e-2"),
             "{text}"
         );
         assert!(text.contains("due 2026-03-03T23:59:59"), "{text}");

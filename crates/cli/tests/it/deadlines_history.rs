@@ -155,6 +155,7 @@ async fn as_of_shows_a_deadline_open_then_breached_then_met_late_and_the_chronol
     assert_eq!(t01["first_breached_at"], first_breached.as_str());
     assert_eq!(t01["margin_units"], 1);
     assert_eq!(t01["unit"], "working-days");
+    assert_eq!(t01["late"], "1 working day");
     assert_eq!(t01["ended_by"], Value::Null);
 
     // Friday noon: met late by the Thursday decision, two working days late; still breached from Wednesday.
@@ -164,6 +165,7 @@ async fn as_of_shows_a_deadline_open_then_breached_then_met_late_and_the_chronol
     assert_eq!(t01["state"], "met late");
     assert_eq!(t01["first_breached_at"], first_breached.as_str());
     assert_eq!(t01["margin_units"], 2);
+    assert_eq!(t01["late"], "2 working days");
     assert_eq!(t01["ended_by"]["event_id"], decision.event_id.as_str());
     assert_eq!(friday["T02"]["state"], "breached", "never acknowledged");
     assert_eq!(friday["T03"]["state"], "open", "45 working days");
@@ -178,13 +180,13 @@ async fn as_of_shows_a_deadline_open_then_breached_then_met_late_and_the_chronol
                 .starts_with("T01 referral decision (1 working day)")
         })
         .unwrap_or_else(|| panic!("a T01 line: {text}"));
+    // Due Tuesday, asked about on Wednesday: one working day overdue, and still open.
     assert!(
         line.contains(&format!(
-            "due {due}: BREACHED since {first_breached}, 1 working day ("
+            "due {due}: BREACHED since {first_breached}, overdue by 1 working day"
         )),
         "{line}"
     );
-    assert!(line.contains("still open"), "{line}");
 
     // A school with no relationship to the child may know of no deadline.
     let school = as_of(&nats, "school-oakwood", friday_noon, true);
@@ -225,7 +227,11 @@ async fn as_of_shows_a_deadline_open_then_breached_then_met_late_and_the_chronol
         .unwrap_or_else(|| panic!("a T01 breach line: {text}"));
     assert!(breach.contains(&first_breached), "{breach}");
     assert!(breach.contains(&format!("due {due}")), "{breach}");
-    assert!(breach.contains("met late"), "{breach}");
+    // Due Tuesday, decided Thursday: Wednesday and Thursday late.
+    assert!(
+        breach.contains("; met 2 working days late, by ReferralDecisionRecorded"),
+        "{breach}"
+    );
     // On the time axis: after the referral, before the decision.
     let position = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle}: {text}"));
     assert!(position(&referral.event_id) < position("BREACH T01"));

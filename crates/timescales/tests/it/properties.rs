@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use common::{HOUR_MS, day};
 use halcyon_timescales::calendar::{self, add_months};
 use halcyon_timescales::{
-    Calendar, Condition, Occurrence, RuleSet, Status, Timescales, Unit, due_at_ms, evaluate,
+    Calendar, Condition, Lateness, Occurrence, RuleSet, Status, Timescales, Unit, due_at_ms, evaluate,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -181,6 +181,16 @@ proptest! {
                 Status::Breached { late, .. } => {
                     prop_assert!(now > d.due_at_ms);
                     prop_assert!(late.ms > 0 && late.units >= 1, "{d}");
+                    // The words agree with the machine-readable count wherever the units are the same.
+                    match (d.rule.unit, d.lateness) {
+                        (Unit::WorkingDays, Some(Lateness::WorkingDays(n)))
+                        | (Unit::CalendarDays, Some(Lateness::Days(n))) => prop_assert_eq!(n, late.units, "{}", d),
+                        (Unit::CalendarMonths, Some(Lateness::Days(n))) => prop_assert!(n >= 1, "{d}"),
+                        (Unit::Hours, Some(Lateness::Minutes(m))) => {
+                            prop_assert_eq!((m + 59) / 60, late.units, "{}", d);
+                        }
+                        (unit, lateness) => prop_assert!(false, "{d}: {unit} worded as {lateness:?}"),
+                    }
                 }
                 Status::Stopped { by, .. } => prop_assert!(by.at_ms <= d.due_at_ms),
                 Status::Expired => prop_assert!(d.rule.is_expiry() && now > d.due_at_ms),

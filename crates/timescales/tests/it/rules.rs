@@ -8,8 +8,8 @@ use std::sync::LazyLock;
 
 use common::{HOUR_MS, at, end_of, fact, fact_by, fact_when};
 use halcyon_timescales::{
-    Calendar, Condition, Deadline, Evaluation, Occurrence, Resolution, RuleSet, Status, StopReason,
-    Timescales, evaluate, format_ms,
+    BreachEnd, Calendar, Condition, Deadline, Evaluation, Occurrence, Resolution, RuleSet, Status,
+    StopReason, Timescales, evaluate, format_ms,
 };
 
 /// England's statutory rules and the local example, on the England and Wales calendar.
@@ -400,6 +400,11 @@ fn a_referral_with_no_decision_breaches_without_any_further_event() {
         }
         other => panic!("{other:?}"),
     }
+    // As a person reads it: Wednesday 30 and Thursday 31 December have passed since the due date.
+    assert_eq!(
+        t01.lateness.map(|l| l.sentence(BreachEnd::StillOpen)).as_deref(),
+        Some("Overdue by 2 working days")
+    );
     assert_eq!(t01.breached_at_ms(), Some(at("2026-12-30", 0, 0)));
     assert_eq!(t01.key(), format!("T01/{}", facts[0].event_id));
     // A decision comes on 4 January 2027: late by 3 working days (29th due; 30th, 31st, 4th).
@@ -416,6 +421,12 @@ fn a_referral_with_no_decision_breaches_without_any_further_event() {
         }
         other => panic!("{other:?}"),
     }
+    // New Year's Day is a bank holiday: 30 and 31 December and Monday 4 January are the working days late.
+    let t01 = first(&closed, "T01");
+    assert_eq!(
+        t01.lateness.map(|l| l.sentence(BreachEnd::Met)).as_deref(),
+        Some("Met 3 working days late")
+    );
 }
 
 #[test]
@@ -704,7 +715,7 @@ fn a_deadline_reads_as_a_sentence() {
     assert_eq!(
         first(&evaluation, "T01").to_string(),
         "T01 referral decision (1 working day), started by ReferralReceived ReferralReceived@1798106400000 at \
-         2026-12-24T10:00:00.000Z, due 2026-12-29T23:59:59.999Z: breached, 1 working day (9 h) late when met by \
+         2026-12-24T10:00:00.000Z, due 2026-12-29T23:59:59.999Z: breached, met 1 working day late by \
          ReferralDecisionRecorded at 2026-12-30T09:00:00.000Z"
     );
 }
@@ -719,7 +730,7 @@ fn hour_margins_read_as_durations() {
     let shown = first(&evaluation, "T12").to_string();
     assert!(shown.contains("(72 hours)"), "{shown}");
     assert!(
-        shown.contains("breached, 3 h 30 min late when met by PoliceProtectionEnded"),
+        shown.contains("breached, met 3 hours 30 minutes late by PoliceProtectionEnded"),
         "{shown}"
     );
     let open = eval(&facts[..1], at("2026-03-30", 12, 15));

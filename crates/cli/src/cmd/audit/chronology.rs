@@ -388,7 +388,7 @@ impl Render for Chronology {
     }
 
     /// `BREACH T01 referral decision (1 working day): due …, started by ReferralReceived <id> (fact 3);
-    /// met late, 2 working days (1 d 10 h) late, by ReferralDecisionRecorded <id> at …`.
+    /// met 2 working days late, by ReferralDecisionRecorded <id> at …`.
     fn breach_text(&self, b: &Breach) -> String {
         let mut s = format!(
             "BREACH {} {} ({}): due {}, started by {} {}",
@@ -402,7 +402,7 @@ impl Render for Chronology {
         if let Some(i) = b.start_fact {
             s.push_str(&format!(" (fact {})", i + 1));
         }
-        s.push_str(&format!("; {}, {} late", b.state, b.late));
+        s.push_str(&format!("; {}", b.late_phrase));
         if let Some((event_type, event_id, at_ms)) = &b.closed_by {
             s.push_str(&format!(", by {event_type} {event_id} at {}", time(*at_ms)));
         }

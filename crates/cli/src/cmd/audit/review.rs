@@ -418,7 +418,8 @@ fn fact_ref_json(f: &halcyon_projector::deadlines::StoredFactRef) -> serde_json:
 }
 
 /// A deadline as it stood then, as a JSON object: `margin` is how long was left (open), how early (met)
-/// or how late (breached; to the moment, or to the fact that closed it).
+/// or how late (breached; to the moment, or to the fact that closed it); `late` is how late a breach was
+/// as a person counts it in the rule's unit (`2 days`, `1 working day`, `3 hours`).
 fn deadline_json(d: &DeadlineThen) -> serde_json::Value {
     let s = &d.deadline;
     json!({
@@ -435,6 +436,7 @@ fn deadline_json(d: &DeadlineThen) -> serde_json::Value {
         "margin_units": d.margin.map(|m| m.units),
         "margin_ms": d.margin.map(|m| m.ms),
         "unit": d.margin.map(|m| m.unit.as_str()),
+        "late": d.lateness.map(|l| l.to_string()),
         "ended_by": s.ended_by.as_ref().map(fact_ref_json),
         "beyond_calendar": s.beyond_calendar,
     })
@@ -455,17 +457,18 @@ fn deadline_line(d: &DeadlineThen) -> String {
     let s = &d.deadline;
     let start = s.started_by.clone().unwrap_or_default();
     let margin = d.margin.map(|m| m.to_string()).unwrap_or_default();
+    // `overdue by 1 working day`, `met 2 days late`.
+    let late = d.late_phrase().unwrap_or_else(|| ending_word(d).to_owned());
     let state = match d.standing {
         Standing::Open => format!("open, {margin} left"),
         Standing::Met => format!("met, {margin} early"),
         Standing::Breached => format!(
-            "BREACHED since {}, {margin} late, still open",
+            "BREACHED since {}, {late}",
             d.first_breached_ms.map(at_text).unwrap_or_default()
         ),
         Standing::MetLate | Standing::StoppedLate => format!(
-            "BREACHED since {}; {}, {margin} late",
-            d.first_breached_ms.map(at_text).unwrap_or_default(),
-            ending_word(d)
+            "BREACHED since {}; {late}",
+            d.first_breached_ms.map(at_text).unwrap_or_default()
         ),
         Standing::Stopped => ending_word(d).to_owned(),
         Standing::Expiry => "expiry clock (never a breach)".to_owned(),
