@@ -166,7 +166,10 @@ impl Query {
                 .iter()
                 .map(|p| (p.stream.clone(), p.sequence))
                 .collect();
-            self.projector.get().wait_for(&wanted, self.read_wait).await?;
+            self.projector
+                .get()
+                .wait_for_derived(&wanted, self.read_wait)
+                .await?;
         }
         let acting_person = acting_person(ctx)?;
         Ok(Context {

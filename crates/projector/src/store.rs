@@ -442,6 +442,10 @@ pub struct Projector {
     db: sled::Db,
     pub(crate) model: sled::Tree,
     positions: watch::Sender<BTreeMap<String, u64>>,
+    /// How far the derived read models (views, deadlines, signals) are current: the positions applied when
+    /// the last derivation pass began ([`Self::derive_views`]). Read your writes waits on it
+    /// ([`Self::wait_for_derived`]).
+    derived: watch::Sender<BTreeMap<String, u64>>,
     /// Hashes of the key prefixes (child, occurred at, agency) facts are stored under, so that the search
     /// for a re-sent event's first copy (a sled range scan, which copies a whole leaf) is made only where a
     /// fact may be. Loaded from the fact keys by the first `apply`; a stale or colliding entry costs only a
@@ -503,6 +507,7 @@ impl Projector {
             positions.insert(stream, keys::decode_u64(&v[..v.len().min(8)]).unwrap_or_default());
         }
         let (positions, _) = watch::channel(positions);
+        let (derived, _) = watch::channel(BTreeMap::new());
         // Stores from before the access index kept only flag checks, in a tree the index replaces (and fills
         // again from AUDIT).
         db.drop_tree("flag-accesses")?;
@@ -519,6 +524,7 @@ impl Projector {
             db,
             model,
             positions,
+            derived,
             moments: std::sync::Mutex::new(None),
             damage: crate::damage::Damage::default(),
             future_tolerance_ms: CLOCK_TOLERANCE_MS,
@@ -591,6 +597,44 @@ impl Projector {
 
     pub fn subscribe_positions(&self) -> watch::Receiver<BTreeMap<String, u64>> {
         self.positions.subscribe()
+    }
+
+    /// Waits until every `(stream, sequence)` has been applied and the read models derived from it — the
+    /// facts, and the views, deadlines and signals of every child they changed — or fails after `timeout`.
+    /// What a query carrying positions waits for: its answer then reflects the caller's writes everywhere,
+    /// with no settle delay. A projector with no derived models waits for the facts alone.
+    pub async fn wait_for_derived(
+        &self,
+        wanted: &[(String, u64)],
+        timeout: Duration,
+    ) -> Result<(), ProjectorError> {
+        if self.models.is_empty() {
+            return self.wait_for(wanted, timeout).await;
+        }
+        let reached =
+            |p: &BTreeMap<String, u64>| wanted.iter().all(|(s, q)| p.get(s).copied().unwrap_or(0) >= *q);
+        let mut rx = self.derived.subscribe();
+        match tokio::time::timeout(timeout, rx.wait_for(reached)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => {
+                let (applied, derived) = (self.checkpoints(), self.derived.borrow().clone());
+                let missing: Vec<String> = wanted
+                    .iter()
+                    .filter(|(s, q)| derived.get(s).copied().unwrap_or(0) < *q)
+                    .map(|(s, q)| {
+                        format!(
+                            "{s}:{q} (applied {}, derived {})",
+                            applied.get(s).copied().unwrap_or(0),
+                            derived.get(s).copied().unwrap_or(0)
+                        )
+                    })
+                    .collect();
+                Err(ProjectorError::NotYet {
+                    waited_ms: timeout.as_millis() as u64,
+                    missing: missing.join(", "),
+                })
+            }
+        }
     }
 
     /// Waits until every `(stream, sequence)` has been applied, or fails after `timeout`.
@@ -773,6 +817,9 @@ impl Projector {
         if self.models.is_empty() {
             return Ok(0);
         }
+        // Every batch applied by now left its list of changed children in the same sled batch as its
+        // checkpoint, so the lists read below cover these positions (and perhaps more).
+        let covered = self.checkpoints();
         let mut lists = Vec::new();
         let mut children = BTreeSet::new();
         for kv in self.model.scan_prefix([keys::STALE_VIEWS]) {
@@ -815,6 +862,12 @@ impl Projector {
             }
             self.model.apply_batch(batch)?;
         }
+        self.derived.send_modify(|d| {
+            for (stream, sequence) in covered {
+                let at = d.entry(stream).or_default();
+                *at = (*at).max(sequence);
+            }
+        });
         Ok(children.len())
     }
 
