@@ -9,6 +9,7 @@
 
 use halcyon_grpc::pb;
 use halcyon_projector::disclose::{Asker, Disclosure, view_of};
+use halcyon_projector::read::ChildFacts;
 use halcyon_schema::ChildId;
 use tonic::{Request, Response, Status};
 
@@ -182,7 +183,9 @@ impl Query {
 
     /// The watch events for `caller` of one child's newly projected facts: the child's view is derived
     /// once, the facts the policy withholds are dropped, and one access record covering the rest is
-    /// written before any of them is sent.
+    /// written before any of them is sent. When the new facts changed what the caller is entitled to (a
+    /// section 47 enquiry opening the strategy records, an enrolment, a consent, an approval), the earlier
+    /// facts it may see only now are sent too, each saying which new facts opened it.
     async fn watched_facts(
         &self,
         pass: &Pass,
@@ -191,19 +194,16 @@ impl Query {
     ) -> Result<Vec<pb::WatchEvent>, ApiError> {
         let (caller, ctx) = (&pass.caller, &pass.ctx);
         let facts = self.child_facts(child).await?;
-        let (view, _) = view_of(
-            &Asker {
-                break_glass: None,
-                ..self.asker(caller, ctx)
-            },
-            child,
-            &facts,
-            0..facts.facts.len(),
-        );
+        let asker = Asker {
+            break_glass: None,
+            ..self.asker(caller, ctx)
+        };
+        let (view, _) = view_of(&asker, child, &facts, 0..facts.facts.len());
+        let opened = newly_visible(&asker, child, &facts, &view.facts, event_ids);
         let shown: Vec<pb::VisibleFact> = view
             .facts
             .into_iter()
-            .filter(|f| event_ids.contains(&f.event_id.as_str()))
+            .filter(|f| event_ids.contains(&f.event_id.as_str()) || opened.contains(f.event_id.as_str()))
             .collect();
         if shown.is_empty() {
             return Ok(Vec::new());
@@ -219,10 +219,32 @@ impl Query {
         };
         self.record(pass, Some(child), &disclosure, pb::AccessOutcome::Permitted)
             .await?;
+        let because = || {
+            let opening: Vec<String> = facts
+                .facts
+                .iter()
+                .filter(|f| event_ids.contains(&f.envelope.event_id.as_str()))
+                .map(|f| {
+                    let kind = f
+                        .kind()
+                        .map_or("an event", halcyon_schema::EventKindExt::type_name);
+                    format!("{kind} {}", f.envelope.event_id)
+                })
+                .collect();
+            format!(
+                "recorded earlier; visible now that {} was recorded",
+                opening.join(", ")
+            )
+        };
         Ok(shown
             .into_iter()
             .map(|fact| pb::WatchEvent {
                 child_id: child.to_string(),
+                became_visible: if opened.contains(fact.event_id.as_str()) {
+                    because()
+                } else {
+                    String::new()
+                },
                 kind: Some(pb::watch_event::Kind::Fact(fact)),
                 ..Default::default()
             })
@@ -317,8 +339,50 @@ impl Query {
             child_id: notification.child_id.clone(),
             kind: Some(pb::watch_event::Kind::Access(notification)),
             position: position.to_string(),
+            became_visible: String::new(),
         })
     }
+}
+
+/// The earlier facts of `child` that `asker` may see with the facts `new` (`visible_now`: its view of all of
+/// `facts`) and could not see without them:
+/// none unless the new facts changed its entitlement (its sharing state or the approvals).
+fn newly_visible(
+    asker: &Asker<'_>,
+    child: ChildId,
+    facts: &ChildFacts,
+    visible_now: &[pb::VisibleFact],
+    new: &[&str],
+) -> std::collections::BTreeSet<String> {
+    let agency = &asker.principal.agency;
+    let earlier: Vec<halcyon_projector::Fact> = facts
+        .facts
+        .iter()
+        .filter(|f| !new.contains(&f.envelope.event_id.as_str()))
+        .cloned()
+        .collect();
+    if earlier.is_empty() {
+        return Default::default();
+    }
+    let before = ChildFacts::new(earlier);
+    let unchanged = before.sharing.for_agency(agency) == facts.sharing.for_agency(agency)
+        && before.sharing.approvals == facts.sharing.approvals;
+    if unchanged {
+        return Default::default();
+    }
+    let seen_before: std::collections::BTreeSet<String> =
+        view_of(asker, child, &before, 0..before.facts.len())
+            .0
+            .facts
+            .into_iter()
+            .map(|f| f.event_id)
+            .collect();
+    visible_now
+        .iter()
+        .map(|f| &f.event_id)
+        .filter(|id| !new.contains(&id.as_str()) && !seen_before.contains(*id))
+        .cloned()
+        .collect()
 }
 
 /// Where an access notification is: its AUDIT message and its record's index there. The same on every

@@ -119,3 +119,97 @@ async fn a_watch_delivers_new_facts_the_agency_may_see() {
     );
     h.node.stop(Duration::from_secs(5)).await;
 }
+
+/// Issue 22: when an entitlement changes, a watcher receives the earlier facts it may see only now, with the
+/// reason. The police took part in a strategy discussion (D4, "P (participant)" to the police), but strategy
+/// records reach anyone but their originator only once a section 47 enquiry has started (the Haringey
+/// gate): the police see nothing of it until children's social care records the s47 start; then the
+/// police watcher receives the strategy discussion, saying the s47 start opened it, and the s47 start itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_receives_earlier_facts_an_entitlement_change_opens_with_the_reason() {
+    use halcyon_grpc::pb::event::Kind;
+    const NHS: &str = "9434765919";
+    const T0: i64 = 1_772_445_600_000;
+    let h = common::Harness::start().await;
+    let envelope =
+        |agency: &str, at_ms: i64, kind: Kind| halcyon_testkit::envelope(agency, "p-1", NHS, at_ms, kind);
+    let referral = envelope(
+        "csc-rotherham",
+        T0,
+        Kind::ReferralReceived(pb::ReferralReceived {
+            referrer: None,
+            summary: "bruising reported by school".into(),
+        }),
+    );
+    let strategy = envelope(
+        "csc-rotherham",
+        T0 + 3_600_000,
+        Kind::StrategyDiscussionHeld(pb::StrategyDiscussionHeld {
+            participant_agency_ids: vec!["police-sy".into(), "health-gp-clifton".into()],
+            // Not yet decided here (a decision to start one opens the gate as the start does).
+            section47_decided: false,
+            summary: "more checks before deciding on a section 47".into(),
+        }),
+    );
+    let before = common::publish_as_agencies(&h.nats.url(), &[referral, strategy.clone()]).await;
+    let client = h.client().await;
+    let police_view = |after: Vec<halcyon_bus::Position>| {
+        let mut client = client.clone();
+        async move {
+            common::find_by_nhs(&mut client, "police-sy", NHS, Purpose::Safeguarding, &after)
+                .await
+                .map(|v| v.facts.into_iter().map(|f| f.event_id).collect::<Vec<_>>())
+                .unwrap_or_default()
+        }
+    };
+    let seen_before = police_view(before.clone()).await;
+    assert!(
+        !seen_before.contains(&strategy.event_id),
+        "the gate is shut before the s47: {seen_before:?}"
+    );
+
+    let mut police = common::watch_as(&h.node, "police-sy").await;
+    let s47 = envelope(
+        "csc-rotherham",
+        T0 + 2 * 3_600_000,
+        Kind::Section47EnquiryStarted(pb::Section47EnquiryStarted {
+            summary: "joint enquiry with police".into(),
+        }),
+    );
+    let after = common::publish_as_agencies(&h.nats.url(), std::slice::from_ref(&s47)).await;
+    // Everything the watch sends up to the s47 start itself.
+    let mut pushed: Vec<(pb::VisibleFact, String)> = Vec::new();
+    while !pushed.iter().any(|(f, _)| f.event_id == s47.event_id) {
+        let event = common::next_event(&mut police, "the facts the s47 opens").await;
+        if let Some(pb::watch_event::Kind::Fact(f)) = event.kind {
+            pushed.push((f, event.became_visible));
+        }
+    }
+    let (opened, reason) = pushed
+        .iter()
+        .find(|(f, _)| f.event_id == strategy.event_id)
+        .expect("the strategy discussion is pushed to the police when the s47 starts");
+    assert_eq!(opened.agency_id, "csc-rotherham");
+    assert!(
+        reason.contains("Section47EnquiryStarted") && reason.contains(&s47.event_id),
+        "the reason names the s47 start: {reason:?}"
+    );
+    let (_, s47_reason) = pushed.iter().find(|(f, _)| f.event_id == s47.event_id).unwrap();
+    assert!(
+        s47_reason.is_empty(),
+        "a fact recorded now is not 'recorded earlier': {s47_reason:?}"
+    );
+    // Every fact pushed as newly visible was hidden before and is in the police view now.
+    let seen_after = police_view(after).await;
+    for (f, why) in &pushed {
+        assert!(seen_after.contains(&f.event_id), "{}", f.event_id);
+        if !why.is_empty() {
+            assert!(
+                !seen_before.contains(&f.event_id),
+                "{} was visible before",
+                f.event_id
+            );
+        }
+    }
+    h.node.stop(Duration::from_secs(5)).await;
+}
