@@ -113,14 +113,17 @@ breach_lines() { sed -e 's/ \(started by \)/\n      \1/' -e 's/, \(due \)/\n    
 nhs4=9990000018
 child4=$(child_id "$nhs4")
 echo
-echo "== joining the dots: a fourth child, NHS number $nhs4 (child $child4), with pieces at four agencies"
+echo "== joining the dots: a fourth child, NHS number $nhs4 (child $child4), with pieces at three agencies"
 echo "   within four weeks in autumn 2026: police, two missing episodes; school, an attendance concern; A&E, an"
-echo "   intoxication attendance; the MASH, an agency check (deploy/demo/exploitation.jsonl, each agency as its own NATS user)"
+echo "   intoxication attendance. Nobody has referred her: no referral, no MASH check"
+echo "   (deploy/demo/exploitation.jsonl, each agency as its own NATS user)"
 "$halcyon" publish --file deploy/demo/exploitation.jsonl --credentials deploy/nats/dev-credentials.toml --quiet \
   | sed 's/^/   /'
 
 echo
-echo "== MASH (mash-rotherham): rule S02 fired when the A&E attendance completed the pattern; it cites the facts by reference only"
+echo "== MASH (mash-rotherham): rule S02 fired when the A&E attendance completed the pattern. The MASH of the child's"
+echo "   area receives the signal (D14) without any referral; it cites the facts by reference only, each still decided"
+echo "   by its own category"
 until_shows '^1 signal(s)$' "$halcyon" signals --token demo-mash-rotherham --child "$child4" >"$demo/signals.out"
 signal_lines <"$demo/signals.out"
 signal=$(sed -n '2s/ .*//p' "$demo/signals.out")

@@ -741,6 +741,7 @@ impl PolicyBench {
                 involvements,
                 consented,
                 exempted,
+                in_area: false,
             });
         }
         let break_glass = vec![

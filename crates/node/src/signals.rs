@@ -95,6 +95,7 @@ pub fn signal_pb(rules: &SignalRules, child: ChildId, s: &StoredSignal) -> pb::S
             correction_event_id: w.correction_event_id.clone(),
             withdrawn_at: Some(timestamp_from_millis(w.withdrawn_at_ms)),
         }),
+        replaces: s.replaces.clone(),
     }
 }
 
@@ -119,7 +120,7 @@ fn entitled(
         .parse()
         .expect("a valid agency id");
     let fact = PolicyFact::new(spec.rules.category(), originator);
-    let state = facts.sharing.for_agency(agency);
+    let state = spec.state_for(&facts.sharing, agency);
     let decision = decide(
         &query.policy,
         &Request {

@@ -594,5 +594,8 @@ fn relationship_bits(req: &Request<'_>) -> u8 {
     if req.fact.originator == req.principal.agency {
         bits |= Relationship::OwnRecord.bit();
     }
+    if req.state.in_area {
+        bits |= Relationship::Area.bit();
+    }
     bits
 }

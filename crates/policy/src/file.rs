@@ -675,6 +675,15 @@ fn compile_cell(
             ),
         ));
     }
+    if relationships.contains(Relationship::Area.bit()) && category != Category::SIGNAL {
+        let span = rc.relationship.as_ref().map_or(rc.mode.span(), Spanned::span);
+        return Err(s.error(
+            span,
+            format!(
+                "{what}: area is for multi-agency signals (D14) only: a child being in an agency's area entitles it to the signal, and to nothing the signal cites"
+            ),
+        ));
+    }
     if matches!(mode, Mode::Query | Mode::Pushed) && standing {
         let span = rc.relationship.as_ref().map_or(rc.mode.span(), Spanned::span);
         return Err(s.error(

@@ -185,7 +185,7 @@ mod tests {
     fn england(version: &str) -> Result<Policy, PolicyError> {
         Policy::from_toml(
             &ENGLAND_TOML.replacen(
-                "version = \"england-2026.2\"",
+                "version = \"england-2026.3\"",
                 &format!("version = \"{version}\""),
                 1,
             ),
@@ -285,5 +285,6 @@ in_force_from = "2026-06-01T12:00:00Z"
         let h = PolicyHistory::load(&path).unwrap();
         assert_eq!(h.entries()[0].policy.version(), "england-2026.1");
         assert_eq!(h.entries()[1].policy.version(), "england-2026.2");
+        assert_eq!(h.entries()[2].policy.version(), "england-2026.3");
     }
 }

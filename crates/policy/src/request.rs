@@ -80,6 +80,9 @@ pub struct ChildState {
     pub consented: BTreeSet<Category>,
     /// Categories covered by a recorded consent exemption.
     pub exempted: BTreeSet<Category>,
+    /// The child is in the principal's agency's area (the relationship `area`): set by a caller that knows
+    /// the agency registry (`SharingState::for_agency_in`); false otherwise, which grants nothing.
+    pub in_area: bool,
 }
 
 impl ChildState {

@@ -214,6 +214,11 @@ vocabulary! {
         /// its own calls. Access records are decided by the D13 cells, not the `own` rule
         /// (`decide_access_record`), so a "–" box shuts an agency out of even its own calls' records.
         OwnRecord => "own-record",
+        /// The child is in the recipient's local-authority area: an agency of an area the recipient serves
+        /// has recorded a fact about it (the agency registry's `areas`). For the signal category (D14) only:
+        /// it is what lets a MASH receive a signal about a child nobody has referred, and it widens nothing
+        /// else.
+        Area => "area",
     }
 }
 
@@ -226,7 +231,7 @@ impl Relationship {
             | Relationship::CoreGroup
             | Relationship::EnrolledPupil
             | Relationship::TreatingClinician => true,
-            Relationship::MashReferral | Relationship::OwnRecord => false,
+            Relationship::MashReferral | Relationship::OwnRecord | Relationship::Area => false,
         }
     }
 }

@@ -12,17 +12,19 @@
 //! |---|---|---|
 //! | `S` | child (16) | every signal of the child, in (fired at, rule) order (`ChildSignals`) |
 //!
-//! An outcome counts only when it names a signal of the same child and its agency is one the signal's rule
-//! addresses (an agency of a recipient kind, or the lead authority); the latest such outcome, in fact order,
-//! is the signal's outcome. An outcome naming no current signal (a backdated fact can change which fact
-//! completes a pattern, and so the signal's id) is kept as a fact but shows nowhere here.
+//! A signal's name is stable (`halcyon_signals::identify`): the fact that completed it when it first
+//! fired, in the order facts arrived, so a fact recorded late that changes which fact completes the
+//! pattern does not rename it; a signal that absorbs another (a late fact made them one) lists its name in
+//! `replaces`. An outcome counts only when it names a signal of the same child (or one it absorbed) and its
+//! agency is one the signal's rule addresses (an agency of a recipient kind, or the lead authority); the
+//! latest such outcome, in fact order, is the signal's outcome.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use halcyon_schema::pb::event::Kind;
 use halcyon_schema::{AgencyKind, ChildId, Registry};
-use halcyon_signals::{Observation, SignalRules, evaluate_until};
+use halcyon_signals::{Identified, Observation, SignalRules, identify};
 use prost::Message;
 use tokio::sync::broadcast;
 
@@ -87,6 +89,14 @@ pub struct StoredSignal {
     /// Set when a cited fact was corrected or entered in error and the rule no longer fires on what remains.
     #[prost(message, optional, tag = "5")]
     pub withdrawn: Option<SignalWithdrawal>,
+    /// Its stable name (`halcyon_signals::identify`): `<rule>/<event id of the fact that completed it when
+    /// it first fired>`, kept when a fact recorded late changes which fact completes it.
+    #[prost(string, tag = "6")]
+    pub name: String,
+    /// Names of signals of the same rule it absorbed (a late fact made them one), oldest first: an outcome
+    /// recorded against one of them counts for it.
+    #[prost(string, repeated, tag = "7")]
+    pub replaces: Vec<String>,
 }
 
 /// Why a signal stands withdrawn: the cited fact that no longer holds and the correction that withdrew it.
@@ -102,13 +112,22 @@ pub struct SignalWithdrawal {
 }
 
 impl StoredSignal {
-    /// `S02/<event id of the completing fact>`: what `SignalOutcomeRecorded.signal_id` names.
+    /// Its stable name, `S02/<event id>`: what `SignalOutcomeRecorded.signal_id` names. A record written
+    /// before names were stored is named by its completing fact.
     pub fn id(&self) -> String {
+        if !self.name.is_empty() {
+            return self.name.clone();
+        }
         format!(
             "{}/{}",
             self.rule_id,
             self.facts.last().map_or("", |f| f.event_id.as_str())
         )
+    }
+
+    /// Whether an outcome naming `signal_id` is about this signal (its name, or one it absorbed).
+    pub fn answers_to(&self, signal_id: &str) -> bool {
+        self.id() == signal_id || self.replaces.iter().any(|r| r == signal_id)
     }
 }
 
@@ -138,6 +157,8 @@ pub struct SignalSpec {
     pub rules: Arc<SignalRules>,
     /// Each registered agency's kind: whose outcome counts.
     kinds: BTreeMap<String, AgencyKind>,
+    /// The agency registry: whose area a child is in.
+    registry: Arc<Registry>,
     notices: broadcast::Sender<SignalNotice>,
 }
 
@@ -149,8 +170,19 @@ impl SignalSpec {
                 .iter()
                 .map(|a| (a.id.as_str().to_owned(), a.kind))
                 .collect(),
+            registry: Arc::new(registry.clone()),
             notices: broadcast::channel(NOTICES_BUFFERED_MAX).0,
         }
+    }
+
+    /// The child's sharing state as it concerns `agency` when deciding a signal: with whether the child is
+    /// in the agency's area (the relationship `area`, which only the signal category may rely on).
+    pub fn state_for(
+        &self,
+        sharing: &SharingState,
+        agency: &halcyon_schema::AgencyId,
+    ) -> halcyon_policy::ChildState {
+        sharing.for_agency_in(agency, &self.registry)
     }
 
     pub fn subscribe_notices(&self) -> broadcast::Receiver<SignalNotice> {
@@ -182,6 +214,7 @@ pub fn observations(facts: &[Fact]) -> Vec<Observation> {
                     &f.stream,
                     f.sequence,
                 )
+                .arrived(f.stored_at_ms)
             })
         })
         .collect()
@@ -251,32 +284,40 @@ fn derive_recorded(spec: &SignalSpec, facts: &[Fact], until_ms: i64) -> ChildSig
         .owner
         .map(|a| a.as_str().to_owned())
         .unwrap_or_default();
-    let mut signals: Vec<StoredSignal> = evaluate_until(&spec.rules, &observations, until_ms)
+    let mut signals: Vec<StoredSignal> = identify(&spec.rules, &observations, until_ms)
         .into_iter()
-        .map(|s| StoredSignal {
-            rule_id: s.rule.id.clone(),
-            fired_at_ms: s.fired_at_ms,
-            facts: s
-                .facts
-                .iter()
-                .map(|f| SignalFact {
-                    agency_id: f.agency_id.clone(),
-                    stream: f.stream.clone(),
-                    sequence: f.sequence,
-                    event_id: f.event_id.clone(),
-                    at_ms: f.at_ms,
-                })
-                .collect(),
-            outcome: None,
-            withdrawn: None,
-        })
+        .map(
+            |Identified {
+                 signal: s,
+                 id,
+                 replaces,
+             }| StoredSignal {
+                name: id,
+                replaces,
+                rule_id: s.rule.id.clone(),
+                fired_at_ms: s.fired_at_ms,
+                facts: s
+                    .facts
+                    .iter()
+                    .map(|f| SignalFact {
+                        agency_id: f.agency_id.clone(),
+                        stream: f.stream.clone(),
+                        sequence: f.sequence,
+                        event_id: f.event_id.clone(),
+                        at_ms: f.at_ms,
+                    })
+                    .collect(),
+                outcome: None,
+                withdrawn: None,
+            },
+        )
         .collect();
     // Facts are in (occurred at, agency, sequence) order: the last outcome for a signal wins.
     for f in facts.iter().filter(|f| f.occurred_ms() <= until_ms) {
         let Some(Kind::SignalOutcomeRecorded(o)) = f.kind() else {
             continue;
         };
-        let Some(signal) = signals.iter_mut().find(|s| s.id() == o.signal_id) else {
+        let Some(signal) = signals.iter_mut().find(|s| s.answers_to(&o.signal_id)) else {
             continue;
         };
         if !spec.addresses(&signal.rule_id, &f.envelope.agency_id, &lead_authority) {

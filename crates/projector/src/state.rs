@@ -22,6 +22,9 @@ pub struct SharingState {
     pub approvals: BTreeSet<(String, AgencyId)>,
     /// The owning authority (the children's social care agency that holds the case), if known.
     pub owner: Option<AgencyId>,
+    /// The agencies that have recorded a fact about the child (that stands): what places the child in an
+    /// area ([`Self::for_agency_in`]).
+    pub recorders: BTreeSet<AgencyId>,
 }
 
 impl SharingState {
@@ -123,6 +126,9 @@ impl SharingState {
             Some(Kind::BreakGlassReviewed(_) | Kind::SignalOutcomeRecorded(_))
         ) {
             return;
+        }
+        if let Ok(agency) = e.agency_id.parse() {
+            self.recorders.insert(agency);
         }
         self.involve(&e.agency_id, Involvement::OwnCase);
         let categories = |values: &[i32]| {
@@ -239,6 +245,16 @@ impl SharingState {
             involvements: self.involvements.get(agency).cloned().unwrap_or_default(),
             consented: self.consented.clone(),
             exempted: self.exempted.clone(),
+            in_area: false,
+        }
+    }
+
+    /// [`Self::for_agency`], with whether the child is in the agency's area by `registry` (the relationship
+    /// `area`, which the policy lets only the signal category rely on).
+    pub fn for_agency_in(&self, agency: &AgencyId, registry: &halcyon_schema::Registry) -> ChildState {
+        ChildState {
+            in_area: registry.in_area(agency, &self.recorders),
+            ..self.for_agency(agency)
         }
     }
 

@@ -665,7 +665,7 @@ impl Chronology {
                                 signal_spec.rules.category(),
                                 &principal,
                                 Purpose::Safeguarding,
-                                &state.for_agency(&agency),
+                                &signal_spec.state_for(state, &agency),
                                 *t,
                             )
                             .is_some())

@@ -78,6 +78,11 @@ pub struct Agency {
     pub office_hours_phone: String,
     #[serde(default)]
     pub out_of_hours_phone: String,
+    /// The local-authority areas the agency serves ("rotherham"; a police force serves several). A child is
+    /// in an agency's area when an agency of that area has recorded a fact about it ([`Registry::in_area`]).
+    /// A registry that names no area anywhere is one area: every agency serves it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub areas: Vec<String>,
 }
 
 /// All registered agencies, by id.
@@ -99,6 +104,10 @@ pub enum RegistryError {
     Parse(String),
     #[error("agency registry: agency {0} is listed twice")]
     Duplicate(AgencyId),
+    #[error(
+        "agency registry: agency {0} names no area while others do: give it `areas = [...]` (a registry names areas for every agency or for none)"
+    )]
+    NoArea(AgencyId),
 }
 
 impl Registry {
@@ -111,7 +120,27 @@ impl Registry {
                 return Err(RegistryError::Duplicate(dup.id));
             }
         }
+        // Half-named areas would leave an agency in no area at all, silently: refuse them.
+        let named = agencies.values().any(|a: &Agency| !a.areas.is_empty());
+        if let Some(bare) = agencies.values().find(|a| named && a.areas.is_empty()) {
+            return Err(RegistryError::NoArea(bare.id.clone()));
+        }
         Ok(Self { agencies })
+    }
+
+    /// Whether a child known to the agencies `recorders` (those that recorded a fact about it) is in
+    /// `agency`'s area: an agency among them serves an area `agency` serves. In a registry that names no
+    /// areas (one area), whenever any agency knows the child. An unregistered agency is in no area.
+    pub fn in_area<'a>(&self, agency: &AgencyId, recorders: impl IntoIterator<Item = &'a AgencyId>) -> bool {
+        let Some(mine) = self.get(agency) else {
+            return false;
+        };
+        recorders.into_iter().any(|r| {
+            self.get(r).is_some_and(|other| {
+                (mine.areas.is_empty() && other.areas.is_empty())
+                    || other.areas.iter().any(|area| mine.areas.contains(area))
+            })
+        })
     }
 
     pub fn get(&self, id: &AgencyId) -> Option<&Agency> {
@@ -181,6 +210,81 @@ mod tests {
                 .to_string()
                 .contains("constabulary")
         );
+    }
+
+    #[test]
+    fn a_child_is_in_an_agencys_area_when_an_agency_of_that_area_knows_it() {
+        let r = Registry::from_toml(
+            r#"
+            [[agency]]
+            id = "mash-rotherham"
+            kind = "mash"
+            name = "Rotherham MASH"
+            areas = ["rotherham"]
+            [[agency]]
+            id = "mash-sheffield"
+            kind = "mash"
+            name = "Sheffield MASH"
+            areas = ["sheffield"]
+            [[agency]]
+            id = "school-oakwood"
+            kind = "school"
+            name = "Oakwood Academy"
+            areas = ["rotherham"]
+            [[agency]]
+            id = "police-sy"
+            kind = "police"
+            name = "South Yorkshire Police"
+            areas = ["rotherham", "sheffield"]
+        "#,
+        )
+        .unwrap();
+        let id = |s: &str| s.parse::<AgencyId>().unwrap();
+        let (rotherham, sheffield) = (id("mash-rotherham"), id("mash-sheffield"));
+        let school = [id("school-oakwood")];
+        assert!(r.in_area(&rotherham, &school));
+        assert!(
+            !r.in_area(&sheffield, &school),
+            "a Rotherham school's pupil is not Sheffield's"
+        );
+        let police = [id("police-sy")];
+        assert!(
+            r.in_area(&rotherham, &police) && r.in_area(&sheffield, &police),
+            "a force serves both"
+        );
+        assert!(!r.in_area(&rotherham, &[]), "a child nobody knows is in no area");
+        assert!(
+            !r.in_area(&id("mash-elsewhere"), &school),
+            "an unregistered agency is in no area"
+        );
+        assert!(!r.in_area(&rotherham, &[id("school-unknown")]));
+    }
+
+    #[test]
+    fn areas_are_named_for_every_agency_or_none() {
+        let one_area = r#"
+            [[agency]]
+            id = "mash-rotherham"
+            kind = "mash"
+            name = "Rotherham MASH"
+            [[agency]]
+            id = "school-oakwood"
+            kind = "school"
+            name = "Oakwood Academy"
+        "#;
+        let r = Registry::from_toml(one_area).unwrap();
+        let id = |s: &str| s.parse::<AgencyId>().unwrap();
+        assert!(
+            r.in_area(&id("mash-rotherham"), &[id("school-oakwood")]),
+            "no areas: one area"
+        );
+        let half = one_area.replacen(
+            "name = \"Rotherham MASH\"",
+            "name = \"Rotherham MASH\"\nareas = [\"rotherham\"]",
+            1,
+        );
+        let e = Registry::from_toml(&half).unwrap_err().to_string();
+        assert!(e.contains("school-oakwood") && e.contains("names no area"), "{e}");
     }
 
     #[test]

@@ -8,13 +8,13 @@ use time::OffsetDateTime;
 use crate::pb;
 pub use pbjson_types::Timestamp;
 
-/// A data category of docs/sharing.md, `D0`..`D13`. The unit the sharing policy decides on.
+/// A data category of docs/sharing.md, `D0`..`D14`. The unit the sharing policy decides on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Category(u8);
 
 impl Category {
-    pub const COUNT: u8 = 14;
+    pub const COUNT: u8 = 15;
     pub const IDENTITY: Self = Self(0);
     pub const STATUS_FLAG: Self = Self(1);
     pub const CONTACT_REFERRAL: Self = Self(2);
@@ -29,6 +29,8 @@ impl Category {
     pub const EXPLOITATION: Self = Self(11);
     pub const REFERRER_IDENTITY: Self = Self(12);
     pub const ACCESS_LOG: Self = Self(13);
+    /// A multi-agency signal itself: its rule, when it fired, references to the facts it cites.
+    pub const SIGNAL: Self = Self(14);
 
     pub fn new(n: u8) -> Option<Self> {
         (n < Self::COUNT).then_some(Self(n))
@@ -58,6 +60,7 @@ impl Category {
             "exploitation indicators and risk",
             "referrer / third-party identity",
             "access log about a child",
+            "multi-agency signal",
         ][usize::from(self.0)]
     }
 
@@ -89,7 +92,7 @@ impl FromStr for Category {
         s.strip_prefix('D')
             .and_then(|n| n.parse::<u8>().ok())
             .and_then(Self::new)
-            .ok_or_else(|| format!("unknown data category {s:?} (expected D0 to D13)"))
+            .ok_or_else(|| format!("unknown data category {s:?} (expected D0 to D14)"))
     }
 }
 
@@ -165,7 +168,7 @@ mod tests {
             assert_eq!(Category::from_pb(c.to_pb()), Some(c));
             assert_eq!(c.to_string().parse::<Category>(), Ok(c));
         }
-        assert!("D14".parse::<Category>().is_err());
+        assert!("D15".parse::<Category>().is_err());
         assert_eq!(Category::from_pb(pb::DataCategory::Unspecified), None);
     }
 

@@ -166,6 +166,10 @@ pub struct Observation {
     pub sequence: u64,
     /// What it indicates (empty: nothing any rule reads).
     pub indicators: BTreeSet<Indicator>,
+    /// When it reached Halcyon (the bus's stored time), Unix milliseconds: only what a signal is called
+    /// depends on it ([`crate::identify`]), never whether or when a signal fires. [`Observation::new`] takes
+    /// it to be when it happened.
+    pub arrived_ms: i64,
 }
 
 impl Observation {
@@ -177,7 +181,19 @@ impl Observation {
             stream: stream.to_owned(),
             sequence,
             indicators: BTreeSet::new(),
+            arrived_ms: at_ms,
         }
+    }
+
+    /// The same observation, arrived at `arrived_ms`.
+    pub fn arrived(mut self, arrived_ms: i64) -> Observation {
+        self.arrived_ms = arrived_ms;
+        self
+    }
+
+    /// The order facts arrived in: (stored at, stream, sequence).
+    pub(crate) fn arrival_key(&self) -> (i64, &str, u64) {
+        (self.arrived_ms, &self.stream, self.sequence)
     }
 
     /// The same observation, also indicating `indicator`.

@@ -31,14 +31,18 @@
 //! - [`SignalRules`], [`Rule`]: the file, loaded and checked ([`SignalRuleError`] names file, line, column
 //!   and reason).
 //! - [`evaluate`] → [`Signal`]s, each naming its rule and the facts that raised it, by reference.
+//! - [`identify`]: what each signal is called, stably: a fact that arrives late (backdated) and changes
+//!   which fact completes a pattern does not rename the signal; signals it merges are named.
 #![forbid(unsafe_code)]
 
 mod evaluate;
 mod file;
+mod identity;
 mod indicator;
 mod rule;
 
 pub use evaluate::{FactRef, Signal, evaluate, evaluate_until};
 pub use file::SignalRuleError;
+pub use identity::{Identified, identify};
 pub use indicator::{Indicator, Observation};
 pub use rule::{ENGLAND_FILE, ENGLAND_TOML, IndicatorGroup, Recipient, Rule, RuleKind, SignalRules};

@@ -139,7 +139,7 @@ impl Rule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignalRules {
     pub(crate) version: String,
-    /// The data category the sharing policy decides a signal under (default D11, exploitation and risk).
+    /// The data category the sharing policy decides a signal under (the shipped file: D14, multi-agency signal).
     pub(crate) category: Category,
     pub(crate) rules: Vec<Arc<Rule>>,
 }

@@ -88,10 +88,11 @@ impl Column {
     }
 }
 
-/// docs/sharing.md, box by box. Rows D0–D13; columns CSC, police, health: unscheduled, health: GP / HV /
+/// docs/sharing.md, box by box. Rows D0–D14 (D14, a multi-agency signal, is no fact's category: it names
+/// access records of signals shown); columns CSC, police, health: unscheduled, health: GP / HV /
 /// school nurse, education (DSL), MASH member, youth justice, voluntary.
 #[rustfmt::skip]
-const TABLE: [[&str; 8]; 14] = [
+const TABLE: [[&str; 8]; 15] = [
     //          CSC                        police                        unscheduled         GP/HV/nurse         school DSL                 MASH member          youth justice     voluntary
     /* D0  */ ["Q",                       "Q",                          "Q",                "Q",                "Q (own pupils)",          "Q",                 "Q",              "N"],
     /* D1  */ ["owner",                   "F",                          "F + notify owner", "F",                "F (enrolled)",            "Q",                 "F",              "–"],
@@ -107,6 +108,7 @@ const TABLE: [[&str; 8]; 14] = [
     /* D11 */ ["P",                       "P",                          "N",                "N",                "Q",                       "P",                 "Q",              "N"],
     /* D12 */ ["owner",                   "N",                          "–",                "–",                "–",                       "N",                 "–",              "–"],
     /* D13 */ ["owner + privacy officer", "own queries",                "own queries",      "own queries",      "own queries",             "governance",        "–",              "–"],
+    /* D14 */ ["P (lead authority)",      "–",                          "–",                "–",                "–",                       "P (area)",          "–",              "–"],
 ];
 
 /// D7 and D12 always need the originator's approval, whatever the box.
@@ -198,6 +200,10 @@ fn cell(category: usize, column: Column) -> Access {
         "Q (CP / s47)" => Full(Need::PlanOrS47),
         "Q (referrer or CP plan)" => Full(Need::ReferrerOrPlan),
         "Q (missing / exploitation)" => Full(Need::MissingOrExploitation),
+        // A signal: the lead authority (own case) and the MASH of the child's area (every child here is in
+        // the one area the test's registry serves).
+        "P (lead authority)" => Full(Need::Involved),
+        "P (area)" => Full(Need::Standing),
         "Q (redacted)" => Summary(Need::Involved),
         "N" | "N (handling code)" => Approval,
         other => panic!("box {other:?} is not transcribed"),
@@ -1501,7 +1507,7 @@ fn check_withheld(
             .strip_prefix('D')
             .and_then(|r| r.split_once('.'))
             .and_then(|(n, _)| n.parse::<usize>().ok())
-            .filter(|n| *n < 14);
+            .filter(|n| *n < 15);
         let gated = category.is_none() && w.rule.starts_with("gate.");
         let problem = match category {
             Some(c) if unseeable(c, who.column) => Some(format!(
@@ -1783,7 +1789,7 @@ fn check_record(
             .strip_prefix('D')
             .and_then(|r| r.split_once('.'))
             .and_then(|(n, _)| n.parse::<usize>().ok())
-            .filter(|n| *n < 14);
+            .filter(|n| *n < 15);
         let bad = match category {
             Some(c) if c != 13 && unseeable(c, reader.column) => Some(format!(
                 "a record names D{c} (box {:?})",

@@ -359,3 +359,174 @@ async fn issue_8_a_fact_outside_the_window_raises_no_signal() {
     );
     h.node.stop(Duration::from_secs(5)).await;
 }
+
+/// Issue 22: the child the signal matters most for is the one nobody has referred. No referral, no MASH
+/// involvement: police, a school and A&E record what completes S02, and
+/// - a query carrying the position of the completing fact sees the signal (read your writes covers the
+///   derived records; there is no sleep here);
+/// - the MASH of the child's area receives it on its watch and in ListSignals, each showing recorded as a
+///   disclosure of D14 (the signal category); its view of the child shows none of the facts the signal
+///   cites, which the sharing table gives a MASH only with a relationship or the originator's approval;
+/// - a school receives nothing;
+/// - an outcome the MASH records stays attached when a fact recorded late (an older associate, three weeks
+///   back) changes which fact completes the pattern: the signal keeps its id;
+/// - the MASH's agency check then creates the relationship the table already recognises (D10 missing
+///   episodes: "P" to the MASH with a MASH referral), and only then does it see the missing episodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_22_the_mash_receives_the_signal_of_a_child_nobody_has_referred() {
+    let nats = NatsServer::start_with_auth();
+    let data = tempfile::tempdir().unwrap();
+    let node = common::start_node(common::node_config(&nats, data.path()))
+        .await
+        .expect("node starts");
+    let mut mash_watch = common::watch_as(&node, "mash-rotherham").await;
+    let mut school_watch = common::watch_as(&node, "school-oakwood").await;
+
+    let facts = vec![
+        missing(T0 + DAY),
+        missing(T0 + 8 * DAY),
+        absence(T0 + 15 * DAY),
+        intoxication(T0 + 20 * DAY),
+    ];
+    let after = common::publish_as_agencies(&nats.url(), &facts).await;
+    let id = format!("S02/{}", facts[3].event_id);
+
+    // Read your writes: the positions of the facts, and the signal they complete is there.
+    let listed = signals_of(&node, "mash-rotherham", &after).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let signal = listed[0].clone();
+    assert_eq!(
+        (signal.rule_id.as_str(), signal.signal_id.as_str()),
+        ("S02", id.as_str())
+    );
+    let cited: Vec<&str> = signal.facts.iter().map(|f| f.event_id.as_str()).collect();
+    let published: Vec<&str> = facts.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(cited, published);
+    assert_eq!(
+        common::next_signal(&mut mash_watch, "the signal for the MASH")
+            .await
+            .signal_id,
+        id
+    );
+
+    // Each showing is a recorded disclosure of the signal category, and of nothing else.
+    let records = common::audit_records(&nats).await;
+    let shown: Vec<&pb::AccessRecord> = records
+        .iter()
+        .filter(|r| r.agency_id == "mash-rotherham" && (r.method == "ListSignals" || r.method == "Watch"))
+        .filter(|r| r.outcome == pb::AccessOutcome::Permitted as i32)
+        .collect();
+    assert!(shown.iter().any(|r| r.method == "ListSignals"), "{records:?}");
+    assert!(shown.iter().any(|r| r.method == "Watch"), "{records:?}");
+    for r in &shown {
+        assert_eq!(
+            r.categories_disclosed,
+            [pb::DataCategory::D14Signal as i32],
+            "{r:?}"
+        );
+        assert_eq!(r.child_id, signal.child_id);
+    }
+
+    // The MASH's view: none of what the signal cites (D9, D10, D6 all need a relationship or approval).
+    let mut query = pb::query_service_client::QueryServiceClient::connect(format!("http://{}", node.addr))
+        .await
+        .unwrap();
+    let mash_sees = |view: &Result<pb::ChildView, tonic::Status>| -> Vec<String> {
+        match view {
+            Ok(v) => v.facts.iter().map(|f| f.event_id.clone()).collect(),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+                Vec::new()
+            }
+        }
+    };
+    let view = common::find_by_nhs(&mut query, "mash-rotherham", NHS, Purpose::Safeguarding, &after).await;
+    let seen = mash_sees(&view);
+    for e in &facts {
+        assert!(
+            !seen.contains(&e.event_id),
+            "the MASH sees {} with no relationship",
+            e.agency_id
+        );
+    }
+
+    // A school: nothing listed, nothing on its watch up to its own marker.
+    assert!(signals_of(&node, "school-oakwood", &after).await.is_empty());
+    let marker = envelope(
+        "school-oakwood",
+        T0 + 21 * DAY,
+        Kind::ExclusionRecorded(pb::ExclusionRecorded {
+            permanent: false,
+            days: 1,
+            reason: "marker".into(),
+        }),
+    );
+    common::publish_as_agencies(&nats.url(), std::slice::from_ref(&marker)).await;
+    loop {
+        match common::next_event(&mut school_watch, "the school's own marker fact")
+            .await
+            .kind
+        {
+            Some(pb::watch_event::Kind::Signal(s)) => panic!("a school was shown a signal: {s:?}"),
+            Some(pb::watch_event::Kind::Fact(f)) if f.event_id == marker.event_id => break,
+            _ => {}
+        }
+    }
+
+    // The MASH records an outcome; then an older associate the police noted on day 16 is recorded late.
+    let outcome = envelope(
+        "mash-rotherham",
+        T0 + 22 * DAY,
+        Kind::SignalOutcomeRecorded(pb::SignalOutcomeRecorded {
+            signal_id: id.clone(),
+            outcome: pb::SignalOutcome::Reviewed as i32,
+            recorded_by: "mash-07".into(),
+            reason: "checks under way".into(),
+        }),
+    );
+    common::publish_as_agencies(&nats.url(), std::slice::from_ref(&outcome)).await;
+    let late = envelope(
+        "police-sy",
+        T0 + 16 * DAY,
+        Kind::ExploitationIndicatorRecorded(pb::ExploitationIndicatorRecorded {
+            indicator: pb::ExploitationIndicator::OlderAssociate as i32,
+            detail: "seen with an older man in a car".into(),
+        }),
+    );
+    let after = common::publish_as_agencies(&nats.url(), std::slice::from_ref(&late)).await;
+    let listed = signals_of(&node, "mash-rotherham", &after).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let kept = &listed[0];
+    assert_eq!(kept.signal_id, id, "the signal keeps its id");
+    assert_eq!(
+        timestamp_millis(kept.fired_at.as_ref().unwrap()),
+        T0 + 16 * DAY,
+        "in the order things happened, the older associate now completes the pattern"
+    );
+    assert_eq!(kept.facts.last().unwrap().event_id, late.event_id);
+    let recorded = kept.outcome.as_ref().expect("the outcome stays attached");
+    assert_eq!(recorded.outcome(), pb::SignalOutcome::Reviewed);
+    assert_eq!(recorded.fact.as_ref().unwrap().event_id, outcome.event_id);
+
+    // The MASH acts: an agency check is the MASH referral the table recognises for D10.
+    let check = envelope(
+        "mash-rotherham",
+        T0 + 23 * DAY,
+        Kind::AgencyCheckRequested(pb::AgencyCheckRequested {
+            requested_agency_id: "police-sy".into(),
+            rag: pb::Rag::Amber as i32,
+        }),
+    );
+    let after = common::publish_as_agencies(&nats.url(), std::slice::from_ref(&check)).await;
+    let view = common::find_by_nhs(&mut query, "mash-rotherham", NHS, Purpose::Safeguarding, &after).await;
+    let seen = mash_sees(&view);
+    assert!(
+        seen.contains(&facts[0].event_id) && seen.contains(&facts[1].event_id),
+        "{seen:?}"
+    );
+    assert!(
+        !seen.contains(&facts[3].event_id),
+        "A&E still needs the originator's approval"
+    );
+    node.stop(Duration::from_secs(5)).await;
+}

@@ -58,6 +58,10 @@ pub struct ExplainArgs {
     /// Categories with a recorded consent exemption.
     #[arg(long, value_delimiter = ',')]
     exempt: Vec<Category>,
+    /// The child is in the asking agency's area (an agency of its area knows the child): the relationship
+    /// `area`, for signals (D14).
+    #[arg(long)]
+    in_area: bool,
     /// Break-glass with this reason.
     #[arg(long)]
     break_glass: Option<String>,
@@ -117,6 +121,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
                 involvements: a.involvement.into_iter().collect(),
                 consented: a.consent.into_iter().collect::<BTreeSet<_>>(),
                 exempted: a.exempt.into_iter().collect::<BTreeSet<_>>(),
+                in_area: a.in_area,
             };
             let now_ms = 0;
             let break_glass = a.break_glass.map(|reason| BreakGlass {

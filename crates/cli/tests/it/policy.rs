@@ -71,7 +71,7 @@ fn check_rejects_broken_files_with_line_and_reason() {
     }
     let ok = halcyon(&["policy", "check", "deploy/policy/england.toml"]);
     assert!(ok.status.success());
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("112 cells"));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("120 cells"));
 }
 
 #[test]

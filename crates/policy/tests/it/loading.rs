@@ -96,11 +96,11 @@ fn the_base_file_and_the_shipped_file_are_valid() {
     let summary =
         check(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/policy/england.toml")).unwrap();
     assert!(
-        summary.contains("policy england-2026.2 (England) is valid"),
+        summary.contains("policy england-2026.3 (England) is valid"),
         "{summary}"
     );
-    assert!(summary.contains("112 cells"), "{summary}");
-    assert_eq!(Policy::england().version(), "england-2026.2");
+    assert!(summary.contains("120 cells"), "{summary}");
+    assert_eq!(Policy::england().version(), "england-2026.3");
 }
 
 #[test]
@@ -111,10 +111,23 @@ fn a_toml_syntax_error_is_rejected_at_its_line() {
 
 #[test]
 fn an_unknown_category_is_rejected() {
-    let src = broken("category = \"D7\"", "category = \"D14\"");
-    rejected(&src, "category = \"D14\"", "unknown data category \"D14\"");
+    let src = broken("category = \"D7\"", "category = \"D15\"");
+    rejected(&src, "category = \"D15\"", "unknown data category \"D15\"");
     let src = broken("[category.D7]", "[category.D77]");
     rejected(&src, "[category.D77]", "unknown data category \"D77\"");
+}
+
+#[test]
+fn the_area_relationship_is_for_signals_only() {
+    let src = broken(
+        "relationship = [\"strategy-participant\"]",
+        "relationship = [\"area\"]",
+    );
+    rejected(
+        &src,
+        "relationship = [\"area\"]",
+        "area is for multi-agency signals (D14) only",
+    );
 }
 
 #[test]

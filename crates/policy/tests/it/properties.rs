@@ -131,6 +131,7 @@ fn case() -> impl Strategy<Value = Case> {
                     involvements,
                     consented,
                     exempted,
+                    in_area: false,
                 },
                 break_glass,
                 now_ms: NOW_MS,

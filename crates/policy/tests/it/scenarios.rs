@@ -431,6 +431,6 @@ fn every_decision_carries_the_policy_version() {
     let deny = given(AgencyKind::Voluntary, Category::STATUS_FLAG).decide(&policy);
     assert!(permit.is_permit() && !deny.is_permit());
     for decision in [permit, deny] {
-        assert_eq!(decision.policy_version(), "england-2026.2");
+        assert_eq!(decision.policy_version(), "england-2026.3");
     }
 }

@@ -1,4 +1,4 @@
-//! The sharing table of docs/sharing.md, one case per box (14 categories × 8 recipient kinds), checked
+//! The sharing table of docs/sharing.md, one case per box (15 categories × 8 recipient kinds), checked
 //! against the shipped policy: the box as written, the mode, lawful basis and projection it means, and a
 //! decision for a recipient that meets every condition (permitted unless the box is never) and for one
 //! that meets none (denied unless the box is a standing flag). Then the stage gates under the table.
@@ -13,7 +13,7 @@ use halcyon_policy::{
 
 /// docs/sharing.md, verbatim. Columns: CSC, police, health: unscheduled, health: GP / HV / school nurse,
 /// education (DSL), MASH member, youth justice, voluntary.
-const TABLE: [[&str; 8]; 14] = [
+const TABLE: [[&str; 8]; 15] = [
     ["Q", "Q", "Q", "Q", "Q (own pupils)", "Q", "Q", "N"],
     [
         "owner",
@@ -100,6 +100,7 @@ const TABLE: [[&str; 8]; 14] = [
         "–",
         "–",
     ],
+    ["P (lead authority)", "–", "–", "–", "–", "P (area)", "–", "–"],
 ];
 
 /// What a box means for agencies other than the one that recorded the fact (which always sees its own,
@@ -219,10 +220,10 @@ fn every_box_of_the_table_is_a_cell_with_its_mode_basis_and_projection() {
             );
         }
     }
-    assert_eq!(n_cases, 14 * 8);
+    assert_eq!(n_cases, 15 * 8);
     assert_eq!(
         policy.cells().count(),
-        14 * 8,
+        15 * 8,
         "the file has cells the table has not"
     );
 }
@@ -252,6 +253,53 @@ fn qualified_boxes_rely_on_the_relationship_they_name() {
         assert_eq!(rel(13, kind), [OwnRecord], "D13 {kind}: own queries");
     }
     assert_eq!(rel(13, Mash), [MashReferral], "D13 MASH: governance");
+    assert!(rel(14, Mash).contains(&Area), "D14 MASH: P (area)");
+    assert_eq!(
+        rel(14, ChildrensSocialCare),
+        [OwnCase],
+        "D14 CSC: P (lead authority)"
+    );
+}
+
+/// Issue 22: the MASH of a child's area receives the signal with no relationship at all, and the child
+/// being in its area gives it nothing the signal cites: expectations from the table (D14 "P (area)"; every
+/// other MASH box needs a relationship or the originator's approval).
+#[test]
+fn a_child_in_the_mash_area_gives_the_mash_the_signal_and_nothing_it_cites() {
+    let policy = Policy::england();
+    let mash = |category: Category| given(AgencyKind::Mash, category).in_area();
+    assert!(
+        mash(Category::SIGNAL).decide(&policy).is_permit(),
+        "D14 in its area"
+    );
+    assert!(
+        !given(AgencyKind::Mash, Category::SIGNAL)
+            .decide(&policy)
+            .is_permit(),
+        "D14 outside its area, with no referral"
+    );
+    for c in 0..14 {
+        let category = d(c);
+        let decided = mash(category).decide(&policy);
+        assert!(
+            !decided.is_permit(),
+            "{category}: being in the MASH's area must widen nothing: {decided:?}"
+        );
+    }
+    for kind in [
+        AgencyKind::Police,
+        AgencyKind::School,
+        AgencyKind::HealthUnscheduled,
+    ] {
+        assert!(
+            !given(kind, Category::SIGNAL)
+                .in_area()
+                .involved_in_everything()
+                .decide(&policy)
+                .is_permit(),
+            "{kind}: D14 is never theirs"
+        );
+    }
 }
 
 #[test]

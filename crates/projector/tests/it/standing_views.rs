@@ -18,12 +18,12 @@ fn county() -> Registry {
     let mut toml = include_str!("../../../../deploy/agencies.toml").to_owned();
     for i in 0..60 {
         toml.push_str(&format!(
-            "\n[[agency]]\nid = \"school-extra-{i:02}\"\nkind = \"school\"\nname = \"School {i}\"\noffice_hours_phone = \"01632 961{i:03}\"\n"
+            "\n[[agency]]\nid = \"school-extra-{i:02}\"\nkind = \"school\"\nareas = [\"rotherham\"]\nname = \"School {i}\"\noffice_hours_phone = \"01632 961{i:03}\"\n"
         ));
     }
     for i in 0..40 {
         toml.push_str(&format!(
-            "\n[[agency]]\nid = \"health-gp-extra-{i:02}\"\nkind = \"health-community\"\nname = \"Surgery {i}\"\noffice_hours_phone = \"01632 962{i:03}\"\n"
+            "\n[[agency]]\nid = \"health-gp-extra-{i:02}\"\nkind = \"health-community\"\nareas = [\"rotherham\"]\nname = \"Surgery {i}\"\noffice_hours_phone = \"01632 962{i:03}\"\n"
         ));
     }
     Registry::from_toml(&toml).unwrap()

@@ -139,5 +139,5 @@ fn recipients_default_to_the_mash_and_the_lead_authority() {
         );
         assert!(!rule.addresses(AgencyKind::School, false), "{}", rule.id);
     }
-    assert_eq!(rules.category().to_string(), "D11");
+    assert_eq!(rules.category().to_string(), "D14");
 }

@@ -95,6 +95,12 @@ impl Given {
         self
     }
 
+    /// The child is in the principal's area (the relationship `area`).
+    pub fn in_area(mut self) -> Self {
+        self.state.in_area = true;
+        self
+    }
+
     pub fn involved_in_everything(mut self) -> Self {
         self.state.involvements = Involvement::ALL.iter().copied().collect();
         self

@@ -23,10 +23,10 @@ const AXIS_H: f64 = 34.0;
 const LANE_H: f64 = 40.0;
 const TICKS: usize = 6;
 
-/// Colours by category, D0..D13.
-const PALETTE: [&str; 14] = [
+/// Colours by category, D0..D14.
+const PALETTE: [&str; halcyon_schema::Category::COUNT as usize] = [
     "#6b7280", "#b91c1c", "#c2410c", "#b45309", "#7c3aed", "#6d28d9", "#0f766e", "#be185d", "#1d4ed8",
-    "#15803d", "#0369a1", "#9f1239", "#475569", "#334155",
+    "#15803d", "#0369a1", "#9f1239", "#475569", "#334155", "#a16207",
 ];
 
 const STYLE: &str = r#"

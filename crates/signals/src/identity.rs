@@ -1,0 +1,186 @@
+//! What a signal is called, and what became of the ones it absorbed.
+//!
+//! Whether and when a signal fires depends only on the set of facts, in the order they occurred
+//! ([`crate::evaluate`]). Its name must not: a recipient records an outcome against a signal by name, and a
+//! fact recorded late (a missing episode reported days after it happened) can change which fact completes a
+//! pattern, and so the name a signal would get from its completing fact. So a signal is named when it
+//! first appeared, in the order the facts arrived: `<rule>/<event id of the fact that completed it then>`,
+//! and keeps that name while the facts that raised it keep raising it (it shares a cited fact with what it
+//! was). When a late fact makes two signals of a rule one, the one that keeps its name lists the other's in
+//! `replaces`.
+//!
+//! Pure: the same facts with the same arrival times give the same names, so a rebuild names every signal as
+//! the live node did. Facts that arrive in the order they occurred give each signal its completing fact's
+//! name, without replaying anything.
+
+use std::collections::BTreeSet;
+
+use crate::evaluate::{Signal, evaluate};
+use crate::indicator::Observation;
+use crate::rule::SignalRules;
+
+/// A signal with its stable name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identified {
+    pub signal: Signal,
+    /// `<rule>/<event id>`: the name it was first given.
+    pub id: String,
+    /// Names of earlier signals of the same rule that this one absorbed, oldest first.
+    pub replaces: Vec<String>,
+}
+
+/// The signals the facts that had occurred by `until_ms` raise ([`crate::evaluate_until`], same order),
+/// each with its stable name.
+pub fn identify(rules: &SignalRules, observations: &[Observation], until_ms: i64) -> Vec<Identified> {
+    let mut arrived: Vec<&Observation> = observations.iter().filter(|o| o.at_ms <= until_ms).collect();
+    arrived.sort_by(|a, b| a.arrival_key().cmp(&b.arrival_key()));
+    // The same event given twice is one fact: its first arrival.
+    let mut seen = BTreeSet::new();
+    arrived.retain(|o| seen.insert(o.event_id.as_str()));
+    // Where a fact arrived that occurred before one already there: the moments names can change.
+    let late: Vec<usize> = (1..arrived.len())
+        .filter(|&k| {
+            arrived[..k]
+                .iter()
+                .any(|e| e.order_key() > arrived[k].order_key())
+        })
+        .collect();
+    let mut known: Vec<Identified> = Vec::new();
+    let named = |k: usize, known: &mut Vec<Identified>| {
+        let prefix: Vec<Observation> = arrived[..k].iter().map(|o| (*o).clone()).collect();
+        *known = carry(known, evaluate(rules, &prefix));
+    };
+    for &k in &late {
+        named(k, &mut known); // just before the late fact
+        named(k + 1, &mut known); // with it
+    }
+    named(arrived.len(), &mut known);
+    known
+}
+
+/// Names `now` from `before`: each signal of `now` keeps the name of the signal of its rule it shares the
+/// most cited facts with (the earliest named, on a tie), else takes its completing fact's; a signal of
+/// `before` that none keeps is recorded as replaced by the one of its rule that shares a fact with it.
+fn carry(before: &[Identified], now: Vec<Signal>) -> Vec<Identified> {
+    let cited = |s: &Signal| -> BTreeSet<String> { s.facts.iter().map(|f| f.event_id.clone()).collect() };
+    let before_cited: Vec<BTreeSet<String>> = before.iter().map(|b| cited(&b.signal)).collect();
+    let mut taken = vec![false; before.len()];
+    let mut out: Vec<Identified> = Vec::with_capacity(now.len());
+    for signal in now {
+        let mine = cited(&signal);
+        let best = before
+            .iter()
+            .enumerate()
+            .filter(|(j, b)| !taken[*j] && b.signal.rule.id == signal.rule.id)
+            .map(|(j, _)| (before_cited[j].intersection(&mine).count(), j))
+            .filter(|(shared, _)| *shared > 0)
+            .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        let (id, replaces) = match best {
+            Some((_, j)) => {
+                taken[j] = true;
+                (before[j].id.clone(), before[j].replaces.clone())
+            }
+            None => (signal.id(), Vec::new()),
+        };
+        out.push(Identified { signal, id, replaces });
+    }
+    for (j, gone) in before.iter().enumerate().filter(|(j, _)| !taken[*j]) {
+        let into = out.iter_mut().find(|o| {
+            o.signal.rule.id == gone.signal.rule.id
+                && cited(&o.signal).intersection(&before_cited[j]).count() > 0
+        });
+        if let Some(into) = into {
+            into.replaces.extend(gone.replaces.iter().cloned());
+            into.replaces.push(gone.id.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::indicator::Indicator;
+
+    const DAY: i64 = 86_400_000;
+
+    fn fact(id: &str, day: i64, arrived_day: i64, agency: &str, seq: u64, i: Indicator) -> Observation {
+        Observation::new(id, day * DAY, agency, &format!("EVENTS_{agency}"), seq)
+            .with(i)
+            .arrived(arrived_day * DAY)
+    }
+
+    #[test]
+    fn facts_arriving_as_they_occur_name_each_signal_by_its_completing_fact() {
+        let facts = [
+            fact("m1", 0, 0, "police-sy", 1, Indicator::Missing),
+            fact("m2", 3, 3, "police-sy", 2, Indicator::Missing),
+            fact("a1", 5, 5, "school-oakwood", 1, Indicator::Absence),
+            fact("x1", 9, 9, "health-rgh-ed", 1, Indicator::IntoxicationAttendance),
+        ];
+        let named = identify(&SignalRules::england(), &facts, i64::MAX);
+        assert_eq!(named.len(), 1);
+        assert_eq!(named[0].id, "S02/x1");
+        assert!(named[0].replaces.is_empty());
+    }
+
+    #[test]
+    fn a_backdated_fact_that_completes_the_pattern_earlier_does_not_rename_the_signal() {
+        // S02 (three of: repeat missing, absence or exclusion, intoxication or sexual-health attendance,
+        // older associates) fired on day 9 at the A&E attendance: "S02/x1". Then an older-associate
+        // indicator that occurred on day 4 arrives on day 12: in occurrence order the pattern was complete
+        // at the school absence (day 5).
+        let facts = [
+            fact("m1", 0, 0, "police-sy", 1, Indicator::Missing),
+            fact("m2", 3, 3, "police-sy", 2, Indicator::Missing),
+            fact("a1", 5, 5, "school-oakwood", 1, Indicator::Absence),
+            fact("x1", 9, 9, "health-rgh-ed", 1, Indicator::IntoxicationAttendance),
+            fact("o1", 4, 12, "police-sy", 3, Indicator::OlderAssociate),
+        ];
+        let rules = SignalRules::england();
+        let plain = crate::evaluate(&rules, &facts);
+        assert_eq!(plain.len(), 1);
+        assert_eq!(
+            plain[0].id(),
+            "S02/a1",
+            "completed, in occurrence order, by the absence"
+        );
+        let named = identify(&rules, &facts, i64::MAX);
+        assert_eq!(named.len(), 1);
+        assert_eq!(named[0].id, "S02/x1", "the name it was given when it first fired");
+        assert_eq!(named[0].signal, plain[0]);
+    }
+
+    #[test]
+    fn two_signals_a_late_fact_joins_are_one_that_names_the_other() {
+        // Two S01 signals (concerns from two agencies within 28 days): days 0 and 1, then days 40 and 41.
+        // A concern that occurred on day 20 arrives last: the window now chains them... or not; whatever the
+        // evaluation decides, every name it held before is either kept or listed as replaced.
+        let facts = [
+            fact("c1", 0, 0, "police-sy", 1, Indicator::Concern),
+            fact("c2", 1, 1, "school-oakwood", 1, Indicator::Concern),
+            fact("c3", 40, 40, "police-sy", 2, Indicator::Concern),
+            fact("c4", 41, 41, "school-oakwood", 2, Indicator::Concern),
+            fact("c5", 20, 50, "health-rgh-ed", 1, Indicator::Concern),
+        ];
+        let rules = SignalRules::england();
+        let before = identify(&rules, &facts[..4], i64::MAX);
+        let names: Vec<&str> = before.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(names, ["S01/c2", "S01/c4"]);
+        let after = identify(&rules, &facts, i64::MAX);
+        for name in names {
+            assert!(
+                after
+                    .iter()
+                    .any(|s| s.id == name || s.replaces.iter().any(|r| r == name)),
+                "{name} is kept or named as replaced: {after:?}"
+            );
+        }
+        let plain = crate::evaluate(&rules, &facts);
+        assert_eq!(
+            after.iter().map(|s| &s.signal).collect::<Vec<_>>(),
+            plain.iter().collect::<Vec<_>>(),
+            "names change nothing about what fires"
+        );
+    }
+}
