@@ -611,52 +611,15 @@ impl Projector {
         if self.models.is_empty() {
             return self.wait_for(wanted, timeout).await;
         }
-        let reached =
-            |p: &BTreeMap<String, u64>| wanted.iter().all(|(s, q)| p.get(s).copied().unwrap_or(0) >= *q);
-        let mut rx = self.derived.subscribe();
-        match tokio::time::timeout(timeout, rx.wait_for(reached)).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => {
-                let (applied, derived) = (self.checkpoints(), self.derived.borrow().clone());
-                let missing: Vec<String> = wanted
-                    .iter()
-                    .filter(|(s, q)| derived.get(s).copied().unwrap_or(0) < *q)
-                    .map(|(s, q)| {
-                        format!(
-                            "{s}:{q} (applied {}, derived {})",
-                            applied.get(s).copied().unwrap_or(0),
-                            derived.get(s).copied().unwrap_or(0)
-                        )
-                    })
-                    .collect();
-                Err(ProjectorError::NotYet {
-                    waited_ms: timeout.as_millis() as u64,
-                    missing: missing.join(", "),
-                })
-            }
-        }
+        wait_until(&self.derived, wanted, timeout, |stream, derived| {
+            format!("applied {}, derived {derived}", self.checkpoint(stream))
+        })
+        .await
     }
 
     /// Waits until every `(stream, sequence)` has been applied, or fails after `timeout`.
     pub async fn wait_for(&self, wanted: &[(String, u64)], timeout: Duration) -> Result<(), ProjectorError> {
-        let reached =
-            |p: &BTreeMap<String, u64>| wanted.iter().all(|(s, q)| p.get(s).copied().unwrap_or(0) >= *q);
-        let mut rx = self.positions.subscribe();
-        match tokio::time::timeout(timeout, rx.wait_for(reached)).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => {
-                let now = self.checkpoints();
-                let missing: Vec<String> = wanted
-                    .iter()
-                    .filter(|(s, q)| now.get(s).copied().unwrap_or(0) < *q)
-                    .map(|(s, q)| format!("{s}:{q} (at {})", now.get(s).copied().unwrap_or(0)))
-                    .collect();
-                Err(ProjectorError::NotYet {
-                    waited_ms: timeout.as_millis() as u64,
-                    missing: missing.join(", "),
-                })
-            }
-        }
+        wait_until(&self.positions, wanted, timeout, |_, at| format!("at {at}")).await
     }
 
     /// Applies a batch of consecutive messages from one stream, with that stream's checkpoint, atomically.
@@ -1526,6 +1489,36 @@ fn moment_hash(prefix: &[u8]) -> u64 {
     let mut hasher = std::hash::DefaultHasher::new();
     prefix.hash(&mut hasher);
     hasher.finish()
+}
+
+/// Waits until `positions` reach every `(stream, sequence)` of `wanted`, or fails after `timeout` naming
+/// each position not reached, with `describe(stream, where it is)`.
+async fn wait_until(
+    positions: &watch::Sender<BTreeMap<String, u64>>,
+    wanted: &[(String, u64)],
+    timeout: Duration,
+    describe: impl Fn(&str, u64) -> String,
+) -> Result<(), ProjectorError> {
+    let at = |p: &BTreeMap<String, u64>, s: &str| p.get(s).copied().unwrap_or(0);
+    let mut rx = positions.subscribe();
+    if let Ok(Ok(_)) = tokio::time::timeout(
+        timeout,
+        rx.wait_for(|p| wanted.iter().all(|(s, q)| at(p, s) >= *q)),
+    )
+    .await
+    {
+        return Ok(());
+    }
+    let now = positions.borrow().clone();
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|(s, q)| at(&now, s) < *q)
+        .map(|(s, q)| format!("{s}:{q} ({})", describe(s, at(&now, s))))
+        .collect();
+    Err(ProjectorError::NotYet {
+        waited_ms: timeout.as_millis() as u64,
+        missing: missing.join(", "),
+    })
 }
 
 /// Where the copy of `event_id` already projected under `prefix` (a fact key without its sequence) came

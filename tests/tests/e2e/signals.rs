@@ -105,6 +105,33 @@ async fn signals_of(node: &Node, agency: &str, after: &[Position]) -> Vec<pb::Si
         .signals
 }
 
+/// The school publishes a marker fact of its own (after everything the node announced before it) and
+/// reads its watch up to it: no signal on the way.
+async fn school_shown_no_signal(nats: &NatsServer, school_watch: &mut tonic::Streaming<pb::WatchEvent>) {
+    let marker = envelope(
+        "school-oakwood",
+        T0 + 21 * DAY,
+        Kind::ExclusionRecorded(pb::ExclusionRecorded {
+            permanent: false,
+            days: 2,
+            reason: "marker".into(),
+        }),
+    );
+    common::publish_as_agencies(&nats.url(), std::slice::from_ref(&marker)).await;
+    let until = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < until, "the school's marker within {WAIT:?}");
+        match common::next_event(school_watch, "the school's own marker fact")
+            .await
+            .kind
+        {
+            Some(pb::watch_event::Kind::Signal(s)) => panic!("a school was shown a signal: {s:?}"),
+            Some(pb::watch_event::Kind::Fact(f)) if f.event_id == marker.event_id => break,
+            _ => {}
+        }
+    }
+}
+
 fn export(p: &Projector) -> String {
     let mut out = Vec::new();
     p.export(&mut out).unwrap();
@@ -175,26 +202,7 @@ async fn issue_8_missing_absence_and_intoxication_raise_one_signal_for_the_mash_
     // A school: no signal listed…
     assert!(signals_of(&node, "school-oakwood", &after).await.is_empty());
     // …none on its watch (its own marker fact comes after everything the node announced before it)…
-    let marker = envelope(
-        "school-oakwood",
-        T0 + 21 * DAY,
-        Kind::ExclusionRecorded(pb::ExclusionRecorded {
-            permanent: false,
-            days: 2,
-            reason: "marker".into(),
-        }),
-    );
-    common::publish_as_agencies(&nats.url(), std::slice::from_ref(&marker)).await;
-    let until = Instant::now() + WAIT;
-    loop {
-        assert!(Instant::now() < until, "the school's marker within {WAIT:?}");
-        let event = common::next_event(&mut school_watch, "the school's own marker fact").await;
-        match event.kind {
-            Some(pb::watch_event::Kind::Signal(s)) => panic!("a school was shown a signal: {s:?}"),
-            Some(pb::watch_event::Kind::Fact(f)) if f.event_id == marker.event_id => break,
-            _ => {}
-        }
-    }
+    school_shown_no_signal(&nats, &mut school_watch).await;
     // …and, querying the child, none of the police facts it is not entitled to.
     let mut query = pb::query_service_client::QueryServiceClient::connect(format!("http://{}", node.addr))
         .await
@@ -452,26 +460,7 @@ async fn issue_22_the_mash_receives_the_signal_of_a_child_nobody_has_referred() 
 
     // A school: nothing listed, nothing on its watch up to its own marker.
     assert!(signals_of(&node, "school-oakwood", &after).await.is_empty());
-    let marker = envelope(
-        "school-oakwood",
-        T0 + 21 * DAY,
-        Kind::ExclusionRecorded(pb::ExclusionRecorded {
-            permanent: false,
-            days: 1,
-            reason: "marker".into(),
-        }),
-    );
-    common::publish_as_agencies(&nats.url(), std::slice::from_ref(&marker)).await;
-    loop {
-        match common::next_event(&mut school_watch, "the school's own marker fact")
-            .await
-            .kind
-        {
-            Some(pb::watch_event::Kind::Signal(s)) => panic!("a school was shown a signal: {s:?}"),
-            Some(pb::watch_event::Kind::Fact(f)) if f.event_id == marker.event_id => break,
-            _ => {}
-        }
-    }
+    school_shown_no_signal(&nats, &mut school_watch).await;
 
     // The MASH records an outcome; then an older associate the police noted on day 16 is recorded late.
     let outcome = envelope(

@@ -170,8 +170,14 @@ pub fn line(s: &pb::Signal) -> String {
             w.correction_event_id
         ),
     };
+    // Signals a late fact made one with this one: their ids, so an outcome recorded against one is found.
+    let replaces = if s.replaces.is_empty() {
+        String::new()
+    } else {
+        format!("; replaces {}", s.replaces.join(", "))
+    };
     format!(
-        "{} {} ({}, {} days) child {} fired {fired}: {} facts [{}]; {outcome}{withdrawn}",
+        "{} {} ({}, {} days) child {} fired {fired}: {} facts [{}]; {outcome}{withdrawn}{replaces}",
         s.signal_id,
         s.rule_name,
         s.rule_kind,
