@@ -19,6 +19,10 @@ use crate::evaluate::{Signal, evaluate};
 use crate::indicator::Observation;
 use crate::rule::SignalRules;
 
+/// Late arrivals replayed to name a child's signals, at most (the most recent ones): a child whose indicator
+/// facts mostly arrive out of order costs two evaluations per replayed arrival, not per fact.
+pub const LATE_REPLAYED_MAX: usize = 64;
+
 /// A signal with its stable name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identified {
@@ -38,19 +42,23 @@ pub fn identify(rules: &SignalRules, observations: &[Observation], until_ms: i64
     let mut seen = BTreeSet::new();
     arrived.retain(|o| seen.insert(o.event_id.as_str()));
     // Where a fact arrived that occurred before one already there: the moments names can change.
-    let late: Vec<usize> = (1..arrived.len())
-        .filter(|&k| {
-            arrived[..k]
-                .iter()
-                .any(|e| e.order_key() > arrived[k].order_key())
-        })
-        .collect();
+    let mut latest = None;
+    let mut late: Vec<usize> = Vec::new();
+    for (k, o) in arrived.iter().enumerate() {
+        match latest {
+            Some(l) if o.order_key() < l => late.push(k),
+            _ => latest = Some(o.order_key()),
+        }
+    }
+    // Each late arrival costs two evaluations of the child's facts: replay the last few only. Before them
+    // the names are those the facts as they then stood give (each signal its completing fact's).
+    let late = &late[late.len().saturating_sub(LATE_REPLAYED_MAX)..];
     let mut known: Vec<Identified> = Vec::new();
     let named = |k: usize, known: &mut Vec<Identified>| {
         let prefix: Vec<Observation> = arrived[..k].iter().map(|o| (*o).clone()).collect();
         *known = carry(known, evaluate(rules, &prefix));
     };
-    for &k in &late {
+    for &k in late {
         named(k, &mut known); // just before the late fact
         named(k + 1, &mut known); // with it
     }
