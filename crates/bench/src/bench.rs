@@ -742,6 +742,7 @@ impl PolicyBench {
                 consented,
                 exempted,
                 in_area: false,
+                referral_elsewhere: false,
             });
         }
         let break_glass = vec![

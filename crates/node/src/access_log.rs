@@ -118,7 +118,9 @@ impl Readers<'_> {
     async fn state(&mut self, child: Option<ChildId>) -> Result<ChildState, ApiError> {
         Ok(match child {
             Some(child) => match self.facts(child).await? {
-                Some(facts) => facts.sharing.for_agency(&self.reader.agency),
+                Some(facts) => facts
+                    .sharing
+                    .for_agency_in(&self.reader.agency, &self.query.registry),
                 None => ChildState::default(),
             },
             None => ChildState::default(),
@@ -143,6 +145,7 @@ impl Readers<'_> {
             let (view, _) = view_of(
                 &Asker {
                     policy,
+                    registry: &self.query.registry,
                     principal: &self.standing,
                     purpose: purpose_term,
                     break_glass: None,

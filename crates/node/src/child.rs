@@ -14,7 +14,6 @@ use crate::error::ApiError;
 use crate::gate::Pass;
 use crate::query::Query;
 use crate::reply::ViewReply;
-use halcyon_schema::clock::now_ms;
 
 /// Chronology pages hold at most this many facts.
 pub const PAGE_SIZE_MAX: u32 = 500;
@@ -71,7 +70,6 @@ impl Query {
                 None,
                 &Disclosure::default(),
                 pb::AccessOutcome::NotFound,
-                &[],
             )
             .await?;
             return Err(ApiError::NotFound(
@@ -80,14 +78,7 @@ impl Query {
         }
         let decided = tracing::debug_span!("policy_decision", facts = facts.facts.len()).entered();
         let decision = match &ctx.break_glass {
-            None => self.views.view(
-                &self.policy,
-                &caller.principal,
-                ctx.purpose,
-                child,
-                &facts,
-                now_ms(),
-            ),
+            None => self.views.view(&self.asker(caller, ctx), child, &facts),
             Some(_) => {
                 let (view, disclosure) =
                     view_of(&self.asker(caller, ctx), child, &facts, 0..facts.facts.len());
@@ -101,7 +92,7 @@ impl Query {
         } else {
             pb::AccessOutcome::Denied
         };
-        self.record_expected(Some(expected), pass, Some(child), disclosure, outcome, &[])
+        self.record_expected(Some(expected), pass, Some(child), disclosure, outcome)
             .await?;
         if !disclosure.reveals_child {
             // Nothing shown, nothing told, no identity: the caller may not learn that Halcyon knows the
@@ -276,10 +267,9 @@ impl Query {
         }
         // The notification is the access record itself: acknowledged, it is durable, and every node
         // delivers it to the owner's watchers.
-        let notify: Vec<halcyon_schema::AgencyId> = disclosure.notify.iter().cloned().collect();
-        self.record_notifying(pass, Some(child), &disclosure, &notify)
+        self.record(pass, Some(child), &disclosure, pb::AccessOutcome::Permitted)
             .await?;
-        status.owner_notified = !notify.is_empty();
+        status.owner_notified = !disclosure.notify.is_empty();
         Ok(status)
     }
 

@@ -142,7 +142,9 @@ impl Query {
     }
 
     /// Writes an access record of the call through `pass` and waits for the AUDIT stream's acknowledgement:
-    /// no answer leaves before it (see [`crate::gate`]).
+    /// no answer leaves before it (see [`crate::gate`]). The record names the owning agencies the disclosure
+    /// must notify (`Disclosure::notify`, from cells with `notify_owner`), whichever method disclosed: once
+    /// it is acknowledged, their notification is durable (every node delivers it from AUDIT).
     pub async fn record(
         &self,
         pass: &Pass,
@@ -150,20 +152,7 @@ impl Query {
         d: &Disclosure,
         outcome: pb::AccessOutcome,
     ) -> Result<(), ApiError> {
-        self.record_expected(None, pass, child, d, outcome, &[]).await
-    }
-
-    /// [`Self::record`] of an access that `notify` (owning agencies) are told of: the record names them, and
-    /// once it is acknowledged their notification is durable (every node delivers it from AUDIT).
-    pub(crate) async fn record_notifying(
-        &self,
-        pass: &Pass,
-        child: Option<ChildId>,
-        d: &Disclosure,
-        notify: &[halcyon_schema::AgencyId],
-    ) -> Result<(), ApiError> {
-        self.record_expected(None, pass, child, d, pb::AccessOutcome::Permitted, notify)
-            .await
+        self.record_expected(None, pass, child, d, outcome).await
     }
 
     /// [`Self::record`] of a record announced to the audit writer beforehand.
@@ -174,7 +163,6 @@ impl Query {
         child: Option<ChildId>,
         d: &Disclosure,
         outcome: pb::AccessOutcome,
-        notify: &[halcyon_schema::AgencyId],
     ) -> Result<(), ApiError> {
         let (caller, ctx, method) = (&pass.caller, &pass.ctx, pass.method);
         let record = pb::AccessRecord {
@@ -201,7 +189,7 @@ impl Query {
             node_id: self.node_id.clone(),
             break_glass_relied_on: d.break_glass,
             redacted: false,
-            notified_agency_ids: notify.iter().map(ToString::to_string).collect(),
+            notified_agency_ids: d.notify.iter().map(ToString::to_string).collect(),
             request_id: pass.request_id.clone(),
             reason: String::new(),
             acting_person_id: ctx

@@ -68,6 +68,7 @@ impl Query {
     ) -> halcyon_projector::disclose::Asker<'a> {
         halcyon_projector::disclose::Asker {
             policy: &self.policy,
+            registry: &self.registry,
             principal: &caller.principal,
             purpose: ctx.purpose,
             break_glass: ctx.break_glass.as_ref(),

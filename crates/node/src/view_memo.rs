@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use halcyon_policy::{Policy, Principal, Purpose};
+use halcyon_policy::{Principal, Purpose};
 use halcyon_projector::disclose::{Asker, Disclosure, view_of};
 use halcyon_projector::read::ChildFacts;
 use halcyon_schema::ChildId;
@@ -33,17 +33,10 @@ struct Decided {
 }
 
 impl ViewMemo {
-    /// The whole view of `child` for `principal` and `purpose` without break-glass, as [`view_of`] decides it.
-    pub fn view(
-        &self,
-        policy: &Policy,
-        principal: &Principal,
-        purpose: Purpose,
-        child: ChildId,
-        facts: &std::sync::Arc<ChildFacts>,
-        now_ms: i64,
-    ) -> DecidedView {
-        let key = (child, principal.clone(), purpose);
+    /// The whole view of `child` for the asker without break-glass (whatever it claims), as [`view_of`]
+    /// decides it.
+    pub fn view(&self, asker: &Asker<'_>, child: ChildId, facts: &std::sync::Arc<ChildFacts>) -> DecidedView {
+        let key = (child, asker.principal.clone(), asker.purpose);
         let current = std::sync::Arc::downgrade(facts);
         if let Some(decided) = self.lock().get(&key)
             && decided.facts.ptr_eq(&current)
@@ -52,11 +45,8 @@ impl ViewMemo {
         }
         let (view, disclosure) = view_of(
             &Asker {
-                policy,
-                principal,
-                purpose,
                 break_glass: None,
-                now_ms,
+                ..*asker
             },
             child,
             facts,

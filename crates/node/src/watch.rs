@@ -200,48 +200,29 @@ impl Query {
         };
         let (view, _) = view_of(&asker, child, &facts, 0..facts.facts.len());
         let opened = newly_visible(&asker, child, &facts, &view.facts, event_ids);
-        let shown: Vec<pb::VisibleFact> = view
-            .facts
-            .into_iter()
-            .filter(|f| event_ids.contains(&f.event_id.as_str()) || opened.contains(f.event_id.as_str()))
+        let pushed = |id: &str| event_ids.contains(&id) || opened.contains(id);
+        if !view.facts.iter().any(|f| pushed(&f.event_id)) {
+            return Ok(Vec::new());
+        }
+        // Decided again over exactly the facts pushed, so the record's categories, rules and the owners to
+        // notify (cells with `notify_owner`) are those of what is sent.
+        let window: Vec<usize> = (0..facts.facts.len())
+            .filter(|&i| pushed(&facts.facts[i].envelope.event_id))
             .collect();
+        let (view, disclosure) = view_of(&asker, child, &facts, window);
+        let shown = view.facts;
         if shown.is_empty() {
             return Ok(Vec::new());
         }
-        let disclosure = Disclosure {
-            categories_disclosed: shown
-                .iter()
-                .filter_map(|f| halcyon_schema::Category::from_wire(f.category))
-                .collect(),
-            rules: shown.iter().map(|f| f.rule.clone()).collect(),
-            facts_disclosed: shown.len() as u32,
-            ..Default::default()
-        };
         self.record(pass, Some(child), &disclosure, pb::AccessOutcome::Permitted)
             .await?;
-        let because = || {
-            let opening: Vec<String> = facts
-                .facts
-                .iter()
-                .filter(|f| event_ids.contains(&f.envelope.event_id.as_str()))
-                .map(|f| {
-                    let kind = f
-                        .kind()
-                        .map_or("an event", halcyon_schema::EventKindExt::type_name);
-                    format!("{kind} {}", f.envelope.event_id)
-                })
-                .collect();
-            format!(
-                "recorded earlier; visible now that {} was recorded",
-                opening.join(", ")
-            )
-        };
+        let because = became_visible_reason(&shown, event_ids);
         Ok(shown
             .into_iter()
             .map(|fact| pb::WatchEvent {
                 child_id: child.to_string(),
                 became_visible: if opened.contains(fact.event_id.as_str()) {
-                    because()
+                    because.clone()
                 } else {
                     String::new()
                 },
@@ -365,7 +346,8 @@ fn newly_visible(
         return Default::default();
     }
     let before = ChildFacts::new(earlier);
-    let unchanged = before.sharing.for_agency(agency) == facts.sharing.for_agency(agency)
+    let unchanged = before.sharing.for_agency_in(agency, asker.registry)
+        == facts.sharing.for_agency_in(agency, asker.registry)
         && before.sharing.approvals == facts.sharing.approvals;
     if unchanged {
         return Default::default();
@@ -383,6 +365,24 @@ fn newly_visible(
         .filter(|id| !new.contains(&id.as_str()) && !seen_before.contains(*id))
         .cloned()
         .collect()
+}
+
+/// What a watcher is told of an earlier fact it may see only now: the new facts that opened it, named only
+/// where the watcher is shown them (`shown`); a new fact it may not see is not even named.
+fn became_visible_reason(shown: &[pb::VisibleFact], new: &[&str]) -> String {
+    let opening: Vec<String> = shown
+        .iter()
+        .filter(|f| new.contains(&f.event_id.as_str()))
+        .map(|f| format!("{} {}", f.event_type, f.event_id))
+        .collect();
+    if opening.is_empty() {
+        "recorded earlier; visible now that the child's record has changed".to_owned()
+    } else {
+        format!(
+            "recorded earlier; visible now that {} was recorded",
+            opening.join(", ")
+        )
+    }
 }
 
 /// Where an access notification is: its AUDIT message and its record's index there. The same on every
@@ -434,5 +434,38 @@ fn notification_of(registry: &halcyon_schema::Registry, r: pb::AccessRecord) -> 
         method: r.method,
         purpose: r.purpose,
         at: r.at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shown(event_type: &str, event_id: &str) -> pb::VisibleFact {
+        pb::VisibleFact {
+            event_type: event_type.into(),
+            event_id: event_id.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_reason_names_only_new_facts_the_watcher_is_shown() {
+        // A batch of two new facts, the s47 start (shown) and a share decision the police may not see (not
+        // shown); the strategy discussion recorded earlier is what became visible.
+        let new = ["s47", "hidden-decision"];
+        let pushed = [
+            shown("StrategyDiscussionHeld", "strategy"),
+            shown("Section47EnquiryStarted", "s47"),
+        ];
+        assert_eq!(
+            became_visible_reason(&pushed, &new),
+            "recorded earlier; visible now that Section47EnquiryStarted s47 was recorded"
+        );
+        // None of the new facts shown: nothing named.
+        assert_eq!(
+            became_visible_reason(&pushed[..1], &["hidden-decision"]),
+            "recorded earlier; visible now that the child's record has changed"
+        );
     }
 }

@@ -304,11 +304,22 @@ fn decide_with(policy: &Policy, req: &Request<'_>, trace: &mut impl Trace, own_r
         trace.step(|| format!("own: no, {} recorded it", fact.originator));
     }
 
-    // 3. The category must have rules, and allow the purpose.
-    let Some(cat) = policy.category(category) else {
-        trace.step(|| format!("category: the file has no [category.{category}]"));
-        let refusal = &policy.fixed.no_category[usize::from(category.index())];
-        return refuse(policy, refusal, DenyKind::NotGranted, trace);
+    // 3. The category must have rules, and allow the purpose. A file older than a category decides it as
+    //    the category it was split out of (D14 signals as D11), as it did when it was in force.
+    let (category, cat) = match policy.decides_as(category) {
+        Some((decided, cat)) => {
+            if decided != category {
+                trace.step(|| {
+                    format!("category: the file has no [category.{category}]; decided as {decided}, which it was split out of")
+                });
+            }
+            (decided, cat)
+        }
+        None => {
+            trace.step(|| format!("category: the file has no [category.{category}]"));
+            let refusal = &policy.fixed.no_category[usize::from(category.index())];
+            return refuse(policy, refusal, DenyKind::NotGranted, trace);
+        }
     };
     let purpose_bit = req.purpose.bit();
     if !cat.purposes.contains(purpose_bit) {
@@ -588,7 +599,7 @@ fn stage_bits(stage: &crate::Stage) -> Bits {
 /// case stage a MASH referral, and `own-record` when its own agency made the record.
 fn relationship_bits(req: &Request<'_>) -> u8 {
     let mut bits = req.state.involvement_bits().0;
-    if req.state.stage.mash_referral {
+    if req.state.stage.mash_referral && !req.state.referral_elsewhere {
         bits |= Relationship::MashReferral.bit();
     }
     if req.fact.originator == req.principal.agency {

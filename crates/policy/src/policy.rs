@@ -396,6 +396,18 @@ impl Policy {
             .and_then(Option::as_ref)
     }
 
+    /// The category this file decides `category` as, and its rules: itself, or for a file written before
+    /// it existed, the category it was split out of ([`Category::split_from`]). `None` if neither is here.
+    pub fn decides_as(&self, category: Category) -> Option<(Category, &CategoryRules)> {
+        match self.category(category) {
+            Some(rules) => Some((category, rules)),
+            None => {
+                let older = category.split_from()?;
+                self.category(older).map(|rules| (older, rules))
+            }
+        }
+    }
+
     pub fn gates(&self) -> &[Gate] {
         &self.gates
     }
@@ -428,8 +440,9 @@ impl Policy {
     /// cell for them that is not `never`. What a caller may be told about facts it does not see is bounded
     /// by this (nothing at all about a category it may never see).
     pub fn may_ever_see(&self, category: Category, kind: AgencyKind) -> bool {
-        self.category(category).is_some()
-            && matches!(self.slot(category, kind), Slot::Cell(cell) if cell.mode != Mode::Never)
+        self.decides_as(category).is_some_and(
+            |(category, _)| matches!(self.slot(category, kind), Slot::Cell(cell) if cell.mode != Mode::Never),
+        )
     }
 
     /// Whether an agency of `kind` may be granted any category recorded by another agency without holding a
@@ -452,6 +465,19 @@ impl Policy {
     /// some cell for its kind that is not `never` names the `mash-referral` relationship.
     pub fn grants_on_mash_referral(&self, kind: AgencyKind) -> bool {
         let bit = Relationship::MashReferral.bit();
+        Category::all().any(|category| {
+            self.category(category).is_some()
+                && matches!(
+                    self.slot(category, kind),
+                    Slot::Cell(cell) if cell.mode != Mode::Never && cell.relationships.0 & bit != 0
+                )
+        })
+    }
+
+    /// Whether an agency of `kind` may be granted anything because the child is in its area alone: some
+    /// cell for its kind that is not `never` names the `area` relationship (the signal category's).
+    pub fn grants_in_area(&self, kind: AgencyKind) -> bool {
+        let bit = Relationship::Area.bit();
         Category::all().any(|category| {
             self.category(category).is_some()
                 && matches!(

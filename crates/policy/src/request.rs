@@ -83,6 +83,10 @@ pub struct ChildState {
     /// The child is in the principal's agency's area (the relationship `area`): set by a caller that knows
     /// the agency registry (`SharingState::for_agency_in`); false otherwise, which grants nothing.
     pub in_area: bool,
+    /// The child's MASH referral (its agency checks) was made in other areas than the principal's: the
+    /// relationship `mash-referral` is the MASH of the area that made it, not every MASH. Set by a caller
+    /// that knows the agency registry (`SharingState::for_agency_in`); false otherwise (one area).
+    pub referral_elsewhere: bool,
 }
 
 impl ChildState {

@@ -35,6 +35,8 @@ pub struct Disclosure {
 #[derive(Debug, Clone, Copy)]
 pub struct Asker<'a> {
     pub policy: &'a Policy,
+    /// The agency registry: its areas place the child for the relationships `area` and `mash-referral`.
+    pub registry: &'a halcyon_schema::Registry,
     pub principal: &'a Principal,
     pub purpose: Purpose,
     pub break_glass: Option<&'a BreakGlass>,
@@ -66,6 +68,7 @@ pub fn view_of(
 ) -> (pb::ChildView, Disclosure) {
     let &Asker {
         policy,
+        registry,
         principal,
         purpose,
         break_glass,
@@ -73,7 +76,7 @@ pub fn view_of(
     } = asker;
     let window = window.into_iter();
     let sharing = &facts.sharing;
-    let state = sharing.for_agency(&principal.agency);
+    let state = sharing.for_agency_in(&principal.agency, registry);
     let mut disclosure = Disclosure::default();
     let mut withheld: BTreeMap<(std::sync::Arc<str>, Category), (u32, std::sync::Arc<str>)> = BTreeMap::new();
     let mut visible = Vec::with_capacity(window.size_hint().0);
@@ -173,12 +176,13 @@ pub fn view_of(
 pub fn learnable(asker: &Asker<'_>, facts: &ChildFacts) -> Vec<usize> {
     let &Asker {
         policy,
+        registry,
         principal,
         purpose,
         break_glass,
         now_ms,
     } = asker;
-    let state = facts.sharing.for_agency(&principal.agency);
+    let state = facts.sharing.for_agency_in(&principal.agency, registry);
     (0..facts.facts.len())
         .filter(|&i| {
             facts.policy_fact(i, principal).is_some_and(|pfact| {

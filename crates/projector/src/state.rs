@@ -25,6 +25,9 @@ pub struct SharingState {
     /// The agencies that have recorded a fact about the child (that stands): what places the child in an
     /// area ([`Self::for_agency_in`]).
     pub recorders: BTreeSet<AgencyId>,
+    /// The agencies that made the child's MASH referral (recorded an `AgencyCheckRequested`): whose area's
+    /// MASH holds the relationship `mash-referral` ([`Self::for_agency_in`]).
+    pub referred_by: BTreeSet<AgencyId>,
 }
 
 impl SharingState {
@@ -144,7 +147,12 @@ impl SharingState {
                 self.owner
                     .get_or_insert_with(|| e.agency_id.parse().expect("validated"));
             }
-            Kind::AgencyCheckRequested(_) => self.stage.mash_referral = true,
+            Kind::AgencyCheckRequested(_) => {
+                self.stage.mash_referral = true;
+                if let Ok(agency) = e.agency_id.parse() {
+                    self.referred_by.insert(agency);
+                }
+            }
             Kind::StrategyDiscussionHeld(d) => {
                 for a in &d.participant_agency_ids {
                     self.involve(a, Involvement::StrategyParticipant);
@@ -246,14 +254,20 @@ impl SharingState {
             consented: self.consented.clone(),
             exempted: self.exempted.clone(),
             in_area: false,
+            referral_elsewhere: false,
         }
     }
 
-    /// [`Self::for_agency`], with whether the child is in the agency's area by `registry` (the relationship
-    /// `area`, which the policy lets only the signal category rely on).
+    /// [`Self::for_agency`], placed by `registry`'s areas: whether the child is in the agency's area (the
+    /// relationship `area`, which the policy lets only the signal category rely on), and whether its MASH
+    /// referral was made only in other areas (then `mash-referral` is not this agency's: a check by
+    /// Rotherham's front door gives Sheffield's MASH nothing). In a registry that names no areas, one area.
     pub fn for_agency_in(&self, agency: &AgencyId, registry: &halcyon_schema::Registry) -> ChildState {
         ChildState {
             in_area: registry.in_area(agency, &self.recorders),
+            referral_elsewhere: self.stage.mash_referral
+                && registry.get(agency).is_some_and(|a| !a.areas.is_empty())
+                && !registry.in_area(agency, &self.referred_by),
             ..self.for_agency(agency)
         }
     }

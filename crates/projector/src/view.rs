@@ -22,6 +22,10 @@ pub struct ViewSpec {
     open_kinds: Vec<AgencyKind>,
     /// The kinds the policy may grant something on a MASH referral alone (`Policy::grants_on_mash_referral`).
     mash_kinds: Vec<AgencyKind>,
+    /// The kinds the policy may grant something because the child is in their area (`Policy::grants_in_area`).
+    area_kinds: Vec<AgencyKind>,
+    /// The registry's areas place each child (`SharingState::for_agency_in`).
+    registry: Arc<halcyon_schema::Registry>,
 }
 
 /// One fact an agency may see, and how much of it.
@@ -102,11 +106,19 @@ impl ViewSpec {
             .filter(|kind| policy.grants_on_mash_referral(*kind))
             .collect();
         mash_kinds.dedup();
+        let mut area_kinds: Vec<AgencyKind> = agencies
+            .iter()
+            .map(|(_, kind)| *kind)
+            .filter(|kind| policy.grants_in_area(*kind))
+            .collect();
+        area_kinds.dedup();
         Self {
             policy,
             agencies,
             open_kinds,
             mash_kinds,
+            area_kinds,
+            registry: Arc::new(registry.clone()),
         }
     }
 
@@ -139,10 +151,11 @@ impl ViewSpec {
         let mut rules: Vec<String> = Vec::new();
         let mut agencies = Vec::with_capacity(self.agencies.len());
         for (agency, kind) in &self.agencies {
-            let state = sharing.for_agency(agency);
+            let state = sharing.for_agency_in(agency, &self.registry);
             let may_be_granted = recorders.contains(agency.as_str())
                 || !state.involvements.is_empty()
-                || (state.stage.mash_referral && self.mash_kinds.contains(kind))
+                || (state.stage.mash_referral && !state.referral_elsewhere && self.mash_kinds.contains(kind))
+                || (state.in_area && self.area_kinds.contains(kind))
                 || self.open_kinds.contains(kind);
             if !may_be_granted {
                 continue;

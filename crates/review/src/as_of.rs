@@ -12,8 +12,9 @@
 //! early), breached (since when, how late) — and a reader is shown only those whose start fact it could
 //! see then (`Reconstruction::deadlines`). Likewise the child's multi-agency signals as they stood then
 //! (`signals_at`, the signal projection's own `derive_until`): when each first fired and by which rule, for
-//! a reader the rule addressed and the policy then entitled to signals, citing only the facts it could see
-//! then (`Reconstruction::signals`).
+//! a reader the rule addressed and the policy then entitled to signals, with the references to the facts
+//! each cites, as the reader was given them, and how many of those facts it could not read then
+//! (`Reconstruction::signals`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -125,6 +126,7 @@ impl Reconstruction {
     pub fn could_see(
         &self,
         policy: &Policy,
+        registry: &halcyon_schema::Registry,
         principal: &Principal,
         purpose: Purpose,
         child: ChildId,
@@ -136,6 +138,7 @@ impl Reconstruction {
         let (view, disclosure) = child_view(
             &Asker {
                 policy,
+                registry,
                 principal,
                 purpose,
                 break_glass: None,
@@ -144,7 +147,7 @@ impl Reconstruction {
             child,
             &facts,
         );
-        let state = SharingState::derive(&facts).for_agency(&principal.agency);
+        let state = SharingState::derive(&facts).for_agency_in(&principal.agency, registry);
         Ok(Some(AsOfView {
             child,
             facts_held: facts.len(),
@@ -355,8 +358,9 @@ pub fn visible_deadlines(deadlines: Vec<DeadlineThen>, visible: &BTreeSet<&str>)
 #[derive(Debug, Clone, PartialEq)]
 pub struct SignalThen {
     /// As the signal projection derives it from the facts that had occurred by then (`derive_until`): its
-    /// rule, when it first fired (the occurred-at of the fact that completed it), its latest outcome. `facts`
-    /// holds only the cited facts the reader could see then; an outcome's fact likewise.
+    /// rule, when it first fired (the occurred-at of the fact that completed it), its latest outcome, and the
+    /// references to every fact it cites (agency, stream, sequence, event id, time), as ListSignals gives
+    /// them: the references are the signal (D14); what the facts say is not.
     pub signal: StoredSignal,
     /// `S02/<event id of the completing fact>`, whatever the reader could see.
     pub id: String,
@@ -364,7 +368,7 @@ pub struct SignalThen {
     /// `multi-agency-concern`, `co-occurrence`.
     pub rule_kind: String,
     pub window_days: u32,
-    /// Cited facts the reader could not see then, counted, never named.
+    /// Cited facts whose content the reader could not read then (its view did not show them).
     pub facts_withheld: usize,
     /// The policy rule that entitled the reader to the signal.
     pub permitted_by: String,
@@ -409,8 +413,8 @@ pub fn signals_at(spec: &SignalSpec, facts: &[Fact], at_ms: i64) -> ChildSignals
 impl Reconstruction {
     /// `seen.child`'s signals as they stood at the moment, only those `principal` was entitled to then —
     /// the rule addresses it (its agency kind, or it was the lead authority) and `policy`, the one in force
-    /// then, grants it the signal category for `purpose` on the child's sharing state then — each citing only
-    /// the facts it could see then.
+    /// then, grants it the signal category for `purpose` on the child's sharing state then — each with its
+    /// references to every fact it cites, and a count of those the reader could not read then.
     pub fn signals(
         &self,
         spec: &SignalSpec,
@@ -443,7 +447,7 @@ impl Reconstruction {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        for mut signal in then.signals {
+        for signal in then.signals {
             let Some(rule) = spec.rules.get(&signal.rule_id) else {
                 continue;
             };
@@ -451,22 +455,20 @@ impl Reconstruction {
                 continue;
             }
             let id = signal.id();
-            let cited = signal.facts.len();
-            signal.facts.retain(|f| visible.contains(f.event_id.as_str()));
-            if let Some(outcome) = &mut signal.outcome
-                && outcome
-                    .fact
-                    .as_ref()
-                    .is_some_and(|f| !visible.contains(f.event_id.as_str()))
-            {
-                outcome.fact = None;
-            }
+            // A signal's references to the facts it cites are part of the signal (D14), as ListSignals
+            // gives them; what each fact says stays under its own category, counted here when it could not
+            // be read.
+            let unreadable = signal
+                .facts
+                .iter()
+                .filter(|f| !visible.contains(f.event_id.as_str()))
+                .count();
             out.push(SignalThen {
                 id,
                 rule_name: rule.name.clone(),
                 rule_kind: rule.kind.as_str().to_owned(),
                 window_days: rule.window_days,
-                facts_withheld: cited - signal.facts.len(),
+                facts_withheld: unreadable,
                 permitted_by: permitted_by.clone(),
                 signal,
             });

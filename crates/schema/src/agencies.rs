@@ -129,18 +129,25 @@ impl Registry {
     }
 
     /// Whether a child known to the agencies `recorders` (those that recorded a fact about it) is in
-    /// `agency`'s area: an agency among them serves an area `agency` serves. In a registry that names no
-    /// areas (one area), whenever any agency knows the child. An unregistered agency is in no area.
+    /// `agency`'s area. The child's areas are those of the recorders that serve one area only (its school,
+    /// its authority, its surgery): a force or trust serving four authorities says nothing of which one the
+    /// child lives in. Only when no single-area agency knows the child are the areas of the wider ones taken,
+    /// every one of them (a signal then reaching each MASH the force serves rather than none). In a registry
+    /// that names no areas (one area), whenever any registered agency knows the child. An unregistered
+    /// agency is in no area.
     pub fn in_area<'a>(&self, agency: &AgencyId, recorders: impl IntoIterator<Item = &'a AgencyId>) -> bool {
         let Some(mine) = self.get(agency) else {
             return false;
         };
-        recorders.into_iter().any(|r| {
-            self.get(r).is_some_and(|other| {
-                (mine.areas.is_empty() && other.areas.is_empty())
-                    || other.areas.iter().any(|area| mine.areas.contains(area))
-            })
-        })
+        let known: Vec<&Agency> = recorders.into_iter().filter_map(|r| self.get(r)).collect();
+        if mine.areas.is_empty() {
+            return known.iter().any(|other| other.areas.is_empty());
+        }
+        let local: Vec<&Agency> = known.iter().copied().filter(|a| a.areas.len() == 1).collect();
+        let placing = if local.is_empty() { known } else { local };
+        placing
+            .iter()
+            .any(|other| other.areas.iter().any(|area| mine.areas.contains(area)))
     }
 
     pub fn get(&self, id: &AgencyId) -> Option<&Agency> {
@@ -251,6 +258,12 @@ mod tests {
         assert!(
             r.in_area(&rotherham, &police) && r.in_area(&sheffield, &police),
             "a force serves both"
+        );
+        let both = [id("police-sy"), id("school-oakwood")];
+        assert!(r.in_area(&rotherham, &both));
+        assert!(
+            !r.in_area(&sheffield, &both),
+            "known to a Rotherham school and a force serving both: a Rotherham child"
         );
         assert!(!r.in_area(&rotherham, &[]), "a child nobody knows is in no area");
         assert!(

@@ -107,7 +107,7 @@ catalogue! {
     SeriousIncidentNotified => CONTACT_REFERRAL, narrative ["summary"], third_party [];
     RapidReviewCompleted => CONTACT_REFERRAL, narrative ["summary"], third_party [];
     BreakGlassReviewed => ACCESS_LOG, narrative ["reason"], third_party [];
-    SignalOutcomeRecorded => EXPLOITATION, narrative ["reason"], third_party [];
+    SignalOutcomeRecorded => SIGNAL, narrative ["reason"], third_party [];
     IdentifierUnlinked => IDENTITY, narrative ["reason"], third_party [];
     NhsNumberSuperseded => IDENTITY, narrative ["reason"], third_party [];
 }
@@ -416,7 +416,7 @@ mod tests {
                 &[],
             ),
             ("BreakGlassReviewed", Category::ACCESS_LOG, &["reason"], &[]),
-            ("SignalOutcomeRecorded", Category::EXPLOITATION, &["reason"], &[]),
+            ("SignalOutcomeRecorded", Category::SIGNAL, &["reason"], &[]),
             ("IdentifierUnlinked", Category::IDENTITY, &["reason"], &[]),
             ("NhsNumberSuperseded", Category::IDENTITY, &["reason"], &[]),
         ];

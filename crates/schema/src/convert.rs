@@ -40,6 +40,13 @@ impl Category {
         self.0
     }
 
+    /// The category this one was split out of, which a policy that does not know this one decides it as:
+    /// signals (D14) were exploitation records (D11) until policy england-2026.3 gave them their own
+    /// category, so a review under an earlier policy decides them as that policy did.
+    pub fn split_from(self) -> Option<Self> {
+        (self == Self::SIGNAL).then_some(Self::EXPLOITATION)
+    }
+
     pub fn all() -> impl Iterator<Item = Self> {
         (0..Self::COUNT).map(Self)
     }

@@ -25,9 +25,18 @@ pub const SCHEMA_VERSION: u32 = 2;
 pub const SCHEMA_VERSION_OLDEST: u32 = 1;
 
 /// Reads `envelope` as the current shape: a version-1 envelope's contact numbers move into `contact`
-/// (in the event and in a correction's replacement), and its version becomes the current one. An envelope
-/// already current, or of a version outside the window (refused by validation), is returned unchanged.
+/// (in the event and in a correction's replacement), and its version becomes the current one; a kind whose
+/// category is fixed ([`fixed_category`]) gets it, whatever version. An envelope otherwise current, or of a
+/// version outside the window (refused by validation), is returned unchanged.
 pub fn upcast(mut envelope: pb::Envelope) -> pb::Envelope {
+    if let Some(category) = envelope
+        .event
+        .as_ref()
+        .and_then(|e| e.kind.as_ref())
+        .and_then(fixed_category)
+    {
+        envelope.category = category.to_pb() as i32;
+    }
     if envelope.schema_version == 1 {
         if let Some(event) = envelope.event.as_mut() {
             upcast_event_v1(event);
@@ -35,6 +44,14 @@ pub fn upcast(mut envelope: pb::Envelope) -> pb::Envelope {
         envelope.schema_version = 2;
     }
     envelope
+}
+
+/// The category a kind always falls in, whatever its envelope states, where the publisher has no choice: a
+/// signal's outcome is part of the signal (D14, read by exactly the signal's recipients). Outcomes published
+/// before D14 existed stated D11; they are read as D14 too, and a policy without D14 decides D14 as D11
+/// ([`crate::Category::split_from`]), so a review of that time decides them as it did then.
+pub fn fixed_category(kind: &Kind) -> Option<crate::Category> {
+    matches!(kind, Kind::SignalOutcomeRecorded(_)).then_some(crate::Category::SIGNAL)
 }
 
 fn upcast_event_v1(event: &mut pb::Event) {
@@ -127,6 +144,37 @@ mod tests {
                 ..Default::default()
             })),
         }
+    }
+
+    #[test]
+    fn a_signal_outcome_is_read_as_the_signal_category_whatever_its_envelope_stated() {
+        // Outcomes published before D14 existed stated D11 (exploitation), which police and schools read.
+        for version in [1, 2] {
+            let envelope = pb::Envelope {
+                schema_version: version,
+                category: pb::DataCategory::D11Exploitation as i32,
+                event: Some(pb::Event {
+                    kind: Some(Kind::SignalOutcomeRecorded(pb::SignalOutcomeRecorded {
+                        signal_id: "S02/x".into(),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            };
+            assert_eq!(
+                upcast(envelope).category,
+                pb::DataCategory::D14Signal as i32,
+                "version {version}"
+            );
+        }
+        // Any other kind keeps the category its publisher stated.
+        let plan = pb::Envelope {
+            schema_version: 2,
+            category: pb::DataCategory::D5ConferencePlan as i32,
+            event: Some(plan_v1()),
+            ..Default::default()
+        };
+        assert_eq!(upcast(plan).category, pb::DataCategory::D5ConferencePlan as i32);
     }
 
     #[test]

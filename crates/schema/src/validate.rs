@@ -180,7 +180,8 @@ pub fn validate_envelope(envelope: pb::Envelope) -> Result<ValidEnvelope, Vec<Pr
         nhs: c.nhs,
         upn: c.upn,
         local_id: c.local_id,
-        category: c.category,
+        // The upcast may fix the category (`upcast::fixed_category`).
+        category: crate::Category::from_wire(envelope.category).unwrap_or(c.category),
         occurred_at_ms: c.occurred_at_ms,
         recorded_at_ms: c.recorded_at_ms,
         envelope,

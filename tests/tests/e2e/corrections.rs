@@ -250,7 +250,13 @@ async fn a_referral_and_an_attendance_entered_in_error_are_withdrawn_from_the_co
         .await
         .unwrap();
     let seen_then = then
-        .could_see(&policy, &csc_practitioner(), Purpose::Safeguarding, child)
+        .could_see(
+            &policy,
+            &common::registry(),
+            &csc_practitioner(),
+            Purpose::Safeguarding,
+            child,
+        )
         .unwrap()
         .expect("facts held then");
     assert!(
@@ -271,7 +277,13 @@ async fn a_referral_and_an_attendance_entered_in_error_are_withdrawn_from_the_co
         .await
         .unwrap();
     let seen_now = now
-        .could_see(&policy, &csc_practitioner(), Purpose::Safeguarding, child)
+        .could_see(
+            &policy,
+            &common::registry(),
+            &csc_practitioner(),
+            Purpose::Safeguarding,
+            child,
+        )
         .unwrap()
         .expect("facts held now");
     assert!(

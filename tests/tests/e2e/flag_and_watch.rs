@@ -59,6 +59,33 @@ async fn an_unscheduled_care_flag_check_notifies_the_owning_authority() {
     assert_eq!(notification.by_agency_id, "health-rgh-ed");
     assert_eq!(notification.method, "CheckFlag");
     assert_eq!(notification.child_id, flag.child_id);
+
+    // The same flag read through the child's view ("F + notify owner" whichever method shows it): the
+    // view's access record names the owner, and the owner's watch is told.
+    let view = common::find_by_nhs(
+        &mut client,
+        "health-rgh-ed",
+        &s.children[0].nhs.to_string(),
+        Purpose::DirectCare,
+        &after,
+    )
+    .await
+    .expect("A&E is shown the flag");
+    assert!(!view.facts.is_empty());
+    let notification = loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), csc_watch.next())
+            .await
+            .expect("a notification of the view")
+            .unwrap()
+            .unwrap();
+        if let Some(pb::watch_event::Kind::Access(n)) = event.kind {
+            break n;
+        }
+    };
+    assert_eq!(
+        (notification.by_agency_id.as_str(), notification.method.as_str()),
+        ("health-rgh-ed", "FindChild")
+    );
     h.node.stop(Duration::from_secs(5)).await;
 }
 
@@ -176,7 +203,19 @@ async fn a_watcher_receives_earlier_facts_an_entitlement_change_opens_with_the_r
             summary: "joint enquiry with police".into(),
         }),
     );
-    let after = common::publish_as_agencies(&h.nats.url(), std::slice::from_ref(&s47)).await;
+    // Published with the s47 start, in the same message batch: the authority's decision not to share its
+    // assessment with the GP (D13, which the police never see). The reason names only what the police see.
+    let decision = envelope(
+        "csc-rotherham",
+        T0 + 2 * 3_600_000 - 60_000,
+        Kind::ShareDecisionRecorded(pb::ShareDecisionRecorded {
+            recipient_agency_id: "health-gp-clifton".into(),
+            categories: vec![pb::DataCategory::D3Assessment as i32],
+            shared: false,
+            reason: "not yet".into(),
+        }),
+    );
+    let after = common::publish_as_agencies(&h.nats.url(), &[decision.clone(), s47.clone()]).await;
     // Everything the watch sends up to the s47 start itself.
     let mut pushed: Vec<(pb::VisibleFact, String)> = Vec::new();
     while !pushed.iter().any(|(f, _)| f.event_id == s47.event_id) {
@@ -194,6 +233,11 @@ async fn a_watcher_receives_earlier_facts_an_entitlement_change_opens_with_the_r
         reason.contains("Section47EnquiryStarted") && reason.contains(&s47.event_id),
         "the reason names the s47 start: {reason:?}"
     );
+    assert!(
+        !reason.contains(&decision.event_id) && !reason.contains("ShareDecisionRecorded"),
+        "the reason names a fact the police may not see: {reason:?}"
+    );
+    assert!(!pushed.iter().any(|(f, _)| f.event_id == decision.event_id));
     let (_, s47_reason) = pushed.iter().find(|(f, _)| f.event_id == s47.event_id).unwrap();
     assert!(
         s47_reason.is_empty(),

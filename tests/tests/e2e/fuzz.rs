@@ -168,6 +168,7 @@ fn every_fuzzed_event_is_quarantined_or_readable_and_rebuilds_agree() {
             let principal = principal_of(&registry, &agency);
             let asker = halcyon_projector::disclose::Asker {
                 policy: &policy,
+                registry: &registry,
                 principal: &principal,
                 purpose: Purpose::Safeguarding,
                 break_glass: None,

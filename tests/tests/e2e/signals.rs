@@ -384,7 +384,7 @@ async fn issue_8_a_fact_outside_the_window_raises_no_signal() {
 async fn issue_22_the_mash_receives_the_signal_of_a_child_nobody_has_referred() {
     let nats = NatsServer::start_with_auth();
     let data = tempfile::tempdir().unwrap();
-    let node = common::start_node(common::node_config(&nats, data.path()))
+    let node = common::start_node(with_sheffield_mash(common::node_config(&nats, data.path())))
         .await
         .expect("node starts");
     let mut mash_watch = common::watch_as(&node, "mash-rotherham").await;
@@ -461,6 +461,11 @@ async fn issue_22_the_mash_receives_the_signal_of_a_child_nobody_has_referred() 
     // A school: nothing listed, nothing on its watch up to its own marker.
     assert!(signals_of(&node, "school-oakwood", &after).await.is_empty());
     school_shown_no_signal(&nats, &mut school_watch).await;
+    // Sheffield's MASH: the force serves Sheffield too, but the child's school and hospital are Rotherham's.
+    assert!(
+        signals_of(&node, "mash-sheffield", &after).await.is_empty(),
+        "a Rotherham child's signal went to Sheffield's MASH"
+    );
 
     // The MASH records an outcome; then an older associate the police noted on day 16 is recorded late.
     let outcome = envelope(
@@ -483,6 +488,17 @@ async fn issue_22_the_mash_receives_the_signal_of_a_child_nobody_has_referred() 
         }),
     );
     let after = common::publish_as_agencies(&nats.url(), std::slice::from_ref(&late)).await;
+    // The outcome is part of the signal (D14): the police, who never receive signals, are not shown it
+    // (nor its signal id), though they are shown the exploitation indicators (D11) they recorded.
+    let police = common::find_by_nhs(&mut query, "police-sy", NHS, Purpose::Safeguarding, &after)
+        .await
+        .expect("the police know the child");
+    let police_sees: Vec<&str> = police.facts.iter().map(|f| f.event_id.as_str()).collect();
+    assert!(police_sees.contains(&late.event_id.as_str()), "{police_sees:?}");
+    assert!(
+        !police_sees.contains(&outcome.event_id.as_str()),
+        "the police were shown the MASH's signal outcome"
+    );
     let listed = signals_of(&node, "mash-rotherham", &after).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
     let kept = &listed[0];
@@ -517,5 +533,37 @@ async fn issue_22_the_mash_receives_the_signal_of_a_child_nobody_has_referred() 
         !seen.contains(&facts[3].event_id),
         "A&E still needs the originator's approval"
     );
+    // Rotherham's check is Rotherham's MASH referral: Sheffield's MASH gains nothing by it.
+    let sheffield =
+        common::find_by_nhs(&mut query, "mash-sheffield", NHS, Purpose::Safeguarding, &after).await;
+    assert!(
+        mash_sees(&sheffield).is_empty(),
+        "Sheffield's MASH sees {:?}",
+        mash_sees(&sheffield)
+    );
+    assert!(signals_of(&node, "mash-sheffield", &after).await.is_empty());
     node.stop(Duration::from_secs(5)).await;
+}
+
+/// The deploy registry and tokens with a second MASH, Sheffield's (token `demo-mash-sheffield`): the force
+/// serves both areas; everyone else in the deploy registry is Rotherham's.
+fn with_sheffield_mash(mut config: halcyon_node::NodeConfig) -> halcyon_node::NodeConfig {
+    let root = halcyon_testkit::workspace_root();
+    let agencies = std::fs::read_to_string(root.join("deploy/agencies.toml")).unwrap()
+        + r#"
+[[agency]]
+id = "mash-sheffield"
+kind = "mash"
+areas = ["sheffield"]
+name = "Sheffield Multi-Agency Safeguarding Hub"
+"#;
+    let registry = halcyon_schema::Registry::from_toml(&agencies).unwrap();
+    let tokens = std::fs::read_to_string(root.join("deploy/tokens.toml")).unwrap()
+        + &format!(
+            "\n[[token]]\nagency = \"mash-sheffield\"\nrole = \"mash-member\"\nprincipal = \"mash-s-01\"\nsha256 = \"{}\"\n",
+            halcyon_node::auth::hash_token("demo-mash-sheffield")
+        );
+    config.tokens = halcyon_node::auth::Tokens::from_toml(&tokens, &registry).unwrap();
+    config.agencies = registry;
+    config
 }

@@ -429,7 +429,7 @@ impl Scale<'_> {
                 let held = then.child(&Identifier::Nhs(nhs.clone()))?;
                 let child = held.filter(|h| h == child).context("the typical child is held")?;
                 let seen = then
-                    .could_see(policy, police, Purpose::Safeguarding, child)?
+                    .could_see(policy, self.registry, police, Purpose::Safeguarding, child)?
                     .context("the child has facts")?;
                 std::hint::black_box(then.deadlines(timescales, &seen)?);
                 std::hint::black_box(then.signals(

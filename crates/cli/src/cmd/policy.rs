@@ -62,6 +62,10 @@ pub struct ExplainArgs {
     /// `area`, for signals (D14).
     #[arg(long)]
     in_area: bool,
+    /// The child's MASH referral was made in another area than the asking agency's: the relationship
+    /// `mash-referral` is not its own.
+    #[arg(long)]
+    referral_elsewhere: bool,
     /// Break-glass with this reason.
     #[arg(long)]
     break_glass: Option<String>,
@@ -122,6 +126,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
                 consented: a.consent.into_iter().collect::<BTreeSet<_>>(),
                 exempted: a.exempt.into_iter().collect::<BTreeSet<_>>(),
                 in_area: a.in_area,
+                referral_elsewhere: a.referral_elsewhere,
             };
             let now_ms = 0;
             let break_glass = a.break_glass.map(|reason| BreakGlass {

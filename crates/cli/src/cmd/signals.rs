@@ -338,7 +338,7 @@ async fn record_outcome(args: OutcomeArgs) -> Result<(), Failure> {
             nhs_number: nhs.to_string(),
             ..Default::default()
         }),
-        category: Category::EXPLOITATION.to_pb() as i32,
+        category: Category::SIGNAL.to_pb() as i32,
         schema_version: SCHEMA_VERSION,
         lawful_basis: pb::LawfulBasis::PublicTask as i32,
         event: Some(pb::Event {

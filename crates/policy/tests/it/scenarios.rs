@@ -434,3 +434,65 @@ fn every_decision_carries_the_policy_version() {
         assert_eq!(decision.policy_version(), "england-2026.3");
     }
 }
+
+/// The archived policy england-2026.2, in force before signals had their own category.
+fn england_2026_2() -> Policy {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/policy/england-2026.2.toml");
+    Policy::from_toml(&std::fs::read_to_string(&path).unwrap(), "england-2026.2.toml").unwrap()
+}
+
+#[test]
+fn a_signal_under_a_policy_written_before_signals_had_a_category_is_decided_as_it_was_then() {
+    // Expectations from the two files' tables: 2026.2 has no D14 and its D11 boxes are police "P",
+    // MASH "P" (involvement or MASH referral), school "Q"; 2026.3's D14 boxes are MASH "P (area)" and
+    // police "–".
+    let old = england_2026_2();
+    let new = policy();
+    let police = given(AgencyKind::Police, Category::SIGNAL).involved(Involvement::OwnCase);
+    let mash_area_only = given(AgencyKind::Mash, Category::SIGNAL)
+        .role(Role::MashMember)
+        .in_area();
+    let mash_referred = given(AgencyKind::Mash, Category::SIGNAL)
+        .role(Role::MashMember)
+        .stage(|s| s.mash_referral = true);
+
+    // Then, under 2026.2, a signal (or a signal's outcome) is an exploitation record, as it was:
+    let rule = |d: halcyon_policy::Decision| d.rule().to_owned();
+    assert_eq!(rule(police.decide(&old)), "D11.police.pushed");
+    assert!(police.decide(&old).is_permit());
+    assert_eq!(rule(mash_referred.decide(&old)), "D11.mash.pushed");
+    assert!(
+        !mash_area_only.decide(&old).is_permit(),
+        "no MASH received a signal by area before 2026.3"
+    );
+    assert!(
+        police
+            .explain(&old)
+            .contains("decided as D11, which it was split out of"),
+        "{}",
+        police.explain(&old)
+    );
+    // and under 2026.3 it is a signal: police never, the MASH of the area always.
+    assert!(!police.decide(&new).is_permit(), "{}", police.explain(&new));
+    assert!(mash_area_only.decide(&new).is_permit());
+    assert!(rule(mash_area_only.decide(&new)).starts_with("D14.mash"));
+}
+
+#[test]
+fn a_mash_referral_made_in_another_area_is_no_relationship_of_this_mash() {
+    // The D10 MASH box is "P" with any involvement or the child's MASH referral: Rotherham's front door
+    // checking a child gives Rotherham's MASH the missing episodes, not Sheffield's.
+    let policy = policy();
+    let here = given(AgencyKind::Mash, Category::MISSING)
+        .role(Role::MashMember)
+        .stage(|s| s.mash_referral = true);
+    let mut elsewhere = here.clone();
+    elsewhere.state.referral_elsewhere = true;
+    assert!(here.decide(&policy).is_permit(), "{}", here.explain(&policy));
+    assert!(
+        !elsewhere.decide(&policy).is_permit(),
+        "{}",
+        elsewhere.explain(&policy)
+    );
+}

@@ -95,7 +95,7 @@ fn standing_views_hold_exactly_what_the_policy_permits_each_registered_agency() 
                     Role::Practitioner
                 },
             };
-            let state = sharing.for_agency(&agency.id);
+            let state = sharing.for_agency_in(&agency.id, &registry);
             let permitted: BTreeSet<String> = facts
                 .iter()
                 .filter(|f| {

@@ -520,8 +520,8 @@ fn signal_outcome_name(value: i32) -> String {
         .unwrap_or_else(|_| value.to_string())
 }
 
-/// A signal as it stood then, as a JSON object: `cited` are the facts the agency could see then,
-/// `cited_withheld` how many others the signal cites.
+/// A signal as it stood then, as a JSON object: `cited` are the references to every fact it cites, as the
+/// agency was given them; `cited_unreadable` how many of those facts its view did not show then.
 fn signal_json(s: &SignalThen) -> serde_json::Value {
     json!({
         "kind": "signal",
@@ -532,7 +532,7 @@ fn signal_json(s: &SignalThen) -> serde_json::Value {
         "window_days": s.window_days,
         "first_fired_at": at_text(s.signal.fired_at_ms),
         "cited": s.signal.facts.iter().map(signal_fact_json).collect::<Vec<_>>(),
-        "cited_withheld": s.facts_withheld,
+        "cited_unreadable": s.facts_withheld,
         "outcome": s.signal.outcome.as_ref().map(|o| json!({
             "outcome": signal_outcome_name(o.outcome),
             "agency_id": o.agency_id,
@@ -558,14 +558,10 @@ fn signal_line(s: &SignalThen) -> String {
         s.rule_kind,
         s.window_days,
         at_text(s.signal.fired_at_ms),
-        if cited.is_empty() {
-            "no fact it could see".to_owned()
-        } else {
-            cited.join(", ")
-        }
+        cited.join(", ")
     );
     if s.facts_withheld > 0 {
-        out.push_str(&format!(" and {} fact(s) it could not see", s.facts_withheld));
+        out.push_str(&format!(" ({} of them it could not read)", s.facts_withheld));
     }
     if let Some(o) = &s.signal.outcome {
         out.push_str(&format!(
@@ -642,7 +638,7 @@ pub async fn as_of(args: AsOfArgs) -> Result<(), Failure> {
         )
     })?;
     let seen: AsOfView = then
-        .could_see(&in_force.policy, &principal, args.purpose, child)?
+        .could_see(&in_force.policy, &registry, &principal, args.purpose, child)?
         .expect("the child has facts");
     let deadlines = then.deadlines(&timescales, &seen)?;
     let signal_spec = halcyon_projector::SignalSpec::new(signal_rules, &registry);
