@@ -123,6 +123,7 @@ fn purposes(category: usize) -> &'static [Purpose] {
         0 | 1 => &[Safeguarding, DirectCare, LawEnforcement, StatutoryReview],
         6 | 7 => &[Safeguarding, DirectCare, StatutoryReview],
         13 => &[Audit, StatutoryReview],
+        14 => &[Safeguarding, StatutoryReview],
         _ => &[Safeguarding, LawEnforcement, StatutoryReview],
     }
 }
@@ -361,6 +362,10 @@ fn corrected(facts: Vec<pb::Envelope>) -> (Vec<pb::Envelope>, BTreeSet<String>) 
 }
 
 fn category_of(e: &pb::Envelope) -> usize {
+    // docs/sharing.md "Signals (D14)": an outcome is part of its signal, D14 whatever its envelope states.
+    if matches!(kind_of(e), Ev::SignalOutcomeRecorded(_)) {
+        return 14;
+    }
     let c = e.category - 1;
     assert!((0..14).contains(&c), "category {} is not D0–D13", e.category);
     c as usize
@@ -395,7 +400,8 @@ impl Child {
         for e in &facts {
             let category = category_of(e);
             let r = c.relationships.entry(e.agency_id.clone()).or_default();
-            r.published = true;
+            // Recording a signal's outcome gives no relationship (docs/sharing.md "Signals (D14)").
+            r.published |= !matches!(kind_of(e), Ev::SignalOutcomeRecorded(_));
             r.published_missing_or_exploitation |= category == 10 || category == 11;
             match kind_of(e) {
                 Ev::Section47EnquiryStarted(_) => c.s47_started = true,
@@ -1254,6 +1260,34 @@ fn generated(seed: u64, children: usize, labels: &mut BTreeMap<String, String>) 
         .map(|(_, e)| correction(e, &e.agency_id, None))
         .collect();
     envelopes.extend(withdrawals);
+    // The MASH records an outcome of a signal about every child (issue 22): the signal's own category
+    // whatever the envelope states, as every other child's states D11 as outcomes did before D14 existed.
+    for (i, c) in s.children.iter().enumerate() {
+        let nhs = c.nhs.to_string();
+        let last = envelopes
+            .iter()
+            .filter(|e| e.child.as_ref().is_some_and(|k| k.nhs_number == nhs))
+            .filter_map(|e| e.occurred_at.as_ref().map(timestamp_millis))
+            .max()
+            .unwrap_or(0);
+        let mut outcome = envelope(
+            "mash-rotherham",
+            "leak-07",
+            &nhs,
+            last + HOUR,
+            Ev::SignalOutcomeRecorded(pb::SignalOutcomeRecorded {
+                signal_id: format!("S02/{}", halcyon_schema::EventId::new()),
+                outcome: pb::SignalOutcome::Reviewed as i32,
+                recorded_by: "mash-07".into(),
+                reason: format!("checks made for seed {seed} child {i}"),
+            }),
+        );
+        outcome.case_id = format!("MASH-{i}-S{seed}");
+        if i % 2 == 1 {
+            outcome.category = pb::DataCategory::D11Exploitation as i32;
+        }
+        envelopes.push(outcome);
+    }
     envelopes
 }
 
@@ -1362,7 +1396,8 @@ fn check_facts(
         };
         let category = category_of(original);
         let type_name = kind_of(original).type_name();
-        if shown.event_type != type_name || shown.category != original.category {
+        // Returned with the category the rules read it as (the wire value is the category's number + 1).
+        if shown.event_type != type_name || shown.category != category as i32 + 1 {
             f.note(
                 Class::Fact,
                 format!(
