@@ -77,8 +77,18 @@ pub fn check_signal_id(id: &str) -> Result<(), String> {
             "{rule:?} is not a rule id (letters, digits, '-' and '_')"
         ));
     }
+    // A signal that could not take its completing fact's name (another holds it) is `<rule>/<event>~<n>`.
+    let (event, nth) = match event.split_once('~') {
+        Some((event, n)) => (event, Some(n)),
+        None => (event, None),
+    };
     if uuid::Uuid::parse_str(event).is_err() {
         return Err(format!("{event:?} is not an event id (a UUID)"));
+    }
+    if let Some(n) = nth
+        && !n.parse::<u32>().is_ok_and(|n| n >= 2)
+    {
+        return Err(format!("{n:?} after '~' is not a number from 2"));
     }
     Ok(())
 }
@@ -145,6 +155,17 @@ mod tests {
             reason: String::new(),
         };
         assert_eq!(problems_of_outcome(&ok), Vec::<String>::new());
+        // A signal named after a fact another signal's name already holds.
+        assert_eq!(
+            check_signal_id("S01/0192f0c4-7b1e-7cc1-9a57-3f0a8f1e2d3c~2"),
+            Ok(())
+        );
+        for bad in ["~1", "~", "~x", "~-2"] {
+            assert!(
+                check_signal_id(&format!("S01/0192f0c4-7b1e-7cc1-9a57-3f0a8f1e2d3c{bad}")).is_err(),
+                "{bad}"
+            );
+        }
         assert_eq!(
             problems_of_outcome(&pb::SignalOutcomeRecorded::default()),
             vec![

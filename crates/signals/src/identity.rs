@@ -7,7 +7,8 @@
 //! first appeared, in the order the facts arrived: `<rule>/<event id of the fact that completed it then>`,
 //! and keeps that name while the facts that raised it keep raising it (it shares a cited fact with what it
 //! was). When a late fact makes two signals of a rule one, the one that keeps its name lists the other's in
-//! `replaces`.
+//! `replaces`. A name names one signal: a new signal whose completing fact's name another already holds is
+//! `<rule>/<event id>~2` (then `~3`…).
 //!
 //! Pure: the same facts with the same arrival times give the same names, so a rebuild names every signal as
 //! the live node did. Facts that arrive in the order they occurred give each signal its completing fact's
@@ -74,6 +75,8 @@ fn carry(before: &[Identified], now: Vec<Signal>) -> Vec<Identified> {
     let before_cited: Vec<BTreeSet<String>> = before.iter().map(|b| cited(&b.signal)).collect();
     let mut taken = vec![false; before.len()];
     let mut out: Vec<Identified> = Vec::with_capacity(now.len());
+    // Whether each of `out` carried its name from `before` (else it took its completing fact's).
+    let mut carried: Vec<bool> = Vec::with_capacity(now.len());
     for signal in now {
         let mine = cited(&signal);
         let best = before
@@ -90,7 +93,27 @@ fn carry(before: &[Identified], now: Vec<Signal>) -> Vec<Identified> {
             }
             None => (signal.id(), Vec::new()),
         };
+        carried.push(best.is_some());
         out.push(Identified { signal, id, replaces });
+    }
+    // A new signal's own name may be one a signal of `before` holds (it was completed by the same fact and
+    // has since come to cite others): a name names one signal, so the newcomer takes the first of
+    // `<name>~2`, `<name>~3`… that no signal holds or held.
+    for k in 0..out.len() {
+        let clash = !carried[k]
+            && (before.iter().any(|b| b.id == out[k].id)
+                || out
+                    .iter()
+                    .enumerate()
+                    .any(|(i, o)| i != k && o.id == out[k].id && (carried[i] || i < k)));
+        if clash {
+            let base = out[k].id.clone();
+            let fresh = (2..)
+                .map(|n| format!("{base}~{n}"))
+                .find(|n| !out.iter().any(|o| &o.id == n) && !before.iter().any(|b| &b.id == n))
+                .expect("a free name");
+            out[k].id = fresh;
+        }
     }
     for (j, gone) in before.iter().enumerate().filter(|(j, _)| !taken[*j]) {
         let into = out.iter_mut().find(|o| {
@@ -190,5 +213,72 @@ mod tests {
             plain.iter().collect::<Vec<_>>(),
             "names change nothing about what fires"
         );
+    }
+
+    #[test]
+    fn a_late_fact_that_splits_a_signal_gives_the_new_one_a_name_of_its_own() {
+        // S01 (concerns from two agencies within 28 days), cited as every concern in the window. As they
+        // arrived: police d0 and d5, school d10 → one signal citing all three, "S01/c3"; school d12, police
+        // d14 → "S01/c5". Then a school concern of day 3 arrives: in occurrence order S01 now fires at it
+        // (police d0, school d3), again at the school's d10 (police d5, school d10), and at d14.
+        let facts = [
+            fact("c1", 0, 0, "police-sy", 1, Indicator::Concern),
+            fact("c2", 5, 5, "police-sy", 2, Indicator::Concern),
+            fact("c3", 10, 10, "school-oakwood", 1, Indicator::Concern),
+            fact("c4", 12, 12, "school-oakwood", 2, Indicator::Concern),
+            fact("c5", 14, 14, "police-sy", 3, Indicator::Concern),
+            fact("late", 3, 20, "school-oakwood", 3, Indicator::Concern),
+        ];
+        let rules = SignalRules::england();
+        let before: Vec<String> = identify(&rules, &facts[..5], i64::MAX)
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(before, ["S01/c3", "S01/c5"]);
+        let after = identify(&rules, &facts, i64::MAX);
+        let cited: Vec<Vec<&str>> = after
+            .iter()
+            .map(|s| s.signal.facts.iter().map(|f| f.event_id.as_str()).collect())
+            .collect();
+        assert_eq!(cited, [vec!["c1", "late"], vec!["c2", "c3"], vec!["c4", "c5"]]);
+        let ids: Vec<&str> = after.iter().map(|s| s.id.as_str()).collect();
+        let distinct: BTreeSet<&str> = ids.iter().copied().collect();
+        assert_eq!(distinct.len(), 3, "every signal a name of its own: {ids:?}");
+        assert!(ids.contains(&"S01/c3") && ids.contains(&"S01/c5"), "{ids:?}");
+        // One step of the naming alone, taking the signals in the order they fire: the first new signal
+        // shares c1 with "S01/c3" and takes its name; the second is completed by c3, and must not be given
+        // "S01/c3" a second time.
+        let stepped = carry(
+            &identify(&rules, &facts[..5], i64::MAX),
+            crate::evaluate(&rules, &facts),
+        );
+        let ids: Vec<&str> = stepped.iter().map(|s| s.id.as_str()).collect();
+        let distinct: BTreeSet<&str> = ids.iter().copied().collect();
+        assert_eq!(distinct.len(), 3, "every signal a name of its own: {ids:?}");
+    }
+
+    #[test]
+    fn a_new_signal_never_takes_a_name_another_holds() {
+        // A signal once completed by c3 ("S01/c3") that has come to cite c1 and a late fact, and a new
+        // signal completed by c3: the first keeps its name, the newcomer gets one of its own.
+        let facts = [
+            fact("c1", 0, 0, "police-sy", 1, Indicator::Concern),
+            fact("c2", 5, 5, "police-sy", 2, Indicator::Concern),
+            fact("c3", 10, 10, "school-oakwood", 1, Indicator::Concern),
+            fact("c4", 12, 12, "school-oakwood", 2, Indicator::Concern),
+            fact("c5", 14, 14, "police-sy", 3, Indicator::Concern),
+            fact("late", 3, 20, "school-oakwood", 3, Indicator::Concern),
+        ];
+        let rules = SignalRules::england();
+        let now = crate::evaluate(&rules, &facts);
+        assert_eq!(now[1].id(), "S01/c3", "the second is completed by c3");
+        let before = vec![Identified {
+            signal: now[0].clone(),
+            id: "S01/c3".into(),
+            replaces: Vec::new(),
+        }];
+        let named = carry(&before, now);
+        let ids: Vec<&str> = named.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["S01/c3", "S01/c3~2", "S01/c5"]);
     }
 }
