@@ -80,11 +80,23 @@ async fn search_flags(State(query): State<Query>, request: Request) -> Response 
     // Headers become the call's metadata (authorization, x-halcyon-agency, x-request-id) and the
     // connection's details (the client certificate) come along in the extensions.
     let call = tonic::Request::from_http(axum::http::Request::from_parts(parts, message));
-    match query.check_flag(call).await {
-        Ok(answer) => fhir_json(StatusCode::OK, &bundle(answer.get_ref(), &nhs_number), Code::Ok),
-        Err(status) => refusal(&status),
+    // Within the server's own limit on every call (which would answer in gRPC's terms, not FHIR's).
+    match tokio::time::timeout(ANSWER_WITHIN, query.check_flag(call)).await {
+        Ok(Ok(answer)) => fhir_json(StatusCode::OK, &bundle(answer.get_ref(), &nhs_number), Code::Ok),
+        Ok(Err(status)) => refusal(&status),
+        Err(_) => refusal(&tonic::Status::deadline_exceeded(format!(
+            "no answer within {} s; nothing was disclosed",
+            ANSWER_WITHIN.as_secs()
+        ))),
     }
 }
+
+/// The node's limit on every call on its port, gRPC and FHIR alike.
+pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long a FHIR search may take before it is answered 504 with an OperationOutcome: under the node's
+/// limit on every call on its port (`CALL_TIMEOUT`, 30 s), which would answer a FHIR client in gRPC terms.
+pub const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(28);
 
 /// The NHS number in `patient.identifier=https://fhir.nhs.uk/Id/nhs-number|<n>`; otherwise the
 /// OperationOutcome issue code and why.
@@ -277,7 +289,8 @@ pub fn bundle(status: &pb::FlagStatus, nhs_number: &str) -> Value {
         "total": total,
         "link": [{
             "relation": "self",
-            "url": format!("{FLAG_PATH}?{SEARCH_PARAMETER}={NHS_NUMBER_SYSTEM}|{nhs_number}"),
+            // The `|` of a token search percent-encoded, as a URL must carry it.
+            "url": format!("{FLAG_PATH}?{SEARCH_PARAMETER}={NHS_NUMBER_SYSTEM}%7C{nhs_number}"),
         }],
         "entry": entries,
     })

@@ -410,7 +410,7 @@ impl Node {
         let routes: tonic::service::Routes = routes.routes().into_axum_router().merge(fhir).into();
         let router = tonic::transport::Server::builder()
             .accept_http1(true)
-            .timeout(Duration::from_secs(30))
+            .timeout(crate::fhir::CALL_TIMEOUT)
             .layer(crate::metrics::CallLayer {
                 metrics: metrics.clone(),
             })

@@ -400,6 +400,8 @@ async fn the_fhir_flag_read_is_check_flag_and_validates_as_fhir_r4() {
             {"name": "other_system", "path": "/fhir/R4/Flag?patient.identifier=https://example.org/mrn%7C12345", "headers": with(json!({}))},
             {"name": "no_parameter", "path": "/fhir/R4/Flag", "headers": with(json!({}))},
             {"name": "unknown_child", "path": search("9990000018"), "headers": with(json!({}))},
+            // The voluntary sector's D1 box is "–": the child's flag is none of its business.
+            {"name": "denied_caller", "path": search(&nhs), "headers": with(json!({"Authorization": "Bearer demo-vol-safe-haven"}))},
             {"name": "metadata", "path": "/fhir/R4/metadata", "headers": {}},
         ]),
     )
@@ -426,14 +428,31 @@ async fn the_fhir_flag_read_is_check_flag_and_validates_as_fhir_r4() {
     assert_eq!(unknown["status"], 200);
     assert_eq!(unknown["body"]["total"], 0);
     assert_eq!(unknown["body"]["entry"], json!([]));
+    // A caller the table does not entitle gets the answer for a child Halcyon does not know: no Flag, no
+    // Organization, nothing that says the child is known.
+    let denied = &out["denied_caller"];
+    assert_eq!(denied["status"], 200, "{denied}");
+    assert_eq!(denied["body"]["total"], 0);
+    assert_eq!(denied["body"]["entry"], json!([]));
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&denied["body"]), keys(&unknown["body"]));
+    assert_eq!(denied["body"]["meta"]["tag"], unknown["body"]["meta"]["tag"]);
     assert_eq!(out["metadata"]["body"]["resourceType"], "CapabilityStatement");
     assert_eq!(out["metadata"]["body"]["fhirVersion"], "4.0.1");
-    // Only the search that reached the policy wrote a record: the unknown child, as not found.
+    // Only the searches that reached the policy wrote a record: the unknown child, as not found; the
+    // voluntary sector's, as denied.
     let records = check_records(&h).await;
-    assert_eq!(records.len(), before + 1, "refused calls write no access record");
+    assert_eq!(records.len(), before + 2, "refused calls write no access record");
+    let outcomes: Vec<(&str, i32)> = records[before..]
+        .iter()
+        .map(|r| (r.agency_id.as_str(), r.outcome))
+        .collect();
     assert_eq!(
-        records.last().unwrap().outcome,
-        pb::AccessOutcome::NotFound as i32
+        outcomes,
+        [
+            ("health-rgh-ed", pb::AccessOutcome::NotFound as i32),
+            ("vol-safe-haven", pb::AccessOutcome::Denied as i32)
+        ]
     );
     h.node.stop(Duration::from_secs(5)).await;
 }
