@@ -26,6 +26,7 @@ use prost::Message as _;
 use halcyon_cli::Failure;
 
 mod cluster;
+mod naming;
 mod projection;
 mod query;
 mod replay;
@@ -95,6 +96,8 @@ pub struct Args {
 pub enum Group {
     Publish,
     Policy,
+    /// Naming a child's signals when its facts arrive out of order, beside one evaluation.
+    Signals,
     Query,
     Projection,
     Rebuild,
@@ -375,6 +378,11 @@ pub async fn run(args: Args) -> Result<(), Failure> {
             "hashmap_lookup(kind,category)",
             median(looked_up),
         );
+    }
+
+    if args.runs(Group::Signals) {
+        eprintln!("signals: naming a child's signals (under the writer lock), facts in and out of order:");
+        naming::rows(&mut report, args.rounds);
     }
 
     let registry = load_registry()?;

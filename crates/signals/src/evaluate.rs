@@ -73,9 +73,18 @@ pub fn evaluate_until(rules: &SignalRules, observations: &[Observation], until_m
     // The same event given twice is one fact.
     let mut seen = BTreeSet::new();
     sorted.retain(|o| seen.insert(o.event_id.as_str()));
+    evaluate_sorted(rules.rules().iter(), &sorted)
+}
+
+/// The signals of `rules` that `sorted` raise: distinct facts in (occurred at, agency, stream, sequence,
+/// event id) order. Ordered as [`evaluate`] orders them.
+pub(crate) fn evaluate_sorted<'r>(
+    rules: impl Iterator<Item = &'r Arc<Rule>>,
+    sorted: &[&Observation],
+) -> Vec<Signal> {
     let mut out = Vec::new();
-    for rule in rules.rules() {
-        fire(rule, &sorted, &mut out);
+    for rule in rules {
+        fire(rule, sorted, &mut out);
     }
     out.sort_by(|a, b| {
         (a.fired_at_ms, &a.rule.id, a.completed_by()).cmp(&(b.fired_at_ms, &b.rule.id, b.completed_by()))
