@@ -449,7 +449,7 @@ impl Policy {
     /// relationship with the child: some cell for its kind is not `never` and names no relationship (a
     /// standing entitlement open to every agency of the kind). When not, an agency that recorded nothing
     /// about a child, has no involvement with it and meets no MASH referral is granted nothing of it, which
-    /// (unless [`Policy::grants_on_mash_referral`] for its kind and the child has one) is what lets the
+    /// (unless [`Policy::grants_on`] `mash-referral` for its kind and the child has one) is what lets the
     /// projector skip deriving its standing view.
     pub fn grants_without_relationship(&self, kind: AgencyKind) -> bool {
         Category::all().any(|category| {
@@ -461,23 +461,11 @@ impl Policy {
         })
     }
 
-    /// Whether an agency of `kind` may be granted anything on the strength of the child's MASH referral alone:
-    /// some cell for its kind that is not `never` names the `mash-referral` relationship.
-    pub fn grants_on_mash_referral(&self, kind: AgencyKind) -> bool {
-        let bit = Relationship::MashReferral.bit();
-        Category::all().any(|category| {
-            self.category(category).is_some()
-                && matches!(
-                    self.slot(category, kind),
-                    Slot::Cell(cell) if cell.mode != Mode::Never && cell.relationships.0 & bit != 0
-                )
-        })
-    }
-
-    /// Whether an agency of `kind` may be granted anything because the child is in its area alone: some
-    /// cell for its kind that is not `never` names the `area` relationship (the signal category's).
-    pub fn grants_in_area(&self, kind: AgencyKind) -> bool {
-        let bit = Relationship::Area.bit();
+    /// Whether an agency of `kind` may be granted anything on the strength of one relationship alone — the
+    /// child's MASH referral (`mash-referral`), the child being in its area (`area`, the signal category's):
+    /// some cell for its kind that is not `never` names it.
+    pub fn grants_on(&self, relationship: Relationship, kind: AgencyKind) -> bool {
+        let bit = relationship.bit();
         Category::all().any(|category| {
             self.category(category).is_some()
                 && matches!(

@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use halcyon_policy::{Decision, Fact as PolicyFact, Policy, Principal, Purpose, Request, Role, decide};
+use halcyon_policy::{
+    Decision, Fact as PolicyFact, Policy, Principal, Purpose, Relationship, Request, Role, decide,
+};
 use halcyon_schema::{AgencyId, AgencyKind, Category};
 
 use crate::fact::Fact;
@@ -20,9 +22,9 @@ pub struct ViewSpec {
     pub agencies: Vec<(AgencyId, AgencyKind)>,
     /// The kinds the policy may grant something without a relationship (`Policy::grants_without_relationship`).
     open_kinds: Vec<AgencyKind>,
-    /// The kinds the policy may grant something on a MASH referral alone (`Policy::grants_on_mash_referral`).
+    /// The kinds the policy may grant something on a MASH referral alone (`Policy::grants_on`, `mash-referral`).
     mash_kinds: Vec<AgencyKind>,
-    /// The kinds the policy may grant something because the child is in their area (`Policy::grants_in_area`).
+    /// The kinds the policy may grant something because the child is in their area (`Policy::grants_on`, `area`).
     area_kinds: Vec<AgencyKind>,
     /// The registry's areas place each child (`SharingState::for_agency_in`).
     registry: Arc<halcyon_schema::Registry>,
@@ -94,24 +96,17 @@ impl ChildViews {
 impl ViewSpec {
     pub fn new(policy: Arc<Policy>, registry: &halcyon_schema::Registry) -> Self {
         let agencies: Vec<(AgencyId, AgencyKind)> = registry.iter().map(|a| (a.id.clone(), a.kind)).collect();
-        let mut open_kinds: Vec<AgencyKind> = agencies
-            .iter()
-            .map(|(_, kind)| *kind)
-            .filter(|kind| policy.grants_without_relationship(*kind))
-            .collect();
-        open_kinds.dedup();
-        let mut mash_kinds: Vec<AgencyKind> = agencies
-            .iter()
-            .map(|(_, kind)| *kind)
-            .filter(|kind| policy.grants_on_mash_referral(*kind))
-            .collect();
-        mash_kinds.dedup();
-        let mut area_kinds: Vec<AgencyKind> = agencies
-            .iter()
-            .map(|(_, kind)| *kind)
-            .filter(|kind| policy.grants_in_area(*kind))
-            .collect();
-        area_kinds.dedup();
+        let kinds = |granted: &dyn Fn(AgencyKind) -> bool| -> Vec<AgencyKind> {
+            let kinds: std::collections::BTreeSet<AgencyKind> = agencies
+                .iter()
+                .map(|(_, kind)| *kind)
+                .filter(|k| granted(*k))
+                .collect();
+            kinds.into_iter().collect()
+        };
+        let open_kinds = kinds(&|k| policy.grants_without_relationship(k));
+        let mash_kinds = kinds(&|k| policy.grants_on(Relationship::MashReferral, k));
+        let area_kinds = kinds(&|k| policy.grants_on(Relationship::Area, k));
         Self {
             policy,
             agencies,

@@ -46,16 +46,7 @@ async fn an_unscheduled_care_flag_check_notifies_the_owning_authority() {
     assert!(flag.owner_notified);
 
     // The watch may first carry facts still being projected; the notification follows.
-    let notification = loop {
-        let event = tokio::time::timeout(Duration::from_secs(10), csc_watch.next())
-            .await
-            .expect("a notification")
-            .unwrap()
-            .unwrap();
-        if let Some(pb::watch_event::Kind::Access(n)) = event.kind {
-            break n;
-        }
-    };
+    let notification = next_notification(&mut csc_watch, "a notification of the check").await;
     assert_eq!(notification.by_agency_id, "health-rgh-ed");
     assert_eq!(notification.method, "CheckFlag");
     assert_eq!(notification.child_id, flag.child_id);
@@ -72,21 +63,29 @@ async fn an_unscheduled_care_flag_check_notifies_the_owning_authority() {
     .await
     .expect("A&E is shown the flag");
     assert!(!view.facts.is_empty());
-    let notification = loop {
-        let event = tokio::time::timeout(Duration::from_secs(10), csc_watch.next())
-            .await
-            .expect("a notification of the view")
-            .unwrap()
-            .unwrap();
-        if let Some(pb::watch_event::Kind::Access(n)) = event.kind {
-            break n;
-        }
-    };
+    let notification = next_notification(&mut csc_watch, "a notification of the view").await;
     assert_eq!(
         (notification.by_agency_id.as_str(), notification.method.as_str()),
         ("health-rgh-ed", "FindChild")
     );
     h.node.stop(Duration::from_secs(5)).await;
+}
+
+/// The next access notification on `watch`, past any facts it carries first.
+async fn next_notification(
+    watch: &mut tonic::Streaming<pb::WatchEvent>,
+    what: &str,
+) -> pb::AccessNotification {
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .unwrap_or_else(|_| panic!("{what} within 10 s"))
+            .unwrap()
+            .unwrap();
+        if let Some(pb::watch_event::Kind::Access(n)) = event.kind {
+            return n;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
