@@ -103,6 +103,16 @@ pub fn open_read_models(dir: &Path, cache_bytes: u64) -> Result<Projector, NodeE
 
 impl Node {
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        // A policy file older than the signal rules' category would decide signals as the category it was
+        // split out of (for reviews of its time, `Policy::decides_as`): never for live answers.
+        let signal_category = config.signals.category();
+        if config.policy.category(signal_category).is_none() {
+            return Err(NodeError::Config(format!(
+                "policy {} has no [category.{signal_category}], the category of the signal rules ({}): a node answers under a policy that decides signals as their own category",
+                config.policy.version(),
+                config.signals.version()
+            )));
+        }
         let client = connect(
             &config.nats_url,
             &config.nats_credentials,

@@ -16,8 +16,10 @@ use crate::error::ProjectorError;
 use crate::store::Projector;
 
 /// The format of the read models this build writes. 1: stores from before stamps (they carry none). 3: the
-/// history of identity links and the facts they moved (`history.rs`).
-pub const READ_MODEL_FORMAT: u32 = 3;
+/// history of identity links and the facts they moved (`history.rs`). 4: standing views placed by the
+/// registry's areas (`area`, `mash-referral` per area), signal outcomes read as D14, signal names that never
+/// repeat (`~2`).
+pub const READ_MODEL_FORMAT: u32 = 4;
 
 /// The default store's folder name, and the store in use when `CURRENT` is absent.
 pub const DEFAULT_STORE: &str = "read-models";

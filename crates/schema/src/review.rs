@@ -86,7 +86,7 @@ pub fn check_signal_id(id: &str) -> Result<(), String> {
         return Err(format!("{event:?} is not an event id (a UUID)"));
     }
     if let Some(n) = nth
-        && !n.parse::<u32>().is_ok_and(|n| n >= 2)
+        && !n.parse::<u32>().is_ok_and(|k| k >= 2 && k.to_string() == n)
     {
         return Err(format!("{n:?} after '~' is not a number from 2"));
     }
@@ -160,7 +160,7 @@ mod tests {
             check_signal_id("S01/0192f0c4-7b1e-7cc1-9a57-3f0a8f1e2d3c~2"),
             Ok(())
         );
-        for bad in ["~1", "~", "~x", "~-2"] {
+        for bad in ["~1", "~", "~x", "~-2", "~02", "~+2"] {
             assert!(
                 check_signal_id(&format!("S01/0192f0c4-7b1e-7cc1-9a57-3f0a8f1e2d3c{bad}")).is_err(),
                 "{bad}"

@@ -320,7 +320,22 @@ pub fn check_envelope(envelope: &pb::Envelope) -> Result<Checked, Vec<Problem>> 
     }
     match envelope.event.as_ref().and_then(|e| e.kind.as_ref()) {
         None => problems.push(Problem::missing("event")),
-        Some(kind) => check_event(kind, nhs.is_some(), &mut problems),
+        Some(kind) => {
+            check_event(kind, nhs.is_some(), &mut problems);
+            // D14 is a signal's own category, which reaches the MASH of the child's area with no other
+            // relationship: a fact of any other kind stating it would reach that MASH too.
+            if category == Some(Category::SIGNAL)
+                && crate::upcast::fixed_category(kind) != Some(Category::SIGNAL)
+            {
+                problems.push(Problem::invalid(
+                    "category",
+                    format!(
+                        "D14 (multi-agency signal) is the category of a signal and its outcome only, not of {}",
+                        crate::catalogue::EventKindExt::type_name(kind)
+                    ),
+                ));
+            }
+        }
     }
 
     match (event_id, agency, case, category, occurred_at_ms, recorded_at_ms) {
@@ -755,6 +770,22 @@ mod tests {
         assert_eq!(
             no_reason,
             vec!["event.record_corrected.reason: missing".to_string()]
+        );
+    }
+
+    #[test]
+    fn only_a_signal_outcome_may_state_the_signal_category() {
+        let mut e = valid();
+        e.category = pb::DataCategory::D14Signal as i32;
+        let p: Vec<String> = validate_envelope(e)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("category: D14") && p.contains("not of ReferralReceived")),
+            "{p:?}"
         );
     }
 

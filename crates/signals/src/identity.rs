@@ -118,10 +118,16 @@ fn carry(before: &[Identified], now: Vec<Signal>) -> Vec<Identified> {
     }
     // A new signal's own name may be one a signal of `before` holds (it was completed by the same fact and
     // has since come to cite others): a name names one signal, so the newcomer takes the first of
-    // `<name>~2`, `<name>~3`… that no signal holds or held.
+    // `<name>~2`, `<name>~3`… that no signal holds or held: a name a signal replaced still answers to it
+    // (an outcome recorded against it counts for the survivor), so it is never given again.
+    let held: BTreeSet<String> = before
+        .iter()
+        .flat_map(|b| std::iter::once(&b.id).chain(&b.replaces))
+        .cloned()
+        .collect();
     for k in 0..out.len() {
         let clash = !carried[k]
-            && (before.iter().any(|b| b.id == out[k].id)
+            && (held.contains(&out[k].id)
                 || out
                     .iter()
                     .enumerate()
@@ -130,7 +136,7 @@ fn carry(before: &[Identified], now: Vec<Signal>) -> Vec<Identified> {
             let base = out[k].id.clone();
             let fresh = (2..)
                 .map(|n| format!("{base}~{n}"))
-                .find(|n| !out.iter().any(|o| &o.id == n) && !before.iter().any(|b| &b.id == n))
+                .find(|n| !held.contains(n) && !out.iter().any(|o| &o.id == n))
                 .expect("a free name");
             out[k].id = fresh;
         }
@@ -302,6 +308,31 @@ mod tests {
         assert_eq!(ids, ["S01/c3", "S01/c3~2", "S01/c5"]);
     }
 
+    #[test]
+    fn a_new_signal_never_takes_a_name_a_survivor_answers_to() {
+        // "S01/c3" was absorbed into "S01/c1" (an outcome recorded against S01/c3 counts for it); a new
+        // signal completed by c3 must not be "S01/c3" again.
+        let facts = [
+            fact("c1", 0, 0, "police-sy", 1, Indicator::Concern),
+            fact("c2", 5, 5, "police-sy", 2, Indicator::Concern),
+            fact("c3", 10, 10, "school-oakwood", 1, Indicator::Concern),
+            fact("c4", 12, 12, "school-oakwood", 2, Indicator::Concern),
+            fact("c5", 14, 14, "police-sy", 3, Indicator::Concern),
+            fact("late", 3, 20, "school-oakwood", 3, Indicator::Concern),
+        ];
+        let rules = SignalRules::england();
+        let now = crate::evaluate(&rules, &facts);
+        assert_eq!(now[1].id(), "S01/c3");
+        let before = vec![Identified {
+            signal: now[0].clone(),
+            id: "S01/c1".into(),
+            replaces: vec!["S01/c3".into()],
+        }];
+        let named = carry(&before, now);
+        let ids: Vec<&str> = named.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["S01/c1", "S01/c3~2", "S01/c5"]);
+    }
+
     /// The naming as first written: every rule evaluated again, on a copy of the facts, around each late
     /// arrival. The identification must name every signal as it does.
     fn identify_stepping_every_rule(rules: &SignalRules, observations: &[Observation]) -> Vec<Identified> {
@@ -369,6 +400,11 @@ mod tests {
             proptest::prop_assert_eq!(&named, &identify_stepping_every_rule(&rules, &facts));
             let ids: BTreeSet<&str> = named.iter().map(|s| s.id.as_str()).collect();
             proptest::prop_assert_eq!(ids.len(), named.len(), "a name names one signal: {:?}", named);
+            for s in &named {
+                for r in &s.replaces {
+                    proptest::prop_assert!(!ids.contains(r.as_str()), "{} is replaced and held: {:?}", r, named);
+                }
+            }
         }
     }
 }

@@ -29,6 +29,24 @@ async fn a_node_refuses_a_server_that_does_not_sync_every_write() {
     node.stop(Duration::from_secs(5)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_a_policy_that_predates_the_signal_category() {
+    // england-2026.2 (kept for reviews of its time) has no D14: a live node under it would decide signals
+    // as exploitation records (D11), which the police receive.
+    let nats = NatsServer::start_with_auth();
+    let data = tempfile::tempdir().unwrap();
+    let mut config = common::node_config(&nats, data.path());
+    config.policy = halcyon_policy::Policy::load(
+        &halcyon_testkit::workspace_root().join("deploy/policy/england-2026.2.toml"),
+    )
+    .unwrap();
+    let err = common::start_node(config).await.unwrap_err().to_string();
+    assert!(
+        err.contains("england-2026.2") && err.contains("no [category.D14]"),
+        "{err}"
+    );
+}
+
 async fn as_user(nats: &NatsServer, user: &str) -> jetstream::Context {
     let credentials = Credentials::user(
         user,
