@@ -88,8 +88,8 @@ impl Column {
     }
 }
 
-/// docs/sharing.md, box by box. Rows D0–D14 (D14, a multi-agency signal, is no fact's category: it names
-/// access records of signals shown); columns CSC, police, health: unscheduled, health: GP / HV /
+/// docs/sharing.md, box by box. Rows D0–D14 (D14, a multi-agency signal: the category of the access records
+/// of signals shown and of signal outcomes, the only facts that may state it); columns CSC, police, health: unscheduled, health: GP / HV /
 /// school nurse, education (DSL), MASH member, youth justice, voluntary.
 #[rustfmt::skip]
 const TABLE: [[&str; 8]; 15] = [

@@ -783,7 +783,7 @@ pub async fn as_of(args: AsOfArgs) -> Result<(), Failure> {
     }
     println!();
     println!(
-        "signals as they stood then ({}; those the rules addressed to {agency} and the policy let it receive, citing the facts it could see):",
+        "signals as they stood then ({}; those the rules addressed to {agency} and the policy let it receive, with every cited fact's reference, as it was given them):",
         signals.len()
     );
     for s in &signals {
