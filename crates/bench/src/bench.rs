@@ -751,6 +751,7 @@ impl PolicyBench {
                 exempted,
                 in_area: false,
                 referral_elsewhere: false,
+                lead_authority: false,
             });
         }
         let break_glass = vec![

@@ -97,7 +97,7 @@ mod tests {
     fn the_bytes_decode_to_the_view_with_its_positions() {
         let view = pb::ChildView {
             child_id: "c-1".into(),
-            policy_version: "england-2026.3".into(),
+            policy_version: "england-2026.4".into(),
             withheld: vec![pb::Withheld {
                 rule: "D4".into(),
                 count: 2,

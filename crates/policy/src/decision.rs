@@ -597,7 +597,7 @@ fn stage_bits(stage: &crate::Stage) -> Bits {
 
 /// The relationships the principal holds: its involvements (same bit order as [`Relationship`]), from the
 /// case stage a MASH referral, and `own-record` when its own agency made the record.
-fn relationship_bits(req: &Request<'_>) -> u8 {
+fn relationship_bits(req: &Request<'_>) -> u16 {
     let mut bits = req.state.involvement_bits().0;
     if req.state.stage.mash_referral && !req.state.referral_elsewhere {
         bits |= Relationship::MashReferral.bit();
@@ -607,6 +607,9 @@ fn relationship_bits(req: &Request<'_>) -> u8 {
     }
     if req.state.in_area {
         bits |= Relationship::Area.bit();
+    }
+    if req.state.lead_authority {
+        bits |= Relationship::LeadAuthority.bit();
     }
     bits
 }

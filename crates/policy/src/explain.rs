@@ -16,7 +16,7 @@ use crate::vocabulary::Mode;
 /// The decision for a request and the rule path that led to it, as text:
 ///
 /// ```text
-/// PERMIT D4.police.pushed (policy england-2026.3)
+/// PERMIT D4.police.pushed (policy england-2026.4)
 ///   pushed, full, basis law enforcement, DPA 2018 Part 3 and Schedule 8
 /// rule path:
 ///   1. request: police-sy (police, practitioner) asks for D4 recorded by csc-rotherham, for safeguarding

@@ -195,7 +195,7 @@ impl Source<'_> {
     }
 }
 
-fn bits<T: Copy>(items: &[T], bit: impl Fn(T) -> u8) -> Bits {
+fn bits<T: Copy>(items: &[T], bit: impl Fn(T) -> u16) -> Bits {
     let mut b = Bits::default();
     for i in items {
         b.insert(bit(*i));

@@ -185,7 +185,7 @@ mod tests {
     fn england(version: &str) -> Result<Policy, PolicyError> {
         Policy::from_toml(
             &ENGLAND_TOML.replacen(
-                "version = \"england-2026.3\"",
+                "version = \"england-2026.4\"",
                 &format!("version = \"{version}\""),
                 1,
             ),
@@ -286,5 +286,6 @@ in_force_from = "2026-06-01T12:00:00Z"
         assert_eq!(h.entries()[0].policy.version(), "england-2026.1");
         assert_eq!(h.entries()[1].policy.version(), "england-2026.2");
         assert_eq!(h.entries()[2].policy.version(), "england-2026.3");
+        assert_eq!(h.entries()[3].policy.version(), "england-2026.4");
     }
 }

@@ -512,7 +512,7 @@ mod tests {
     #[test]
     fn the_shipped_policy_loads_and_every_box_has_a_cell() {
         let policy = Policy::england();
-        assert_eq!(policy.version(), "england-2026.3");
+        assert_eq!(policy.version(), "england-2026.4");
         for c in Category::all() {
             assert!(policy.category(c).is_some(), "{c}");
             for kind in AgencyKind::ALL {

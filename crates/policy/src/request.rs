@@ -87,6 +87,8 @@ pub struct ChildState {
     /// relationship `mash-referral` is the MASH of the area that made it, not every MASH. Set by a caller
     /// that knows the agency registry (`SharingState::for_agency_in`); false otherwise (one area).
     pub referral_elsewhere: bool,
+    /// The principal's agency is the child's lead authority (the relationship `lead-authority`).
+    pub lead_authority: bool,
 }
 
 impl ChildState {

@@ -33,10 +33,10 @@ macro_rules! vocabulary {
                 }
             }
 
-            /// Bit for compact sets (at most 8 terms per vocabulary).
+            /// Bit for compact sets (at most 16 terms per vocabulary).
             #[allow(dead_code, reason = "not every vocabulary is kept in a set")]
-            pub(crate) fn bit(self) -> u8 {
-                1u8 << (self as u8)
+            pub(crate) fn bit(self) -> u16 {
+                1u16 << (self as u16)
             }
         }
 
@@ -219,6 +219,9 @@ vocabulary! {
         /// it is what lets a MASH receive a signal about a child nobody has referred, and it widens nothing
         /// else.
         Area => "area",
+        /// The recipient is the child's lead authority: the children's social care agency holding its case
+        /// (the first contact or referral's recorder), not any agency that recorded something about it.
+        LeadAuthority => "lead-authority",
     }
 }
 
@@ -231,7 +234,10 @@ impl Relationship {
             | Relationship::CoreGroup
             | Relationship::EnrolledPupil
             | Relationship::TreatingClinician => true,
-            Relationship::MashReferral | Relationship::OwnRecord | Relationship::Area => false,
+            Relationship::MashReferral
+            | Relationship::OwnRecord
+            | Relationship::Area
+            | Relationship::LeadAuthority => false,
         }
     }
 }
@@ -355,10 +361,10 @@ impl Condition {
 
 /// A small set of vocabulary terms, as a bit mask: lookups in `decide` are one AND.
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct Bits(pub(crate) u8);
+pub(crate) struct Bits(pub(crate) u16);
 
 impl Bits {
-    pub(crate) fn contains(self, bit: u8) -> bool {
+    pub(crate) fn contains(self, bit: u16) -> bool {
         self.0 & bit != 0
     }
 
@@ -366,7 +372,7 @@ impl Bits {
         self.0 == 0
     }
 
-    pub(crate) fn insert(&mut self, bit: u8) {
+    pub(crate) fn insert(&mut self, bit: u16) {
         self.0 |= bit;
     }
 
@@ -377,12 +383,12 @@ impl Bits {
 
 impl fmt::Debug for Bits {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:#010b}", self.0)
+        write!(f, "{:#018b}", self.0)
     }
 }
 
 /// The terms of a vocabulary present in a set, in declaration order.
-pub(crate) fn members<T: Copy>(all: &'static [T], bit: impl Fn(T) -> u8, set: Bits) -> Vec<T> {
+pub(crate) fn members<T: Copy>(all: &'static [T], bit: impl Fn(T) -> u16, set: Bits) -> Vec<T> {
     all.iter().copied().filter(|t| set.contains(bit(*t))).collect()
 }
 

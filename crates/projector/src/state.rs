@@ -255,6 +255,7 @@ impl SharingState {
             exempted: self.exempted.clone(),
             in_area: false,
             referral_elsewhere: false,
+            lead_authority: self.owner.as_ref() == Some(agency),
         }
     }
 
@@ -406,5 +407,93 @@ mod tests {
         }
         assert!(successive[3].approved(&attendance.envelope.event_id, &"police-sy".parse().unwrap()));
         assert!(!successive[2].approved(&attendance.envelope.event_id, &"police-sy".parse().unwrap()));
+    }
+
+    /// Rotherham's authority, MASH, school and surgery; Sheffield's MASH and authority; a force serving both.
+    fn two_areas() -> halcyon_schema::Registry {
+        let agency = |id: &str, kind: &str, areas: &str| {
+            format!("[[agency]]\nid = \"{id}\"\nkind = \"{kind}\"\nname = \"{id}\"\nareas = [{areas}]\n")
+        };
+        halcyon_schema::Registry::from_toml(
+            &[
+                agency("csc-rotherham", "childrens-social-care", "\"rotherham\""),
+                agency("mash-rotherham", "mash", "\"rotherham\""),
+                agency("school-oakwood", "school", "\"rotherham\""),
+                agency("csc-sheffield", "childrens-social-care", "\"sheffield\""),
+                agency("mash-sheffield", "mash", "\"sheffield\""),
+                agency("police-sy", "police", "\"rotherham\", \"sheffield\""),
+            ]
+            .concat(),
+        )
+        .unwrap()
+    }
+
+    fn check() -> Kind {
+        Kind::AgencyCheckRequested(pb::AgencyCheckRequested::default())
+    }
+
+    fn concern() -> Kind {
+        Kind::ConcernRecorded(pb::ConcernRecorded::default())
+    }
+
+    #[test]
+    fn a_mash_referral_is_the_relationship_of_the_checking_agency_s_area_only() {
+        let r = two_areas();
+        let id = |s: &str| s.parse::<AgencyId>().unwrap();
+        // Expectations by hand, from docs/sharing.md "Signals (D14)".
+        /// (facts by agency, the reader, referral elsewhere, in area).
+        type Case<'a> = (&'a [(&'a str, Kind)], &'a str, bool, bool);
+        let cases: [Case; 6] = [
+            // Rotherham's authority ran the check (as the MASH's social worker): Rotherham's MASH holds it.
+            (&[("csc-rotherham", check())], "mash-rotherham", false, true),
+            (&[("csc-rotherham", check())], "mash-sheffield", true, false),
+            // The force checked: it serves both areas, so both MASHes.
+            (&[("police-sy", check())], "mash-sheffield", false, false),
+            // A check by an agency the registry does not know places the referral nowhere.
+            (&[("csc-elsewhere", check())], "mash-rotherham", true, false),
+            // A Rotherham pupil known to the force too is Rotherham's, not Sheffield's.
+            (
+                &[("school-oakwood", concern()), ("police-sy", concern())],
+                "mash-sheffield",
+                false,
+                false,
+            ),
+            (
+                &[("school-oakwood", concern()), ("police-sy", concern())],
+                "mash-rotherham",
+                false,
+                true,
+            ),
+        ];
+        for (facts, reader, elsewhere, in_area) in cases {
+            let facts: Vec<Fact> = facts.iter().map(|(a, k)| fact(a, k.clone())).collect();
+            let state = SharingState::derive(&facts).for_agency_in(&id(reader), &r);
+            let recorders: Vec<&str> = facts.iter().map(|f| f.envelope.agency_id.as_str()).collect();
+            assert_eq!(
+                state.referral_elsewhere, elsewhere,
+                "{reader} after {recorders:?}: referral elsewhere"
+            );
+            if !facts
+                .iter()
+                .any(|f| matches!(f.kind(), Some(Kind::AgencyCheckRequested(_))))
+            {
+                assert_eq!(state.in_area, in_area, "{reader} after {recorders:?}: in area");
+            }
+        }
+    }
+
+    #[test]
+    fn the_lead_authority_is_the_first_referral_s_recorder_only() {
+        let referral = || Kind::ReferralReceived(pb::ReferralReceived::default());
+        let facts = [
+            fact("csc-rotherham", referral()),
+            fact("csc-sheffield", concern()),
+        ];
+        let state = SharingState::derive(&facts);
+        let id = |s: &str| s.parse::<AgencyId>().unwrap();
+        assert!(state.for_agency(&id("csc-rotherham")).lead_authority);
+        let other = state.for_agency(&id("csc-sheffield"));
+        assert!(!other.lead_authority, "recorded a fact, holds no case");
+        assert!(other.involvements.contains(&Involvement::OwnCase));
     }
 }

@@ -45,7 +45,7 @@ async fn every_read_is_recorded_and_an_audit_outage_fails_closed() {
     assert!(
         records
             .iter()
-            .all(|r| r.policy_version == "england-2026.3" && !r.record_id.is_empty())
+            .all(|r| r.policy_version == "england-2026.4" && !r.record_id.is_empty())
     );
     let outcome = |agency: &str| records.iter().find(|r| r.agency_id == agency).unwrap().outcome();
     assert_eq!(outcome("csc-rotherham"), pb::AccessOutcome::Permitted);

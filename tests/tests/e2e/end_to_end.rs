@@ -37,7 +37,7 @@ async fn published_events_are_projected_and_read_back_under_the_policy() {
     for view in [&csc, &police, &ed] {
         let withheld: u32 = view.withheld.iter().map(|w| w.count).sum();
         assert!(view.facts.len() + withheld as usize <= facts_of_child);
-        assert_eq!(view.policy_version, "england-2026.3");
+        assert_eq!(view.policy_version, "england-2026.4");
     }
     // The owning authority sees its own referral with the referrer's identity; police see the referral
     // without it; A&E sees the child-protection flag but no case content.
@@ -104,7 +104,7 @@ async fn published_events_are_projected_and_read_back_under_the_policy() {
     assert!(
         records
             .iter()
-            .all(|r| r.policy_version == "england-2026.3" && r.child_id == csc.child_id)
+            .all(|r| r.policy_version == "england-2026.4" && r.child_id == csc.child_id)
     );
     h.node.stop(std::time::Duration::from_secs(5)).await;
 }

@@ -179,6 +179,9 @@ enum Need {
     /// "(missing / exploitation)": the police hold a missing or exploitation case, or took part in a
     /// strategy discussion.
     MissingOrExploitation,
+    /// "(lead authority)": the caller's agency holds the child's case (recorded its first contact or
+    /// referral).
+    LeadAuthority,
 }
 
 /// The box for `category` and `column`, read.
@@ -203,7 +206,7 @@ fn cell(category: usize, column: Column) -> Access {
         "Q (missing / exploitation)" => Full(Need::MissingOrExploitation),
         // A signal: the lead authority (own case) and the MASH of the child's area (every child here is in
         // the one area the test's registry serves).
-        "P (lead authority)" => Full(Need::Involved),
+        "P (lead authority)" => Full(Need::LeadAuthority),
         "P (area)" => Full(Need::Standing),
         "Q (redacted)" => Summary(Need::Involved),
         "N" | "N (handling code)" => Approval,
@@ -305,6 +308,9 @@ struct Child {
     /// The MASH asked agencies to check: the referral certainly went through the MASH.
     mash_checked: bool,
     education_referrer: bool,
+    /// The lead authority: the agency that recorded the child's first contact or referral (by when it
+    /// occurred), docs/sharing.md "Signals (D14)".
+    lead: Option<String>,
     relationships: BTreeMap<String, Relationships>,
     /// (event id, recipient agency) approved by the event's own originator.
     approvals: BTreeSet<(String, String)>,
@@ -387,6 +393,7 @@ impl Child {
             mash_referral: false,
             mash_checked: false,
             education_referrer: false,
+            lead: None,
             relationships: BTreeMap::new(),
             approvals: BTreeSet::new(),
             foreign_approvals: BTreeSet::new(),
@@ -452,6 +459,11 @@ impl Child {
                 _ => {}
             }
         }
+        c.lead = facts
+            .iter()
+            .filter(|e| matches!(kind_of(e), Ev::ContactReceived(_) | Ev::ReferralReceived(_)))
+            .min_by_key(|e| (e.occurred_at.as_ref().map(timestamp_millis), e.agency_id.clone()))
+            .map(|e| e.agency_id.clone());
         c.facts = facts;
         c
     }
@@ -487,6 +499,7 @@ impl Child {
             Need::PlanOrS47 => self.involved(who) && (self.plan_started || s47),
             Need::ReferrerOrPlan => self.involved(who) && (self.plan_started || self.education_referrer),
             Need::MissingOrExploitation => r.published_missing_or_exploitation || r.participant,
+            Need::LeadAuthority => self.lead.as_deref() == Some(who.agency.as_str()),
         }
     }
 

@@ -66,6 +66,9 @@ pub struct ExplainArgs {
     /// `mash-referral` is not its own.
     #[arg(long)]
     referral_elsewhere: bool,
+    /// The asking agency is the child's lead authority (the relationship `lead-authority`).
+    #[arg(long)]
+    lead_authority: bool,
     /// Break-glass with this reason.
     #[arg(long)]
     break_glass: Option<String>,
@@ -127,6 +130,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
                 exempted: a.exempt.into_iter().collect::<BTreeSet<_>>(),
                 in_area: a.in_area,
                 referral_elsewhere: a.referral_elsewhere,
+                lead_authority: a.lead_authority,
             };
             let now_ms = 0;
             let break_glass = a.break_glass.map(|reason| BreakGlass {

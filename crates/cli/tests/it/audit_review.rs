@@ -234,8 +234,8 @@ fn allowed(
 fn policy_history(dir: &Path, second_from_ms: i64) -> (PathBuf, Policy, Policy) {
     let shipped = std::fs::read_to_string(workspace_root().join("deploy/policy/england.toml")).unwrap();
     let second = shipped.replacen(
-        "version = \"england-2026.3\"",
-        "version = \"england-2026.4-test\"",
+        "version = \"england-2026.4\"",
+        "version = \"england-2026.5-test\"",
         1,
     );
     std::fs::write(dir.join("england.toml"), &shipped).unwrap();
@@ -244,8 +244,8 @@ fn policy_history(dir: &Path, second_from_ms: i64) -> (PathBuf, Policy, Policy) 
     std::fs::write(
         &history,
         format!(
-            "[[policy]]\nfile = \"england.toml\"\nversion = \"england-2026.3\"\nin_force_from = \"2026-01-01\"\n\n\
-             [[policy]]\nfile = \"england-2.toml\"\nversion = \"england-2026.4-test\"\nin_force_from = \"{}\"\n",
+            "[[policy]]\nfile = \"england.toml\"\nversion = \"england-2026.4\"\nin_force_from = \"2026-01-01\"\n\n\
+             [[policy]]\nfile = \"england-2.toml\"\nversion = \"england-2026.5-test\"\nin_force_from = \"{}\"\n",
             at_text(second_from_ms)
         ),
     )
@@ -343,9 +343,9 @@ async fn as_of_at_three_moments_gives_police_what_the_policy_then_allowed_and_wh
             .filter(|e| of_child(e))
             .collect();
         let (policy, version) = if k < 2 {
-            (&first_policy, "england-2026.3")
+            (&first_policy, "england-2026.4")
         } else {
-            (&second_policy, "england-2026.4-test")
+            (&second_policy, "england-2026.5-test")
         };
         let expected = allowed(policy, &police, &held, *at);
 
@@ -466,7 +466,7 @@ async fn as_of_at_three_moments_gives_police_what_the_policy_then_allowed_and_wh
         "{text}"
     );
     assert!(
-        text.contains("policy england-2026.4-test in force from"),
+        text.contains("policy england-2026.5-test in force from"),
         "{text}"
     );
     assert!(text.contains("plan-ended"), "{text}");

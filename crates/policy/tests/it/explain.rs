@@ -18,7 +18,7 @@ fn explain_prints_the_rule_path_of_a_permit() {
         .unwrap()
         .line();
     let expected = [
-        "PERMIT D4.police.pushed (policy england-2026.3)".to_owned(),
+        "PERMIT D4.police.pushed (policy england-2026.4)".to_owned(),
         "  pushed, full, basis law enforcement, DPA 2018 Part 3 and Schedule 8".to_owned(),
         "  relationship relied on: strategy-participant".to_owned(),
         "rule path:".to_owned(),
@@ -44,7 +44,7 @@ fn explain_prints_the_rule_path_of_a_deny() {
     let ask = given(AgencyKind::Police, Category::STRATEGY_S47).involved(Involvement::StrategyParticipant);
     let text = ask.explain(&policy);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "DENY gate.s47-or-plan (policy england-2026.3)");
+    assert_eq!(lines[0], "DENY gate.s47-or-plan (policy england-2026.4)");
     assert!(
         lines[1].starts_with(
             "  reason: strategy discussion, section 47, conference and plan records are shared only once"

@@ -96,11 +96,11 @@ fn the_base_file_and_the_shipped_file_are_valid() {
     let summary =
         check(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/policy/england.toml")).unwrap();
     assert!(
-        summary.contains("policy england-2026.3 (England) is valid"),
+        summary.contains("policy england-2026.4 (England) is valid"),
         "{summary}"
     );
     assert!(summary.contains("120 cells"), "{summary}");
-    assert_eq!(Policy::england().version(), "england-2026.3");
+    assert_eq!(Policy::england().version(), "england-2026.4");
 }
 
 #[test]

@@ -133,6 +133,7 @@ fn case() -> impl Strategy<Value = Case> {
                     exempted,
                     in_area: false,
                     referral_elsewhere: false,
+                    lead_authority: false,
                 },
                 break_glass,
                 now_ms: NOW_MS,

@@ -431,7 +431,7 @@ fn every_decision_carries_the_policy_version() {
     let deny = given(AgencyKind::Voluntary, Category::STATUS_FLAG).decide(&policy);
     assert!(permit.is_permit() && !deny.is_permit());
     for decision in [permit, deny] {
-        assert_eq!(decision.policy_version(), "england-2026.3");
+        assert_eq!(decision.policy_version(), "england-2026.4");
     }
 }
 
@@ -495,4 +495,20 @@ fn a_mash_referral_made_in_another_area_is_no_relationship_of_this_mash() {
         "{}",
         elsewhere.explain(&policy)
     );
+}
+
+#[test]
+fn only_the_lead_authority_receives_signals_among_childrens_services() {
+    // D14 CSC box "P (lead authority)": the authority holding the case, not another authority that
+    // recorded something about the child (an own-case involvement).
+    let policy = policy();
+    let other_authority =
+        given(AgencyKind::ChildrensSocialCare, Category::SIGNAL).involved(Involvement::OwnCase);
+    let lead = given(AgencyKind::ChildrensSocialCare, Category::SIGNAL).lead_authority();
+    assert!(
+        !other_authority.decide(&policy).is_permit(),
+        "{}",
+        other_authority.explain(&policy)
+    );
+    assert!(lead.decide(&policy).is_permit(), "{}", lead.explain(&policy));
 }

@@ -169,6 +169,7 @@ fn every_box_of_the_table_is_a_cell_with_its_mode_basis_and_projection() {
                 .purpose(cell.purposes()[0])
                 .role(cell.roles()[0])
                 .involved_in_everything()
+                .lead_authority()
                 .stage(|s| {
                     s.referral = true;
                     s.s47_started = true;
@@ -256,8 +257,8 @@ fn qualified_boxes_rely_on_the_relationship_they_name() {
     assert!(rel(14, Mash).contains(&Area), "D14 MASH: P (area)");
     assert_eq!(
         rel(14, ChildrensSocialCare),
-        [OwnCase],
-        "D14 CSC: P (lead authority)"
+        [LeadAuthority],
+        "D14 CSC: P (lead authority), not any authority that recorded something"
     );
 }
 

@@ -106,6 +106,12 @@ impl Given {
         self
     }
 
+    /// The principal's agency holds the child's case (the relationship `lead-authority`).
+    pub fn lead_authority(mut self) -> Self {
+        self.state.lead_authority = true;
+        self
+    }
+
     pub fn stage(mut self, change: impl FnOnce(&mut Stage)) -> Self {
         change(&mut self.state.stage);
         self
