@@ -443,7 +443,7 @@ mod tests {
         // Expectations by hand, from docs/sharing.md "Signals (D14)".
         /// (facts by agency, the reader, referral elsewhere, in area).
         type Case<'a> = (&'a [(&'a str, Kind)], &'a str, bool, bool);
-        let cases: [Case; 6] = [
+        let cases: [Case<'_>; 6] = [
             // Rotherham's authority ran the check (as the MASH's social worker): Rotherham's MASH holds it.
             (&[("csc-rotherham", check())], "mash-rotherham", false, true),
             (&[("csc-rotherham", check())], "mash-sheffield", true, false),
