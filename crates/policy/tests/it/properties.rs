@@ -105,6 +105,8 @@ fn case() -> impl Strategy<Value = Case> {
             categories(),
         ),
         break_glass(),
+        // In the principal's area; the MASH referral made elsewhere; the principal the lead authority.
+        (any::<bool>(), any::<bool>(), any::<bool>()),
     )
         .prop_map(
             |(
@@ -113,6 +115,7 @@ fn case() -> impl Strategy<Value = Case> {
                 (category, origin, approved, code),
                 (stage, involvements, consented, exempted),
                 break_glass,
+                (in_area, referral_elsewhere, lead_authority),
             )| Case {
                 principal: Principal {
                     agency: agency(me),
@@ -131,9 +134,9 @@ fn case() -> impl Strategy<Value = Case> {
                     involvements,
                     consented,
                     exempted,
-                    in_area: false,
-                    referral_elsewhere: false,
-                    lead_authority: false,
+                    in_area,
+                    referral_elsewhere,
+                    lead_authority,
                 },
                 break_glass,
                 now_ms: NOW_MS,
@@ -172,8 +175,11 @@ fn granted(policy: &Policy, c: &Case) -> bool {
         cell.stage_conditions().is_empty() || cell.stage_conditions().iter().any(|t| t.holds(stage));
     let related = cell.relationships().is_empty()
         || cell.relationships().iter().any(|r| match r {
-            halcyon_policy::Relationship::MashReferral => stage.mash_referral,
+            // The MASH of the area the referral was made in (docs/sharing.md "Signals (D14)").
+            halcyon_policy::Relationship::MashReferral => stage.mash_referral && !c.state.referral_elsewhere,
             halcyon_policy::Relationship::OwnRecord => own,
+            halcyon_policy::Relationship::Area => c.state.in_area,
+            halcyon_policy::Relationship::LeadAuthority => c.state.lead_authority,
             other => c
                 .state
                 .involvements
