@@ -130,7 +130,11 @@ impl SharingState {
         ) {
             return;
         }
-        if let Ok(agency) = e.agency_id.parse() {
+        // An answer to a MASH agency check ("not known to us", as often as not) says nothing of where the
+        // child lives: it does not place the child in the answering agency's area.
+        if !matches!(fact.kind(), Some(Kind::AgencyCheckResponded(_)))
+            && let Ok(agency) = e.agency_id.parse()
+        {
             self.recorders.insert(agency);
         }
         self.involve(&e.agency_id, Involvement::OwnCase);
@@ -443,7 +447,7 @@ mod tests {
         // Expectations by hand, from docs/sharing.md "Signals (D14)".
         /// (facts by agency, the reader, referral elsewhere, in area).
         type Case<'a> = (&'a [(&'a str, Kind)], &'a str, bool, bool);
-        let cases: [Case<'_>; 6] = [
+        let cases: [Case<'_>; 7] = [
             // Rotherham's authority ran the check (as the MASH's social worker): Rotherham's MASH holds it.
             (&[("csc-rotherham", check())], "mash-rotherham", false, true),
             (&[("csc-rotherham", check())], "mash-sheffield", true, false),
@@ -451,6 +455,19 @@ mod tests {
             (&[("police-sy", check())], "mash-sheffield", false, false),
             // A check by an agency the registry does not know places the referral nowhere.
             (&[("csc-elsewhere", check())], "mash-rotherham", true, false),
+            // Sheffield's authority answering the MASH's check places the child nowhere.
+            (
+                &[
+                    ("school-oakwood", concern()),
+                    (
+                        "csc-sheffield",
+                        Kind::AgencyCheckResponded(pb::AgencyCheckResponded::default()),
+                    ),
+                ],
+                "mash-sheffield",
+                false,
+                false,
+            ),
             // A Rotherham pupil known to the force too is Rotherham's, not Sheffield's.
             (
                 &[("school-oakwood", concern()), ("police-sy", concern())],
