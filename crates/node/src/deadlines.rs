@@ -224,19 +224,17 @@ pub async fn disclosed(
     };
     let facts = query.child_facts(child).await?;
     let occurrences = occurrences(&facts.facts);
-    let (view, _) = view_of(
-        &Asker {
-            break_glass: None,
-            ..query.asker(caller, ctx)
-        },
-        child,
-        &facts,
-        0..facts.facts.len(),
-    );
+    let asker = Asker {
+        break_glass: None,
+        ..query.asker(caller, ctx)
+    };
+    let (view, _) = view_of(&asker, child, &facts, 0..facts.facts.len());
     let visible: BTreeMap<&str, &pb::VisibleFact> =
         view.facts.iter().map(|f| (f.event_id.as_str(), f)).collect();
     let mut disclosure = Disclosure::default();
     let mut shown = Vec::new();
+    // The facts a shown breach discloses (its start, and what ended it).
+    let mut cited: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
     for d in deadlines {
         let Some(start) = d
             .started_by
@@ -247,6 +245,7 @@ pub async fn disclosed(
         };
         let resolver = d.ended_by.as_ref().and_then(|f| visible.get(f.event_id.as_str()));
         for f in std::iter::once(start).chain(resolver) {
+            cited.insert(f.event_id.as_str());
             if let Some(category) = Category::from_wire(f.category) {
                 disclosure.categories_disclosed.insert(category);
             }
@@ -265,6 +264,10 @@ pub async fn disclosed(
     if shown.is_empty() {
         return Ok(shown);
     }
+    // The owners those facts' cells say to notify (`notify_owner`), as a view of them would.
+    let window =
+        (0..facts.facts.len()).filter(|&i| cited.contains(facts.facts[i].envelope.event_id.as_str()));
+    disclosure.notify = view_of(&asker, child, &facts, window).1.notify;
     query
         .record(pass, Some(child), &disclosure, pb::AccessOutcome::Permitted)
         .await?;
