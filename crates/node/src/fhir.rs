@@ -85,7 +85,7 @@ async fn search_flags(State(query): State<Query>, request: Request) -> Response 
         Ok(Ok(answer)) => fhir_json(StatusCode::OK, &bundle(answer.get_ref(), &nhs_number), Code::Ok),
         Ok(Err(status)) => refusal(&status),
         Err(_) => refusal(&tonic::Status::deadline_exceeded(format!(
-            "no answer within {} s; nothing was disclosed",
+            "no answer within {} s; none was given",
             ANSWER_WITHIN.as_secs()
         ))),
     }
