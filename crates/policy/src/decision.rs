@@ -596,7 +596,8 @@ fn stage_bits(stage: &crate::Stage) -> Bits {
 }
 
 /// The relationships the principal holds: its involvements (same bit order as [`Relationship`]), from the
-/// case stage a MASH referral, and `own-record` when its own agency made the record.
+/// case stage a MASH referral (unless made in another area), `own-record` when its own agency made the
+/// record, `area` when the child is in its area, `lead-authority` when it holds the child's case.
 fn relationship_bits(req: &Request<'_>) -> u16 {
     let mut bits = req.state.involvement_bits().0;
     if req.state.stage.mash_referral && !req.state.referral_elsewhere {

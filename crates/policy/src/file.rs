@@ -666,6 +666,15 @@ fn compile_cell(
         let span = rc.relationship.as_ref().map_or(rc.mode.span(), Spanned::span);
         return Err(s.error(span, format!("{what}: only MASH cells may rely on mash-referral")));
     }
+    if relationships.contains(Relationship::LeadAuthority.bit())
+        && recipient != AgencyKind::ChildrensSocialCare
+    {
+        let span = rc.relationship.as_ref().map_or(rc.mode.span(), Spanned::span);
+        return Err(s.error(
+            span,
+            format!("{what}: only children's social care cells may rely on lead-authority (the authority holding the case)"),
+        ));
+    }
     if relationships.contains(Relationship::OwnRecord.bit()) && category != Category::ACCESS_LOG {
         let span = rc.relationship.as_ref().map_or(rc.mode.span(), Spanned::span);
         return Err(s.error(

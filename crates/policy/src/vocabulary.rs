@@ -33,9 +33,10 @@ macro_rules! vocabulary {
                 }
             }
 
-            /// Bit for compact sets (at most 16 terms per vocabulary).
+            /// Bit for compact sets (at most 16 terms per vocabulary, checked when it builds).
             #[allow(dead_code, reason = "not every vocabulary is kept in a set")]
             pub(crate) fn bit(self) -> u16 {
+                const { assert!($name::ALL.len() <= 16, "a vocabulary kept in a Bits set has at most 16 terms") };
                 1u16 << (self as u16)
             }
         }
@@ -201,7 +202,9 @@ impl Involvement {
 
 vocabulary! {
     /// What a cell may rely on as the legitimate relationship for `query` and `pushed` access: one of the
-    /// principal's involvements, or (for a MASH) that the child's contact is being handled by the MASH.
+    /// principal's involvements, (for a MASH) that the child's contact is being handled by the MASH, an
+    /// access record of its own call, the child being in its area (signals only), or its being the child's
+    /// lead authority.
     Relationship, "relationship" {
         OwnCase => "own-case",
         StrategyParticipant => "strategy-participant",
@@ -220,7 +223,8 @@ vocabulary! {
         /// else.
         Area => "area",
         /// The recipient is the child's lead authority: the children's social care agency holding its case
-        /// (the first contact or referral's recorder), not any agency that recorded something about it.
+        /// (the latest child protection plan start's recorder, else the first contact or referral's), not any
+        /// agency that recorded something about it. Children's social care cells only.
         LeadAuthority => "lead-authority",
     }
 }

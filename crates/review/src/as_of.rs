@@ -427,15 +427,12 @@ impl Reconstruction {
         let then = signals_at(spec, &facts, self.at_ms);
         let visible: BTreeSet<&str> = seen.view.facts.iter().map(|f| f.event_id.as_str()).collect();
         let lead = then.lead_authority == principal.agency.as_str();
-        // Whether the child was in the reader's area then (the relationship `area`, for signals only).
+        // The child's sharing state as it stood then, placed by the registry (area, the MASH referral's
+        // area, the lead authority): from the same facts the signals of then come from.
         let state = spec.state_for(
             &halcyon_projector::SharingState::derive_until(&facts, self.at_ms),
             &principal.agency,
         );
-        let state = halcyon_policy::ChildState {
-            in_area: state.in_area,
-            ..seen.state.clone()
-        };
         let Some(permitted_by) = signal_permit(
             policy,
             spec.rules.category(),

@@ -204,8 +204,8 @@ fn cell(category: usize, column: Column) -> Access {
         "Q (CP / s47)" => Full(Need::PlanOrS47),
         "Q (referrer or CP plan)" => Full(Need::ReferrerOrPlan),
         "Q (missing / exploitation)" => Full(Need::MissingOrExploitation),
-        // A signal: the lead authority (own case) and the MASH of the child's area (every child here is in
-        // the one area the test's registry serves).
+        // A signal: the lead authority (holding the case) and the MASH of the child's area (every child here
+        // is in the one area the test's registry serves).
         "P (lead authority)" => Full(Need::LeadAuthority),
         "P (area)" => Full(Need::Standing),
         "Q (redacted)" => Summary(Need::Involved),
@@ -308,8 +308,8 @@ struct Child {
     /// The MASH asked agencies to check: the referral certainly went through the MASH.
     mash_checked: bool,
     education_referrer: bool,
-    /// The lead authority: the agency that recorded the child's first contact or referral (by when it
-    /// occurred), docs/sharing.md "Signals (D14)".
+    /// The lead authority: the agency that recorded the latest child protection plan start, else the
+    /// child's first contact or referral (by when they occurred), docs/sharing.md "Signals (D14)".
     lead: Option<String>,
     relationships: BTreeMap<String, Relationships>,
     /// (event id, recipient agency) approved by the event's own originator.
@@ -459,10 +459,17 @@ impl Child {
                 _ => {}
             }
         }
+        let when = |e: &&pb::Envelope| (e.occurred_at.as_ref().map(timestamp_millis), e.agency_id.clone());
         c.lead = facts
             .iter()
-            .filter(|e| matches!(kind_of(e), Ev::ContactReceived(_) | Ev::ReferralReceived(_)))
-            .min_by_key(|e| (e.occurred_at.as_ref().map(timestamp_millis), e.agency_id.clone()))
+            .filter(|e| matches!(kind_of(e), Ev::ChildProtectionPlanStarted(_)))
+            .max_by_key(when)
+            .or_else(|| {
+                facts
+                    .iter()
+                    .filter(|e| matches!(kind_of(e), Ev::ContactReceived(_) | Ev::ReferralReceived(_)))
+                    .min_by_key(when)
+            })
             .map(|e| e.agency_id.clone());
         c.facts = facts;
         c

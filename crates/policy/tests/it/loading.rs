@@ -118,6 +118,19 @@ fn an_unknown_category_is_rejected() {
 }
 
 #[test]
+fn only_childrens_social_care_may_rely_on_being_the_lead_authority() {
+    let src = broken(
+        "relationship = [\"strategy-participant\"]",
+        "relationship = [\"lead-authority\"]",
+    );
+    rejected(
+        &src,
+        "relationship = [\"lead-authority\"]",
+        "only children's social care cells may rely on lead-authority",
+    );
+}
+
+#[test]
 fn the_area_relationship_is_for_signals_only() {
     let src = broken(
         "relationship = [\"strategy-participant\"]",

@@ -512,3 +512,20 @@ fn only_the_lead_authority_receives_signals_among_childrens_services() {
     );
     assert!(lead.decide(&policy).is_permit(), "{}", lead.explain(&policy));
 }
+
+#[test]
+fn under_england_2026_3_any_authority_that_recorded_something_received_signals() {
+    // The archived file, kept for reviews of its time: its D14 CSC box relied on own-case.
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/policy/england-2026.3.toml");
+    let old = Policy::from_toml(&std::fs::read_to_string(&path).unwrap(), "england-2026.3.toml").unwrap();
+    assert_eq!(old.version(), "england-2026.3");
+    let other_authority =
+        given(AgencyKind::ChildrensSocialCare, Category::SIGNAL).involved(Involvement::OwnCase);
+    assert!(
+        other_authority.decide(&old).is_permit(),
+        "{}",
+        other_authority.explain(&old)
+    );
+    assert!(!other_authority.decide(&policy()).is_permit());
+}
