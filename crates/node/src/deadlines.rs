@@ -236,10 +236,13 @@ pub async fn disclosed(
     // The facts a shown breach discloses (its start, and what ended it).
     let mut cited: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
     for d in deadlines {
+        // A flag is not a case file: shown the start only as a flag (the CP-IS content), the caller is not
+        // told how the case has kept to its timescales.
         let Some(start) = d
             .started_by
             .as_ref()
             .and_then(|f| visible.get(f.event_id.as_str()))
+            .filter(|f| f.projection != pb::Projection::Flag as i32)
         else {
             continue;
         };

@@ -158,7 +158,7 @@ impl Reconstruction {
     }
 
     /// `child`'s deadlines as they stood at the moment (`deadlines_at`), only those `seen`'s reader may
-    /// know of: the ones whose start fact it could see then.
+    /// know of: the ones whose start fact it could see then, more than as a flag.
     pub fn deadlines(
         &self,
         timescales: &Timescales,
@@ -168,7 +168,14 @@ impl Reconstruction {
         let store = self.deadline_store()?;
         let all = deadlines_at(&store, timescales, seen.child, &facts, self.at_ms)?;
         let visible: BTreeSet<&str> = seen.view.facts.iter().map(|f| f.event_id.as_str()).collect();
-        Ok(visible_deadlines(all, &visible))
+        let beyond_flag: BTreeSet<&str> = seen
+            .view
+            .facts
+            .iter()
+            .filter(|f| f.projection != pb::Projection::Flag as i32)
+            .map(|f| f.event_id.as_str())
+            .collect();
+        Ok(visible_deadlines(all, &visible, &beyond_flag))
     }
 }
 
@@ -329,17 +336,22 @@ pub fn deadlines_at(
     Ok(out)
 }
 
-/// The deadlines a reader may know of: those whose start fact it could see (`visible` holds the event ids
-/// it could see), as `DeadlineService` shows breaches; the fact that ended one is named only if it could
-/// see that too.
-pub fn visible_deadlines(deadlines: Vec<DeadlineThen>, visible: &BTreeSet<&str>) -> Vec<DeadlineThen> {
+/// The deadlines a reader may know of: those whose start fact it could see more than as a flag
+/// (`beyond_flag`: a flag is not a case file — an agency shown a looked-after period as the CP-IS flag is not
+/// told its review was missed), as `DeadlineService` shows breaches; the fact that ended one is named only if
+/// it could see that too (`visible`, a flag included).
+pub fn visible_deadlines(
+    deadlines: Vec<DeadlineThen>,
+    visible: &BTreeSet<&str>,
+    beyond_flag: &BTreeSet<&str>,
+) -> Vec<DeadlineThen> {
     deadlines
         .into_iter()
         .filter(|d| {
             d.deadline
                 .started_by
                 .as_ref()
-                .is_some_and(|f| visible.contains(f.event_id.as_str()))
+                .is_some_and(|f| beyond_flag.contains(f.event_id.as_str()))
         })
         .map(|mut d| {
             if d.deadline

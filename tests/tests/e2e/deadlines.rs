@@ -425,3 +425,58 @@ async fn breaches_of_every_child_come_a_page_at_a_time() {
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     node.stop(Duration::from_secs(5)).await;
 }
+
+/// A flag is not a case file: agencies that see a looked-after period only as the CP-IS flag (A&E, the GP,
+/// the police: D1 "F") are not told that its first review was missed. Breach T15 (first looked-after review
+/// within 20 working days) is listed for the authority that holds the case; the agencies shown only the
+/// flag learn nothing of the review (D5, which A&E's and the police's boxes do not open), not even that it
+/// has not happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breach_is_not_shown_to_agencies_that_see_its_start_only_as_a_flag() {
+    let nats = NatsServer::start_with_auth();
+    let data = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(MONDAY_10H + 3_600_000);
+    let node = common::start_node(NodeConfig {
+        clock: clock.clone(),
+        peers: common::clock_unguarded(),
+        ..common::node_config(&nats, data.path())
+    })
+    .await
+    .expect("node starts");
+    let looked_after = envelope(
+        MONDAY_10H,
+        Kind::LookedAfterPeriodStarted(pb::LookedAfterPeriodStarted {
+            legal_status: pb::LegalStatus::S20 as i32,
+            contact: Some(pb::AuthorityContact {
+                office_hours_phone: "01632 960001".into(),
+                out_of_hours_phone: "01632 960002".into(),
+            }),
+            ..Default::default()
+        }),
+    );
+    let after = common::publish_as_agencies(&nats.url(), std::slice::from_ref(&looked_after)).await;
+    // A&E is shown the looked-after period, as a flag.
+    let mut client = pb::query_service_client::QueryServiceClient::connect(format!("http://{}", node.addr))
+        .await
+        .unwrap();
+    let flag = common::find_by_nhs(&mut client, "health-rgh-ed", NHS, Purpose::Safeguarding, &after)
+        .await
+        .expect("A&E is shown the flag");
+    assert_eq!(flag.facts.len(), 1);
+    assert_eq!(flag.facts[0].projection, pb::Projection::Flag as i32);
+
+    // Five weeks on: no review was held.
+    clock.set(MONDAY_10H + 35 * 86_400_000);
+    eventually("T15 listed for the authority", || async {
+        list(&node, CSC).await.iter().any(|b| b.rule_id == "T15")
+    })
+    .await;
+    for agency in ["health-rgh-ed", "police-sy"] {
+        let shown = list(&node, agency).await;
+        assert!(
+            shown.is_empty(),
+            "{agency} sees the looked-after period only as a flag, and was told of {shown:?}"
+        );
+    }
+    node.stop(Duration::from_secs(5)).await;
+}
