@@ -59,7 +59,13 @@ pub fn identify(rules: &SignalRules, observations: &[Observation], until_ms: i64
     // over facts that arrived in order are each signal's own, so only the rules reading it are stepped.
     let late = &late[late.len().saturating_sub(LATE_REPLAYED_MAX)..];
     let mut known: Vec<Identified> = Vec::new();
+    // The facts that had arrived by a moment, in the order they occurred (what evaluation reads).
     let mut in_order: Vec<&Observation> = Vec::with_capacity(arrived.len());
+    fn occurred<'a>(prefix: &[&'a Observation], in_order: &mut Vec<&'a Observation>) {
+        in_order.clear();
+        in_order.extend(prefix.iter().copied());
+        in_order.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+    }
     for &k in late {
         let reading: Vec<&Arc<Rule>> = rules
             .rules()
@@ -70,9 +76,7 @@ pub fn identify(rules: &SignalRules, observations: &[Observation], until_ms: i64
             continue;
         }
         for prefix in [&arrived[..k], &arrived[..=k]] {
-            in_order.clear();
-            in_order.extend(prefix.iter().copied());
-            in_order.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+            occurred(prefix, &mut in_order);
             let now = evaluate_sorted(reading.iter().copied(), &in_order);
             let (stepped, others): (Vec<Identified>, Vec<Identified>) = std::mem::take(&mut known)
                 .into_iter()
@@ -81,9 +85,7 @@ pub fn identify(rules: &SignalRules, observations: &[Observation], until_ms: i64
             known.extend(carry(&stepped, now));
         }
     }
-    in_order.clear();
-    in_order.extend(arrived.iter().copied());
-    in_order.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+    occurred(&arrived, &mut in_order);
     carry(&known, evaluate_sorted(rules.rules().iter(), &in_order))
 }
 
@@ -91,21 +93,25 @@ pub fn identify(rules: &SignalRules, observations: &[Observation], until_ms: i64
 /// most cited facts with (the earliest named, on a tie), else takes its completing fact's; a signal of
 /// `before` that none keeps is recorded as replaced by the one of its rule that shares a fact with it.
 fn carry(before: &[Identified], now: Vec<Signal>) -> Vec<Identified> {
-    let cited = |s: &Signal| -> BTreeSet<String> { s.facts.iter().map(|f| f.event_id.clone()).collect() };
-    let before_cited: Vec<BTreeSet<String>> = before.iter().map(|b| cited(&b.signal)).collect();
+    fn cited(s: &Signal) -> BTreeSet<&str> {
+        s.facts.iter().map(|f| f.event_id.as_str()).collect()
+    }
+    let before_cited: Vec<BTreeSet<&str>> = before.iter().map(|b| cited(&b.signal)).collect();
     let mut taken = vec![false; before.len()];
     let mut out: Vec<Identified> = Vec::with_capacity(now.len());
     // Whether each of `out` carried its name from `before` (else it took its completing fact's).
     let mut carried: Vec<bool> = Vec::with_capacity(now.len());
     for signal in now {
-        let mine = cited(&signal);
-        let best = before
-            .iter()
-            .enumerate()
-            .filter(|(j, b)| !taken[*j] && b.signal.rule.id == signal.rule.id)
-            .map(|(j, _)| (before_cited[j].intersection(&mine).count(), j))
-            .filter(|(shared, _)| *shared > 0)
-            .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        let best = {
+            let mine = cited(&signal);
+            before
+                .iter()
+                .enumerate()
+                .filter(|(j, b)| !taken[*j] && b.signal.rule.id == signal.rule.id)
+                .map(|(j, _)| (before_cited[j].intersection(&mine).count(), j))
+                .filter(|(shared, _)| *shared > 0)
+                .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
+        };
         let (id, replaces) = match best {
             Some((_, j)) => {
                 taken[j] = true;
@@ -241,20 +247,26 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_late_fact_that_splits_a_signal_gives_the_new_one_a_name_of_its_own() {
-        // S01 (concerns from two agencies within 28 days), cited as every concern in the window. As they
-        // arrived: police d0 and d5, school d10 → one signal citing all three, "S01/c3"; school d12, police
-        // d14 → "S01/c5". Then a school concern of day 3 arrives: in occurrence order S01 now fires at it
-        // (police d0, school d3), again at the school's d10 (police d5, school d10), and at d14.
-        let facts = [
+    /// S01 concerns: police d0 and d5, school d10 and d12, police d14 as they occurred, then a school
+    /// concern of day 3 arriving on day 20.
+    fn split_by_a_late_concern() -> [Observation; 6] {
+        [
             fact("c1", 0, 0, "police-sy", 1, Indicator::Concern),
             fact("c2", 5, 5, "police-sy", 2, Indicator::Concern),
             fact("c3", 10, 10, "school-oakwood", 1, Indicator::Concern),
             fact("c4", 12, 12, "school-oakwood", 2, Indicator::Concern),
             fact("c5", 14, 14, "police-sy", 3, Indicator::Concern),
             fact("late", 3, 20, "school-oakwood", 3, Indicator::Concern),
-        ];
+        ]
+    }
+
+    #[test]
+    fn a_late_fact_that_splits_a_signal_gives_the_new_one_a_name_of_its_own() {
+        // S01 (concerns from two agencies within 28 days), cited as every concern in the window. As they
+        // arrived: police d0 and d5, school d10 → one signal citing all three, "S01/c3"; school d12, police
+        // d14 → "S01/c5". Then a school concern of day 3 arrives: in occurrence order S01 now fires at it
+        // (police d0, school d3), again at the school's d10 (police d5, school d10), and at d14.
+        let facts = split_by_a_late_concern();
         let rules = SignalRules::england();
         let before: Vec<String> = identify(&rules, &facts[..5], i64::MAX)
             .into_iter()
@@ -287,14 +299,7 @@ mod tests {
     fn a_new_signal_never_takes_a_name_another_holds() {
         // A signal once completed by c3 ("S01/c3") that has come to cite c1 and a late fact, and a new
         // signal completed by c3: the first keeps its name, the newcomer gets one of its own.
-        let facts = [
-            fact("c1", 0, 0, "police-sy", 1, Indicator::Concern),
-            fact("c2", 5, 5, "police-sy", 2, Indicator::Concern),
-            fact("c3", 10, 10, "school-oakwood", 1, Indicator::Concern),
-            fact("c4", 12, 12, "school-oakwood", 2, Indicator::Concern),
-            fact("c5", 14, 14, "police-sy", 3, Indicator::Concern),
-            fact("late", 3, 20, "school-oakwood", 3, Indicator::Concern),
-        ];
+        let facts = split_by_a_late_concern();
         let rules = SignalRules::england();
         let now = crate::evaluate(&rules, &facts);
         assert_eq!(now[1].id(), "S01/c3", "the second is completed by c3");
@@ -312,14 +317,7 @@ mod tests {
     fn a_new_signal_never_takes_a_name_a_survivor_answers_to() {
         // "S01/c3" was absorbed into "S01/c1" (an outcome recorded against S01/c3 counts for it); a new
         // signal completed by c3 must not be "S01/c3" again.
-        let facts = [
-            fact("c1", 0, 0, "police-sy", 1, Indicator::Concern),
-            fact("c2", 5, 5, "police-sy", 2, Indicator::Concern),
-            fact("c3", 10, 10, "school-oakwood", 1, Indicator::Concern),
-            fact("c4", 12, 12, "school-oakwood", 2, Indicator::Concern),
-            fact("c5", 14, 14, "police-sy", 3, Indicator::Concern),
-            fact("late", 3, 20, "school-oakwood", 3, Indicator::Concern),
-        ];
+        let facts = split_by_a_late_concern();
         let rules = SignalRules::england();
         let now = crate::evaluate(&rules, &facts);
         assert_eq!(now[1].id(), "S01/c3");
