@@ -198,17 +198,13 @@ impl Query {
             break_glass: None,
             ..self.asker(caller, ctx)
         };
-        let (view, _) = view_of(&asker, child, &facts, 0..facts.facts.len());
-        let opened = newly_visible(&asker, child, &facts, &view.facts, event_ids);
-        let pushed = |id: &str| event_ids.contains(&id) || opened.contains(id);
-        if !view.facts.iter().any(|f| pushed(&f.event_id)) {
-            return Ok(Vec::new());
-        }
-        // Decided again over exactly the facts pushed, so the record's categories, rules and the owners to
-        // notify (cells with `notify_owner`) are those of what is sent.
-        let window: Vec<usize> = (0..facts.facts.len())
-            .filter(|&i| pushed(&facts.facts[i].envelope.event_id))
-            .collect();
+        let opened = newly_visible(&asker, child, &facts, event_ids);
+        // Only the new facts and those they opened are decided (the child's state comes from all of them),
+        // so the record's categories, rules and owners to notify (`notify_owner`) are those of what is sent.
+        let window = (0..facts.facts.len()).filter(|&i| {
+            let id = facts.facts[i].envelope.event_id.as_str();
+            event_ids.contains(&id) || opened.contains(id)
+        });
         let (view, disclosure) = view_of(&asker, child, &facts, window);
         let shown = view.facts;
         if shown.is_empty() {
@@ -325,14 +321,13 @@ impl Query {
     }
 }
 
-/// The earlier facts of `child` that `asker` may see with the facts `new` (`visible_now`: its view of all of
-/// `facts`) and could not see without them:
-/// none unless the new facts changed its entitlement (its sharing state or the approvals).
+/// The earlier facts of `child` that `asker` may see with the facts `new` and could not see without them:
+/// none unless the new facts changed its entitlement (its sharing state or the approvals), and only then
+/// is its view of the child decided, before and after.
 fn newly_visible(
     asker: &Asker<'_>,
     child: ChildId,
     facts: &ChildFacts,
-    visible_now: &[pb::VisibleFact],
     new: &[&str],
 ) -> std::collections::BTreeSet<String> {
     let agency = &asker.principal.agency;
@@ -345,13 +340,15 @@ fn newly_visible(
     if earlier.is_empty() {
         return Default::default();
     }
-    let before = ChildFacts::new(earlier);
-    let unchanged = before.sharing.for_agency_in(agency, asker.registry)
+    // The state alone first: decoding the earlier facts for the policy is only worth it when it changed.
+    let sharing = halcyon_projector::SharingState::derive(&earlier);
+    let unchanged = sharing.for_agency_in(agency, asker.registry)
         == facts.sharing.for_agency_in(agency, asker.registry)
-        && before.sharing.approvals == facts.sharing.approvals;
+        && sharing.approvals == facts.sharing.approvals;
     if unchanged {
         return Default::default();
     }
+    let before = ChildFacts::new(earlier);
     let seen_before: std::collections::BTreeSet<String> =
         view_of(asker, child, &before, 0..before.facts.len())
             .0
@@ -359,11 +356,12 @@ fn newly_visible(
             .into_iter()
             .map(|f| f.event_id)
             .collect();
-    visible_now
-        .iter()
-        .map(|f| &f.event_id)
-        .filter(|id| !new.contains(&id.as_str()) && !seen_before.contains(*id))
-        .cloned()
+    view_of(asker, child, facts, 0..facts.facts.len())
+        .0
+        .facts
+        .into_iter()
+        .map(|f| f.event_id)
+        .filter(|id| !new.contains(&id.as_str()) && !seen_before.contains(id))
         .collect()
 }
 
