@@ -228,7 +228,18 @@ pub async fn disclosed(
         break_glass: None,
         ..query.asker(caller, ctx)
     };
-    let (view, _) = view_of(&asker, child, &facts, 0..facts.facts.len());
+    // Only the facts that started or ended these deadlines are decided (the state comes from all of them).
+    let candidates: std::collections::BTreeSet<&str> = deadlines
+        .iter()
+        .flat_map(|d| d.started_by.iter().chain(&d.ended_by))
+        .map(|f| f.event_id.as_str())
+        .collect();
+    let of = |ids: &std::collections::BTreeSet<&str>| -> Vec<usize> {
+        (0..facts.facts.len())
+            .filter(|&i| ids.contains(facts.facts[i].envelope.event_id.as_str()))
+            .collect()
+    };
+    let (view, _) = view_of(&asker, child, &facts, of(&candidates));
     let visible: BTreeMap<&str, &pb::VisibleFact> =
         view.facts.iter().map(|f| (f.event_id.as_str(), f)).collect();
     let mut disclosure = Disclosure::default();
@@ -236,13 +247,11 @@ pub async fn disclosed(
     // The facts a shown breach discloses (its start, and what ended it).
     let mut cited: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
     for d in deadlines {
-        // A flag is not a case file: shown the start only as a flag (the CP-IS content), the caller is not
-        // told how the case has kept to its timescales.
         let Some(start) = d
             .started_by
             .as_ref()
             .and_then(|f| visible.get(f.event_id.as_str()))
-            .filter(|f| f.projection != pb::Projection::Flag as i32)
+            .filter(|f| halcyon_projector::disclose::tells_deadline(f))
         else {
             continue;
         };
@@ -268,9 +277,7 @@ pub async fn disclosed(
         return Ok(shown);
     }
     // The owners those facts' cells say to notify (`notify_owner`), as a view of them would.
-    let window =
-        (0..facts.facts.len()).filter(|&i| cited.contains(facts.facts[i].envelope.event_id.as_str()));
-    disclosure.notify = view_of(&asker, child, &facts, window).1.notify;
+    disclosure.notify = view_of(&asker, child, &facts, of(&cited)).1.notify;
     query
         .record(pass, Some(child), &disclosure, pb::AccessOutcome::Permitted)
         .await?;

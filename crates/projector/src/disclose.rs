@@ -170,6 +170,15 @@ pub fn view_of(
     (view, disclosure)
 }
 
+/// Whether a reader shown `start` may be told of the deadline it started (its breach, how late, what met
+/// it): only when it sees the fact more than as a flag. A flag is not a case file: an agency shown a
+/// looked-after period as the CP-IS flag is not told its review was missed — that would say what the review
+/// records, which its box may not open, have not recorded. `DeadlineService`, the watch and `audit as-of`
+/// all decide with this.
+pub fn tells_deadline(start: &pb::VisibleFact) -> bool {
+    start.projection != pb::Projection::Flag as i32
+}
+
 /// The indexes of the facts the principal may learn of: those it may see, and those it would be told are
 /// withheld. A chronology pages over these, so that neither its pages nor its page tokens count facts the
 /// caller may not learn of.

@@ -172,7 +172,7 @@ impl Reconstruction {
             .view
             .facts
             .iter()
-            .filter(|f| f.projection != pb::Projection::Flag as i32)
+            .filter(|f| halcyon_projector::disclose::tells_deadline(f))
             .map(|f| f.event_id.as_str())
             .collect();
         Ok(visible_deadlines(all, &visible, &beyond_flag))
@@ -337,8 +337,7 @@ pub fn deadlines_at(
 }
 
 /// The deadlines a reader may know of: those whose start fact it could see more than as a flag
-/// (`beyond_flag`: a flag is not a case file — an agency shown a looked-after period as the CP-IS flag is not
-/// told its review was missed), as `DeadlineService` shows breaches; the fact that ended one is named only if
+/// (`beyond_flag`, by [`halcyon_projector::disclose::tells_deadline`]), as `DeadlineService` shows breaches; the fact that ended one is named only if
 /// it could see that too (`visible`, a flag included).
 pub fn visible_deadlines(
     deadlines: Vec<DeadlineThen>,
