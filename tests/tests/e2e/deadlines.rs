@@ -85,14 +85,7 @@ fn export(p: &Projector) -> String {
 async fn issue_8_an_undecided_referral_breaches_t01_on_the_timer_and_a_late_decision_closes_it() {
     let nats = NatsServer::start_with_auth();
     let data = tempfile::tempdir().unwrap();
-    let clock = Clock::manual(MONDAY_10H + 3_600_000);
-    let node = common::start_node(NodeConfig {
-        clock: clock.clone(),
-        peers: common::clock_unguarded(),
-        ..common::node_config(&nats, data.path())
-    })
-    .await
-    .expect("node starts");
+    let (clock, node) = node_at(&nats, data.path(), MONDAY_10H + 3_600_000).await;
     let mut client = pb::query_service_client::QueryServiceClient::connect(format!("http://{}", node.addr))
         .await
         .unwrap();
@@ -207,6 +200,19 @@ async fn issue_8_an_undecided_referral_breaches_t01_on_the_timer_and_a_late_deci
     assert_eq!(live, rebuilt);
 }
 
+/// A node whose clock the test moves, reading `at` at first (no bound on its distance from NATS time).
+async fn node_at(nats: &NatsServer, data: &std::path::Path, at: i64) -> (Clock, Node) {
+    let clock = Clock::manual(at);
+    let node = common::start_node(NodeConfig {
+        clock: clock.clone(),
+        peers: common::clock_unguarded(),
+        ..common::node_config(nats, data)
+    })
+    .await
+    .expect("node starts");
+    (clock, node)
+}
+
 /// Polls (bounded) until `ready` holds.
 async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut ready: impl FnMut() -> F) {
     let until = std::time::Instant::now() + Duration::from_secs(20);
@@ -267,14 +273,7 @@ async fn issue_8_a_restarted_node_records_the_breaches_it_missed_while_down() {
 async fn issue_8_an_agency_the_policy_entitles_to_the_start_fact_is_told_of_the_breach_too() {
     let nats = NatsServer::start_with_auth();
     let data = tempfile::tempdir().unwrap();
-    let clock = Clock::manual(MONDAY_10H + 3 * 3_600_000);
-    let node = common::start_node(NodeConfig {
-        clock: clock.clone(),
-        peers: common::clock_unguarded(),
-        ..common::node_config(&nats, data.path())
-    })
-    .await
-    .expect("node starts");
+    let (clock, node) = node_at(&nats, data.path(), MONDAY_10H + 3 * 3_600_000).await;
     let mut client = pb::query_service_client::QueryServiceClient::connect(format!("http://{}", node.addr))
         .await
         .unwrap();
@@ -331,14 +330,7 @@ async fn issue_8_an_agency_the_policy_entitles_to_the_start_fact_is_told_of_the_
 async fn breaches_of_every_child_come_a_page_at_a_time() {
     let nats = NatsServer::start_with_auth();
     let data = tempfile::tempdir().unwrap();
-    let clock = Clock::manual(MONDAY_10H + 3_600_000);
-    let node = common::start_node(NodeConfig {
-        clock: clock.clone(),
-        peers: common::clock_unguarded(),
-        ..common::node_config(&nats, data.path())
-    })
-    .await
-    .expect("node starts");
+    let (clock, node) = node_at(&nats, data.path(), MONDAY_10H + 3_600_000).await;
     let children = common::children(3).children;
     let referrals: Vec<pb::Envelope> = children
         .iter()
@@ -435,14 +427,7 @@ async fn breaches_of_every_child_come_a_page_at_a_time() {
 async fn a_breach_is_not_shown_to_agencies_that_see_its_start_only_as_a_flag() {
     let nats = NatsServer::start_with_auth();
     let data = tempfile::tempdir().unwrap();
-    let clock = Clock::manual(MONDAY_10H + 3_600_000);
-    let node = common::start_node(NodeConfig {
-        clock: clock.clone(),
-        peers: common::clock_unguarded(),
-        ..common::node_config(&nats, data.path())
-    })
-    .await
-    .expect("node starts");
+    let (clock, node) = node_at(&nats, data.path(), MONDAY_10H + 3_600_000).await;
     let looked_after = envelope(
         MONDAY_10H,
         Kind::LookedAfterPeriodStarted(pb::LookedAfterPeriodStarted {
