@@ -249,16 +249,19 @@ async fn a_referral_and_an_attendance_entered_in_error_are_withdrawn_from_the_co
     let then = halcyon_review::as_of::reconstruct(&js, before_ms, tolerance)
         .await
         .unwrap();
-    let seen_then = then
-        .could_see(
+    let registry = common::registry();
+    // What the authority's practitioner could see at a reconstruction's moment.
+    let csc_saw = |at: &halcyon_review::as_of::Reconstruction| {
+        at.could_see(
             &policy,
-            &common::registry(),
+            &registry,
             &csc_practitioner(),
             Purpose::Safeguarding,
             child,
         )
         .unwrap()
-        .expect("facts held then");
+    };
+    let seen_then = csc_saw(&then).expect("facts held then");
     assert!(
         seen_then
             .view
@@ -276,16 +279,7 @@ async fn a_referral_and_an_attendance_entered_in_error_are_withdrawn_from_the_co
     let now = halcyon_review::as_of::reconstruct(&js, halcyon_schema::clock::now_ms(), tolerance)
         .await
         .unwrap();
-    let seen_now = now
-        .could_see(
-            &policy,
-            &common::registry(),
-            &csc_practitioner(),
-            Purpose::Safeguarding,
-            child,
-        )
-        .unwrap()
-        .expect("facts held now");
+    let seen_now = csc_saw(&now).expect("facts held now");
     assert!(
         !seen_now
             .view
