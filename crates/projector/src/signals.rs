@@ -112,17 +112,10 @@ pub struct SignalWithdrawal {
 }
 
 impl StoredSignal {
-    /// Its stable name, `S02/<event id>`: what `SignalOutcomeRecorded.signal_id` names. A record written
-    /// before names were stored is named by its completing fact.
+    /// Its stable name, `S02/<event id>`: what `SignalOutcomeRecorded.signal_id` names. (Every record has
+    /// one: stores written before names were stored are of an older read-model format, and rebuilt.)
     pub fn id(&self) -> String {
-        if !self.name.is_empty() {
-            return self.name.clone();
-        }
-        format!(
-            "{}/{}",
-            self.rule_id,
-            self.facts.last().map_or("", |f| f.event_id.as_str())
-        )
+        self.name.clone()
     }
 
     /// Whether an outcome naming `signal_id` is about this signal (its name, or one it absorbed).

@@ -602,7 +602,8 @@ impl Projector {
     /// Waits until every `(stream, sequence)` has been applied and the read models derived from it — the
     /// facts, and the views, deadlines and signals of every child they changed — or fails after `timeout`.
     /// What a query carrying positions waits for: its answer then reflects the caller's writes everywhere,
-    /// with no settle delay. A projector with no derived models waits for the facts alone.
+    /// once the pass covering them is done (no fixed sleep; a pass starts up to the node's settle time after
+    /// a batch). A projector with no derived models waits for the facts alone.
     pub async fn wait_for_derived(
         &self,
         wanted: &[(String, u64)],
