@@ -135,18 +135,21 @@ impl Registry {
     /// every one of them (a signal then reaching each MASH the force serves rather than none). In a registry
     /// that names no areas (one area), whenever any registered agency knows the child. An unregistered
     /// agency is in no area.
-    pub fn in_area<'a>(&self, agency: &AgencyId, recorders: impl IntoIterator<Item = &'a AgencyId>) -> bool {
+    pub fn in_area<'a, R>(&self, agency: &AgencyId, recorders: R) -> bool
+    where
+        R: IntoIterator<Item = &'a AgencyId> + Clone,
+    {
         let Some(mine) = self.get(agency) else {
             return false;
         };
-        let known: Vec<&Agency> = recorders.into_iter().filter_map(|r| self.get(r)).collect();
+        // Asked for every agency of every child whose views are derived: no allocation.
+        let known = || recorders.clone().into_iter().filter_map(|r| self.get(r));
         if mine.areas.is_empty() {
-            return known.iter().any(|other| other.areas.is_empty());
+            return known().any(|other| other.areas.is_empty());
         }
-        let local: Vec<&Agency> = known.iter().copied().filter(|a| a.areas.len() == 1).collect();
-        let placing = if local.is_empty() { known } else { local };
-        placing
-            .iter()
+        let local_known = known().any(|a| a.areas.len() == 1);
+        known()
+            .filter(|a| !local_known || a.areas.len() == 1)
             .any(|other| other.areas.iter().any(|area| mine.areas.contains(area)))
     }
 
