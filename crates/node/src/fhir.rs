@@ -91,11 +91,8 @@ async fn search_flags(State(query): State<Query>, request: Request) -> Response 
     }
 }
 
-/// The node's limit on every call on its port, gRPC and FHIR alike.
-pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// How long a FHIR search may take before it is answered 504 with an OperationOutcome: under the node's
-/// limit on every call on its port (`CALL_TIMEOUT`, 30 s), which would answer a FHIR client in gRPC terms.
+/// limit on every call on its port ([`crate::node::CALL_TIMEOUT`], 30 s), which would answer a FHIR client in gRPC terms.
 pub const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(28);
 
 /// The NHS number in `patient.identifier=https://fhir.nhs.uk/Id/nhs-number|<n>`; otherwise the

@@ -21,6 +21,9 @@ use crate::limits::{REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX};
 use crate::query::Query;
 
 /// Why a node could not start.
+/// The node's limit on every call on its port, gRPC and FHIR alike.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error(transparent)]
@@ -420,7 +423,7 @@ impl Node {
         let routes: tonic::service::Routes = routes.routes().into_axum_router().merge(fhir).into();
         let router = tonic::transport::Server::builder()
             .accept_http1(true)
-            .timeout(crate::fhir::CALL_TIMEOUT)
+            .timeout(CALL_TIMEOUT)
             .layer(crate::metrics::CallLayer {
                 metrics: metrics.clone(),
             })
